@@ -1,0 +1,40 @@
+# formnet: `make demo` runs a small local cluster doing real work; `make test` runs every test.
+# Both set up what they need first (Debian packages, a virtual environment, Podman config).
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: all test demo setup host venv base-image bench clean
+
+all: test
+
+# Debian packages (podman, runc, busybox-static, the wasm32-wasi C toolchain, serf) and
+# the Podman settings this machine needs; idempotent, quick when everything is there.
+host:
+	bash packaging/setup-host.sh
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,plots]'
+	touch $@
+
+venv: $(STAMP)
+
+setup: host venv
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m simulations.demo
+
+bench: setup
+	$(PY) -m simulations.bench_placement
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,101 @@
+"""What a node can do: static facts collected once at start and gossiped in its record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+from .wire import WireError, need_int, need_list, need_map, need_str, need_str_map
+
+KNOWN_EXECUTORS = ("podman", "wasm")
+
+
+@dataclass(frozen=True, slots=True)
+class GpuInfo:
+    index: int
+    vendor: str
+    model: str
+    memory_bytes: int
+    uuid: str
+    driver_version: str
+    compute_capability: str  # "8.6"; text because it is a version, never compared as a number
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "vendor": self.vendor,
+            "model": self.model,
+            "memory_bytes": self.memory_bytes,
+            "uuid": self.uuid,
+            "driver_version": self.driver_version,
+            "compute_capability": self.compute_capability,
+        }
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> "GpuInfo":
+        record = need_map(raw, "gpu")
+        return cls(
+            index=need_int(record, "index", high=1023),
+            vendor=need_str(record, "vendor", limit=64),
+            model=need_str(record, "model", limit=256),
+            memory_bytes=need_int(record, "memory_bytes"),
+            uuid=need_str(record, "uuid", limit=128),
+            driver_version=need_str(record, "driver_version", limit=64),
+            compute_capability=need_str(record, "compute_capability", limit=16),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCapabilities:
+    cpu_model: str
+    logical_cores: int
+    physical_cores: int
+    cpu_millicores: int
+    memory_bytes: int
+    disk_bytes: int
+    arch: str
+    os: str
+    kernel: str
+    gpus: tuple[GpuInfo, ...] = ()
+    executors: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "cpu_model": self.cpu_model,
+            "logical_cores": self.logical_cores,
+            "physical_cores": self.physical_cores,
+            "cpu_millicores": self.cpu_millicores,
+            "memory_bytes": self.memory_bytes,
+            "disk_bytes": self.disk_bytes,
+            "arch": self.arch,
+            "os": self.os,
+            "kernel": self.kernel,
+            "gpus": [gpu.to_wire() for gpu in self.gpus],
+            "executors": list(self.executors),
+            "labels": dict(self.labels),
+        }
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> "NodeCapabilities":
+        record = need_map(raw, "capabilities")
+        executors = need_list(record, "executors", limit=16)
+        if not all(isinstance(name, str) and len(name) <= 32 for name in executors):
+            raise WireError("executors: expected a list of short names")
+        return cls(
+            cpu_model=need_str(record, "cpu_model", limit=256),
+            logical_cores=need_int(record, "logical_cores", high=1_000_000),
+            physical_cores=need_int(record, "physical_cores", high=1_000_000),
+            cpu_millicores=need_int(record, "cpu_millicores"),
+            memory_bytes=need_int(record, "memory_bytes"),
+            disk_bytes=need_int(record, "disk_bytes"),
+            arch=need_str(record, "arch", limit=64),
+            os=need_str(record, "os", limit=256),
+            kernel=need_str(record, "kernel", limit=256),
+            gpus=tuple(GpuInfo.from_wire(gpu) for gpu in need_list(record, "gpus", limit=64)),
+            executors=tuple(executors),
+            labels=need_str_map(record, "labels"),
+        )
+
+    def with_labels(self, labels: Mapping[str, str]) -> "NodeCapabilities":
+        return replace(self, labels=dict(labels))
