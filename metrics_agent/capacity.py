@@ -141,5 +141,6 @@ def apply_reservations(
         allocatable_cpu_millicores=max(0, capabilities.cpu_millicores - cpu),
         allocatable_memory_bytes=max(0, min(observed.memory_available_bytes, capabilities.memory_bytes - memory)),
         allocatable_disk_bytes=max(0, min(observed.disk_free_bytes, capabilities.disk_bytes - disk)),
-        allocatable_gpu_indices=tuple(g.index for g in capabilities.gpus if g.index not in gpu_held),
+        # Only GPUs that answered this sample are handed out (see metrics_agent.gpu).
+        allocatable_gpu_indices=tuple(g.index for g in observed.gpus if g.index not in gpu_held),
     )
