@@ -1,0 +1,156 @@
+"""`form`: the user's client of the local formd, over its control socket.
+
+Exit status 0 on success; otherwise one line `form: <why>` on stderr and status 1
+(2 for usage errors, as typer does).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .client import SOCKET_ENV, ClientError, call, default_socket
+from .render import keys_table, nodes_table, print_table
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Talk to the local formd.")
+cluster_key_app = typer.Typer(no_args_is_help=True, help="Rotate the cluster key on this node (repeat on every node).")
+label_app = typer.Typer(no_args_is_help=True, help="Change this node's labels at runtime (persisted to formd.toml).")
+app.add_typer(cluster_key_app, name="cluster-key")
+app.add_typer(label_app, name="label")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"form: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _call(ctx: typer.Context, method: str, params: dict[str, Any] | None = None) -> Any:
+    try:
+        return call(ctx.obj["socket"], method, params)
+    except ClientError as exc:
+        _fail(str(exc))
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+@app.callback()
+def options(
+    ctx: typer.Context,
+    socket: Optional[Path] = typer.Option(
+        None, "--socket", "-s", help=f"formd control socket (env {SOCKET_ENV}, default /var/lib/formd/formd.sock)"
+    ),
+) -> None:
+    ctx.obj = {"socket": socket or default_socket()}
+
+
+@app.command()
+def nodes(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print a JSON list")) -> None:
+    """Every node this formd knows: status, capabilities, free capacity, labels."""
+    result = _call(ctx, "nodes")
+    if as_json:
+        _print_json(result)
+    else:
+        print_table(nodes_table(result))
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """This node: id, address, incarnation, peers, traffic."""
+    result = _call(ctx, "status")
+    if as_json:
+        _print_json(result)
+        return
+    for key, value in result.items():
+        if not isinstance(value, (dict, list)):
+            typer.echo(f"{key}: {value}")
+
+
+@cluster_key_app.command("generate")
+def cluster_key_generate(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to this file (mode 0600) instead of stdout"),
+) -> None:
+    """Make a new random cluster key (no daemon needed)."""
+    text = base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
+    if output is None:
+        typer.echo(text)
+        return
+    try:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        _fail(f"{output} exists; refusing to overwrite a key")
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror}")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")
+    typer.echo(f"wrote {output}")
+
+
+@cluster_key_app.command("list")
+def cluster_key_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Key ids in this node's keyring and which one seals outgoing frames."""
+    result = _call(ctx, "cluster-key.list")
+    if as_json:
+        _print_json(result)
+    else:
+        print_table(keys_table(result))
+
+
+@cluster_key_app.command("add")
+def cluster_key_add(ctx: typer.Context, key_file: Path = typer.Argument(..., help="file holding the key (base64 line); - for stdin")) -> None:
+    """Add a key: frames under it are accepted; the primary still seals."""
+    try:
+        text = sys.stdin.read() if str(key_file) == "-" else key_file.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read {key_file}: {getattr(exc, 'strerror', None) or exc}")
+    result = _call(ctx, "cluster-key.add", {"key": text.strip()})
+    typer.echo(result["key_id"])
+
+
+@cluster_key_app.command("use")
+def cluster_key_use(ctx: typer.Context, key_id: str = typer.Argument(..., help="key id (hex) from `form cluster-key list`")) -> None:
+    """Make a key in the keyring the primary (it seals from now on)."""
+    _call(ctx, "cluster-key.use", {"key_id": key_id})
+    typer.echo(f"primary key is now {key_id}")
+
+
+@cluster_key_app.command("remove")
+def cluster_key_remove(ctx: typer.Context, key_id: str = typer.Argument(...)) -> None:
+    """Drop a key that is no longer primary: frames under it are refused from now on."""
+    _call(ctx, "cluster-key.remove", {"key_id": key_id})
+    typer.echo(f"removed {key_id}")
+
+
+@label_app.command("set")
+def label_set(ctx: typer.Context, pairs: list[str] = typer.Argument(..., help="key=value ...")) -> None:
+    """Set (or change) labels on this node."""
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            _fail(f"{pair!r} is not key=value")
+        labels[key] = value
+    result = _call(ctx, "label.set", {"labels": labels})
+    typer.echo(",".join(f"{k}={v}" for k, v in sorted(result["labels"].items())) or "(no labels)")
+
+
+@label_app.command("remove")
+def label_remove(ctx: typer.Context, keys: list[str] = typer.Argument(..., help="label keys")) -> None:
+    """Remove labels from this node."""
+    result = _call(ctx, "label.remove", {"keys": keys})
+    typer.echo(",".join(f"{k}={v}" for k, v in sorted(result["labels"].items())) or "(no labels)")
+
+
+def main() -> None:
+    app(prog_name="form")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Tables for humans; the --json output is the daemon's objects unchanged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from metrics_agent.units import format_bytes, format_cpu
+
+_STATUS_STYLE = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
+
+
+def _age(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds)}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def _resource(free: Any, total: Any, fmt) -> str:
+    if not isinstance(total, int):
+        return "-"
+    if not isinstance(free, int):
+        return fmt(total)
+    return f"{fmt(free)} / {fmt(total)}"
+
+
+def _gpus(capabilities: dict, capacity: dict) -> str:
+    gpus = capabilities.get("gpus") or []
+    if not gpus:
+        return "-"
+    free = len(capacity.get("allocatable_gpu_indices") or [])
+    models = sorted({str(g.get("model", "?")) for g in gpus})
+    return f"{free}/{len(gpus)} {', '.join(models)}"
+
+
+def nodes_table(nodes: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("ID", "ADDRESS", "STATUS", "SEEN", "CPU free/total", "MEMORY free/total", "DISK free/total", "GPU", "EXECUTORS", "LABELS"):
+        table.add_column(column, no_wrap=column not in ("LABELS",))
+    for node in nodes:
+        caps = node.get("capabilities") or {}
+        capacity = node.get("capacity") or {}
+        status = str(node.get("status", "?"))
+        short = str(node.get("id", ""))[:12] + (" *" if node.get("self") else "")
+        table.add_row(
+            short,
+            str(node.get("address", "")),
+            f"[{_STATUS_STYLE.get(status, '')}]{status}[/]" if status in _STATUS_STYLE else status,
+            _age(node.get("last_heartbeat_age_s")),
+            _resource(capacity.get("allocatable_cpu_millicores"), caps.get("cpu_millicores"), format_cpu),
+            _resource(capacity.get("allocatable_memory_bytes"), caps.get("memory_bytes"), format_bytes),
+            _resource(capacity.get("allocatable_disk_bytes"), caps.get("disk_bytes"), format_bytes),
+            _gpus(caps, capacity),
+            ",".join(node.get("executors") or []) or "-",
+            ",".join(f"{k}={v}" for k, v in sorted((node.get("labels") or {}).items())) or "-",
+        )
+    return table
+
+
+def keys_table(keys: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("KEY ID")
+    table.add_column("PRIMARY")
+    for key in keys:
+        table.add_row(str(key.get("key_id")), "yes" if key.get("primary") else "")
+    return table
+
+
+def print_table(table: Table) -> None:
+    console = Console()
+    if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
+        console = Console(width=240)
+    console.print(table)
