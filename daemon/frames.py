@@ -52,10 +52,17 @@ def describe_size(size: int) -> str:
     return f"{size} B"
 
 
+def _over_limit(what: str, size: int, limit: int) -> str:
+    shown, shown_limit = describe_size(size), describe_size(limit)
+    if shown.split()[0].rstrip("0").rstrip(".") == shown_limit.split()[0] or shown == shown_limit:
+        shown = f"{size} bytes"  # rounding would make it look equal to the limit
+    return f"{what} of {shown} over the {shown_limit} limit"
+
+
 def check_frame_size(size: int, max_frame: int = MAX_FRAME) -> None:
     """Refuse an announced frame size before a single body byte is read."""
     if size > max_frame:
-        raise FrameError(f"frame of {describe_size(size)} over the {describe_size(max_frame)} limit")
+        raise FrameError(_over_limit("frame", size, max_frame))
     if size < OVERHEAD:
         raise FrameError(f"truncated frame ({size} bytes, a frame has at least {OVERHEAD})")
 
@@ -65,8 +72,7 @@ def seal(keyring: Keyring, payload: bytes, now: float, *, max_frame: int = MAX_F
     """Seal payload under the primary key, stamped with `now` (wall-clock seconds)."""
     size = OVERHEAD + len(payload)
     if size > max_frame:
-        raise FrameError(f"payload of {describe_size(len(payload))} makes a frame over the "
-                         f"{describe_size(max_frame)} limit")
+        raise FrameError(_over_limit("sealed payload", size, max_frame))
     if nonce is None:
         nonce = os.urandom(NONCE_BYTES)
     elif len(nonce) != NONCE_BYTES:
