@@ -108,7 +108,7 @@ def test_oversized_frame_and_payload(ring):
     assert len(frame) == limit
     assert open_frame(ring, frame, NOW, ReplayGuard(), max_frame=limit) == b"x" * (limit - OVERHEAD)
     big = seal(ring, b"x" * limit, NOW, max_frame=10 * limit)
-    assert refused(ring, big, max_frame=limit).== f"frame of {limit + OVERHEAD} bytes over the 64 KiB limit"
+    assert refused(ring, big, max_frame=limit) == f"frame of {limit + OVERHEAD} bytes over the 64 KiB limit"
     with pytest.raises(FrameError, match=r"frame of 9 MiB over the 4 MiB limit"):
         check_frame_size(9 * 1024 * 1024)
 
