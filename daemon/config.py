@@ -49,9 +49,10 @@ class FormdConfig:
     retransmit_mult: int = 4
     anti_entropy_interval_s: float = 30.0
     tick_interval_ms: int = 1000
-    # 0 = derived from the tick interval and scaled with log10(cluster size).
-    suspect_timeout_ms: int = 0
-    dead_timeout_ms: int = 0
+    # Liveness (daemon/membership.py): suspect after suspect_mult x log10(max(n,10)) ticks
+    # without a heartbeat advance, dead after dead_mult times that.
+    suspect_mult: float = 4.0
+    dead_mult: float = 3.0
     request_timeout_ms: int = 2000
     max_frame_bytes: int = 4 * 1024 * 1024
     snapshot_interval_s: float = 300.0
@@ -92,10 +93,8 @@ class FormdConfig:
         _range("retransmit_mult", self.retransmit_mult, 1, 64)
         _range("anti_entropy_interval_s", self.anti_entropy_interval_s, 0.1, 86_400)
         _range("tick_interval_ms", self.tick_interval_ms, 10, 600_000)
-        _range("suspect_timeout_ms", self.suspect_timeout_ms, 0, 86_400_000)
-        _range("dead_timeout_ms", self.dead_timeout_ms, 0, 86_400_000)
-        if self.suspect_timeout_ms and self.dead_timeout_ms and self.dead_timeout_ms <= self.suspect_timeout_ms:
-            raise ConfigError("dead_timeout_ms must be longer than suspect_timeout_ms")
+        _range("suspect_mult", self.suspect_mult, 0.5, 1000)
+        _range("dead_mult", self.dead_mult, 1.01, 1000)
         _range("request_timeout_ms", self.request_timeout_ms, 10, 600_000)
         _range("max_frame_bytes", self.max_frame_bytes, 64 * 1024, 256 * 1024 * 1024)
         _range("snapshot_interval_s", self.snapshot_interval_s, 1, 86_400 * 7)

@@ -69,13 +69,16 @@ class ControlServer:
     async def handle_connection(self, stream: trio.abc.Stream) -> None:
         async with self._limit, stream:
             buffer = bytearray()
+            skipping = False  # inside an over-long line: discard up to its newline, then resync
             try:
                 while True:
                     newline = buffer.find(b"\n")
                     if newline < 0:
                         if len(buffer) > MAX_LINE:
-                            await stream.send_all(encode_error(f"request longer than {MAX_LINE} bytes"))
-                            return
+                            if not skipping:
+                                await stream.send_all(encode_error(f"request longer than {MAX_LINE} bytes"))
+                            skipping = True
+                            buffer.clear()
                         chunk = await stream.receive_some(65536)
                         if not chunk:
                             return
@@ -83,6 +86,9 @@ class ControlServer:
                         continue
                     line = bytes(buffer[:newline])
                     del buffer[: newline + 1]
+                    if skipping:
+                        skipping = False
+                        continue
                     if not line.strip():
                         continue
                     await stream.send_all(await self.dispatch(line))
