@@ -1,0 +1,242 @@
+"""The replicated cluster document: four pycrdt maps of signed records, checked before use.
+
+Values are whole signed envelopes (bytes) under hex text keys, never nested maps: a key
+rewritten by its one writer stays the same size in pycrdt, nested maps grow per rewrite.
+
+Nothing a peer sends becomes visible before it is checked. A remote update is first applied to
+a shadow copy of the document; the map entries it changed are verified there (signature,
+signer owns the key, a node record is not older than the one held, no deletes, no unknown
+top-level names, no structs left waiting for updates we have not seen). Only then is it
+applied to the real document; otherwise the whole update is refused and the shadow is rebuilt
+from the real document. Readers see `views`, built from entries that passed those checks, so
+a signature is verified once per value that arrives, not on every read.
+
+Deviations from the agreed interface (small, additive):
+- `ClusterDocument(local_node_id)`: when an incoming update would make this node's own record
+  look older (only possible when our last writes were lost, e.g. power loss, while a peer
+  kept them), the update is accepted and our newest record is written again on top, so every
+  replica ends with the newest one. Without this, such a node would refuse the peer's history
+  forever and the cluster would show its old record.
+- `ApplyResult.missing`: True when the update depends on changes we have not received; the
+  sync layer answers it with our state vector so the sender fills the gap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Iterable
+
+import pycrdt
+from pycrdt import Doc, Map
+
+from crdt_state.records import MAP_KINDS, NodeRecord, RecordError, SignedEntry, StaleRecord, verify_entry
+
+MAX_UPDATE = 16 * 1024 * 1024
+MAP_NAMES = tuple(MAP_KINDS)
+
+
+class DocumentError(ValueError):
+    """Bad input to a document call that is not a record (e.g. an undecodable state vector)."""
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    accepted: bool
+    reason: str | None = None
+    changed: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    missing: bool = False
+
+
+def _new_doc(client_id: int | None) -> Doc:
+    return Doc({name: Map() for name in MAP_NAMES}, client_id=client_id)
+
+
+class ClusterDocument:
+    def __init__(self, local_node_id: bytes | None = None, *, client_id: int | None = None) -> None:
+        # A fresh random client id per process start: after kill -9 the log may lack our last
+        # unsynced writes while peers hold them, and reusing the id would mint different
+        # items under ids the peers already have.
+        self.local_node_id = local_node_id
+        self._doc = _new_doc(client_id)
+        self._client_id = self._doc.client_id
+        self._views: dict[str, dict[str, SignedEntry]] = {name: {} for name in MAP_NAMES}
+        self._local_updates: list[bytes] = []
+        self.ignored: list[str] = []  # why entries loaded by from_updates were left out
+        self._make_shadow(b"")
+
+    # ---- construction and restore -------------------------------------------------------
+
+    @classmethod
+    def from_updates(
+        cls, updates: Iterable[bytes], local_node_id: bytes | None = None, *, client_id: int | None = None
+    ) -> "ClusterDocument":
+        """Rebuild from our own store (snapshot + log). Each update was checked when it was
+        first accepted; entries are verified again here and the ones that fail are skipped
+        (listed in `ignored`)."""
+        document = cls(local_node_id, client_id=client_id)
+        updates = [bytes(update) for update in updates]
+        if updates:
+            try:
+                merged = pycrdt.merge_updates(*updates)
+                document._doc.apply_update(merged)
+            except Exception as exc:
+                raise DocumentError(f"stored updates do not decode: {exc}") from None
+            document._make_shadow(document._doc.get_update())
+            document._rebuild_views()
+        return document
+
+    def _make_shadow(self, full_state: bytes) -> None:
+        self._shadow = _new_doc(None)
+        self._shadow_maps = {name: self._shadow[name] for name in MAP_NAMES}
+        self._changes: set[tuple[str, str]] = set()
+        self._shadow_subscriptions = [
+            shadow_map.observe(partial(self._note_changes, name))
+            for name, shadow_map in self._shadow_maps.items()
+        ]
+        if full_state:
+            self._shadow.apply_update(full_state)
+        self._changes.clear()
+
+    def _note_changes(self, map_name: str, event: Any) -> None:
+        for key in event.keys:
+            self._changes.add((map_name, key))
+
+    def _rebuild_after_refusal(self) -> None:
+        # Drops anything the refused update left half-applied in the shadow, and any pending
+        # (not yet integrable) deletes in both copies, so the two stay identical. Peers send
+        # their whole delete set with every diff, so nothing is lost for good.
+        full_state = self._doc.get_update()
+        self._doc = _new_doc(self._client_id)
+        self._doc.apply_update(full_state)
+        self._make_shadow(full_state)
+
+    def _rebuild_views(self) -> None:
+        self._views = {name: {} for name in MAP_NAMES}
+        self.ignored = []
+        for map_name in MAP_NAMES:  # nodes first: the other maps need the known nodes
+            real_map = self._doc[map_name]
+            for key in sorted(real_map.keys()):
+                value = real_map.get(key)
+                try:
+                    if not isinstance(value, (bytes, bytearray)):
+                        raise RecordError("value is not bytes")
+                    entry = verify_entry(map_name, key, bytes(value), self._views["nodes"])
+                except RecordError as exc:
+                    self.ignored.append(f"{map_name}/{key[:80]}: {exc.reason}")
+                    continue
+                self._views[map_name][key] = entry
+
+    # ---- local writes ---------------------------------------------------------------------
+
+    def put_local(self, map_name: str, key: str, envelope: bytes) -> None:
+        """Write one of our own records; raises RecordError (and changes nothing) if no
+        reader would accept it."""
+        if map_name not in MAP_KINDS:
+            raise RecordError(f"unknown map {map_name!r}")
+        entry = verify_entry(
+            map_name, key, envelope, self._views["nodes"], held=self._views[map_name].get(key)
+        )
+        if self.local_node_id is not None and entry.signer_id != self.local_node_id:
+            raise RecordError("put_local writes only records signed by this node")
+        before = self._doc.get_state()
+        self._doc[map_name][key] = entry.envelope
+        update = self._doc.get_update(before)
+        self._shadow.apply_update(update)
+        self._changes.clear()
+        self._views[map_name][key] = entry
+        self._local_updates.append(update)
+
+    def drain_local_updates(self) -> list[bytes]:
+        """Updates made by put_local since the last call, for eager push and the store."""
+        updates, self._local_updates = self._local_updates, []
+        return updates
+
+    # ---- remote updates -----------------------------------------------------------------
+
+    def apply_remote(self, update: bytes) -> ApplyResult:
+        if not isinstance(update, (bytes, bytearray)):
+            return ApplyResult(False, f"update must be bytes, got {type(update).__name__}")
+        if len(update) > MAX_UPDATE:
+            return ApplyResult(False, f"update of {len(update)} bytes is over the {MAX_UPDATE} limit")
+        update = bytes(update)
+        self._changes.clear()
+        try:
+            self._shadow.apply_update(update)
+        except Exception as exc:  # pycrdt raises ValueError for undecodable input
+            self._rebuild_after_refusal()
+            return ApplyResult(False, f"update does not decode: {exc}")
+        verdict = self._check_shadow(update)
+        if isinstance(verdict, ApplyResult):
+            self._rebuild_after_refusal()
+            return verdict
+        entries, reassert_own = verdict
+        self._doc.apply_update(update)
+        for entry in entries:
+            self._views[entry.map_name][entry.key] = entry
+        if reassert_own is not None:
+            self.put_local("nodes", reassert_own.key, reassert_own.envelope)
+        return ApplyResult(True, None, frozenset((e.map_name, e.key) for e in entries))
+
+    def _check_shadow(self, update: bytes) -> ApplyResult | tuple[list[SignedEntry], SignedEntry | None]:
+        if pycrdt.get_update(update, self._shadow.get_state())[0] != 0:
+            # Some structs could not be integrated: they wait for earlier updates we lack.
+            return ApplyResult(False, "update depends on changes not received yet", missing=True)
+        unknown_roots = set(self._shadow.keys()) - set(MAP_NAMES)
+        if unknown_roots:
+            return ApplyResult(False, f"update writes unknown top-level names {sorted(unknown_roots)[:5]}")
+        changes = sorted(self._changes, key=lambda change: (MAP_NAMES.index(change[0]), change[1]))
+        self._changes.clear()
+        known = dict(self._views["nodes"])
+        entries: list[SignedEntry] = []
+        reassert_own = None
+        own_key = self.local_node_id.hex() if self.local_node_id is not None else None
+        for map_name, key in changes:
+            where = f"{map_name}/{str(key)[:80]}"
+            value = self._shadow_maps[map_name].get(key)
+            if value is None:
+                return ApplyResult(False, f"{where}: deleting entries is not accepted")
+            if not isinstance(value, (bytes, bytearray)):
+                return ApplyResult(False, f"{where}: value is {type(value).__name__}, not a signed record")
+            held = self._views[map_name].get(key)
+            try:
+                entry = verify_entry(map_name, key, bytes(value), known, held)
+            except StaleRecord as exc:
+                if key != own_key:
+                    return ApplyResult(False, f"{where}: {exc.reason}")
+                reassert_own = held
+                continue
+            except RecordError as exc:
+                return ApplyResult(False, f"{where}: {exc.reason}")
+            if map_name == "nodes":
+                known[entry.signer_id] = entry
+            entries.append(entry)
+        return entries, reassert_own
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    def node_records(self) -> dict[bytes, NodeRecord]:
+        return {entry.signer_id: entry.node for entry in self._views["nodes"].values()}
+
+    def get(self, map_name: str, key: str) -> SignedEntry | None:
+        return self._views[map_name].get(key)
+
+    def items(self, map_name: str) -> dict[str, SignedEntry]:
+        return dict(self._views[map_name])
+
+    def state_vector(self) -> bytes:
+        return self._doc.get_state()
+
+    def update_since(self, state_vector: bytes | None) -> bytes:
+        """What a peer with this state vector lacks (everything when None)."""
+        if state_vector is None:
+            return self._doc.get_update()
+        if not isinstance(state_vector, (bytes, bytearray)):
+            raise DocumentError("state vector must be bytes")
+        try:
+            return self._doc.get_update(bytes(state_vector))
+        except Exception as exc:
+            raise DocumentError(f"state vector does not decode: {exc}") from None
+
+    def full_state(self) -> bytes:
+        return self._doc.get_update()
