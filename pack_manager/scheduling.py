@@ -1,0 +1,283 @@
+"""Who runs a job, decided by each node alone on its own view. Pure: no I/O, no clock.
+
+Every node calls `decide` for each unfinished job whenever its view changes (and every
+tick) and acts only for itself. Because every input is replicated (specs, run records,
+node records) and the functions are deterministic, nodes with the same view reach the
+same conclusion; nodes whose views differ for a moment may both claim, and the conflict
+rule (better-ranked claimant wins) settles it as soon as their views meet.
+
+The order of candidates is the placement policy's order (pack_manager.placement), with
+nodes matching more preferred labels first. A candidate is a live node whose static
+capabilities fit the job. Walking that order, a node is *available* when it is live and
+either fits now by its last gossiped capacity, or has no decline newer than that capacity.
+The first K available nodes (K = replicas) are responsible; each one claims if it fits
+now by its own fresh figures, and otherwise writes a decline with its reasons, which
+makes the next node responsible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from metrics_agent.capabilities import NodeCapabilities
+from metrics_agent.capacity import NodeCapacity
+
+from .fit import check_capabilities, check_capacity, check_fit, preference_score
+from .jobspec import JobSpec
+from .jobstate import (
+    CANCELLED,
+    DECLINED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    UNSCHEDULABLE,
+    RunReport,
+)
+from .placement import DEFAULT_POLICY, rank_with_preferences
+
+LIVE_STATUSES = ("alive", "suspect")  # a suspect node keeps its place until it is declared dead
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """What this node knows of one node: its record's figures and locally observed liveness."""
+
+    capabilities: NodeCapabilities
+    capacity: NodeCapacity | None
+    status: str  # alive | suspect | dead | left
+    reported_ms: int = 0  # the node's own clock when it wrote that capacity
+
+    @property
+    def live(self) -> bool:
+        return self.status in LIVE_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    job_id: bytes
+    spec: JobSpec
+    runs: Mapping[bytes, RunReport]  # node id -> that node's run record
+    cancelled: bool = False
+
+
+# What a node should do about a job. The daemon turns these into run records and executor calls.
+@dataclass(frozen=True, slots=True)
+class Claim:
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Yield:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    attempt: int
+    reason: str
+
+
+Action = Claim | Decline | Yield | Stop | GiveUp | None
+
+
+def _short(node_id: bytes) -> str:
+    return node_id.hex()[:12]
+
+
+def order_nodes(job: JobView, nodes: Mapping[bytes, NodeView], policy: str = DEFAULT_POLICY) -> list[bytes]:
+    """Every known node in placement order (preferred labels first), capable or not."""
+    req = job.spec.requirements
+    scores = {node_id: preference_score(view.capabilities, req) for node_id, view in nodes.items()}
+    return rank_with_preferences(job.job_id, scores, policy)
+
+
+def _holders(job: JobView, nodes: Mapping[bytes, NodeView]) -> set[bytes]:
+    """Nodes that hold a replica slot: a live claim, or a finished attempt."""
+    held = set()
+    for node_id, run in job.runs.items():
+        view = nodes.get(node_id)
+        if run.final or (run.active and view is not None and view.live):
+            held.add(node_id)
+    return held
+
+
+def _next_attempt(job: JobView, nodes: Mapping[bytes, NodeView]) -> tuple[int, list[bytes]]:
+    """1 + the highest attempt of claims abandoned by nodes that died or left."""
+    abandoned = [
+        node_id
+        for node_id, run in job.runs.items()
+        if run.active and (node_id not in nodes or not nodes[node_id].live)
+    ]
+    highest = max((job.runs[n].attempt for n in abandoned), default=0)
+    return highest + 1, abandoned
+
+
+def _available(node_id: bytes, job: JobView, view: NodeView) -> bool:
+    if not view.live:
+        return False
+    run = job.runs.get(node_id)
+    if run is not None and run.state == DECLINED and run.updated_ms >= view.reported_ms:
+        return False  # it said no after its last capacity report: believe it
+    if view.capacity is None:
+        return True  # not reported yet: give it the benefit of the doubt, it will decline if it must
+    return not check_capacity(view.capabilities, view.capacity, job.spec.requirements)
+
+
+def decide(
+    job: JobView,
+    nodes: Mapping[bytes, NodeView],
+    self_id: bytes,
+    own_capacity: NodeCapacity | None,
+    *,
+    policy: str = DEFAULT_POLICY,
+    max_attempts: int = 3,
+) -> Action:
+    """What `self_id` should do about `job` now. `own_capacity` is this node's fresh figures,
+    reservations of the jobs it just claimed included (fresher than its gossiped record)."""
+    own = job.runs.get(self_id)
+    if job.cancelled:
+        return Stop("cancelled by request") if own is not None and own.active else None
+    me = nodes.get(self_id)
+    if me is None:
+        return None
+    order = order_nodes(job, nodes, policy)
+    position = {node_id: i for i, node_id in enumerate(order)}
+    holders = _holders(job, nodes)
+    replicas = job.spec.replicas
+
+    if own is not None and own.active:
+        better = sorted((n for n in holders if n != self_id and position[n] < position[self_id]), key=position.get)
+        if len(better) >= replicas:
+            winner = better[0]
+            return Yield(f"node {_short(winner)} ranks higher for this job and holds it ({job.runs[winner].state})")
+        return None
+    if own is not None and own.final:
+        return None
+
+    free_slots = replicas - len(holders)
+    if free_slots <= 0:
+        return None
+    req = job.spec.requirements
+    for node_id in order:
+        if node_id in holders:
+            continue
+        view = nodes[node_id]
+        if not view.live or check_capabilities(view.capabilities, req):
+            continue
+        if node_id == self_id:
+            attempt, abandoned = _next_attempt(job, nodes)
+            if attempt > max_attempts:
+                gone = ", ".join(_short(n) for n in abandoned)
+                return GiveUp(attempt - 1, f"gave up after {attempt - 1} attempts: the nodes running it died ({gone})")
+            verdict = check_fit(me.capabilities, own_capacity, req)
+            if not verdict.fits_now:
+                if own is not None and own.state == DECLINED and own.reason == "; ".join(verdict.not_now):
+                    return None  # already said so; do not rewrite the same decline every tick
+                return Decline(verdict.not_now)
+            why = f"ranked {position[self_id] + 1} of {len(order)} known nodes"
+            if abandoned:
+                why += f"; taking over from {', '.join(_short(n) for n in abandoned)} (dead)"
+            return Claim(attempt, why)
+        if _available(node_id, job, view):
+            free_slots -= 1
+            if free_slots == 0:
+                return None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    node: bytes
+    state: str
+    digest: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    state: str
+    reason: str
+    node: bytes | None = None
+    attempt: int = 0
+    run: RunReport | None = None
+    replicas: tuple[ReplicaStatus, ...] = ()
+    verified: bool = False
+    reasons: tuple[str, ...] = field(default=())  # per-node reasons when unschedulable
+
+
+def job_status(job: JobView, nodes: Mapping[bytes, NodeView], policy: str = DEFAULT_POLICY) -> JobStatus:
+    """The job's state as a user sees it, derived from every node's run record."""
+    order = order_nodes(job, nodes, policy) if nodes else []
+    position = {node_id: i for i, node_id in enumerate(order)}
+    far = len(order)
+
+    def by_rank(node_id: bytes) -> tuple[int, bytes]:
+        return (position.get(node_id, far), node_id)
+
+    holders = sorted(_holders(job, nodes), key=by_rank)
+    replicas = tuple(ReplicaStatus(n, job.runs[n].state, job.runs[n].result_digest) for n in holders)
+    finished = [n for n in holders if job.runs[n].final]
+    needed = job.spec.replicas
+
+    if finished and (len(finished) >= needed or not any(job.runs[n].active for n in holders)):
+        chosen = finished[:needed]
+        states = {job.runs[n].state for n in chosen}
+        # One failure spoils a replicated result; otherwise the best-ranked replica speaks.
+        worst = next((n for n in chosen if job.runs[n].state != SUCCEEDED), chosen[0])
+        run = job.runs[worst]
+        digests = {job.runs[n].result_digest for n in chosen}
+        verified = (
+            needed > 1 and len(chosen) >= needed and states == {SUCCEEDED} and len(digests) == 1 and None not in digests
+        )
+        return JobStatus(run.state, run.reason, worst, run.attempt, run, replicas, verified)
+
+    active = [n for n in holders if job.runs[n].active]
+    if job.cancelled:
+        if active:
+            run = job.runs[active[0]]
+            return JobStatus(run.state, "cancel requested; waiting for the runner to stop", active[0], run.attempt, run, replicas)
+        return JobStatus(CANCELLED, "cancelled before any node ran it", None, 0, None, replicas)
+    if active:
+        lead = next((n for n in active if job.runs[n].state == RUNNING), active[0])
+        run = job.runs[lead]
+        return JobStatus(run.state, run.reason, lead, run.attempt, run, replicas)
+
+    req = job.spec.requirements
+    never: list[str] = []
+    candidates = []
+    for node_id in order:
+        view = nodes[node_id]
+        reasons = check_capabilities(view.capabilities, req)
+        if not view.live:
+            continue
+        if reasons:
+            never.append(f"node {_short(node_id)}: " + "; ".join(reasons))
+        else:
+            candidates.append(node_id)
+    if not candidates:
+        why = "no live node can ever run it" + (": " + " | ".join(never) if never else " (no live nodes)")
+        return JobStatus(UNSCHEDULABLE, why, reasons=tuple(never))
+    declined = [n for n in candidates if job.runs.get(n) is not None and job.runs[n].state == DECLINED]
+    waiting = next((n for n in candidates if n not in declined), None)
+    if declined and waiting is None:
+        first = declined[0]
+        why = f"waiting for capacity: every capable node declined (first: {_short(first)}: {job.runs[first].reason})"
+    elif declined:
+        why = f"waiting for node {_short(waiting)}; declined: " + ", ".join(
+            f"{_short(n)} ({job.runs[n].reason})" for n in declined[:3]
+        )
+    else:
+        why = f"waiting for node {_short(candidates[0])} to claim it"
+    return JobStatus(QUEUED, why, None, 0, None, replicas)
+
