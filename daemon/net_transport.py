@@ -1,0 +1,406 @@
+"""The real Transport: sealed frames over trio TCP streams.
+
+On the wire every message is a 4-byte big-endian length followed by one sealed frame
+(daemon/frames.py). Inside the seal:
+
+    kind (1 byte) | request id (8 bytes, 0 when unused) | body
+
+    HELLO    first frame of every connection; body = the sender's serving address
+    SEND     one-way payload
+    REQUEST  payload that wants a REPLY (or FAILURE) with the same request id
+    REPLY    the handler's answer
+    FAILURE  the request was received but produced no answer (body = why)
+
+Connections: one outbound connection per peer address, opened lazily on the first message,
+reused for every later one and reopened after a failure. Requests and one-way sends travel
+initiator -> acceptor; replies come back on the same connection. The acceptor runs at most
+`handlers_per_connection` handlers at once per connection and stops reading while that many
+are busy, so a slow request does not hold up the rest and a peer that floods us is slowed
+down by TCP itself.
+Outgoing frames wait in a bounded per-peer queue; send() drops (returns False) rather than
+block when a peer cannot keep up, request() waits for room within its timeout.
+
+Bad input never stops the server: a frame that is oversized (refused from its length
+prefix, before the body is read), truncated, garbage, under an unknown key, tampered,
+replayed or stale is dropped with one log line and its connection is closed, since a
+stream that delivered one bad frame is not worth trusting for the next.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import struct
+import time
+from typing import Callable
+
+import trio
+
+from daemon.frames import (
+    MAX_FRAME, OVERHEAD, REPLAY_WINDOW, FrameError, ReplayGuard, check_frame_size, open_frame, seal,
+)
+from daemon.keyring import Keyring
+from daemon.transport import (
+    DropCallback, Handler, Transport, TransportError, format_address, parse_address,
+)
+
+log = logging.getLogger("formd.transport")
+
+HELLO, SEND, REQUEST, REPLY, FAILURE = 1, 2, 3, 4, 5
+_INNER = struct.Struct(">BQ")
+_LENGTH = struct.Struct(">I")
+_NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class _Closed(Exception):
+    """The remote end closed the stream."""
+
+
+class _Waiter:
+    __slots__ = ("event", "reply", "error")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.reply: bytes | None = None
+        self.error: str | None = None
+
+
+class _Outbound:
+    """One lazily opened, reused connection to a peer's serving address."""
+
+    def __init__(self, address: str, queue_frames: int) -> None:
+        self.address = address
+        self.queue_in, self.queue_out = trio.open_memory_channel[tuple[int, int, bytes]](queue_frames)
+        self.pending: dict[int, _Waiter] = {}
+        self.failure: str | None = None
+
+    def fail(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+        self.queue_in.close()
+        for waiter in self.pending.values():
+            waiter.error = reason
+            waiter.event.set()
+        self.pending.clear()
+
+
+class _FrameReader:
+    """Length-prefixed frames from a stream, counting bytes, refusing sizes before reading bodies."""
+
+    def __init__(self, transport: "NetTransport", stream: trio.SocketStream) -> None:
+        self._transport = transport
+        self._stream = stream
+        self._buffer = bytearray()
+
+    async def _fill(self, size: int) -> None:
+        while len(self._buffer) < size:
+            data = await self._stream.receive_some(max(size - len(self._buffer), 65536))
+            if not data:
+                raise _Closed(len(self._buffer))
+            self._transport.bytes_received += len(data)
+            self._buffer += data
+
+    async def read(self, idle_timeout: float, body_timeout: float) -> bytes | None:
+        """Next frame, None on a clean close between frames; FrameError for a bad one."""
+        try:
+            with trio.fail_after(idle_timeout):
+                await self._fill(1)
+        except _Closed:
+            return None
+        except trio.TooSlowError:
+            return None  # idle: close quietly, the peer reconnects when it needs us
+        try:
+            with trio.fail_after(body_timeout):
+                await self._fill(_LENGTH.size)
+                (size,) = _LENGTH.unpack_from(self._buffer)
+                check_frame_size(size, self._transport.max_frame)
+                await self._fill(_LENGTH.size + size)
+        except _Closed as closed:
+            raise FrameError(f"truncated frame (connection closed after {closed.args[0]} bytes)") from None
+        except trio.TooSlowError:
+            raise FrameError(f"truncated frame (nothing more for {body_timeout:g} s)") from None
+        frame = bytes(self._buffer[_LENGTH.size:_LENGTH.size + size])
+        del self._buffer[:_LENGTH.size + size]
+        return frame
+
+
+class NetTransport(Transport):
+    """Serve on `listen` ("host:port", port 0 picks one); `advertise` is the address peers use.
+
+    local_address is `advertise` when given, else the bound listen address (set once serve()
+    has started). Every timing default suits a LAN; all are keyword arguments.
+    """
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        listen: str = "127.0.0.1:0",
+        *,
+        advertise: str | None = None,
+        on_drop: DropCallback | None = None,
+        max_frame: int = MAX_FRAME,
+        replay_window: float = REPLAY_WINDOW,
+        clock: Callable[[], float] = time.time,
+        connect_timeout: float = 5.0,
+        queue_frames: int = 64,
+        max_inbound: int = 1024,
+        idle_timeout: float = 300.0,
+        frame_timeout: float = 30.0,
+        handlers_per_connection: int = 16,
+    ) -> None:
+        super().__init__(on_drop)
+        parse_address(listen)
+        if advertise is not None:
+            parse_address(advertise)
+        self.keyring = keyring
+        self.listen = listen
+        self.local_address = advertise or listen
+        self._advertise = advertise
+        self.max_frame = max_frame
+        self.clock = clock
+        self.connect_timeout = connect_timeout
+        self.queue_frames = queue_frames
+        self.max_inbound = max_inbound
+        self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
+        self.handlers_per_connection = handlers_per_connection
+        self._replay = ReplayGuard(window=replay_window)
+        self._request_ids = itertools.count(1)
+        self._outbound: dict[str, _Outbound] = {}
+        self._inbound = 0
+        self._nursery: trio.Nursery | None = None
+        self._handler: Handler | None = None
+        self._closed = False
+
+    # -- public --------------------------------------------------------------------------
+
+    @property
+    def connections(self) -> tuple[int, int]:
+        """(outbound, inbound) connections open now."""
+        return len(self._outbound), self._inbound
+
+    async def serve(self, handler: Handler, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        if self._nursery is not None or self._closed:
+            raise RuntimeError("a NetTransport serves once")
+        host, port = parse_address(self.listen)
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound_port = listeners[0].socket.getsockname()[1]
+        self.local_address = self._advertise or format_address(host, bound_port)
+        self._handler = handler
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(trio.serve_listeners, self._serve_inbound, listeners)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._closed = True
+            self._nursery = None
+            for connection in list(self._outbound.values()):
+                connection.fail("transport closed")
+            self._outbound.clear()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        await trio.lowlevel.checkpoint()
+
+    async def send(self, address: str, payload: bytes) -> bool:
+        await trio.lowlevel.checkpoint()
+        if not self._fits(payload):
+            log.warning("not sending %d bytes to %s: over the frame limit", len(payload), address)
+            return False
+        try:
+            connection = self._connection(address)
+            connection.queue_in.send_nowait((SEND, 0, payload))
+        except (TransportError, trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+        return True
+
+    async def request(self, address: str, payload: bytes, timeout: float) -> bytes:
+        if not self._fits(payload):
+            raise TransportError(f"request of {len(payload)} bytes is over the frame limit")
+        connection = self._connection(address)
+        request_id = next(self._request_ids)
+        waiter = _Waiter()
+        connection.pending[request_id] = waiter
+        try:
+            with trio.move_on_after(timeout):
+                try:
+                    await connection.queue_in.send((REQUEST, request_id, payload))
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    raise TransportError(connection.failure or f"connection to {address} closed") from None
+                await waiter.event.wait()
+        finally:
+            connection.pending.pop(request_id, None)
+        if waiter.error is not None:
+            raise TransportError(waiter.error)
+        if not waiter.event.is_set():
+            raise TransportError(f"no reply from {address} within {timeout:g} s")
+        assert waiter.reply is not None
+        return waiter.reply
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _fits(self, payload: bytes) -> bool:
+        return OVERHEAD + _INNER.size + len(payload) <= self.max_frame
+
+    def _connection(self, address: str) -> _Outbound:
+        if self._closed or self._nursery is None:
+            raise TransportError("transport is not serving")
+        connection = self._outbound.get(address)
+        if connection is None:
+            host, port = parse_address(address)
+            connection = _Outbound(address, self.queue_frames)
+            self._outbound[address] = connection
+            self._nursery.start_soon(self._run_outbound, connection, host, port)
+        return connection
+
+    def _seal(self, kind: int, request_id: int, body: bytes) -> bytes:
+        frame = seal(self.keyring, _INNER.pack(kind, request_id) + body, self.clock(), max_frame=self.max_frame)
+        return _LENGTH.pack(len(frame)) + frame
+
+    async def _write(self, stream: trio.SocketStream, kind: int, request_id: int, body: bytes) -> None:
+        data = self._seal(kind, request_id, body)
+        await stream.send_all(data)
+        self.bytes_sent += len(data)
+
+    def _open(self, frame: bytes) -> tuple[int, int, bytes]:
+        inner = open_frame(self.keyring, frame, self.clock(), self._replay, max_frame=self.max_frame)
+        if len(inner) < _INNER.size:
+            raise FrameError("sealed frame too short for its kind and request id")
+        kind, request_id = _INNER.unpack_from(inner)
+        return kind, request_id, inner[_INNER.size:]
+
+    async def _run_outbound(self, connection: _Outbound, host: str, port: int) -> None:
+        reason = f"connection to {connection.address} lost"
+        try:
+            try:
+                with trio.fail_after(self.connect_timeout):
+                    stream = await trio.open_tcp_stream(host, port)
+            except (OSError, trio.TooSlowError) as exc:
+                reason = f"cannot connect to {connection.address}: {exc or 'timed out'}"
+                return
+            async with stream:
+                await self._write(stream, HELLO, 0, self.local_address.encode())
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._outbound_writer, stream, connection, nursery.cancel_scope)
+                    await self._outbound_reader(stream, connection)
+                    nursery.cancel_scope.cancel()
+        except _NETWORK_ERRORS as exc:
+            reason = f"connection to {connection.address} failed: {exc}"
+        finally:
+            if self._outbound.get(connection.address) is connection:
+                del self._outbound[connection.address]
+            connection.fail("transport closed" if self._closed else reason)
+
+    async def _outbound_writer(self, stream: trio.SocketStream, connection: _Outbound,
+                               scope: trio.CancelScope) -> None:
+        try:
+            async for kind, request_id, body in connection.queue_out:
+                await self._write(stream, kind, request_id, body)
+        except _NETWORK_ERRORS:
+            pass
+        scope.cancel()
+
+    async def _outbound_reader(self, stream: trio.SocketStream, connection: _Outbound) -> None:
+        reader = _FrameReader(self, stream)
+        while True:
+            try:
+                frame = await reader.read(float("inf"), self.frame_timeout)
+                if frame is None:
+                    return
+                kind, request_id, body = self._open(frame)
+                if kind not in (REPLY, FAILURE):
+                    raise FrameError(f"unexpected frame kind {kind} on a reply stream")
+            except FrameError as exc:
+                self._drop(connection.address, str(exc))
+                return
+            waiter = connection.pending.get(request_id)
+            if waiter is None:
+                continue  # the request already timed out
+            if kind == REPLY:
+                waiter.reply = body
+            else:
+                waiter.error = f"{connection.address} did not answer: {body.decode('utf-8', 'replace')}"
+            waiter.event.set()
+
+    async def _serve_inbound(self, stream: trio.SocketStream) -> None:
+        try:
+            host, port = stream.socket.getpeername()[:2]
+            remote = format_address(host, port)
+        except OSError:
+            remote = "unknown peer"
+        if self._inbound >= self.max_inbound:
+            log.warning("refusing connection from %s: %d connections already open", remote, self._inbound)
+            await stream.aclose()
+            return
+        self._inbound += 1
+        try:
+            async with stream:
+                await self._inbound_frames(stream, remote)
+        except _NETWORK_ERRORS:
+            pass  # the peer went away; nothing to answer
+        finally:
+            self._inbound -= 1
+
+    async def _inbound_frames(self, stream: trio.SocketStream, remote: str) -> None:
+        reader = _FrameReader(self, stream)
+        sender: str | None = None
+        in_flight = trio.Semaphore(self.handlers_per_connection)
+        write_lock = trio.Lock()
+        async with trio.open_nursery() as handlers:
+            while True:
+                # Back-pressure: no more reading while this peer has enough work in progress.
+                await in_flight.acquire()
+                in_flight.release()
+                try:
+                    frame = await reader.read(self.idle_timeout if sender else self.frame_timeout,
+                                              self.frame_timeout)
+                    if frame is None:
+                        return  # a clean close: let handlers already running finish
+                    kind, request_id, body = self._open(frame)
+                    if sender is None:
+                        if kind != HELLO:
+                            raise FrameError(f"expected hello, got frame kind {kind}")
+                        sender = body.decode("utf-8", "replace")
+                        parse_address(sender)
+                        continue
+                    if kind not in (SEND, REQUEST):
+                        raise FrameError(f"unexpected frame kind {kind} on a request stream")
+                except (FrameError, TransportError) as exc:
+                    self._drop(remote if sender is None else f"{sender} (via {remote})", str(exc))
+                    handlers.cancel_scope.cancel()
+                    return
+                await in_flight.acquire()
+                handlers.start_soon(self._handle, stream, write_lock, in_flight, sender, kind, request_id, body)
+
+    async def _handle(self, stream: trio.SocketStream, write_lock: trio.Lock, in_flight: trio.Semaphore,
+                      sender: str, kind: int, request_id: int, body: bytes) -> None:
+        try:
+            reply = await self._call_handler(sender, body)
+            if kind != REQUEST:
+                return
+            if reply is None:
+                kind, body = FAILURE, b"no reply"
+            elif isinstance(reply, str):  # a handler's own error text
+                kind, body = FAILURE, reply.encode()
+            elif not self._fits(reply):
+                kind, body = FAILURE, b"reply over the frame limit"
+            else:
+                kind, body = REPLY, reply
+            async with write_lock:
+                await self._write(stream, kind, request_id, body)
+        except _NETWORK_ERRORS:
+            pass  # the requester went away; its request fails on its side
+        finally:
+            in_flight.release()
+
+    async def _call_handler(self, sender: str, body: bytes) -> bytes | str | None:
+        assert self._handler is not None
+        try:
+            return await self._handler(sender, body)
+        except Exception as exc:  # a handler bug must not take the listener down
+            log.exception("transport handler failed on a message from %s", sender)
+            return f"handler failed: {type(exc).__name__}"
