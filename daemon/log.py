@@ -75,10 +75,11 @@ class EventLog:
 
 
 def setup_logging(level: str = "info", stream: Any = None) -> None:
-    """Route the "formnet" logger tree to stderr with the journald format."""
+    """Route the "formnet" and "formd" logger trees to stderr with the journald format."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JournalFormatter())
-    root = logging.getLogger("formnet")
-    root.handlers[:] = [handler]
-    root.setLevel(LEVELS.get(level, logging.INFO))
-    root.propagate = False
+    for name in ("formnet", "formd"):
+        root = logging.getLogger(name)
+        root.handlers[:] = [handler]
+        root.setLevel(LEVELS.get(level, logging.INFO))
+        root.propagate = False

@@ -1,0 +1,141 @@
+"""The control socket's methods for a running formd (the dispatch table).
+
+Later features add entries to `methods()`; each takes the request's params object and
+returns something JSON can carry, or raises ControlError with a one-line reason.
+
+    nodes                              -> [node object, ...]        (see Node.describe_nodes)
+    status                             -> this node's object         (see Node.describe_self)
+    cluster-key.list                   -> [{"key_id": hex16, "primary": bool}, ...]
+    cluster-key.add    {"key": b64}    -> {"key_id": hex16}
+    cluster-key.use    {"key_id": hex} -> {"key_id": hex16}
+    cluster-key.remove {"key_id": hex} -> {"key_id": hex16}
+    label.set    {"labels": {k: v}}    -> {"labels": {...all labels now}}
+    label.remove {"keys": [k, ...]}    -> {"labels": {...}}
+
+Key and label changes are saved (cluster.key, formd.toml) before the reply, so they survive
+a restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+from pack_manager.requirements import RequirementsError, parse_labels
+
+from . import config as config_file
+from .config import FormdConfig
+from .control import ControlError, Handler, param
+from .keyring import Keyring, KeyringError, decode_key, parse_key_id
+from .node import Node
+
+
+class DaemonApi:
+    def __init__(self, node: Node, keyring: Keyring, keyring_path: Path, state_dir: Path, config: FormdConfig) -> None:
+        self.node = node
+        self.keyring = keyring
+        self.keyring_path = keyring_path
+        self.state_dir = state_dir
+        self.config = config
+
+    def methods(self) -> dict[str, Handler]:
+        return {
+            "nodes": self.nodes,
+            "status": self.status,
+            "cluster-key.list": self.key_list,
+            "cluster-key.add": self.key_add,
+            "cluster-key.use": self.key_use,
+            "cluster-key.remove": self.key_remove,
+            "label.set": self.label_set,
+            "label.remove": self.label_remove,
+        }
+
+    async def nodes(self, params: dict[str, Any]) -> Any:
+        return self.node.describe_nodes()
+
+    async def status(self, params: dict[str, Any]) -> Any:
+        status = self.node.describe_self()
+        status["state_dir"] = str(self.state_dir)
+        status["primary_key_id"] = self.keyring.primary_id.hex()
+        return status
+
+    # ---- keyring ------------------------------------------------------------------------
+
+    async def key_list(self, params: dict[str, Any]) -> Any:
+        return self.keyring.describe()
+
+    async def key_add(self, params: dict[str, Any]) -> Any:
+        text = param(params, "key", str)
+        key_id = self._rotate(lambda: self.keyring.add(_decode(text)))
+        self.node.log.notice("cluster key added", key_id=key_id.hex())
+        return {"key_id": key_id.hex()}
+
+    async def key_use(self, params: dict[str, Any]) -> Any:
+        key_id = _key_id(param(params, "key_id", str))
+        self._rotate(lambda: self.keyring.use(key_id))
+        self.node.log.notice("cluster key now primary", key_id=key_id.hex())
+        return {"key_id": key_id.hex()}
+
+    async def key_remove(self, params: dict[str, Any]) -> Any:
+        key_id = _key_id(param(params, "key_id", str))
+        self._rotate(lambda: self.keyring.remove(key_id))
+        self.node.log.notice("cluster key removed", key_id=key_id.hex())
+        return {"key_id": key_id.hex()}
+
+    def _rotate(self, change: Callable[[], Any]) -> Any:
+        try:
+            result = change()
+        except KeyringError as exc:
+            raise ControlError(str(exc)) from None
+        try:
+            self.keyring.save(self.keyring_path)
+        except OSError as exc:
+            raise ControlError(f"the keyring changed but could not be saved to {self.keyring_path}: {exc.strerror}") from None
+        return result
+
+    # ---- labels -------------------------------------------------------------------------
+
+    async def label_set(self, params: dict[str, Any]) -> Any:
+        raw = param(params, "labels", dict)
+        if not raw:
+            raise ControlError("no labels given")
+        try:
+            given = parse_labels(raw, "labels")
+        except RequirementsError as exc:
+            raise ControlError(str(exc)) from None
+        return self._save_labels({**self.config.labels, **given})
+
+    async def label_remove(self, params: dict[str, Any]) -> Any:
+        keys = param(params, "keys", list)
+        if not keys or not all(isinstance(k, str) for k in keys):
+            raise ControlError("parameter 'keys': expected a non-empty list of label keys")
+        unknown = [k for k in keys if k not in self.config.labels]
+        if unknown:
+            raise ControlError(f"no such label(s): {', '.join(unknown)}")
+        return self._save_labels({k: v for k, v in self.config.labels.items() if k not in keys})
+
+    def _save_labels(self, labels: dict[str, str]) -> Any:
+        updated = replace(self.config, labels=labels)
+        try:
+            config_file.save(self.state_dir, updated)
+        except OSError as exc:
+            raise ControlError(f"cannot save formd.toml: {exc.strerror}") from None
+        self.config = updated
+        self.node.set_labels(labels)
+        self.node.log.info("labels changed", labels=",".join(f"{k}={v}" for k, v in sorted(labels.items())))
+        return {"labels": dict(sorted(labels.items()))}
+
+
+def _decode(text: str) -> bytes:
+    try:
+        return decode_key(text)
+    except KeyringError as exc:
+        raise ControlError(str(exc)) from None
+
+
+def _key_id(text: str) -> bytes:
+    try:
+        return parse_key_id(text)
+    except KeyringError as exc:
+        raise ControlError(str(exc)) from None

@@ -1,0 +1,435 @@
+"""The node: a thin trio driver around the document, the sync protocol and membership.
+
+It runs unchanged over any Transport (net_transport for formd, mem_transport for the
+simulation under MockClock): time comes from trio.current_time(), randomness from the
+injected random.Random, metrics and persistence are injected, and there is no global state.
+
+What it does, every so often:
+- tick (tick_interval): bump the heartbeat, sample capacity, write our own signed record
+  as one whole value, and let membership turn silence into suspect/dead events.
+- gossip (gossip_interval): push queued updates (ours and ones newly accepted from peers)
+  to `fanout` random live peers; each update until it has been sent retransmit_limit(n) times.
+- anti-entropy (anti_entropy_interval, scaled past 32 nodes): a state-vector exchange with
+  one random live peer, and with one dead one to notice it is back (or a seed when alone).
+- join: the same exchange with the seeds until some peer answers.
+
+Messages (daemon/gossip.py payloads of crdt_state/sync.py messages):
+- request [SyncStep1(our sv)] -> reply [SyncStep2(what we lack), SyncStep1(their sv)];
+  we then send [SyncStep2(what they lack)] when that is not empty.
+- send [Update, Update, ...]: eager push. An update that depends on changes we have not
+  seen is answered by the exchange above with its sender, so a lost frame heals at once.
+Anything refused (bad payload, forged or stale record) is dropped with one log line.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+import trio
+
+from crdt_state import sync
+from crdt_state.document import ApplyResult, ClusterDocument, DocumentError
+from crdt_state.records import NodeRecord
+from metrics_agent.capabilities import NodeCapabilities
+from metrics_agent.capacity import NodeCapacity
+
+from .gossip import BroadcastQueue, PayloadError, anti_entropy_interval, pack_payload, pick, retransmit_limit, unpack_payload
+from .identity import Identity
+from .log import EventLog
+from .membership import Membership, MembershipConfig
+from .transport import Transport, TransportError
+
+EMPTY_UPDATES = (b"", b"\x00\x00")  # pycrdt's encoding of "nothing"
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    gossip_interval: float = 0.2
+    gossip_fanout: int = 3
+    retransmit_mult: int = 4
+    anti_entropy_interval: float = 30.0
+    tick_interval: float = 1.0
+    suspect_mult: float = 4.0
+    dead_mult: float = 3.0
+    request_timeout: float = 2.0
+    push_budget_bytes: int = 1024 * 1024  # per peer per gossip round; the rest waits a round
+    join_retry_interval: float = 1.0
+    leave_timeout: float = 2.0
+
+    def membership_config(self) -> MembershipConfig:
+        return MembershipConfig(heartbeat_interval=self.tick_interval, suspect_mult=self.suspect_mult, dead_mult=self.dead_mult)
+
+
+class Store(Protocol):
+    """What the node needs from persistence (crdt_state.persistence.DocumentStore fits)."""
+
+    def append(self, update: bytes, durable: bool) -> None: ...
+
+    def snapshot(self, full_state: bytes) -> None: ...
+
+
+def static_capacity(capabilities: NodeCapabilities) -> NodeCapacity:
+    """Capacity for a node without a metrics sampler: everything free."""
+    return NodeCapacity(
+        cpu_millicores_idle=capabilities.cpu_millicores,
+        memory_available_bytes=capabilities.memory_bytes,
+        disk_free_bytes=capabilities.disk_bytes,
+        allocatable_cpu_millicores=capabilities.cpu_millicores,
+        allocatable_memory_bytes=capabilities.memory_bytes,
+        allocatable_disk_bytes=capabilities.disk_bytes,
+        allocatable_gpu_indices=tuple(g.index for g in capabilities.gpus),
+    )
+
+
+class Node:
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        address: str,
+        transport: Transport,
+        document: ClusterDocument,
+        capabilities: NodeCapabilities,
+        incarnation: int,
+        rng: random.Random,
+        settings: NodeSettings = NodeSettings(),
+        seeds: Sequence[str] = (),
+        sample_capacity: Callable[[NodeCapabilities], NodeCapacity] | None = None,
+        store: Store | None = None,
+        bump_incarnation: Callable[[int], int] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        log: EventLog | None = None,
+        version: str = "0",
+    ) -> None:
+        self.identity = identity
+        self.address = address
+        self.transport = transport
+        self.document = document
+        self.capabilities = capabilities
+        self.incarnation = incarnation
+        self.heartbeat = 0
+        self.status = "alive"
+        self.rng = rng
+        self.settings = settings
+        self.seeds = [seed for seed in seeds if seed != address]
+        self.sample_capacity = sample_capacity or static_capacity
+        self.store = store
+        self._bump_incarnation = bump_incarnation or (lambda at_least: at_least + 1)
+        self.wall_clock = wall_clock
+        self.log = log or EventLog()
+        self.version = version
+        self.membership = Membership(identity.node_id, settings.membership_config())
+        self.queue = BroadcastQueue()
+        self.capacity: NodeCapacity | None = None
+        self.started_at: float | None = None
+        self.joined = False
+        self.updates_applied = 0
+        self.updates_refused = 0
+        self._repairing: set[str] = set()
+        self._nursery: trio.Nursery | None = None
+        now = trio.current_time()
+        for node_id, record in document.node_records().items():
+            self.membership.observe(node_id, record.incarnation, record.heartbeat, record.status, now)
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve, publish, join and gossip until cancelled (use leave() to go gracefully)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.transport.serve, self.handle)
+            self.started_at = trio.current_time()
+            self.publish()
+            nursery.start_soon(self._tick_loop)
+            nursery.start_soon(self._gossip_loop)
+            nursery.start_soon(self._anti_entropy_loop)
+            nursery.start_soon(self._join)
+            task_status.started()
+
+    async def leave(self) -> None:
+        """Mark our record left and hand it straight to every peer we know, so they show us
+        as left at once instead of waiting for the dead timeout."""
+        self.status = "left"
+        self.publish(durable=True)
+        peers = self.peer_addresses(include_dead=False)
+        updates = self.queue.take(transmit_limit=1, byte_budget=self.settings.push_budget_bytes)
+        payload = pack_payload([sync.encode(sync.Update(update)) for update in updates])
+        with trio.move_on_after(self.settings.leave_timeout):
+            async with trio.open_nursery() as nursery:
+                for peer in peers:
+                    nursery.start_soon(self.transport.send, peer, payload)
+        self.log.info("left the cluster", peers_told=len(peers))
+
+    # ---- our own record ---------------------------------------------------------------------
+
+    def publish(self, *, durable: bool = False) -> None:
+        """Write our record as one whole value with the next heartbeat, then queue the update
+        for eager push. Every write advances the heartbeat: peers treat a record that is not
+        fresher than the one they hold as old news."""
+        self.heartbeat += 1
+        held = self.document.get("nodes", self.identity.node_hex)
+        if held is not None and held.node is not None and held.node.freshness >= (self.incarnation, self.heartbeat):
+            # A peer holds a newer record of ours than we remember (our last writes were lost):
+            # move past it so our record wins again.
+            self.incarnation = self._bump_incarnation(held.node.incarnation)
+            self.heartbeat = 1
+            self.log.notice("incarnation raised past a newer record of ours", incarnation=self.incarnation)
+        if self.capacity is None:
+            self.capacity = self.sample_capacity(self.capabilities)
+        record = NodeRecord(
+            node_id=self.identity.node_id,
+            public_key=self.identity.public_key,
+            address=self.address,
+            incarnation=self.incarnation,
+            heartbeat=self.heartbeat,
+            status=self.status,
+            capabilities=self.capabilities.to_wire(),
+            capacity=self.capacity.to_wire(),
+            version=self.version,
+            updated_ms=int(self.wall_clock() * 1000),
+        )
+        self.document.put_local("nodes", self.identity.node_hex, record.seal(self.identity.private_key))
+        for update in self.document.drain_local_updates():
+            if self.store is not None:
+                self.store.append(update, durable)
+            self.queue.add(update)
+
+    def set_labels(self, labels: dict[str, str]) -> None:
+        self.capabilities = self.capabilities.with_labels(labels)
+        self.publish(durable=True)
+
+    # ---- incoming -----------------------------------------------------------------------------
+
+    async def handle(self, sender: str, payload: bytes) -> bytes | None:
+        messages = self._decode(payload, sender)
+        replies: list[sync.Message] = []
+        needs_repair = False
+        for message in messages:
+            answer = self._handle_message(message, sender)
+            if isinstance(message, sync.Update):
+                # The only answer to a pushed update is "I lack what it builds on"; that is
+                # fetched with a request of our own, since one-way sends get no reply.
+                needs_repair = needs_repair or bool(answer)
+            else:
+                replies.extend(answer)
+        if needs_repair and self._nursery is not None and sender not in self._repairing:
+            self._repairing.add(sender)
+            self._nursery.start_soon(self._repair, sender)
+        return pack_payload([sync.encode(m) for m in replies]) if replies else None
+
+    def _decode(self, payload: bytes, sender: str) -> list[sync.Message]:
+        try:
+            return [sync.decode(item) for item in unpack_payload(payload)]
+        except (PayloadError, sync.SyncError) as exc:
+            self.updates_refused += 1
+            self.log.warning("bad message dropped", reason=str(exc), **{"from": sender})
+            return []
+
+    def _handle_message(self, message: sync.Message, sender: str) -> list[sync.Message]:
+        if not isinstance(message, sync.SyncStep1) and message.update in EMPTY_UPDATES:
+            return []
+        try:
+            replies, result = sync.handle_message(self.document, message)
+        except sync.SyncError as exc:
+            self.updates_refused += 1
+            self.log.warning("bad message dropped", reason=str(exc), **{"from": sender})
+            return []
+        if result is not None:
+            self._accepted(message, result, sender)
+        return [r for r in replies if not (isinstance(r, sync.SyncStep2) and r.update in EMPTY_UPDATES)]
+
+    def _accepted(self, message: sync.Message, result: ApplyResult, sender: str) -> None:
+        if not result.accepted:
+            if not result.missing:
+                self.updates_refused += 1
+                self.log.warning("bad update dropped", reason=result.reason, **{"from": sender})
+            return
+        if not result.changed:
+            return
+        self.updates_applied += 1
+        if self.store is not None:
+            self.store.append(message.update, False)
+        if isinstance(message, sync.Update):
+            self.queue.add(message.update)  # pass it on: epidemic push
+        now = trio.current_time()
+        for map_name, key in result.changed:
+            if map_name != "nodes":
+                continue
+            entry = self.document.get("nodes", key)
+            if entry is not None and entry.node is not None:
+                record = entry.node
+                self.membership.observe(record.node_id, record.incarnation, record.heartbeat, record.status, now)
+
+    async def _repair(self, peer: str) -> None:
+        try:
+            await self.exchange(peer)
+        finally:
+            self._repairing.discard(peer)
+
+    # ---- outgoing -----------------------------------------------------------------------------
+
+    async def exchange(self, peer: str) -> bool:
+        """A state-vector exchange both ways (join, anti-entropy, repair). True if the peer answered."""
+        request = pack_payload([sync.encode(sync.SyncStep1(self.document.state_vector(), reply=True))])
+        try:
+            reply = await self.transport.request(peer, request, self.settings.request_timeout)
+        except TransportError as exc:
+            self.log.debug("exchange failed", peer=peer, reason=str(exc))
+            return False
+        answers: list[sync.Message] = []
+        for message in self._decode(reply, peer):
+            if isinstance(message, sync.Update):
+                continue  # not part of an exchange
+            answers.extend(self._handle_message(message, peer))
+        if answers:
+            await self.transport.send(peer, pack_payload([sync.encode(m) for m in answers]))
+        return True
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await trio.sleep(self.settings.tick_interval)
+            self.capacity = self.sample_capacity(self.capabilities)
+            self.publish()
+            self._report_membership()
+
+    def _report_membership(self) -> None:
+        now = trio.current_time()
+        for event in self.membership.tick(now, self.cluster_size()):
+            record = self.document.node_records().get(event.node_id)
+            address = record.address if record is not None else "?"
+            fields = {"id": event.node_id.hex()[:12], "addr": address}
+            words = {"joined": "peer joined", "suspect": "peer suspect", "dead": "peer dead",
+                     "alive": "peer alive again", "rejoined": "peer rejoined", "left": "peer left"}
+            level = self.log.warning if event.kind in ("suspect", "dead") else self.log.info
+            level(words[event.kind], **fields)
+
+    async def _gossip_loop(self) -> None:
+        while True:
+            await trio.sleep(self.settings.gossip_interval)
+            await self.gossip_round()
+
+    async def gossip_round(self) -> None:
+        if not len(self.queue):
+            return
+        peers = pick(self.rng, self.peer_addresses(include_dead=False), self.settings.gossip_fanout)
+        limit = retransmit_limit(self.settings.retransmit_mult, self.cluster_size())
+        sends = []
+        for peer in peers:
+            updates = self.queue.take(limit, self.settings.push_budget_bytes)
+            if updates:
+                sends.append((peer, pack_payload([sync.encode(sync.Update(u)) for u in updates])))
+        if not sends:
+            return
+        with trio.move_on_after(self.settings.request_timeout):
+            async with trio.open_nursery() as nursery:
+                for peer, payload in sends:
+                    nursery.start_soon(self.transport.send, peer, payload)
+
+    async def _anti_entropy_loop(self) -> None:
+        while True:
+            base = anti_entropy_interval(self.settings.anti_entropy_interval, self.cluster_size())
+            # Jitter so nodes started together do not exchange in lockstep.
+            await trio.sleep(base * (0.5 + self.rng.random()))
+            live = self.peer_addresses(include_dead=False)
+            targets = pick(self.rng, live, 1) if live else pick(self.rng, self.seeds, 1)
+            dead = [a for a in self.peer_addresses(include_dead=True) if a not in live]
+            targets += pick(self.rng, dead, 1)
+            for target in targets:
+                await self.exchange(target)
+
+    async def _join(self) -> None:
+        while self.seeds and not self.joined:
+            results: list[bool] = []
+
+            async def try_seed(seed: str) -> None:
+                results.append(await self.exchange(seed))
+
+            async with trio.open_nursery() as nursery:
+                for seed in self.seeds:
+                    nursery.start_soon(try_seed, seed)
+            if any(results):
+                self.joined = True
+                self.log.info("joined the cluster", seeds=",".join(self.seeds), nodes=len(self.document.node_records()))
+                return
+            if self.peer_addresses(include_dead=False):
+                return  # someone found us first; anti-entropy takes it from here
+            await trio.sleep(self.settings.join_retry_interval)
+
+    # ---- views --------------------------------------------------------------------------------
+
+    def cluster_size(self) -> int:
+        return max(1, sum(1 for r in self.document.node_records().values() if r.status != "left"))
+
+    def peer_status(self, node_id: bytes, now: float | None = None) -> str:
+        if node_id == self.identity.node_id:
+            return self.status
+        status = self.membership.status(node_id, trio.current_time() if now is None else now)
+        return status or "dead"
+
+    def peer_addresses(self, *, include_dead: bool) -> list[str]:
+        now = trio.current_time()
+        wanted = ("alive", "suspect", "dead") if include_dead else ("alive", "suspect")
+        return [
+            record.address
+            for node_id, record in self.document.node_records().items()
+            if node_id != self.identity.node_id and record.address != self.address
+            and self.peer_status(node_id, now) in wanted
+        ]
+
+    def describe_nodes(self) -> list[dict[str, Any]]:
+        """What `form nodes --json` prints: one object per known node, this one first."""
+        now = trio.current_time()
+        nodes = []
+        for node_id, record in self.document.node_records().items():
+            capabilities = record.capabilities if isinstance(record.capabilities, dict) else {}
+            age = self.membership.since_heartbeat(node_id, now)
+            nodes.append({
+                "id": node_id.hex(),
+                "short_id": node_id.hex()[:12],
+                "self": node_id == self.identity.node_id,
+                "address": record.address,
+                "status": self.peer_status(node_id, now),
+                "last_heartbeat_age_s": None if age is None else round(age, 3),
+                "incarnation": record.incarnation,
+                "heartbeat": record.heartbeat,
+                "version": record.version,
+                "updated_ms": record.updated_ms,
+                "labels": _text_map(capabilities.get("labels")),
+                "executors": [e for e in capabilities.get("executors", []) if isinstance(e, str)]
+                if isinstance(capabilities.get("executors"), list) else [],
+                "capabilities": record.capabilities,
+                "capacity": record.capacity,
+            })
+        nodes.sort(key=lambda n: (not n["self"], n["id"]))
+        return nodes
+
+    def describe_self(self) -> dict[str, Any]:
+        now = trio.current_time()
+        return {
+            "id": self.identity.node_hex,
+            "short_id": self.identity.node_hex[:12],
+            "address": self.address,
+            "status": self.status,
+            "incarnation": self.incarnation,
+            "heartbeat": self.heartbeat,
+            "version": self.version,
+            "uptime_s": round(now - self.started_at, 3) if self.started_at is not None else 0.0,
+            "known_nodes": len(self.document.node_records()),
+            "live_peers": len(self.peer_addresses(include_dead=False)),
+            "queued_updates": len(self.queue),
+            "updates_applied": self.updates_applied,
+            "updates_refused": self.updates_refused,
+            "bytes_sent": self.transport.bytes_sent,
+            "bytes_received": self.transport.bytes_received,
+            "frames_dropped": self.transport.dropped,
+            "labels": dict(self.capabilities.labels),
+        }
+
+
+def _text_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}

@@ -1,0 +1,206 @@
+"""`formd run`: wire identity, keyring, store, transport, metrics, node and control socket.
+
+Start-up order matters for restarts: the store is opened (and locked) and replayed, then the
+incarnation is bumped past everything we ever used (durably) before the first record goes out.
+
+Signals: SIGTERM/SIGINT leave the cluster gracefully (our record says "left", pushed to every
+known peer at once), snapshot the document and exit 0. SIGHUP re-reads the keyring file
+(cluster.key), e.g. after an operator edited it by hand.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import random
+import signal
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import AsyncIterator
+
+import trio
+
+from crdt_state.document import ClusterDocument
+from crdt_state.persistence import DocumentStore
+from metrics_agent.collect import collect_capabilities, sample_capacity
+from metrics_agent.executors_probe import probe_executors
+
+from .api import DaemonApi
+from .config import FormdConfig
+from .control import ControlServer
+from .identity import bump_incarnation, load_identity
+from .keyring import Keyring, KeyringError
+from .log import EventLog
+from .net_transport import NetTransport
+from .node import Node, NodeSettings
+from .systemd import notify
+
+SNAPSHOT_LOG_BYTES = 32 * 1024 * 1024  # snapshot early when the log grows past this
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("formnet")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
+def node_settings(config: FormdConfig) -> NodeSettings:
+    return NodeSettings(
+        gossip_interval=config.gossip_interval_ms / 1000,
+        gossip_fanout=config.gossip_fanout,
+        retransmit_mult=config.retransmit_mult,
+        anti_entropy_interval=config.anti_entropy_interval_s,
+        tick_interval=config.tick_interval_ms / 1000,
+        suspect_mult=config.suspect_mult,
+        dead_mult=config.dead_mult,
+        request_timeout=config.request_timeout_ms / 1000,
+        push_budget_bytes=min(1024 * 1024, config.max_frame_bytes // 2),
+    )
+
+
+def reload_keyring(keyring: Keyring, path: Path) -> None:
+    """Make the live keyring equal the file's, through the ring's own checked operations."""
+    wanted = Keyring.load(path)
+    fresh = [k for k in wanted.key_ids() if k not in keyring]
+    if fresh:
+        raise KeyringError(
+            f"{path} holds keys this formd does not; add new keys with `form cluster-key add`"
+        )
+    keyring.use(wanted.primary_id)
+    for key_id in keyring.key_ids():
+        if key_id not in wanted:
+            keyring.remove(key_id)
+
+
+@asynccontextmanager
+async def podman_url(state_dir: Path, config: FormdConfig, log: EventLog) -> AsyncIterator[str | None]:
+    """The Podman API this node offers, via pack_manager.podman_service when it is there."""
+    if "podman" not in config.executors:
+        yield None
+        return
+    try:
+        from pack_manager.podman_service import podman_service  # noqa: PLC0415 - optional part
+    except ImportError:
+        yield config.podman_url or None
+        return
+    try:
+        async with podman_service(state_dir, config.podman_url or None) as url:
+            yield url
+    except Exception as exc:  # Podman trouble must not keep the node from gossiping
+        log.warning("podman unavailable", reason=f"{type(exc).__name__}: {exc}")
+        yield None
+
+
+async def run_daemon(state_dir: Path, config: FormdConfig, log: EventLog) -> int:
+    identity = load_identity(config.path(state_dir, config.node_key_file))
+    keyring_path = config.path(state_dir, config.cluster_key_file)
+    keyring = Keyring.load(keyring_path)
+    store = DocumentStore(state_dir)
+    try:
+        return await _run(state_dir, config, log, identity, keyring, keyring_path, store)
+    finally:
+        store.close()
+
+
+async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -> int:
+    if store.dropped_bytes:
+        log.warning("document log had a torn tail", dropped_bytes=store.dropped_bytes)
+    document = ClusterDocument.from_updates(store.load(), identity.node_id)
+    for reason in document.ignored:
+        log.warning("stored record ignored", reason=reason)
+    held = document.get("nodes", identity.node_hex)
+    incarnation = bump_incarnation(state_dir, at_least=held.node.incarnation if held and held.node else 0)
+
+    transport = NetTransport(
+        keyring,
+        config.listen,
+        advertise=config.advertise_address,
+        on_drop=lambda address, reason: log.warning("bad frame dropped", reason=reason, **{"from": address}),
+        max_frame=config.max_frame_bytes,
+    )
+    executors = await trio.to_thread.run_sync(
+        lambda: tuple(e for e in probe_executors(config.podman_url or None) if e in config.executors)
+    )
+    capabilities = await trio.to_thread.run_sync(collect_capabilities, state_dir, config.labels, executors)
+
+    def sample(current):
+        return sample_capacity(state_dir, current, ())
+
+    node = Node(
+        identity=identity,
+        address=config.advertise_address,
+        transport=transport,
+        document=document,
+        capabilities=capabilities,
+        incarnation=incarnation,
+        rng=random.Random(),
+        settings=node_settings(config),
+        seeds=config.seeds,
+        sample_capacity=sample,
+        store=store,
+        bump_incarnation=lambda at_least: bump_incarnation(state_dir, at_least=at_least),
+        log=log,
+        version=version(),
+    )
+    api = DaemonApi(node, keyring, keyring_path, state_dir, config)
+    control = ControlServer(api.methods(), log)
+    socket_path = config.path(state_dir, config.socket)
+
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            await nursery.start(control.serve, socket_path, config.socket_permissions)
+            nursery.start_soon(_snapshots, store, document, config.snapshot_interval_s)
+            nursery.start_soon(_offer_podman, state_dir, config, node, log)
+            log.info(
+                "formd started",
+                id=identity.node_hex,
+                addr=config.advertise_address,
+                incarnation=incarnation,
+                socket=str(socket_path),
+                known_nodes=len(document.node_records()),
+            )
+            notify("READY=1")
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    try:
+                        reload_keyring(keyring, keyring_path)
+                        log.notice("keyring reloaded", primary=keyring.primary_id.hex())
+                    except KeyringError as exc:
+                        log.warning("keyring reload refused", reason=str(exc))
+                    continue
+                log.info("stopping", signal=signal.Signals(signum).name)
+                notify("STOPPING=1")
+                await node.leave()
+                nursery.cancel_scope.cancel()
+                break
+    store.snapshot(document.full_state())
+    log.info("formd stopped", id=identity.node_hex)
+    return 0
+
+
+async def _snapshots(store: DocumentStore, document: ClusterDocument, interval: float) -> None:
+    since = 0.0
+    while True:
+        await trio.sleep(5.0)
+        since += 5.0
+        if since >= interval or store.log_bytes > SNAPSHOT_LOG_BYTES:
+            store.snapshot(document.full_state())
+            since = 0.0
+
+
+async def _offer_podman(state_dir: Path, config: FormdConfig, node: Node, log: EventLog) -> None:
+    """Start (or find) Podman in the background and advertise it once it answers."""
+    if "podman" not in config.executors:
+        return
+    async with podman_url(state_dir, config, log) as url:
+        if url is None:
+            return
+        executors = await trio.to_thread.run_sync(probe_executors, url)
+        offered = tuple(e for e in executors if e in config.executors)
+        if offered != node.capabilities.executors:
+            node.capabilities = replace(node.capabilities, executors=offered)
+            node.publish()
+            log.info("executors", offered=",".join(offered) or "-", podman=url)
+        await trio.sleep_forever()
