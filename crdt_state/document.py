@@ -121,11 +121,14 @@ class ClusterDocument:
                 try:
                     if not isinstance(value, (bytes, bytearray)):
                         raise RecordError("value is not bytes")
-                    entry = verify_entry(map_name, key, bytes(value), self._views["nodes"])
+                    entry = verify_entry(map_name, key, bytes(value), self._known_nodes())
                 except RecordError as exc:
                     self.ignored.append(f"{map_name}/{key[:80]}: {exc.reason}")
                     continue
                 self._views[map_name][key] = entry
+
+    def _known_nodes(self) -> dict[bytes, SignedEntry]:
+        return {entry.signer_id: entry for entry in self._views["nodes"].values()}
 
     # ---- local writes ---------------------------------------------------------------------
 
@@ -134,9 +137,7 @@ class ClusterDocument:
         reader would accept it."""
         if map_name not in MAP_KINDS:
             raise RecordError(f"unknown map {map_name!r}")
-        entry = verify_entry(
-            map_name, key, envelope, self._views["nodes"], held=self._views[map_name].get(key)
-        )
+        entry = verify_entry(map_name, key, envelope, self._known_nodes(), held=self._views[map_name].get(key))
         if self.local_node_id is not None and entry.signer_id != self.local_node_id:
             raise RecordError("put_local writes only records signed by this node")
         before = self._doc.get_state()
@@ -187,12 +188,12 @@ class ClusterDocument:
             return ApplyResult(False, f"update writes unknown top-level names {sorted(unknown_roots)[:5]}")
         changes = sorted(self._changes, key=lambda change: (MAP_NAMES.index(change[0]), change[1]))
         self._changes.clear()
-        known = dict(self._views["nodes"])
+        known = self._known_nodes()
         entries: list[SignedEntry] = []
         reassert_own = None
         own_key = self.local_node_id.hex() if self.local_node_id is not None else None
         for map_name, key in changes:
-            where = f"{map_name}/{str(key)[:80]}"
+            where = f"{map_name}/{str(key)[:16]}"
             value = self._shadow_maps[map_name].get(key)
             if value is None:
                 return ApplyResult(False, f"{where}: deleting entries is not accepted")

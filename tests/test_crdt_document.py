@@ -1,0 +1,254 @@
+"""ClusterDocument: local writes, checked remote updates, restore; forged input changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pycrdt import Map
+
+from crdt_state.document import ClusterDocument, DocumentError
+from crdt_state.records import RecordError
+from crdt_state.signing import seal_record
+from test_crdt_support import FakeNode, rogue_update, snapshot_view
+
+JOB = "cd" * 32
+
+
+def exchange(*nodes: FakeNode) -> None:
+    """Hand every node's pending local updates to every other node; all must be accepted."""
+    for sender in nodes:
+        for update in sender.doc.drain_local_updates():
+            for receiver in nodes:
+                if receiver is not sender:
+                    result = receiver.doc.apply_remote(update)
+                    assert result.accepted, result.reason
+
+
+def cluster(count: int = 3) -> list[FakeNode]:
+    nodes = [FakeNode.create() for _ in range(count)]
+    for node in nodes:
+        node.heartbeat()
+    exchange(*nodes)
+    return nodes
+
+
+def test_records_spread_and_are_readable_everywhere():
+    a, b, c = cluster()
+    a.heartbeat(address="127.0.0.1:9000")
+    exchange(a, b, c)
+    for node in (a, b, c):
+        records = node.doc.node_records()
+        assert set(records) == {a.node_id, b.node_id, c.node_id}
+        assert records[a.node_id].address == "127.0.0.1:9000"
+        assert records[a.node_id].heartbeat == 2
+
+
+def test_apply_reports_the_changed_keys():
+    a, b = cluster(2)
+    a.heartbeat()
+    (update,) = a.doc.drain_local_updates()
+    result = b.doc.apply_remote(update)
+    assert result.accepted and result.reason is None
+    assert result.changed == {("nodes", a.hex)}
+
+
+def test_jobs_runs_cancels_are_read_back_verified():
+    a, b = cluster(2)
+    a.put("jobs", JOB, "job", {"kind": "run"})
+    b.put("runs", f"{JOB}:{b.hex}", "run", {"state": "claimed"})
+    a.put("cancels", JOB, "cancel", {"why": "user"})
+    exchange(a, b)
+    for node in (a, b):
+        assert node.doc.get("jobs", JOB).body == {"kind": "run"}
+        assert node.doc.get("jobs", JOB).signer_id == a.node_id
+        assert node.doc.items("runs")[f"{JOB}:{b.hex}"].body == {"state": "claimed"}
+        assert node.doc.get("cancels", JOB).signer_id == a.node_id
+    assert a.doc.get("jobs", "ef" * 32) is None
+
+
+def test_rewriting_the_own_record_keeps_the_document_small():
+    a, b = cluster(2)
+    size_before = len(b.doc.full_state())
+    for _ in range(300):
+        a.heartbeat()
+    exchange(a, b)
+    # The record is rewritten whole 300 times; the document holds one copy plus a tombstone range.
+    assert len(b.doc.full_state()) < size_before + 64
+
+
+def test_put_local_refuses_what_no_reader_would_accept():
+    a, b = cluster(2)
+    view = snapshot_view(a.doc)
+    with pytest.raises(RecordError, match="another node's key"):
+        a.doc.put_local("nodes", b.hex, a.record().seal(a.key))
+    with pytest.raises(RecordError, match="signed by this node"):
+        a.doc.put_local("nodes", b.hex, b.record(heartbeat=99).seal(b.key))
+    with pytest.raises(RecordError, match="older"):
+        a.doc.put_local("nodes", a.hex, a.record(heartbeat=0).seal(a.key))
+    with pytest.raises(RecordError, match="unknown map"):
+        a.doc.put_local("gossip", a.hex, a.record().seal(a.key))
+    with pytest.raises(RecordError):
+        a.doc.put_local("nodes", a.hex, b"junk")
+    assert snapshot_view(a.doc) == view
+    assert a.doc.drain_local_updates() == []
+
+
+# ---- forged and malformed remote updates: refused whole, nothing visible changes -------------
+
+
+def _forgeries(a: FakeNode, b: FakeNode, victim: ClusterDocument):
+    stranger = FakeNode.create()
+    yield "record signed by B under A's key", "another node's key", rogue_update(victim, {("nodes", a.hex): b.record(heartbeat=50).seal(b.key)})
+    yield "record for A signed by B", "signed by a different node", rogue_update(
+        victim, {("nodes", a.hex): seal_record(b.key, "node", a.record(heartbeat=50).to_body())}
+    )
+    tampered = bytearray(a.record(heartbeat=50).seal(a.key))
+    tampered[-70] ^= 1
+    yield "tampered record", "signature", rogue_update(victim, {("nodes", a.hex): bytes(tampered)})
+    yield "older record replayed", "older", rogue_update(victim, {("nodes", b.hex): b.record(heartbeat=0).seal(b.key)})
+    yield "text value", "not a signed record", rogue_update(victim, {("nodes", a.hex): "hello"})
+    yield "number value", "not a signed record", rogue_update(victim, {("jobs", JOB): 5})
+    yield "nested map", "not a signed record", rogue_update(victim, {("nodes", a.hex): Map({"x": b"1"})})
+    yield "deleted record", "deleting", rogue_update(victim, {}, deletes=[("nodes", b.hex)])
+    yield "unknown top-level map", "unknown top-level", rogue_update(victim, {}, roots=["blobs"])
+    yield "job from a stranger", "unknown node", rogue_update(victim, {("jobs", JOB): seal_record(stranger.key, "job", {})})
+    yield "run written for another node", "not the node it names", rogue_update(
+        victim, {("runs", f"{JOB}:{b.hex}"): seal_record(a.key, "run", {})}
+    )
+    yield "bad key", "not in the form", rogue_update(victim, {("jobs", "not-hex"): seal_record(a.key, "job", {})})
+    yield "cancel envelope in jobs", "expected a 'job' record", rogue_update(victim, {("jobs", JOB): seal_record(a.key, "cancel", {})})
+    yield "stranger's own node record under a wrong key", "another node's key", rogue_update(
+        victim, {("nodes", "00" * 32): stranger.record().seal(stranger.key)}
+    )
+
+
+def test_each_forgery_is_refused_and_changes_nothing():
+    a, b, c = cluster()
+    b.heartbeat()
+    b.heartbeat()
+    exchange(a, b, c)
+    for label, why, update in _forgeries(a, b, c.doc):
+        view = snapshot_view(c.doc)
+        result = c.doc.apply_remote(update)
+        assert not result.accepted, label
+        assert why in result.reason, (label, result.reason)
+        assert result.changed == frozenset()
+        assert snapshot_view(c.doc) == view, label
+    # And the document still takes honest updates afterwards.
+    a.heartbeat(address="127.0.0.1:9999")
+    exchange(a, b, c)
+    assert c.doc.node_records()[a.node_id].address == "127.0.0.1:9999"
+
+
+def test_a_forged_entry_sinks_the_honest_ones_in_the_same_update():
+    a, b, c = cluster()
+    honest_and_forged = rogue_update(
+        c.doc,
+        {
+            ("jobs", JOB): seal_record(a.key, "job", {"honest": True}),
+            ("nodes", b.hex): a.record(heartbeat=9).seal(a.key),
+        },
+    )
+    view = snapshot_view(c.doc)
+    assert not c.doc.apply_remote(honest_and_forged).accepted
+    assert snapshot_view(c.doc) == view
+    assert c.doc.get("jobs", JOB) is None
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(garbage=st.binary(max_size=200), cut=st.integers(1, 400), flip=st.integers(0, 10_000))
+def test_garbage_truncated_or_bit_flipped_updates_change_nothing(garbage, cut, flip):
+    a, b = _PAIR
+    a.heartbeat()
+    (update,) = a.doc.drain_local_updates()
+    damaged = bytearray(update)
+    damaged[flip % len(damaged)] ^= 0x40
+    view = snapshot_view(b.doc)
+    for candidate in (garbage, update[: min(cut, len(update) - 1)], bytes(damaged)):
+        result = b.doc.apply_remote(candidate)
+        if result.accepted:
+            # A flipped bit can land in a spot that still decodes to a valid signed record
+            # (e.g. the client id): then the honest record must be exactly what is visible.
+            assert b.doc.node_records()[a.node_id] == a.record(heartbeat=a.beats)
+        else:
+            assert snapshot_view(b.doc) == view
+    assert b.doc.apply_remote(update).accepted
+
+
+_PAIR = cluster(2)
+
+
+def test_non_bytes_and_oversized_updates_are_refused():
+    (a,) = cluster(1)
+    assert not a.doc.apply_remote("text").accepted
+    assert "limit" in a.doc.apply_remote(b"\x00" * (16 * 1024 * 1024 + 1)).reason
+
+
+def test_an_update_with_a_gap_is_refused_as_missing_and_taken_later():
+    a, b = cluster(2)
+    a.heartbeat()
+    a.heartbeat()
+    first, second = a.doc.drain_local_updates()
+    view = snapshot_view(b.doc)
+    result = b.doc.apply_remote(second)
+    assert not result.accepted and result.missing
+    assert snapshot_view(b.doc) == view
+    assert b.doc.apply_remote(first).accepted
+    assert b.doc.apply_remote(second).accepted
+    assert b.doc.node_records()[a.node_id].heartbeat == 3
+
+
+def test_own_record_made_older_by_a_peer_is_written_again_on_top():
+    # a's newest record is (1, 3); a peer replays a's (1, 2) on top of it. Other nodes refuse
+    # that; a itself accepts the history and re-asserts its newest record, which wins everywhere.
+    a, b, c = cluster()
+    a.heartbeat()
+    newest = a.heartbeat()
+    exchange(a, b, c)
+    a.doc.drain_local_updates()
+    replay = rogue_update(b.doc, {("nodes", a.hex): a.record(heartbeat=2).seal(a.key)})
+    assert not c.doc.apply_remote(replay).accepted
+    result = a.doc.apply_remote(replay)
+    assert result.accepted
+    assert a.doc.node_records()[a.node_id].heartbeat == 3
+    reassert = a.doc.drain_local_updates()
+    assert len(reassert) == 1
+    # c gets the replay and the re-assertion together (as anti-entropy would send them).
+    assert c.doc.apply_remote(a.doc.update_since(c.doc.state_vector())).accepted
+    assert c.doc.node_records()[a.node_id].heartbeat == 3
+    assert c.doc.get("nodes", a.hex).envelope == newest
+
+
+def test_update_since_rejects_an_undecodable_state_vector():
+    (a,) = cluster(1)
+    with pytest.raises(DocumentError):
+        a.doc.update_since(b"\xff\xff\xff")
+    with pytest.raises(DocumentError):
+        a.doc.update_since("text")
+
+
+def test_update_since_gives_only_what_is_missing():
+    a, b = cluster(2)
+    for _ in range(5):
+        a.heartbeat()
+    diff = a.doc.update_since(b.doc.state_vector())
+    assert len(diff) < len(a.doc.full_state())
+    assert b.doc.apply_remote(diff).accepted
+    assert b.doc.node_records() == a.doc.node_records()
+
+
+def test_from_updates_restores_the_same_view_and_skips_bad_entries():
+    a, b = cluster(2)
+    a.put("jobs", JOB, "job", {"x": 1})
+    exchange(a, b)
+    stranger = FakeNode.create()
+    # A bad entry that got into a store anyway (e.g. written by an older version) is skipped.
+    poisoned = rogue_update(a.doc, {("jobs", "ef" * 32): seal_record(stranger.key, "job", {})})
+    restored = ClusterDocument.from_updates([a.doc.full_state(), poisoned], a.node_id)
+    assert restored.node_records() == a.doc.node_records()
+    assert restored.get("jobs", JOB).body == {"x": 1}
+    assert restored.get("jobs", "ef" * 32) is None
+    assert len(restored.ignored) == 1 and "unknown node" in restored.ignored[0]
+    with pytest.raises(DocumentError):
+        ClusterDocument.from_updates([b"garbage"])
