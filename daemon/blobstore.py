@@ -1,0 +1,190 @@
+"""Content-addressed blob store in the state dir: contexts, inputs, outputs, logs, images.
+
+A blob's name is the blake3 hex digest of its bytes. Writes go to a temporary file that is
+hashed while written, fsynced, and renamed into place only when the digest matches, so a
+crash never leaves a blob whose content disagrees with its name. A fetch from a peer may
+stop half-way: `BlobWriter` keeps the partial file and resumes from its length (hashing
+the part already on disk again first), from the same holder or another one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
+
+from blake3 import blake3
+
+CHUNK = 256 * 1024
+DEFAULT_MAX_BLOB = 4 * 1024**3
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BlobError(ValueError):
+    """A bad digest, a size over the limit, or content that does not match its digest."""
+
+
+def check_digest(digest: str) -> str:
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
+        raise BlobError(f"{digest!r:.80} is not a blake3 hex digest")
+    return digest
+
+
+def digest_file(path: Path) -> tuple[str, int]:
+    hasher, size = blake3(), 0
+    with open(path, "rb") as src:
+        while chunk := src.read(CHUNK):
+            hasher.update(chunk)
+            size += len(chunk)
+    return hasher.hexdigest(), size
+
+
+class BlobStore:
+    def __init__(self, root: Path, max_blob_bytes: int = DEFAULT_MAX_BLOB) -> None:
+        self.root = Path(root)
+        self.max_blob_bytes = max_blob_bytes
+        self._tmp = self.root / "tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        check_digest(digest)
+        return self.root / digest[:2] / digest
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        return self.path(digest).stat().st_size
+
+    def open(self, digest: str) -> BinaryIO:
+        try:
+            return open(self.path(digest), "rb")
+        except FileNotFoundError:
+            raise BlobError(f"blob {digest[:12]} is not in this store") from None
+
+    def read_chunk(self, digest: str, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise BlobError("offset and length must be ≥ 0")
+        with self.open(digest) as src:
+            src.seek(offset)
+            return src.read(min(length, CHUNK * 4))
+
+    def put_bytes(self, data: bytes) -> str:
+        return self.put_chunks([data])
+
+    def put_file(self, path: Path) -> str:
+        def chunks() -> Iterator[bytes]:
+            with open(path, "rb") as src:
+                while chunk := src.read(CHUNK):
+                    yield chunk
+
+        return self.put_chunks(chunks())
+
+    def put_chunks(self, chunks: Iterable[bytes], expected: str | None = None) -> str:
+        """Store a stream; with `expected`, refuse it unless it hashes to that digest."""
+        if expected is not None:
+            check_digest(expected)
+        hasher, size = blake3(), 0
+        tmp = self._tmp / f"put-{os.getpid()}-{os.urandom(6).hex()}"
+        try:
+            with open(tmp, "wb") as out:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if size > self.max_blob_bytes:
+                        raise BlobError(f"blob is larger than the {self.max_blob_bytes:,}-byte limit")
+                    hasher.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            digest = hasher.hexdigest()
+            if expected is not None and digest != expected:
+                raise BlobError(f"content hashes to {digest[:12]}, not the expected {expected[:12]}")
+            self._install(tmp, digest)
+            return digest
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _install(self, tmp: Path, digest: str) -> None:
+        final = self.path(digest)
+        final.parent.mkdir(exist_ok=True)
+        os.replace(tmp, final)
+        dir_fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def writer(self, digest: str, size: int) -> "BlobWriter":
+        return BlobWriter(self, check_digest(digest), size)
+
+    def digests(self) -> Iterator[str]:
+        for shard in self.root.iterdir():
+            if shard.is_dir() and len(shard.name) == 2:
+                for blob in shard.iterdir():
+                    if _DIGEST.match(blob.name):
+                        yield blob.name
+
+    def delete(self, digest: str) -> bool:
+        try:
+            self.path(digest).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def collect_garbage(self, keep: set[str]) -> list[str]:
+        """Delete every blob not in `keep` (and stale partial fetches); return what went."""
+        removed = [d for d in list(self.digests()) if d not in keep and self.delete(d)]
+        for partial in self._tmp.glob("*.partial"):
+            if partial.name[:64] not in keep:
+                partial.unlink(missing_ok=True)
+        return removed
+
+
+class BlobWriter:
+    """A resumable, verified download of one blob of known digest and size."""
+
+    def __init__(self, store: BlobStore, digest: str, size: int) -> None:
+        if not 0 <= size <= store.max_blob_bytes:
+            raise BlobError(f"blob {digest[:12]} of {size:,} bytes is over the {store.max_blob_bytes:,}-byte limit")
+        self.store, self.digest, self.size = store, digest, size
+        self.partial = store._tmp / f"{digest}.partial"
+        self._hasher = blake3()
+        if self.partial.exists():
+            with open(self.partial, "rb") as done:
+                while chunk := done.read(CHUNK):
+                    self._hasher.update(chunk)
+            self.offset = self.partial.stat().st_size
+            if self.offset > size:
+                self.partial.unlink()
+                self._hasher, self.offset = blake3(), 0
+        else:
+            self.offset = 0
+
+    def write(self, chunk: bytes) -> None:
+        if self.offset + len(chunk) > self.size:
+            self.discard()
+            raise BlobError(f"blob {self.digest[:12]}: the holder sent more than the {self.size:,} bytes announced")
+        with open(self.partial, "ab") as out:
+            out.write(chunk)
+        self._hasher.update(chunk)
+        self.offset += len(chunk)
+
+    @property
+    def complete(self) -> bool:
+        return self.offset == self.size
+
+    def finish(self) -> str:
+        if not self.complete:
+            raise BlobError(f"blob {self.digest[:12]}: {self.offset:,} of {self.size:,} bytes received")
+        if self._hasher.hexdigest() != self.digest:
+            self.discard()
+            raise BlobError(f"blob {self.digest[:12]}: content does not match its digest; discarded")
+        with open(self.partial, "rb+") as out:
+            os.fsync(out.fileno())
+        self.store._install(self.partial, self.digest)
+        return self.digest
+
+    def discard(self) -> None:
+        self.partial.unlink(missing_ok=True)
+        self._hasher, self.offset = blake3(), 0

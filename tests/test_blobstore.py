@@ -1,0 +1,93 @@
+"""The content-addressed blob store: verified writes, resumable fetches, limits, garbage collection."""
+
+import os
+
+import pytest
+from blake3 import blake3
+
+from daemon.blobstore import BlobError, BlobStore
+
+
+def test_put_and_read_back(tmp_path):
+    store = BlobStore(tmp_path / "blobs")
+    data = os.urandom(700_000)
+    digest = store.put_bytes(data)
+    assert digest == blake3(data).hexdigest()
+    assert store.has(digest) and store.size(digest) == len(data)
+    with store.open(digest) as blob:
+        assert blob.read() == data
+    assert store.read_chunk(digest, 100, 50) == data[100:150]
+    assert list(store.digests()) == [digest]
+    assert not any((tmp_path / "blobs" / "tmp").iterdir())  # no temporary files left
+
+
+def test_expected_digest_mismatch_is_refused_and_nothing_stored(tmp_path):
+    store = BlobStore(tmp_path)
+    with pytest.raises(BlobError, match="not the expected"):
+        store.put_chunks([b"hello"], expected="00" * 32)
+    assert list(store.digests()) == []
+
+
+def test_size_limit(tmp_path):
+    store = BlobStore(tmp_path, max_blob_bytes=1000)
+    with pytest.raises(BlobError, match="limit"):
+        store.put_bytes(b"x" * 1001)
+    with pytest.raises(BlobError, match="over the"):
+        store.writer("ab" * 32, 5000)
+    assert list(store.digests()) == []
+
+
+@pytest.mark.parametrize("bad", ["", "../../etc/passwd", "AB" * 32, "ab" * 31, "g" * 64])
+def test_bad_digests_are_refused(tmp_path, bad):
+    store = BlobStore(tmp_path)
+    with pytest.raises(BlobError):
+        store.path(bad)
+    with pytest.raises(BlobError):
+        store.open(bad)
+
+
+def test_missing_blob_is_a_clear_error(tmp_path):
+    with pytest.raises(BlobError, match="not in this store"):
+        BlobStore(tmp_path).open("ab" * 32)
+
+
+def test_resumable_verified_fetch(tmp_path):
+    source = BlobStore(tmp_path / "a")
+    data = os.urandom(300_000)
+    digest = source.put_bytes(data)
+    target = BlobStore(tmp_path / "b")
+    first = target.writer(digest, len(data))
+    first.write(source.read_chunk(digest, 0, 100_000))
+    # The holder died; a new writer (another holder) resumes where the file on disk ends.
+    second = target.writer(digest, len(data))
+    assert second.offset == 100_000
+    while not second.complete:
+        second.write(source.read_chunk(digest, second.offset, 64_000))
+    assert second.finish() == digest
+    with target.open(digest) as blob:
+        assert blob.read() == data
+
+
+def test_corrupted_fetch_is_discarded(tmp_path):
+    store = BlobStore(tmp_path)
+    data = b"the real content"
+    writer = store.writer(blake3(data).hexdigest(), len(data))
+    writer.write(b"the fake content")
+    with pytest.raises(BlobError, match="does not match"):
+        writer.finish()
+    assert not store.has(blake3(data).hexdigest()) and not writer.partial.exists()
+
+
+def test_oversending_holder_is_cut_off(tmp_path):
+    store = BlobStore(tmp_path)
+    writer = store.writer("ab" * 32, 4)
+    with pytest.raises(BlobError, match="more than"):
+        writer.write(b"12345")
+
+
+def test_garbage_collection_keeps_what_is_referenced(tmp_path):
+    store = BlobStore(tmp_path)
+    keep = store.put_bytes(b"keep me")
+    drop = store.put_bytes(b"drop me")
+    assert store.collect_garbage({keep}) == [drop]
+    assert store.has(keep) and not store.has(drop)
