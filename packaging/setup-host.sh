@@ -6,8 +6,7 @@ set -euo pipefail
 need=()
 command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null || need+=(runc)
-[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh && file -L /bin/busybox 2>/dev/null | grep -q static \
-  || dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v clang >/dev/null || need+=(clang)
 command -v wasm-ld >/dev/null || dpkg -s lld >/dev/null 2>&1 || need+=(lld)
 [ -f /usr/lib/wasm32-wasi/libc.a ] || need+=(wasi-libc)
