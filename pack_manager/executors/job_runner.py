@@ -1,0 +1,40 @@
+"""One job, start to finish on this node: stage, execute, clean up, always."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from ..jobspec import JobSpec
+from .base import FAILED, ExecutionResult, Executor, ExecutorLimits, LogSink
+from .staging import BlobLookup, StagingError, remove_tree, stage_work_area
+
+
+async def run_job(
+    executor: Executor,
+    spec: JobSpec,
+    work_root: Path,
+    result_dir: Path,
+    blob_path: BlobLookup,
+    log: LogSink,
+    cancel: trio.Event,
+    limits: ExecutorLimits | None = None,
+) -> ExecutionResult:
+    """work_root is created and removed here; result_dir (outputs.tar, image archives) stays.
+
+    Bad input (a context that breaks the archive rules, a missing blob, a module outside the
+    context) is a FAILED result whose reason starts with "rejected", and nothing has run.
+    """
+    limits = limits or ExecutorLimits()
+    if executor.name != spec.requirements.executor:
+        return ExecutionResult(FAILED, f"rejected: the job needs the {spec.requirements.executor} executor, not {executor.name}")
+    try:
+        try:
+            work = await trio.to_thread.run_sync(stage_work_area, spec, work_root, result_dir, blob_path, limits)
+        except StagingError as exc:
+            return ExecutionResult(FAILED, f"rejected before running: {exc}")
+        return await executor.execute(spec, work, log, cancel)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(remove_tree, work_root)

@@ -1,0 +1,343 @@
+"""The Podman executor: `build` a context into an image, `run` a command in an image.
+
+podman-py is blocking, so every call goes through trio.to_thread; a job's deadline and
+its cancel event are enforced on the trio side, and the container (or the build's
+processes) are then killed from here. Whatever happens, the container is removed and a
+build leaves no image behind unless the job asked to keep it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import replace
+from typing import Any, Callable
+
+import trio
+from podman import PodmanClient
+from podman.errors import APIError, ImageNotFound, NotFound, PodmanError
+from requests.exceptions import RequestException
+
+from metrics_agent.units import format_bytes
+
+from ..context_archive import ArchiveError, file_digest
+from ..jobspec import JobSpec
+from . import podman_options
+from .base import (
+    CANCELLED,
+    FAILED,
+    IMAGE_ARCHIVE,
+    SUCCEEDED,
+    TIMED_OUT,
+    ExecutionResult,
+    ExecutorLimits,
+    LineSplitter,
+    LogSink,
+    OutputFile,
+    WorkArea,
+)
+from .cgroups import OomWatch, kill_cgroup, remove_cgroup
+from .outputs import collect_outputs
+from .supervise import supervise
+
+_CLIENT_ERRORS = (PodmanError, RequestException, OSError)
+BUILD_STOP_WAIT_S = 15.0
+
+
+class PodmanExecutor:
+    name = "podman"
+
+    def __init__(self, url: str, limits: ExecutorLimits | None = None) -> None:
+        self.url = url
+        self.limits = limits or ExecutorLimits()
+
+    async def execute(self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event) -> ExecutionResult:
+        started = time.monotonic()
+        try:
+            if spec.kind == "run":
+                result = await self._run(spec, work, log, cancel)
+            elif spec.kind == "build":
+                result = await self._build(spec, work, log, cancel)
+            else:
+                result = ExecutionResult(FAILED, f"the podman executor does not run {spec.kind} jobs")
+        except _CLIENT_ERRORS as exc:
+            result = ExecutionResult(FAILED, f"podman: {_explain(exc)}")
+        return replace(result, duration_s=time.monotonic() - started)
+
+    def _client(self) -> PodmanClient:
+        return PodmanClient(base_url=self.url, timeout=60)
+
+    # ---- run ---------------------------------------------------------------------------
+
+    async def _run(self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event) -> ExecutionResult:
+        client = await trio.to_thread.run_sync(self._client)
+        container = None
+        watch: OomWatch | None = None
+        try:
+            try:
+                image = await trio.to_thread.run_sync(client.images.get, spec.image)
+            except (ImageNotFound, NotFound):
+                return ExecutionResult(
+                    FAILED, f"image {spec.image!r} is not on this node (no registry is reachable: build or load it first)"
+                )
+            user = podman_options.choose_user(image.attrs.get("Config", {}).get("User"), self.limits)
+            name = f"formnet-{spec.job_id().hex()[:12]}-{secrets.token_hex(3)}"
+            options = podman_options.run_options(spec, work, self.limits, user, name)
+            container = await trio.to_thread.run_sync(lambda: client.containers.create(**options))
+            # init creates the cgroup without starting the command, so the OOM watch is armed
+            # before the job can allocate anything.
+            await trio.to_thread.run_sync(container.init)
+            pid = (await trio.to_thread.run_sync(container.inspect)).get("State", {}).get("Pid", 0)
+            watch = OomWatch(int(pid or 0))
+            await trio.to_thread.run_sync(container.start)
+
+            exit_code: list[int] = []
+
+            async def run_to_exit() -> None:
+                await self._pump(lambda send: self._read_logs(container.id, send), log)
+                exit_code.append(await trio.to_thread.run_sync(container.wait, abandon_on_cancel=True))
+
+            outcome = await supervise(run_to_exit, spec.timeout_s, cancel)
+            if outcome == CANCELLED:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(lambda: container.stop(timeout=max(1, int(self.limits.stop_grace_s))))
+                return ExecutionResult(CANCELLED, "cancelled: the container was stopped")
+            if outcome == TIMED_OUT:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(lambda: _kill_quietly(container))
+                return ExecutionResult(TIMED_OUT, f"timed out after {spec.timeout_s:g} s: the container was killed")
+
+            state = (await trio.to_thread.run_sync(container.inspect)).get("State", {})
+            code = int(state.get("ExitCode", exit_code[0] if exit_code else -1))
+            oom = bool(state.get("OOMKilled")) or watch.poll()
+            return await self._run_result(spec, work, code, oom, watch.armed)
+        finally:
+            with trio.CancelScope(shield=True):
+                if container is not None:
+                    await trio.to_thread.run_sync(lambda: _remove_quietly(container))
+                if watch is not None:
+                    watch.close()
+                await trio.to_thread.run_sync(client.close)
+
+    async def _run_result(self, spec: JobSpec, work: WorkArea, code: int, oom: bool, oom_known: bool) -> ExecutionResult:
+        memory = spec.requirements.memory_bytes
+        if code != 0:
+            if oom:
+                reason = f"out of memory: killed at the {format_bytes(memory)} memory limit (exit code {code})"
+            elif code == 137 and memory and not oom_known:
+                reason = f"killed by SIGKILL (exit code 137); most likely out of memory at the {format_bytes(memory)} limit"
+            else:
+                reason = f"the command exited with code {code}"
+            return ExecutionResult(FAILED, reason, exit_code=code, outputs=await collect_outputs(work, self.limits, strict=False))
+        try:
+            outputs = await collect_outputs(work, self.limits, strict=True)
+        except ArchiveError as exc:
+            return ExecutionResult(FAILED, f"outputs refused: {exc}", exit_code=code)
+        note = " (a process inside was OOM-killed along the way)" if oom else ""
+        return ExecutionResult(SUCCEEDED, f"exited with code 0{note}", exit_code=0, outputs=outputs)
+
+    def _read_logs(self, container_id: str, send: Callable[[str], None]) -> None:
+        client = self._client()
+        try:
+            container = client.containers.get(container_id)
+            splitter = LineSplitter(self.limits.max_log_line)
+            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                for line in splitter.feed(chunk):
+                    send(line)
+            for line in splitter.flush():
+                send(line)
+        finally:
+            client.close()
+
+    async def _pump(self, reader: Callable[[Callable[[str], None]], Any], log: LogSink) -> Any:
+        """Run a blocking reader in a thread, delivering its lines to the log sink in order."""
+        send_channel, receive_channel = trio.open_memory_channel[str](1024)
+
+        def send(line: str) -> None:
+            try:
+                trio.from_thread.run(send_channel.send, line)
+            except (trio.Cancelled, trio.ClosedResourceError, trio.RunFinishedError, trio.BrokenResourceError):
+                pass  # nobody is listening any more; keep draining the stream
+
+        async def deliver() -> None:
+            async for line in receive_channel:
+                await log(line)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(deliver)
+            try:
+                return await trio.to_thread.run_sync(reader, send, abandon_on_cancel=True)
+            finally:
+                send_channel.close()
+
+    # ---- build -------------------------------------------------------------------------
+
+    async def _build(self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event) -> ExecutionResult:
+        assert work.context_tar is not None  # staging guarantees it for builds
+        tag = podman_options.job_tag(spec)
+        cgroup_parent = podman_options.build_cgroup_parent(spec, secrets.token_hex(4))
+        params = podman_options.build_params(spec, tag, cgroup_parent)
+        responses: list[Any] = []
+        errors: list[str] = []
+        finished = trio.Event()
+        send_channel, receive_channel = trio.open_memory_channel[str](1024)
+
+        def send(line: str) -> None:
+            try:
+                trio.from_thread.run(send_channel.send, line)
+            except (trio.Cancelled, trio.ClosedResourceError, trio.RunFinishedError, trio.BrokenResourceError):
+                pass
+
+        async def build_thread() -> None:
+            # Not abandoned on cancel: it returns when Podman ends the build stream, which is
+            # how we know the build (and its own cleanup) is over.
+            try:
+                await trio.to_thread.run_sync(self._stream_build, params, work, send, responses, errors)
+            except _CLIENT_ERRORS as exc:
+                errors.append(_explain(exc))
+            finally:
+                finished.set()
+                send_channel.close()
+
+        async def deliver() -> None:
+            async for line in receive_channel:
+                await log(line)
+
+        client = await trio.to_thread.run_sync(self._client)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(build_thread)
+                nursery.start_soon(deliver)
+                try:
+                    outcome = await supervise(finished.wait, spec.timeout_s, cancel)
+                finally:
+                    if not finished.is_set():
+                        with trio.CancelScope(shield=True):
+                            await self._stop_build(cgroup_parent, finished, responses)
+            if outcome != SUCCEEDED:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_remove_image_quietly, client, tag)
+                if outcome == CANCELLED:
+                    return ExecutionResult(CANCELLED, "cancelled: the build was stopped")
+                return ExecutionResult(TIMED_OUT, f"timed out after {spec.timeout_s:g} s: the build was stopped")
+            if errors:
+                await trio.to_thread.run_sync(_remove_image_quietly, client, tag)
+                return ExecutionResult(FAILED, f"build failed: {errors[-1].strip()}")
+            try:
+                image = await trio.to_thread.run_sync(client.images.get, tag)
+            except (ImageNotFound, NotFound):
+                return ExecutionResult(FAILED, "build failed: Podman reported no error but produced no image")
+            if spec.keep_image:
+                return ExecutionResult(SUCCEEDED, f"built {tag} (kept on this node)", exit_code=0, image_id=image.id)
+            try:
+                archive = await self._save_image(client, image.id, work)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_remove_image_quietly, client, tag)
+            return ExecutionResult(SUCCEEDED, "built; image saved as an OCI archive", exit_code=0,
+                                   outputs=(archive,), image_id=image.id)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(remove_cgroup, cgroup_parent)
+                await trio.to_thread.run_sync(client.close)
+
+    def _stream_build(self, params: dict[str, Any], work: WorkArea, send: Callable[[str], None],
+                      responses: list[Any], errors: list[str]) -> None:
+        client = self._client()
+        try:
+            with open(work.context_tar, "rb") as body:  # type: ignore[arg-type]
+                response = client.api.post(
+                    "/build", params=params, data=body, headers={"Content-type": "application/x-tar"}, stream=True
+                )
+                responses.append(response)
+                if response.status_code >= 400:
+                    errors.append(_api_message(response))
+                    return
+                splitter = LineSplitter(self.limits.max_log_line)
+                for raw in response.iter_lines():
+                    if not raw:
+                        continue
+                    try:
+                        item = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if isinstance(item, dict) and isinstance(item.get("stream"), str):
+                        for line in splitter.feed(item["stream"].encode()):
+                            send(line)
+                    if isinstance(item, dict) and item.get("error"):
+                        errors.append(str(item["error"]))
+                        send(f"error: {item['error']}".rstrip())
+                for line in splitter.flush():
+                    send(line)
+        finally:
+            client.close()
+
+    async def _stop_build(self, cgroup_parent: str, finished: trio.Event, responses: list[Any]) -> None:
+        # Kill what runs in the build's cgroup until Podman gives up on the build and ends the
+        # stream (it then removes its working container itself). A build between steps has
+        # no processes; the next step's are killed as soon as they appear.
+        deadline = trio.current_time() + BUILD_STOP_WAIT_S
+        while not finished.is_set() and trio.current_time() < deadline:
+            await trio.to_thread.run_sync(kill_cgroup, cgroup_parent)
+            with trio.move_on_after(0.1):
+                await finished.wait()
+        if not finished.is_set() and responses:
+            await trio.to_thread.run_sync(responses[0].close)
+            await finished.wait()
+
+    async def _save_image(self, client: PodmanClient, image_id: str, work: WorkArea) -> OutputFile:
+        target = work.result_dir / IMAGE_ARCHIVE
+
+        def save() -> None:
+            response = client.api.get(f"/images/{image_id}/get", params={"format": "oci-archive"}, stream=True)
+            response.raise_for_status()
+            with open(target, "wb") as handle:
+                for chunk in response.iter_content(chunk_size=1 << 20):
+                    handle.write(chunk)
+
+        await trio.to_thread.run_sync(save)
+        digest = await trio.to_thread.run_sync(file_digest, target)
+        return OutputFile(IMAGE_ARCHIVE, digest, target.stat().st_size, target)
+
+
+def _kill_quietly(container: Any) -> None:
+    try:
+        container.kill(signal="SIGKILL")
+    except _CLIENT_ERRORS:
+        pass  # already gone; removal below is what matters
+
+
+def _remove_quietly(container: Any) -> None:
+    try:
+        container.remove(force=True, v=True)
+    except (NotFound, ImageNotFound):
+        pass
+    except _CLIENT_ERRORS:
+        # One retry after a kill: a container that is still stopping refuses removal.
+        _kill_quietly(container)
+        try:
+            container.remove(force=True, v=True)
+        except _CLIENT_ERRORS:
+            pass
+
+
+def _remove_image_quietly(client: PodmanClient, reference: str) -> None:
+    try:
+        client.images.remove(reference, force=True)
+    except _CLIENT_ERRORS:
+        pass
+
+
+def _api_message(response: Any) -> str:
+    try:
+        body = response.json()
+        return str(body.get("message") or body.get("cause") or body)
+    except ValueError:
+        return response.text[:500]
+
+
+def _explain(exc: BaseException) -> str:
+    if isinstance(exc, APIError):
+        return str(getattr(exc, "explanation", None) or exc)
+    return f"{type(exc).__name__}: {exc}"

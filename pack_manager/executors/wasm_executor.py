@@ -1,0 +1,163 @@
+"""The WASM executor: a WASI module under wasmtime, in a worker thread.
+
+The sandbox is the module's own: it sees /data/inputs (read-only) and /data/outputs and
+nothing else, its linear memory is capped at the job's memory requirement, and an epoch
+deadline stops it: when the job's timeout passes or it is cancelled, the trio side bumps
+the engine's epoch and the guest traps at its next check, wherever it is looping.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from typing import Callable
+
+import trio
+import wasmtime
+
+from metrics_agent.units import format_bytes
+
+from ..context_archive import ArchiveError
+from ..jobspec import JobSpec
+from .base import CANCELLED, FAILED, SUCCEEDED, TIMED_OUT, ExecutionResult, ExecutorLimits, LineSplitter, LogSink, WorkArea
+from .outputs import collect_outputs
+from .podman_options import INPUTS_MOUNT, OUTPUTS_MOUNT
+from .supervise import supervise
+
+MAX_INSTANCES = 10
+MAX_TABLE_ELEMENTS = 1_000_000
+
+
+class WasmExecutor:
+    name = "wasm"
+
+    def __init__(self, limits: ExecutorLimits | None = None) -> None:
+        self.limits = limits or ExecutorLimits()
+
+    async def execute(self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event) -> ExecutionResult:
+        started = time.monotonic()
+        result = await self._execute(spec, work, log, cancel)
+        return replace(result, duration_s=time.monotonic() - started)
+
+    async def _execute(self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event) -> ExecutionResult:
+        if spec.kind != "wasm" or work.module_path is None:
+            return ExecutionResult(FAILED, f"the wasm executor runs wasm jobs with a staged module, not {spec.kind}")
+        config = wasmtime.Config()
+        config.epoch_interruption = True
+        engine = wasmtime.Engine(config)
+        stop = threading.Event()
+        outcome: list[tuple[str, str, int | None]] = []
+        guest_done = trio.Event()
+        send_channel, receive_channel = trio.open_memory_channel[str](1024)
+
+        def send(line: str) -> None:
+            try:
+                trio.from_thread.run(send_channel.send, line)
+            except (trio.Cancelled, trio.ClosedResourceError, trio.RunFinishedError, trio.BrokenResourceError):
+                pass
+
+        async def run_guest() -> None:
+            # Not abandoned on cancel (wasmtime state lives in the thread): we interrupt the
+            # guest instead and wait for the thread to return.
+            try:
+                outcome.append(await trio.to_thread.run_sync(self._run_module, engine, stop, spec, work, send))
+            finally:
+                send_channel.close()
+                guest_done.set()
+
+        async def deliver() -> None:
+            async for line in receive_channel:
+                await log(line)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(deliver)
+            nursery.start_soon(run_guest)
+            try:
+                ended_by = await supervise(guest_done.wait, spec.timeout_s, cancel)
+            finally:
+                if not guest_done.is_set():  # also when we ourselves are cancelled
+                    stop.set()
+                    engine.increment_epoch()
+        state, reason, code = outcome[0]
+        if ended_by == CANCELLED:
+            return ExecutionResult(CANCELLED, "cancelled: the module was interrupted")
+        if ended_by == TIMED_OUT:
+            return ExecutionResult(TIMED_OUT, f"timed out after {spec.timeout_s:g} s: the module was interrupted")
+        try:
+            outputs = await collect_outputs(work, self.limits, strict=state == SUCCEEDED)
+        except ArchiveError as exc:
+            return ExecutionResult(FAILED, f"outputs refused: {exc}", exit_code=code)
+        return ExecutionResult(state, reason, exit_code=code, outputs=outputs)
+
+    def _run_module(
+        self, engine: wasmtime.Engine, stop: threading.Event, spec: JobSpec, work: WorkArea,
+        send: Callable[[str], None],
+    ) -> tuple[str, str, int | None]:
+        """Blocking: compile, instantiate and run _start. Returns (state, reason, exit code)."""
+        store = wasmtime.Store(engine)
+        memory_cap = spec.requirements.memory_bytes or -1
+        store.set_limits(memory_size=memory_cap, instances=MAX_INSTANCES, table_elements=MAX_TABLE_ELEMENTS)
+        store.set_epoch_deadline(1)
+        # The stopper sets the flag before bumping the epoch: either we see the flag here, or
+        # our deadline was set before the bump and the guest traps at its first check.
+        if stop.is_set():
+            return FAILED, "interrupted before start", None
+        out = LineSplitter(self.limits.max_log_line)
+        err = LineSplitter(self.limits.max_log_line)
+
+        def emit(splitter: LineSplitter, prefix: str) -> Callable[[bytes], None]:
+            def write(data: bytes) -> None:
+                for line in splitter.feed(data):
+                    send(prefix + line)
+            return write
+
+        wasi = wasmtime.WasiConfig()
+        wasi.argv = [str(work.module_path.name), *spec.command]  # type: ignore[union-attr]
+        wasi.env = list(spec.env.items())
+        wasi.preopen_dir(str(work.inputs_dir), INPUTS_MOUNT, False)
+        wasi.preopen_dir(str(work.outputs_dir), OUTPUTS_MOUNT, True)
+        wasi.stdout_custom(emit(out, ""))
+        wasi.stderr_custom(emit(err, "stderr: "))
+        store.set_wasi(wasi)
+        try:
+            try:
+                module = wasmtime.Module.from_file(engine, str(work.module_path))
+            except wasmtime.WasmtimeError as exc:
+                return FAILED, f"not a valid WebAssembly module: {_first_line(exc)}", None
+            linker = wasmtime.Linker(engine)
+            linker.define_wasi()
+            try:
+                instance = linker.instantiate(store, module)
+            except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+                text = _first_line(exc)
+                if "memory" in text and ("limit" in text or "exceeds" in text or "minimum" in text):
+                    return FAILED, (f"memory limit: the module needs more than the "
+                                    f"{format_bytes(spec.requirements.memory_bytes)} cap ({text})"), None
+                return FAILED, f"could not instantiate the module: {text}", None
+            start = instance.exports(store).get("_start")
+            if not isinstance(start, wasmtime.Func):
+                return FAILED, "the module exports no _start function (build it as a WASI command)", None
+            try:
+                start(store)
+            except wasmtime.ExitTrap as exc:
+                if exc.code == 0:
+                    return SUCCEEDED, "exited with code 0", 0
+                return FAILED, f"the module exited with code {exc.code}", exc.code
+            except wasmtime.Trap as exc:
+                if exc.trap_code == wasmtime.TrapCode.INTERRUPT:
+                    return FAILED, "interrupted", None  # replaced by timed_out / cancelled by the caller
+                return FAILED, f"trap: {_first_line(exc)}", None
+            except wasmtime.WasmtimeError as exc:
+                return FAILED, f"error: {_first_line(exc)}", None
+            return SUCCEEDED, "returned from _start", 0
+        finally:
+            for line in out.flush():
+                send(line)
+            for line in err.flush():
+                send("stderr: " + line)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
