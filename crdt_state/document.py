@@ -5,18 +5,24 @@ rewritten by its one writer stays the same size in pycrdt, nested maps grow per 
 
 Nothing a peer sends becomes visible before it is checked. A remote update is first applied to
 a shadow copy of the document; the map entries it changed are verified there (signature,
-signer owns the key, a node record is not older than the one held, no deletes, no unknown
-top-level names, no structs left waiting for updates we have not seen). Only then is it
-applied to the real document; otherwise the whole update is refused and the shadow is rebuilt
-from the real document. Readers see `views`, built from entries that passed those checks, so
-a signature is verified once per value that arrives, not on every read.
+signer owns the key, no deletes, no unknown top-level names, no structs left waiting for
+updates we have not seen). Only then is it applied to the real document; otherwise the whole
+update is refused and the shadow is rebuilt from the real document. Readers see `views`,
+built from entries that passed those checks, so a signature is verified once per value that
+arrives, not on every read.
 
 Deviations from the agreed interface (small, additive):
-- `ClusterDocument(local_node_id)`: when an incoming update would make this node's own record
-  look older (only possible when our last writes were lost, e.g. power loss, while a peer
-  kept them), the update is accepted and our newest record is written again on top, so every
-  replica ends with the newest one. Without this, such a node would refuse the peer's history
-  forever and the cluster would show its old record.
+- A node record older (incarnation, heartbeat) than the one held is not shown: readers keep
+  the newer one, and the key is listed in `ApplyResult.stale`. The update itself is accepted
+  rather than refused. Why: two writes of one key can be concurrent (a restarted node whose
+  last writes were lost in a power cut, or a member replaying an old record), and the CRDT
+  then shows the same winner everywhere. Refusing would be decided by what each replica held
+  before, so replicas that refused would refuse every later diff that carries that item, and
+  the cluster would split for good. Accepting keeps the documents converging while no reader
+  ever sees a record go backwards.
+- `ClusterDocument(local_node_id)`: when that happens to this node's own key, it writes its
+  newest record again; the rewrite follows the stale one causally, so it wins on every
+  replica and all views agree again.
 - `ApplyResult.missing`: True when the update depends on changes we have not received; the
   sync layer answers it with our state vector so the sender fills the gap.
 """
@@ -46,6 +52,7 @@ class ApplyResult:
     reason: str | None = None
     changed: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     missing: bool = False
+    stale: frozenset[str] = field(default_factory=frozenset)  # node keys whose older record is not shown
 
 
 def _new_doc(client_id: int | None) -> Doc:
@@ -171,15 +178,18 @@ class ClusterDocument:
         if isinstance(verdict, ApplyResult):
             self._rebuild_after_refusal()
             return verdict
-        entries, reassert_own = verdict
+        entries, stale = verdict
         self._doc.apply_update(update)
         for entry in entries:
             self._views[entry.map_name][entry.key] = entry
-        if reassert_own is not None:
-            self.put_local("nodes", reassert_own.key, reassert_own.envelope)
-        return ApplyResult(True, None, frozenset((e.map_name, e.key) for e in entries))
+        own_key = self.local_node_id.hex() if self.local_node_id is not None else None
+        if own_key in stale:
+            held = self._views["nodes"][own_key]
+            self.put_local("nodes", own_key, held.envelope)
+        changed = frozenset((e.map_name, e.key) for e in entries)
+        return ApplyResult(True, None, changed, stale=frozenset(stale))
 
-    def _check_shadow(self, update: bytes) -> ApplyResult | tuple[list[SignedEntry], SignedEntry | None]:
+    def _check_shadow(self, update: bytes) -> ApplyResult | tuple[list[SignedEntry], set[str]]:
         if pycrdt.get_update(update, self._shadow.get_state())[0] != 0:
             # Some structs could not be integrated: they wait for earlier updates we lack.
             return ApplyResult(False, "update depends on changes not received yet", missing=True)
@@ -190,8 +200,7 @@ class ClusterDocument:
         self._changes.clear()
         known = self._known_nodes()
         entries: list[SignedEntry] = []
-        reassert_own = None
-        own_key = self.local_node_id.hex() if self.local_node_id is not None else None
+        stale: set[str] = set()
         for map_name, key in changes:
             where = f"{map_name}/{str(key)[:16]}"
             value = self._shadow_maps[map_name].get(key)
@@ -202,17 +211,15 @@ class ClusterDocument:
             held = self._views[map_name].get(key)
             try:
                 entry = verify_entry(map_name, key, bytes(value), known, held)
-            except StaleRecord as exc:
-                if key != own_key:
-                    return ApplyResult(False, f"{where}: {exc.reason}")
-                reassert_own = held
+            except StaleRecord:
+                stale.add(key)
                 continue
             except RecordError as exc:
                 return ApplyResult(False, f"{where}: {exc.reason}")
             if map_name == "nodes":
                 known[entry.signer_id] = entry
             entries.append(entry)
-        return entries, reassert_own
+        return entries, stale
 
     # ---- reads ----------------------------------------------------------------------------
 

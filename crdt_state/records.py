@@ -5,11 +5,16 @@ holds. A value counts only when its signer owns the key:
 
   map       key                      kind     signer must be
   nodes     node id hex              node     that node (and the body names the same id)
-  jobs      job id hex               job      any known node; a held job keeps its submitter
+  jobs      job id hex               job      any known node
   runs      f"{job_hex}:{node_hex}"  run      node_hex, and known
   cancels   job id hex               cancel   any known node
 
-"Known" means the nodes map holds a verified record for the signer. Job, run and cancel bodies
+"Known" means the nodes map holds a verified record for the signer. Every rule is a function
+of the value and the (only ever growing) set of known nodes, never of which of two concurrent
+values a replica happened to see first, so replicas that refuse an update now accept it once
+they know the signer, and no two replicas can disagree forever. The one comparison with what
+is held, node freshness, raises StaleRecord and the document keeps showing the newer record
+rather than refusing (see document.py). Job, run and cancel bodies
 are opaque dicts here; the job issue gives them a schema.
 """
 
@@ -197,6 +202,4 @@ def verify_entry(
         raise RecordError(f"{map_name} entry {key[:12]} signed by unknown node {signer.hex()[:12]}")
     if map_name == "runs" and _RUN_KEY.fullmatch(key).group(2) != signer.hex():
         raise RecordError(f"run {key[:12]}... written by {signer.hex()[:12]}, not the node it names")
-    if map_name == "jobs" and held is not None and held.signer_id != signer:
-        raise RecordError(f"job {key[:12]} rewritten by {signer.hex()[:12]}, not its submitter")
     return SignedEntry(map_name, key, signer, body, bytes(envelope))

@@ -106,7 +106,6 @@ def _forgeries(a: FakeNode, b: FakeNode, victim: ClusterDocument):
     tampered = bytearray(a.record(heartbeat=50).seal(a.key))
     tampered[-70] ^= 1
     yield "tampered record", "signature", rogue_update(victim, {("nodes", a.hex): bytes(tampered)})
-    yield "older record replayed", "older", rogue_update(victim, {("nodes", b.hex): b.record(heartbeat=0).seal(b.key)})
     yield "text value", "not a signed record", rogue_update(victim, {("nodes", a.hex): "hello"})
     yield "number value", "not a signed record", rogue_update(victim, {("jobs", JOB): 5})
     yield "nested map", "not a signed record", rogue_update(victim, {("nodes", a.hex): Map({"x": b"1"})})
@@ -199,25 +198,39 @@ def test_an_update_with_a_gap_is_refused_as_missing_and_taken_later():
     assert b.doc.node_records()[a.node_id].heartbeat == 3
 
 
+def test_an_older_record_is_accepted_into_the_document_but_never_shown():
+    a, b, c = cluster()
+    b.heartbeat()
+    exchange(a, b, c)
+    view = snapshot_view(c.doc)
+    replay = rogue_update(c.doc, {("nodes", b.hex): b.record(heartbeat=0).seal(b.key)})
+    result = c.doc.apply_remote(replay)
+    assert result.accepted
+    assert result.stale == {b.hex}
+    assert result.changed == frozenset()
+    assert snapshot_view(c.doc)[:2] == view[:2]  # readers see exactly what they saw before
+    assert c.doc.node_records()[b.node_id].heartbeat == 2
+    assert c.doc.drain_local_updates() == []  # not c's record: c does not rewrite it
+
+
 def test_own_record_made_older_by_a_peer_is_written_again_on_top():
-    # a's newest record is (1, 3); a peer replays a's (1, 2) on top of it. Other nodes refuse
-    # that; a itself accepts the history and re-asserts its newest record, which wins everywhere.
+    # a's newest record is (1, 3); a peer writes a's (1, 2) on top of it. a accepts the history
+    # and writes its newest record again, which then wins on every replica.
     a, b, c = cluster()
     a.heartbeat()
     newest = a.heartbeat()
     exchange(a, b, c)
-    a.doc.drain_local_updates()
     replay = rogue_update(b.doc, {("nodes", a.hex): a.record(heartbeat=2).seal(a.key)})
-    assert not c.doc.apply_remote(replay).accepted
+    assert c.doc.apply_remote(replay).stale == {a.hex}
     result = a.doc.apply_remote(replay)
-    assert result.accepted
+    assert result.accepted and result.stale == {a.hex}
     assert a.doc.node_records()[a.node_id].heartbeat == 3
-    reassert = a.doc.drain_local_updates()
-    assert len(reassert) == 1
-    # c gets the replay and the re-assertion together (as anti-entropy would send them).
-    assert c.doc.apply_remote(a.doc.update_since(c.doc.state_vector())).accepted
-    assert c.doc.node_records()[a.node_id].heartbeat == 3
-    assert c.doc.get("nodes", a.hex).envelope == newest
+    (reassert,) = a.doc.drain_local_updates()
+    assert c.doc.apply_remote(reassert).accepted
+    # A replica restored from its store (no memory of what it showed) sees the newest too.
+    for doc in (a.doc, c.doc):
+        restored = ClusterDocument.from_updates([doc.full_state()])
+        assert restored.get("nodes", a.hex).envelope == newest
 
 
 def test_update_since_rejects_an_undecodable_state_vector():
