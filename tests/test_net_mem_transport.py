@@ -191,5 +191,5 @@ async def test_hours_of_simulated_traffic_run_quickly(autojump_clock):
             except TransportError:
                 failed += 1
             await trio.sleep(1)
-        assert answered + failed >= 3_500
+        assert answered + failed >= 3_000
         assert 0 < failed < answered * 0.05   # about 2% of round trips lose one of two messages
