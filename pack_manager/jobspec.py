@@ -136,7 +136,7 @@ class JobSpec:
     @classmethod
     def unpack(cls, data: bytes) -> "JobSpec":
         try:
-            raw = msgpack.unpackb(data, raw=False, strict_map_key=True, max_buffer_size=1 << 20)
+            raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
         except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
             raise JobSpecError(f"job spec: not valid msgpack ({exc})") from exc
         return cls.from_wire(raw)
@@ -167,13 +167,24 @@ def _need_bool(record: Mapping[str, Any], key: str) -> bool:
     return value
 
 
+def _clean_text(value: object) -> bool:
+    """Text that encodes to UTF-8 (no lone surrogates) and holds no NUL."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def is_digest(text: str) -> bool:
     return bool(_DIGEST.match(text))
 
 
 def check_relative_path(text: str, what: str) -> None:
     """A path inside an archive or work area: relative, no '..', no empty or odd parts."""
-    if not text or len(text) > 1024 or "\x00" in text or "\\" in text:
+    if not text or len(text) > 1024 or not _clean_text(text) or "\\" in text:
         raise JobSpecError(f"{what}: {text!r} is not a usable relative path")
     if text.startswith("/"):
         raise JobSpecError(f"{what}: {text!r} is absolute; give a path inside the context")
@@ -201,13 +212,13 @@ def _check(spec: JobSpec) -> None:
     if not isinstance(spec.network, bool) or not isinstance(spec.keep_image, bool):
         raise JobSpecError("network and keep_image must be true or false")
     if len(spec.command) > MAX_COMMAND_ARGS or any(
-        not isinstance(arg, str) or len(arg) > MAX_ARG_CHARS or "\x00" in arg for arg in spec.command
+        not _clean_text(arg) or len(arg) > MAX_ARG_CHARS for arg in spec.command
     ):
-        raise JobSpecError(f"command: at most {MAX_COMMAND_ARGS} arguments of text without NUL, each up to {MAX_ARG_CHARS} characters")
+        raise JobSpecError(f"command: at most {MAX_COMMAND_ARGS} arguments of UTF-8 text without NUL, each up to {MAX_ARG_CHARS} characters")
     for key, value in spec.env.items():
         if not isinstance(key, str) or not _ENV_KEY.match(key):
             raise JobSpecError(f"env: {key!r} is not a variable name (letters, digits, '_', not starting with a digit)")
-        if not isinstance(value, str) or "\x00" in value or len(value) > MAX_ARG_CHARS:
+        if not _clean_text(value) or len(value) > MAX_ARG_CHARS:
             raise JobSpecError(f"env: value of {key} must be text without NUL, up to {MAX_ARG_CHARS} characters")
     seen: set[str] = set()
     for item in spec.inputs:
