@@ -50,10 +50,12 @@ class WasmExecutor:
         outcome: list[tuple[str, str, int | None]] = []
         guest_done = trio.Event()
         send_channel, receive_channel = trio.open_memory_channel[str](1024)
+        token = trio.lowlevel.current_trio_token()
 
         def send(line: str) -> None:
+            # wasmtime may call the output hooks from threads of its own, hence the token.
             try:
-                trio.from_thread.run(send_channel.send, line)
+                trio.from_thread.run(send_channel.send, line, trio_token=token)
             except (trio.Cancelled, trio.ClosedResourceError, trio.RunFinishedError, trio.BrokenResourceError):
                 pass
 
@@ -117,8 +119,8 @@ class WasmExecutor:
         wasi.env = list(spec.env.items())
         wasi.preopen_dir(str(work.inputs_dir), INPUTS_MOUNT, False)
         wasi.preopen_dir(str(work.outputs_dir), OUTPUTS_MOUNT, True)
-        wasi.stdout_custom(emit(out, ""))
-        wasi.stderr_custom(emit(err, "stderr: "))
+        wasi.stdout_custom = emit(out, "")
+        wasi.stderr_custom = emit(err, "stderr: ")
         store.set_wasi(wasi)
         try:
             try:
@@ -147,7 +149,7 @@ class WasmExecutor:
             except wasmtime.Trap as exc:
                 if exc.trap_code == wasmtime.TrapCode.INTERRUPT:
                     return FAILED, "interrupted", None  # replaced by timed_out / cancelled by the caller
-                return FAILED, f"trap: {_first_line(exc)}", None
+                return FAILED, f"trap: {_trap_text(exc)}", None
             except wasmtime.WasmtimeError as exc:
                 return FAILED, f"error: {_first_line(exc)}", None
             return SUCCEEDED, "returned from _start", 0
@@ -156,6 +158,15 @@ class WasmExecutor:
                 send(line)
             for line in err.flush():
                 send("stderr: " + line)
+
+
+def _trap_text(exc: BaseException) -> str:
+    """wasmtime's trap text is a backtrace; the cause is the line that says 'wasm trap'."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "wasm trap" in line:
+            return line.split("wasm trap:", 1)[-1].strip()
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,183 @@
+"""The WASM executor with real wasmtime: a real C program compiled to wasm32-wasi, and WAT
+modules for the failure modes (deadline, memory cap, traps, exit codes, cancel)."""
+
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
+import blake3
+import pytest
+import trio
+
+from pack_manager.executors import CANCELLED, FAILED, OUTPUTS_TAR, SUCCEEDED, TIMED_OUT, run_job
+from pack_manager.executors.wasm_executor import WasmExecutor
+from pack_manager.jobspec import JobInput, JobSpec
+from pack_manager.requirements import WorkloadRequirements
+
+WASM_DIR = Path(__file__).parent / "wasm"
+
+LOOP_FOREVER = '(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))'
+TRAP = '(module (memory (export "memory") 1) (func (export "_start") unreachable))'
+BIG_MEMORY = '(module (memory (export "memory") 1024) (func (export "_start")))'  # 64 MiB
+GROW_PAST_CAP = """(module (memory (export "memory") 1)
+  (func (export "_start")
+    (if (i32.eq (memory.grow (i32.const 1024)) (i32.const -1)) (then unreachable))))"""
+EXIT_3 = """(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (call $exit (i32.const 3))))"""
+HELLO = """(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hello from wat\\npartial")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 22))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"""
+
+
+@pytest.fixture(scope="session")
+def c_modules(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wasm-build")
+    subprocess.run(["bash", str(WASM_DIR / "build.sh"), str(out)], check=True)
+    return out
+
+
+class Blobs:
+    """A stand-in for the daemon's blob store: digest -> file."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def put(self, data: bytes) -> str:
+        digest = blake3.blake3(data).hexdigest()
+        (self.root / digest).write_bytes(data)
+        return digest
+
+    def path(self, digest: str):
+        candidate = self.root / digest
+        return candidate if candidate.exists() else None
+
+
+async def execute(tmp_path, module_bytes: bytes, *, memory="128MiB", timeout_ms=10_000, inputs=(),
+                  command=(), cancel=None, blobs=None):
+    blobs = blobs or Blobs(tmp_path / "blobs")
+    spec = JobSpec(
+        kind="wasm", submitter=bytes(32), nonce=bytes(16), module=blobs.put(module_bytes),
+        command=tuple(command), inputs=tuple(inputs), timeout_ms=timeout_ms,
+        requirements=WorkloadRequirements.from_human(memory=memory, executor="wasm"),
+    )
+    lines = []
+
+    async def log(line):
+        lines.append(line)
+
+    work = tmp_path / "work"
+    result = await run_job(WasmExecutor(), spec, work, tmp_path / "result", blobs.path, log, cancel if cancel is not None else trio.Event())
+    assert not work.exists(), "the work area must be removed"
+    return result, lines
+
+
+def outputs_of(result):
+    [tarball] = [item for item in result.outputs if item.name == OUTPUTS_TAR]
+    assert blake3.blake3(tarball.path.read_bytes()).hexdigest() == tarball.digest
+    with tarfile.open(tarball.path) as archive:
+        return {m.name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}
+
+
+@pytest.mark.wasi
+async def test_c_program_transforms_an_input_into_an_output(tmp_path, c_modules):
+    blobs = Blobs(tmp_path / "blobs")
+    text = b"formnet runs wasm\n"
+    result, lines = await execute(
+        tmp_path, (c_modules / "upcase.wasm").read_bytes(), blobs=blobs,
+        inputs=[JobInput("notes.txt", blobs.put(text))], command=["notes.txt"],
+    )
+    assert result.state == SUCCEEDED, result.reason
+    assert result.exit_code == 0
+    assert "inputs are read-only" in lines
+    assert f"converted {len(text)} bytes" in lines
+    assert outputs_of(result) == {"notes.txt.upper": text.upper()}
+
+
+@pytest.mark.wasi
+async def test_c_program_failure_is_reported_with_its_exit_code(tmp_path, c_modules):
+    result, lines = await execute(tmp_path, (c_modules / "upcase.wasm").read_bytes(), command=["missing.txt"])
+    assert result.state == FAILED
+    assert result.exit_code == 1
+    assert "exited with code 1" in result.reason
+    assert "stderr: cannot open /data/inputs/missing.txt" in lines
+
+
+async def test_stdout_becomes_log_lines(tmp_path):
+    result, lines = await execute(tmp_path, HELLO.encode())
+    assert result.state == SUCCEEDED, result.reason
+    assert lines == ["hello from wat", "partial"]
+
+
+async def test_infinite_loop_hits_the_deadline(tmp_path):
+    result, _ = await execute(tmp_path, LOOP_FOREVER.encode(), timeout_ms=300)
+    assert result.state == TIMED_OUT
+    assert "timed out after 0.3 s" in result.reason
+
+
+async def test_cancel_interrupts_a_running_module(tmp_path):
+    cancel = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: _cancel_soon(cancel))
+        result, _ = await execute(tmp_path, LOOP_FOREVER.encode(), cancel=cancel)
+    assert result.state == CANCELLED
+
+
+async def _cancel_soon(cancel):
+    await trio.sleep(0.2)
+    cancel.set()
+
+
+async def test_module_over_the_memory_cap_fails_cleanly(tmp_path):
+    result, _ = await execute(tmp_path, BIG_MEMORY.encode(), memory="16MiB")
+    assert result.state == FAILED
+    assert "memory limit" in result.reason and "16.0 MiB" in result.reason
+    same_module_with_room, _ = await execute(tmp_path / "roomy", BIG_MEMORY.encode(), memory="128MiB")
+    assert same_module_with_room.state == SUCCEEDED
+
+
+async def test_growing_past_the_cap_is_refused(tmp_path):
+    result, _ = await execute(tmp_path, GROW_PAST_CAP.encode(), memory="16MiB")
+    assert result.state == FAILED
+    assert "trap" in result.reason and "unreachable" in result.reason
+
+
+async def test_trap_and_exit_code_are_failures_with_their_message(tmp_path):
+    trapped, _ = await execute(tmp_path / "trap", TRAP.encode())
+    assert trapped.state == FAILED and "unreachable" in trapped.reason
+    exited, _ = await execute(tmp_path / "exit", EXIT_3.encode())
+    assert exited.state == FAILED and exited.exit_code == 3
+
+
+async def test_garbage_module_is_refused(tmp_path):
+    result, _ = await execute(tmp_path, b"\x00asm but not really")
+    assert result.state == FAILED
+    assert "not a valid WebAssembly module" in result.reason
+
+
+async def test_module_path_leaving_the_context_is_rejected_before_running(tmp_path):
+    blobs = Blobs(tmp_path / "blobs")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        link = tarfile.TarInfo("app.wasm")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        archive.addfile(link)
+    spec = JobSpec(kind="wasm", submitter=bytes(32), nonce=bytes(16), context=blobs.put(buffer.getvalue()),
+                   module="app.wasm", requirements=WorkloadRequirements(executor="wasm"))
+
+    async def log(line):
+        raise AssertionError("nothing may run")
+
+    result = await run_job(WasmExecutor(), spec, tmp_path / "work", tmp_path / "result", blobs.path, log, trio.Event())
+    assert result.state == FAILED
+    assert result.reason.startswith("rejected before running: context:")
+    assert "outside" in result.reason
+    assert not (tmp_path / "work").exists()
