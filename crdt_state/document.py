@@ -36,6 +36,7 @@ from typing import Any, Iterable
 import pycrdt
 from pycrdt import Doc, Map
 
+from crdt_state.state_vector import decode_state_vector
 from crdt_state.records import MAP_KINDS, NodeRecord, RecordError, SignedEntry, StaleRecord, verify_entry
 
 MAX_UPDATE = 16 * 1024 * 1024
@@ -53,6 +54,10 @@ class ApplyResult:
     changed: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     missing: bool = False
     stale: frozenset[str] = field(default_factory=frozenset)  # node keys whose older record is not shown
+    # The update brought items we did not have. False for a duplicate (common with epidemic
+    # push): nothing to store or pass on. True with an empty `changed` when it only added
+    # history that is not visible (e.g. a superseded record); store it all the same.
+    added: bool = False
 
 
 def _new_doc(client_id: int | None) -> Doc:
@@ -169,6 +174,7 @@ class ClusterDocument:
             return ApplyResult(False, f"update of {len(update)} bytes is over the {MAX_UPDATE} limit")
         update = bytes(update)
         self._changes.clear()
+        state_before = decode_state_vector(self._shadow.get_state())
         try:
             self._shadow.apply_update(update)
         except Exception as exc:  # pycrdt raises ValueError for undecodable input
@@ -187,7 +193,8 @@ class ClusterDocument:
             held = self._views["nodes"][own_key]
             self.put_local("nodes", own_key, held.envelope)
         changed = frozenset((e.map_name, e.key) for e in entries)
-        return ApplyResult(True, None, changed, stale=frozenset(stale))
+        added = decode_state_vector(self._shadow.get_state()) != state_before or bool(changed)
+        return ApplyResult(True, None, changed, stale=frozenset(stale), added=added)
 
     def _check_shadow(self, update: bytes) -> ApplyResult | tuple[list[SignedEntry], set[str]]:
         if pycrdt.get_update(update, self._shadow.get_state())[0] != 0:

@@ -28,6 +28,7 @@ from typing import Union
 import msgpack
 
 from crdt_state.document import MAX_UPDATE, ApplyResult, ClusterDocument, DocumentError
+from crdt_state.state_vector import StateVectorError, decode_state_vector
 
 _STEP1, _STEP2, _UPDATE = 1, 2, 3
 MAX_BATCH = 16
@@ -79,7 +80,10 @@ def decode(data: bytes) -> Message:
         if len(data) < 2 or data[1] not in (0, 1):
             raise SyncError("sync step 1 lacks its reply flag")
         state_vector = data[2:]
-        decode_state_vector(state_vector)
+        try:
+            decode_state_vector(state_vector)
+        except StateVectorError as exc:
+            raise SyncError(str(exc)) from None
         return SyncStep1(state_vector, reply=bool(data[1]))
     if tag in (_STEP2, _UPDATE):
         if len(data) < 2:
@@ -102,36 +106,6 @@ def decode_batch(data: bytes) -> list[Message]:
     return [decode(item) for item in items]
 
 
-def _read_varuint(data: bytes, offset: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if offset >= len(data):
-            raise SyncError("state vector is truncated")
-        byte = data[offset]
-        offset += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, offset
-        shift += 7
-        if shift > 63:
-            raise SyncError("state vector number is too long")
-
-
-def decode_state_vector(state_vector: bytes) -> dict[int, int]:
-    """client id -> next clock, from the lib0 encoding pycrdt's get_state produces."""
-    count, offset = _read_varuint(state_vector, 0)
-    if count > len(state_vector):
-        raise SyncError("state vector claims more entries than it has bytes")
-    clocks: dict[int, int] = {}
-    for _ in range(count):
-        client, offset = _read_varuint(state_vector, offset)
-        clock, offset = _read_varuint(state_vector, offset)
-        clocks[client] = clock
-    if offset != len(state_vector):
-        raise SyncError("state vector has trailing bytes")
-    return clocks
-
-
 def lacks_from(ours: dict[int, int], theirs: dict[int, int]) -> bool:
     """True when the peer's state vector has changes ours does not."""
     return any(clock > ours.get(client, 0) for client, clock in theirs.items())
@@ -144,7 +118,10 @@ def handle_message(doc: ClusterDocument, message: Message) -> tuple[list[Message
         except DocumentError as exc:
             raise SyncError(str(exc)) from None
         replies: list[Message] = [SyncStep2(diff)]
-        theirs = decode_state_vector(message.state_vector)
+        try:
+            theirs = decode_state_vector(message.state_vector)
+        except StateVectorError as exc:
+            raise SyncError(str(exc)) from None
         if message.reply and lacks_from(decode_state_vector(doc.state_vector()), theirs):
             replies.append(SyncStep1(doc.state_vector(), reply=False))
         return replies, None

@@ -265,3 +265,17 @@ def test_from_updates_restores_the_same_view_and_skips_bad_entries():
     assert len(restored.ignored) == 1 and "unknown node" in restored.ignored[0]
     with pytest.raises(DocumentError):
         ClusterDocument.from_updates([b"garbage"])
+
+
+def test_added_tells_new_history_from_a_duplicate():
+    a, b, c = cluster()
+    a.heartbeat()
+    (update,) = a.doc.drain_local_updates()
+    first = b.doc.apply_remote(update)
+    assert first.accepted and first.added
+    again = b.doc.apply_remote(update)
+    assert again.accepted and not again.added and again.changed == frozenset()
+    # An older record is new history (store it) even though nothing visible changes.
+    replay = rogue_update(c.doc, {("nodes", b.hex): b.record(heartbeat=0).seal(b.key)})
+    result = c.doc.apply_remote(replay)
+    assert result.added and result.changed == frozenset()
