@@ -18,7 +18,10 @@ initiator -> acceptor; replies come back on the same connection. The acceptor ru
 are busy, so a slow request does not hold up the rest and a peer that floods us is slowed
 down by TCP itself.
 Outgoing frames wait in a bounded per-peer queue; send() drops (returns False) rather than
-block when a peer cannot keep up, request() waits for room within its timeout.
+block when a peer cannot keep up, request() waits for room within its timeout. When the
+transport stops (aclose() or cancellation of serve()), frames already queued on open
+connections are still written for up to `linger` seconds, so a goodbye sent just before
+shutdown is not lost; a frame is never cut in half on the wire.
 
 Bad input never stops the server: a frame that is oversized (refused from its length
 prefix, before the body is read), truncated, garbage, under an unknown key, tampered,
@@ -128,7 +131,10 @@ class NetTransport(Transport):
     """Serve on `listen` ("host:port", port 0 picks one); `advertise` is the address peers use.
 
     local_address is `advertise` when given, else the bound listen address (set once serve()
-    has started). Every timing default suits a LAN; all are keyword arguments.
+    has started). Every timing default suits a LAN; all are keyword arguments (seconds):
+    connect_timeout, idle_timeout (an inbound connection with nothing to say is closed),
+    frame_timeout (a frame that started must finish), write_timeout (one frame's write),
+    linger (flushing queued frames on stop; 0 disables).
     """
 
     def __init__(
@@ -147,6 +153,8 @@ class NetTransport(Transport):
         idle_timeout: float = 300.0,
         frame_timeout: float = 30.0,
         handlers_per_connection: int = 16,
+        write_timeout: float = 10.0,
+        linger: float = 1.0,
     ) -> None:
         super().__init__(on_drop)
         parse_address(listen)
@@ -164,6 +172,8 @@ class NetTransport(Transport):
         self.idle_timeout = idle_timeout
         self.frame_timeout = frame_timeout
         self.handlers_per_connection = handlers_per_connection
+        self.write_timeout = write_timeout
+        self.linger = linger
         self._replay = ReplayGuard(window=replay_window)
         self._request_ids = itertools.count(1)
         self._outbound: dict[str, _Outbound] = {}
@@ -262,8 +272,15 @@ class NetTransport(Transport):
         return _LENGTH.pack(len(frame)) + frame
 
     async def _write(self, stream: trio.SocketStream, kind: int, request_id: int, body: bytes) -> None:
+        """Write one whole frame. A frame cut in two by a cancel would be garbage to the peer
+        (and a "bad frame" line in its log), so the write is shielded, bounded by write_timeout;
+        a write that cannot finish in time breaks the connection instead."""
         data = self._seal(kind, request_id, body)
-        await stream.send_all(data)
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.write_timeout
+            await stream.send_all(data)
+        if scope.cancelled_caught:
+            raise trio.BrokenResourceError(f"write of {len(data)} bytes timed out")
         self.bytes_sent += len(data)
 
     def _open(self, frame: bytes) -> tuple[int, int, bytes]:
@@ -302,6 +319,16 @@ class NetTransport(Transport):
                 await self._write(stream, kind, request_id, body)
         except _NETWORK_ERRORS:
             pass
+        finally:
+            # When the transport stops, what is already queued still goes out (within `linger`):
+            # a leaving node's goodbye is queued by send() just before the daemon shuts down.
+            with trio.CancelScope(shield=True) as flush:
+                flush.deadline = trio.current_time() + self.linger
+                try:
+                    while self.linger > 0:
+                        await self._write(stream, *connection.queue_out.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel, *_NETWORK_ERRORS):
+                    pass
         scope.cancel()
 
     async def _outbound_reader(self, stream: trio.SocketStream, connection: _Outbound) -> None:

@@ -345,3 +345,23 @@ async def test_aclose_fails_pending_requests_and_refuses_new_ones():
         assert await client.send(server.local_address, b"x") is False
         with pytest.raises(TransportError, match="not serving"):
             await client.request(server.local_address, b"x", timeout=1)
+
+
+async def test_frames_queued_just_before_shutdown_still_go_out():
+    """A leaving node queues its goodbye with send() and stops at once; the goodbye arrives.
+
+    Big frames keep the writer busy, so most of them are still queued when the stop comes.
+    """
+    ring = Keyring.generate()
+    big = 2 * 1024 * 1024
+    async with serving(ring) as server:
+        leaving = NetTransport(ring, "127.0.0.1:0")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(leaving.serve, Inbox())
+            await leaving.request(server.local_address, b"hello", timeout=GUARD)   # connection is up
+            for i in range(8):
+                assert await leaving.send(server.local_address, b"%d" % i + b"." * big) is True
+            nursery.cancel_scope.cancel()    # what the daemon does on SIGTERM
+        await server.inbox.wait_for(9)
+        assert [p[:1] for _, p in server.inbox.items][1:] == [b"%d" % i for i in range(8)]
+        assert server.drops.reasons == []
