@@ -36,7 +36,6 @@ from typing import Any, Iterable
 import pycrdt
 from pycrdt import Doc, Map
 
-from crdt_state.state_vector import decode_state_vector
 from crdt_state.records import MAP_KINDS, NodeRecord, RecordError, SignedEntry, StaleRecord, verify_entry
 
 MAX_UPDATE = 16 * 1024 * 1024
@@ -84,18 +83,23 @@ class ClusterDocument:
         cls, updates: Iterable[bytes], local_node_id: bytes | None = None, *, client_id: int | None = None
     ) -> "ClusterDocument":
         """Rebuild from our own store (snapshot + log). Each update was checked when it was
-        first accepted; entries are verified again here and the ones that fail are skipped
-        (listed in `ignored`)."""
+        first accepted; entries are verified again here and the ones that fail are skipped,
+        as are updates that do not decode (both listed in `ignored`)."""
         document = cls(local_node_id, client_id=client_id)
-        updates = [bytes(update) for update in updates]
-        if updates:
+        skipped = []
+        for number, update in enumerate(updates):
             try:
-                merged = pycrdt.merge_updates(*updates)
-                document._doc.apply_update(merged)
+                document._doc.apply_update(bytes(update))
             except Exception as exc:
-                raise DocumentError(f"stored updates do not decode: {exc}") from None
-            document._make_shadow(document._doc.get_update())
-            document._rebuild_views()
+                skipped.append(f"stored update #{number} does not decode: {exc}")
+        # Re-encoding drops structs still waiting for a skipped update, keeping the real
+        # document and the shadow identical; peers send the missing parts again.
+        full_state = document._doc.get_update()
+        document._doc = _new_doc(document._client_id)
+        document._doc.apply_update(full_state)
+        document._make_shadow(full_state)
+        document._rebuild_views()
+        document.ignored = skipped + document.ignored
         return document
 
     def _make_shadow(self, full_state: bytes) -> None:
@@ -126,14 +130,17 @@ class ClusterDocument:
     def _rebuild_views(self) -> None:
         self._views = {name: {} for name in MAP_NAMES}
         self.ignored = []
+        known: dict[bytes, SignedEntry] = {}
         for map_name in MAP_NAMES:  # nodes first: the other maps need the known nodes
+            if map_name != "nodes" and not known:
+                known = self._known_nodes()
             real_map = self._doc[map_name]
             for key in sorted(real_map.keys()):
                 value = real_map.get(key)
                 try:
                     if not isinstance(value, (bytes, bytearray)):
                         raise RecordError("value is not bytes")
-                    entry = verify_entry(map_name, key, bytes(value), self._known_nodes())
+                    entry = verify_entry(map_name, key, bytes(value), known)
                 except RecordError as exc:
                     self.ignored.append(f"{map_name}/{key[:80]}: {exc.reason}")
                     continue
@@ -174,7 +181,8 @@ class ClusterDocument:
             return ApplyResult(False, f"update of {len(update)} bytes is over the {MAX_UPDATE} limit")
         update = bytes(update)
         self._changes.clear()
-        state_before = decode_state_vector(self._shadow.get_state())
+        # Same bytes means the same state: the encoding order only changes when a client is added.
+        state_before = self._shadow.get_state()
         try:
             self._shadow.apply_update(update)
         except Exception as exc:  # pycrdt raises ValueError for undecodable input
@@ -193,7 +201,7 @@ class ClusterDocument:
             held = self._views["nodes"][own_key]
             self.put_local("nodes", own_key, held.envelope)
         changed = frozenset((e.map_name, e.key) for e in entries)
-        added = decode_state_vector(self._shadow.get_state()) != state_before or bool(changed)
+        added = self._shadow.get_state() != state_before or bool(changed)
         return ApplyResult(True, None, changed, stale=frozenset(stale), added=added)
 
     def _check_shadow(self, update: bytes) -> ApplyResult | tuple[list[SignedEntry], set[str]]:
@@ -205,7 +213,7 @@ class ClusterDocument:
             return ApplyResult(False, f"update writes unknown top-level names {sorted(unknown_roots)[:5]}")
         changes = sorted(self._changes, key=lambda change: (MAP_NAMES.index(change[0]), change[1]))
         self._changes.clear()
-        known = self._known_nodes()
+        known = self._known_nodes() if any(name != "nodes" for name, _ in changes) else {}
         entries: list[SignedEntry] = []
         stale: set[str] = set()
         for map_name, key in changes:

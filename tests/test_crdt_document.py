@@ -263,8 +263,9 @@ def test_from_updates_restores_the_same_view_and_skips_bad_entries():
     assert restored.get("jobs", JOB).body == {"x": 1}
     assert restored.get("jobs", "ef" * 32) is None
     assert len(restored.ignored) == 1 and "unknown node" in restored.ignored[0]
-    with pytest.raises(DocumentError):
-        ClusterDocument.from_updates([b"garbage"])
+    broken = ClusterDocument.from_updates([a.doc.full_state(), b"garbage"], a.node_id)
+    assert broken.node_records() == a.doc.node_records()
+    assert len(broken.ignored) == 1 and "does not decode" in broken.ignored[0]
 
 
 def test_added_tells_new_history_from_a_duplicate():
