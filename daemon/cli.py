@@ -28,7 +28,7 @@ from .config import CONFIG_NAME, DEFAULT_PORT, ConfigError, FormdConfig, from_ma
 from .identity import IdentityError, create_identity
 from .keyring import Keyring, KeyringError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="formd: the formnet peer daemon.")
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="formd: the formnet peer daemon.")
 
 DEFAULT_STATE_DIR = Path("/var/lib/formd")
 

@@ -27,7 +27,7 @@ def _value(value: Any) -> str:
         value = value.hex()
     text = str(value)
     if text == "" or any(ch in text for ch in ' ="\n\t\\'):
-        return json.dumps(text)
+        return json.dumps(text, ensure_ascii=False)
     return text
 
 

@@ -151,17 +151,28 @@ class Node:
 
     async def leave(self) -> None:
         """Mark our record left and hand it straight to every peer we know, so they show us
-        as left at once instead of waiting for the dead timeout."""
+        as left at once instead of waiting for the dead timeout. Requests, not one-way
+        sends: the process exits right after, and a reply is the proof the record arrived."""
         self.status = "left"
         self.publish(durable=True)
         peers = self.peer_addresses(include_dead=False)
         updates = self.queue.take(transmit_limit=1, byte_budget=self.settings.push_budget_bytes)
         payload = pack_payload([sync.encode(sync.Update(update)) for update in updates])
+        told = 0
+
+        async def tell(peer: str) -> None:
+            nonlocal told
+            try:
+                await self.transport.request(peer, payload, self.settings.leave_timeout)
+                told += 1
+            except TransportError as exc:
+                self.log.debug("could not tell peer we leave", peer=peer, reason=str(exc))
+
         with trio.move_on_after(self.settings.leave_timeout):
             async with trio.open_nursery() as nursery:
                 for peer in peers:
-                    nursery.start_soon(self.transport.send, peer, payload)
-        self.log.info("left the cluster", peers_told=len(peers))
+                    nursery.start_soon(tell, peer)
+        self.log.info("left the cluster", peers=len(peers), told=told)
 
     # ---- our own record ---------------------------------------------------------------------
 
@@ -218,7 +229,8 @@ class Node:
         if needs_repair and self._nursery is not None and sender not in self._repairing:
             self._repairing.add(sender)
             self._nursery.start_soon(self._repair, sender)
-        return pack_payload([sync.encode(m) for m in replies]) if replies else None
+        # Always a reply (maybe an empty list): a requester learns its payload arrived.
+        return pack_payload([sync.encode(m) for m in replies])
 
     def _decode(self, payload: bytes, sender: str) -> list[sync.Message]:
         try:
