@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import trio
 from podman import PodmanClient
+from podman import api as podman_api
 from podman.errors import APIError, ImageNotFound, NotFound, PodmanError
 from requests.exceptions import RequestException
 
@@ -73,6 +74,7 @@ class PodmanExecutor:
     async def _run(self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event) -> ExecutionResult:
         client = await trio.to_thread.run_sync(self._client)
         container = None
+        stream_client = attached = None
         watch: OomWatch | None = None
         try:
             try:
@@ -90,12 +92,14 @@ class PodmanExecutor:
             await trio.to_thread.run_sync(container.init)
             pid = (await trio.to_thread.run_sync(container.inspect)).get("State", {}).get("Pid", 0)
             watch = OomWatch(int(pid or 0))
+            stream_client = await trio.to_thread.run_sync(self._client)
+            attached = await trio.to_thread.run_sync(self._attach, stream_client, container.id)
             await trio.to_thread.run_sync(container.start)
 
             exit_code: list[int] = []
 
             async def run_to_exit() -> None:
-                await self._pump(lambda send: self._read_logs(container.id, send), log)
+                await self._pump(lambda send: self._read_stream(attached, send), log)
                 exit_code.append(await trio.to_thread.run_sync(container.wait, abandon_on_cancel=True))
 
             outcome = await supervise(run_to_exit, spec.timeout_s, cancel)
@@ -118,6 +122,10 @@ class PodmanExecutor:
                     await trio.to_thread.run_sync(lambda: _remove_quietly(container))
                 if watch is not None:
                     watch.close()
+                if attached is not None:
+                    await trio.to_thread.run_sync(attached.close)
+                if stream_client is not None:
+                    await trio.to_thread.run_sync(stream_client.close)
                 await trio.to_thread.run_sync(client.close)
 
     async def _run_result(self, spec: JobSpec, work: WorkArea, code: int, oom: bool, oom_known: bool) -> ExecutionResult:
@@ -137,18 +145,24 @@ class PodmanExecutor:
         note = " (a process inside was OOM-killed along the way)" if oom else ""
         return ExecutionResult(SUCCEEDED, f"exited with code 0{note}", exit_code=0, outputs=outputs)
 
-    def _read_logs(self, container_id: str, send: Callable[[str], None]) -> None:
-        client = self._client()
-        try:
-            container = client.containers.get(container_id)
-            splitter = LineSplitter(self.limits.max_log_line)
-            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-                for line in splitter.feed(chunk):
-                    send(line)
-            for line in splitter.flush():
+    def _attach(self, client: PodmanClient, container_id: str) -> Any:
+        """Attach before start: output then streams live and the stream ends at exit (the
+        logs endpoint with follow polls the log file and lags by a quarter second)."""
+        response = client.api.post(
+            f"/containers/{container_id}/attach",
+            params={"stream": True, "stdout": True, "stderr": True, "logs": True},
+            stream=True,
+        )
+        response.raise_for_status()
+        return response
+
+    def _read_stream(self, response: Any, send: Callable[[str], None]) -> None:
+        splitter = LineSplitter(self.limits.max_log_line)
+        for chunk in podman_api.stream_frames(response):
+            for line in splitter.feed(chunk):
                 send(line)
-        finally:
-            client.close()
+        for line in splitter.flush():
+            send(line)
 
     async def _pump(self, reader: Callable[[Callable[[str], None]], Any], log: LogSink) -> Any:
         """Run a blocking reader in a thread, delivering its lines to the log sink in order."""
