@@ -35,6 +35,11 @@ demo: setup
 
 bench: setup
 	$(PY) -m simulations.bench_placement
+	$(PY) -m simulations.bench_executor
+
+# The local base image jobs build FROM: busybox-static imported into Podman (no registry here).
+base-image: setup
+	$(PY) -m pack_manager.base_image
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
