@@ -96,7 +96,7 @@ def open_frame(keyring: Keyring, frame: bytes, now: float, replay: "ReplayGuard"
     key_id = frame[1:1 + KEY_ID_BYTES]
     cipher = keyring.cipher(key_id)
     if cipher is None:
-        raise FrameError(f"unknown key id {key_id.hex()[:8]}…")
+        raise FrameError(f"unknown key id {key_id.hex()[:8]}...")
     header = frame[:HEADER_BYTES]
     nonce = frame[1 + KEY_ID_BYTES:HEADER_BYTES]
     try:

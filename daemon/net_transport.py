@@ -97,7 +97,10 @@ class _FrameReader:
 
     async def _fill(self, size: int) -> None:
         while len(self._buffer) < size:
-            data = await self._stream.receive_some(max(size - len(self._buffer), 65536))
+            try:
+                data = await self._stream.receive_some(max(size - len(self._buffer), 65536))
+            except _NETWORK_ERRORS:
+                data = b""  # reset by the peer: for us, the same as a close
             if not data:
                 raise _Closed(len(self._buffer))
             self._transport.bytes_received += len(data)
@@ -307,6 +310,9 @@ class NetTransport(Transport):
                     nursery.cancel_scope.cancel()
         except _NETWORK_ERRORS as exc:
             reason = f"connection to {connection.address} failed: {exc}"
+        except Exception as exc:  # a bug here must cost one connection, not the transport
+            log.exception("outbound connection to %s failed", connection.address)
+            reason = f"connection to {connection.address} failed: {type(exc).__name__}"
         finally:
             if self._outbound.get(connection.address) is connection:
                 del self._outbound[connection.address]
@@ -369,6 +375,8 @@ class NetTransport(Transport):
                 await self._inbound_frames(stream, remote)
         except _NETWORK_ERRORS:
             pass  # the peer went away; nothing to answer
+        except Exception:  # a bug here must cost one connection, not the listener
+            log.exception("inbound connection from %s failed", remote)
         finally:
             self._inbound -= 1
 

@@ -365,3 +365,45 @@ async def test_frames_queued_just_before_shutdown_still_go_out():
         await server.inbox.wait_for(9)
         assert [p[:1] for _, p in server.inbox.items][1:] == [b"%d" % i for i in range(8)]
         assert server.drops.reasons == []
+
+
+def reset(stream: trio.SocketStream) -> None:
+    """Make the coming close an RST, like a peer killed with kill -9 mid-conversation."""
+    import socket
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+async def test_connection_reset_by_a_client_costs_only_that_connection():
+    ring = Keyring.generate()
+    async with serving(ring) as server:
+        for cut in (None, 30):   # between frames, then in the middle of one
+            stream = await raw_connection(server)
+            hello = raw_frame(ring, HELLO, b"127.0.0.1:9") + raw_frame(ring, REQUEST, b"slow", request_id=1)
+            await stream.send_all(hello if cut is None else hello[:cut])
+            if cut is None:
+                await server.inbox.wait_for(1)
+            reset(stream)
+            await stream.aclose()
+        await server.drops.wait_for(1)
+        assert server.drops.reasons[0][1] == "truncated frame (connection closed after 30 bytes)"
+        await assert_still_serving(server, ring)
+
+
+async def test_connection_reset_by_a_server_fails_the_request_not_the_client():
+    ring = Keyring.generate()
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    address = f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+
+    async def rude_server(stream: trio.SocketStream) -> None:
+        await stream.receive_some(10)
+        reset(stream)
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, rude_server, listeners)
+        async with serving(ring) as client, serving(ring) as server:
+            for _ in range(3):
+                with pytest.raises(TransportError):
+                    await client.request(address, b"hello?", timeout=GUARD)
+            assert await client.request(server.local_address, b"fine", timeout=GUARD) == b"echo:fine"
+        nursery.cancel_scope.cancel()
