@@ -12,7 +12,7 @@ On the wire every message is a 4-byte big-endian length followed by one sealed f
     FAILURE  the request was received but produced no answer (body = why)
 
 Connections: one outbound connection per peer address, opened lazily on the first message,
-reused for every later one and reopened after a failure. Requests and one-way sends travel
+reused for every later one, reopened after a failure and closed after a minute unused. Requests and one-way sends travel
 initiator -> acceptor; replies come back on the same connection. The acceptor runs at most
 `handlers_per_connection` handlers at once per connection and stops reading while that many
 are busy, so a slow request does not hold up the rest and a peer that floods us is slowed
@@ -136,6 +136,7 @@ class NetTransport(Transport):
     local_address is `advertise` when given, else the bound listen address (set once serve()
     has started). Every timing default suits a LAN; all are keyword arguments (seconds):
     connect_timeout, idle_timeout (an inbound connection with nothing to say is closed),
+    outbound_idle_timeout (we close our own idle connections first, before the peer does),
     frame_timeout (a frame that started must finish), write_timeout (one frame's write),
     linger (flushing queued frames on stop; 0 disables).
     """
@@ -154,6 +155,7 @@ class NetTransport(Transport):
         queue_frames: int = 64,
         max_inbound: int = 1024,
         idle_timeout: float = 300.0,
+        outbound_idle_timeout: float = 60.0,
         frame_timeout: float = 30.0,
         handlers_per_connection: int = 16,
         write_timeout: float = 10.0,
@@ -173,6 +175,7 @@ class NetTransport(Transport):
         self.queue_frames = queue_frames
         self.max_inbound = max_inbound
         self.idle_timeout = idle_timeout
+        self.outbound_idle_timeout = outbound_idle_timeout
         self.frame_timeout = frame_timeout
         self.handlers_per_connection = handlers_per_connection
         self.write_timeout = write_timeout
@@ -318,12 +321,24 @@ class NetTransport(Transport):
                 del self._outbound[connection.address]
             connection.fail("transport closed" if self._closed else reason)
 
+    def _retire(self, connection: _Outbound) -> None:
+        if self._outbound.get(connection.address) is connection:
+            del self._outbound[connection.address]
+        connection.queue_in.close()
+
     async def _outbound_writer(self, stream: trio.SocketStream, connection: _Outbound,
                                scope: trio.CancelScope) -> None:
         try:
-            async for kind, request_id, body in connection.queue_out:
-                await self._write(stream, kind, request_id, body)
-        except _NETWORK_ERRORS:
+            while True:
+                with trio.move_on_after(self.outbound_idle_timeout) as idle:
+                    kind, request_id, body = await connection.queue_out.receive()
+                if not idle.cancelled_caught:
+                    await self._write(stream, kind, request_id, body)
+                elif not connection.pending:
+                    # Idle: retire it (later messages open a fresh one), so a node that has
+                    # talked to many peers does not keep a socket open to each of them.
+                    self._retire(connection)
+        except (trio.EndOfChannel, *_NETWORK_ERRORS):
             pass
         finally:
             # When the transport stops, what is already queued still goes out (within `linger`):

@@ -407,3 +407,15 @@ async def test_connection_reset_by_a_server_fails_the_request_not_the_client():
                     await client.request(address, b"hello?", timeout=GUARD)
             assert await client.request(server.local_address, b"fine", timeout=GUARD) == b"echo:fine"
         nursery.cancel_scope.cancel()
+
+
+async def test_idle_outbound_connections_are_retired_and_reopened_on_demand():
+    ring = Keyring.generate()
+    async with serving(ring) as server, serving(ring, outbound_idle_timeout=0.2) as client:
+        assert await client.request(server.local_address, b"one", timeout=GUARD) == b"echo:one"
+        assert client.connections == (1, 0)
+        with trio.fail_after(GUARD):
+            while client.connections != (0, 0) or server.connections != (0, 0):
+                await trio.sleep(0.05)
+        assert await client.request(server.local_address, b"two", timeout=GUARD) == b"echo:two"
+        assert server.drops.reasons == [] and client.drops.reasons == []
