@@ -92,7 +92,7 @@ def test_kill9_marks_suspect_then_dead_and_a_restart_comes_back_intact(cluster):
     assert after["known_nodes"] >= 3 and after["labels"] == before["labels"]
     wait_until(lambda: all_see([a, b, c], ids(cluster)), 20, "c to be alive again everywhere")
     for node in (a, b):
-        assert f"peer rejoined id={c.node_id[:12]}" in node.log_text()
+        wait_until(lambda: f"peer rejoined id={c.node_id[:12]}" in node.log_text(), 5, "the rejoined line")
 
 
 def test_sigterm_leaves_at_once(cluster):
