@@ -5,7 +5,8 @@ interval (and its incarnation on every start). A peer is alive while we keep *ob
 its freshness (incarnation, heartbeat) advance; we time that with our own monotonic clock
 and never compare a remote wall clock with ours.
 
-States and transitions (events are reported by tick(), in the order they happened):
+States and transitions (events are reported by tick(), in the order they happened; the ones
+observe() causes can also be taken at once with take_events()):
 
     (first seen) ------------------------------------------------> alive     "joined"
     alive   -- no advance for suspect_timeout(n) ----------------> suspect   "suspect"
@@ -164,6 +165,13 @@ class Membership:
                 # Never skip a state: a long pause between ticks still reports suspect first.
                 self._transition(member, "suspect", now)
             self._transition(member, target, now)
+        events, self._pending = self._pending, []
+        return events
+
+    def take_events(self) -> list[MembershipEvent]:
+        """Events caused by observe() since the last tick()/take_events(), without applying
+        timeouts: O(1), for a caller that wants to log joins, leaves and rejoins the moment
+        they are seen rather than at its next tick."""
         events, self._pending = self._pending, []
         return events
 

@@ -194,3 +194,16 @@ def test_event_stream_follows_the_state_machine(observations):
             reported[A] = target[event.kind]
         if A in reported:
             assert m.status(A, now) == reported[A]
+
+
+def test_take_events_reports_observed_transitions_at_once_and_only_once():
+    m = Membership(SELF)
+    m.observe(A, 1, 1, "alive", now=0.0)
+    assert kinds(m.take_events()) == [("joined", A)]
+    m.observe(A, 1, 2, "left", now=0.5)
+    assert kinds(m.take_events()) == [("left", A)]
+    assert m.take_events() == []
+    assert m.tick(0.5, cluster_size=2) == []      # already taken: not reported twice
+    m.observe(B, 1, 1, "alive", now=1.0)
+    assert kinds(m.take_events()) == [("joined", B)]   # no timeouts applied, however late we ask
+    assert kinds(m.tick(100.0)) == [("suspect", B), ("dead", B)]
