@@ -12,9 +12,13 @@ take seconds. The same node code runs over this and over NetTransport.
     network.crash("10.0.0.2:7946")                              # ... later: network.restore(...)
 
 Model (cheap on purpose: the simulation runs 1000 nodes):
-- each message (send, request, reply) is one task in the receiver's nursery that sleeps a
-  latency drawn uniformly from `latency` (or from a callable given the network's Random),
-  then is delivered; it is lost with probability `loss`, decided when it is sent;
+- each message (send, request, reply) is delivered after a latency drawn uniformly from
+  `latency` (or from a callable given the network's Random), rounded up to `resolution`
+  (default 1 ms; 0 keeps exact draws); it is lost with probability `loss`, decided when it is
+  sent. One scheduler (a trio system task per trio.run) holds every message in flight in a
+  heap and wakes once per due time, delivering all that is due: a reply just wakes its
+  requester, a send or request starts one handler task in the receiver's nursery. Messages
+  due at the same time are delivered in the order they were sent;
 - a message is also lost when, at send or at delivery time, the two ends are in different
   partitions, either end is crashed, or the receiver is not serving;
 - partition(*groups): addresses in different groups cannot reach each other; every address
@@ -29,8 +33,10 @@ The network's Random is seeded; trio's own task scheduling adds a little nondete
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
+import math
 import random
 import struct
 from dataclasses import dataclass
@@ -60,7 +66,7 @@ class NetworkStats:
 
 class SimNetwork:
     def __init__(self, seed: int = 0, latency: Latency = (0.001, 0.005), loss: float = 0.0,
-                 *, max_frame: int = MAX_FRAME) -> None:
+                 *, max_frame: int = MAX_FRAME, resolution: float = 0.001) -> None:
         if not 0.0 <= loss <= 1.0:
             raise ValueError("loss is a probability between 0 and 1")
         if isinstance(latency, tuple) and not 0 <= latency[0] <= latency[1]:
@@ -70,9 +76,15 @@ class SimNetwork:
         self.loss = loss
         self.max_frame = max_frame
         self.stats = NetworkStats()
+        self.resolution = resolution
         self._transports: dict[str, MemTransport] = {}
         self._group: dict[str, int] = {}
         self._crashed: set[str] = set()
+        self._due: list[tuple] = []   # heap of (due, sequence, receiver, sender, data, size)
+        self._sequence = itertools.count()
+        self._scheduler_token: object | None = None
+        self._waiting_until = math.inf
+        self._wake = trio.Event()
 
     # -- nodes ---------------------------------------------------------------------------
 
@@ -145,7 +157,48 @@ class SimNetwork:
         if self.loss and self.random.random() < self.loss:
             stats.lost += 1
             return
-        receiver._nursery.start_soon(receiver._arrive, source.local_address, data, size, self._draw_latency())
+        now = trio.current_time()
+        due = now + self._draw_latency()
+        if self.resolution > 0:
+            due = math.ceil(due / self.resolution) * self.resolution
+        self._ensure_scheduler()
+        heapq.heappush(self._due, (due, next(self._sequence), receiver, source.local_address, data, size))
+        if due < self._waiting_until:
+            self._wake.set()
+
+    # -- the scheduler: one system task delivers every message --------------------------------
+
+    def _ensure_scheduler(self) -> None:
+        token = trio.lowlevel.current_trio_token()
+        if self._scheduler_token is not token:   # first use, or a new trio.run
+            self._scheduler_token = token
+            self._due = []
+            self._waiting_until = math.inf
+            self._wake = trio.Event()
+            trio.lowlevel.spawn_system_task(self._deliver_loop, name="SimNetwork delivery")
+
+    async def _deliver_loop(self) -> None:
+        """Sleep until the earliest due message, then deliver everything due by then.
+
+        One wake-up per distinct due time (latencies are rounded up to `resolution`, so
+        busy networks deliver in batches), instead of one sleeping task per message.
+        """
+        due = self._due
+        while True:
+            if not due or due[0][0] > trio.current_time():
+                self._waiting_until = due[0][0] if due else math.inf
+                self._wake = trio.Event()
+                with trio.move_on_at(self._waiting_until):
+                    await self._wake.wait()
+                self._waiting_until = -math.inf   # delivering: new messages need no wake-up
+                continue
+            now = trio.current_time()
+            while due and due[0][0] <= now:
+                _, _, receiver, sender, data, size = heapq.heappop(due)
+                try:
+                    receiver._arrive(sender, data, size)
+                except Exception:  # a bug must not stop every node's deliveries
+                    log.exception("simulated delivery to %s failed", receiver.local_address)
 
 
 class _Waiter:
@@ -232,8 +285,8 @@ class MemTransport(Transport):
             waiter.event.set()
         self._pending.clear()
 
-    async def _arrive(self, sender: str, data: bytes | tuple[int, int, bytes], size: int, delay: float) -> None:
-        await trio.sleep(delay)
+    def _arrive(self, sender: str, data: bytes | tuple[int, int, bytes], size: int) -> None:
+        """Called by the network's scheduler when a message is due; never blocks."""
         network = self.network
         if self._nursery is None or not network.can_reach(sender, self.local_address):
             network.stats.blocked += 1
@@ -254,6 +307,9 @@ class MemTransport(Transport):
                     waiter.error = f"{sender} did not answer: {payload.decode('utf-8', 'replace')}"
                 waiter.event.set()
             return
+        self._nursery.start_soon(self._handle, sender, kind, request_id, payload)
+
+    async def _handle(self, sender: str, kind: int, request_id: int, payload: bytes) -> None:
         assert self._handler is not None
         try:
             reply = await self._handler(sender, payload)
@@ -262,6 +318,7 @@ class MemTransport(Transport):
             reply = f"handler failed: {type(exc).__name__}"
         if kind != REQUEST or not self._can_send():
             return
+        network = self.network
         if reply is None:
             network._dispatch(self, sender, FAILURE, request_id, b"no reply")
         elif isinstance(reply, str):

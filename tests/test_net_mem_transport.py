@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+import trio.testing
 
 from daemon.keyring import Keyring
 from daemon.mem_transport import SimNetwork
@@ -50,7 +51,8 @@ async def test_request_reply_latency_is_within_the_configured_range(autojump_clo
             start = trio.current_time()
             assert await a.transport.request(b.address, b"%d" % i, timeout=5) == b"re:%d" % i
             elapsed = trio.current_time() - start
-            assert 0.020 <= elapsed <= 0.100 + 1e-9
+            # two hops, each rounded up to the network's 1 ms resolution
+            assert 0.020 <= elapsed <= 0.100 + 2 * network.resolution + 1e-9
         assert {sender for sender, _, _ in b.received} == {a.address}
         assert network.stats.delivered == 100 and network.stats.lost == 0
         assert a.transport.bytes_sent == b.transport.bytes_received > 0
@@ -65,7 +67,7 @@ async def test_one_way_send_arrives_after_latency(autojump_clock):
         assert b.received == []
         await trio.sleep(0.002)
         assert [(s, p) for s, p, _ in b.received] == [(a.address, b"hi")]
-        assert b.received[0][2] - start == pytest.approx(0.5)
+        assert b.received[0][2] - start == pytest.approx(0.5, abs=network.resolution)
 
 
 async def test_loss_rate_matches_the_configured_probability(autojump_clock):
@@ -193,3 +195,46 @@ async def test_hours_of_simulated_traffic_run_quickly(autojump_clock):
             await trio.sleep(1)
         assert answered + failed >= 3_000
         assert 0 < failed < answered * 0.05   # about 2% of round trips lose one of two messages
+
+
+def test_exact_latencies_without_resolution_and_a_fresh_trio_run_per_use():
+    network = SimNetwork(seed=12, latency=(0.0123, 0.0123), resolution=0)
+    arrivals: list[float] = []
+
+    async def one_run() -> None:
+        async with cluster(network, 2) as (a, b):
+            start = trio.current_time()
+            await a.transport.send(b.address, b"x")
+            await trio.sleep(1)
+            arrivals.append(b.received[0][2] - start)
+            await a.transport.aclose()
+            await b.transport.aclose()
+
+    for _ in range(2):   # the network's scheduler lives in one trio.run; a second run gets its own
+        trio.run(one_run, clock=trio.testing.MockClock(autojump_threshold=0))
+        network._transports.clear()
+    assert arrivals == [pytest.approx(0.0123, abs=1e-9)] * 2
+
+
+def test_same_seed_same_history():
+    """The simulation's premise: a seeded network replays the same deliveries."""
+
+    async def history(seed: int) -> list[tuple[str, bytes, float]]:
+        network = SimNetwork(seed=seed, latency=(0.001, 0.050), loss=0.2)
+        async with cluster(network, 4) as nodes:
+            start = trio.current_time()
+            for round_number in range(50):
+                for node in nodes:
+                    target = network.random.choice(nodes)
+                    await node.transport.send(target.address, b"%s %d" % (node.address.encode(), round_number))
+                await trio.sleep(0.01)
+            await trio.sleep(1)
+            return sorted((n.address, p, round(t - start, 9)) for n in nodes for _, p, t in n.received)
+
+    def run(seed: int):
+        return trio.run(history, seed, clock=trio.testing.MockClock(autojump_threshold=0))
+
+    first, again, other = run(1), run(1), run(2)
+    assert first == again
+    assert first != other
+    assert 100 < len(first) < 200   # 200 sent, about 20% lost
