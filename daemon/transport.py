@@ -9,7 +9,8 @@ A transport moves opaque payloads between node addresses ("host:port"):
                                       await handler(sender_address, payload) for every payload
                                       that arrives; its return value is the reply when the payload
                                       came from request() (None means "no reply": the requester
-                                      gets TransportError), and is ignored for send()
+                                      gets TransportError; a str is sent back as the
+                                      failure's reason), and is ignored for send()
     aclose()                          stop serving, drop connections, fail pending requests
 
 sender_address is the address the sending node serves on (as it declared inside a sealed
@@ -28,7 +29,7 @@ from typing import Awaitable, Callable
 
 import trio
 
-Handler = Callable[[str, bytes], Awaitable[bytes | None]]
+Handler = Callable[[str, bytes], Awaitable[bytes | str | None]]
 DropCallback = Callable[[str, str], None]
 
 log = logging.getLogger("formd.transport")
