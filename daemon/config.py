@@ -46,7 +46,8 @@ class FormdConfig:
     # Defaults from memberlist's LAN profile.
     gossip_interval_ms: int = 200
     gossip_fanout: int = 3
-    retransmit_mult: int = 4
+    retransmit_mult: int = 4  # for updates that change what a node is (labels, status, ...)
+    heartbeat_retransmit_mult: int = 4  # for updates that only advance heartbeat/capacity (1 once crdt_state pushes per-transaction updates)
     anti_entropy_interval_s: float = 30.0
     tick_interval_ms: int = 1000
     # Liveness (daemon/membership.py): suspect after suspect_mult x log10(max(n,10)) ticks
@@ -91,6 +92,7 @@ class FormdConfig:
         _range("gossip_interval_ms", self.gossip_interval_ms, 10, 60_000)
         _range("gossip_fanout", self.gossip_fanout, 1, 64)
         _range("retransmit_mult", self.retransmit_mult, 1, 64)
+        _range("heartbeat_retransmit_mult", self.heartbeat_retransmit_mult, 1, 64)
         _range("anti_entropy_interval_s", self.anti_entropy_interval_s, 0.1, 86_400)
         _range("tick_interval_ms", self.tick_interval_ms, 10, 600_000)
         _range("suspect_mult", self.suspect_mult, 0.5, 1000)

@@ -50,6 +50,7 @@ class NodeSettings:
     gossip_interval: float = 0.2
     gossip_fanout: int = 3
     retransmit_mult: int = 4
+    heartbeat_retransmit_mult: int = 4
     anti_entropy_interval: float = 30.0
     tick_interval: float = 1.0
     suspect_mult: float = 4.0
@@ -129,10 +130,12 @@ class Node:
         self.updates_applied = 0
         self.updates_refused = 0
         self._repairing: set[str] = set()
+        self._shapes: dict[bytes, tuple] = {}  # node id -> what its record says it is
         self._nursery: trio.Nursery | None = None
         now = trio.current_time()
         for node_id, record in document.node_records().items():
             self.membership.observe(node_id, record.incarnation, record.heartbeat, record.status, now)
+            self._shapes[node_id] = _shape(record)
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -156,7 +159,7 @@ class Node:
         self.status = "left"
         self.publish(durable=True)
         peers = self.peer_addresses(include_dead=False)
-        updates = self.queue.take(transmit_limit=1, byte_budget=self.settings.push_budget_bytes)
+        updates = self.queue.take(byte_budget=self.settings.push_budget_bytes)
         payload = pack_payload([sync.encode(sync.Update(update)) for update in updates])
         told = 0
 
@@ -203,10 +206,12 @@ class Node:
             updated_ms=int(self.wall_clock() * 1000),
         )
         self.document.put_local("nodes", self.identity.node_hex, record.seal(self.identity.private_key))
+        significant = self._shapes.get(record.node_id) != _shape(record)
+        self._shapes[record.node_id] = _shape(record)
         for update in self.document.drain_local_updates():
             if self.store is not None:
                 self.store.append(update, durable)
-            self.queue.add(update)
+            self.queue.add(update, self._transmit_limit(significant))
 
     def set_labels(self, labels: dict[str, str]) -> None:
         self.capabilities = self.capabilities.with_labels(labels)
@@ -219,11 +224,13 @@ class Node:
         replies: list[sync.Message] = []
         needs_repair = False
         for message in messages:
-            answer = self._handle_message(message, sender)
+            answer, result = self._handle_message(message, sender)
             if isinstance(message, sync.Update):
-                # The only answer to a pushed update is "I lack what it builds on"; that is
-                # fetched with a request of our own, since one-way sends get no reply.
-                needs_repair = needs_repair or bool(answer)
+                # A pushed update we could not take (it builds on changes we lack, or it
+                # was refused) is answered by a full exchange with its sender, as a request
+                # of our own since one-way sends get no reply: the sender's diff against
+                # our state vector is complete, so a gap heals at once.
+                needs_repair = needs_repair or (result is not None and not result.accepted)
             else:
                 replies.extend(answer)
         if needs_repair and self._nursery is not None and sender not in self._repairing:
@@ -240,18 +247,18 @@ class Node:
             self.log.warning("bad message dropped", reason=str(exc), **{"from": sender})
             return []
 
-    def _handle_message(self, message: sync.Message, sender: str) -> list[sync.Message]:
+    def _handle_message(self, message: sync.Message, sender: str) -> tuple[list[sync.Message], ApplyResult | None]:
         if not isinstance(message, sync.SyncStep1) and message.update in EMPTY_UPDATES:
-            return []
+            return [], None
         try:
             replies, result = sync.handle_message(self.document, message)
         except sync.SyncError as exc:
             self.updates_refused += 1
             self.log.warning("bad message dropped", reason=str(exc), **{"from": sender})
-            return []
+            return [], None
         if result is not None:
             self._accepted(message, result, sender)
-        return [r for r in replies if not (isinstance(r, sync.SyncStep2) and r.update in EMPTY_UPDATES)]
+        return [r for r in replies if not (isinstance(r, sync.SyncStep2) and r.update in EMPTY_UPDATES)], result
 
     def _accepted(self, message: sync.Message, result: ApplyResult, sender: str) -> None:
         if not result.accepted:
@@ -264,16 +271,27 @@ class Node:
         self.updates_applied += 1
         if self.store is not None:
             self.store.append(message.update, False)
-        if isinstance(message, sync.Update):
-            self.queue.add(message.update)  # pass it on: epidemic push
         now = trio.current_time()
+        significant = False
         for map_name, key in result.changed:
             if map_name != "nodes":
+                significant = True
                 continue
             entry = self.document.get("nodes", key)
             if entry is not None and entry.node is not None:
                 record = entry.node
                 self.membership.observe(record.node_id, record.incarnation, record.heartbeat, record.status, now)
+                shape = _shape(record)
+                significant = significant or self._shapes.get(record.node_id) != shape
+                self._shapes[record.node_id] = shape
+        if isinstance(message, sync.Update):
+            self.queue.add(message.update, self._transmit_limit(significant))  # pass it on: epidemic push
+
+    def _transmit_limit(self, significant: bool) -> int:
+        """See daemon/gossip.py: full retransmits for what changes a node's identity or
+        abilities, fewer for a heartbeat that only says "still here"."""
+        mult = self.settings.retransmit_mult if significant else self.settings.heartbeat_retransmit_mult
+        return retransmit_limit(mult, self.cluster_size())
 
     async def _repair(self, peer: str) -> None:
         try:
@@ -295,7 +313,7 @@ class Node:
         for message in self._decode(reply, peer):
             if isinstance(message, sync.Update):
                 continue  # not part of an exchange
-            answers.extend(self._handle_message(message, peer))
+            answers.extend(self._handle_message(message, peer)[0])
         if answers:
             await self.transport.send(peer, pack_payload([sync.encode(m) for m in answers]))
         return True
@@ -327,10 +345,9 @@ class Node:
         if not len(self.queue):
             return
         peers = pick(self.rng, self.peer_addresses(include_dead=False), self.settings.gossip_fanout)
-        limit = retransmit_limit(self.settings.retransmit_mult, self.cluster_size())
         sends = []
         for peer in peers:
-            updates = self.queue.take(limit, self.settings.push_budget_bytes)
+            updates = self.queue.take(self.settings.push_budget_bytes)
             if updates:
                 sends.append((peer, pack_payload([sync.encode(sync.Update(u)) for u in updates])))
         if not sends:
@@ -439,6 +456,11 @@ class Node:
             "frames_dropped": self.transport.dropped,
             "labels": dict(self.capabilities.labels),
         }
+
+
+def _shape(record: NodeRecord) -> tuple:
+    """The parts of a node record that say what the node is, as opposed to how it is doing."""
+    return (record.address, record.status, record.incarnation, repr(record.capabilities))
 
 
 def _text_map(value: Any) -> dict[str, str]:

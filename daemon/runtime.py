@@ -50,6 +50,7 @@ def node_settings(config: FormdConfig) -> NodeSettings:
         gossip_interval=config.gossip_interval_ms / 1000,
         gossip_fanout=config.gossip_fanout,
         retransmit_mult=config.retransmit_mult,
+        heartbeat_retransmit_mult=config.heartbeat_retransmit_mult,
         anti_entropy_interval=config.anti_entropy_interval_s,
         tick_interval=config.tick_interval_ms / 1000,
         suspect_mult=config.suspect_mult,

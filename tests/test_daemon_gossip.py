@@ -30,21 +30,21 @@ def test_anti_entropy_scales_only_past_32_nodes():
 
 def test_each_update_is_sent_exactly_limit_times():
     queue = BroadcastQueue()
-    queue.add(b"a")
-    queue.add(b"b")
+    queue.add(b"a", 3)
+    queue.add(b"b", 3)
     sent = []
     for _ in range(10):
-        sent.extend(queue.take(transmit_limit=3, byte_budget=1 << 20))
+        sent.extend(queue.take(byte_budget=1 << 20))
     assert sorted(sent) == [b"a"] * 3 + [b"b"] * 3
     assert len(queue) == 0
 
 
 def test_take_respects_the_byte_budget_and_prefers_least_sent():
     queue = BroadcastQueue()
-    queue.add(b"x" * 100)
-    first = queue.take(transmit_limit=5, byte_budget=150)
-    queue.add(b"y" * 100)
-    second = queue.take(transmit_limit=5, byte_budget=150)
+    queue.add(b"x" * 100, 5)
+    first = queue.take(byte_budget=150)
+    queue.add(b"y" * 100, 5)
+    second = queue.take(byte_budget=150)
     assert first == [b"x" * 100]
     assert second == [b"y" * 100]  # fresher (never sent) goes first
 
@@ -52,18 +52,26 @@ def test_take_respects_the_byte_budget_and_prefers_least_sent():
 def test_one_writers_updates_leave_in_the_order_made():
     queue = BroadcastQueue()
     for i in range(5):
-        queue.add(bytes([i]))
-    assert queue.take(transmit_limit=2, byte_budget=1 << 20) == [bytes([i]) for i in range(5)]
+        queue.add(bytes([i]), 2)
+    assert queue.take(byte_budget=1 << 20) == [bytes([i]) for i in range(5)]
+
+
+def test_each_update_keeps_its_own_limit():
+    queue = BroadcastQueue()
+    queue.add(b"heartbeat", 1)
+    queue.add(b"label", 3)
+    sent = [u for _ in range(5) for u in queue.take(byte_budget=1 << 20)]
+    assert sent.count(b"heartbeat") == 1 and sent.count(b"label") == 3
 
 
 def test_full_queue_sheds_the_most_sent():
     queue = BroadcastQueue(max_entries=2)
-    queue.add(b"old")
-    queue.take(transmit_limit=10, byte_budget=1 << 20)
-    queue.add(b"new1")
-    queue.add(b"new2")
+    queue.add(b"old", 10)
+    queue.take(byte_budget=1 << 20)
+    queue.add(b"new1", 10)
+    queue.add(b"new2", 10)
     assert len(queue) == 2
-    assert sorted(queue.take(transmit_limit=10, byte_budget=1 << 20)) == [b"new1", b"new2"]
+    assert sorted(queue.take(byte_budget=1 << 20)) == [b"new1", b"new2"]
 
 
 @given(st.lists(st.binary(max_size=50), max_size=40))

@@ -1,0 +1,129 @@
+"""Convergence benchmark with real formd processes on 127.0.0.1 (figures, not assertions).
+
+    python -m simulations.bench_gossip [--nodes 10 20] [--changes 5] [--steady 10]
+
+For each cluster size N: start N formd processes (memberlist LAN defaults: gossip 200 ms to
+3 peers, tick 1 s, anti-entropy 30 s) joined through one seed, wait until every node sees
+every node alive, then
+- change a label on one node `--changes` times and time how long until every node's
+  `nodes` view shows it (polled over the control sockets every 10 ms);
+- read every node's transport byte counters, wait `--steady` seconds, read again:
+  bytes sent per node per second at steady state (heartbeats + capacity every tick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from procs import Cluster, all_see, wait_until  # noqa: E402
+
+BENCH_SETTINGS = {  # the defaults, spelled out so the figures say what they measured
+    "tick_interval_ms": "1000",
+    "gossip_interval_ms": "200",
+    "gossip_fanout": "3",
+    "anti_entropy_interval_s": "30.0",
+    "suspect_mult": "4.0",
+    "dead_mult": "3.0",
+    "request_timeout_ms": "2000",
+}
+
+
+def label_of(node, target_id: str) -> str | None:
+    for entry in node.call("nodes"):
+        if entry["id"] == target_id:
+            return entry["labels"].get("bench")
+    return None
+
+
+def time_label_change(cluster: Cluster, changer, value: str) -> float:
+    """Seconds from the label.set reply until the last node shows the new value."""
+    seen_at: dict[str, float] = {}
+    start_event = threading.Event()
+    start = [0.0]
+
+    def watch(node):
+        start_event.wait()
+        while True:
+            try:
+                if label_of(node, changer.node_id) == value:
+                    seen_at[node.name] = time.monotonic()
+                    return
+            except Exception:
+                pass
+            if time.monotonic() - start[0] > 120:
+                return
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=watch, args=(node,)) for node in cluster.nodes]
+    for thread in threads:
+        thread.start()
+    changer.call("label.set", {"labels": {"bench": value}})
+    start[0] = time.monotonic()
+    start_event.set()
+    for thread in threads:
+        thread.join()
+    if len(seen_at) < len(cluster.nodes):
+        return float("inf")
+    return max(seen_at.values()) - start[0]
+
+
+def run(size: int, changes: int, steady: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"bench-gossip-{size}-") as root, Cluster(Path(root)) as cluster:
+        began = time.monotonic()
+        seed = cluster.add("n0", settings=BENCH_SETTINGS)
+        for index in range(1, size):
+            cluster.add(f"n{index}", seed=seed, settings=BENCH_SETTINGS)
+        ids = [node.node_id for node in cluster.nodes]
+        wait_until(lambda: all_see(cluster.nodes, ids), 180, f"{size} nodes to converge", interval=0.5)
+        converged = time.monotonic() - began
+
+        times = [time_label_change(cluster, cluster.nodes[(i * 7 + 3) % size], f"v{i}") for i in range(changes)]
+
+        first = {n.name: n.call("status") for n in cluster.nodes}
+        t0 = time.monotonic()
+        time.sleep(steady)
+        second = {n.name: n.call("status") for n in cluster.nodes}
+        elapsed = time.monotonic() - t0
+        sent = [(second[k]["bytes_sent"] - first[k]["bytes_sent"]) / elapsed for k in first]
+        received = [(second[k]["bytes_received"] - first[k]["bytes_received"]) / elapsed for k in first]
+        return {
+            "nodes": size,
+            "start_to_converged_s": converged,
+            "label_propagation_s": times,
+            "sent_bytes_per_node_per_s": statistics.mean(sent),
+            "sent_max_node": max(sent),
+            "received_bytes_per_node_per_s": statistics.mean(received),
+        }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, nargs="+", default=[10, 20])
+    parser.add_argument("--changes", type=int, default=5)
+    parser.add_argument("--steady", type=float, default=10.0)
+    args = parser.parse_args()
+    print("formd gossip benchmark (real processes on 127.0.0.1; gossip 200 ms x 3, tick 1 s, anti-entropy 30 s)")
+    for size in args.nodes:
+        result = run(size, args.changes, args.steady)
+        times = result["label_propagation_s"]
+        print(
+            f"N={size:3d}  all alive {result['start_to_converged_s']:.1f} s after the first start | "
+            f"label seen everywhere: median {statistics.median(times) * 1000:.0f} ms, "
+            f"max {max(times) * 1000:.0f} ms over {len(times)} changes | "
+            f"steady state: {result['sent_bytes_per_node_per_s'] / 1024:.1f} KiB/s sent per node "
+            f"(max {result['sent_max_node'] / 1024:.1f}), {result['received_bytes_per_node_per_s'] / 1024:.1f} KiB/s received"
+        )
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
