@@ -72,10 +72,13 @@ class PodmanExecutor:
     # ---- run ---------------------------------------------------------------------------
 
     async def _run(self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event) -> ExecutionResult:
+        # One client (one connection pool) for the whole job: the attach stream holds one
+        # connection, the control calls reuse another.
         client = await trio.to_thread.run_sync(self._client)
         container = None
-        stream_client = attached = None
+        attached = None
         watch: OomWatch | None = None
+        removed = False
         try:
             try:
                 image = await trio.to_thread.run_sync(client.images.get, spec.image)
@@ -86,21 +89,19 @@ class PodmanExecutor:
             user = podman_options.choose_user(image.attrs.get("Config", {}).get("User"), self.limits)
             name = f"formnet-{spec.job_id().hex()[:12]}-{secrets.token_hex(3)}"
             options = podman_options.run_options(spec, work, self.limits, user, name)
-            container = await trio.to_thread.run_sync(lambda: client.containers.create(**options))
-            # init creates the cgroup without starting the command, so the OOM watch is armed
-            # before the job can allocate anything.
-            await trio.to_thread.run_sync(container.init)
-            pid = (await trio.to_thread.run_sync(container.inspect)).get("State", {}).get("Pid", 0)
-            watch = OomWatch(int(pid or 0))
-            stream_client = await trio.to_thread.run_sync(self._client)
-            attached = await trio.to_thread.run_sync(self._attach, stream_client, container.id)
+            container = await trio.to_thread.run_sync(_create, client, options)
+            # Attaching to a created container initialises it (runc create: cgroup and
+            # process exist, the command has not run), so the OOM watch is armed before
+            # the job can allocate anything, without a separate init call.
+            attached = await trio.to_thread.run_sync(self._attach, client, container.id)
+            watch = OomWatch(await trio.to_thread.run_sync(_initialised_pid, container))
             await trio.to_thread.run_sync(container.start)
 
-            exit_code: list[int] = []
+            final_state: list[dict[str, Any]] = []
 
             async def run_to_exit() -> None:
                 await self._pump(lambda send: self._read_stream(attached, send), log)
-                exit_code.append(await trio.to_thread.run_sync(container.wait, abandon_on_cancel=True))
+                final_state.append(await trio.to_thread.run_sync(_exit_state, container, abandon_on_cancel=True))
 
             outcome = await supervise(run_to_exit, spec.timeout_s, cancel)
             if outcome == CANCELLED:
@@ -112,20 +113,29 @@ class PodmanExecutor:
                     await trio.to_thread.run_sync(lambda: _kill_quietly(container))
                 return ExecutionResult(TIMED_OUT, f"timed out after {spec.timeout_s:g} s: the container was killed")
 
-            state = (await trio.to_thread.run_sync(container.inspect)).get("State", {})
-            code = int(state.get("ExitCode", exit_code[0] if exit_code else -1))
+            state = final_state[0]
+            code = int(state.get("ExitCode", -1))
             oom = bool(state.get("OOMKilled")) or watch.poll()
-            return await self._run_result(spec, work, code, oom, watch.armed)
+
+            async def remove() -> None:
+                nonlocal removed
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_remove_quietly, container)
+                    removed = True
+
+            # The command has exited: removal and packing the outputs (a bind-mounted host
+            # dir the container no longer touches) overlap.
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(remove)
+                return await self._run_result(spec, work, code, oom, watch.armed)
         finally:
             with trio.CancelScope(shield=True):
-                if container is not None:
-                    await trio.to_thread.run_sync(lambda: _remove_quietly(container))
+                if container is not None and not removed:
+                    await trio.to_thread.run_sync(_remove_quietly, container)
                 if watch is not None:
                     watch.close()
                 if attached is not None:
                     await trio.to_thread.run_sync(attached.close)
-                if stream_client is not None:
-                    await trio.to_thread.run_sync(stream_client.close)
                 await trio.to_thread.run_sync(client.close)
 
     async def _run_result(self, spec: JobSpec, work: WorkArea, code: int, oom: bool, oom_known: bool) -> ExecutionResult:
@@ -313,6 +323,50 @@ class PodmanExecutor:
         await trio.to_thread.run_sync(save)
         digest = await trio.to_thread.run_sync(file_digest, target)
         return OutputFile(IMAGE_ARCHIVE, digest, target.stat().st_size, target)
+
+
+def _create(client: PodmanClient, options: dict[str, Any]) -> Any:
+    """containers.create without its trailing inspect (a round trip whose answer we never
+    read): the same payload rendering and error mapping, then a model holding just the id."""
+    options = dict(options)
+    payload = {"image": options.pop("image"), "command": options.pop("command", None), **options}
+    body = podman_api.prepare_body(client.containers._render_payload(payload))
+    response = client.api.post("/containers/create", headers={"content-type": "application/json"}, data=body)
+    response.raise_for_status(not_found=ImageNotFound)
+    return client.containers.prepare_model({"Id": response.json()["Id"]})
+
+
+def _initialised_pid(container: Any) -> int:
+    """The pid of the container's (not yet started) init process, initialising it first if
+    attaching did not; 0 when Podman reports none (the OOM watch is then not armed)."""
+    state = container.inspect().get("State", {})
+    if not state.get("Pid") and state.get("Status") == "configured":
+        container.init()
+        state = container.inspect().get("State", {})
+    return int(state.get("Pid") or 0)
+
+
+EXIT_POLL_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+
+
+def _exit_state(container: Any) -> dict[str, Any]:
+    """State (ExitCode, OOMKilled) of a container whose output stream has ended.
+
+    The stream ends when the command exits; conmon records the exit code a moment later.
+    Inspect reads that record, so a few quick inspects get the code as soon as it exists.
+    The wait endpoint would too, but in Podman 4.3 it also waits for conmon's cleanup
+    process (a whole podman run-time start, 100-250 ms). If the command is still running
+    (it closed its own stdout and stderr), fall back to the blocking wait.
+    """
+    for pause in (0.0, *EXIT_POLL_S):
+        time.sleep(pause)
+        state = container.inspect().get("State", {})
+        if state.get("Status") in ("stopped", "exited"):
+            return state
+    code = container.wait()
+    state = container.inspect().get("State", {})
+    state.setdefault("ExitCode", code)
+    return state
 
 
 def _kill_quietly(container: Any) -> None:
