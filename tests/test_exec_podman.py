@@ -261,3 +261,14 @@ async def test_podman_service_starts_and_stops_its_own(tmp_path):
 async def test_podman_service_with_a_dead_configured_url_is_none(tmp_path):
     async with podman_service(tmp_path, f"unix://{tmp_path}/nothing.sock") as url:
         assert url is None
+
+
+async def test_exit_code_of_a_command_that_closes_its_output_early(podman_url, tmp_path, clean_check):
+    # The output stream ends long before the exit: the executor must still wait for the
+    # real exit and report its code.
+    blobs = Blobs(tmp_path / "blobs")
+    spec = run_spec(["sh", "-c", "echo bye; exec >&- 2>&-; sleep 2; echo late > /data/outputs/late.txt; exit 5"])
+    result, lines = await execute(podman_url, tmp_path, spec, blobs)
+    assert lines == ["bye"]
+    assert result.state == FAILED and result.exit_code == 5, result.reason
+    assert outputs_of(result) == {"late.txt": b"late\n"}
