@@ -109,8 +109,14 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, nargs="+", default=[10, 20])
     parser.add_argument("--changes", type=int, default=5)
     parser.add_argument("--steady", type=float, default=10.0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a formd.toml setting, e.g. heartbeat_retransmit_mult=1")
     args = parser.parse_args()
-    print("formd gossip benchmark (real processes on 127.0.0.1; gossip 200 ms x 3, tick 1 s, anti-entropy 30 s)")
+    for item in args.set:
+        key, _, value = item.partition("=")
+        BENCH_SETTINGS[key] = value
+    print("formd gossip benchmark (real processes on 127.0.0.1; gossip 200 ms x 3, tick 1 s, anti-entropy 30 s)"
+          + (f"; overrides: {' '.join(args.set)}" if args.set else ""))
     for size in args.nodes:
         result = run(size, args.changes, args.steady)
         times = result["label_propagation_s"]
