@@ -327,10 +327,15 @@ class PodmanExecutor:
 
 def _create(client: PodmanClient, options: dict[str, Any]) -> Any:
     """containers.create without its trailing inspect (a round trip whose answer we never
-    read): the same payload rendering and error mapping, then a model holding just the id."""
+    read): the same payload rendering and error mapping, then a model holding just the id.
+    Also passes `volatile`, a libpod create field podman-py's create does not know."""
     options = dict(options)
+    volatile = bool(options.pop("volatile", False))
     payload = {"image": options.pop("image"), "command": options.pop("command", None), **options}
-    body = podman_api.prepare_body(client.containers._render_payload(payload))
+    rendered = client.containers._render_payload(payload)
+    if volatile:
+        rendered["volatile"] = True
+    body = podman_api.prepare_body(rendered)
     response = client.api.post("/containers/create", headers={"content-type": "application/json"}, data=body)
     response.raise_for_status(not_found=ImageNotFound)
     return client.containers.prepare_model({"Id": response.json()["Id"]})

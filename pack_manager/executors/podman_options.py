@@ -61,6 +61,10 @@ def run_options(spec: JobSpec, work: WorkArea, limits: ExecutorLimits, user: str
         "no_new_privileges": True,
         "privileged": False,
         "stop_timeout": max(1, int(limits.stop_grace_s)),
+        # What `podman run --rm` does: the writable layer is not synced to disk, which
+        # spares a syncfs at removal. The container is thrown away after one run and
+        # outputs go to the bind-mounted host dir, so a host crash loses nothing of value.
+        "volatile": True,
     }
     if spec.command:
         options["command"] = list(spec.command)
