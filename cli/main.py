@@ -16,6 +16,7 @@ from typing import Any, Optional
 import typer
 
 from .client import SOCKET_ENV, ClientError, call, default_socket
+from .jobs import job_status, register as register_job_commands
 from .render import keys_table, nodes_table, print_table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Talk to the local formd.")
@@ -62,8 +63,15 @@ def nodes(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help
 
 
 @app.command()
-def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """This node: id, address, incarnation, peers, traffic."""
+def status(
+    ctx: typer.Context,
+    job: Optional[str] = typer.Argument(None, help="a job id or prefix (>= 8 hex); without it, this node's status"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """A job's state (form status JOB), or this node: id, address, incarnation, peers, traffic."""
+    if job is not None:
+        job_status(ctx, job, as_json)
+        return
     result = _call(ctx, "status")
     if as_json:
         _print_json(result)
@@ -146,6 +154,9 @@ def label_remove(ctx: typer.Context, keys: list[str] = typer.Argument(..., help=
     """Remove labels from this node."""
     result = _call(ctx, "label.remove", {"keys": keys})
     typer.echo(",".join(f"{k}={v}" for k, v in sorted(result["labels"].items())) or "(no labels)")
+
+
+register_job_commands(app)
 
 
 def main() -> None:

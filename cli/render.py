@@ -77,3 +77,26 @@ def print_table(table: Table) -> None:
     if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
         console = Console(width=240)
     console.print(table)
+
+
+def jobs_table(jobs: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("ID", "KIND", "STATE", "NODE", "ATTEMPT", "SUBMITTED", "REASON"):
+        table.add_column(column, no_wrap=column != "REASON")
+    for job in jobs:
+        table.add_row(job["id"][:16], job.get("kind", "-"), job["state"], (job["node"] or "-")[:12],
+                      str(job["attempt"]), job["submitted_at"] or "-", job["reason"])
+    return table
+
+
+def explain_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("RANK", "NODE", "STATUS", "FITS", "RUN", "REASONS"):
+        table.add_column(column, no_wrap=column != "REASONS")
+    for row in rows:
+        fits = "yes" if row["fits_now"] else ("later" if row["fits"] else "never")
+        short = row["node"][:12] + (" *" if row["self"] else "")
+        status = row["status"]
+        table.add_row(str(row["rank"]), short, f"[{_STATUS_STYLE.get(status, '')}]{status}[/]" if status in _STATUS_STYLE else status,
+                      fits, row["run"] or "-", "; ".join(row["reasons"]) or (row["run_reason"] or ""))
+    return table

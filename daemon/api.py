@@ -12,6 +12,8 @@ returns something JSON can carry, or raises ControlError with a one-line reason.
     label.set    {"labels": {k: v}}    -> {"labels": {...all labels now}}
     label.remove {"keys": [k, ...]}    -> {"labels": {...}}
 
+Job and blob methods: see daemon/jobs_api.py.
+
 Key and label changes are saved (cluster.key, formd.toml) before the reply, so they survive
 a restart.
 """
@@ -28,12 +30,16 @@ from . import config as config_file
 from .config import FormdConfig
 from .control import ControlError, Handler, param
 from .keyring import Keyring, KeyringError, decode_key, parse_key_id
+from .jobs import JobLoop
+from .jobs_api import JobsApi
 from .node import Node
 
 
 class DaemonApi:
-    def __init__(self, node: Node, keyring: Keyring, keyring_path: Path, state_dir: Path, config: FormdConfig) -> None:
+    def __init__(self, node: Node, keyring: Keyring, keyring_path: Path, state_dir: Path, config: FormdConfig,
+                 jobs: "JobLoop | None" = None) -> None:
         self.node = node
+        self.jobs_api = JobsApi(jobs) if jobs is not None else None
         self.keyring = keyring
         self.keyring_path = keyring_path
         self.state_dir = state_dir
@@ -49,6 +55,7 @@ class DaemonApi:
             "cluster-key.remove": self.key_remove,
             "label.set": self.label_set,
             "label.remove": self.label_remove,
+            **(self.jobs_api.methods() if self.jobs_api is not None else {}),
         }
 
     async def nodes(self, params: dict[str, Any]) -> Any:

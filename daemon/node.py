@@ -132,6 +132,10 @@ class Node:
         self._repairing: set[str] = set()
         self._shapes: dict[bytes, tuple] = {}  # node id -> what its record says it is
         self._nursery: trio.Nursery | None = None
+        # Set by the job loop: told of every accepted change to jobs/runs/cancels/nodes, and
+        # the handler for blob requests (payloads starting with 0xc1, see daemon/blobfetch.py).
+        self.on_change: Callable[[], None] | None = None
+        self.side_handler: Callable[[bytes], Any] | None = None
         now = trio.current_time()
         for node_id, record in document.node_records().items():
             self.membership.observe(node_id, record.incarnation, record.heartbeat, record.status, now)
@@ -213,13 +217,27 @@ class Node:
                 self.store.append(update, durable)
             self.queue.add(update, self._transmit_limit(significant))
 
+    def commit_local(self, *, durable: bool = False) -> None:
+        """Store and queue for push what our other records (jobs, runs, cancels) changed."""
+        for update in self.document.drain_local_updates():
+            if self.store is not None:
+                self.store.append(update, durable)
+            self.queue.add(update, self._transmit_limit(True))
+
     def set_labels(self, labels: dict[str, str]) -> None:
         self.capabilities = self.capabilities.with_labels(labels)
         self.publish(durable=True)
 
     # ---- incoming -----------------------------------------------------------------------------
 
-    async def handle(self, sender: str, payload: bytes) -> bytes | None:
+    async def handle(self, sender: str, payload: bytes) -> bytes | str | None:
+        if payload[:1] == b"\xc1":
+            try:
+                return self.side_handler(payload) if self.side_handler is not None else "blob requests not served here"
+            except ValueError as exc:
+                self.updates_refused += 1
+                self.log.warning("bad message dropped", reason=str(exc), **{"from": sender})
+                return str(exc)
         messages = self._decode(payload, sender)
         replies: list[sync.Message] = []
         needs_repair = False
@@ -286,6 +304,8 @@ class Node:
                 self._shapes[record.node_id] = shape
         if isinstance(message, sync.Update):
             self.queue.add(message.update, self._transmit_limit(significant))  # pass it on: epidemic push
+        if significant and self.on_change is not None:
+            self.on_change()
 
     def _transmit_limit(self, significant: bool) -> int:
         """See daemon/gossip.py: full retransmits for what changes a node's identity or

@@ -26,9 +26,12 @@ from metrics_agent.collect import collect_capabilities, sample_capacity
 from metrics_agent.executors_probe import probe_executors
 
 from .api import DaemonApi
+from .blobfetch import serve_blob_request
+from .blobstore import BlobStore
 from .config import FormdConfig
 from .control import ControlServer
 from .identity import bump_incarnation, load_identity
+from .jobs import JobLoop
 from .keyring import Keyring, KeyringError
 from .log import EventLog
 from .net_transport import NetTransport
@@ -125,8 +128,10 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
     )
     capabilities = await trio.to_thread.run_sync(collect_capabilities, state_dir, config.labels, executors)
 
+    jobs: JobLoop | None = None
+
     def sample(current):
-        return sample_capacity(state_dir, current, ())
+        return sample_capacity(state_dir, current, jobs.reservations.values() if jobs is not None else ())
 
     node = Node(
         identity=identity,
@@ -144,7 +149,16 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         log=log,
         version=version(),
     )
-    api = DaemonApi(node, keyring, keyring_path, state_dir, config)
+    blobs = BlobStore(state_dir / "blobs")
+    executors: dict = {}
+    if "wasm" in executors_offered(capabilities):
+        from pack_manager.executors.wasm_executor import WasmExecutor  # noqa: PLC0415 - wasmtime is heavy
+
+        executors["wasm"] = WasmExecutor()
+    jobs = JobLoop(node, blobs, state_dir / "work", executors)
+    node.on_change = jobs.wake
+    node.side_handler = lambda payload: serve_blob_request(blobs, payload)
+    api = DaemonApi(node, keyring, keyring_path, state_dir, config, jobs=jobs)
     control = ControlServer(api.methods(), log)
     socket_path = config.path(state_dir, config.socket)
 
@@ -152,8 +166,9 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             await nursery.start(control.serve, socket_path, config.socket_permissions)
+            await nursery.start(jobs.run)
             nursery.start_soon(_snapshots, store, document, config.snapshot_interval_s)
-            nursery.start_soon(_offer_podman, state_dir, config, node, log)
+            nursery.start_soon(_offer_podman, state_dir, config, node, log, executors)
             log.info(
                 "formd started",
                 id=identity.node_hex,
@@ -191,15 +206,22 @@ async def _snapshots(store: DocumentStore, document: ClusterDocument, interval: 
             since = 0.0
 
 
-async def _offer_podman(state_dir: Path, config: FormdConfig, node: Node, log: EventLog) -> None:
+def executors_offered(capabilities) -> tuple[str, ...]:
+    return tuple(capabilities.executors)
+
+
+async def _offer_podman(state_dir: Path, config: FormdConfig, node: Node, log: EventLog, executors: dict) -> None:
     """Start (or find) Podman in the background and advertise it once it answers."""
     if "podman" not in config.executors:
         return
     async with podman_url(state_dir, config, log) as url:
         if url is None:
             return
-        executors = await trio.to_thread.run_sync(probe_executors, url)
-        offered = tuple(e for e in executors if e in config.executors)
+        offered = tuple(e for e in await trio.to_thread.run_sync(probe_executors, url) if e in config.executors)
+        if "podman" in offered:
+            from pack_manager.executors.podman_executor import PodmanExecutor  # noqa: PLC0415
+
+            executors["podman"] = PodmanExecutor(url)
         if offered != node.capabilities.executors:
             node.capabilities = replace(node.capabilities, executors=offered)
             node.publish()

@@ -1,0 +1,219 @@
+"""`form submit/status/jobs/cancel/explain/logs/result`: jobs through the local formd."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from pack_manager.context_archive import ArchiveError, extract_archive, file_digest, pack_context
+
+from .client import ClientError, call
+
+FINAL = ("succeeded", "failed", "cancelled", "timed_out")
+UPLOAD_CHUNK = 512 * 1024
+MAX_CONTEXT = 256 * 1024**2
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"form: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _call(ctx: typer.Context, method: str, params: dict[str, Any] | None = None) -> Any:
+    try:
+        return call(ctx.obj["socket"], method, params, timeout=120)
+    except ClientError as exc:
+        _fail(str(exc))
+
+
+def _upload(ctx: typer.Context, path: Path) -> str:
+    """Stream a file into the daemon's blob store in chunks; returns its digest."""
+    digest = file_digest(path)
+    size = path.stat().st_size
+    offset = 0
+    with open(path, "rb") as src:
+        while True:
+            src.seek(offset)
+            data = src.read(UPLOAD_CHUNK)
+            reply = _call(ctx, "blob.put", {"digest": digest, "size": size, "offset": offset,
+                                            "data": base64.b64encode(data).decode("ascii")})
+            if reply["complete"]:
+                return digest
+            offset = reply["offset"]
+
+
+def submit(
+    ctx: typer.Context,
+    context_dir: Path = typer.Argument(..., help="directory packed as the job's context"),
+    containerfile: str = typer.Option("Containerfile", "-f", "--file", help="Containerfile inside the context (build)"),
+    kind: str = typer.Option("build", "--kind", help="build | run | wasm"),
+    image: Optional[str] = typer.Option(None, "--image", help="local image (run)"),
+    cmd: Optional[str] = typer.Option(None, "--cmd", help="command, split on spaces (run, wasm arguments)"),
+    module: Optional[str] = typer.Option(None, "--module", help="wasm module: a path inside the context"),
+    inputs: list[Path] = typer.Option([], "--input", help="file placed at /data/inputs/<name>"),
+    cpu: Optional[str] = typer.Option(None, "--cpu"),
+    memory: Optional[str] = typer.Option(None, "--memory"),
+    disk: Optional[str] = typer.Option(None, "--disk"),
+    gpu: Optional[int] = typer.Option(None, "--gpu"),
+    gpu_model: Optional[str] = typer.Option(None, "--gpu-model"),
+    gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory"),
+    label: list[str] = typer.Option([], "--label", help="k=v the node must have"),
+    prefer: list[str] = typer.Option([], "--prefer", help="k=v nodes ranked first"),
+    timeout: str = typer.Option("1h", "--timeout"),
+    replicas: int = typer.Option(1, "--replicas"),
+    network: bool = typer.Option(False, "--network"),
+    wait: bool = typer.Option(False, "--wait", help="wait for a final state; exit 1 unless it succeeded"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Pack CONTEXT_DIR (and inputs) into the local store, write the signed job, print its id."""
+    from metrics_agent.units import UnitError, parse_duration  # noqa: PLC0415
+
+    try:
+        timeout_s = parse_duration(timeout)
+    except UnitError as exc:
+        _fail(f"--timeout: {exc}")
+    if not context_dir.is_dir():
+        _fail(f"context {context_dir} is not a directory")
+    for item in inputs:
+        if not item.is_file():
+            _fail(f"input {item} is not a file")
+    with tempfile.TemporaryDirectory(prefix="form-submit-") as tmp:
+        tar = Path(tmp) / "context.tar"
+        try:
+            _, size = pack_context(context_dir, tar)
+        except (ArchiveError, OSError) as exc:
+            _fail(f"context {context_dir}: {exc}")
+        if size > MAX_CONTEXT:
+            _fail(f"context {context_dir} packs to {size:,} bytes, over the {MAX_CONTEXT:,}-byte limit")
+        context = _upload(ctx, tar)
+    uploaded = [[item.name, _upload(ctx, item)] for item in inputs]
+    params = {
+        "kind": kind, "context": context, "containerfile": containerfile, "image": image,
+        "command": cmd.split() if cmd else [], "module": module, "inputs": uploaded,
+        "requirements": {"cpu": cpu, "memory": memory, "disk": disk, "gpu": gpu, "gpu_model": gpu_model,
+                         "gpu_memory": gpu_memory, "labels": label, "prefer": prefer},
+        "timeout_ms": int(timeout_s * 1000), "network": network, "replicas": replicas,
+    }
+    job_id = _call(ctx, "job.submit", params)["id"]
+    if not wait:
+        typer.echo(json.dumps({"id": job_id}) if as_json else job_id)
+        return
+    if not as_json:
+        typer.echo(job_id)
+    status = _wait(ctx, job_id)
+    if as_json:
+        typer.echo(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        typer.echo(f"{status['state']}: {status['reason']}")
+    if status["state"] != "succeeded":
+        raise typer.Exit(1)
+
+
+def _wait(ctx: typer.Context, job_id: str) -> dict:
+    while True:
+        status = _call(ctx, "job.status", {"job": job_id})
+        if status["state"] in FINAL or status["state"] == "unschedulable":
+            return status
+        time.sleep(0.2)
+
+
+def job_status(ctx: typer.Context, job: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+    """A job's state as this node sees it."""
+    result = _call(ctx, "job.status", {"job": job})
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    for key in ("id", "state", "reason", "node", "attempt", "submitted_at", "started_at", "finished_at", "exit_code", "verified"):
+        typer.echo(f"{key}: {result[key]}")
+    for out in result["outputs"]:
+        typer.echo(f"output: {out['name']} {out['size']} bytes {out['digest']}")
+
+
+def jobs(ctx: typer.Context, state: Optional[str] = typer.Option(None, "--state"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every job this node knows."""
+    result = _call(ctx, "job.list", {"state": state})
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    from .render import jobs_table, print_table  # noqa: PLC0415
+
+    print_table(jobs_table(result))
+
+
+def cancel(ctx: typer.Context, job: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Ask the runner to stop the job (works from any node)."""
+    result = _call(ctx, "job.cancel", {"job": job})
+    typer.echo(json.dumps(result) if as_json else f"cancel requested for {result['id']}")
+
+
+def explain(ctx: typer.Context, job: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+    """The ranked table this node computes for the job."""
+    result = _call(ctx, "job.explain", {"job": job})
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    from .render import explain_table, print_table  # noqa: PLC0415
+
+    typer.echo(f"job {result['id']}  policy {result['policy']}  state {result['state']}: {result['reason']}")
+    print_table(explain_table(result["nodes"]))
+
+
+def _download(ctx: typer.Context, digest: str, dest: Path) -> None:
+    offset = 0
+    with open(dest, "wb") as out:
+        while True:
+            reply = _call(ctx, "blob.read", {"digest": digest, "offset": offset, "length": UPLOAD_CHUNK})
+            data = base64.b64decode(reply["data"])
+            out.write(data)
+            offset += len(data)
+            if offset >= reply["size"] or not data:
+                break
+    if file_digest(dest) != digest:
+        dest.unlink()
+        _fail(f"download of {digest[:12]} does not match its digest")
+
+
+def logs(ctx: typer.Context, job: str = typer.Argument(...)) -> None:
+    """The job's log (stdout and stderr), from whichever node holds it."""
+    files = _call(ctx, "job.files", {"job": job, "which": "log"})
+    with tempfile.TemporaryDirectory(prefix="form-logs-") as tmp:
+        path = Path(tmp) / "log"
+        _download(ctx, files[0]["digest"], path)
+        sys.stdout.write(path.read_text(errors="replace"))
+
+
+def result(ctx: typer.Context, job: str = typer.Argument(...), output: Path = typer.Option(..., "-o", "--output"),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """Fetch the outputs into DIR (outputs.tar is unpacked; image archives are saved as files)."""
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        _fail(f"{output} exists and is not an empty directory")
+    files = _call(ctx, "job.files", {"job": job, "which": "outputs"})
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    with tempfile.TemporaryDirectory(prefix="form-result-") as tmp:
+        for item in files:
+            if item["name"] != "outputs.tar":
+                _download(ctx, item["digest"], output / item["name"])
+                continue
+            tar = Path(tmp) / item["name"]
+            _download(ctx, item["digest"], tar)
+            try:
+                extract_archive(tar, Path(tmp) / "outputs", limit_bytes=1 << 40)
+            except ArchiveError as exc:
+                _fail(f"outputs: {exc}")
+            for entry in (Path(tmp) / "outputs").iterdir():
+                entry.rename(output / entry.name)
+        written = files
+    typer.echo(json.dumps(written, indent=2) if as_json else f"fetched {len(written)} output(s) into {output}")
+
+
+def register(app: typer.Typer) -> None:
+    for command in (submit, jobs, cancel, explain, logs, result):
+        app.command(command.__name__)(command)

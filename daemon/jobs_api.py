@@ -1,0 +1,280 @@
+"""Control methods for jobs and blobs (registered by daemon/api.py).
+
+    blob.put   {"digest", "size", "offset", "data": b64}  -> {"offset", "complete"}
+    blob.read  {"digest", "offset", "length"}              -> {"size", "data": b64}
+    job.submit {"kind", "context", "containerfile", "image", "command", "module", "inputs": [[name, digest]],
+                "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer"},
+                "timeout_ms", "env", "network", "replicas"}  -> {"id"}
+    job.status {"job": id or prefix >= 8 hex}              -> status object (see `status_object`)
+    job.list   {"state": optional}                         -> [status object, ...]
+    job.cancel {"job"}                                     -> {"id", "cancelled": true}
+    job.explain {"job"}                                    -> {"id", "policy", "state", "reason", "nodes": [...]}
+    job.files  {"job", "which": "outputs" | "log"}         -> [{"name", "digest", "size"}] (fetched here first)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import os
+from typing import Any
+
+import trio
+
+from crdt_state.records import RecordError
+from crdt_state.signing import seal_record
+from pack_manager import scheduling
+from pack_manager.fit import check_capabilities, check_capacity
+from pack_manager.jobspec import JobInput, JobSpec, JobSpecError, is_digest
+from pack_manager.jobstate import JOB_STATES
+from pack_manager.requirements import RequirementsError, WorkloadRequirements
+
+from .blobfetch import FETCH_CHUNK, FetchError, fetch_blob
+from .blobstore import BlobError, BlobWriter
+from .control import ControlError, Handler, param
+from .jobs import JobLoop, now_ms
+
+MIN_PREFIX = 8
+
+
+def _iso(ms: int | None) -> str | None:
+    if not ms:
+        return None
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class JobsApi:
+    def __init__(self, jobs: JobLoop) -> None:
+        self.jobs = jobs
+        self.node = jobs.node
+        self.blobs = jobs.blobs
+        self._writers: dict[str, BlobWriter] = {}
+
+    def methods(self) -> dict[str, Handler]:
+        return {
+            "blob.put": self.blob_put,
+            "blob.read": self.blob_read,
+            "job.submit": self.submit,
+            "job.status": self.status,
+            "job.list": self.list,
+            "job.cancel": self.cancel,
+            "job.explain": self.explain,
+            "job.files": self.files,
+        }
+
+    # ---- blobs -------------------------------------------------------------------------------
+
+    async def blob_put(self, params: dict[str, Any]) -> Any:
+        digest = param(params, "digest", str)
+        size = param(params, "size", int)
+        offset = param(params, "offset", int)
+        try:
+            data = base64.b64decode(param(params, "data", str), validate=True)
+        except (binascii.Error, ValueError):
+            raise ControlError("parameter 'data': not base64") from None
+        try:
+            if self.blobs.has(digest):
+                return {"offset": size, "complete": True}
+            writer = self._writers.get(digest)
+            if writer is None or writer.size != size:
+                writer = self._writers[digest] = self.blobs.writer(digest, size)
+            if offset != writer.offset:
+                return {"offset": writer.offset, "complete": False}  # the client resends from here
+            writer.write(data)
+            if writer.complete:
+                del self._writers[digest]
+                await trio.to_thread.run_sync(writer.finish)
+                return {"offset": size, "complete": True}
+            return {"offset": writer.offset, "complete": False}
+        except BlobError as exc:
+            self._writers.pop(digest, None)
+            raise ControlError(str(exc)) from None
+
+    async def blob_read(self, params: dict[str, Any]) -> Any:
+        digest = param(params, "digest", str)
+        offset = param(params, "offset", int)
+        length = min(param(params, "length", int), 512 * 1024)
+        try:
+            data = self.blobs.read_chunk(digest, offset, length)
+            return {"size": self.blobs.size(digest), "data": base64.b64encode(data).decode("ascii")}
+        except (BlobError, OSError) as exc:
+            raise ControlError(str(exc)) from None
+
+    # ---- submit ------------------------------------------------------------------------------
+
+    async def submit(self, params: dict[str, Any]) -> Any:
+        kind = param(params, "kind", str)
+        raw_req = param(params, "requirements", dict, optional=True, default={})
+        try:
+            requirements = WorkloadRequirements.from_human(
+                cpu=_opt_str(raw_req, "cpu"), memory=_opt_str(raw_req, "memory"), disk=_opt_str(raw_req, "disk"),
+                gpu=raw_req.get("gpu"), gpu_model=_opt_str(raw_req, "gpu_model"), gpu_memory=_opt_str(raw_req, "gpu_memory"),
+                executor="wasm" if kind == "wasm" else "podman",
+                labels=raw_req.get("labels") or [], preferred=raw_req.get("prefer") or [],
+            )
+            inputs = tuple(JobInput(str(n), str(d)) for n, d in param(params, "inputs", list, optional=True, default=[]))
+            spec = JobSpec(
+                kind=kind,
+                submitter=self.node.identity.node_id,
+                nonce=os.urandom(16),
+                context=param(params, "context", str, optional=True),
+                containerfile=param(params, "containerfile", str, optional=True, default="Containerfile"),
+                image=param(params, "image", str, optional=True),
+                command=tuple(param(params, "command", list, optional=True, default=[])),
+                module=param(params, "module", str, optional=True),
+                inputs=inputs,
+                requirements=requirements,
+                timeout_ms=param(params, "timeout_ms", int, optional=True, default=3600 * 1000),
+                env=param(params, "env", dict, optional=True, default={}),
+                network=param(params, "network", bool, optional=True, default=False),
+                replicas=param(params, "replicas", int, optional=True, default=1),
+            )
+        except (RequirementsError, JobSpecError, TypeError, ValueError) as exc:
+            raise ControlError(str(exc)) from None
+        limits = self.jobs.limits
+        for digest in self.jobs.spec_blobs(spec):
+            if not self.blobs.has(digest):
+                raise ControlError(f"blob {digest[:12]} is not in this node's store; upload it first (blob.put)")
+        if spec.context is not None and self.blobs.size(spec.context) > limits.max_context_bytes:
+            raise ControlError(f"context is {self.blobs.size(spec.context):,} bytes, over the {limits.max_context_bytes:,}-byte limit")
+        total_inputs = sum(self.blobs.size(i.digest) for i in spec.inputs)
+        if total_inputs > limits.max_input_bytes:
+            raise ControlError(f"inputs are {total_inputs:,} bytes together, over the {limits.max_input_bytes:,}-byte limit")
+        job_hex = spec.job_id().hex()
+        try:
+            envelope = seal_record(self.node.identity.private_key, "job", {"spec": spec.pack(), "submitted_ms": now_ms()})
+            self.node.document.put_local("jobs", job_hex, envelope)
+        except RecordError as exc:
+            raise ControlError(f"job record refused: {exc}") from None
+        self.node.commit_local(durable=True)  # fsynced before we answer
+        self.node.log.info("job submitted", job=job_hex[:12], kind=kind)
+        self.jobs.wake()
+        return {"id": job_hex}
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def _resolve(self, params: dict[str, Any]) -> tuple[Any, dict]:
+        text = param(params, "job", str).strip().lower()
+        if len(text) < MIN_PREFIX or any(c not in "0123456789abcdef" for c in text) or len(text) > 64:
+            raise ControlError(f"job id {text!r:.80}: give the 64-hex id or a unique prefix of at least {MIN_PREFIX} hex digits")
+        jobs = self.jobs.jobs()
+        found = [k for k in jobs if k.startswith(text)]
+        if not found:
+            raise ControlError(f"no job {text} known on this node")
+        if len(found) > 1:
+            raise ControlError(f"job prefix {text} is ambiguous: {', '.join(k[:16] for k in sorted(found)[:5])}")
+        return jobs[found[0]], jobs
+
+    def status_object(self, job, nodes) -> dict[str, Any]:
+        status = scheduling.job_status(job.view(), nodes, self.jobs.policy)
+        run = status.run
+        return {
+            "id": job.job_hex,
+            "kind": job.spec.kind,
+            "state": status.state,
+            "reason": status.reason,
+            "node": status.node.hex() if status.node else None,
+            "attempt": status.attempt,
+            "submitted_at": _iso(job.submitted_ms),
+            "started_at": _iso(run.started_ms) if run else None,
+            "finished_at": _iso(run.finished_ms) if run else None,
+            "exit_code": run.exit_code if run else None,
+            "outputs": [o.to_wire() for o in run.outputs] if run else [],
+            "log": run.log_digest if run else None,
+            "replicas": [{"node": r.node.hex(), "state": r.state, "digest": r.digest} for r in status.replicas],
+            "verified": status.verified,
+        }
+
+    async def status(self, params: dict[str, Any]) -> Any:
+        job, _ = self._resolve(params)
+        return self.status_object(job, self.jobs.node_views())
+
+    async def list(self, params: dict[str, Any]) -> Any:
+        wanted = param(params, "state", str, optional=True)
+        if wanted is not None and wanted not in JOB_STATES:
+            raise ControlError(f"state {wanted!r} is not one of {', '.join(JOB_STATES)}")
+        nodes = self.jobs.node_views()
+        out = [self.status_object(job, nodes) for job in self.jobs.jobs().values()]
+        out = [o for o in out if wanted is None or o["state"] == wanted]
+        out.sort(key=lambda o: (o["submitted_at"] or "", o["id"]))
+        return out
+
+    async def cancel(self, params: dict[str, Any]) -> Any:
+        job, _ = self._resolve(params)
+        if job.cancelled:
+            return {"id": job.job_hex, "cancelled": True}
+        envelope = seal_record(self.node.identity.private_key, "cancel", {"reason": "cancelled by request", "requested_ms": now_ms()})
+        try:
+            self.node.document.put_local("cancels", job.job_hex, envelope)
+        except RecordError as exc:
+            raise ControlError(f"cancel refused: {exc}") from None
+        self.node.commit_local(durable=True)
+        self.jobs.wake()
+        return {"id": job.job_hex, "cancelled": True}
+
+    async def explain(self, params: dict[str, Any]) -> Any:
+        job, _ = self._resolve(params)
+        nodes = self.jobs.node_views()
+        view = job.view()
+        order = scheduling.order_nodes(view, nodes, self.jobs.policy)
+        records = self.node.document.node_records()
+        rows = []
+        for rank, node_id in enumerate(order, 1):
+            node = nodes[node_id]
+            never = check_capabilities(node.capabilities, job.spec.requirements)
+            now = check_capacity(node.capabilities, node.capacity, job.spec.requirements) if node.capacity and not never else ()
+            run = job.runs.get(node_id)
+            rows.append({
+                "rank": rank,
+                "node": node_id.hex(),
+                "address": records[node_id].address if node_id in records else None,
+                "self": node_id == self.jobs.me,
+                "status": node.status,
+                "live": node.live,
+                "fits": not never,
+                "fits_now": not never and not now,
+                "reasons": list(never) + list(now),
+                "run": run.state if run else None,
+                "run_reason": run.reason if run else None,
+            })
+        status = self.status_object(job, nodes)
+        return {"id": job.job_hex, "policy": self.jobs.policy, "state": status["state"], "reason": status["reason"], "nodes": rows}
+
+    async def files(self, params: dict[str, Any]) -> Any:
+        job, _ = self._resolve(params)
+        which = param(params, "which", str)
+        if which not in ("outputs", "log"):
+            raise ControlError("parameter 'which': outputs or log")
+        status = self.status_object(job, self.jobs.node_views())
+        holders = [bytes.fromhex(r["node"]) for r in status["replicas"] if r["state"] != "declined"]
+        if status["node"]:
+            holders.insert(0, bytes.fromhex(status["node"]))
+        run = job.runs.get(bytes.fromhex(status["node"])) if status["node"] else None
+        if run is None:
+            raise ControlError(f"job {job.job_hex[:12]} has not run yet ({status['state']})")
+        if which == "log":
+            if run.log_digest is None:
+                raise ControlError(f"job {job.job_hex[:12]} has no log yet ({status['state']})")
+            wanted = [{"name": "log", "digest": run.log_digest, "size": None}]
+        else:
+            if not run.final:
+                raise ControlError(f"job {job.job_hex[:12]} has no outputs yet ({status['state']})")
+            wanted = [o.to_wire() for o in run.outputs]
+        addresses = self.jobs.addresses(holders)
+        for item in wanted:
+            try:
+                await fetch_blob(self.blobs, self.node.transport, item["digest"], addresses, self.node.settings.request_timeout * 5)
+            except (FetchError, BlobError) as exc:
+                raise ControlError(str(exc)) from None
+            item["size"] = self.blobs.size(item["digest"])
+        return wanted
+
+
+def _opt_str(raw: dict, key: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RequirementsError(f"{key}: expected text like '500m', '2', '4GiB'")
+    return value

@@ -1,0 +1,123 @@
+"""Jobs end to end on 3 real formd processes on 127.0.0.1, through the real `form` CLI:
+a WASM job submitted on one node runs on the node placement ranks first, status converges
+everywhere, the outputs come back byte-identical on a third node; bad input changes nothing."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pack_manager.placement import rank
+from procs import Cluster, all_see, wait_until
+
+pytestmark = pytest.mark.slow
+
+WASM_DIR = Path(__file__).parent / "wasm"
+TEXT = b"hello formnet\nsecond line\n"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with Cluster(tmp_path_factory.mktemp("jobs")) as cluster:
+        seed = cluster.add("a")
+        cluster.add("b", seed=seed)
+        cluster.add("c", seed=seed)
+        ids = [n.node_id for n in cluster.nodes]
+        wait_until(lambda: all_see(cluster.nodes, ids), 30, "all three nodes to see each other")
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def wasm_context(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wasm-job")
+    context = root / "context"
+    context.mkdir()
+    subprocess.run(["bash", str(WASM_DIR / "build.sh"), str(context)], check=True)
+    (root / "in.txt").write_bytes(TEXT)
+    return root
+
+
+def submit_wasm(node, root: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    return node.form("submit", str(root / "context"), "--kind", "wasm", "--module", "upcase.wasm",
+                     "--input", str(root / "in.txt"), "--cmd", "in.txt", *extra, check=check)
+
+
+def status(node, job_id: str) -> dict:
+    return json.loads(node.form("status", job_id, "--json").stdout)
+
+
+def top_ranked(cluster, job_id: str) -> str:
+    ids = [bytes.fromhex(n.node_id) for n in cluster.nodes[:3]]
+    return rank(bytes.fromhex(job_id), ids)[0].hex()
+
+
+def test_a_wasm_job_runs_on_the_top_ranked_node_only_and_results_reach_any_node(cluster, wasm_context):
+    a, b, c = cluster.nodes[:3]
+    # The job id carries a random nonce: submit until placement puts one on a node other than
+    # the submitter (each earlier one is a real job too, run by a itself).
+    for _ in range(20):
+        job_id = submit_wasm(a, wasm_context).stdout.strip().splitlines()[-1]
+        runner_id = top_ranked(cluster, job_id)
+        if runner_id != a.node_id:
+            break
+    assert runner_id != a.node_id
+    runner = next(n for n in cluster.nodes if n.node_id == runner_id)
+    other = next(n for n in (b, c) if n is not runner)
+
+    def succeeded_everywhere():
+        return all(status(n, job_id)["state"] == "succeeded" for n in (a, b, c))
+
+    wait_until(succeeded_everywhere, 60, "the job to be succeeded on every node")
+    for node in (a, b, c):
+        seen = status(node, job_id)
+        assert seen["node"] == runner_id
+        assert seen["attempt"] == 1
+        assert seen["exit_code"] == 0
+        assert [o["name"] for o in seen["outputs"]] == ["outputs.tar"]
+    explained = json.loads(a.form("explain", job_id[:10], "--json").stdout)
+    runs = {row["node"]: row["run"] for row in explained["nodes"]}
+    assert runs[runner_id] == "succeeded"
+    assert [n for n, state in runs.items() if state is not None] == [runner_id]  # nobody else wrote a run
+    claimed = f"job claimed job={job_id[:12]}"
+    assert claimed in runner.log_text()
+    assert claimed not in a.log_text() + other.log_text()
+
+    out = other.state_dir.parent / "result-on-other"
+    other.form("result", job_id[:8], "-o", str(out))
+    assert (out / "in.txt.upper").read_bytes() == TEXT.upper()
+    log = other.form("logs", job_id).stdout
+    assert "inputs are read-only" in log
+
+
+def test_a_job_no_node_can_fit_is_unschedulable_with_reasons(cluster, wasm_context):
+    a, b, c = cluster.nodes[:3]
+    job_id = submit_wasm(b, wasm_context, "--memory", "64GiB").stdout.strip()
+    wait_until(lambda: status(c, job_id)["state"] == "unschedulable", 30, "c to see the job unschedulable")
+    seen = status(b, job_id)
+    assert seen["state"] == "unschedulable"
+    assert "memory" in seen["reason"]
+    explained = json.loads(b.form("explain", job_id, "--json").stdout)
+    assert len(explained["nodes"]) == 3
+    assert all(not row["fits"] and any("memory" in r for r in row["reasons"]) for row in explained["nodes"])
+
+
+def test_bad_input_is_refused_and_writes_nothing(cluster, wasm_context, tmp_path):
+    a = cluster.nodes[0]
+    before = a.call("job.list", {})
+    cases = [
+        ("submit", str(tmp_path / "missing"), "--kind", "wasm", "--module", "upcase.wasm"),
+        ("submit", str(wasm_context / "context"), "--kind", "wasm", "--module", "upcase.wasm", "--memory", "12 parsecs"),
+        ("submit", str(wasm_context / "context"), "--kind", "wasm", "--module", "upcase.wasm", "--timeout", "soon"),
+        ("submit", str(wasm_context / "context"), "--kind", "teleport"),
+        ("status", "0123456789abcdef0123"),
+        ("status", "abc"),
+        ("status", "not-hex-at-all"),
+        ("cancel", "ffffffffffff"),
+        ("result", "ffffffffffff", "-o", str(tmp_path / "out")),
+    ]
+    for args in cases:
+        result = a.form(*args, check=False)
+        assert result.returncode != 0, args
+        assert result.stderr.startswith("form: "), (args, result.stderr)
+    assert a.call("job.list", {}) == before
