@@ -40,8 +40,10 @@ def podman_json(*args):
 
 
 def leftovers():
-    containers = {c["Id"] for c in podman_json("ps", "-a", "--external")}
-    images = {i["Id"] for i in podman_json("images", "-a")}
+    # Names and tags go with the ids so that a failure says whose they are: this check is
+    # host-wide, and another test run on the same host at the same time also shows up.
+    containers = {c["Id"]: (c.get("Names"), c.get("Image"), c.get("Labels")) for c in podman_json("ps", "-a", "--external")}
+    images = {i["Id"]: i.get("Names") for i in podman_json("images", "-a")}
     return containers, images
 
 
@@ -50,8 +52,10 @@ def clean_check(podman_url):
     before = leftovers()
     yield
     containers, images = leftovers()
-    assert containers - before[0] == set(), "containers left behind"
-    assert images - before[1] == set(), "images left behind"
+    new_containers = {key: value for key, value in containers.items() if key not in before[0]}
+    new_images = {key: value for key, value in images.items() if key not in before[1]}
+    assert new_containers == {}, "containers left behind"
+    assert new_images == {}, "images left behind"
 
 
 class Blobs:

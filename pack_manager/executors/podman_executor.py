@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from dataclasses import replace
 from typing import Any, Callable
@@ -72,30 +73,19 @@ class PodmanExecutor:
     # ---- run ---------------------------------------------------------------------------
 
     async def _run(self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event) -> ExecutionResult:
-        # One client (one connection pool) for the whole job: the attach stream holds one
-        # connection, the control calls reuse another.
-        client = await trio.to_thread.run_sync(self._client)
-        container = None
-        attached = None
-        watch: OomWatch | None = None
-        removed = False
+        job = _RunHandles()
         try:
+            # One thread hop for the whole launch: on a loaded host every hop is a wake-up
+            # that can cost milliseconds. Nothing can be cancelled half-way anyway; the
+            # handles are recorded as they are made, so cleanup below finds them.
             try:
-                image = await trio.to_thread.run_sync(client.images.get, spec.image)
-            except (ImageNotFound, NotFound):
+                await trio.to_thread.run_sync(self._launch, spec, work, job)
+            except _NoImage:
                 return ExecutionResult(
                     FAILED, f"image {spec.image!r} is not on this node (no registry is reachable: build or load it first)"
                 )
-            user = podman_options.choose_user(image.attrs.get("Config", {}).get("User"), self.limits)
-            name = f"formnet-{spec.job_id().hex()[:12]}-{secrets.token_hex(3)}"
-            options = podman_options.run_options(spec, work, self.limits, user, name)
-            container = await trio.to_thread.run_sync(_create, client, options)
-            # Attaching to a created container initialises it (runc create: cgroup and
-            # process exist, the command has not run), so the OOM watch is armed before
-            # the job can allocate anything, without a separate init call.
-            attached = await trio.to_thread.run_sync(self._attach, client, container.id)
-            watch = OomWatch(await trio.to_thread.run_sync(_initialised_pid, container))
-            await trio.to_thread.run_sync(container.start)
+            container, attached, watch = job.container, job.attached, job.watch
+            assert container is not None and watch is not None
 
             final_state: list[dict[str, Any]] = []
 
@@ -116,27 +106,39 @@ class PodmanExecutor:
             state = final_state[0]
             code = int(state.get("ExitCode", -1))
             oom = bool(state.get("OOMKilled")) or watch.poll()
+            oom_known = watch.armed  # read before release() closes the watch
 
-            async def remove() -> None:
-                nonlocal removed
+            async def release() -> None:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(_remove_quietly, container)
-                    removed = True
+                    await trio.to_thread.run_sync(job.release)
 
             # The command has exited: removal and packing the outputs (a bind-mounted host
             # dir the container no longer touches) overlap.
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(remove)
-                return await self._run_result(spec, work, code, oom, watch.armed)
+                nursery.start_soon(release)
+                return await self._run_result(spec, work, code, oom, oom_known)
         finally:
             with trio.CancelScope(shield=True):
-                if container is not None and not removed:
-                    await trio.to_thread.run_sync(_remove_quietly, container)
-                if watch is not None:
-                    watch.close()
-                if attached is not None:
-                    await trio.to_thread.run_sync(attached.close)
-                await trio.to_thread.run_sync(client.close)
+                await trio.to_thread.run_sync(job.release)
+
+    def _launch(self, spec: JobSpec, work: WorkArea, job: "_RunHandles") -> None:
+        """Blocking: look the image up, create, attach, arm the OOM watch, start."""
+        # One client (one connection pool) for the whole job: the attach stream holds one
+        # connection, the control calls reuse another.
+        client = job.client = self._client()
+        try:
+            image = client.images.get(spec.image)
+        except (ImageNotFound, NotFound):
+            raise _NoImage from None
+        user = podman_options.choose_user(image.attrs.get("Config", {}).get("User"), self.limits)
+        name = f"formnet-{spec.job_id().hex()[:12]}-{secrets.token_hex(3)}"
+        container = job.container = _create(client, podman_options.run_options(spec, work, self.limits, user, name))
+        # Attaching to a created container initialises it (runc create: cgroup and
+        # process exist, the command has not run), so the OOM watch is armed before the
+        # job can allocate anything, without a separate init call.
+        job.attached = self._attach(client, container.id)
+        job.watch = OomWatch(_initialised_pid(container))
+        container.start()
 
     async def _run_result(self, spec: JobSpec, work: WorkArea, code: int, oom: bool, oom_known: bool) -> ExecutionResult:
         memory = spec.requirements.memory_bytes
@@ -323,6 +325,36 @@ class PodmanExecutor:
         await trio.to_thread.run_sync(save)
         digest = await trio.to_thread.run_sync(file_digest, target)
         return OutputFile(IMAGE_ARCHIVE, digest, target.stat().st_size, target)
+
+
+class _NoImage(Exception):
+    pass
+
+
+class _RunHandles:
+    """What one run job holds in Podman and on the host; release() frees all of it, once."""
+
+    def __init__(self) -> None:
+        self.client: PodmanClient | None = None
+        self.container: Any = None
+        self.attached: Any = None
+        self.watch: OomWatch | None = None
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        with self._lock:
+            if self.container is not None:
+                _remove_quietly(self.container)
+                self.container = None
+            if self.watch is not None:
+                self.watch.close()
+                self.watch = None
+            if self.attached is not None:
+                self.attached.close()
+                self.attached = None
+            if self.client is not None:
+                self.client.close()
+                self.client = None
 
 
 def _create(client: PodmanClient, options: dict[str, Any]) -> Any:
