@@ -121,3 +121,52 @@ def test_bad_input_is_refused_and_writes_nothing(cluster, wasm_context, tmp_path
         assert result.returncode != 0, args
         assert result.stderr.startswith("form: "), (args, result.stderr)
     assert a.call("job.list", {}) == before
+
+
+LOOP_FOREVER = '(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))'
+
+
+def test_cancel_from_a_node_that_does_not_run_it_stops_the_runner(cluster, tmp_path):
+    a, b, c = cluster.nodes[:3]
+    context = tmp_path / "loop"
+    context.mkdir()
+    (context / "loop.wat").write_text(LOOP_FOREVER)
+    job_id = a.form("submit", str(context), "--kind", "wasm", "--module", "loop.wat", "--timeout", "5m").stdout.strip()
+    wait_until(lambda: status(a, job_id)["state"] == "running", 30, "the job to be running")
+    runner_id = status(a, job_id)["node"]
+    canceller = next(n for n in (a, b, c) if n.node_id != runner_id)
+    canceller.form("cancel", job_id[:12])
+    wait_until(lambda: all(status(n, job_id)["state"] == "cancelled" for n in (a, b, c)), 30, "cancelled everywhere")
+    seen = status(canceller, job_id)
+    assert seen["node"] == runner_id
+    assert "cancel" in seen["reason"]
+
+
+def test_replicas_two_run_on_two_nodes_and_are_verified(cluster, wasm_context):
+    a, b, c = cluster.nodes[:3]
+    job_id = submit_wasm(c, wasm_context, "--replicas", "2").stdout.strip()
+    wait_until(lambda: status(a, job_id)["verified"], 60, "two matching replicas")
+    seen = status(b, job_id)
+    assert seen["state"] == "succeeded"
+    replicas = seen["replicas"]
+    assert len(replicas) == 2 and len({r["node"] for r in replicas}) == 2
+    assert {r["state"] for r in replicas} == {"succeeded"}
+    assert replicas[0]["digest"] == replicas[1]["digest"]
+    ids = [bytes.fromhex(n.node_id) for n in (a, b, c)]
+    assert {r["node"] for r in replicas} == {n.hex() for n in rank(bytes.fromhex(job_id), ids)[:2]}
+
+
+def test_an_ambiguous_or_unknown_prefix_is_a_clear_error(cluster):
+    a = cluster.nodes[0]
+    listed = a.call("job.list", {})
+    assert len(listed) >= 2
+    ids = sorted(job["id"] for job in listed)
+    result = a.form("status", "0" * 7 + "g", check=False)
+    assert result.returncode != 0 and "prefix" in result.stderr
+    unknown = next(p for p in (f"{i:08x}" for i in range(1000)) if not any(j.startswith(p) for j in ids))
+    result = a.form("status", unknown, check=False)
+    assert result.returncode != 0 and "no job" in result.stderr
+    result = a.form("jobs", "--state", "sleeping", check=False)
+    assert result.returncode != 0 and "state" in result.stderr
+    done = json.loads(a.form("jobs", "--state", "succeeded", "--json").stdout)
+    assert done and all(job["state"] == "succeeded" for job in done)
