@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import stat
+import shlex
 import sys
 import tempfile
 import time
@@ -55,7 +58,7 @@ def submit(
     containerfile: str = typer.Option("Containerfile", "-f", "--file", help="Containerfile inside the context (build)"),
     kind: str = typer.Option("build", "--kind", help="build | run | wasm"),
     image: Optional[str] = typer.Option(None, "--image", help="local image (run)"),
-    cmd: Optional[str] = typer.Option(None, "--cmd", help="command, split on spaces (run, wasm arguments)"),
+    cmd: Optional[str] = typer.Option(None, "--cmd", help="command, split like a shell would (run; wasm arguments)"),
     module: Optional[str] = typer.Option(None, "--module", help="wasm module: a path inside the context"),
     inputs: list[Path] = typer.Option([], "--input", help="file placed at /data/inputs/<name>"),
     cpu: Optional[str] = typer.Option(None, "--cpu"),
@@ -81,9 +84,16 @@ def submit(
         _fail(f"--timeout: {exc}")
     if not context_dir.is_dir():
         _fail(f"context {context_dir} is not a directory")
+    try:
+        command = shlex.split(cmd) if cmd else []
+    except ValueError as exc:
+        _fail(f"--cmd: {exc}")
     for item in inputs:
         if not item.is_file():
             _fail(f"input {item} is not a file")
+    content = _content_bytes(context_dir)
+    if content > MAX_CONTEXT:
+        _fail(f"context {context_dir} holds {content:,} bytes of files, over the {MAX_CONTEXT:,}-byte limit")
     with tempfile.TemporaryDirectory(prefix="form-submit-") as tmp:
         tar = Path(tmp) / "context.tar"
         try:
@@ -96,7 +106,7 @@ def submit(
     uploaded = [[item.name, _upload(ctx, item)] for item in inputs]
     params = {
         "kind": kind, "context": context, "containerfile": containerfile, "image": image,
-        "command": cmd.split() if cmd else [], "module": module, "inputs": uploaded,
+        "command": command, "module": module, "inputs": uploaded,
         "requirements": {"cpu": cpu, "memory": memory, "disk": disk, "gpu": gpu, "gpu_model": gpu_model,
                          "gpu_memory": gpu_memory, "labels": label, "prefer": prefer},
         "timeout_ms": int(timeout_s * 1000), "network": network, "replicas": replicas,
@@ -114,6 +124,17 @@ def submit(
         typer.echo(f"{status['state']}: {status['reason']}")
     if status["state"] != "succeeded":
         raise typer.Exit(1)
+
+
+def _content_bytes(root: Path) -> int:
+    """Bytes of regular files under root, counted before packing so a huge context fails fast."""
+    total = 0
+    for dirpath, _, filenames in os.walk(root, followlinks=False):
+        for name in filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
 
 
 def _wait(ctx: typer.Context, job_id: str) -> dict:

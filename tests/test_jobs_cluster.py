@@ -100,12 +100,22 @@ def test_a_job_no_node_can_fit_is_unschedulable_with_reasons(cluster, wasm_conte
     explained = json.loads(b.form("explain", job_id, "--json").stdout)
     assert len(explained["nodes"]) == 3
     assert all(not row["fits"] and any("memory" in r for r in row["reasons"]) for row in explained["nodes"])
+    refused = submit_wasm(a, wasm_context, "--gpu", "1", "--gpu-model", "H100", check=False)
+    assert refused.returncode != 0 and "gpu" in refused.stderr  # WASM has no GPUs: refused at submit
 
 
 def test_bad_input_is_refused_and_writes_nothing(cluster, wasm_context, tmp_path):
     a = cluster.nodes[0]
     before = a.call("job.list", {})
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    with open(huge / "big.bin", "wb") as sparse:
+        sparse.truncate(257 * 1024**2)  # sparse: over the 256 MiB context limit, costs no disk
     cases = [
+        ("submit", str(huge), "--kind", "wasm", "--module", "big.bin"),
+        ("submit", str(wasm_context / "context"), "--kind", "wasm", "--module", "upcase.wasm", "--gpu-model", "H100",
+         "--replicas", "0"),
+        ("submit", str(wasm_context / "context"), "--kind", "wasm", "--module", "../escape.wasm"),
         ("submit", str(tmp_path / "missing"), "--kind", "wasm", "--module", "upcase.wasm"),
         ("submit", str(wasm_context / "context"), "--kind", "wasm", "--module", "upcase.wasm", "--memory", "12 parsecs"),
         ("submit", str(wasm_context / "context"), "--kind", "wasm", "--module", "upcase.wasm", "--timeout", "soon"),
