@@ -1,0 +1,49 @@
+"""Reservations on real formd processes: two jobs that each need most of one node's
+allocatable memory never run on one node at the same time."""
+
+import json
+import subprocess
+from datetime import datetime
+
+import pytest
+
+from procs import Cluster, all_see, wait_until
+from test_jobs_failover import SLEEPER
+
+pytestmark = pytest.mark.slow
+
+
+def status(node, job_id: str) -> dict:
+    return json.loads(node.form("status", job_id, "--json").stdout)
+
+
+def test_two_big_jobs_never_share_a_node_at_once(tmp_path):
+    context = tmp_path / "context"
+    context.mkdir()
+    (tmp_path / "sleeper.c").write_text(SLEEPER)
+    subprocess.run(["clang", "--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-o", str(context / "sleeper.wasm"),
+                    str(tmp_path / "sleeper.c")], check=True)
+    with Cluster(tmp_path / "nodes") as cluster:
+        a = cluster.add("a")
+        b = cluster.add("b", seed=a)
+        nodes = (a, b)
+        wait_until(lambda: all_see(nodes, [n.node_id for n in nodes]), 30, "the cluster to be up")
+        # Every node runs on this one host: 55% of the smallest allocatable memory fits one job
+        # per node, never two.
+        free = min(n["capacity"]["allocatable_memory_bytes"] for n in a.nodes())
+        memory = f"{int(free * 0.55) // 1024**2}MiB"
+        jobs = []
+        for _ in range(4):
+            jobs.append(a.form("submit", str(context), "--kind", "wasm", "--module", "sleeper.wasm", "--cmd", "2",
+                               "--memory", memory).stdout.strip())
+        wait_until(lambda: all(status(a, j)["state"] == "succeeded" for j in jobs), 90, "all four jobs to finish")
+        spans: dict[str, list[tuple[datetime, datetime]]] = {}
+        for job_id in jobs:
+            seen = status(a, job_id)
+            spans.setdefault(seen["node"], []).append(
+                (datetime.fromisoformat(seen["started_at"]), datetime.fromisoformat(seen["finished_at"])))
+        for node_spans in spans.values():
+            node_spans.sort()
+            for (_, end), (start, _) in zip(node_spans, node_spans[1:]):
+                assert start >= end, f"two big jobs overlapped on one node: {node_spans}"
+        assert sum(len(s) for s in spans.values()) == 4
