@@ -391,9 +391,10 @@ def _exit_state(container: Any) -> dict[str, Any]:
 
     The stream ends when the command exits; conmon records the exit code a moment later.
     Inspect reads that record, so a few quick inspects get the code as soon as it exists.
-    The wait endpoint would too, but in Podman 4.3 it also waits for conmon's cleanup
-    process (a whole podman run-time start, 100-250 ms). If the command is still running
-    (it closed its own stdout and stderr), fall back to the blocking wait.
+    The wait endpoint answers only once the state is "exited", which conmon's cleanup
+    process (a whole podman start) sets, and it polls every 250 ms: it returned 120-260 ms
+    after the exit here, even with a 10 ms interval. If the command is still running (it
+    closed its own stdout and stderr), fall back to the blocking wait.
     """
     for pause in (0.0, *EXIT_POLL_S):
         time.sleep(pause)
