@@ -73,6 +73,7 @@ def submit(
     replicas: int = typer.Option(1, "--replicas"),
     network: bool = typer.Option(False, "--network"),
     wait: bool = typer.Option(False, "--wait", help="wait for a final state; exit 1 unless it succeeded"),
+    follow: bool = typer.Option(False, "--follow", help="stream the log meanwhile (implies --wait)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Pack CONTEXT_DIR (and inputs) into the local store, write the signed job, print its id."""
@@ -112,11 +113,13 @@ def submit(
         "timeout_ms": int(timeout_s * 1000), "network": network, "replicas": replicas,
     }
     job_id = _call(ctx, "job.submit", params)["id"]
-    if not wait:
+    if not (wait or follow):
         typer.echo(json.dumps({"id": job_id}) if as_json else job_id)
         return
     if not as_json:
         typer.echo(job_id)
+    if follow:
+        _stream_log(ctx, job_id, True)
     status = _wait(ctx, job_id)
     if as_json:
         typer.echo(json.dumps(status, indent=2, sort_keys=True))
@@ -201,13 +204,26 @@ def _download(ctx: typer.Context, digest: str, dest: Path) -> None:
         _fail(f"download of {digest[:12]} does not match its digest")
 
 
-def logs(ctx: typer.Context, job: str = typer.Argument(...)) -> None:
-    """The job's log (stdout and stderr), from whichever node holds it."""
-    files = _call(ctx, "job.files", {"job": job, "which": "log"})
-    with tempfile.TemporaryDirectory(prefix="form-logs-") as tmp:
-        path = Path(tmp) / "log"
-        _download(ctx, files[0]["digest"], path)
-        sys.stdout.write(path.read_text(errors="replace"))
+def _stream_log(ctx: typer.Context, job: str, follow: bool) -> str:
+    """Print the log from the start; with follow, until the job is final. Returns the last state."""
+    offset = 0
+    while True:
+        reply = _call(ctx, "job.log", {"job": job, "offset": offset})
+        data = base64.b64decode(reply["data"])
+        if data:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+            offset = reply["offset"]
+            continue
+        if reply["done"] or not follow:
+            return reply["state"]
+        time.sleep(0.2)
+
+
+def logs(ctx: typer.Context, job: str = typer.Argument(...),
+         follow: bool = typer.Option(False, "--follow", "-f", help="keep printing until the job ends")) -> None:
+    """The job's log (stdout and stderr): live from the runner, or stored once it ended."""
+    _stream_log(ctx, job, follow)
 
 
 def result(ctx: typer.Context, job: str = typer.Argument(...), output: Path = typer.Option(..., "-o", "--output"),

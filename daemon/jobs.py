@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import blake3
+import msgpack
 import trio
 
 from crdt_state.records import RecordError
@@ -48,9 +49,10 @@ from pack_manager.jobstate import (
 )
 from pack_manager.placement import DEFAULT_POLICY
 
-from .blobfetch import FetchError, fetch_blob
+from .blobfetch import BLOB_PREFIX, FETCH_CHUNK, BlobRequestError, FetchError, fetch_blob, serve_blob_request
 from .blobstore import BlobStore
 from .node import Node
+from .transport import TransportError
 
 RESTARTED = "formd restarted during the run"
 
@@ -102,6 +104,7 @@ class JobLoop:
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._bad_jobs: set[str] = set()
+        self.live_logs: dict[str, Path] = {}  # job hex -> the log file of a run in progress here
 
     @property
     def me(self) -> bytes:
@@ -320,13 +323,58 @@ class JobLoop:
             log_file.write(line if line.endswith("\n") else line + "\n")
             log_file.flush()
 
+        self.live_logs[job.job_hex] = log_path
         try:
             result = await run_job(executor, spec, run_dir / "work", run_dir / "result", self._blob_path, log, running.cancel, self.limits)
         finally:
             log_file.close()
+            self.live_logs.pop(job.job_hex, None)
         log_digest = await trio.to_thread.run_sync(self.blobs.put_file, log_path)
         log_path.unlink(missing_ok=True)
         return result, log_digest
+
+    def read_live_log(self, job_hex: str, offset: int, length: int = FETCH_CHUNK) -> bytes | None:
+        """Part of the log of a run in progress on this node, or None when none runs here."""
+        path = self.live_logs.get(job_hex)
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as src:
+                src.seek(offset)
+                return src.read(length)
+        except FileNotFoundError:
+            return None
+
+    def serve_peer_request(self, payload: bytes) -> bytes | str:
+        """Side requests from peers (0xc1 payloads): blob chunks, and live log chunks
+        {"op": "log", "job": hex, "offset": int} -> 0xc1 + msgpack {"data": bytes}."""
+        try:
+            request = msgpack.unpackb(payload[1:], raw=False)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            raise BlobRequestError("bad side request: not msgpack") from None
+        if isinstance(request, dict) and request.get("op") == "log":
+            job_hex, offset = request.get("job"), request.get("offset")
+            if not isinstance(job_hex, str) or not isinstance(offset, int) or offset < 0:
+                raise BlobRequestError("log request: job and offset required")
+            data = self.read_live_log(job_hex, offset)
+            if data is None:
+                return f"job {job_hex[:12]} is not running here"
+            return BLOB_PREFIX + msgpack.packb({"data": data}, use_bin_type=True)
+        return serve_blob_request(self.blobs, payload)
+
+    async def fetch_live_log(self, node_id: bytes, job_hex: str, offset: int) -> bytes | None:
+        if node_id == self.me:
+            return self.read_live_log(job_hex, offset)
+        addresses = self.addresses([node_id])
+        if not addresses:
+            return None
+        request = BLOB_PREFIX + msgpack.packb({"op": "log", "job": job_hex, "offset": offset}, use_bin_type=True)
+        try:
+            reply = await self.node.transport.request(addresses[0], request, self.node.settings.request_timeout)
+            value = msgpack.unpackb(reply[1:], raw=False) if reply[:1] == BLOB_PREFIX else None
+        except (TransportError, ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            return None
+        return value.get("data") if isinstance(value, dict) and isinstance(value.get("data"), bytes) else None
 
     def _blob_path(self, digest: str) -> Path | None:
         return self.blobs.path(digest) if self.blobs.has(digest) else None

@@ -10,6 +10,8 @@
     job.cancel {"job"}                                     -> {"id", "cancelled": true}
     job.explain {"job"}                                    -> {"id", "policy", "state", "reason", "nodes": [...]}
     job.files  {"job", "which": "outputs" | "log"}         -> [{"name", "digest", "size"}] (fetched here first)
+    job.log    {"job", "offset"}                           -> {"data": b64, "offset", "done", "state"}
+                 live from the runner while it runs, then from the stored log blob; done = final and all sent
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class JobsApi:
             "job.cancel": self.cancel,
             "job.explain": self.explain,
             "job.files": self.files,
+            "job.log": self.log,
         }
 
     # ---- blobs -------------------------------------------------------------------------------
@@ -241,6 +244,18 @@ class JobsApi:
         status = self.status_object(job, nodes)
         return {"id": job.job_hex, "policy": self.jobs.policy, "state": status["state"], "reason": status["reason"], "nodes": rows}
 
+    async def log(self, params: dict[str, Any]) -> Any:
+        job, _ = self._resolve(params)
+        offset = param(params, "offset", int, optional=True, default=0)
+        if offset < 0:
+            raise ControlError("parameter 'offset': must be >= 0")
+        status = self.status_object(job, self.jobs.node_views())
+        try:
+            data, done = await _log_chunk(self, job, status, offset)
+        except (FetchError, BlobError) as exc:
+            raise ControlError(str(exc)) from None
+        return {"data": base64.b64encode(data).decode("ascii"), "offset": offset + len(data), "done": done, "state": status["state"]}
+
     async def files(self, params: dict[str, Any]) -> Any:
         job, _ = self._resolve(params)
         which = param(params, "which", str)
@@ -269,6 +284,23 @@ class JobsApi:
                 raise ControlError(str(exc)) from None
             item["size"] = self.blobs.size(item["digest"])
         return wanted
+
+
+async def _log_chunk(api: "JobsApi", job, status: dict, offset: int) -> tuple[bytes, bool]:
+    node_hex = status["node"]
+    if node_hex is None:
+        return b"", status["state"] in ("cancelled", "unschedulable")
+    run = job.runs.get(bytes.fromhex(node_hex))
+    if run is not None and run.final:
+        if run.log_digest is None:
+            return b"", True
+        holders = api.jobs.addresses([bytes.fromhex(node_hex)])
+        await fetch_blob(api.blobs, api.node.transport, run.log_digest, holders, api.node.settings.request_timeout * 5)
+        size = api.blobs.size(run.log_digest)
+        data = api.blobs.read_chunk(run.log_digest, offset, 512 * 1024) if offset < size else b""
+        return data, offset + len(data) >= size
+    data = await api.jobs.fetch_live_log(bytes.fromhex(node_hex), job.job_hex, offset)
+    return (data or b"")[: 512 * 1024], False
 
 
 def _opt_str(raw: dict, key: str) -> str | None:

@@ -26,7 +26,6 @@ from metrics_agent.collect import collect_capabilities, sample_capacity
 from metrics_agent.executors_probe import probe_executors
 
 from .api import DaemonApi
-from .blobfetch import serve_blob_request
 from .blobstore import BlobStore
 from .config import FormdConfig
 from .control import ControlServer
@@ -157,7 +156,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         executors["wasm"] = WasmExecutor()
     jobs = JobLoop(node, blobs, state_dir / "work", executors)
     node.on_change = jobs.wake
-    node.side_handler = lambda payload: serve_blob_request(blobs, payload)
+    node.side_handler = jobs.serve_peer_request
     api = DaemonApi(node, keyring, keyring_path, state_dir, config, jobs=jobs)
     control = ControlServer(api.methods(), log)
     socket_path = config.path(state_dir, config.socket)

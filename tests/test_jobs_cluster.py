@@ -180,3 +180,15 @@ def test_an_ambiguous_or_unknown_prefix_is_a_clear_error(cluster):
     assert result.returncode != 0 and "state" in result.stderr
     done = json.loads(a.form("jobs", "--state", "succeeded", "--json").stdout)
     assert done and all(job["state"] == "succeeded" for job in done)
+
+
+def test_submit_follow_streams_the_log_and_waits(cluster, wasm_context):
+    b = cluster.nodes[1]
+    result = submit_wasm(b, wasm_context, "--follow")
+    lines = result.stdout.splitlines()
+    assert len(lines[0]) == 64
+    assert "inputs are read-only" in result.stdout
+    assert lines[-1].startswith("succeeded: ")
+    failing = submit_wasm(b, wasm_context, "--wait", "--cmd", "missing.txt", check=False)
+    assert failing.returncode == 1
+    assert failing.stdout.splitlines()[-1].startswith("failed: ")

@@ -57,6 +57,8 @@ def test_kill9_of_the_runner_moves_the_job_to_the_next_ranked_node(tmp_path):
         runner = next(n for n in nodes if n.node_id == order[0])
         successor = order[1]
         wait_until(lambda: status(a, job_id)["state"] == "running", 30, "the job to be running")
+        # Its log, live from the runner while it runs, on a node that does not run it.
+        wait_until(lambda: "sleeping 8 s" in a.form("logs", job_id).stdout, 20, "the live log on a")
         runner.kill()
         survivors = [n for n in nodes if n is not runner]
         wait_until(lambda: all(status(n, job_id)["state"] == "succeeded" for n in survivors), 60, "the successor to finish it")
