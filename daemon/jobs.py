@@ -305,7 +305,7 @@ class JobLoop:
         if executor is None:
             return ExecutionResult(FAILED, f"this node has no {spec.requirements.executor} executor"), None
         try:
-            await self.fetch_inputs(spec)
+            await self.fetch_inputs(spec, job)
         except FetchError as exc:
             return ExecutionResult(FAILED, f"could not fetch the job's input: {exc}"), None
         if running.cancel.is_set():
@@ -383,8 +383,10 @@ class JobLoop:
         wanted = [d for d in [spec.context, spec.module] if d is not None and is_digest(d)]
         return wanted + [item.digest for item in spec.inputs]
 
-    async def fetch_inputs(self, spec: JobSpec) -> None:
-        holders = self.addresses([spec.submitter])
+    async def fetch_inputs(self, spec: JobSpec, job: Job | None = None) -> None:
+        """From the submitter first, then from nodes that ran the job before (they fetched it)."""
+        ran = [n for n, r in (job.runs.items() if job else ()) if r.state not in (DECLINED, CLAIMED) and n != spec.submitter]
+        holders = self.addresses([spec.submitter, *ran])
         for digest in self.spec_blobs(spec):
             await fetch_blob(self.blobs, self.node.transport, digest, holders, self.node.settings.request_timeout * 5)
 

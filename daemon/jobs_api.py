@@ -177,6 +177,7 @@ class JobsApi:
             "kind": job.spec.kind,
             "state": status.state,
             "reason": status.reason,
+            "reasons": list(status.reasons),
             "node": status.node.hex() if status.node else None,
             "attempt": status.attempt,
             "submitted_at": _iso(job.submitted_ms),

@@ -97,6 +97,7 @@ def test_a_job_no_node_can_fit_is_unschedulable_with_reasons(cluster, wasm_conte
     seen = status(b, job_id)
     assert seen["state"] == "unschedulable"
     assert "memory" in seen["reason"]
+    assert len(seen["reasons"]) == 3 and all("memory" in r for r in seen["reasons"])
     explained = json.loads(b.form("explain", job_id, "--json").stdout)
     assert len(explained["nodes"]) == 3
     assert all(not row["fits"] and any("memory" in r for r in row["reasons"]) for row in explained["nodes"])
