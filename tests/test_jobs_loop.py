@@ -1,0 +1,131 @@
+"""The job loop (daemon/jobs.py) on Node objects over the simulated network under MockClock.
+
+The executor is a stand-in (a gate the test opens), because the subject here is the loop's
+protocol: who claims, who yields, who writes what; real executors are exercised by the
+real-process tests (test_jobs_cluster.py) and the executor tests.
+"""
+
+import os
+
+import trio
+import trio.testing
+import pytest
+
+from crdt_state.signing import seal_record
+from daemon.blobstore import BlobStore
+from daemon.jobs import JobLoop
+from daemon.mem_transport import SimNetwork
+from pack_manager.executors.base import CANCELLED, SUCCEEDED, ExecutionResult
+from pack_manager.jobspec import JobSpec
+from pack_manager.jobstate import RunReport
+from pack_manager.placement import rank
+from pack_manager.requirements import WorkloadRequirements
+from test_daemon_node import Sim, wait_for
+
+MODULE = b'(module (memory (export "memory") 1) (func (export "_start")))'
+
+
+@pytest.fixture
+def autojump_clock():
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+class Gate:
+    """Runs until the test opens the gate (succeeded) or the loop cancels it."""
+
+    name = "wasm"
+
+    def __init__(self):
+        self.opened = trio.Event()
+        self.started = 0
+
+    async def execute(self, spec, work, log, cancel):
+        self.started += 1
+        await log("started")
+        async with trio.open_nursery() as nursery:
+            async def watch(event):
+                await event.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch, self.opened)
+            nursery.start_soon(watch, cancel)
+        return ExecutionResult(SUCCEEDED if self.opened.is_set() else CANCELLED, "gate" if self.opened.is_set() else "stopped")
+
+
+def runs(node, job_hex):
+    out = {}
+    for key, entry in node.document.items("runs").items():
+        if key.startswith(job_hex):
+            out[key.split(":")[1]] = RunReport.from_wire(entry.body)
+    return out
+
+
+async def start_cluster(nursery, tmp_path, n=3):
+    network = SimNetwork(seed=11, latency=(0.001, 0.01))
+    sim = Sim(nursery, network)
+    addresses = [f"10.0.9.{i}:7946" for i in range(n)]
+    loops, gates = {}, {}
+    for i, address in enumerate(addresses):
+        node = await sim.start(address, seeds=addresses[:1] if i else [])
+        blobs = BlobStore(tmp_path / f"blobs{i}")
+        blobs.put_bytes(MODULE)  # every node holds the module: no fetch needed in this test
+        gates[address] = Gate()
+        loops[address] = JobLoop(node, blobs, tmp_path / f"work{i}", {"wasm": gates[address]})
+        node.on_change = loops[address].wake
+        await nursery.start(loops[address].run)
+    await wait_for(lambda: sim.everyone_sees(addresses, addresses))
+    return sim, network, addresses, loops, gates
+
+
+def submit(loop):
+    import blake3
+
+    spec = JobSpec(kind="wasm", submitter=loop.me, nonce=os.urandom(16), module=blake3.blake3(MODULE).hexdigest(),
+                   requirements=WorkloadRequirements.from_human(executor="wasm"))
+    job_hex = spec.job_id().hex()
+    loop.node.document.put_local("jobs", job_hex, seal_record(loop.node.identity.private_key, "job", {"spec": spec.pack(), "submitted_ms": 1}))
+    loop.node.commit_local()
+    loop.wake()
+    return job_hex
+
+
+async def test_only_the_top_ranked_node_claims_and_others_write_nothing(autojump_clock, tmp_path):
+    async with trio.open_nursery() as nursery:
+        sim, network, addresses, loops, gates = await start_cluster(nursery, tmp_path)
+        job_hex = submit(loops[addresses[0]])
+        ids = {loops[a].me: a for a in addresses}
+        top = ids[rank(bytes.fromhex(job_hex), list(ids))[0]]
+        await wait_for(lambda: gates[top].started == 1)
+        gates[top].opened.set()
+        top_hex = loops[top].node.identity.node_hex
+        await wait_for(lambda: all(runs(loops[a].node, job_hex).get(top_hex, RunReport("claimed", 1)).state == "succeeded" for a in addresses))
+        for address in addresses:
+            assert list(runs(loops[address].node, job_hex)) == [top_hex]
+            assert gates[address].started == (1 if address == top else 0)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_partition_makes_two_claims_and_the_better_ranked_one_wins_after_healing(autojump_clock, tmp_path):
+    async with trio.open_nursery() as nursery:
+        sim, network, addresses, loops, gates = await start_cluster(nursery, tmp_path)
+        job_hex = submit(loops[addresses[0]])
+        ids = {loops[a].me: a for a in addresses}
+        order = [ids[n] for n in rank(bytes.fromhex(job_hex), list(ids))]
+        top, second = order[0], order[1]
+        await wait_for(lambda: gates[top].started == 1)
+        # Cut the runner off: the others see it die and the next one takes over (attempt 2).
+        network.partition([top], [a for a in addresses if a != top])
+        await wait_for(lambda: gates[second].started == 1)
+        second_hex = loops[second].node.identity.node_hex
+        assert runs(loops[second].node, job_hex)[second_hex].attempt == 2
+        network.heal()
+        # Both claims meet: the better-ranked claimant keeps the job, the other stops and says why.
+        await wait_for(lambda: runs(loops[top].node, job_hex).get(second_hex, RunReport("claimed", 1)).state == "yielded")
+        reason = runs(loops[top].node, job_hex)[second_hex].reason
+        assert "ranks higher" in reason and loops[top].node.identity.node_hex[:12] in reason
+        gates[top].opened.set()
+        top_hex = loops[top].node.identity.node_hex
+        await wait_for(lambda: all(runs(loops[a].node, job_hex)[top_hex].state == "succeeded" for a in addresses))
+        assert runs(loops[second].node, job_hex)[top_hex].attempt == 1
+        assert not loops[second].running and not loops[second].reservations
+        nursery.cancel_scope.cancel()
