@@ -86,19 +86,19 @@ async def fetch_blob(store: BlobStore, transport: Transport, digest: str, holder
 
 async def _fetch_from(store: BlobStore, transport: Transport, digest: str, address: str, timeout: float) -> None:
     writer = None
-    size = None
+    partial = store._tmp / f"{digest}.partial"
+    offset = partial.stat().st_size if partial.exists() else 0  # resume where an earlier holder stopped
     while True:
-        offset = writer.offset if writer is not None else 0
         request = BLOB_PREFIX + msgpack.packb({"op": "blob", "digest": digest, "offset": offset, "length": FETCH_CHUNK}, use_bin_type=True)
         reply = await transport.request(address, request, timeout)
         total, data = _decode_reply(reply)
         if writer is None:
-            size = total
-            writer = await trio.to_thread.run_sync(store.writer, digest, size)
-            if writer.offset:
-                continue  # resume from the partial file: ask again from its end
-        if total != size:
+            writer = await trio.to_thread.run_sync(store.writer, digest, total)
+        elif total != writer.size:
             raise BlobError(f"holder changed its size for {digest[:12]}")
+        if writer.offset != offset:
+            offset = writer.offset  # the partial file did not fit this blob and was dropped: ask again
+            continue
         if data:
             await trio.to_thread.run_sync(writer.write, data)
         if writer.complete:
@@ -106,3 +106,4 @@ async def _fetch_from(store: BlobStore, transport: Transport, digest: str, addre
             return
         if not data:
             raise BlobError(f"holder sent no data at offset {writer.offset}")
+        offset = writer.offset
