@@ -104,7 +104,11 @@ class JobLoop:
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._bad_jobs: set[str] = set()
-        self.live_logs: dict[str, Path] = {}  # job hex -> the log file of a run in progress here
+        self.live_logs: dict[str, Path] = {}
+        # Decoded records by envelope: every pass reads the whole document, decoding once is enough.
+        self._job_cache: dict[str, tuple[bytes, JobSpec, int]] = {}
+        self._run_cache: dict[str, tuple[bytes, RunReport]] = {}
+        self._fetching: dict[str, trio.Lock] = {}  # one fetch per digest: they share its partial file  # job hex -> the log file of a run in progress here
 
     @property
     def me(self) -> bytes:
@@ -118,18 +122,29 @@ class JobLoop:
     def jobs(self) -> dict[str, Job]:
         jobs: dict[str, Job] = {}
         for key, entry in self.node.document.items("jobs").items():
+            cached = self._job_cache.get(key)
+            if cached is not None and cached[0] == entry.envelope:
+                jobs[key] = Job(key, cached[1], cached[2])
+                continue
             job = self._decode_job(key, entry.body)
             if job is not None:
+                self._job_cache[key] = (entry.envelope, job.spec, job.submitted_ms)
                 jobs[key] = job
         for key, entry in self.node.document.items("runs").items():
             job_hex, _, node_hex = key.partition(":")
             job = jobs.get(job_hex)
             if job is None:
                 continue
+            cached_run = self._run_cache.get(key)
+            if cached_run is not None and cached_run[0] == entry.envelope:
+                job.runs[bytes.fromhex(node_hex)] = cached_run[1]
+                continue
             try:
-                job.runs[bytes.fromhex(node_hex)] = RunReport.from_wire(entry.body)
+                report = RunReport.from_wire(entry.body)
             except (WireError, ValueError):
                 continue
+            self._run_cache[key] = (entry.envelope, report)
+            job.runs[bytes.fromhex(node_hex)] = report
         for key in self.node.document.items("cancels"):
             if key in jobs:
                 jobs[key].cancelled = True
@@ -234,6 +249,8 @@ class JobLoop:
             own = job.runs.get(self.me)
             if own is not None and own.final:
                 continue
+            if (own is None or not own.active) and sum(r.final for r in job.runs.values()) >= job.spec.replicas:
+                continue  # finished by others: decide would say nothing (no free replica slot)
             action = scheduling.decide(
                 job.view(), nodes, self.me, self.own_capacity(), policy=self.policy, max_attempts=self.max_attempts
             )
@@ -388,7 +405,17 @@ class JobLoop:
         ran = [n for n, r in (job.runs.items() if job else ()) if r.state not in (DECLINED, CLAIMED) and n != spec.submitter]
         holders = self.addresses([spec.submitter, *ran])
         for digest in self.spec_blobs(spec):
-            await fetch_blob(self.blobs, self.node.transport, digest, holders, self.node.settings.request_timeout * 5)
+            await self.fetch(digest, holders)
+
+    async def fetch(self, digest: str, holders: list[str]) -> None:
+        """Make a blob local; concurrent callers for one digest wait for the one fetch."""
+        lock = self._fetching.setdefault(digest, trio.Lock())
+        try:
+            async with lock:
+                await fetch_blob(self.blobs, self.node.transport, digest, holders, self.node.settings.request_timeout * 5)
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._fetching.pop(digest, None)
 
     def addresses(self, node_ids: list[bytes]) -> list[str]:
         records = self.node.document.node_records()

@@ -32,7 +32,7 @@ from pack_manager.jobspec import JobInput, JobSpec, JobSpecError, is_digest
 from pack_manager.jobstate import JOB_STATES
 from pack_manager.requirements import RequirementsError, WorkloadRequirements
 
-from .blobfetch import FETCH_CHUNK, FetchError, fetch_blob
+from .blobfetch import FetchError
 from .blobstore import BlobError, BlobWriter
 from .control import ControlError, Handler, param
 from .jobs import JobLoop, now_ms
@@ -280,7 +280,7 @@ class JobsApi:
         addresses = self.jobs.addresses(holders)
         for item in wanted:
             try:
-                await fetch_blob(self.blobs, self.node.transport, item["digest"], addresses, self.node.settings.request_timeout * 5)
+                await self.jobs.fetch(item["digest"], addresses)
             except (FetchError, BlobError) as exc:
                 raise ControlError(str(exc)) from None
             item["size"] = self.blobs.size(item["digest"])
@@ -296,7 +296,7 @@ async def _log_chunk(api: "JobsApi", job, status: dict, offset: int) -> tuple[by
         if run.log_digest is None:
             return b"", True
         holders = api.jobs.addresses([bytes.fromhex(node_hex)])
-        await fetch_blob(api.blobs, api.node.transport, run.log_digest, holders, api.node.settings.request_timeout * 5)
+        await api.jobs.fetch(run.log_digest, holders)
         size = api.blobs.size(run.log_digest)
         data = api.blobs.read_chunk(run.log_digest, offset, 512 * 1024) if offset < size else b""
         return data, offset + len(data) >= size
