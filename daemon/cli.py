@@ -24,7 +24,7 @@ import typer
 from pack_manager.requirements import RequirementsError, parse_labels
 
 from . import config as config_file
-from .config import CONFIG_NAME, DEFAULT_PORT, ConfigError, FormdConfig, from_mapping, split_address
+from .config import CONFIG_NAME, DEFAULT_PORT, ConfigError, from_mapping, split_address
 from .identity import IdentityError, create_identity
 from .keyring import Keyring, KeyringError
 

@@ -40,7 +40,6 @@ from pack_manager.jobstate import (
     FAILED,
     RUNNING,
     SUCCEEDED,
-    TIMED_OUT,
     YIELDED,
     OutputRef,
     RunReport,

@@ -28,7 +28,7 @@ from crdt_state.records import RecordError
 from crdt_state.signing import seal_record
 from pack_manager import scheduling
 from pack_manager.fit import check_capabilities, check_capacity
-from pack_manager.jobspec import JobInput, JobSpec, JobSpecError, is_digest
+from pack_manager.jobspec import JobInput, JobSpec, JobSpecError
 from pack_manager.jobstate import JOB_STATES
 from pack_manager.requirements import RequirementsError, WorkloadRequirements
 

@@ -46,7 +46,7 @@ import trio
 
 from daemon.frames import MAX_FRAME, OVERHEAD, REPLAY_WINDOW, FrameError, ReplayGuard, open_frame, seal
 from daemon.keyring import Keyring
-from daemon.transport import DropCallback, Handler, Transport, TransportError
+from daemon.transport import DropCallback, Handler, ReplyWaiter, Transport, TransportError
 
 log = logging.getLogger("formd.transport")
 
@@ -201,15 +201,6 @@ class SimNetwork:
                     log.exception("simulated delivery to %s failed", receiver.local_address)
 
 
-class _Waiter:
-    __slots__ = ("event", "reply", "error")
-
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.reply: bytes | None = None
-        self.error: str | None = None
-
-
 class MemTransport(Transport):
     def __init__(self, network: SimNetwork, address: str, *, keyring: Keyring | None = None,
                  on_drop: DropCallback | None = None) -> None:
@@ -219,7 +210,7 @@ class MemTransport(Transport):
         self.keyring = keyring
         self._replay = ReplayGuard(window=REPLAY_WINDOW) if keyring is not None else None
         self._request_ids = itertools.count(1)
-        self._pending: dict[int, _Waiter] = {}
+        self._pending: dict[int, ReplyWaiter] = {}
         self._nursery: trio.Nursery | None = None
         self._handler: Handler | None = None
         self.closed = False
@@ -243,7 +234,7 @@ class MemTransport(Transport):
         if not self._fits(payload):
             raise TransportError(f"request of {len(payload)} bytes is over the frame limit")
         request_id = next(self._request_ids)
-        waiter = _Waiter()
+        waiter = ReplyWaiter()
         self._pending[request_id] = waiter
         try:
             if self._can_send():
@@ -252,12 +243,7 @@ class MemTransport(Transport):
                 await waiter.event.wait()
         finally:
             self._pending.pop(request_id, None)
-        if waiter.error is not None:
-            raise TransportError(waiter.error)
-        if not waiter.event.is_set():
-            raise TransportError(f"no reply from {address} within {timeout:g} s")
-        assert waiter.reply is not None
-        return waiter.reply
+        return waiter.outcome(address, timeout)
 
     async def serve(self, handler: Handler, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         if self._nursery is not None or self.closed:

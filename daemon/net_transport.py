@@ -44,7 +44,7 @@ from daemon.frames import (
 )
 from daemon.keyring import Keyring
 from daemon.transport import (
-    DropCallback, Handler, Transport, TransportError, format_address, parse_address,
+    DropCallback, Handler, ReplyWaiter, Transport, TransportError, format_address, parse_address,
 )
 
 log = logging.getLogger("formd.transport")
@@ -59,22 +59,13 @@ class _Closed(Exception):
     """The remote end closed the stream."""
 
 
-class _Waiter:
-    __slots__ = ("event", "reply", "error")
-
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.reply: bytes | None = None
-        self.error: str | None = None
-
-
 class _Outbound:
     """One lazily opened, reused connection to a peer's serving address."""
 
     def __init__(self, address: str, queue_frames: int) -> None:
         self.address = address
         self.queue_in, self.queue_out = trio.open_memory_channel[tuple[int, int, bytes]](queue_frames)
-        self.pending: dict[int, _Waiter] = {}
+        self.pending: dict[int, ReplyWaiter] = {}
         self.failure: str | None = None
 
     def fail(self, reason: str) -> None:
@@ -239,7 +230,7 @@ class NetTransport(Transport):
             raise TransportError(f"request of {len(payload)} bytes is over the frame limit")
         connection = self._connection(address)
         request_id = next(self._request_ids)
-        waiter = _Waiter()
+        waiter = ReplyWaiter()
         connection.pending[request_id] = waiter
         try:
             with trio.move_on_after(timeout):
@@ -250,12 +241,7 @@ class NetTransport(Transport):
                 await waiter.event.wait()
         finally:
             connection.pending.pop(request_id, None)
-        if waiter.error is not None:
-            raise TransportError(waiter.error)
-        if not waiter.event.is_set():
-            raise TransportError(f"no reply from {address} within {timeout:g} s")
-        assert waiter.reply is not None
-        return waiter.reply
+        return waiter.outcome(address, timeout)
 
     # -- internals -----------------------------------------------------------------------
 

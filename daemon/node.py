@@ -31,10 +31,10 @@ from typing import Any, Callable, Protocol, Sequence
 import trio
 
 from crdt_state import sync
-from crdt_state.document import ApplyResult, ClusterDocument, DocumentError
+from crdt_state.document import ApplyResult, ClusterDocument
 from crdt_state.records import NodeRecord
 from metrics_agent.capabilities import NodeCapabilities
-from metrics_agent.capacity import NodeCapacity
+from metrics_agent.capacity import GpuUsage, NodeCapacity, apply_reservations
 
 from .gossip import BroadcastQueue, PayloadError, anti_entropy_interval, pack_payload, pick, retransmit_limit, unpack_payload
 from .identity import Identity
@@ -74,15 +74,13 @@ class Store(Protocol):
 
 def static_capacity(capabilities: NodeCapabilities) -> NodeCapacity:
     """Capacity for a node without a metrics sampler: everything free."""
-    return NodeCapacity(
+    observed = NodeCapacity(
         cpu_millicores_idle=capabilities.cpu_millicores,
         memory_available_bytes=capabilities.memory_bytes,
         disk_free_bytes=capabilities.disk_bytes,
-        allocatable_cpu_millicores=capabilities.cpu_millicores,
-        allocatable_memory_bytes=capabilities.memory_bytes,
-        allocatable_disk_bytes=capabilities.disk_bytes,
-        allocatable_gpu_indices=tuple(g.index for g in capabilities.gpus),
+        gpus=tuple(GpuUsage(g.index, g.memory_bytes, 0) for g in capabilities.gpus),
     )
+    return apply_reservations(capabilities, observed, ())
 
 
 class Node:

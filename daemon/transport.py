@@ -39,6 +39,26 @@ class TransportError(Exception):
     """A request got no reply: unreachable peer, timeout, lost connection, peer refused."""
 
 
+class ReplyWaiter:
+    """A request's pending reply: both transports match replies by request id into one of these."""
+
+    __slots__ = ("event", "reply", "error")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.reply: bytes | None = None
+        self.error: str | None = None
+
+    def outcome(self, address: str, timeout: float) -> bytes:
+        """The reply once the wait is over, or TransportError saying why there is none."""
+        if self.error is not None:
+            raise TransportError(self.error)
+        if not self.event.is_set():
+            raise TransportError(f"no reply from {address} within {timeout:g} s")
+        assert self.reply is not None
+        return self.reply
+
+
 def log_drop(address: str, reason: str) -> None:
     log.warning("bad frame dropped: %s from %s", reason, address)
 

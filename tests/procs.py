@@ -198,3 +198,14 @@ def all_see(observers: Iterable[Formd], node_ids: Iterable[str], status: str = "
         if not all(statuses.get(node_id) == status for node_id in wanted):
             return False
     return True
+
+
+def job_status(node: Formd, job_id: str) -> dict:
+    """`form status JOB --json` on one node, parsed."""
+    return json.loads(node.form("status", job_id, "--json").stdout)
+
+
+def compile_wasi(source: Path, output: Path) -> Path:
+    """A C file to a wasm32-wasi module with Debian's clang/lld/wasi-libc (installed by setup-host.sh)."""
+    subprocess.run(["clang", "--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-o", str(output), str(source)], check=True)
+    return output

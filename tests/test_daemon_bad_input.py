@@ -17,7 +17,7 @@ from crdt_state.signing import node_id_of, raw_public_key, seal_record
 from daemon.frames import seal
 from daemon.gossip import pack_payload
 from daemon.keyring import Keyring
-from daemon.net_transport import HELLO, SEND, NetTransport
+from daemon.net_transport import HELLO, NetTransport
 from procs import Cluster, all_see, wait_until
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from cli.client import ClientError, call
-from daemon.control import ControlError, ControlServer, param
+from daemon.control import ControlServer, param
 from daemon.control_protocol import MAX_LINE, ProtocolError, decode_reply, decode_request, encode_request
 from daemon.log import EventLog
 

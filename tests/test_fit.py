@@ -1,6 +1,5 @@
 """check_fit: "can never fit" (capabilities) apart from "cannot fit now" (capacity), one reason each."""
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 

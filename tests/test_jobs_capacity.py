@@ -1,28 +1,22 @@
 """Reservations on real formd processes: two jobs that each need most of one node's
 allocatable memory never run on one node at the same time."""
 
-import json
-import subprocess
 from datetime import datetime
 
 import pytest
 
-from procs import Cluster, all_see, wait_until
+from procs import Cluster, all_see, compile_wasi, wait_until
+from procs import job_status as status
 from test_jobs_failover import SLEEPER
 
 pytestmark = pytest.mark.slow
-
-
-def status(node, job_id: str) -> dict:
-    return json.loads(node.form("status", job_id, "--json").stdout)
 
 
 def test_two_big_jobs_never_share_a_node_at_once(tmp_path):
     context = tmp_path / "context"
     context.mkdir()
     (tmp_path / "sleeper.c").write_text(SLEEPER)
-    subprocess.run(["clang", "--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-o", str(context / "sleeper.wasm"),
-                    str(tmp_path / "sleeper.c")], check=True)
+    compile_wasi(tmp_path / "sleeper.c", context / "sleeper.wasm")
     with Cluster(tmp_path / "nodes") as cluster:
         a = cluster.add("a")
         b = cluster.add("b", seed=a)

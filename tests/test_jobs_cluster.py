@@ -10,6 +10,7 @@ import pytest
 
 from pack_manager.placement import rank
 from procs import Cluster, all_see, wait_until
+from procs import job_status as status
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +42,6 @@ def wasm_context(tmp_path_factory):
 def submit_wasm(node, root: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
     return node.form("submit", str(root / "context"), "--kind", "wasm", "--module", "upcase.wasm",
                      "--input", str(root / "in.txt"), "--cmd", "in.txt", *extra, check=check)
-
-
-def status(node, job_id: str) -> dict:
-    return json.loads(node.form("status", job_id, "--json").stdout)
 
 
 def top_ranked(cluster, job_id: str) -> str:

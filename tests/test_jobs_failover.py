@@ -3,12 +3,12 @@ job over with attempt 2 and finishes it; the killed node, restarted, marks its o
 yielded instead of running the job again."""
 
 import json
-import subprocess
 
 import pytest
 
 from pack_manager.placement import rank
-from procs import Cluster, all_see, wait_until
+from procs import Cluster, all_see, compile_wasi, wait_until
+from procs import job_status as status
 
 pytestmark = pytest.mark.slow
 
@@ -30,16 +30,11 @@ int main(int argc, char **argv) {
 """
 
 
-def status(node, job_id: str) -> dict:
-    return json.loads(node.form("status", job_id, "--json").stdout)
-
-
 def test_kill9_of_the_runner_moves_the_job_to_the_next_ranked_node(tmp_path):
     context = tmp_path / "context"
     context.mkdir()
     (tmp_path / "sleeper.c").write_text(SLEEPER)
-    subprocess.run(["clang", "--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-o", str(context / "sleeper.wasm"),
-                    str(tmp_path / "sleeper.c")], check=True)
+    compile_wasi(tmp_path / "sleeper.c", context / "sleeper.wasm")
     with Cluster(tmp_path / "nodes") as cluster:
         a = cluster.add("a")
         b = cluster.add("b", seed=a)

@@ -8,6 +8,7 @@ import pytest
 from pack_manager.base_image import BASE_IMAGE, ensure_base_image
 from pack_manager.podman_service import start_service, stop_service
 from procs import Cluster, all_see, wait_until
+from procs import job_status as status
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman]
 
@@ -21,10 +22,6 @@ def podman_url(tmp_path_factory):
         yield url
     finally:
         stop_service(process, state)
-
-
-def status(node, job_id: str) -> dict:
-    return json.loads(node.form("status", job_id, "--json").stdout)
 
 
 def test_a_podman_run_job_goes_to_the_podman_node_and_its_outputs_come_back(tmp_path, podman_url):
