@@ -300,6 +300,8 @@ class Node:
                 shape = _shape(record)
                 significant = significant or self._shapes.get(record.node_id) != shape
                 self._shapes[record.node_id] = shape
+        # Joins, leaves and rejoins are logged the moment they are seen, not at the next tick.
+        self._log_membership(self.membership.take_events())
         if isinstance(message, sync.Update):
             self.queue.add(message.update, self._transmit_limit(significant))  # pass it on: epidemic push
         if significant and self.on_change is not None:
@@ -344,8 +346,10 @@ class Node:
             self._report_membership()
 
     def _report_membership(self) -> None:
-        now = trio.current_time()
-        for event in self.membership.tick(now, self.cluster_size()):
+        self._log_membership(self.membership.tick(trio.current_time(), self.cluster_size()))
+
+    def _log_membership(self, events) -> None:
+        for event in events:
             record = self.document.node_records().get(event.node_id)
             address = record.address if record is not None else "?"
             fields = {"id": event.node_id.hex()[:12], "addr": address}

@@ -113,6 +113,9 @@ async def test_a_partition_makes_two_claims_and_the_better_ranked_one_wins_after
         order = [ids[n] for n in rank(bytes.fromhex(job_hex), list(ids))]
         top, second = order[0], order[1]
         await wait_for(lambda: gates[top].started == 1)
+        # The takeover counts as attempt 2 only if the successor saw the first claim before the cut.
+        top_hex = loops[top].node.identity.node_hex
+        await wait_for(lambda: top_hex in runs(loops[second].node, job_hex))
         # Cut the runner off: the others see it die and the next one takes over (attempt 2).
         network.partition([top], [a for a in addresses if a != top])
         await wait_for(lambda: gates[second].started == 1)
@@ -124,7 +127,6 @@ async def test_a_partition_makes_two_claims_and_the_better_ranked_one_wins_after
         reason = runs(loops[top].node, job_hex)[second_hex].reason
         assert "ranks higher" in reason and loops[top].node.identity.node_hex[:12] in reason
         gates[top].opened.set()
-        top_hex = loops[top].node.identity.node_hex
         await wait_for(lambda: all(runs(loops[a].node, job_hex)[top_hex].state == "succeeded" for a in addresses))
         assert runs(loops[second].node, job_hex)[top_hex].attempt == 1
         assert not loops[second].running and not loops[second].reservations
