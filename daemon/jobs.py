@@ -15,7 +15,6 @@ Records written here (bodies; envelopes are signed by this node):
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -75,8 +74,9 @@ class Running:
     stop_reason: str = ""
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+def node_now_ms(node: Node) -> int:
+    """Wall-clock milliseconds as the node sees them (simulated time in the simulation)."""
+    return int(node.wall_clock() * 1000)
 
 
 class JobLoop:
@@ -188,7 +188,7 @@ class JobLoop:
     # ---- writing our run records ------------------------------------------------------------
 
     def write_run(self, job_hex: str, current: RunReport | None, state: str, *, durable: bool = False, **changes: Any) -> RunReport | None:
-        changes.setdefault("updated_ms", now_ms())
+        changes.setdefault("updated_ms", node_now_ms(self.node))
         try:
             report = advance(current, state, **changes)
             envelope = seal_record(self.node.identity.private_key, "run", report.to_wire())
@@ -282,9 +282,9 @@ class JobLoop:
                     running.stop_state, running.stop_reason = state, action.reason
                     running.cancel.set()
             elif own is not None and own.active:
-                self.write_run(job_hex, own, state, reason=action.reason, finished_ms=now_ms())
+                self.write_run(job_hex, own, state, reason=action.reason, finished_ms=node_now_ms(self.node))
         elif isinstance(action, scheduling.GiveUp):
-            self.write_run(job_hex, own, FAILED, attempt=max(1, action.attempt), reason=action.reason, finished_ms=now_ms())
+            self.write_run(job_hex, own, FAILED, attempt=max(1, action.attempt), reason=action.reason, finished_ms=node_now_ms(self.node))
 
     # ---- one run ----------------------------------------------------------------------------
 
@@ -302,14 +302,14 @@ class JobLoop:
             current = self.own_run(job_hex) or report
             self.write_run(
                 job_hex, current, state, durable=True, reason=reason, exit_code=result.exit_code,
-                finished_ms=now_ms(), outputs=tuple(outputs), result_digest=_result_digest(outputs) if state == SUCCEEDED else None,
+                finished_ms=node_now_ms(self.node), outputs=tuple(outputs), result_digest=_result_digest(outputs) if state == SUCCEEDED else None,
                 log_digest=log_digest,
             )
         except Exception as exc:  # anything unexpected still ends the run with a record
             self.node.log.error("job run failed", job=job_hex[:12], error=f"{type(exc).__name__}: {exc}")
             current = self.own_run(job_hex) or report
             if current.active:
-                self.write_run(job_hex, current, FAILED, reason=f"formd error: {type(exc).__name__}: {exc}", finished_ms=now_ms())
+                self.write_run(job_hex, current, FAILED, reason=f"formd error: {type(exc).__name__}: {exc}", finished_ms=node_now_ms(self.node))
         finally:
             self.reservations.pop(job_hex, None)
             self.running.pop(job_hex, None)
@@ -329,7 +329,7 @@ class JobLoop:
         current = self.own_run(job.job_hex) or report
         if current.state != CLAIMED:
             return ExecutionResult(CANCELLED, "claim no longer held"), None
-        self.write_run(job.job_hex, current, RUNNING, reason=f"running on {self.node.identity.node_hex[:12]}", started_ms=now_ms())
+        self.write_run(job.job_hex, current, RUNNING, reason=f"running on {self.node.identity.node_hex[:12]}", started_ms=node_now_ms(self.node))
         run_dir = self.work_dir / f"{job.job_hex}-{report.attempt}-{os.urandom(4).hex()}"
         log_path = run_dir.with_suffix(".log")
         run_dir.parent.mkdir(parents=True, exist_ok=True)

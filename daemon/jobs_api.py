@@ -35,7 +35,7 @@ from pack_manager.requirements import RequirementsError, WorkloadRequirements
 from .blobfetch import FetchError
 from .blobstore import BlobError, BlobWriter
 from .control import ControlError, Handler, param
-from .jobs import JobLoop, now_ms
+from .jobs import JobLoop, node_now_ms
 
 MIN_PREFIX = 8
 
@@ -146,7 +146,7 @@ class JobsApi:
             raise ControlError(f"inputs are {total_inputs:,} bytes together, over the {limits.max_input_bytes:,}-byte limit")
         job_hex = spec.job_id().hex()
         try:
-            envelope = seal_record(self.node.identity.private_key, "job", {"spec": spec.pack(), "submitted_ms": now_ms()})
+            envelope = seal_record(self.node.identity.private_key, "job", {"spec": spec.pack(), "submitted_ms": node_now_ms(self.node)})
             self.node.document.put_local("jobs", job_hex, envelope)
         except RecordError as exc:
             raise ControlError(f"job record refused: {exc}") from None
@@ -208,7 +208,7 @@ class JobsApi:
         job, _ = self._resolve(params)
         if job.cancelled:
             return {"id": job.job_hex, "cancelled": True}
-        envelope = seal_record(self.node.identity.private_key, "cancel", {"reason": "cancelled by request", "requested_ms": now_ms()})
+        envelope = seal_record(self.node.identity.private_key, "cancel", {"reason": "cancelled by request", "requested_ms": node_now_ms(self.node)})
         try:
             self.node.document.put_local("cancels", job.job_hex, envelope)
         except RecordError as exc:
