@@ -23,43 +23,78 @@ def default_socket() -> Path:
 
 def call(socket_path: Path, method: str, params: dict[str, Any] | None = None, *, timeout: float = 30.0) -> Any:
     """Send one request and return its result, or raise ClientError with the daemon's reason."""
-    try:
-        request = encode_request(method, params)
-    except ProtocolError as exc:
-        raise ClientError(str(exc)) from exc
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
+    with Connection(socket_path, timeout=timeout) as connection:
+        return connection.call(method, params)
+
+
+class Connection:
+    """One control connection for many requests (the protocol answers them in order): what a
+    caller making many calls uses instead of `call`, which connects once per request."""
+
+    def __init__(self, socket_path: Path, *, timeout: float = 30.0) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self._buffer = bytearray()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
         try:
-            sock.connect(str(socket_path))
-        except FileNotFoundError as exc:
-            raise ClientError(f"cannot reach formd: {socket_path} does not exist (is formd running? see --socket)") from exc
-        except PermissionError as exc:
-            raise ClientError(f"cannot reach formd: permission denied on {socket_path}") from exc
+            self._sock.connect(str(socket_path))
         except OSError as exc:
+            self._sock.close()
+            if isinstance(exc, FileNotFoundError):
+                raise ClientError(f"cannot reach formd: {socket_path} does not exist (is formd running? see --socket)") from exc
+            if isinstance(exc, PermissionError):
+                raise ClientError(f"cannot reach formd: permission denied on {socket_path}") from exc
             raise ClientError(f"cannot reach formd at {socket_path}: {exc.strerror or exc}") from exc
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        return self.call_many([(method, params)])[0]
+
+    def call_many(self, requests: list[tuple[str, dict[str, Any] | None]]) -> list[Any]:
+        """Send every request, then read every reply (pipelined); raises ClientError for the
+        first request formd refused, after all replies are read."""
         try:
-            sock.sendall(request)
-            line = _read_line(sock)
+            lines = b"".join(encode_request(method, params) for method, params in requests)
+        except ProtocolError as exc:
+            raise ClientError(str(exc)) from exc
+        try:
+            self._sock.sendall(lines)
+            replies = [self._read_line() for _ in requests]
         except socket.timeout as exc:
-            raise ClientError(f"formd at {socket_path} did not answer within {timeout:g}s") from exc
+            raise ClientError(f"formd at {self.socket_path} did not answer within {self.timeout:g}s") from exc
         except OSError as exc:
-            raise ClientError(f"connection to formd at {socket_path} failed: {exc.strerror or exc}") from exc
-    try:
-        ok, value = decode_reply(line)
-    except ProtocolError as exc:
-        raise ClientError(f"formd sent a reply this client does not understand: {exc}") from exc
-    if not ok:
-        raise ClientError(value)
-    return value
+            raise ClientError(f"connection to formd at {self.socket_path} failed: {exc.strerror or exc}") from exc
+        results, refused = [], None
+        for line in replies:
+            try:
+                ok, value = decode_reply(line)
+            except ProtocolError as exc:
+                raise ClientError(f"formd sent a reply this client does not understand: {exc}") from exc
+            if not ok and refused is None:
+                refused = value
+            results.append(value)
+        if refused is not None:
+            raise ClientError(refused)
+        return results
 
+    def _read_line(self) -> bytes:
+        while b"\n" not in self._buffer:
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise ClientError("formd closed the connection without answering")
+            self._buffer += chunk
+            if len(self._buffer) > MAX_LINE + 1 and b"\n" not in self._buffer:
+                raise ClientError("formd's reply is over the line limit")
+        end = self._buffer.index(b"\n")
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        return line
 
-def _read_line(sock: socket.socket) -> bytes:
-    buffer = bytearray()
-    while b"\n" not in buffer:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ClientError("formd closed the connection without answering")
-        buffer += chunk
-        if len(buffer) > MAX_LINE + 1:
-            raise ClientError("formd's reply is over the line limit")
-    return bytes(buffer[: buffer.index(b"\n")])
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
