@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pycrdt
 from pycrdt import Doc, Map
@@ -159,13 +159,28 @@ class ClusterDocument:
         entry = verify_entry(map_name, key, envelope, self._known_nodes(), held=self._views[map_name].get(key))
         if self.local_node_id is not None and entry.signer_id != self.local_node_id:
             raise RecordError("put_local writes only records signed by this node")
-        before = self._doc.get_state()
-        self._doc[map_name][key] = entry.envelope
-        update = self._doc.get_update(before)
+        update = self._local_transaction(lambda: self._doc[map_name].__setitem__(key, entry.envelope))
         self._shadow.apply_update(update)
         self._changes.clear()
         self._views[map_name][key] = entry
         self._local_updates.append(update)
+
+    def _local_transaction(self, write: Callable[[], None]) -> bytes:
+        """Run `write` in one transaction and return that transaction's own update.
+
+        Not get_update(state before): that carries the document's whole delete set, including
+        other writers' overwritten versions, and a replica that has not yet received the newer
+        version of such a key would see it vanish and refuse our honest update."""
+        captured: list[bytes] = []
+        # Subscribed per call: _doc is replaced on restore and after a refusal, and a
+        # subscription kept on an old Doc would silently capture nothing.
+        subscription = self._doc.observe(lambda event: captured.append(event.update))
+        try:
+            with self._doc.transaction():
+                write()
+        finally:
+            self._doc.unobserve(subscription)
+        return b"".join(captured)
 
     def drain_local_updates(self) -> list[bytes]:
         """Updates made by put_local since the last call, for eager push and the store."""

@@ -47,7 +47,7 @@ class FormdConfig:
     gossip_interval_ms: int = 200
     gossip_fanout: int = 3
     retransmit_mult: int = 4  # for updates that change what a node is (labels, status, ...)
-    heartbeat_retransmit_mult: int = 4  # for updates that only advance heartbeat/capacity (1 once crdt_state pushes per-transaction updates)
+    heartbeat_retransmit_mult: int = 1  # for updates that only advance heartbeat/capacity (see daemon/gossip.py)
     anti_entropy_interval_s: float = 30.0
     tick_interval_ms: int = 1000
     # Liveness (daemon/membership.py): suspect after suspect_mult x log10(max(n,10)) ticks

@@ -50,7 +50,7 @@ class NodeSettings:
     gossip_interval: float = 0.2
     gossip_fanout: int = 3
     retransmit_mult: int = 4
-    heartbeat_retransmit_mult: int = 4
+    heartbeat_retransmit_mult: int = 1
     anti_entropy_interval: float = 30.0
     tick_interval: float = 1.0
     suspect_mult: float = 4.0

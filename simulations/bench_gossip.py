@@ -8,7 +8,9 @@ every node alive, then
 - change a label on one node `--changes` times and time how long until every node's
   `nodes` view shows it (polled over the control sockets every 10 ms);
 - read every node's transport byte counters, wait `--steady` seconds, read again:
-  bytes sent per node per second at steady state (heartbeats + capacity every tick).
+  bytes sent per node per second at steady state (heartbeats + capacity every tick);
+- count the "bad update dropped" lines in every node's log after all were alive: an honest
+  cluster should have none (a refused honest update costs a repair exchange).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ BENCH_SETTINGS = {  # the defaults, spelled out so the figures say what they mea
     "tick_interval_ms": "1000",
     "gossip_interval_ms": "200",
     "gossip_fanout": "3",
+    "retransmit_mult": "4",
+    "heartbeat_retransmit_mult": "1",
     "anti_entropy_interval_s": "30.0",
     "suspect_mult": "4.0",
     "dead_mult": "3.0",
@@ -41,6 +45,10 @@ def label_of(node, target_id: str) -> str | None:
         if entry["id"] == target_id:
             return entry["labels"].get("bench")
     return None
+
+
+def refusals_logged(cluster: Cluster) -> int:
+    return sum(node.log_text().count("bad update dropped") for node in cluster.nodes)
 
 
 def time_label_change(cluster: Cluster, changer, value: str) -> float:
@@ -84,6 +92,7 @@ def run(size: int, changes: int, steady: float) -> dict:
         ids = [node.node_id for node in cluster.nodes]
         wait_until(lambda: all_see(cluster.nodes, ids), 180, f"{size} nodes to converge", interval=0.5)
         converged = time.monotonic() - began
+        refused_before = refusals_logged(cluster)
 
         times = [time_label_change(cluster, cluster.nodes[(i * 7 + 3) % size], f"v{i}") for i in range(changes)]
 
@@ -94,6 +103,7 @@ def run(size: int, changes: int, steady: float) -> dict:
         elapsed = time.monotonic() - t0
         sent = [(second[k]["bytes_sent"] - first[k]["bytes_sent"]) / elapsed for k in first]
         received = [(second[k]["bytes_received"] - first[k]["bytes_received"]) / elapsed for k in first]
+        refused_after = refusals_logged(cluster) - refused_before
         return {
             "nodes": size,
             "start_to_converged_s": converged,
@@ -101,6 +111,8 @@ def run(size: int, changes: int, steady: float) -> dict:
             "sent_bytes_per_node_per_s": statistics.mean(sent),
             "sent_max_node": max(sent),
             "received_bytes_per_node_per_s": statistics.mean(received),
+            "refused_while_joining": refused_before,
+            "refused_after_converged": refused_after,
         }
 
 
@@ -125,7 +137,9 @@ def main() -> int:
             f"label seen everywhere: median {statistics.median(times) * 1000:.0f} ms, "
             f"max {max(times) * 1000:.0f} ms over {len(times)} changes | "
             f"steady state: {result['sent_bytes_per_node_per_s'] / 1024:.1f} KiB/s sent per node "
-            f"(max {result['sent_max_node'] / 1024:.1f}), {result['received_bytes_per_node_per_s'] / 1024:.1f} KiB/s received"
+            f"(max {result['sent_max_node'] / 1024:.1f}), {result['received_bytes_per_node_per_s'] / 1024:.1f} KiB/s received | "
+            f"'bad update dropped' log lines: {result['refused_while_joining']} while joining, "
+            f"{result['refused_after_converged']} after"
         )
         sys.stdout.flush()
     return 0

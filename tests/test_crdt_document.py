@@ -77,6 +77,25 @@ def test_rewriting_the_own_record_keeps_the_document_small():
     assert len(b.doc.full_state()) < size_before + 64
 
 
+def test_a_lagging_replica_takes_a_writers_newest_update():
+    # b rewrites its record; a receives that, c does not. a's next heartbeat (which replaces a's
+    # previous version of its own key) must carry only a's own change: if it carried a's whole
+    # delete set, c would see b's only version it holds deleted and refuse a's honest update.
+    a, b, c = cluster()
+    b.heartbeat()
+    (b_update,) = b.doc.drain_local_updates()
+    assert a.doc.apply_remote(b_update).accepted
+    a.heartbeat(address="127.0.0.1:9001")
+    (a_update,) = a.doc.drain_local_updates()
+    result = c.doc.apply_remote(a_update)
+    assert result.accepted, result.reason
+    assert result.changed == {("nodes", a.hex)}
+    assert c.doc.node_records()[a.node_id].address == "127.0.0.1:9001"
+    assert c.doc.node_records()[b.node_id].heartbeat == 1  # still b's old record, not deleted
+    assert c.doc.apply_remote(b_update).accepted
+    assert c.doc.node_records() == a.doc.node_records()
+
+
 def test_put_local_refuses_what_no_reader_would_accept():
     a, b = cluster(2)
     view = snapshot_view(a.doc)
@@ -166,10 +185,13 @@ def test_garbage_truncated_or_bit_flipped_updates_change_nothing(garbage, cut, f
     view = snapshot_view(b.doc)
     for candidate in (garbage, update[: min(cut, len(update) - 1)], bytes(damaged)):
         result = b.doc.apply_remote(candidate)
-        if result.accepted:
+        if result.accepted and result.changed:
             # A flipped bit can land in a spot that still decodes to a valid signed record
             # (e.g. the client id): then the honest record must be exactly what is visible.
             assert b.doc.node_records()[a.node_id] == a.record(heartbeat=a.beats)
+        elif result.accepted:
+            # Valid but changing nothing a reader sees, e.g. b"\x00\x00" (an empty update).
+            assert snapshot_view(b.doc)[:2] == view[:2]
         else:
             assert snapshot_view(b.doc) == view
     assert b.doc.apply_remote(update).accepted
