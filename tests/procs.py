@@ -30,6 +30,18 @@ TEST_SETTINGS = {
     "executors": '["wasm"]',  # no Podman service per test node
 }
 
+# formd's shipped timing defaults (memberlist LAN-like), spelled out for benchmarks and the
+# loopback harness so their figures say what they measured.
+DEFAULT_TIMINGS = {
+    "tick_interval_ms": "1000",
+    "gossip_interval_ms": "200",
+    "gossip_fanout": "3",
+    "anti_entropy_interval_s": "30.0",
+    "suspect_mult": "4.0",
+    "dead_mult": "3.0",
+    "request_timeout_ms": "2000",
+}
+
 
 def _command(name: str, module: str) -> list[str]:
     script = BIN / name
@@ -99,11 +111,14 @@ class Formd:
     def key_file(self) -> Path:
         return self.state_dir / "cluster.key"
 
-    def start(self) -> "Formd":
+    def start(self, *, new_session: bool = False) -> "Formd":
+        """new_session: run formd in its own process group, so a Ctrl-C meant for the caller does
+        not reach it and the caller can stop it in order (the loopback harness)."""
         assert self.process is None or self.process.poll() is not None, "already running"
         log = open(self.log_path, "ab")
         try:
-            self.process = subprocess.Popen([*FORMD, "run", "--state-dir", str(self.state_dir)], stdout=log, stderr=log)
+            self.process = subprocess.Popen([*FORMD, "run", "--state-dir", str(self.state_dir)], stdout=log, stderr=log,
+                                            start_new_session=new_session)
         finally:
             log.close()
         wait_until(lambda: self.socket.exists() and self.call("status"), 30, f"{self.name} to serve its control socket")
