@@ -5,9 +5,9 @@ rewritten by its one writer stays the same size in pycrdt, nested maps grow per 
 
 Nothing a peer sends becomes visible before it is checked. A remote update is first applied to
 a shadow copy of the document; the map entries it changed are verified there (signature,
-signer owns the key, no deletes, no unknown top-level names, no structs left waiting for
-updates we have not seen). Only then is it applied to the real document; otherwise the whole
-update is refused and the shadow is rebuilt from the real document. Readers see `views`,
+signer owns the key, deletes only where allowed, no unknown top-level names, no structs left
+waiting for updates we have not seen). Only then is it applied to the real document;
+otherwise the whole update is refused and the shadow is rebuilt from the real document. Readers see `views`,
 built from entries that passed those checks, so a signature is verified once per value that
 arrives, not on every read.
 
@@ -25,6 +25,27 @@ Deviations from the agreed interface (small, additive):
   replica and all views agree again.
 - `ApplyResult.missing`: True when the update depends on changes we have not received; the
   sync layer answers it with our state vector so the sender fills the gap.
+
+Local updates carry only their own transaction (see _local_transaction): an eager push never
+deletes anything but what its writer just replaced or retired.
+
+Deletes (retiring finished jobs, DESIGN.md "Growth"): `delete_local` removes keys of jobs, runs
+and cancels in one transaction. A remote update that removes a key a reader can see is
+accepted only when `may_delete(map_name, key, held_entry)` says so (None, the default, refuses
+every delete); a delete in `nodes` is always refused, since liveness and the other maps'
+signer checks rest on node records. A key that was never visible here (never received, or
+held but failing verification) is not a delete to readers and is accepted.
+Why this converges although replicas decide at different moments: the job layer's predicate
+is monotone in time ("the job is final and finished long enough ago"): once true for an entry
+it stays true. A replica that refuses a delete now keeps the entry and rebuilds its shadow;
+the deleting peers keep the delete in their delete set, and pycrdt puts the whole delete set
+into every diff (get_update(state_vector)), so the next anti-entropy exchange offers the same
+delete again, and it is accepted once the predicate holds. Until then such a replica also
+refuses the other changes bundled in that diff (eager pushes, one transaction each, still get
+through), so the predicate receivers use should hold no later than the deleter's own rule.
+Deleted values are garbage-collected by pycrdt; what stays is a tombstone with the item's id,
+origin and key text (73 B per deleted job key, measured in tests/test_crdt_deletes.py) until
+an epoch compaction starts a fresh document.
 """
 
 from __future__ import annotations
@@ -40,6 +61,10 @@ from crdt_state.records import MAP_KINDS, NodeRecord, RecordError, SignedEntry, 
 
 MAX_UPDATE = 16 * 1024 * 1024
 MAP_NAMES = tuple(MAP_KINDS)
+DELETABLE_MAPS = ("jobs", "runs", "cancels")
+
+# may_delete(map_name, key, entry held for that key) -> allow the remote delete?
+DeletePredicate = Callable[[str, str, SignedEntry | None], bool]
 
 
 class DocumentError(ValueError):
@@ -50,7 +75,7 @@ class DocumentError(ValueError):
 class ApplyResult:
     accepted: bool
     reason: str | None = None
-    changed: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    changed: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # written or deleted
     missing: bool = False
     stale: frozenset[str] = field(default_factory=frozenset)  # node keys whose older record is not shown
     # The update brought items we did not have. False for a duplicate (common with epidemic
@@ -74,6 +99,7 @@ class ClusterDocument:
         self._views: dict[str, dict[str, SignedEntry]] = {name: {} for name in MAP_NAMES}
         self._local_updates: list[bytes] = []
         self.ignored: list[str] = []  # why entries loaded by from_updates were left out
+        self.may_delete: DeletePredicate | None = None  # which remote deletes to accept; None: none
         self._make_shadow(b"")
 
     # ---- construction and restore -------------------------------------------------------
@@ -165,6 +191,30 @@ class ClusterDocument:
         self._views[map_name][key] = entry
         self._local_updates.append(update)
 
+    def delete_local(self, entries: Iterable[tuple[str, str]]) -> int:
+        """Remove these (map name, key) entries of jobs, runs and cancels in one transaction,
+        queued like put_local's writes; returns how many were there to remove. Raises
+        RecordError (and removes nothing) for a map that is not deletable."""
+        wanted = list(dict.fromkeys(entries))
+        for entry in wanted:
+            if not (isinstance(entry, tuple) and len(entry) == 2 and entry[0] in DELETABLE_MAPS and isinstance(entry[1], str)):
+                raise RecordError(f"delete_local takes (map, key) pairs of {', '.join(DELETABLE_MAPS)}, got {entry!r:.80}")
+        present = [(map_name, key) for map_name, key in wanted if key in self._doc[map_name]]
+        if not present:
+            return 0
+
+        def delete_all() -> None:
+            for map_name, key in present:
+                del self._doc[map_name][key]
+
+        update = self._local_transaction(delete_all)
+        self._shadow.apply_update(update)
+        self._changes.clear()
+        for map_name, key in present:
+            self._views[map_name].pop(key, None)
+        self._local_updates.append(update)
+        return len(present)
+
     def _local_transaction(self, write: Callable[[], None]) -> bytes:
         """Run `write` in one transaction and return that transaction's own update.
 
@@ -207,19 +257,23 @@ class ClusterDocument:
         if isinstance(verdict, ApplyResult):
             self._rebuild_after_refusal()
             return verdict
-        entries, stale = verdict
+        entries, removed, stale = verdict
         self._doc.apply_update(update)
         for entry in entries:
             self._views[entry.map_name][entry.key] = entry
+        for map_name, key in removed:
+            self._views[map_name].pop(key, None)
         own_key = self.local_node_id.hex() if self.local_node_id is not None else None
         if own_key in stale:
             held = self._views["nodes"][own_key]
             self.put_local("nodes", own_key, held.envelope)
-        changed = frozenset((e.map_name, e.key) for e in entries)
+        changed = frozenset((e.map_name, e.key) for e in entries) | frozenset(removed)
         added = self._shadow.get_state() != state_before or bool(changed)
         return ApplyResult(True, None, changed, stale=frozenset(stale), added=added)
 
-    def _check_shadow(self, update: bytes) -> ApplyResult | tuple[list[SignedEntry], set[str]]:
+    def _check_shadow(
+        self, update: bytes
+    ) -> ApplyResult | tuple[list[SignedEntry], list[tuple[str, str]], set[str]]:
         if pycrdt.get_update(update, self._shadow.get_state())[0] != 0:
             # Some structs could not be integrated: they wait for earlier updates we lack.
             return ApplyResult(False, "update depends on changes not received yet", missing=True)
@@ -230,12 +284,19 @@ class ClusterDocument:
         self._changes.clear()
         known = self._known_nodes() if any(name != "nodes" for name, _ in changes) else {}
         entries: list[SignedEntry] = []
+        removed: list[tuple[str, str]] = []
         stale: set[str] = set()
         for map_name, key in changes:
             where = f"{map_name}/{str(key)[:16]}"
             value = self._shadow_maps[map_name].get(key)
             if value is None:
-                return ApplyResult(False, f"{where}: deleting entries is not accepted")
+                if key not in self._views[map_name]:
+                    continue  # never visible here: nothing a reader would miss
+                refusal = self._refuse_delete(map_name, key)
+                if refusal is not None:
+                    return ApplyResult(False, f"{where}: {refusal}")
+                removed.append((map_name, key))
+                continue
             if not isinstance(value, (bytes, bytearray)):
                 return ApplyResult(False, f"{where}: value is {type(value).__name__}, not a signed record")
             held = self._views[map_name].get(key)
@@ -249,7 +310,19 @@ class ClusterDocument:
             if map_name == "nodes":
                 known[entry.signer_id] = entry
             entries.append(entry)
-        return entries, stale
+        return entries, removed, stale
+
+    def _refuse_delete(self, map_name: str, key: str) -> str | None:
+        """Why this visible entry may not be deleted by a peer, or None to allow it."""
+        if map_name not in DELETABLE_MAPS:
+            return f"deleting {map_name} entries is never accepted"
+        if self.may_delete is None:
+            return "deleting entries is not accepted (no delete rule set)"
+        try:
+            allowed = self.may_delete(map_name, key, self._views[map_name][key])
+        except Exception as exc:  # a bug in the rule must not leave the shadow half-applied
+            return f"the delete rule failed: {type(exc).__name__}: {exc}"
+        return None if allowed is True else "deleting this entry is not allowed yet"
 
     # ---- reads ----------------------------------------------------------------------------
 
