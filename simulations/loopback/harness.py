@@ -168,6 +168,7 @@ class Harness:
             say(f"comparison: kill -9 formd n{victim} on the quiet cluster")
             runner.run([Step(do="kill", node=victim)])
             formd_kill = runner.failures["kill"][-1]
+            formd_kill["comparison"] = True
         self.formd.stop()  # before Serf starts, so the two never share the CPUs
 
         say(f"starting {self.options.nodes} serf agents")

@@ -65,7 +65,8 @@ class WorkloadRunner:
     # ---- the timeline ------------------------------------------------------------------------
 
     def run(self, steps: list[Step]) -> None:
-        self.began = time.monotonic()
+        """May be called again (the Serf comparison's kill): times stay offsets from the first call."""
+        self.began = self.began or time.monotonic()
         faults = sorted((s for s in steps if s.is_fault), key=lambda s: s.at_s)
         fault_thread = threading.Thread(target=self._run_faults, args=(faults,), daemon=True, name="faults")
         fault_thread.start()

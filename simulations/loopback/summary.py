@@ -31,7 +31,8 @@ def render(report: dict[str, Any]) -> str:
     for kind, key in (("kill", "dead"), ("term", "left"), ("restart", "alive")):
         for entry in report.get("failure_detection", {}).get(kind, []):
             extra = f"; suspected: {_shares(entry.get('suspect'))}" if kind == "kill" else ""
-            lines.append(f"  {kind} {entry['node']} at {entry['at_s']:.1f} s -> {key} on the others: {_shares(entry.get(key))}{extra}")
+            when = "for the comparison" if entry.get("comparison") else f"at {entry['at_s']:.1f} s"
+            lines.append(f"  {kind} {entry['node']} {when} -> {key} on the others: {_shares(entry.get(key))}{extra}")
     for entry in (report.get("workload") or {}).get("label_changes", []):
         lines.append(f"  workload label change on {entry['node']} (from `form label set`, CLI start included): {_shares(entry)}")
     jobs = report.get("jobs")
@@ -58,5 +59,6 @@ def render(report: dict[str, Any]) -> str:
     shutdown = report.get("shutdown", {})
     if shutdown:
         lines.append(f"shutdown: formd {shutdown.get('formd')}" + (f", serf {shutdown['serf']}" if "serf" in shutdown else "")
+                     + f"; {shutdown.get('left_behind')} process(es) left behind"
                      + (f"; state kept in {shutdown['kept']}" if shutdown.get("kept") else "; state removed"))
     return "\n".join(lines)
