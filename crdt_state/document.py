@@ -41,8 +41,16 @@ it stays true. A replica that refuses a delete now keeps the entry and rebuilds 
 the deleting peers keep the delete in their delete set, and pycrdt puts the whole delete set
 into every diff (get_update(state_vector)), so the next anti-entropy exchange offers the same
 delete again, and it is accepted once the predicate holds. Until then such a replica also
-refuses the other changes bundled in that diff (eager pushes, one transaction each, still get
-through), so the predicate receivers use should hold no later than the deleter's own rule.
+refuses everything else bundled in those diffs, so once it misses one push from a peer that
+applied the delete it cannot catch up with that peer (its heartbeats included: the peer goes
+suspect, then dead, here). Hence two rules for the predicate:
+- decide from the held entry and the local clock alone: records that would make the job look
+  final here (a final run this replica never received) arrive already deleted in the same
+  diff, so a rule that waits for them would refuse forever;
+- whatever the deleter's own rule deletes, receivers must accept, with a margin for clock
+  skew (frames already require clocks within +-60 s): e.g. deleters retire a job once final
+  and `retention` after it finished, receivers accept once `retention` (minus that margin)
+  has passed since the time stamped in the entry held.
 Deleted values are garbage-collected by pycrdt; what stays is a tombstone with the item's id,
 origin and key text (73 B per deleted job key, measured in tests/test_crdt_deletes.py) until
 an epoch compaction starts a fresh document.
