@@ -282,8 +282,10 @@ class Node:
                 self.updates_refused += 1
                 self.log.warning("bad update dropped", reason=result.reason, **{"from": sender})
             return
-        if not result.changed:
-            return
+        if not (result.changed or result.added):
+            return  # a duplicate: nothing to store or pass on
+        # Stored and passed on even when nothing visible changed (history behind a newer
+        # record): replicas then hold the same items, so state vectors agree without a repair.
         self.updates_applied += 1
         if self.store is not None:
             self.store.append(message.update, False)
