@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -71,6 +72,7 @@ class Harness:
         self.report = {"harness": "loopback", "nodes": self.options.nodes, "profile": self.options.profile,
                        "settings": self.settings, "workload": None, "serf": None, "comparison": None, "jobs": None,
                        "machine": {"cpus": os.cpu_count(), "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]},
+                       "code": code_version(),
                        "root": str(self.root)}
         try:
             self.report["error"] = "run did not complete"  # cleared at the end of a complete run
@@ -226,6 +228,19 @@ def explain_timings(settings: dict[str, str], size: int) -> dict[str, str]:
                  f"then indirect probes); a failed probe makes the node suspect, and the suspicion times out after "
                  f"{serf_min:.1f} s to {serf_min * serf['suspicion_max_timeout_mult']:.1f} s (shorter the more peers confirm) -> failed"),
     }
+
+
+def code_version() -> dict[str, Any]:
+    """The commit the figures were measured on, and whether the working tree differed from it."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "dirty": None}
+    if commit.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(changes.stdout.strip())}
 
 
 def _fmt(value: float | None) -> str:
