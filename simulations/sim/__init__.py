@@ -1,0 +1,19 @@
+"""The deterministic in-process simulation behind `python -m simulations.run`.
+
+options      what a run is asked to do, and the CLI's parsers
+determinism  seeding trio's scheduler; worker threads run inline
+shared_verify one signature check per record for the whole simulated cluster
+network      the simulated network with slow links
+world        machines running formd's Node and JobLoop; crash, restart, freeze
+executor     the simulated executor (a duration and a deterministic result)
+workload     the jobs of a run and how they are submitted
+faults       the crash / partition / slow-node schedule
+recorder     log lines, membership verdicts and convergence probes as they happen
+scenario     the phases of one run
+facts        the end state, read out of the nodes
+invariants   the checks every run ends with
+report       report.json's sections
+heartbeat_doc document growth under heartbeats, for many simulated hours
+plots        the PNGs beside report.json
+session      one invocation: runs, report, plots
+"""

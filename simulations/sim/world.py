@@ -1,0 +1,257 @@
+"""The simulated cluster: machines that run formd's Node and JobLoop over the simulated network.
+
+A Machine is the host: its key, its address, what its state dir holds. The formd process on
+it (Node + JobLoop + a fresh client id and incarnation, as `formd run` builds them in
+daemon/runtime.py) comes and goes with crashes and restarts.
+
+Persistence. A crash is kill -9 of formd: every update it appended to its document log is
+in the page cache and survives, so a restart replays exactly the document the process
+held. Instead of keeping every log entry in memory for 1000 nodes, the machine keeps that
+document's full state at the crash instant (what replaying the log yields) and the restart
+rebuilds from it with ClusterDocument.from_updates, as formd does. A *wiped* restart comes
+back with an empty state dir: no document, no blobs, no incarnation file, and (since the
+key lives in the state dir) a new key, so it joins as a new node while its old identity
+stays dead for good. With `--wipe-keeps-key` the key file survived (a re-imaged host with
+its key restored): same node id, but its incarnation starts again at 1.
+
+What differs from a real formd, on purpose: capacity is static (the machine's size less
+the reservations of the jobs it runs; no psutil sampling), the executor is simulated
+(simulations/sim/executor.py), the store is in memory, and time is trio's MockClock
+(the node's wall clock is EPOCH + simulated seconds).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from crdt_state.document import ClusterDocument
+from daemon.blobstore import BlobStore
+from daemon.identity import Identity
+from daemon.jobs import JobLoop
+from daemon.keyring import Keyring
+from daemon.log import EventLog
+from daemon.node import Node, NodeSettings, static_capacity
+from metrics_agent.capabilities import NodeCapabilities
+from metrics_agent.capacity import apply_reservations
+
+from .executor import SimulatedExecutor
+from .network import SlowLinkNetwork
+from .options import SimOptions
+
+EPOCH = 1_700_000_000.0  # the simulated wall clock reads EPOCH + trio.current_time()
+SEEDS = 3  # the first machines are every node's seeds
+CAPABILITIES = NodeCapabilities(
+    cpu_model="simulated", logical_cores=4, physical_cores=4, cpu_millicores=4000, memory_bytes=8 << 30,
+    disk_bytes=100 << 30, arch="x86_64", os="linux", kernel="simulated", executors=("wasm",),
+)
+
+
+def sim_wall_clock() -> float:
+    return EPOCH + trio.current_time()
+
+
+def address_of(index: int) -> str:
+    number = index + 1
+    return f"10.{(number >> 16) & 255}.{(number >> 8) & 255}.{number & 255}:7946"
+
+
+class SimNode(Node):
+    """formd's Node with one switch for the end of a run: `ticks.cancel()` stops its
+    heartbeats (no more writes) while gossip and anti-entropy go on, so the documents can
+    settle and be compared."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ticks = trio.CancelScope()
+
+    async def _tick_loop(self) -> None:
+        with self.ticks:
+            await super()._tick_loop()
+
+
+class MemoryStore:
+    """The Store the node appends to. Counts what it is given; the machine takes the
+    document's state at a crash instead of keeping the entries (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.appends = 0
+        self.bytes = 0
+
+    def append(self, update: bytes, durable: bool) -> None:
+        self.appends += 1
+        self.bytes += len(update)
+
+    def snapshot(self, full_state: bytes) -> None:
+        pass
+
+
+class SimLog(EventLog):
+    """Hands every log line of one node to the run's recorder instead of printing it."""
+
+    def __init__(self, sink: Callable[[int, int, str, dict], None], index: int) -> None:
+        super().__init__()
+        self._sink = sink
+        self._index = index
+
+    def _emit(self, level: int, message: str, fields: dict[str, Any]) -> None:
+        self._sink(self._index, level, message, fields)
+
+
+@dataclass
+class Machine:
+    index: int
+    address: str
+    identities: list[Identity]  # the first one, then one more per wiped restart
+    root: Path
+    slow: bool = False
+    saved: list[bytes] = field(default_factory=list)  # what a restart replays
+    incarnation: int = 0  # the incarnation file
+    node: SimNode | None = None
+    loop: JobLoop | None = None
+    scope: trio.CancelScope | None = None
+    loop_scope: trio.CancelScope | None = None
+    executor: SimulatedExecutor = field(default_factory=SimulatedExecutor)
+    starts: int = 0
+
+    @property
+    def up(self) -> bool:
+        return self.node is not None
+
+    @property
+    def identity(self) -> Identity:
+        return self.identities[-1]
+
+    @property
+    def node_id(self) -> bytes:
+        return self.identity.node_id
+
+    def name(self, identity: Identity) -> str:
+        number = self.identities.index(identity)
+        return f"n{self.index}" if number == 0 else f"n{self.index}/{number + 1}"
+
+    def bump_incarnation(self, at_least: int) -> int:
+        self.incarnation = max(self.incarnation, at_least) + 1
+        return self.incarnation
+
+
+class World:
+    def __init__(self, options: SimOptions, rng: random.Random, root: Path, nursery: trio.Nursery,
+                 log_sink: Callable[[int, int, str, dict], None], on_change: Callable[["Machine"], None]) -> None:
+        self.options = options
+        self.rng = rng
+        self.root = root
+        self.nursery = nursery
+        self.log_sink = log_sink
+        self.on_change = on_change
+        self.network = SlowLinkNetwork(seed=rng.getrandbits(64), latency=options.latency, loss=options.loss)
+        self.keyring = Keyring(rng.randbytes(32)) if options.seal else None
+        self.settings = NodeSettings(
+            gossip_interval=options.gossip_interval, gossip_fanout=options.fanout,
+            tick_interval=options.tick_interval, anti_entropy_interval=options.anti_entropy_interval,
+        )
+        self.machines: list[Machine] = []
+        for index in range(options.nodes):
+            self.machines.append(Machine(index, address_of(index), [self._new_identity()], root / f"n{index}"))
+        self.seeds = [m.address for m in self.machines[:SEEDS]]
+
+    def _new_identity(self) -> Identity:
+        return Identity.from_private_key(Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32)))
+
+    # ---- who is up ----------------------------------------------------------------------------
+
+    def up(self) -> list[Machine]:
+        return [m for m in self.machines if m.up]
+
+    def make_slow(self, machine: Machine) -> None:
+        machine.slow = True
+        self.network.extra_latency[machine.address] = self.options.slow_latency
+
+    # ---- a formd process starting, crashing, coming back -------------------------------------
+
+    async def start(self, machine: Machine) -> None:
+        identity = machine.identity
+        document = ClusterDocument.from_updates(machine.saved, identity.node_id, client_id=self.rng.getrandbits(32) | 1)
+        held = document.get("nodes", identity.node_hex)
+        incarnation = machine.bump_incarnation(held.node.incarnation if held is not None and held.node is not None else 0)
+        settings = self.settings
+        if machine.slow:
+            factor = self.options.slow_factor
+            settings = replace(settings, tick_interval=settings.tick_interval * factor,
+                               gossip_interval=settings.gossip_interval * factor)
+        loop: JobLoop | None = None
+
+        def sample(capabilities: NodeCapabilities):
+            reservations = loop.reservations.values() if loop is not None else ()
+            return apply_reservations(capabilities, static_capacity(capabilities), reservations)
+
+        self.network.restore(machine.address)
+        node = SimNode(
+            identity=identity, address=machine.address,
+            transport=self.network.transport(machine.address, keyring=self.keyring, on_drop=self._dropped(machine)),
+            document=document, capabilities=CAPABILITIES, incarnation=incarnation,
+            rng=random.Random(self.rng.getrandbits(64)), settings=settings, seeds=self.seeds,
+            sample_capacity=sample, store=MemoryStore(), bump_incarnation=machine.bump_incarnation,
+            wall_clock=sim_wall_clock, log=SimLog(self.log_sink, machine.index), version="sim",
+        )
+        loop = JobLoop(node, BlobStore(machine.root / "blobs"), machine.root / "work",
+                       {"wasm": machine.executor}, policy=self.options.policy)
+
+        def changed() -> None:
+            loop.wake()
+            self.on_change(machine)
+
+        node.on_change = changed
+        node.side_handler = loop.serve_peer_request
+        machine.node, machine.loop = node, loop
+        machine.scope, machine.loop_scope = trio.CancelScope(), trio.CancelScope()
+        machine.starts += 1
+
+        async def run_loop(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            with machine.loop_scope:
+                await loop.run(task_status=task_status)
+
+        async def run_machine(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            with machine.scope:
+                async with trio.open_nursery() as inner:
+                    await inner.start(node.run)
+                    await inner.start(run_loop)
+                    task_status.started()
+
+        await self.nursery.start(run_machine)
+
+    def crash(self, machine: Machine, *, wipe: bool = False) -> list[str]:
+        """kill -9: the process is gone at once; returns the jobs it was running. With `wipe`
+        the state dir is lost too (see the module docstring)."""
+        assert machine.node is not None and machine.loop is not None and machine.scope is not None
+        running = sorted(machine.loop.running)
+        self.network.crash(machine.address)
+        machine.saved = [machine.node.document.full_state()]
+        machine.scope.cancel()
+        machine.node = machine.loop = machine.scope = machine.loop_scope = None
+        if wipe:
+            machine.saved = []
+            machine.incarnation = 0
+            shutil.rmtree(machine.root, ignore_errors=True)
+            if not self.options.wipe_keeps_key:
+                machine.identities.append(self._new_identity())
+        return running
+
+    def freeze(self) -> None:
+        """End of the run: no more heartbeats or job decisions on any node; gossip goes on."""
+        for machine in self.up():
+            assert machine.node is not None and machine.loop_scope is not None
+            machine.node.ticks.cancel()
+            machine.loop_scope.cancel()
+
+    def _dropped(self, machine: Machine) -> Callable[[str, str], None]:
+        def dropped(address: str, reason: str) -> None:
+            self.log_sink(machine.index, 30, "bad frame dropped", {"from": address, "reason": reason})
+
+        return dropped

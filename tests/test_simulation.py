@@ -1,0 +1,142 @@
+"""The deterministic simulation (simulations/run.py, simulations/sim/): runs, checks, determinism.
+
+Small clusters so each test stays well under a minute; the figures of big runs come from
+`python -m simulations.run` (README "Simulation"), never from assertions here.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simulations.run import main
+from simulations.sim.options import Amount, Partition, SimOptions
+from simulations.sim.session import run_session
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def quiet(_line):
+    pass
+
+
+def without_cost(report):
+    return {key: value for key, value in report.items() if key != "cost"}
+
+
+def test_small_cluster_with_loss_and_a_crash_keeps_every_invariant():
+    options = SimOptions(nodes=20, seconds=60, seed=3, jobs=40, loss=0.01, crash=Amount(count=1), restart=1.0,
+                         restart_after=25, plots=False)
+    report, ok = run_session(options, say=quiet)
+    assert ok and report["invariants_ok"]
+    assert all(section["ok"] and section["count"] == 0 for section in report["invariants"].values())
+    jobs = report["jobs"]
+    assert jobs["submitted"] == 40 and jobs["not_accepted"] == 0
+    assert jobs["succeeded"] + jobs["failed"] == 40 and jobs["lost"] == 0 and jobs["duplicates"] == 0
+    assert jobs["succeeded"] >= 35  # 2% of the planned jobs exit non-zero on purpose
+    # The crash happened, every survivor marked the node dead, and it came back.
+    assert report["faults"]["crashes"] == 1 and report["faults"]["restarts"] == 1
+    assert report["failure_detection"]["dead_everywhere_s"]["samples"] == 1
+    assert report["traffic"]["messages_lost"] > 0
+    # Every probe reached every live node.
+    assert report["convergence"]["samples"] == 5
+    assert all(probe["saw"] == probe["observers"] for probe in report["convergence"]["probes"])
+    assert report["phases_s"]["converge_rounds"] is not None
+
+
+def test_wiped_restarts_a_partition_and_a_slow_node_keep_every_invariant():
+    """A wiped machine comes back as a new node; the old identity's claims must be taken over."""
+    options = SimOptions(nodes=8, seconds=40, quiet=6, seed=1, jobs=40, crash=Amount(count=3), restart=1.0,
+                         restart_after=12, wipe=1.0, partitions=(Partition(24, 8, 0.25),), slow=Amount(count=1),
+                         loss=0.01, plots=False)
+    report, ok = run_session(options, say=quiet)
+    assert ok, report["invariants"]
+    assert report["faults"]["wiped_restarts"] == 3 and report["faults"]["slow_nodes"] and report["faults"]["partitions"]
+    jobs = report["jobs"]
+    assert jobs["succeeded"] + jobs["failed"] + jobs["lost_with_submitter"] == jobs["submitted"] == 40
+    assert jobs["reassignments"] >= 1
+    # Every wiped identity is counted as its own node in the placement figures.
+    assert sum(report["placement"]["histogram"].values()) == 8 + 3
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known defects found by this simulation: a node restarted with its key but without its state dir "
+    "starts again at incarnation 1, so peers keep its old record and treat it as dead while it runs jobs "
+    "(duplicates, differing views); and own active claims that come back through gossip after a start are "
+    "never yielded (daemon/jobs.py yields leftovers only at start), so the job waits forever"))
+def test_restarts_that_keep_the_key_but_lose_the_state_keep_every_invariant():
+    for seed in (1, 2, 3):
+        options = SimOptions(nodes=8, seconds=40, quiet=6, seed=seed, jobs=40, crash=Amount(count=3), restart=1.0,
+                             restart_after=12, wipe=1.0, wipe_keeps_key=True, plots=False)
+        report, ok = run_session(options, say=quiet)
+        assert ok, report["invariants"]
+
+
+def test_same_seed_same_report_other_seed_other_report():
+    options = SimOptions(nodes=8, seconds=30, seed=5, jobs=15, loss=0.02, crash=Amount(count=1), quiet=8,
+                         partitions=(Partition(14, 6),), plots=False)
+    first, _ = run_session(options, say=quiet)
+    second, _ = run_session(options, say=quiet)
+    assert "cost" in first and first["cost"]["real_s"] > 0
+    assert without_cost(first) == without_cost(second)
+    other, _ = run_session(SimOptions(**{**options.__dict__, "seed": 6}), say=quiet)
+    assert without_cost(other) != without_cost(first)
+
+
+def test_same_seed_same_report_across_processes(tmp_path):
+    """Separate interpreters with different hash seeds: nothing may depend on hash()."""
+    reports = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / hash_seed
+        subprocess.run(
+            [sys.executable, "-m", "simulations.run", "--nodes", "6", "--seconds", "20s", "--quiet", "6s",
+             "--jobs", "8", "--crash", "1", "--loss", "2%", "--seed", "11", "--report", str(out), "--no-plots"],
+            cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": hash_seed}, check=True, capture_output=True, timeout=120,
+        )
+        reports.append(without_cost(json.loads((out / "report.json").read_text())))
+    assert reports[0] == reports[1]
+    assert reports[0]["jobs"]["submitted"] == 8
+
+
+def test_the_checker_catches_an_injected_duplicate_success(tmp_path, capsys):
+    code = main(["--nodes", "6", "--seconds", "20s", "--quiet", "6s", "--jobs", "6", "--seed", "2",
+                 "--inject", "duplicate-success", "--report", str(tmp_path), "--no-plots"])
+    assert code == 1
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["invariants_ok"] is False
+    assert report["invariants"]["no_duplicate_success"]["count"] == 1
+    assert report["jobs"]["duplicates"] == 1
+    injected = report["faults"]["injected"][0]
+    assert injected.startswith("duplicate-success: n")
+    err = capsys.readouterr().err
+    assert "INVARIANT BROKEN no_duplicate_success" in err and "no partition separated them" in err
+    # Only the broken invariant is reported broken.
+    assert [n for n, s in report["invariants"].items() if not s["ok"]] == ["no_duplicate_success"]
+
+
+def test_the_checker_catches_an_injected_orphan_claim(tmp_path, capsys):
+    code = main(["--nodes", "6", "--seconds", "20s", "--quiet", "6s", "--jobs", "6", "--seed", "2",
+                 "--inject", "orphan-claim", "--report", str(tmp_path), "--no-plots"])
+    assert code == 1
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [n for n, s in report["invariants"].items() if not s["ok"]] == ["claims_backed"]
+    assert "holds an active claim" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--latency", "20ms..1ms"], "--latency"),
+    (["--crash", "lots"], "--crash"),
+    (["--partition", "30s"], "DURATION@START"),
+    (["--partition", "30s@50s"], "past --seconds"),
+    (["--loss", "100%"], "--loss"),
+    (["--seconds", "soon"], "--seconds"),
+    (["--nodes", "0"], "--nodes"),
+    (["--job-cpu", "lots"], "--job-cpu"),
+])
+def test_bad_options_are_refused_with_a_reason(args, message, capsys, tmp_path):
+    assert main(["--seconds", "60s", *args, "--report", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "report.json").exists()
