@@ -1,21 +1,21 @@
 """The job loop: thin I/O around pack_manager.scheduling.
 
-On every document change and every tick, for each job this node has not finished, it builds
-the views (JobView, NodeViews) from the document and membership, asks scheduling.decide what
-*this* node should do, and does only that: writes its own run record, starts or stops its
-executor task, holds a reservation while the job runs. Nodes that are not responsible write
-nothing.
+On every document change and every tick it asks scheduling.decide what *this* node should do
+about the jobs that may need it, and does only that: writes its own run record, starts or
+stops its executor task, holds a reservation while the job runs. Nodes that are not
+responsible write nothing. A pass re-decides only what may have changed (daemon/job_records.py
+says which jobs' records changed): those jobs, every open job when a node record or a node's
+liveness changed, and the jobs this node declined when its own capacity grew; the decision is
+a pure function of those inputs, so the rest would come out the same.
 
-Records written here (bodies; envelopes are signed by this node):
-    jobs[job_hex]               {"spec": JobSpec.pack(), "submitted_ms": int}
-    runs[f"{job_hex}:{me}"]     RunReport.to_wire()
-    cancels[job_hex]            {"reason": str, "requested_ms": int}
+Records written here (bodies; envelopes are signed by this node; layout in job_records.py):
+    jobs[job_hex] (by jobs_api on submit), runs[f"{job_hex}:{me}"], cancels[job_hex] (jobs_api)
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -31,7 +31,7 @@ from metrics_agent.wire import WireError
 from pack_manager import scheduling
 from pack_manager.executors import run_job
 from pack_manager.executors.base import ExecutionResult, Executor, ExecutorLimits
-from pack_manager.jobspec import JobSpec, JobSpecError, is_digest
+from pack_manager.jobspec import JobSpec, is_digest
 from pack_manager.jobstate import (
     CANCELLED,
     CLAIMED,
@@ -49,22 +49,12 @@ from pack_manager.placement import DEFAULT_POLICY
 
 from .blobfetch import BLOB_PREFIX, FETCH_CHUNK, BlobRequestError, FetchError, fetch_blob, serve_blob_request
 from .blobstore import BlobStore
+from .group_commit import GroupCommit
+from .job_records import Job, JobRecords
 from .node import Node
 from .transport import TransportError
 
 RESTARTED = "formd restarted during the run"
-
-
-@dataclass
-class Job:
-    job_hex: str
-    spec: JobSpec
-    submitted_ms: int
-    runs: dict[bytes, RunReport] = field(default_factory=dict)
-    cancelled: bool = False
-
-    def view(self) -> scheduling.JobView:
-        return scheduling.JobView(bytes.fromhex(self.job_hex), self.spec, self.runs, self.cancelled)
 
 
 @dataclass
@@ -90,6 +80,7 @@ class JobLoop:
         policy: str = DEFAULT_POLICY,
         max_attempts: int = 3,
         limits: ExecutorLimits | None = None,
+        sync_log: Callable[[], None] | None = None,
     ) -> None:
         self.node = node
         self.blobs = blobs
@@ -102,12 +93,20 @@ class JobLoop:
         self.running: dict[str, Running] = {}
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self._bad_jobs: set[str] = set()
-        self.live_logs: dict[str, Path] = {}
-        # Decoded records by envelope: every pass reads the whole document, decoding once is enough.
-        self._job_cache: dict[str, tuple[bytes, JobSpec, int]] = {}
-        self._run_cache: dict[str, tuple[bytes, RunReport]] = {}
-        self._fetching: dict[str, trio.Lock] = {}  # one fetch per digest: they share its partial file  # job hex -> the log file of a run in progress here
+        self.live_logs: dict[str, Path] = {}  # job hex -> the log file of a run in progress here
+        self._fetching: dict[str, trio.Lock] = {}  # one fetch per digest: they share its partial file
+        self.records = JobRecords(node.document, self._bad_job)
+        # fsync of the document log, shared by concurrent writers; without one, each durable
+        # write fsyncs through the node's store on its own.
+        self._group_commit = GroupCommit(sync_log) if sync_log is not None else None
+        # What the last pass decided on, so the next one re-decides only what may now differ.
+        self._open: set[str] = set()  # jobs that may still need an action from this node
+        self._decoded_nodes: dict[bytes, tuple[object, NodeCapabilities, NodeCapacity | None]] = {}
+        self._last_nodes: dict[bytes, scheduling.NodeView] = {}
+        self._last_shape: dict[bytes, tuple] = {}
+        self._last_full_pass = float("-inf")
+        self._capacity_freed = False
+        self._own_capacity: NodeCapacity | None = None
 
     @property
     def me(self) -> bytes:
@@ -119,65 +118,25 @@ class JobLoop:
     # ---- reading the document ---------------------------------------------------------------
 
     def jobs(self) -> dict[str, Job]:
-        jobs: dict[str, Job] = {}
-        for key, entry in self.node.document.items("jobs").items():
-            cached = self._job_cache.get(key)
-            if cached is not None and cached[0] == entry.envelope:
-                jobs[key] = Job(key, cached[1], cached[2])
-                continue
-            job = self._decode_job(key, entry.body)
-            if job is not None:
-                self._job_cache[key] = (entry.envelope, job.spec, job.submitted_ms)
-                jobs[key] = job
-        for key, entry in self.node.document.items("runs").items():
-            job_hex, _, node_hex = key.partition(":")
-            job = jobs.get(job_hex)
-            if job is None:
-                continue
-            cached_run = self._run_cache.get(key)
-            if cached_run is not None and cached_run[0] == entry.envelope:
-                job.runs[bytes.fromhex(node_hex)] = cached_run[1]
-                continue
-            try:
-                report = RunReport.from_wire(entry.body)
-            except (WireError, ValueError):
-                continue
-            self._run_cache[key] = (entry.envelope, report)
-            job.runs[bytes.fromhex(node_hex)] = report
-        for key in self.node.document.items("cancels"):
-            if key in jobs:
-                jobs[key].cancelled = True
-        return jobs
+        return self.records.jobs()
 
-    def _decode_job(self, key: str, body: dict) -> Job | None:
-        try:
-            packed = body.get("spec")
-            if not isinstance(packed, bytes):
-                raise JobSpecError("job record: no spec")
-            spec = JobSpec.unpack(packed)
-            if spec.job_id().hex() != key:
-                raise JobSpecError("job record: the key is not the spec's id")
-            submitted = body.get("submitted_ms", 0)
-            return Job(key, spec, submitted if isinstance(submitted, int) else 0)
-        except JobSpecError as exc:
-            if key not in self._bad_jobs:
-                self._bad_jobs.add(key)
-                self.node.log.warning("job record ignored", job=key[:12], reason=str(exc))
-            return None
+    def _bad_job(self, key: str, reason: str) -> None:
+        self.node.log.warning("job record ignored", job=key[:12], reason=reason)
 
     def node_views(self) -> dict[bytes, scheduling.NodeView]:
         views = {}
         now = trio.current_time()
         for node_id, record in self.node.document.node_records().items():
-            try:
-                if node_id == self.me:
-                    caps = self.node.capabilities
-                else:
-                    caps = NodeCapabilities.from_wire(record.capabilities)
-                capacity = NodeCapacity.from_wire(record.capacity) if record.capacity else None
-            except (WireError, ValueError, TypeError):
-                continue
-            views[node_id] = scheduling.NodeView(caps, capacity, self.node.peer_status(node_id, now), record.updated_ms)
+            decoded = self._decoded_nodes.get(node_id)
+            if decoded is None or decoded[0] is not record:
+                try:
+                    capacity = NodeCapacity.from_wire(record.capacity) if record.capacity else None
+                    decoded = (record, NodeCapabilities.from_wire(record.capabilities), capacity)
+                except (WireError, ValueError, TypeError):
+                    continue
+                self._decoded_nodes[node_id] = decoded
+            caps = self.node.capabilities if node_id == self.me else decoded[1]
+            views[node_id] = scheduling.NodeView(caps, decoded[2], self.node.peer_status(node_id, now), record.updated_ms)
         return views
 
     def own_capacity(self) -> NodeCapacity | None:
@@ -199,6 +158,14 @@ class JobLoop:
         self.node.commit_local(durable=durable)
         self.node.log.info("job " + state, job=job_hex[:12], attempt=report.attempt, reason=report.reason[:200])
         return report
+
+    async def commit_durably(self) -> None:
+        """Store and push our pending writes; return once they are on disk."""
+        if self._group_commit is None:
+            self.node.commit_local(durable=True)
+            return
+        self.node.commit_local(durable=False)
+        await self._group_commit.durable()
 
     def own_run(self, job_hex: str) -> RunReport | None:
         entry = self.node.document.get("runs", f"{job_hex}:{self.node.identity.node_hex}")
@@ -242,19 +209,56 @@ class JobLoop:
                     self.node.log.error("job loop pass failed", error=f"{type(exc).__name__}: {exc}")
 
     def step(self) -> None:
-        jobs = self.jobs()
+        """Decide what changed: jobs whose records changed; every open job when a node's record
+        or liveness changed; jobs we declined when our own capacity grew."""
+        changed = self.records.take_changed()
         nodes = self.node_views()
-        for job_hex, job in jobs.items():
-            own = job.runs.get(self.me)
-            if own is not None and own.final:
+        for job_hex in changed:
+            job = self.records.job(job_hex)
+            if job is not None and self._needs_us(job):
+                self._open.add(job_hex)
+            else:
+                self._open.discard(job_hex)
+        if self._nodes_changed(nodes):
+            todo = set(self._open)
+        else:
+            todo = changed & self._open
+        if self._capacity_freed:
+            self._capacity_freed = False
+            todo |= {h for h in self._open if (run := self.records.runs.get(h, {}).get(self.me)) is not None and run.state == DECLINED}
+        self._own_capacity = self.own_capacity()
+        for job_hex in sorted(todo, key=lambda h: (self.records.specs[h][1], h)):  # oldest first
+            job = self.records.job(job_hex)
+            if job is None:
                 continue
-            if (own is None or not own.active) and sum(r.final for r in job.runs.values()) >= job.spec.replicas:
-                continue  # finished by others: decide would say nothing (no free replica slot)
             action = scheduling.decide(
-                job.view(), nodes, self.me, self.own_capacity(), policy=self.policy, max_attempts=self.max_attempts
+                job.view(), nodes, self.me, self._own_capacity, policy=self.policy, max_attempts=self.max_attempts
             )
             if action is not None:
-                self.act(job, own, action)
+                self.act(job, job.runs.get(self.me), action)
+
+    def _nodes_changed(self, nodes: dict[bytes, scheduling.NodeView]) -> bool:
+        """Whether every open job must be decided again. At once when a node came, went, or
+        changed liveness or capabilities (failover, unschedulable -> schedulable); for capacity
+        figures, which every node rewrites each tick, at most once per tick: they only decide
+        whether a better-ranked node is skipped before it declines."""
+        now = trio.current_time()
+        shape = {node_id: (view.capabilities, view.status) for node_id, view in nodes.items()}
+        if shape == self._last_shape and (nodes == self._last_nodes or now - self._last_full_pass < self.node.settings.tick_interval):
+            return False
+        self._last_shape, self._last_nodes, self._last_full_pass = shape, nodes, now
+        return True
+
+    def _needs_us(self, job: Job) -> bool:
+        """False when nothing can ever be ours to do for the job (until its records change)."""
+        own = job.runs.get(self.me)
+        if own is not None and own.final:
+            return False
+        if own is not None and own.active:
+            return True
+        if job.cancelled:
+            return False
+        return sum(r.final for r in job.runs.values()) < job.spec.replicas  # else finished by others
 
     def act(self, job: Job, own: RunReport | None, action: scheduling.Action) -> None:
         job_hex = job.job_hex
@@ -267,6 +271,7 @@ class JobLoop:
                 return
             req = job.spec.requirements
             self.reservations[job_hex] = Reservation(req.cpu_millicores, req.memory_bytes, req.disk_bytes)
+            self._own_capacity = self.own_capacity()
             running = Running(trio.Event())
             self.running[job_hex] = running
             assert self._nursery is not None
@@ -301,17 +306,18 @@ class JobLoop:
                 state, reason = running.stop_state, running.stop_reason
             current = self.own_run(job_hex) or report
             self.write_run(
-                job_hex, current, state, durable=True, reason=reason, exit_code=result.exit_code,
+                job_hex, current, state, reason=reason, exit_code=result.exit_code,
                 finished_ms=node_now_ms(self.node), outputs=tuple(outputs), result_digest=_result_digest(outputs) if state == SUCCEEDED else None,
                 log_digest=log_digest,
             )
+            await self.commit_durably()
         except Exception as exc:  # anything unexpected still ends the run with a record
             self.node.log.error("job run failed", job=job_hex[:12], error=f"{type(exc).__name__}: {exc}")
             current = self.own_run(job_hex) or report
             if current.active:
                 self.write_run(job_hex, current, FAILED, reason=f"formd error: {type(exc).__name__}: {exc}", finished_ms=node_now_ms(self.node))
         finally:
-            self.reservations.pop(job_hex, None)
+            self._capacity_freed = self.reservations.pop(job_hex, None) is not None or self._capacity_freed
             self.running.pop(job_hex, None)
             self.wake()
 

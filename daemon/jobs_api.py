@@ -4,7 +4,8 @@
     blob.read  {"digest", "offset", "length"}              -> {"size", "data": b64}
     job.submit {"kind", "context", "containerfile", "image", "command", "module", "inputs": [[name, digest]],
                 "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer"},
-                "timeout_ms", "env", "network", "replicas"}  -> {"id"}
+                "timeout_ms", "env", "network", "replicas"}  -> {"id"}   (durable before the reply)
+    job.submit-many {"jobs": [job.submit params, ...]}    -> {"ids": [...]}  (all or none; one fsync)
     job.status {"job": id or prefix >= 8 hex}              -> status object (see `status_object`)
     job.list   {"state": optional}                         -> [status object, ...]
     job.cancel {"job"}                                     -> {"id", "cancelled": true}
@@ -38,6 +39,7 @@ from .control import ControlError, Handler, param
 from .jobs import JobLoop, node_now_ms
 
 MIN_PREFIX = 8
+MAX_BATCH = 1000  # jobs per job.submit-many request
 
 
 def _iso(ms: int | None) -> str | None:
@@ -58,6 +60,7 @@ class JobsApi:
             "blob.put": self.blob_put,
             "blob.read": self.blob_read,
             "job.submit": self.submit,
+            "job.submit-many": self.submit_many,
             "job.status": self.status,
             "job.list": self.list,
             "job.cancel": self.cancel,
@@ -107,6 +110,37 @@ class JobsApi:
     # ---- submit ------------------------------------------------------------------------------
 
     async def submit(self, params: dict[str, Any]) -> Any:
+        spec = self._accept(params)
+        job_hex = self._write_job(spec, self._seal(spec))
+        await self.jobs.commit_durably()  # on disk before we answer
+        self.node.log.info("job submitted", job=job_hex[:12], kind=spec.kind)
+        self.jobs.wake()
+        return {"id": job_hex}
+
+    async def submit_many(self, params: dict[str, Any]) -> Any:
+        """Several jobs in one request, all or none: every spec is checked before any is
+        written, and one fsync makes them all durable."""
+        batch = param(params, "jobs", list)
+        if not 1 <= len(batch) <= MAX_BATCH:
+            raise ControlError(f"parameter 'jobs': 1 to {MAX_BATCH} job objects")
+        sealed = []
+        for number, item in enumerate(batch):
+            if not isinstance(item, dict):
+                raise ControlError(f"jobs[{number}]: expected an object like job.submit's params")
+            try:
+                spec = self._accept(item)
+                sealed.append((spec, self._seal(spec)))
+            except ControlError as exc:
+                raise ControlError(f"jobs[{number}]: {exc}") from None
+        # Sealed records of our own, under their own ids: put_local has nothing left to refuse.
+        ids = [self._write_job(spec, envelope) for spec, envelope in sealed]
+        await self.jobs.commit_durably()
+        self.node.log.info("jobs submitted", count=len(ids))
+        self.jobs.wake()
+        return {"ids": ids}
+
+    def _accept(self, params: dict[str, Any]) -> JobSpec:
+        """The signed-to-be spec for submit params, or ControlError saying what is wrong."""
         kind = param(params, "kind", str)
         raw_req = param(params, "requirements", dict, optional=True, default={})
         try:
@@ -144,16 +178,21 @@ class JobsApi:
         total_inputs = sum(self.blobs.size(i.digest) for i in spec.inputs)
         if total_inputs > limits.max_input_bytes:
             raise ControlError(f"inputs are {total_inputs:,} bytes together, over the {limits.max_input_bytes:,}-byte limit")
+        return spec
+
+    def _seal(self, spec: JobSpec) -> bytes:
+        try:
+            return seal_record(self.node.identity.private_key, "job", {"spec": spec.pack(), "submitted_ms": node_now_ms(self.node)})
+        except RecordError as exc:
+            raise ControlError(f"job record refused: {exc}") from None
+
+    def _write_job(self, spec: JobSpec, envelope: bytes) -> str:
         job_hex = spec.job_id().hex()
         try:
-            envelope = seal_record(self.node.identity.private_key, "job", {"spec": spec.pack(), "submitted_ms": node_now_ms(self.node)})
             self.node.document.put_local("jobs", job_hex, envelope)
         except RecordError as exc:
             raise ControlError(f"job record refused: {exc}") from None
-        self.node.commit_local(durable=True)  # fsynced before we answer
-        self.node.log.info("job submitted", job=job_hex[:12], kind=kind)
-        self.jobs.wake()
-        return {"id": job_hex}
+        return job_hex
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -213,7 +252,7 @@ class JobsApi:
             self.node.document.put_local("cancels", job.job_hex, envelope)
         except RecordError as exc:
             raise ControlError(f"cancel refused: {exc}") from None
-        self.node.commit_local(durable=True)
+        await self.jobs.commit_durably()
         self.jobs.wake()
         return {"id": job.job_hex, "cancelled": True}
 

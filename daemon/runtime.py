@@ -29,6 +29,7 @@ from .api import DaemonApi
 from .blobstore import BlobStore
 from .config import FormdConfig
 from .control import ControlServer
+from .group_commit import file_syncer
 from .identity import bump_incarnation, load_identity
 from .jobs import JobLoop
 from .keyring import Keyring, KeyringError
@@ -154,7 +155,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         from pack_manager.executors.wasm_executor import WasmExecutor  # noqa: PLC0415 - wasmtime is heavy
 
         executors["wasm"] = WasmExecutor()
-    jobs = JobLoop(node, blobs, state_dir / "work", executors)
+    jobs = JobLoop(node, blobs, state_dir / "work", executors, policy=config.policy, sync_log=file_syncer(store.log_path))
     node.on_change = jobs.wake
     node.side_handler = jobs.serve_peer_request
     api = DaemonApi(node, keyring, keyring_path, state_dir, config, jobs=jobs)

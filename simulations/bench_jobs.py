@@ -9,8 +9,8 @@ document writes, gossip, decisions, staging, blob stores, records.
   latency = the runner's `started_at` (its wall clock when it wrote `running`) minus the
   wall clock just before the submit request was sent. All processes share this host's clock.
   Placement spreads the jobs, so most run on another node (gossip included).
-- throughput: `--jobs` jobs submitted as fast as the control socket takes them (pipelined
-  on a few connections), then jobs finished per second = jobs / (last `finished_at` - first
+- throughput: `--jobs` jobs submitted as fast as the control socket takes them (job.submit-many,
+  25 per request, on a few connections), then jobs finished per second = jobs / (last `finished_at` - first
   submit). Submit acknowledgements per second are printed too.
 
 Goals from issue 5: p50 latency <= 250 ms; >= 200 jobs/s finished on 3-5 nodes.
@@ -35,17 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from cli.client import Connection  # noqa: E402
 from pack_manager.context_archive import file_digest, pack_context  # noqa: E402
 from procs import Cluster, all_see, wait_until  # noqa: E402
+from simulations import bench_gossip  # noqa: E402
 
-BENCH_SETTINGS = {  # the shipped defaults for timing, spelled out so the figures say what they measured
-    "tick_interval_ms": "1000",
-    "gossip_interval_ms": "200",
-    "gossip_fanout": "3",
-    "anti_entropy_interval_s": "30.0",
-    "suspect_mult": "4.0",
-    "dead_mult": "3.0",
-    "request_timeout_ms": "2000",
-    "executors": '["wasm"]',
-}
+BENCH_SETTINGS = {**bench_gossip.BENCH_SETTINGS, "executors": '["wasm"]'}  # shipped timing defaults, spelled out
 NOOP_WAT = '(module (func (export "_start")))'
 FINAL = ("succeeded", "failed", "cancelled", "timed_out", "unschedulable")
 
@@ -108,14 +100,22 @@ def measure_throughput(cluster: Cluster, context: str, count: int, connections: 
     per_connection = [count // connections + (i < count % connections) for i in range(connections)]
     batch = 25
 
+    failures: list[Exception] = []
+
     def submit_share(share: int) -> None:
+        try:
+            submit_all(share)
+        except Exception as exc:  # reported after the threads end
+            failures.append(exc)
+
+    def submit_all(share: int) -> None:
         with Connection(submitter.socket, timeout=120) as connection:
             done = 0
             while done < share:
                 n = min(batch, share - done)
-                replies = connection.call_many([("job.submit", submit_params(context))] * n)
+                reply = connection.call("job.submit-many", {"jobs": [submit_params(context)] * n})
                 with lock:
-                    ids.extend(reply["id"] for reply in replies)
+                    ids.extend(reply["ids"])
                 done += n
 
     started_ms = time.time() * 1000
@@ -125,6 +125,8 @@ def measure_throughput(cluster: Cluster, context: str, count: int, connections: 
     for thread in threads:
         thread.join()
     acked_ms = time.time() * 1000
+    if failures:
+        raise RuntimeError(f"submit failed: {failures[0]}")
     wanted = set(ids)
 
     def all_final() -> list[dict] | None:

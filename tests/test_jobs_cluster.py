@@ -2,12 +2,15 @@
 a WASM job submitted on one node runs on the node placement ranks first, status converges
 everywhere, the outputs come back byte-identical on a third node; bad input changes nothing."""
 
+import base64
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from cli.client import ClientError
+from pack_manager.context_archive import file_digest, pack_context
 from pack_manager.placement import rank
 from procs import Cluster, all_see, wait_until
 from procs import job_status as status
@@ -190,3 +193,27 @@ def test_submit_follow_streams_the_log_and_waits(cluster, wasm_context):
     failing = submit_wasm(b, wasm_context, "--wait", "--cmd", "missing.txt", check=False)
     assert failing.returncode == 1
     assert failing.stdout.splitlines()[-1].startswith("failed: ")
+
+
+def test_submit_many_is_all_or_nothing_and_one_request_runs_every_job(cluster, wasm_context, tmp_path):
+    a = cluster.nodes[0]
+    tar = tmp_path / "context.tar"
+    pack_context(wasm_context / "context", tar)
+    data = tar.read_bytes()
+    digest = file_digest(tar)
+    a.call("blob.put", {"digest": digest, "size": len(data), "offset": 0, "data": base64.b64encode(data).decode()})
+    good = {"kind": "wasm", "context": digest, "module": "upcase.wasm", "command": ["missing.txt"]}
+    before = a.call("job.list", {})
+    for bad, why in ((dict(good, requirements={"memory": "12 parsecs"}), "jobs[1]"),
+                     (dict(good, context="00" * 32), "not in this node's store"),
+                     ("not an object", "jobs[1]")):
+        with pytest.raises(ClientError) as refused:
+            a.call("job.submit-many", {"jobs": [good, bad, good]})
+        assert why in str(refused.value)
+    with pytest.raises(ClientError):
+        a.call("job.submit-many", {"jobs": []})
+    assert a.call("job.list", {}) == before  # nothing written
+    ids = a.call("job.submit-many", {"jobs": [good, good, good]})["ids"]
+    assert len(set(ids)) == 3
+    # The module exits 1 on a missing input: each job reaches a final state of its own.
+    wait_until(lambda: all(status(a, j)["state"] == "failed" for j in ids), 60, "the three jobs to finish")

@@ -16,6 +16,7 @@ from daemon.blobstore import BlobStore
 from daemon.jobs import JobLoop
 from daemon.mem_transport import SimNetwork
 from pack_manager.executors.base import CANCELLED, SUCCEEDED, ExecutionResult
+from pack_manager import scheduling
 from pack_manager.jobspec import JobSpec
 from pack_manager.jobstate import RunReport
 from pack_manager.placement import rank
@@ -130,4 +131,34 @@ async def test_a_partition_makes_two_claims_and_the_better_ranked_one_wins_after
         await wait_for(lambda: all(runs(loops[a].node, job_hex)[top_hex].state == "succeeded" for a in addresses))
         assert runs(loops[second].node, job_hex)[top_hex].attempt == 1
         assert not loops[second].running and not loops[second].reservations
+        nursery.cancel_scope.cancel()
+
+
+def undecided(loop):
+    """Jobs for which a full pass (every job decided afresh) would still act: the incremental
+    loop must never leave one behind once the cluster is quiet."""
+    nodes = loop.node_views()
+    pending = {}
+    for job_hex, job in loop.jobs().items():
+        action = scheduling.decide(job.view(), nodes, loop.me, loop.own_capacity(), policy=loop.policy, max_attempts=loop.max_attempts)
+        if action is not None and not (isinstance(action, scheduling.Claim) and job_hex in loop.running):
+            pending[job_hex[:12]] = action
+    return pending
+
+
+async def test_the_incremental_loop_leaves_nothing_a_full_pass_would_do(autojump_clock, tmp_path):
+    async with trio.open_nursery() as nursery:
+        sim, network, addresses, loops, gates = await start_cluster(nursery, tmp_path)
+        jobs = [submit(loops[addresses[i % 3]]) for i in range(9)]
+        await wait_for(lambda: sum(g.started for g in gates.values()) == len(jobs))
+        await trio.sleep(5)  # several ticks: capacity reports, heartbeats
+        assert {a: undecided(loops[a]) for a in addresses} == {a: {} for a in addresses}
+        for gate in gates.values():
+            gate.opened.set()
+        def all_succeeded():
+            return all(
+                {r.state for r in runs(loops[a].node, j).values()} == {"succeeded"} for a in addresses for j in jobs
+            )
+        await wait_for(all_succeeded)
+        assert {a: undecided(loops[a]) for a in addresses} == {a: {} for a in addresses}
         nursery.cancel_scope.cancel()

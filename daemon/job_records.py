@@ -1,0 +1,146 @@
+"""The document's jobs, runs and cancels, decoded once per change and kept up to date.
+
+The job loop runs a pass on every document change; with hundreds of jobs in the document,
+decoding every record and re-deciding every job on each pass made a pass O(jobs) and a burst
+of jobs O(jobs²). `refresh()` walks the three maps and compares each entry with the one it
+decoded before by identity (the document makes a new entry object whenever a value changes),
+decodes only what is new, and remembers which jobs changed until the loop takes them
+(`take_changed`). Readers that are not the loop (the control API) may refresh at any time
+without hiding changes from it.
+
+Records (bodies; envelopes are signed by their writer):
+    jobs[job_hex]               {"spec": JobSpec.pack(), "submitted_ms": int}
+    runs[f"{job_hex}:{node}"]   RunReport.to_wire()
+    cancels[job_hex]            {"reason": str, "requested_ms": int}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from crdt_state.document import ClusterDocument
+from metrics_agent.wire import WireError
+from pack_manager import scheduling
+from pack_manager.jobspec import JobSpec, JobSpecError
+from pack_manager.jobstate import RunReport
+
+MAPS = ("jobs", "runs", "cancels")
+
+
+@dataclass
+class Job:
+    job_hex: str
+    spec: JobSpec
+    submitted_ms: int
+    runs: dict[bytes, RunReport] = field(default_factory=dict)
+    cancelled: bool = False
+
+    def view(self) -> scheduling.JobView:
+        return scheduling.JobView(bytes.fromhex(self.job_hex), self.spec, self.runs, self.cancelled)
+
+
+def decode_job(key: str, body: dict) -> tuple[JobSpec, int]:
+    """A job record's spec and submit time; JobSpecError when it is not a usable job."""
+    packed = body.get("spec")
+    if not isinstance(packed, bytes):
+        raise JobSpecError("job record: no spec")
+    spec = JobSpec.unpack(packed)
+    if spec.job_id().hex() != key:
+        raise JobSpecError("job record: the key is not the spec's id")
+    submitted = body.get("submitted_ms", 0)
+    return spec, submitted if isinstance(submitted, int) and not isinstance(submitted, bool) else 0
+
+
+class JobRecords:
+    def __init__(self, document: ClusterDocument, on_bad_job: Callable[[str, str], None] | None = None) -> None:
+        self.document = document
+        self._on_bad_job = on_bad_job
+        self._seen: dict[str, dict[str, object]] = {name: {} for name in MAPS}
+        self.specs: dict[str, tuple[JobSpec, int]] = {}
+        self.runs: dict[str, dict[bytes, RunReport]] = {}  # job hex -> node id -> report, with or without a job record
+        self.cancels: set[str] = set()
+        self._changed: set[str] = set()
+
+    def refresh(self) -> None:
+        for map_name in MAPS:
+            current = self.document.items(map_name)
+            seen = self._seen[map_name]
+            for key, entry in current.items():
+                if seen.get(key) is not entry:
+                    seen[key] = entry
+                    self._take(map_name, key, entry.body)
+            if len(seen) > len(current):  # every current key is in seen: the rest left the document (retired)
+                for key in [k for k in seen if k not in current]:
+                    del seen[key]
+                    self._drop(map_name, key)
+
+    def take_changed(self) -> set[str]:
+        """Job ids whose records changed (or went) since the last call; refreshes first."""
+        self.refresh()
+        changed, self._changed = self._changed, set()
+        return changed
+
+    def _take(self, map_name: str, key: str, body: object) -> None:
+        if map_name == "jobs":
+            try:
+                self.specs[key] = decode_job(key, body if isinstance(body, dict) else {})
+            except JobSpecError as exc:
+                self.specs.pop(key, None)
+                if self._on_bad_job is not None:
+                    self._on_bad_job(key, str(exc))
+                return
+            self._changed.add(key)
+        elif map_name == "runs":
+            job_hex, node_id = split_run_key(key)
+            if node_id is None:
+                return
+            try:
+                report = RunReport.from_wire(body)
+            except (WireError, ValueError):
+                self._drop_run(job_hex, node_id)
+                return
+            self.runs.setdefault(job_hex, {})[node_id] = report
+            self._changed.add(job_hex)
+        else:
+            self.cancels.add(key)
+            self._changed.add(key)
+
+    def _drop(self, map_name: str, key: str) -> None:
+        if map_name == "jobs":
+            self.specs.pop(key, None)
+            self._changed.add(key)
+        elif map_name == "runs":
+            job_hex, node_id = split_run_key(key)
+            if node_id is not None:
+                self._drop_run(job_hex, node_id)
+        else:
+            self.cancels.discard(key)
+            self._changed.add(key)
+
+    def _drop_run(self, job_hex: str, node_id: bytes) -> None:
+        runs = self.runs.get(job_hex)
+        if runs is not None and runs.pop(node_id, None) is not None:
+            self._changed.add(job_hex)
+            if not runs:
+                del self.runs[job_hex]
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    def job(self, job_hex: str) -> Job | None:
+        held = self.specs.get(job_hex)
+        if held is None:
+            return None
+        return Job(job_hex, held[0], held[1], dict(self.runs.get(job_hex, {})), job_hex in self.cancels)
+
+    def jobs(self) -> dict[str, Job]:
+        self.refresh()
+        return {job_hex: job for job_hex in self.specs if (job := self.job(job_hex)) is not None}
+
+
+def split_run_key(key: str) -> tuple[str, bytes | None]:
+    job_hex, _, node_hex = key.partition(":")
+    try:
+        return job_hex, bytes.fromhex(node_hex) if len(node_hex) == 64 else None
+    except ValueError:
+        return job_hex, None
