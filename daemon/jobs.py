@@ -231,6 +231,12 @@ class JobLoop:
             job = self.records.job(job_hex)
             if job is None:
                 continue
+            own = job.runs.get(self.me)
+            if own is not None and own.active and job_hex not in self.running:
+                # Our claim from an earlier process, come back through gossip (our own store
+                # lost it): nothing runs it here. Say so, so the job moves on.
+                self.write_run(job_hex, own, YIELDED, reason=RESTARTED)
+                continue
             action = scheduling.decide(
                 job.view(), nodes, self.me, self._own_capacity, policy=self.policy, max_attempts=self.max_attempts
             )
@@ -265,8 +271,11 @@ class JobLoop:
         if isinstance(action, scheduling.Claim):
             if job_hex in self.running:
                 return
-            report = self.write_run(job_hex, own, CLAIMED, attempt=action.attempt, reason=action.reason,
-                                    started_ms=0, finished_ms=0, exit_code=None, outputs=(), result_digest=None, log_digest=None)
+            # With every input here there is nothing to fetch: the claim starts as running.
+            now_running = all(self.blobs.has(d) for d in self.spec_blobs(job.spec))
+            report = self.write_run(job_hex, own, RUNNING if now_running else CLAIMED, attempt=action.attempt, reason=action.reason,
+                                    started_ms=node_now_ms(self.node) if now_running else 0, finished_ms=0, exit_code=None,
+                                    outputs=(), result_digest=None, log_digest=None)
             if report is None:
                 return
             req = job.spec.requirements
@@ -333,9 +342,10 @@ class JobLoop:
         if running.cancel.is_set():
             return ExecutionResult(CANCELLED, running.stop_reason), None
         current = self.own_run(job.job_hex) or report
-        if current.state != CLAIMED:
+        if current.state == CLAIMED:
+            self.write_run(job.job_hex, current, RUNNING, reason=f"running on {self.node.identity.node_hex[:12]}", started_ms=node_now_ms(self.node))
+        elif current.state != RUNNING:
             return ExecutionResult(CANCELLED, "claim no longer held"), None
-        self.write_run(job.job_hex, current, RUNNING, reason=f"running on {self.node.identity.node_hex[:12]}", started_ms=node_now_ms(self.node))
         run_dir = self.work_dir / f"{job.job_hex}-{report.attempt}-{os.urandom(4).hex()}"
         log_path = run_dir.with_suffix(".log")
         run_dir.parent.mkdir(parents=True, exist_ok=True)

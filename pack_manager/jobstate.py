@@ -7,12 +7,15 @@ run records together (see scheduling.job_status); no node ever writes another's 
 A node's own record moves:
 
     declined ──► claimed ──► running ──► succeeded | failed | cancelled | timed_out
-       ▲  │          │           │
-       └──┘          └───────────┴──► yielded ──► claimed   (lost a conflict, or formd restarted
-                                                             mid-run; may take the job up again)
+       ▲  │  └───────────────────▲ │
+       └──┘          │           │ │
+                     └───────────┴─┴──► yielded ──► claimed | running   (lost a conflict, or formd
+                                                             restarted mid-run; may take the job up again)
 
 `declined` = it was the node to run the job but lacked capacity at that moment; it may
-claim later. `yielded` = it stopped because its claim lost a conflict. A dead node writes
+claim later. A claim starts as `running` straight away when the node already holds every
+input (nothing to fetch first): one record update fewer per job, and `running` is as much a
+claim as `claimed` for the conflict rule. `yielded` = it stopped because its claim lost a conflict. A dead node writes
 nothing: its successor claims with attempt+1, and readers see the dead node's stale claim
 beside the newer attempt.
 """
@@ -43,11 +46,11 @@ UNSCHEDULABLE = "unschedulable"
 JOB_STATES = (QUEUED, CLAIMED, RUNNING, SUCCEEDED, FAILED, CANCELLED, TIMED_OUT, UNSCHEDULABLE)
 
 _MOVES = {
-    None: {DECLINED, CLAIMED, FAILED},  # FAILED: the successor gives up when attempts ran out
-    DECLINED: {DECLINED, CLAIMED, FAILED},
+    None: {DECLINED, CLAIMED, RUNNING, FAILED},  # FAILED: the successor gives up when attempts ran out
+    DECLINED: {DECLINED, CLAIMED, RUNNING, FAILED},
     CLAIMED: {RUNNING, YIELDED, CANCELLED, FAILED, TIMED_OUT},
     RUNNING: {SUCCEEDED, FAILED, CANCELLED, TIMED_OUT, YIELDED},
-    YIELDED: {DECLINED, CLAIMED, FAILED},  # lost a conflict once; may take the job up again later
+    YIELDED: {DECLINED, CLAIMED, RUNNING, FAILED},  # lost a conflict once; may take the job up again later
     SUCCEEDED: set(),
     FAILED: set(),
     CANCELLED: set(),

@@ -11,7 +11,8 @@ document writes, gossip, decisions, staging, blob stores, records.
   Placement spreads the jobs, so most run on another node (gossip included).
 - throughput: `--jobs` jobs submitted as fast as the control socket takes them (job.submit-many,
   25 per request, on a few connections), then jobs finished per second = jobs / (last `finished_at` - first
-  submit). Submit acknowledgements per second are printed too.
+  submit). Submit acknowledgements per second are printed too, and the CPU time all formd
+  processes used per job (from /proc), which does not depend on what else the machine runs.
 
 Goals from issue 5: p50 latency <= 250 ms; >= 200 jobs/s finished on 3-5 nodes.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
+import os
 import statistics
 import sys
 import tempfile
@@ -118,6 +120,7 @@ def measure_throughput(cluster: Cluster, context: str, count: int, connections: 
                     ids.extend(reply["ids"])
                 done += n
 
+    cpu_before = cluster_cpu_s(cluster)
     started_ms = time.time() * 1000
     threads = [threading.Thread(target=submit_share, args=(share,)) for share in per_connection]
     for thread in threads:
@@ -134,6 +137,7 @@ def measure_throughput(cluster: Cluster, context: str, count: int, connections: 
         return listed if len(listed) == len(wanted) and all(job["state"] in FINAL for job in listed) else None
 
     jobs = wait_until(all_final, 600, f"{count} jobs to finish", interval=0.5)
+    cpu_used = cluster_cpu_s(cluster) - cpu_before
     last_ms = max(epoch_ms(job["finished_at"]) for job in jobs if job["finished_at"])
     states: dict[str, int] = {}
     runners: dict[str, int] = {}
@@ -145,9 +149,20 @@ def measure_throughput(cluster: Cluster, context: str, count: int, connections: 
         "submit_per_s": count / ((acked_ms - started_ms) / 1000),
         "finished_per_s": count / ((last_ms - started_ms) / 1000),
         "elapsed_s": (last_ms - started_ms) / 1000,
+        "cpu_ms_per_job": cpu_used * 1000 / count,
         "states": states,
         "runners": runners,
     }
+
+
+def cluster_cpu_s(cluster: Cluster) -> float:
+    """CPU seconds (user + system, all threads) used so far by every formd process."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for node in cluster.nodes:
+        fields = Path(f"/proc/{node.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -175,7 +190,8 @@ def run(nodes: int, latency_jobs: int, jobs: int, connections: int) -> None:
             result = measure_throughput(cluster, context, jobs, connections)
             print(f"throughput, {nodes} nodes: {result['jobs']} no-op WASM jobs finished in {result['elapsed_s']:.2f} s = "
                   f"{result['finished_per_s']:.0f} jobs/s (goal >= 200/s); submits acknowledged at {result['submit_per_s']:.0f}/s "
-                  f"over {connections} connection(s); states {result['states']}; per runner {result['runners']}")
+                  f"over {connections} connection(s); formd CPU {result['cpu_ms_per_job']:.1f} ms per job (all nodes together, "
+                  f"i.e. at most {1000 / result['cpu_ms_per_job']:.0f} jobs/s per core); states {result['states']}; per runner {result['runners']}")
             sys.stdout.flush()
 
 

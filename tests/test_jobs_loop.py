@@ -21,7 +21,7 @@ from pack_manager.jobspec import JobSpec
 from pack_manager.jobstate import RunReport
 from pack_manager.placement import rank
 from pack_manager.requirements import WorkloadRequirements
-from test_daemon_node import Sim, wait_for
+from test_daemon_node import ListStore, Sim, wait_for
 
 MODULE = b'(module (memory (export "memory") 1) (func (export "_start")))'
 
@@ -67,15 +67,29 @@ async def start_cluster(nursery, tmp_path, n=3):
     addresses = [f"10.0.9.{i}:7946" for i in range(n)]
     loops, gates = {}, {}
     for i, address in enumerate(addresses):
-        node = await sim.start(address, seeds=addresses[:1] if i else [])
-        blobs = BlobStore(tmp_path / f"blobs{i}")
-        blobs.put_bytes(MODULE)  # every node holds the module: no fetch needed in this test
-        gates[address] = Gate()
-        loops[address] = JobLoop(node, blobs, tmp_path / f"work{i}", {"wasm": gates[address]})
-        node.on_change = loops[address].wake
-        await nursery.start(loops[address].run)
+        await start_node(nursery, sim, tmp_path, addresses, i, loops, gates)
     await wait_for(lambda: sim.everyone_sees(addresses, addresses))
     return sim, network, addresses, loops, gates
+
+
+async def start_node(nursery, sim, tmp_path, addresses, i, loops, gates):
+    """Node i with its job loop (in a cancel scope of its own, so a test can crash it)."""
+    address = addresses[i]
+    node = await sim.start(address, seeds=[a for a in addresses if a != address][:1] if i else [])
+    blobs = BlobStore(tmp_path / f"blobs{i}")
+    blobs.put_bytes(MODULE)  # every node holds the module: no fetch needed in this test
+    gates[address] = Gate()
+    loops[address] = JobLoop(node, blobs, tmp_path / f"work{i}", {"wasm": gates[address]})
+    node.on_change = loops[address].wake
+    scope = trio.CancelScope()
+
+    async def run(task_status=trio.TASK_STATUS_IGNORED):
+        with scope:
+            await loops[address].run(task_status=task_status)
+
+    await nursery.start(run)
+    sim.loop_scopes = getattr(sim, "loop_scopes", {})
+    sim.loop_scopes[address] = scope
 
 
 def submit(loop):
@@ -90,12 +104,17 @@ def submit(loop):
     return job_hex
 
 
+def ranked(loops, addresses, job_hex):
+    """Addresses in the job's placement order."""
+    ids = {loops[a].me: a for a in addresses}
+    return [ids[n] for n in rank(bytes.fromhex(job_hex), list(ids))]
+
+
 async def test_only_the_top_ranked_node_claims_and_others_write_nothing(autojump_clock, tmp_path):
     async with trio.open_nursery() as nursery:
         sim, network, addresses, loops, gates = await start_cluster(nursery, tmp_path)
         job_hex = submit(loops[addresses[0]])
-        ids = {loops[a].me: a for a in addresses}
-        top = ids[rank(bytes.fromhex(job_hex), list(ids))[0]]
+        top = ranked(loops, addresses, job_hex)[0]
         await wait_for(lambda: gates[top].started == 1)
         gates[top].opened.set()
         top_hex = loops[top].node.identity.node_hex
@@ -110,8 +129,7 @@ async def test_a_partition_makes_two_claims_and_the_better_ranked_one_wins_after
     async with trio.open_nursery() as nursery:
         sim, network, addresses, loops, gates = await start_cluster(nursery, tmp_path)
         job_hex = submit(loops[addresses[0]])
-        ids = {loops[a].me: a for a in addresses}
-        order = [ids[n] for n in rank(bytes.fromhex(job_hex), list(ids))]
+        order = ranked(loops, addresses, job_hex)
         top, second = order[0], order[1]
         await wait_for(lambda: gates[top].started == 1)
         # The takeover counts as attempt 2 only if the successor saw the first claim before the cut.
@@ -161,4 +179,30 @@ async def test_the_incremental_loop_leaves_nothing_a_full_pass_would_do(autojump
             )
         await wait_for(all_succeeded)
         assert {a: undecided(loops[a]) for a in addresses} == {a: {} for a in addresses}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_claim_of_ours_that_comes_back_after_a_restart_without_state_is_yielded(autojump_clock, tmp_path):
+    async with trio.open_nursery() as nursery:
+        sim, network, addresses, loops, gates = await start_cluster(nursery, tmp_path)
+        job_hex = submit(loops[addresses[0]])
+        top = ranked(loops, addresses, job_hex)[0]
+        await wait_for(lambda: gates[top].started == 1)
+        top_hex = loops[top].node.identity.node_hex
+        others = [a for a in addresses if a != top]
+        await wait_for(lambda: all(runs(loops[a].node, job_hex).get(top_hex) is not None for a in others))
+        # Crash the runner and bring it back at once with its key but an empty document store:
+        # its running claim reaches it again only through gossip, and nothing runs it there.
+        sim.crash(top)
+        sim.loop_scopes[top].cancel()
+        sim.stores[top] = ListStore()
+        await trio.sleep(0.5)  # the crashed node's tasks end and free its address
+        await start_node(nursery, sim, tmp_path / "again", addresses, addresses.index(top), loops, gates)
+        await wait_for(lambda: any(line[0] == "job yielded" for line in sim.logs[top].lines))
+        yielded = [line for line in sim.logs[top].lines if line[0] == "job yielded"]
+        assert yielded and yielded[0][1]["reason"] == "formd restarted during the run"
+        # It is still the top-ranked node: it takes the job up again and runs it to the end.
+        await wait_for(lambda: gates[top].started == 1)
+        gates[top].opened.set()
+        await wait_for(lambda: all(runs(loops[a].node, job_hex)[top_hex].state == "succeeded" for a in addresses))
         nursery.cancel_scope.cancel()

@@ -177,7 +177,10 @@ def test_state_machine_moves():
     with pytest.raises(TransitionError):
         advance(r, RUNNING)
     with pytest.raises(TransitionError):
-        advance(None, RUNNING, attempt=1)
+        advance(None, SUCCEEDED, attempt=1)  # a result needs a claim first
+    with pytest.raises(TransitionError):
+        advance(advance(None, DECLINED, attempt=1), SUCCEEDED)
+    assert advance(None, RUNNING, attempt=1).active  # a claim that starts at once (inputs held)
     y = advance(advance(None, CLAIMED, attempt=1), YIELDED, reason="lost")
     assert advance(y, CLAIMED, attempt=2).state == CLAIMED
 
