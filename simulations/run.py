@@ -18,7 +18,7 @@ from pathlib import Path
 from simulations.sim import options as parse
 from simulations.sim.options import INJECTIONS, OptionError, SimOptions
 from simulations.sim.report import broken
-from simulations.sim.session import run_session, summary
+from simulations.sim.session import run_document_only, run_session, summary
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,6 +56,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", default=None, help="also time convergence at these sizes (no jobs, no faults), e.g. 10,100,1000")
     p.add_argument("--doc-hours", default="0", help="also run the document-only heartbeat simulation this long, e.g. 24h")
     p.add_argument("--doc-nodes", type=int, default=100, help="writers in the document-only heartbeat simulation")
+    p.add_argument("--doc-only", action="store_true", help="run only the document-only heartbeat simulation (document_growth.json)")
+    p.add_argument("--progress", action="store_true", help="print simulated and real time every simulated second")
     p.add_argument("--no-plots", action="store_true", help="write report.json only")
     p.add_argument("--inject", action="append", default=[], choices=INJECTIONS,
                    help="break an invariant on purpose (to see the checker fail)")
@@ -80,7 +82,7 @@ def to_options(args: argparse.Namespace) -> SimOptions:
         quiet=parse.duration(args.quiet, "--quiet"), probes=args.probes, settle=parse.duration(args.settle, "--settle"),
         join_over=parse.duration(args.join_over, "--join-over") if args.join_over else None,
         sizes=parse.sizes(args.sizes) if args.sizes else (), doc_hours=doc_hours, doc_nodes=args.doc_nodes,
-        plots=not args.no_plots, inject=tuple(args.inject),
+        doc_only=args.doc_only, progress=args.progress, plots=not args.no_plots, inject=tuple(args.inject),
     )
 
 
@@ -91,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     except OptionError as exc:
         print(f"simulations.run: {exc}", file=sys.stderr)
         return 2
+    if options.doc_only:
+        growth = run_document_only(options)["document_growth"]
+        print(f"document: {growth['size_bytes_final']} bytes after {growth['hours']:g} h of {growth['nodes']} nodes' "
+              f"heartbeats (goal {growth['goal_bytes']})")
+        return 0
     report, ok = run_session(options)
     for line in summary(report):
         print(line)

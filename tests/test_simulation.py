@@ -140,3 +140,23 @@ def test_bad_options_are_refused_with_a_reason(args, message, capsys, tmp_path):
     assert main(["--seconds", "60s", *args, "--report", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "report.json").exists()
+
+
+def test_progress_lines_do_not_change_the_run(capsys):
+    options = SimOptions(nodes=6, seconds=12, quiet=5, seed=4, jobs=5, plots=False)
+    plain, _ = run_session(options, say=quiet)
+    watched, _ = run_session(SimOptions(**{**options.__dict__, "progress": True}), say=quiet)
+    assert "[sim " in capsys.readouterr().err
+    assert without_cost({**plain, "options": None}) == without_cost({**watched, "options": None})
+
+
+def test_document_only_heartbeat_run_writes_its_growth(tmp_path, capsys):
+    assert main(["--doc-only", "--doc-hours", "0.01", "--doc-nodes", "5", "--report", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "document_growth.json").read_text())
+    growth = report["document_growth"]
+    assert growth["writes"] == 5 * 36 and growth["nodes"] == 5
+    sizes = [size for _, size in growth["size_bytes_series_hours"]]
+    assert sizes and all(size > 5 * 300 for size in sizes)  # five signed records of a few hundred bytes each
+    assert growth["size_bytes_final"] == sizes[-1] and growth["within_goal"] is True
+    assert (tmp_path / "document_growth_24h.png").stat().st_size > 0
+    assert "bytes after 0.01 h of 5 nodes' heartbeats" in capsys.readouterr().out

@@ -90,6 +90,8 @@ class SimOptions:
     sizes: tuple[int, ...] = ()  # convergence-only runs at these sizes, for the size plot
     doc_hours: float = 0.0  # document-only heartbeat simulation of this many hours (0: skip)
     doc_nodes: int = 100
+    doc_only: bool = False  # run only the document-only simulation
+    progress: bool = False  # print simulated vs real time as the run goes
     plots: bool = True
     inject: tuple[str, ...] = field(default=())  # break an invariant on purpose (checks the checker)
 

@@ -17,9 +17,13 @@ def write_plots(report: dict[str, Any], directory: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     written = []
-    for name, draw in (("convergence.png", _convergence), ("convergence_vs_size.png", _by_size),
-                       ("placement.png", _placement), ("document_size.png", _document),
-                       ("document_growth_24h.png", _growth), ("traffic.png", _traffic)):
+    if "convergence" not in report:  # a document-only report
+        drawers = (("document_growth_24h.png", _growth),)
+    else:
+        drawers = (("convergence.png", _convergence), ("convergence_vs_size.png", _by_size),
+                   ("placement.png", _placement), ("document_size.png", _document),
+                   ("document_growth_24h.png", _growth), ("traffic.png", _traffic))
+    for name, draw in drawers:
         figure, axes = plt.subplots(figsize=(7, 4.2))
         if draw(report, axes):
             figure.tight_layout()

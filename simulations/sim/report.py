@@ -228,7 +228,7 @@ def build(run: RunRecord) -> dict[str, Any]:
         "phases_s": {
             "joined_at": r4(run.joined_at),
             "active_start": r4(run.active_start),
-            "settled_after_active_s": r4(run.settled_at - run.active_start - run.options.seconds) if run.settled_at else None,
+            "settled_after_active_s": r4(max(0.0, run.settled_at - run.active_start - run.options.seconds)) if run.settled_at else None,
             "converge_rounds": run.converge_rounds,
             "end": r4(run.end),
         },

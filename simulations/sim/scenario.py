@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,15 @@ class RunRecord:
     violations: dict[str, list[str]] = field(default_factory=dict)
     end: float = 0.0
     real_s: dict[str, float] = field(default_factory=dict)  # wall-clock cost per phase
+    real_start: float = field(default_factory=time.perf_counter)
+
+    def progress(self, phase: str) -> None:
+        """--progress: one line on stderr. Printed from existing steps only (no task of its
+        own), so asking for progress does not change the run."""
+        if self.options.progress:
+            up = len(self.world.up()) if self.world is not None else 0
+            print(f"[sim {trio.current_time():8.1f} s | real {time.perf_counter() - self.real_start:8.1f} s] "
+                  f"{phase}, {up} nodes up", file=sys.stderr, flush=True)
 
 
 async def simulate(options: SimOptions, root: Path) -> RunRecord:
@@ -125,6 +135,7 @@ async def boot(world: World, run: RunRecord) -> None:
             await trio.sleep(interval)
     limit = trio.current_time() + 60.0 + 0.1 * len(world.machines)
     while not everyone_sees_everyone(world):
+        run.progress("boot: waiting until every node sees every node alive")
         if trio.current_time() > limit:
             return  # joined_at stays None: the report says the cluster never fully formed
         await trio.sleep(0.5)
@@ -186,6 +197,7 @@ class Sampler:
         if up and now > since:
             self.run.traffic.append((round(now - self.run.active_start, 3), (sent - before) / len(up) / (now - since)))
         self.last = (now, sent)
+        self.run.progress("active")
         elapsed = now - self.run.active_start
         if up and up[0].node is not None and round(elapsed / SAMPLE_EVERY_S) % round(DOC_SIZE_EVERY_S / SAMPLE_EVERY_S) == 0:
             self.run.doc_sizes.append((round(elapsed, 3), len(up[0].node.document.full_state())))
@@ -290,6 +302,7 @@ async def settle(world: World, run: RunRecord) -> None:
     world.network.heal()
     limit = trio.current_time() + run.options.settle
     while not finished(world, run):
+        run.progress("settle: waiting for the jobs to finish")
         if trio.current_time() >= limit:
             return  # settled_at stays None; the invariants will say what is unfinished
         await trio.sleep(1.0)
@@ -334,9 +347,8 @@ async def converge(world: World, run: RunRecord, rng: random.Random) -> None:
             return
         async with trio.open_nursery() as nursery:
             for machine in up:
-                peer = rng.choice([m for m in up if m is not machine]) if len(up) < 64 else _other(rng, up, machine)
                 assert machine.node is not None
-                nursery.start_soon(machine.node.exchange, peer.address)
+                nursery.start_soon(machine.node.exchange, _other(rng, up, machine).address)
 
 
 def _other(rng: random.Random, machines: list[Machine], machine: Machine) -> Machine:

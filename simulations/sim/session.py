@@ -50,6 +50,26 @@ def convergence_only(options: SimOptions, nodes: int) -> SimOptions:
                    doc_hours=0.0, seconds=options.quiet, settle=0.0, report_dir=None)
 
 
+def document_growth(options: SimOptions, say: Callable[[str], None]) -> tuple[dict[str, Any], float]:
+    say(f"  document growth: {options.doc_nodes} nodes x {options.doc_hours:g} h of heartbeats ...")
+    growth = heartbeat_growth(options.doc_nodes, options.doc_hours, options.seed, options.tick_interval)
+    return growth, round(growth.pop("real_s"), 3)
+
+
+def run_document_only(options: SimOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """`--doc-only`: document_growth.json (+ its plot), no network simulation."""
+    growth, real = document_growth(options, say)
+    report = {"document_growth": growth, "cost": {"document_growth_real_s": real, "python": platform.python_version()}}
+    if options.report_dir is not None:
+        options.report_dir.mkdir(parents=True, exist_ok=True)
+        (options.report_dir / "document_growth.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        if options.plots:
+            from .plots import write_plots  # noqa: PLC0415
+
+            write_plots(report, options.report_dir)
+    return report
+
+
 def run_session(options: SimOptions, say: Callable[[str], None] = print) -> tuple[dict[str, Any], bool]:
     say(f"simulating {options.nodes} nodes for {options.seconds:g} s (seed {options.seed}) ...")
     run, cost = simulate_once(options)
@@ -71,10 +91,7 @@ def run_session(options: SimOptions, say: Callable[[str], None] = print) -> tupl
         report["convergence_by_size"] = by_size
         cost["by_size"] = size_cost
     if options.doc_hours > 0:
-        say(f"  document growth: {options.doc_nodes} nodes x {options.doc_hours:g} h of heartbeats ...")
-        growth = heartbeat_growth(options.doc_nodes, options.doc_hours, options.seed, options.tick_interval)
-        cost["document_growth_real_s"] = round(growth.pop("real_s"), 3)
-        report["document_growth"] = growth
+        report["document_growth"], cost["document_growth_real_s"] = document_growth(options, say)
     cost["python"] = platform.python_version()
     if options.report_dir is not None:
         write(report, options.report_dir, options.plots, say)
