@@ -49,6 +49,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fanout", type=int, default=3, help="formd gossip_fanout")
     p.add_argument("--tick", default="1s", help="formd tick_interval_ms (heartbeat)")
     p.add_argument("--anti-entropy", default="30s", help="formd anti_entropy_interval_s")
+    p.add_argument("--retransmit-mult", type=int, default=4, help="formd retransmit_mult")
+    p.add_argument("--heartbeat-retransmit-mult", type=int, default=4, help="formd heartbeat_retransmit_mult")
     p.add_argument("--quiet", default="15s", help="start of the active phase without jobs or faults (steady traffic, probes)")
     p.add_argument("--probes", type=int, default=5, help="label changes timed during the quiet part")
     p.add_argument("--settle", default="120s", help="after the active phase, at most this long for jobs to finish")
@@ -79,6 +81,7 @@ def to_options(args: argparse.Namespace) -> SimOptions:
         slow_factor=args.slow_factor,
         gossip_interval=parse.duration(args.gossip_interval, "--gossip-interval"), fanout=args.fanout,
         tick_interval=parse.duration(args.tick, "--tick"), anti_entropy_interval=parse.duration(args.anti_entropy, "--anti-entropy"),
+        retransmit_mult=args.retransmit_mult, heartbeat_retransmit_mult=args.heartbeat_retransmit_mult,
         quiet=parse.duration(args.quiet, "--quiet"), probes=args.probes, settle=parse.duration(args.settle, "--settle"),
         join_over=parse.duration(args.join_over, "--join-over") if args.join_over else None,
         sizes=parse.sizes(args.sizes) if args.sizes else (), doc_hours=doc_hours, doc_nodes=args.doc_nodes,

@@ -135,6 +135,8 @@ def test_the_checker_catches_an_injected_orphan_claim(tmp_path, capsys):
     (["--seconds", "soon"], "--seconds"),
     (["--nodes", "0"], "--nodes"),
     (["--job-cpu", "lots"], "--job-cpu"),
+    (["--fanout", "0"], "--fanout must be at least 1"),
+    (["--tick", "0s"], "--tick must be positive"),
 ])
 def test_bad_options_are_refused_with_a_reason(args, message, capsys, tmp_path):
     assert main(["--seconds", "60s", *args, "--report", str(tmp_path)]) == 2

@@ -81,6 +81,8 @@ class SimOptions:
     fanout: int = 3
     tick_interval: float = 1.0
     anti_entropy_interval: float = 30.0
+    retransmit_mult: int = 4
+    heartbeat_retransmit_mult: int = 4
     # phases
     quiet: float = 15.0  # start of the active phase with neither jobs nor faults: steady traffic, probes
     probes: int = 5
@@ -103,6 +105,15 @@ class SimOptions:
             problems.append("--seconds must be positive")
         if self.jobs < 0:
             problems.append("--jobs must be 0 or more")
+        for name in ("fanout", "retransmit_mult", "heartbeat_retransmit_mult"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} must be at least 1")
+        for name, flag in (("gossip_interval", "--gossip-interval"), ("tick_interval", "--tick"),
+                           ("anti_entropy_interval", "--anti-entropy")):
+            if getattr(self, name) <= 0:
+                problems.append(f"{flag} must be positive")
+        if self.probes < 0 or self.slow_factor < 1:
+            problems.append("--probes must be 0 or more and --slow-factor at least 1")
         if not 0 <= self.loss < 1:
             problems.append("--loss must be a probability in [0, 1)")
         if self.policy not in POLICIES:

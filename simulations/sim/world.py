@@ -155,6 +155,7 @@ class World:
         self.settings = NodeSettings(
             gossip_interval=options.gossip_interval, gossip_fanout=options.fanout,
             tick_interval=options.tick_interval, anti_entropy_interval=options.anti_entropy_interval,
+            retransmit_mult=options.retransmit_mult, heartbeat_retransmit_mult=options.heartbeat_retransmit_mult,
         )
         self.machines: list[Machine] = []
         for index in range(options.nodes):
