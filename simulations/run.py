@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from simulations.sim import options as parse
-from simulations.sim.options import INJECTIONS, OptionError, SimOptions
+from simulations.sim.options import FORMD, INJECTIONS, OptionError, SimOptions
 from simulations.sim.report import broken
 from simulations.sim.session import run_document_only, run_session, summary
 
@@ -45,12 +45,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--slow", default="0", help="slow nodes: 2%% or a count")
     p.add_argument("--slow-latency", default="200ms", help="added to every message to or from a slow node")
     p.add_argument("--slow-factor", type=float, default=3.0, help="a slow node's tick and gossip run this many times slower")
-    p.add_argument("--gossip-interval", default="200ms", help="formd gossip_interval_ms")
-    p.add_argument("--fanout", type=int, default=3, help="formd gossip_fanout")
-    p.add_argument("--tick", default="1s", help="formd tick_interval_ms (heartbeat)")
-    p.add_argument("--anti-entropy", default="30s", help="formd anti_entropy_interval_s")
-    p.add_argument("--retransmit-mult", type=int, default=4, help="formd retransmit_mult")
-    p.add_argument("--heartbeat-retransmit-mult", type=int, default=4, help="formd heartbeat_retransmit_mult")
+    p.add_argument("--gossip-interval", default=f"{FORMD.gossip_interval_ms}ms", help="formd gossip_interval_ms")
+    p.add_argument("--fanout", type=int, default=FORMD.gossip_fanout, help="formd gossip_fanout")
+    p.add_argument("--tick", default=f"{FORMD.tick_interval_ms}ms", help="formd tick_interval_ms (heartbeat)")
+    p.add_argument("--anti-entropy", default=f"{FORMD.anti_entropy_interval_s:g}s", help="formd anti_entropy_interval_s")
+    p.add_argument("--retransmit-mult", type=int, default=FORMD.retransmit_mult, help="formd retransmit_mult")
+    p.add_argument("--heartbeat-retransmit-mult", type=int, default=FORMD.heartbeat_retransmit_mult,
+                   help="formd heartbeat_retransmit_mult")
     p.add_argument("--quiet", default="15s", help="start of the active phase without jobs or faults (steady traffic, probes)")
     p.add_argument("--probes", type=int, default=5, help="label changes timed during the quiet part")
     p.add_argument("--settle", default="120s", help="after the active phase, at most this long for jobs to finish")

@@ -9,7 +9,10 @@ executor     the simulated executor (a duration and a deterministic result)
 workload     the jobs of a run and how they are submitted
 faults       the crash / partition / slow-node schedule
 recorder     log lines, membership verdicts and convergence probes as they happen
-scenario     the phases of one run
+scenario     the phases of one run (boot here)
+active       the active phase: the timeline of samples, probes, faults and submissions
+ending       settle, inject, converge
+run_record   what a run leaves behind for the report
 facts        the end state, read out of the nodes
 invariants   the checks every run ends with
 report       report.json's sections

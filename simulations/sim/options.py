@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from daemon.config import FormdConfig
 from metrics_agent.units import UnitError, parse_cpu, parse_duration
 from pack_manager.placement import POLICIES
 
@@ -49,6 +50,7 @@ class Amount:
 
 
 NONE = Amount()
+FORMD = FormdConfig()  # node settings default to what formd ships
 
 
 @dataclass(frozen=True)
@@ -76,13 +78,13 @@ class SimOptions:
     slow: Amount = NONE
     slow_latency: float = 0.2  # added to every message to or from a slow node
     slow_factor: float = 3.0  # a slow node's tick and gossip intervals are this many times longer
-    # node settings (formd's defaults)
-    gossip_interval: float = 0.2
-    fanout: int = 3
-    tick_interval: float = 1.0
-    anti_entropy_interval: float = 30.0
-    retransmit_mult: int = 4
-    heartbeat_retransmit_mult: int = 4
+    # node settings (formd.toml's defaults unless given)
+    gossip_interval: float = FORMD.gossip_interval_ms / 1000
+    fanout: int = FORMD.gossip_fanout
+    tick_interval: float = FORMD.tick_interval_ms / 1000
+    anti_entropy_interval: float = FORMD.anti_entropy_interval_s
+    retransmit_mult: int = FORMD.retransmit_mult
+    heartbeat_retransmit_mult: int = FORMD.heartbeat_retransmit_mult
     # phases
     quiet: float = 15.0  # start of the active phase with neither jobs nor faults: steady traffic, probes
     probes: int = 5

@@ -19,7 +19,7 @@ from simulations.loopback.measure import spread, summarise
 
 from .facts import to_ms
 from .invariants import CHECKS, duplicate_successes, lost_with_submitter
-from .scenario import RunRecord
+from .run_record import RunRecord
 from .workload import FAILING_SHARE
 from .world import EPOCH
 

@@ -23,7 +23,8 @@ from . import report as sections
 from .determinism import deterministic_trio
 from .heartbeat_doc import heartbeat_growth
 from .options import NONE, SimOptions
-from .scenario import RunRecord, simulate
+from .run_record import RunRecord
+from .scenario import simulate
 from .shared_verify import shared_verification
 
 

@@ -33,11 +33,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crdt_state.document import ClusterDocument
 from daemon.blobstore import BlobStore
+from daemon.config import FormdConfig
 from daemon.identity import Identity
 from daemon.jobs import JobLoop
 from daemon.keyring import Keyring
 from daemon.log import EventLog
-from daemon.node import Node, NodeSettings, static_capacity
+from daemon.node import Node, static_capacity
+from daemon.runtime import node_settings
 from metrics_agent.capabilities import NodeCapabilities
 from metrics_agent.capacity import apply_reservations
 
@@ -152,11 +154,11 @@ class World:
         self.on_change = on_change
         self.network = SlowLinkNetwork(seed=rng.getrandbits(64), latency=options.latency, loss=options.loss)
         self.keyring = Keyring(rng.randbytes(32)) if options.seal else None
-        self.settings = NodeSettings(
-            gossip_interval=options.gossip_interval, gossip_fanout=options.fanout,
-            tick_interval=options.tick_interval, anti_entropy_interval=options.anti_entropy_interval,
+        self.settings = node_settings(replace(
+            FormdConfig(), gossip_interval_ms=round(options.gossip_interval * 1000), gossip_fanout=options.fanout,
+            tick_interval_ms=round(options.tick_interval * 1000), anti_entropy_interval_s=options.anti_entropy_interval,
             retransmit_mult=options.retransmit_mult, heartbeat_retransmit_mult=options.heartbeat_retransmit_mult,
-        )
+        ))  # the same mapping `formd run` applies to formd.toml
         self.machines: list[Machine] = []
         for index in range(options.nodes):
             self.machines.append(Machine(index, address_of(index), [self._new_identity()], root / f"n{index}"))
