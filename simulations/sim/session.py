@@ -31,12 +31,14 @@ from .shared_verify import shared_verification
 def simulate_once(options: SimOptions) -> tuple[RunRecord, dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="formnet-sim-") as scratch, \
             deterministic_trio(options.seed), shared_verification() as cache:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         run = trio.run(simulate, options, Path(scratch), clock=trio.testing.MockClock(autojump_threshold=0))
-        real = time.perf_counter() - started
+        real, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     simulated = run.end
     cost = {
         "real_s": round(real, 3),
+        "cpu_s": round(cpu, 3),  # this process only: the figure to trust on a busy machine
+        "node_simulated_s_per_cpu_s": round(options.nodes * simulated / cpu, 2) if cpu > 0 else None,
         "simulated_s": round(simulated, 3),
         "node_simulated_s_per_real_s": round(options.nodes * simulated / real, 2) if real > 0 else None,
         "real_s_per_phase": {phase: round(seconds, 3) for phase, seconds in run.real_s.items()},
