@@ -72,6 +72,8 @@ def submit(
     timeout: str = typer.Option("1h", "--timeout"),
     replicas: int = typer.Option(1, "--replicas"),
     network: bool = typer.Option(False, "--network"),
+    prefer_local_inputs: bool = typer.Option(False, "--prefer-local-inputs",
+                                             help="rank nodes that already hold the context/inputs first"),
     wait: bool = typer.Option(False, "--wait", help="wait for a final state; exit 1 unless it succeeded"),
     follow: bool = typer.Option(False, "--follow", help="stream the log meanwhile (implies --wait)"),
     as_json: bool = typer.Option(False, "--json"),
@@ -111,6 +113,7 @@ def submit(
         "requirements": {"cpu": cpu, "memory": memory, "disk": disk, "gpu": gpu, "gpu_model": gpu_model,
                          "gpu_memory": gpu_memory, "labels": label, "prefer": prefer},
         "timeout_ms": int(timeout_s * 1000), "network": network, "replicas": replicas,
+        "prefer_local_inputs": prefer_local_inputs,
     }
     job_id = _call(ctx, "job.submit", params)["id"]
     if not (wait or follow):
@@ -185,7 +188,8 @@ def explain(ctx: typer.Context, job: str = typer.Argument(...), as_json: bool = 
         return
     from .render import explain_table, print_table  # noqa: PLC0415
 
-    typer.echo(f"job {result['id']}  policy {result['policy']}  state {result['state']}: {result['reason']}")
+    prefer = "  prefer-local-inputs" if result.get("prefer_local_inputs") else ""
+    typer.echo(f"job {result['id']}  policy {result['policy']}{prefer}  state {result['state']}: {result['reason']}")
     print_table(explain_table(result["nodes"]))
 
 

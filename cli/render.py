@@ -91,12 +91,12 @@ def jobs_table(jobs: list[dict[str, Any]]) -> Table:
 
 def explain_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("RANK", "NODE", "STATUS", "FITS", "RUN", "REASONS"):
+    for column in ("RANK", "NODE", "STATUS", "FITS", "HOLDS", "RUN", "REASONS"):
         table.add_column(column, no_wrap=column != "REASONS")
     for row in rows:
         fits = "yes" if row["fits_now"] else ("later" if row["fits"] else "never")
         short = row["node"][:12] + (" *" if row["self"] else "")
         status = row["status"]
         table.add_row(str(row["rank"]), short, f"[{_STATUS_STYLE.get(status, '')}]{status}[/]" if status in _STATUS_STYLE else status,
-                      fits, row["run"] or "-", "; ".join(row["reasons"]) or (row["run_reason"] or ""))
+                      fits, str(row.get("holds", 0)), row["run"] or "-", "; ".join(row["reasons"]) or (row["run_reason"] or ""))
     return table

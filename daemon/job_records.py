@@ -22,7 +22,7 @@ from typing import Callable
 from crdt_state.document import ClusterDocument
 from metrics_agent.wire import WireError
 from pack_manager import scheduling
-from pack_manager.jobspec import JobSpec, JobSpecError
+from pack_manager.jobspec import JobSpec, JobSpecError, is_digest
 from pack_manager.jobstate import RunReport
 
 MAPS = ("jobs", "runs", "cancels")
@@ -35,9 +35,16 @@ class Job:
     submitted_ms: int
     runs: dict[bytes, RunReport] = field(default_factory=dict)
     cancelled: bool = False
+    holdings: dict[bytes, int] = field(default_factory=dict)  # only filled for prefer_local_inputs
 
     def view(self) -> scheduling.JobView:
-        return scheduling.JobView(bytes.fromhex(self.job_hex), self.spec, self.runs, self.cancelled)
+        return scheduling.JobView(bytes.fromhex(self.job_hex), self.spec, self.runs, self.cancelled, self.holdings)
+
+
+def spec_blobs(spec: JobSpec) -> list[str]:
+    """The blobs a job needs on the node that runs it (a module named by path is inside the context)."""
+    wanted = [d for d in [spec.context, spec.module] if d is not None and is_digest(d)]
+    return wanted + [item.digest for item in spec.inputs]
 
 
 def decode_job(key: str, body: dict) -> tuple[JobSpec, int]:
@@ -61,6 +68,13 @@ class JobRecords:
         self.runs: dict[str, dict[bytes, RunReport]] = {}  # job hex -> node id -> report, with or without a job record
         self.cancels: set[str] = set()
         self._changed: set[str] = set()
+        # Who holds which blob, as the document tells it (the same on every node): a job's
+        # submitter holds its blobs (it stored them to submit), a node whose run of a job got
+        # as far as running fetched them, and a node that finished a run holds its outputs.
+        # digest -> node -> how many records say so; contributions by record, to undo them.
+        self._holders: dict[str, dict[bytes, int]] = {}
+        self._contributions: dict[tuple[str, bytes], frozenset[str]] = {}  # (job hex, node) -> digests
+        self._contributors: dict[str, set[bytes]] = {}  # job hex -> nodes with a contribution
 
     def refresh(self) -> None:
         for map_name in MAPS:
@@ -91,6 +105,7 @@ class JobRecords:
                     self._on_bad_job(key, str(exc))
                 return
             self._changed.add(key)
+            self._recount_job(key)
         elif map_name == "runs":
             job_hex, node_id = split_run_key(key)
             if node_id is None:
@@ -102,6 +117,7 @@ class JobRecords:
                 return
             self.runs.setdefault(job_hex, {})[node_id] = report
             self._changed.add(job_hex)
+            self._recount(job_hex, node_id)
         else:
             self.cancels.add(key)
             self._changed.add(key)
@@ -110,6 +126,7 @@ class JobRecords:
         if map_name == "jobs":
             self.specs.pop(key, None)
             self._changed.add(key)
+            self._recount_job(key)
         elif map_name == "runs":
             job_hex, node_id = split_run_key(key)
             if node_id is not None:
@@ -124,6 +141,62 @@ class JobRecords:
             self._changed.add(job_hex)
             if not runs:
                 del self.runs[job_hex]
+            self._recount(job_hex, node_id)
+
+    # ---- who holds which blob ----------------------------------------------------------------
+
+    def _recount_job(self, job_hex: str) -> None:
+        """A job record came or went: its submitter's claim and its runs' claims change."""
+        held = self.specs.get(job_hex)
+        submitter = held[0].submitter if held is not None else None
+        nodes = set(self._contributors.get(job_hex, ())) | set(self.runs.get(job_hex, {}))
+        if submitter is not None:
+            nodes.add(submitter)
+        for node_id in nodes:
+            self._recount(job_hex, node_id)
+
+    def _recount(self, job_hex: str, node_id: bytes) -> None:
+        held = self.specs.get(job_hex)
+        run = self.runs.get(job_hex, {}).get(node_id)
+        digests: set[str] = set()
+        if held is not None and (held[0].submitter == node_id or (run is not None and run.started_ms > 0)):
+            digests.update(spec_blobs(held[0]))
+        if run is not None and run.final:
+            digests.update(o.digest for o in run.outputs)
+            if run.log_digest is not None:
+                digests.add(run.log_digest)
+        new = frozenset(digests)
+        old = self._contributions.pop((job_hex, node_id), frozenset())
+        contributors = self._contributors.setdefault(job_hex, set())
+        if new:
+            self._contributions[(job_hex, node_id)] = new
+            contributors.add(node_id)
+        else:
+            contributors.discard(node_id)
+            if not contributors:
+                del self._contributors[job_hex]
+        for digest in old - new:
+            counts = self._holders[digest]
+            counts[node_id] -= 1
+            if not counts[node_id]:
+                del counts[node_id]
+                if not counts:
+                    del self._holders[digest]
+        for digest in new - old:
+            counts = self._holders.setdefault(digest, {})
+            counts[node_id] = counts.get(node_id, 0) + 1
+
+    def holders(self, digest: str) -> set[bytes]:
+        """Nodes the document says hold this blob."""
+        return set(self._holders.get(digest, ()))
+
+    def holdings(self, spec: JobSpec) -> dict[bytes, int]:
+        """node -> how many of the spec's blobs it holds, by the document."""
+        counts: dict[bytes, int] = {}
+        for digest in set(spec_blobs(spec)):
+            for node_id in self._holders.get(digest, ()):
+                counts[node_id] = counts.get(node_id, 0) + 1
+        return counts
 
     # ---- reading ------------------------------------------------------------------------------
 
@@ -131,7 +204,9 @@ class JobRecords:
         held = self.specs.get(job_hex)
         if held is None:
             return None
-        return Job(job_hex, held[0], held[1], dict(self.runs.get(job_hex, {})), job_hex in self.cancels)
+        spec = held[0]
+        holdings = self.holdings(spec) if spec.prefer_local_inputs else {}
+        return Job(job_hex, spec, held[1], dict(self.runs.get(job_hex, {})), job_hex in self.cancels, holdings)
 
     def jobs(self) -> dict[str, Job]:
         self.refresh()

@@ -31,7 +31,7 @@ from metrics_agent.wire import WireError
 from pack_manager import scheduling
 from pack_manager.executors import run_job
 from pack_manager.executors.base import ExecutionResult, Executor, ExecutorLimits
-from pack_manager.jobspec import JobSpec, is_digest
+from pack_manager.jobspec import JobSpec
 from pack_manager.jobstate import (
     CANCELLED,
     CLAIMED,
@@ -50,7 +50,7 @@ from pack_manager.placement import DEFAULT_POLICY
 from .blobfetch import BLOB_PREFIX, FETCH_CHUNK, BlobRequestError, FetchError, fetch_blob, serve_blob_request
 from .blobstore import BlobStore
 from .group_commit import GroupCommit
-from .job_records import Job, JobRecords
+from .job_records import Job, JobRecords, spec_blobs
 from .node import Node
 from .transport import TransportError
 
@@ -412,8 +412,7 @@ class JobLoop:
         return self.blobs.path(digest) if self.blobs.has(digest) else None
 
     def spec_blobs(self, spec: JobSpec) -> list[str]:
-        wanted = [d for d in [spec.context, spec.module] if d is not None and is_digest(d)]
-        return wanted + [item.digest for item in spec.inputs]
+        return spec_blobs(spec)
 
     async def fetch_inputs(self, spec: JobSpec, job: Job | None = None) -> None:
         """From the submitter first, then from nodes that ran the job before (they fetched it)."""

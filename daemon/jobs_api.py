@@ -4,7 +4,7 @@
     blob.read  {"digest", "offset", "length"}              -> {"size", "data": b64}
     job.submit {"kind", "context", "containerfile", "image", "command", "module", "inputs": [[name, digest]],
                 "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer"},
-                "timeout_ms", "env", "network", "replicas"}  -> {"id"}   (durable before the reply)
+                "timeout_ms", "env", "network", "replicas", "prefer_local_inputs"}  -> {"id"}   (durable before the reply)
     job.submit-many {"jobs": [job.submit params, ...]}    -> {"ids": [...]}  (all or none; one fsync)
     job.status {"job": id or prefix >= 8 hex}              -> status object (see `status_object`)
     job.list   {"state": optional}                         -> [status object, ...]
@@ -166,6 +166,7 @@ class JobsApi:
                 env=param(params, "env", dict, optional=True, default={}),
                 network=param(params, "network", bool, optional=True, default=False),
                 replicas=param(params, "replicas", int, optional=True, default=1),
+                prefer_local_inputs=param(params, "prefer_local_inputs", bool, optional=True, default=False),
             )
         except (RequirementsError, JobSpecError, TypeError, ValueError) as exc:
             raise ControlError(str(exc)) from None
@@ -261,6 +262,7 @@ class JobsApi:
         nodes = self.jobs.node_views()
         view = job.view()
         order = scheduling.order_nodes(view, nodes, self.jobs.policy)
+        holdings = self.jobs.records.holdings(job.spec)  # shown whether or not the job prefers holders
         records = self.node.document.node_records()
         rows = []
         for rank, node_id in enumerate(order, 1):
@@ -278,11 +280,13 @@ class JobsApi:
                 "fits": not never,
                 "fits_now": not never and not now,
                 "reasons": list(never) + list(now),
+                "holds": holdings.get(node_id, 0),
                 "run": run.state if run else None,
                 "run_reason": run.reason if run else None,
             })
         status = self.status_object(job, nodes)
-        return {"id": job.job_hex, "policy": self.jobs.policy, "state": status["state"], "reason": status["reason"], "nodes": rows}
+        return {"id": job.job_hex, "policy": self.jobs.policy, "prefer_local_inputs": job.spec.prefer_local_inputs,
+                "blobs": len(set(self.jobs.spec_blobs(job.spec))), "state": status["state"], "reason": status["reason"], "nodes": rows}
 
     async def log(self, params: dict[str, Any]) -> Any:
         job, _ = self._resolve(params)

@@ -63,6 +63,9 @@ class JobSpec:
     network: bool = False
     replicas: int = 1
     keep_image: bool = False
+    # Rank nodes that already hold the job's blobs first (after preferred labels); who holds
+    # what comes from the document (see pack_manager.scheduling.order_nodes).
+    prefer_local_inputs: bool = False
 
     def __post_init__(self) -> None:
         _check(self)
@@ -89,6 +92,8 @@ class JobSpec:
             "network": self.network,
             "replicas": self.replicas,
             "keep_image": self.keep_image,
+            # Written only when set, so specs without it keep the bytes (and ids) they had.
+            **({"prefer_local_inputs": True} if self.prefer_local_inputs else {}),
         }
 
     @classmethod
@@ -125,6 +130,7 @@ class JobSpec:
                 network=_need_bool(record, "network"),
                 replicas=need_int(record, "replicas", low=1, high=MAX_REPLICAS),
                 keep_image=_need_bool(record, "keep_image"),
+                prefer_local_inputs=_need_bool(record, "prefer_local_inputs") if "prefer_local_inputs" in record else False,
             )
         except (WireError, RequirementsError) as exc:
             raise JobSpecError(f"job spec: {exc}") from exc
@@ -200,6 +206,8 @@ def _check(spec: JobSpec) -> None:
         raise JobSpecError("submitter: must be a 32-byte node id")
     if not isinstance(spec.nonce, bytes) or len(spec.nonce) != 16:
         raise JobSpecError("nonce: must be 16 bytes")
+    if not isinstance(spec.prefer_local_inputs, bool):
+        raise JobSpecError("prefer_local_inputs: expected true or false")
     if spec.context is not None and not is_digest(spec.context):
         raise JobSpecError(f"context: {spec.context!r} is not a blake3 hex digest")
     check_relative_path(spec.containerfile, "containerfile")

@@ -7,7 +7,8 @@ same conclusion; nodes whose views differ for a moment may both claim, and the c
 rule (better-ranked claimant wins) settles it as soon as their views meet.
 
 The order of candidates is the placement policy's order (pack_manager.placement), with
-nodes matching more preferred labels first. A candidate is a live node whose static
+nodes matching more preferred labels first, and, when the job asks, nodes that hold more of
+its blobs (by the document) next. A candidate is a live node whose static
 capabilities fit the job. Walking that order, a node is *available* when it is live and
 either fits now by its last gossiped capacity, or has no decline newer than that capacity.
 The first K available nodes (K = replicas) are responsible; each one claims if it fits
@@ -59,6 +60,9 @@ class JobView:
     spec: JobSpec
     runs: Mapping[bytes, RunReport]  # node id -> that node's run record
     cancelled: bool = False
+    # node id -> how many of the job's blobs (context, module, inputs) the document says that
+    # node holds; consulted only when the spec asks for prefer_local_inputs.
+    holdings: Mapping[bytes, int] = field(default_factory=dict)
 
 
 # What a node should do about a job. The daemon turns these into run records and executor calls.
@@ -97,9 +101,15 @@ def _short(node_id: bytes) -> str:
 
 
 def order_nodes(job: JobView, nodes: Mapping[bytes, NodeView], policy: str = DEFAULT_POLICY) -> list[bytes]:
-    """Every known node in placement order (preferred labels first), capable or not."""
+    """Every known node in placement order, capable or not: nodes matching more preferred
+    labels first; among those, with prefer_local_inputs, nodes holding more of the job's blobs
+    (so the inputs need not travel); then the policy's order. Holdings come from the
+    replicated document, never from a node's own disk, so every node orders alike."""
     req = job.spec.requirements
     scores = {node_id: preference_score(view.capabilities, req) for node_id, view in nodes.items()}
+    if job.spec.prefer_local_inputs and job.holdings:
+        weight = 1 + max(job.holdings.values())  # a label match outweighs any number of blobs
+        scores = {node_id: score * weight + job.holdings.get(node_id, 0) for node_id, score in scores.items()}
     return rank_with_preferences(job.job_id, scores, policy)
 
 

@@ -4,6 +4,7 @@ everywhere, the outputs come back byte-identical on a third node; bad input chan
 
 import base64
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -217,3 +218,43 @@ def test_submit_many_is_all_or_nothing_and_one_request_runs_every_job(cluster, w
     assert len(set(ids)) == 3
     # The module exits 1 on a missing input: each job reaches a final state of its own.
     wait_until(lambda: all(status(a, j)["state"] == "failed" for j in ids), 60, "the three jobs to finish")
+
+
+def test_prefer_local_inputs_runs_on_a_node_the_document_says_holds_the_inputs(cluster, wasm_context, tmp_path):
+    a, b, c = cluster.nodes[:3]
+    ids = [bytes.fromhex(n.node_id) for n in (a, b, c)]
+
+    def plain_order(job_id):
+        return [n.hex() for n in rank(bytes.fromhex(job_id), ids)]
+
+    def fresh_blobs(name):
+        """A context and input no other job used: only this test's runs can hold them."""
+        root = tmp_path / name
+        (root / "context").mkdir(parents=True)
+        (root / "context" / "upcase.wasm").write_bytes((wasm_context / "context" / "upcase.wasm").read_bytes())
+        (root / "context" / "marker").write_bytes(os.urandom(16))
+        (root / "in.txt").write_bytes(os.urandom(8).hex().encode())
+        return root
+
+    def submit_until(wanted_order, roots, *extra):
+        """Submit (one at a time, each waited for, so no node is busy with an earlier one)
+        until placement alone would order the job's nodes as wanted."""
+        for root in roots:
+            job_id = submit_wasm(a, root, *extra).stdout.strip()
+            wait_until(lambda: all(status(n, job_id)["state"] == "succeeded" for n in (a, b, c)), 60, "the job to finish")
+            if wanted_order(plain_order(job_id)):
+                return root, job_id
+        raise AssertionError("placement never gave the wanted order")
+
+    # First b runs a plain job (placement puts it there) on blobs nobody else has run with.
+    root, first = submit_until(lambda order: order[0] == b.node_id, (fresh_blobs(f"try{i}") for i in range(40)))
+    assert status(a, first)["node"] == b.node_id
+    # Then jobs on the same blobs that prefer holders, until one's plain order is c, b, a:
+    # c holds nothing, a (the submitter) and b (it ran the first job) hold both blobs, and b
+    # ranks before a: b must run it. (The earlier tries run on a or b, so c never holds.)
+    _, job_id = submit_until(lambda order: order == [c.node_id, b.node_id, a.node_id], [root] * 40, "--prefer-local-inputs")
+    assert status(c, job_id)["node"] == b.node_id
+    tables = [json.loads(n.form("explain", job_id, "--json").stdout) for n in (a, b, c)]
+    for table in tables:  # every node computes the same ranking from the document
+        assert table["prefer_local_inputs"] is True and table["blobs"] == 2
+        assert [(row["node"], row["holds"]) for row in table["nodes"]] == [(b.node_id, 2), (a.node_id, 2), (c.node_id, 0)]

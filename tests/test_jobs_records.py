@@ -3,10 +3,12 @@
 
 import os
 
+import pytest
+
 from crdt_state.signing import seal_record
 from daemon.job_records import JobRecords
-from pack_manager.jobspec import JobSpec
-from pack_manager.jobstate import RunReport
+from pack_manager.jobspec import JobSpec, JobSpecError
+from pack_manager.jobstate import OutputRef, RunReport
 from pack_manager.requirements import WorkloadRequirements
 from test_crdt_support import FakeNode
 
@@ -84,3 +86,56 @@ def test_a_job_record_that_does_not_decode_is_reported_to_the_callback_once():
     records.refresh()
     assert [key for key, _ in bad] == ["ee" * 32]
     assert records.jobs() == {}
+
+
+def test_the_document_says_who_holds_a_jobs_blobs():
+    submitter, records = setup()
+    runner = FakeNode.create()
+    runner.heartbeat()
+    for update in runner.doc.drain_local_updates():
+        assert submitter.doc.apply_remote(update).accepted
+    job_hex = put_job(submitter)
+    records.refresh()
+    assert records.holders(DIGEST) == {submitter.node_id}  # it stored the blobs to submit
+    # A claim that is still fetching holds nothing yet; once running it holds the inputs.
+    claimed = seal_record(runner.key, "run", RunReport("claimed", 1).to_wire())
+    running = seal_record(runner.key, "run", RunReport("running", 1, started_ms=7).to_wire())
+    out = "cd" * 32
+    done = seal_record(runner.key, "run", RunReport("succeeded", 1, started_ms=7, finished_ms=9, outputs=(OutputRef("o", out, 3),)).to_wire())
+    key = f"{job_hex}:{runner.hex}"
+    for envelope, holders_of_input, holders_of_output in (
+        (claimed, {submitter.node_id}, set()),
+        (running, {submitter.node_id, runner.node_id}, set()),
+        (done, {submitter.node_id, runner.node_id}, {runner.node_id}),
+    ):
+        runner.doc.put_local("runs", key, envelope)
+        for update in runner.doc.drain_local_updates():
+            assert submitter.doc.apply_remote(update).accepted
+        records.refresh()
+        assert records.holders(DIGEST) == holders_of_input
+        assert records.holders(out) == holders_of_output
+    spec = records.job(job_hex).spec
+    assert records.holdings(spec) == {submitter.node_id: 1, runner.node_id: 1}
+
+
+def test_holdings_are_filled_only_for_jobs_that_ask_and_follow_the_records():
+    node, records = setup()
+    spec = JobSpec(kind="wasm", submitter=node.node_id, nonce=os.urandom(16), module=DIGEST,
+                   requirements=WorkloadRequirements.from_human(executor="wasm"), prefer_local_inputs=True)
+    job_hex = spec.job_id().hex()
+    node.doc.put_local("jobs", job_hex, seal_record(node.key, "job", {"spec": spec.pack(), "submitted_ms": 5}))
+    plain = put_job(node)
+    records.refresh()
+    assert records.job(job_hex).view().holdings == {node.node_id: 1}
+    assert records.job(plain).view().holdings == {}
+
+
+def test_prefer_local_inputs_is_on_the_wire_only_when_set():
+    node = FakeNode.create()
+    base = dict(kind="wasm", submitter=node.node_id, nonce=b"n" * 16, module=DIGEST,
+                requirements=WorkloadRequirements.from_human(executor="wasm"))
+    plain, preferring = JobSpec(**base), JobSpec(**base, prefer_local_inputs=True)
+    assert "prefer_local_inputs" not in plain.to_wire()  # older specs keep their bytes and ids
+    assert JobSpec.unpack(preferring.pack()) == preferring and preferring.job_id() != plain.job_id()
+    with pytest.raises(JobSpecError):
+        JobSpec.from_wire(dict(preferring.to_wire(), prefer_local_inputs="yes"))

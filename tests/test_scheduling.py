@@ -220,3 +220,50 @@ def test_on_one_view_at_most_k_nodes_claim(n, replicas, dead, busy, seed):
     assert len(claims) <= replicas
     able = [i for i in range(n) if i not in dead and i not in busy]
     assert len(claims) == min(replicas, len(able))
+
+
+def prefer_local_spec(**req):
+    requirements = WorkloadRequirements.from_human(memory="1GiB", **req)
+    return JobSpec(kind="run", submitter=NODES[0], nonce=os.urandom(16), image="localhost/formnet/busybox",
+                   command=("true",), requirements=requirements, context="ab" * 32, prefer_local_inputs=True)
+
+
+def test_prefer_local_inputs_ranks_holders_first_and_claims_there():
+    for _ in range(20):  # whatever the placement order of the job id
+        s = prefer_local_spec()
+        plain = order_nodes(job(s), cluster())
+        holder = plain[-1]  # the node placement ranks last holds the context
+        j = JobView(s.job_id(), s, {}, holdings={holder: 1})
+        assert order_nodes(j, cluster())[0] == holder
+        assert order_nodes(j, cluster())[1:] == plain[:-1]  # the rest keep the policy's order
+        assert {n for n, a in actions(j, cluster()).items() if isinstance(a, Claim)} == {holder}
+
+
+def test_more_held_blobs_rank_higher_and_without_the_option_holdings_are_ignored():
+    s = prefer_local_spec()
+    plain = order_nodes(job(s), cluster())
+    holdings = {plain[2]: 2, plain[1]: 1}
+    assert order_nodes(JobView(s.job_id(), s, {}, holdings=holdings), cluster()) == [plain[2], plain[1], plain[0]]
+    unset = JobSpec(kind="run", submitter=NODES[0], nonce=s.nonce, image="localhost/formnet/busybox", command=("true",),
+                    requirements=s.requirements, context="ab" * 32)
+    assert order_nodes(JobView(unset.job_id(), unset, {}, holdings=holdings), cluster()) == order_nodes(job(unset), cluster())
+
+
+def test_a_preferred_label_outweighs_any_number_of_held_blobs():
+    s = prefer_local_spec(preferred=["zone=a"])
+    plain = order_nodes(job(s), cluster())
+    labelled, holder = plain[2], plain[0]
+    nodes = cluster(**{})
+    nodes[labelled] = view(caps(labels={"zone": "a"}))
+    j = JobView(s.job_id(), s, {}, holdings={holder: 50})
+    assert order_nodes(j, nodes)[:2] == [labelled, holder]
+
+
+@settings(max_examples=40, deadline=None)
+@given(held=st.dictionaries(st.sampled_from(NODES), st.integers(1, 3)), seed=st.randoms())
+def test_the_order_with_holdings_does_not_depend_on_the_order_of_the_views(held, seed):
+    s = prefer_local_spec()
+    j = JobView(s.job_id(), s, {}, holdings=held)
+    items = list(cluster().items())
+    seed.shuffle(items)
+    assert order_nodes(j, dict(items)) == order_nodes(j, cluster())
