@@ -21,7 +21,6 @@ from .client import ClientError, call
 
 FINAL = ("succeeded", "failed", "cancelled", "timed_out")
 UPLOAD_CHUNK = 512 * 1024
-MAX_CONTEXT = 256 * 1024**2
 
 
 def _fail(message: str) -> None:
@@ -94,17 +93,23 @@ def submit(
     for item in inputs:
         if not item.is_file():
             _fail(f"input {item} is not a file")
+    # The daemon's limits (formd.toml), checked here first so nothing is uploaded in vain.
+    limits = _call(ctx, "job.limits")
+    max_context, max_inputs = limits["max_context_bytes"], limits["max_input_bytes"]
+    total_inputs = sum(item.stat().st_size for item in inputs)
+    if total_inputs > max_inputs:
+        _fail(f"inputs hold {total_inputs:,} bytes together, over the node's {max_inputs:,}-byte limit")
     content = _content_bytes(context_dir)
-    if content > MAX_CONTEXT:
-        _fail(f"context {context_dir} holds {content:,} bytes of files, over the {MAX_CONTEXT:,}-byte limit")
+    if content > max_context:
+        _fail(f"context {context_dir} holds {content:,} bytes of files, over the node's {max_context:,}-byte limit")
     with tempfile.TemporaryDirectory(prefix="form-submit-") as tmp:
         tar = Path(tmp) / "context.tar"
         try:
             _, size = pack_context(context_dir, tar)
         except (ArchiveError, OSError) as exc:
             _fail(f"context {context_dir}: {exc}")
-        if size > MAX_CONTEXT:
-            _fail(f"context {context_dir} packs to {size:,} bytes, over the {MAX_CONTEXT:,}-byte limit")
+        if size > max_context:
+            _fail(f"context {context_dir} packs to {size:,} bytes, over the node's {max_context:,}-byte limit")
         context = _upload(ctx, tar)
     uploaded = [[item.name, _upload(ctx, item)] for item in inputs]
     params = {

@@ -59,6 +59,11 @@ class FormdConfig:
     snapshot_interval_s: float = 300.0
     log_level: str = "info"
     policy: str = "hashed-xor"
+    # Jobs: what this node accepts at submit (checked again by the runner before it stages).
+    max_context_bytes: int = 256 * 1024**2
+    max_input_bytes: int = 1024**3  # all of a job's inputs together
+    # Finished jobs stay in the document this long, then are retired with their blobs.
+    job_retention_s: float = 86_400.0
 
     @property
     def advertise_address(self) -> str:
@@ -100,6 +105,9 @@ class FormdConfig:
         _range("request_timeout_ms", self.request_timeout_ms, 10, 600_000)
         _range("max_frame_bytes", self.max_frame_bytes, 64 * 1024, 256 * 1024 * 1024)
         _range("snapshot_interval_s", self.snapshot_interval_s, 1, 86_400 * 7)
+        _range("max_context_bytes", self.max_context_bytes, 1024, 64 * 1024**3)
+        _range("max_input_bytes", self.max_input_bytes, 0, 1024**4)
+        _range("job_retention_s", self.job_retention_s, 1, 365 * 86_400)
         self.socket_permissions  # raises ConfigError when not octal
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")

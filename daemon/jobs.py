@@ -81,6 +81,7 @@ class JobLoop:
         max_attempts: int = 3,
         limits: ExecutorLimits | None = None,
         sync_log: Callable[[], None] | None = None,
+        retention_s: float = 86_400.0,
     ) -> None:
         self.node = node
         self.blobs = blobs
@@ -89,6 +90,7 @@ class JobLoop:
         self.policy = policy
         self.max_attempts = max_attempts
         self.limits = limits or ExecutorLimits()
+        self.retention_s = retention_s  # finished jobs are retired from the document after this
         self.reservations: dict[str, Reservation] = {}
         self.running: dict[str, Running] = {}
         self._wake = trio.Event()

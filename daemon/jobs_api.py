@@ -1,7 +1,8 @@
 """Control methods for jobs and blobs (registered by daemon/api.py).
 
-    blob.put   {"digest", "size", "offset", "data": b64}  -> {"offset", "complete"}
+    blob.put   {"digest", "size", "offset", "data": b64}  -> {"offset", "complete"}  (size <= the larger job limit)
     blob.read  {"digest", "offset", "length"}              -> {"size", "data": b64}
+    job.limits {}                                       -> {"max_context_bytes", "max_input_bytes"}
     job.submit {"kind", "context", "containerfile", "image", "command", "module", "inputs": [[name, digest]],
                 "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer"},
                 "timeout_ms", "env", "network", "replicas", "prefer_local_inputs"}  -> {"id"}   (durable before the reply)
@@ -21,7 +22,8 @@ import base64
 import binascii
 import datetime
 import os
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import trio
 
@@ -29,7 +31,7 @@ from crdt_state.records import RecordError
 from crdt_state.signing import seal_record
 from pack_manager import scheduling
 from pack_manager.fit import check_capabilities, check_capacity
-from pack_manager.jobspec import JobInput, JobSpec, JobSpecError
+from pack_manager.jobspec import JobInput, JobSpec, JobSpecError, is_digest
 from pack_manager.jobstate import JOB_STATES
 from pack_manager.requirements import RequirementsError, WorkloadRequirements
 
@@ -54,11 +56,15 @@ class JobsApi:
         self.node = jobs.node
         self.blobs = jobs.blobs
         self._writers: dict[str, BlobWriter] = {}
+        # Blobs stored by blob.put that no job names yet: a submit that is refused deletes the
+        # ones it named, so nothing of a refused submission stays behind.
+        self.uploads: set[str] = set()
 
     def methods(self) -> dict[str, Handler]:
         return {
             "blob.put": self.blob_put,
             "blob.read": self.blob_read,
+            "job.limits": self.limits,
             "job.submit": self.submit,
             "job.submit-many": self.submit_many,
             "job.status": self.status,
@@ -79,6 +85,9 @@ class JobsApi:
             data = base64.b64decode(param(params, "data", str), validate=True)
         except (binascii.Error, ValueError):
             raise ControlError("parameter 'data': not base64") from None
+        largest = max(self.jobs.limits.max_context_bytes, self.jobs.limits.max_input_bytes)
+        if size > largest:
+            raise ControlError(f"blob of {size:,} bytes is over this node's {largest:,}-byte limit for contexts and inputs")
         try:
             if self.blobs.has(digest):
                 return {"offset": size, "complete": True}
@@ -91,6 +100,7 @@ class JobsApi:
             if writer.complete:
                 del self._writers[digest]
                 await trio.to_thread.run_sync(writer.finish)
+                self.uploads.add(digest)
                 return {"offset": size, "complete": True}
             return {"offset": writer.offset, "complete": False}
         except BlobError as exc:
@@ -109,9 +119,13 @@ class JobsApi:
 
     # ---- submit ------------------------------------------------------------------------------
 
+    async def limits(self, params: dict[str, Any]) -> Any:
+        return {"max_context_bytes": self.jobs.limits.max_context_bytes, "max_input_bytes": self.jobs.limits.max_input_bytes}
+
     async def submit(self, params: dict[str, Any]) -> Any:
-        spec = self._accept(params)
-        job_hex = self._write_job(spec, self._seal(spec))
+        with self._discarding_uploads_on_refusal([params]):
+            spec = self._accept(params)
+            job_hex = self._write_job(spec, self._seal(spec))
         await self.jobs.commit_durably()  # on disk before we answer
         self.node.log.info("job submitted", job=job_hex[:12], kind=spec.kind)
         self.jobs.wake()
@@ -124,20 +138,35 @@ class JobsApi:
         if not 1 <= len(batch) <= MAX_BATCH:
             raise ControlError(f"parameter 'jobs': 1 to {MAX_BATCH} job objects")
         sealed = []
-        for number, item in enumerate(batch):
-            if not isinstance(item, dict):
-                raise ControlError(f"jobs[{number}]: expected an object like job.submit's params")
-            try:
-                spec = self._accept(item)
-                sealed.append((spec, self._seal(spec)))
-            except ControlError as exc:
-                raise ControlError(f"jobs[{number}]: {exc}") from None
-        # Sealed records of our own, under their own ids: put_local has nothing left to refuse.
-        ids = [self._write_job(spec, envelope) for spec, envelope in sealed]
+        with self._discarding_uploads_on_refusal(batch):
+            for number, item in enumerate(batch):
+                if not isinstance(item, dict):
+                    raise ControlError(f"jobs[{number}]: expected an object like job.submit's params")
+                try:
+                    spec = self._accept(item)
+                    sealed.append((spec, self._seal(spec)))
+                except ControlError as exc:
+                    raise ControlError(f"jobs[{number}]: {exc}") from None
+            # Sealed records of our own, under their own ids: put_local has nothing left to refuse.
+            ids = [self._write_job(spec, envelope) for spec, envelope in sealed]
         await self.jobs.commit_durably()
         self.node.log.info("jobs submitted", count=len(ids))
         self.jobs.wake()
         return {"ids": ids}
+
+    @contextmanager
+    def _discarding_uploads_on_refusal(self, requests: list[Any]) -> Iterator[None]:
+        """On a refusal, delete what blob.put stored for these requests and no job names."""
+        try:
+            yield
+        except ControlError:
+            named = {d for request in requests for d in _named_digests(request)}
+            for digest in named & self.uploads:
+                if not self.jobs.records.holders(digest) and digest not in self._writers:
+                    self.blobs.delete(digest)
+                self.uploads.discard(digest)
+            raise
+        self.uploads.difference_update(d for request in requests for d in _named_digests(request))
 
     def _accept(self, params: dict[str, Any]) -> JobSpec:
         """The signed-to-be spec for submit params, or ControlError saying what is wrong."""
@@ -345,6 +374,17 @@ async def _log_chunk(api: "JobsApi", job, status: dict, offset: int) -> tuple[by
         return data, offset + len(data) >= size
     data = await api.jobs.fetch_live_log(bytes.fromhex(node_hex), job.job_hex, offset)
     return (data or b"")[: 512 * 1024], False
+
+
+def _named_digests(request: Any) -> set[str]:
+    """Blob digests a submit request names (whether or not the request is valid)."""
+    if not isinstance(request, dict):
+        return set()
+    named = [request.get("context"), request.get("module")]
+    inputs = request.get("inputs")
+    if isinstance(inputs, list):
+        named += [item[1] for item in inputs if isinstance(item, (list, tuple)) and len(item) == 2]
+    return {d for d in named if isinstance(d, str) and is_digest(d)}
 
 
 def _opt_str(raw: dict, key: str) -> str | None:

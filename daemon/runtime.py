@@ -24,6 +24,7 @@ from crdt_state.document import ClusterDocument
 from crdt_state.persistence import DocumentStore
 from metrics_agent.collect import collect_capabilities, sample_capacity
 from metrics_agent.executors_probe import probe_executors
+from pack_manager.executors.base import ExecutorLimits
 
 from .api import DaemonApi
 from .blobstore import BlobStore
@@ -150,12 +151,14 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         version=version(),
     )
     blobs = BlobStore(state_dir / "blobs")
+    limits = ExecutorLimits(max_context_bytes=config.max_context_bytes, max_input_bytes=config.max_input_bytes)
     executors: dict = {}
     if "wasm" in executors_offered(capabilities):
         from pack_manager.executors.wasm_executor import WasmExecutor  # noqa: PLC0415 - wasmtime is heavy
 
-        executors["wasm"] = WasmExecutor()
-    jobs = JobLoop(node, blobs, state_dir / "work", executors, policy=config.policy, sync_log=file_syncer(store.log_path))
+        executors["wasm"] = WasmExecutor(limits)
+    jobs = JobLoop(node, blobs, state_dir / "work", executors, policy=config.policy, limits=limits,
+                   sync_log=file_syncer(store.log_path), retention_s=config.job_retention_s)
     node.on_change = jobs.wake
     node.side_handler = jobs.serve_peer_request
     api = DaemonApi(node, keyring, keyring_path, state_dir, config, jobs=jobs)
@@ -168,7 +171,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
             await nursery.start(control.serve, socket_path, config.socket_permissions)
             await nursery.start(jobs.run)
             nursery.start_soon(_snapshots, store, document, config.snapshot_interval_s)
-            nursery.start_soon(_offer_podman, state_dir, config, node, log, executors)
+            nursery.start_soon(_offer_podman, state_dir, config, node, log, executors, limits)
             log.info(
                 "formd started",
                 id=identity.node_hex,
@@ -210,7 +213,8 @@ def executors_offered(capabilities) -> tuple[str, ...]:
     return tuple(capabilities.executors)
 
 
-async def _offer_podman(state_dir: Path, config: FormdConfig, node: Node, log: EventLog, executors: dict) -> None:
+async def _offer_podman(state_dir: Path, config: FormdConfig, node: Node, log: EventLog, executors: dict,
+                        limits: ExecutorLimits) -> None:
     """Start (or find) Podman in the background and advertise it once it answers."""
     if "podman" not in config.executors:
         return
@@ -221,7 +225,7 @@ async def _offer_podman(state_dir: Path, config: FormdConfig, node: Node, log: E
         if "podman" in offered:
             from pack_manager.executors.podman_executor import PodmanExecutor  # noqa: PLC0415
 
-            executors["podman"] = PodmanExecutor(url)
+            executors["podman"] = PodmanExecutor(url, limits)
         if offered != node.capabilities.executors:
             node.capabilities = replace(node.capabilities, executors=offered)
             node.publish()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cli.client import ClientError
+from daemon.blobstore import BlobStore
 from pack_manager.context_archive import file_digest, pack_context
 from pack_manager.placement import rank
 from procs import Cluster, all_see, wait_until
@@ -109,6 +110,11 @@ def test_a_job_no_node_can_fit_is_unschedulable_with_reasons(cluster, wasm_conte
 def test_bad_input_is_refused_and_writes_nothing(cluster, wasm_context, tmp_path):
     a = cluster.nodes[0]
     before = a.call("job.list", {})
+    blobs_before = set(BlobStore(a.state_dir / "blobs").digests())
+    fresh = tmp_path / "fresh"  # a context no job has used: its upload must not stay behind
+    fresh.mkdir()
+    (fresh / "upcase.wasm").write_bytes((wasm_context / "context" / "upcase.wasm").read_bytes())
+    (fresh / "marker").write_bytes(os.urandom(16))
     huge = tmp_path / "huge"
     huge.mkdir()
     with open(huge / "big.bin", "wb") as sparse:
@@ -122,6 +128,8 @@ def test_bad_input_is_refused_and_writes_nothing(cluster, wasm_context, tmp_path
         ("submit", str(wasm_context / "context"), "--kind", "wasm", "--module", "upcase.wasm", "--memory", "12 parsecs"),
         ("submit", str(wasm_context / "context"), "--kind", "wasm", "--module", "upcase.wasm", "--timeout", "soon"),
         ("submit", str(wasm_context / "context"), "--kind", "teleport"),
+        ("submit", str(fresh), "--kind", "wasm", "--module", "upcase.wasm", "--memory", "12 parsecs"),
+        ("submit", str(fresh), "--kind", "wasm", "--module", "upcase.wasm", "--replicas", "99"),
         ("status", "0123456789abcdef0123"),
         ("status", "abc"),
         ("status", "not-hex-at-all"),
@@ -133,6 +141,7 @@ def test_bad_input_is_refused_and_writes_nothing(cluster, wasm_context, tmp_path
         assert result.returncode != 0, args
         assert result.stderr.startswith("form: "), (args, result.stderr)
     assert a.call("job.list", {}) == before
+    assert set(BlobStore(a.state_dir / "blobs").digests()) == blobs_before
 
 
 LOOP_FOREVER = '(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))'
