@@ -24,6 +24,7 @@ from metrics_agent.wire import WireError
 from pack_manager import scheduling
 from pack_manager.jobspec import JobSpec, JobSpecError, is_digest
 from pack_manager.jobstate import RunReport
+from pack_manager.retention import stamp_ms
 
 MAPS = ("jobs", "runs", "cancels")
 
@@ -66,8 +67,9 @@ class JobRecords:
         self._seen: dict[str, dict[str, object]] = {name: {} for name in MAPS}
         self.specs: dict[str, tuple[JobSpec, int]] = {}
         self.runs: dict[str, dict[bytes, RunReport]] = {}  # job hex -> node id -> report, with or without a job record
-        self.cancels: set[str] = set()
+        self.cancels: dict[str, int] = {}  # job hex -> the cancel's stamp (pack_manager.retention.stamp_ms)
         self._changed: set[str] = set()
+        self.released: set[str] = set()  # digests no record names any more (their jobs retired)
         # Who holds which blob, as the document tells it (the same on every node): a job's
         # submitter holds its blobs (it stored them to submit), a node whose run of a job got
         # as far as running fetched them, and a node that finished a run holds its outputs.
@@ -119,7 +121,7 @@ class JobRecords:
             self._changed.add(job_hex)
             self._recount(job_hex, node_id)
         else:
-            self.cancels.add(key)
+            self.cancels[key] = stamp_ms("cancels", body)
             self._changed.add(key)
 
     def _drop(self, map_name: str, key: str) -> None:
@@ -132,7 +134,7 @@ class JobRecords:
             if node_id is not None:
                 self._drop_run(job_hex, node_id)
         else:
-            self.cancels.discard(key)
+            self.cancels.pop(key, None)
             self._changed.add(key)
 
     def _drop_run(self, job_hex: str, node_id: bytes) -> None:
@@ -182,9 +184,11 @@ class JobRecords:
                 del counts[node_id]
                 if not counts:
                     del self._holders[digest]
+                    self.released.add(digest)
         for digest in new - old:
             counts = self._holders.setdefault(digest, {})
             counts[node_id] = counts.get(node_id, 0) + 1
+            self.released.discard(digest)
 
     def holders(self, digest: str) -> set[bytes]:
         """Nodes the document says hold this blob."""

@@ -46,11 +46,13 @@ from pack_manager.jobstate import (
     advance,
 )
 from pack_manager.placement import DEFAULT_POLICY
+from pack_manager.retention import RetentionRule
 
 from .blobfetch import BLOB_PREFIX, FETCH_CHUNK, BlobRequestError, FetchError, fetch_blob, serve_blob_request
 from .blobstore import BlobStore
 from .group_commit import GroupCommit
 from .job_records import Job, JobRecords, spec_blobs
+from .job_retention import Retirement
 from .node import Node
 from .transport import TransportError
 
@@ -98,6 +100,13 @@ class JobLoop:
         self.live_logs: dict[str, Path] = {}  # job hex -> the log file of a run in progress here
         self._fetching: dict[str, trio.Lock] = {}  # one fetch per digest: they share its partial file
         self.records = JobRecords(node.document, self._bad_job)
+        self.pending_uploads: dict[str, float] = {}  # digest -> when blob.put stored it; no submit named it yet
+        self.retirement = Retirement(
+            self.records, blobs, self.me, RetentionRule(int(retention_s * 1000)), now_ms=lambda: node_now_ms(node),
+            in_use=lambda digest: digest in self._fetching or digest in self.pending_uploads, policy=policy,
+            pending_uploads=self.pending_uploads,
+        )
+        node.document.may_delete = self.retirement.may_delete
         # fsync of the document log, shared by concurrent writers; without one, each durable
         # write fsyncs through the node's store on its own.
         self._group_commit = GroupCommit(sync_log) if sync_log is not None else None
@@ -215,6 +224,7 @@ class JobLoop:
         or liveness changed; jobs we declined when our own capacity grew."""
         changed = self.records.take_changed()
         nodes = self.node_views()
+        self.retirement.note(changed)
         for job_hex in changed:
             job = self.records.job(job_hex)
             if job is not None and self._needs_us(job):
@@ -244,6 +254,22 @@ class JobLoop:
             )
             if action is not None:
                 self.act(job, job.runs.get(self.me), action)
+        self.retire(nodes)
+
+    def retire(self, nodes: dict[bytes, scheduling.NodeView]) -> None:
+        """Delete the records of jobs due for retirement (if ours to delete) and the blobs
+        that only retired records named."""
+        entries = self.retirement.due_deletes(nodes, set(self.running))
+        if entries:
+            jobs = {key.partition(":")[0] for _, key in entries}
+            removed = self.node.document.delete_local(entries)
+            self.node.commit_local()
+            self.retirement.retired += len(jobs)
+            self.node.log.info("jobs retired", jobs=len(jobs), records=removed)
+            self.records.refresh()
+        collected = self.retirement.collect() + self.retirement.sweep(min(self.retention_s, 3600.0))
+        if collected:
+            self.node.log.info("blobs collected", count=len(collected))
 
     def _nodes_changed(self, nodes: dict[bytes, scheduling.NodeView]) -> bool:
         """Whether every open job must be decided again. At once when a node came, went, or

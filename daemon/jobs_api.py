@@ -14,6 +14,7 @@
     job.files  {"job", "which": "outputs" | "log"}         -> [{"name", "digest", "size"}] (fetched here first)
     job.log    {"job", "offset"}                           -> {"data": b64, "offset", "done", "state"}
                  live from the runner while it runs, then from the stored log blob; done = final and all sent
+    job.records {}                                         -> {"jobs": [key], "runs": [key], "cancels": [key]}
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ class JobsApi:
         self.node = jobs.node
         self.blobs = jobs.blobs
         self._writers: dict[str, BlobWriter] = {}
-        # Blobs stored by blob.put that no job names yet: a submit that is refused deletes the
-        # ones it named, so nothing of a refused submission stays behind.
-        self.uploads: set[str] = set()
+        # Blobs stored by blob.put that no job names yet (kept by the loop's blob collection):
+        # a submit that is refused deletes the ones it named, so nothing of it stays behind.
+        self.uploads = jobs.pending_uploads
 
     def methods(self) -> dict[str, Handler]:
         return {
@@ -73,6 +74,7 @@ class JobsApi:
             "job.explain": self.explain,
             "job.files": self.files,
             "job.log": self.log,
+            "job.records": self.records,
         }
 
     # ---- blobs -------------------------------------------------------------------------------
@@ -90,6 +92,7 @@ class JobsApi:
             raise ControlError(f"blob of {size:,} bytes is over this node's {largest:,}-byte limit for contexts and inputs")
         try:
             if self.blobs.has(digest):
+                self.uploads[digest] = trio.current_time()  # kept for the submit that names it
                 return {"offset": size, "complete": True}
             writer = self._writers.get(digest)
             if writer is None or writer.size != size:
@@ -100,7 +103,7 @@ class JobsApi:
             if writer.complete:
                 del self._writers[digest]
                 await trio.to_thread.run_sync(writer.finish)
-                self.uploads.add(digest)
+                self.uploads[digest] = trio.current_time()
                 return {"offset": size, "complete": True}
             return {"offset": writer.offset, "complete": False}
         except BlobError as exc:
@@ -161,12 +164,14 @@ class JobsApi:
             yield
         except ControlError:
             named = {d for request in requests for d in _named_digests(request)}
-            for digest in named & self.uploads:
+            for digest in named & set(self.uploads):
                 if not self.jobs.records.holders(digest) and digest not in self._writers:
                     self.blobs.delete(digest)
-                self.uploads.discard(digest)
+                del self.uploads[digest]
             raise
-        self.uploads.difference_update(d for request in requests for d in _named_digests(request))
+        for request in requests:
+            for digest in _named_digests(request):
+                self.uploads.pop(digest, None)
 
     def _accept(self, params: dict[str, Any]) -> JobSpec:
         """The signed-to-be spec for submit params, or ControlError saying what is wrong."""
@@ -272,6 +277,10 @@ class JobsApi:
         out = [o for o in out if wanted is None or o["state"] == wanted]
         out.sort(key=lambda o: (o["submitted_at"] or "", o["id"]))
         return out
+
+    async def records(self, params: dict[str, Any]) -> Any:
+        """The job-related keys of this node's document (to compare replicas; retired ones are gone)."""
+        return {name: sorted(self.node.document.items(name)) for name in ("jobs", "runs", "cancels")}
 
     async def cancel(self, params: dict[str, Any]) -> Any:
         job, _ = self._resolve(params)

@@ -7,6 +7,7 @@ real-process tests (test_jobs_cluster.py) and the executor tests.
 
 import os
 
+import blake3
 import trio
 import trio.testing
 import pytest
@@ -61,25 +62,26 @@ def runs(node, job_hex):
     return out
 
 
-async def start_cluster(nursery, tmp_path, n=3):
+async def start_cluster(nursery, tmp_path, n=3, **loop_options):
     network = SimNetwork(seed=11, latency=(0.001, 0.01))
     sim = Sim(nursery, network)
     addresses = [f"10.0.9.{i}:7946" for i in range(n)]
     loops, gates = {}, {}
     for i, address in enumerate(addresses):
-        await start_node(nursery, sim, tmp_path, addresses, i, loops, gates)
+        await start_node(nursery, sim, tmp_path, addresses, i, loops, gates, **loop_options)
     await wait_for(lambda: sim.everyone_sees(addresses, addresses))
     return sim, network, addresses, loops, gates
 
 
-async def start_node(nursery, sim, tmp_path, addresses, i, loops, gates):
+async def start_node(nursery, sim, tmp_path, addresses, i, loops, gates, **loop_options):
     """Node i with its job loop (in a cancel scope of its own, so a test can crash it)."""
     address = addresses[i]
     node = await sim.start(address, seeds=[a for a in addresses if a != address][:1] if i else [])
+    node.wall_clock = lambda: 1.7e9 + trio.current_time()  # wall time that moves with the mock clock
     blobs = BlobStore(tmp_path / f"blobs{i}")
     blobs.put_bytes(MODULE)  # every node holds the module: no fetch needed in this test
     gates[address] = Gate()
-    loops[address] = JobLoop(node, blobs, tmp_path / f"work{i}", {"wasm": gates[address]})
+    loops[address] = JobLoop(node, blobs, tmp_path / f"work{i}", {"wasm": gates[address]}, **loop_options)
     node.on_change = loops[address].wake
     scope = trio.CancelScope()
 
@@ -205,4 +207,45 @@ async def test_a_claim_of_ours_that_comes_back_after_a_restart_without_state_is_
         await wait_for(lambda: gates[top].started == 1)
         gates[top].opened.set()
         await wait_for(lambda: all(runs(loops[a].node, job_hex)[top_hex].state == "succeeded" for a in addresses))
+        nursery.cancel_scope.cancel()
+
+
+def keys(loop):
+    return {name: set(loop.node.document.items(name)) for name in ("jobs", "runs", "cancels")}
+
+
+async def test_finished_jobs_are_retired_once_everywhere_with_their_blobs_and_running_ones_never(autojump_clock, tmp_path):
+    async with trio.open_nursery() as nursery:
+        sim, network, addresses, loops, gates = await start_cluster(nursery, tmp_path, retention_s=30)
+        first = addresses[0]
+        done = submit(loops[first])
+        busy = submit(loops[first])
+        while ranked(loops, addresses, busy)[0] == ranked(loops, addresses, done)[0]:
+            busy = submit(loops[first])  # the extra jobs run (or wait) like any other
+        finisher, keeper = ranked(loops, addresses, done)[0], ranked(loops, addresses, busy)[0]
+        await wait_for(lambda: gates[finisher].started >= 1 and gates[keeper].started >= 1)
+        gates[finisher].opened.set()
+        finisher_hex = loops[finisher].node.identity.node_hex
+        await wait_for(lambda: all(runs(loops[a].node, done).get(finisher_hex, RunReport("claimed", 1)).state == "succeeded"
+                                   for a in addresses))
+        report = runs(loops[first].node, done)[finisher_hex]
+        produced = [o.digest for o in report.outputs] + [report.log_digest]
+        assert all(loops[finisher].blobs.has(d) for d in produced)
+        await trio.sleep(150)  # retention (30 s) and then some: the finished job goes, the running one stays
+        for address in addresses:
+            assert done not in loops[address].node.document.items("jobs")
+            assert not any(k.startswith(done) for k in loops[address].node.document.items("runs"))
+            assert busy in loops[address].node.document.items("jobs")
+            assert not any(loops[address].blobs.has(d) for d in produced)
+            assert loops[address].blobs.has(blake3.blake3(MODULE).hexdigest())  # the running job still needs it
+        assert len({frozenset((n, frozenset(k)) for n, k in keys(loops[a]).items()) for a in addresses}) == 1
+        deleters = [a for a in addresses if any(line[0] == "jobs retired" for line in sim.logs[a].lines)]
+        assert len(deleters) == 1  # one node wrote the delete, the others took it
+        # Once the running job ends too, it goes after retention, and nothing it named stays.
+        for gate in gates.values():
+            gate.opened.set()
+        await trio.sleep(150)
+        for address in addresses:
+            assert keys(loops[address]) == {"jobs": set(), "runs": set(), "cancels": set()}
+            assert list(loops[address].blobs.digests()) == []
         nursery.cancel_scope.cancel()
