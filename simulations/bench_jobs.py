@@ -10,9 +10,10 @@ document writes, gossip, decisions, staging, blob stores, records.
   wall clock just before the submit request was sent. All processes share this host's clock.
   Placement spreads the jobs, so most run on another node (gossip included).
 - throughput: `--jobs` jobs submitted as fast as the control socket takes them (job.submit-many,
-  25 per request, on a few connections), then jobs finished per second = jobs / (last `finished_at` - first
-  submit). Submit acknowledgements per second are printed too, and the CPU time all formd
-  processes used per job (from /proc), which does not depend on what else the machine runs.
+  25 per request, on a few connections; --one-by-one: job.submit per job, pipelined), then
+  jobs finished per second = jobs / (last `finished_at` - first submit). Submit
+  acknowledgements per second are printed too, and the CPU time all formd processes used per
+  job (from /proc), which depends less on what else the machine runs.
 
 Goals from issue 5: p50 latency <= 250 ms; >= 200 jobs/s finished on 3-5 nodes.
 """
@@ -95,7 +96,7 @@ def measure_latency(cluster: Cluster, context: str, count: int) -> tuple[list[fl
     return latencies, remote
 
 
-def measure_throughput(cluster: Cluster, context: str, count: int, connections: int) -> dict:
+def measure_throughput(cluster: Cluster, context: str, count: int, connections: int, batch_submit: bool = True) -> dict:
     submitter = cluster.nodes[0]
     ids: list[str] = []
     lock = threading.Lock()
@@ -115,9 +116,12 @@ def measure_throughput(cluster: Cluster, context: str, count: int, connections: 
             done = 0
             while done < share:
                 n = min(batch, share - done)
-                reply = connection.call("job.submit-many", {"jobs": [submit_params(context)] * n})
+                if batch_submit:
+                    new_ids = connection.call("job.submit-many", {"jobs": [submit_params(context)] * n})["ids"]
+                else:  # one job.submit per job, pipelined on the connection
+                    new_ids = [r["id"] for r in connection.call_many([("job.submit", submit_params(context))] * n)]
                 with lock:
-                    ids.extend(reply["ids"])
+                    ids.extend(new_ids)
                 done += n
 
     cpu_before = cluster_cpu_s(cluster)
@@ -170,7 +174,7 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def run(nodes: int, latency_jobs: int, jobs: int, connections: int) -> None:
+def run(nodes: int, latency_jobs: int, jobs: int, connections: int, batch_submit: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-jobs-") as root, Cluster(Path(root)) as cluster:
         seed = cluster.add("n0", settings=BENCH_SETTINGS)
         for index in range(1, nodes):
@@ -187,10 +191,10 @@ def run(nodes: int, latency_jobs: int, jobs: int, connections: int) -> None:
                   f"min {min(latencies):.0f} ms, max {max(latencies):.0f} ms (goal p50 <= 250 ms)")
             sys.stdout.flush()
         if jobs:
-            result = measure_throughput(cluster, context, jobs, connections)
+            result = measure_throughput(cluster, context, jobs, connections, batch_submit)
             print(f"throughput, {nodes} nodes: {result['jobs']} no-op WASM jobs finished in {result['elapsed_s']:.2f} s = "
                   f"{result['finished_per_s']:.0f} jobs/s (goal >= 200/s); submits acknowledged at {result['submit_per_s']:.0f}/s "
-                  f"over {connections} connection(s); formd CPU {result['cpu_ms_per_job']:.1f} ms per job (all nodes together, "
+                  f"over {connections} connection(s) ({'job.submit-many' if batch_submit else 'job.submit'}); formd CPU {result['cpu_ms_per_job']:.1f} ms per job (all nodes together, "
                   f"i.e. at most {1000 / result['cpu_ms_per_job']:.0f} jobs/s per core); states {result['states']}; per runner {result['runners']}")
             sys.stdout.flush()
 
@@ -201,6 +205,8 @@ def main() -> int:
     parser.add_argument("--latency-jobs", type=int, default=60)
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--connections", type=int, default=4, help="concurrent submit connections in the throughput run")
+    parser.add_argument("--one-by-one", action="store_true",
+                        help="submit with one job.submit per job (pipelined) instead of job.submit-many")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a formd.toml setting")
     args = parser.parse_args()
     for item in args.set:
@@ -209,7 +215,7 @@ def main() -> int:
     print("formd jobs benchmark (real processes on 127.0.0.1; gossip 200 ms x 3, tick 1 s)"
           + (f"; overrides: {' '.join(args.set)}" if args.set else ""))
     for nodes in args.nodes:
-        run(nodes, args.latency_jobs, args.jobs, args.connections)
+        run(nodes, args.latency_jobs, args.jobs, args.connections, not args.one_by_one)
     return 0
 
 
