@@ -18,6 +18,10 @@ Messages (daemon/gossip.py payloads of crdt_state/sync.py messages):
   we then send [SyncStep2(what they lack)] when that is not empty.
 - send [Update, Update, ...]: eager push. An update that depends on changes we have not
   seen is answered by the exchange above with its sender, so a lost frame heals at once.
+- notice [0xc0 + a node's signed record] (daemon/refutation.py): sent to a node whose newest
+  write lost to a newer record of it that we show (ApplyResult.stale). A node that sees a
+  record of its own newer than its last write, so told or in its own document, takes the next
+  incarnation and republishes at once (memberlist's refutation).
 Anything refused (bad payload, forged or stale record) is dropped with one log line.
 """
 
@@ -40,6 +44,7 @@ from .gossip import BroadcastQueue, PayloadError, anti_entropy_interval, pack_pa
 from .identity import Identity
 from .log import EventLog
 from .membership import Membership, MembershipConfig
+from .refutation import NoticeError, decode_notice, encode_notice, is_notice, outlives
 from .transport import Transport, TransportError
 
 EMPTY_UPDATES = (b"", b"\x00\x00")  # pycrdt's encoding of "nothing"
@@ -185,14 +190,10 @@ class Node:
         """Write our record as one whole value with the next heartbeat, then queue the update
         for eager push. Every write advances the heartbeat: peers treat a record that is not
         fresher than the one they hold as old news."""
-        self.heartbeat += 1
         held = self.document.get("nodes", self.identity.node_hex)
-        if held is not None and held.node is not None and held.node.freshness >= (self.incarnation, self.heartbeat):
-            # A peer holds a newer record of ours than we remember (our last writes were lost):
-            # move past it so our record wins again.
-            self.incarnation = self._bump_incarnation(held.node.incarnation)
-            self.heartbeat = 1
-            self.log.notice("incarnation raised past a newer record of ours", incarnation=self.incarnation)
+        if held is not None and held.node is not None and outlives(held.node, self.incarnation, self.heartbeat):
+            self._move_past(held.node)
+        self.heartbeat += 1
         if self.capacity is None:
             self.capacity = self.sample_capacity(self.capabilities)
         record = NodeRecord(
@@ -215,6 +216,22 @@ class Node:
                 self.store.append(update, durable)
             self.queue.add(update, self._transmit_limit(significant))
 
+    def _move_past(self, record: NodeRecord) -> None:
+        """Refute a record of ours newer than the last one we wrote (from an earlier life whose
+        state this process lost, see daemon/refutation.py): take the next incarnation, stored
+        durably so a later restart starts above it too. The caller publishes."""
+        earlier = record.incarnation
+        self.incarnation = self._bump_incarnation(earlier)
+        self.heartbeat = 0
+        self.log.notice("own record from an earlier life seen", incarnation=earlier, taking=self.incarnation)
+
+    def _refute(self, record: NodeRecord) -> None:
+        """Move past `record` and republish at once (the new incarnation makes it a significant
+        change: full retransmits), unless it is not newer than what we publish already."""
+        if outlives(record, self.incarnation, self.heartbeat):
+            self._move_past(record)
+            self.publish()
+
     def commit_local(self, *, durable: bool = False) -> None:
         """Store and queue for push what our other records (jobs, runs, cancels) changed."""
         for update in self.document.drain_local_updates():
@@ -229,6 +246,9 @@ class Node:
     # ---- incoming -----------------------------------------------------------------------------
 
     async def handle(self, sender: str, payload: bytes) -> bytes | str | None:
+        if is_notice(payload):
+            self._handle_notice(payload, sender)
+            return None
         if payload[:1] == b"\xc1":
             try:
                 return self.side_handler(payload) if self.side_handler is not None else "blob requests not served here"
@@ -254,6 +274,33 @@ class Node:
             self._nursery.start_soon(self._repair, sender)
         # Always a reply (maybe an empty list): a requester learns its payload arrived.
         return pack_payload([sync.encode(m) for m in replies])
+
+    def _handle_notice(self, payload: bytes, sender: str) -> None:
+        try:
+            record = decode_notice(payload)
+        except NoticeError as exc:
+            self.updates_refused += 1
+            self.log.warning("bad message dropped", reason=str(exc), **{"from": sender})
+            return
+        if record.node_id == self.identity.node_id:
+            self._refute(record)
+
+    def _tell_stale(self, stale_keys: frozenset[str], sender: str) -> None:
+        """A node's newest write lost to a newer record of it that we show (daemon/refutation.py):
+        hand it that record. Sent to the address it had and to whoever passed us the update,
+        often the node itself, which may be back at another address; a relay ignores it."""
+        if self._nursery is None:
+            return
+        for key in sorted(stale_keys):
+            if key == self.identity.node_hex:
+                continue  # the document has written our newest record again
+            held = self.document.get("nodes", key)
+            if held is None or held.node is None:
+                continue
+            notice = encode_notice(held.envelope)
+            for address in dict.fromkeys((held.node.address, sender)):
+                if address != self.address:
+                    self._nursery.start_soon(self.transport.send, address, notice)
 
     def _decode(self, payload: bytes, sender: str) -> list[sync.Message]:
         try:
@@ -284,6 +331,8 @@ class Node:
             return
         if not (result.changed or result.added):
             return  # a duplicate: nothing to store or pass on
+        if result.stale:
+            self._tell_stale(result.stale, sender)
         # Stored and passed on even when nothing visible changed (history behind a newer
         # record): replicas then hold the same items, so state vectors agree without a repair.
         self.updates_applied += 1
@@ -291,6 +340,7 @@ class Node:
             self.store.append(message.update, False)
         now = trio.current_time()
         significant = False
+        ours: NodeRecord | None = None
         for map_name, key in result.changed:
             if map_name != "nodes":
                 significant = True
@@ -298,6 +348,8 @@ class Node:
             entry = self.document.get("nodes", key)
             if entry is not None and entry.node is not None:
                 record = entry.node
+                if record.node_id == self.identity.node_id:
+                    ours = record
                 self.membership.observe(record.node_id, record.incarnation, record.heartbeat, record.status, now)
                 shape = _shape(record)
                 significant = significant or self._shapes.get(record.node_id) != shape
@@ -308,6 +360,8 @@ class Node:
             self.queue.add(message.update, self._transmit_limit(significant))  # pass it on: epidemic push
         if significant and self.on_change is not None:
             self.on_change()
+        if ours is not None:
+            self._refute(ours)  # a record of ours is shown only when newer than the one held
 
     def _transmit_limit(self, significant: bool) -> int:
         """See daemon/gossip.py: full retransmits for what changes a node's identity or

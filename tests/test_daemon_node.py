@@ -1,5 +1,6 @@
 """The node driver over the simulated network under MockClock: the same code formd runs."""
 
+import dataclasses
 import random
 
 import pytest
@@ -11,6 +12,7 @@ from daemon.identity import Identity
 from daemon.log import EventLog
 from daemon.mem_transport import SimNetwork
 from daemon.node import Node, NodeSettings
+from daemon.refutation import encode_notice
 from metrics_agent.capabilities import NodeCapabilities
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -60,7 +62,7 @@ class Sim:
         self.scopes = {}
         self.logs = {}
 
-    async def start(self, address, seeds=(), labels=None):
+    async def start(self, address, seeds=(), labels=None, client_id=None):
         key = self.keys.setdefault(address, Ed25519PrivateKey.generate())
         identity = Identity.from_private_key(key)
         store = self.stores.setdefault(address, ListStore())
@@ -68,10 +70,11 @@ class Sim:
         self.network.restore(address)
         node = Node(
             identity=identity, address=address, transport=self.network.transport(address),
-            document=ClusterDocument.from_updates(store.updates, identity.node_id),
+            document=ClusterDocument.from_updates(store.updates, identity.node_id, client_id=client_id),
             capabilities=CAPS.with_labels(labels or {}), incarnation=self.incarnations[address],
             rng=random.Random(self.rng.random()), settings=SETTINGS, seeds=seeds, store=store,
             log=self.logs.setdefault(address, RecordingLog()),
+            bump_incarnation=lambda at_least: self._bump_incarnation(address, at_least),
         )
         scope = trio.CancelScope()
         self.scopes[address] = scope
@@ -84,9 +87,20 @@ class Sim:
         await self.nursery.start(run)
         return node
 
+    def _bump_incarnation(self, address, at_least):
+        """What daemon.identity.bump_incarnation does to the incarnation file."""
+        self.incarnations[address] = max(self.incarnations[address], at_least) + 1
+        return self.incarnations[address]
+
     def crash(self, address):
         self.network.crash(address)
         self.scopes[address].cancel()
+
+    def lose_state(self, address):
+        """The state dir is gone but the key survives (node.key restored into a fresh state
+        dir): no document, no incarnation file."""
+        self.stores[address] = ListStore()
+        self.incarnations[address] = 0
 
     def statuses(self, observer):
         node = self.nodes[observer]
@@ -195,4 +209,102 @@ async def test_leave_is_seen_at_once(autojump_clock):
         sim.crash(leaver)
         waited = await wait_for(lambda: sim.everyone_sees(addresses[:4], [leaver], "left"), step=0.01)
         assert waited < SETTINGS.tick_interval  # not a timeout: the left record itself
+        nursery.cancel_scope.cancel()
+
+
+# Client ids decide which of two concurrent writes of one key the CRDT shows. The victim's first
+# life writes under EARLIER_LIFE_CLIENT; a fresh start above it wins the CRDT (its earlier life
+# becomes history it never sees, only peers that held it can tell), one below it loses (the
+# earlier life shows up in its own document).
+EARLIER_LIFE_CLIENT = 1 << 31
+
+
+@pytest.mark.parametrize("fresh_client", [(1 << 32) - 5, 5], ids=["fresh-write-wins-the-crdt", "earlier-life-wins-the-crdt"])
+async def test_restart_with_the_key_but_without_the_state_moves_past_its_earlier_life(autojump_clock, fresh_client):
+    network = SimNetwork(seed=11)
+    async with trio.open_nursery() as nursery:
+        sim = Sim(nursery, network)
+        addresses = [f"10.0.4.{i}:7946" for i in range(5)]
+        victim = addresses[3]
+        peers = [a for a in addresses if a != victim]
+        await sim.start(addresses[0])
+        for address in addresses[1:]:
+            await sim.start(address, seeds=[addresses[0]], client_id=EARLIER_LIFE_CLIENT if address == victim else None)
+        await wait_for(lambda: sim.everyone_sees(addresses, addresses))
+        # An earlier life with a restart that kept its state (incarnation 2) and some heartbeats.
+        sim.crash(victim)
+        await trio.sleep(1)
+        await sim.start(victim, seeds=[addresses[0]], client_id=EARLIER_LIFE_CLIENT + 1)
+        await trio.sleep(10)
+        earlier = sim.nodes[victim]
+        assert earlier.incarnation == 2 and earlier.heartbeat >= 10
+        victim_id = earlier.identity.node_id
+        sim.crash(victim)
+        await wait_for(lambda: sim.everyone_sees(peers, [victim], "dead"))
+
+        sim.lose_state(victim)
+        node = await sim.start(victim, seeds=[addresses[0]], client_id=fresh_client)
+        assert node.identity.node_id == victim_id
+        start = trio.current_time()
+
+        def shown_alive_past_the_earlier_life():
+            return all(
+                sim.nodes[p].document.node_records()[victim_id].incarnation > earlier.incarnation
+                and sim.nodes[p].peer_status(victim_id) == "alive"
+                for p in peers
+            )
+
+        await wait_for(shown_alive_past_the_earlier_life, step=0.01)
+        # A few gossip rounds, not a heartbeat interval: it moved past at once.
+        assert trio.current_time() - start < 4 * SETTINGS.gossip_interval
+        assert node.incarnation == earlier.incarnation + 1
+        assert sim.incarnations[victim] == node.incarnation  # stored: a later restart starts above it
+        refutations = [f for m, f in sim.logs[victim].lines if m == "own record from an earlier life seen"]
+        assert refutations == [{"incarnation": 2, "taking": 3}]
+
+        shown = {p: sim.nodes[p].document.node_records()[victim_id].heartbeat for p in peers}
+        await trio.sleep(5 * SETTINGS.tick_interval)  # the old record does not come back anywhere
+        for peer in peers:
+            record = sim.nodes[peer].document.node_records()[victim_id]
+            assert (record.incarnation, sim.nodes[peer].peer_status(victim_id)) == (node.incarnation, "alive")
+            assert record.heartbeat > shown[peer]
+        for address in addresses:
+            assert [f for m, f in sim.logs[address].lines if m.startswith("bad")] == []
+        assert node.incarnation == earlier.incarnation + 1  # one refutation, no ping-pong
+        nursery.cancel_scope.cancel()
+
+
+async def test_record_notices_move_a_node_past_only_its_own_newer_records(autojump_clock):
+    """A notice carries a signed record; only a genuine record of the receiver that is newer
+    than what it publishes changes anything. Bad notices are dropped with one line each."""
+    network = SimNetwork(seed=13)
+    async with trio.open_nursery() as nursery:
+        sim = Sim(nursery, network)
+        a, b = "10.0.5.1:7946", "10.0.5.2:7946"
+        await sim.start(a)
+        await sim.start(b, seeds=[a])
+        await wait_for(lambda: sim.everyone_sees([a, b], [a, b]))
+        sender, receiver = sim.nodes[a], sim.nodes[b]
+        own = receiver.document.get("nodes", receiver.identity.node_hex).node
+        others = receiver.document.get("nodes", sender.identity.node_hex)
+        forged = dataclasses.replace(own, incarnation=50).seal(Ed25519PrivateKey.generate())
+        for payload in (
+            encode_notice(b"not a record"),        # refused
+            encode_notice(forged),                 # refused: not signed by the node it names
+            encode_notice(others.envelope),        # a record of another node: not ours to refute
+            encode_notice(own.seal(receiver.identity.private_key)),  # ours, but not newer
+        ):
+            await sender.transport.send(b, payload)
+        await trio.sleep(0.5)
+        assert receiver.incarnation == 1
+        assert receiver.updates_refused == 2
+        dropped = [f["reason"] for m, f in sim.logs[b].lines if m == "bad message dropped"]
+        assert len(dropped) == 2 and all(reason.startswith("record notice") for reason in dropped)
+
+        newer = dataclasses.replace(own, incarnation=7, heartbeat=3).seal(receiver.identity.private_key)
+        await sender.transport.send(b, encode_notice(newer))
+        await wait_for(lambda: receiver.incarnation == 8, step=0.01)
+        assert sim.incarnations[b] == 8
+        await wait_for(lambda: sender.document.node_records()[receiver.identity.node_id].incarnation == 8, step=0.01)
+        assert sender.peer_status(receiver.identity.node_id) == "alive"
         nursery.cancel_scope.cancel()
