@@ -62,17 +62,16 @@ def test_wiped_restarts_a_partition_and_a_slow_node_keep_every_invariant():
     assert sum(report["placement"]["histogram"].values()) == 8 + 3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known defect found by this simulation: a node restarted with its key but without its state dir starts "
-    "again at incarnation 1, so peers keep showing its old record (stale rule) and treat it as dead until its "
-    "heartbeat passes the old one, while it runs jobs: duplicate successes (seed 2), and views that differ "
-    "between nodes that had seen the old record and nodes that had not (seeds 1, 2)"))
 def test_restarts_that_keep_the_key_but_lose_the_state_keep_every_invariant():
+    # Found by this simulation (fixed in daemon/refutation.py): such a node started again at
+    # incarnation 1 while peers kept showing its earlier life's record (stale rule), so they
+    # took it for dead while it ran jobs: duplicate successes, views that differed.
     for seed in (1, 2):
         options = SimOptions(nodes=8, seconds=40, quiet=6, seed=seed, jobs=40, crash=Amount(count=3), restart=1.0,
                              restart_after=12, wipe=1.0, wipe_keeps_key=True, plots=False)
         report, ok = run_session(options, say=quiet)
         assert ok, report["invariants"]
+        assert report["faults"]["wiped_restarts"] == 3
 
 
 def test_same_seed_same_report_other_seed_other_report():
