@@ -91,8 +91,11 @@ class Sampler:
 
 
 def probe(world: World, run: RunRecord) -> None:
+    """A label change on a random live node that has not been probed yet (two probes on one
+    node could overlap, and the second label would hide the first)."""
     up = world.up()
-    target = world.rng.choice(up)
+    probed = {p.target.index for p in run.recorder.probes}
+    target = world.rng.choice([m for m in up if m.index not in probed] or up)
     run.recorder.start_probe(target, up)
 
 
