@@ -19,6 +19,8 @@ from typing import Any, Callable
 import trio
 import trio.testing
 
+from simulations.loopback.harness import code_version
+
 from . import report as sections
 from .determinism import deterministic_trio
 from .heartbeat_doc import heartbeat_growth
@@ -96,6 +98,7 @@ def run_session(options: SimOptions, say: Callable[[str], None] = print) -> tupl
     if options.doc_hours > 0:
         report["document_growth"], cost["document_growth_real_s"] = document_growth(options, say)
     cost["python"] = platform.python_version()
+    cost["code"] = code_version()  # the commit measured (and whether the tree differed from it)
     if options.report_dir is not None:
         write(report, options.report_dir, options.plots, say)
     return report, report["invariants_ok"]
