@@ -17,7 +17,8 @@ its key restored): same node id, but its incarnation starts again at 1.
 What differs from a real formd, on purpose: capacity is static (the machine's size less
 the reservations of the jobs it runs; no psutil sampling), the executor is simulated
 (simulations/sim/executor.py), the store is in memory, and time is trio's MockClock
-(the node's wall clock is EPOCH + simulated seconds).
+(the node's wall clock is EPOCH + simulated seconds). Finished jobs are retired after
+formd's default retention (24 h), so within a run none is.
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ class World:
             wall_clock=sim_wall_clock, log=SimLog(self.log_sink, machine.index), version="sim",
         )
         loop = JobLoop(node, BlobStore(machine.root / "blobs"), machine.root / "work",
-                       {"wasm": machine.executor}, policy=self.options.policy)
+                       {"wasm": machine.executor}, policy=self.options.policy, retention_s=FormdConfig().job_retention_s)
 
         def changed() -> None:
             loop.wake()
