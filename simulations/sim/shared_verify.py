@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 import crdt_state.records as records
 from crdt_state.signing import RecordError
 
-MAX_ENTRIES = 200_000
+MAX_ENTRIES = 20_000  # ~20 s of heartbeats at 1000 nodes: repeats arrive within seconds
 
 
 class SharedCache:
