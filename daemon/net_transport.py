@@ -14,9 +14,13 @@ On the wire every message is a 4-byte big-endian length followed by one sealed f
 Connections: one outbound connection per peer address, opened lazily on the first message,
 reused for every later one, reopened after a failure and closed after a minute unused. Requests and one-way sends travel
 initiator -> acceptor; replies come back on the same connection. The acceptor runs at most
-`handlers_per_connection` handlers at once per connection and stops reading while that many
-are busy, so a slow request does not hold up the rest and a peer that floods us is slowed
-down by TCP itself.
+`handlers_per_connection` request handlers at once per connection, so a slow request does not
+hold up the rest. One-way sends of a connection are handled one after another in the order
+they arrived, by one task draining a queue of `handlers_per_connection` frames: a writer's
+gossip pushes then reach the document in the order made (handled concurrently, trio's
+scheduling reordered them, and each update that overtook its predecessor was refused as
+missing). The acceptor stops reading while all request handlers are busy or the send queue
+is full, so a peer that floods us is slowed down by TCP itself.
 Outgoing frames wait in a bounded per-peer queue; send() drops (returns False) rather than
 block when a peer cannot keep up, request() waits for room within its timeout. When the
 transport stops (aclose() or cancellation of serve()), frames already queued on open
@@ -76,6 +80,16 @@ class _Outbound:
             waiter.error = reason
             waiter.event.set()
         self.pending.clear()
+
+
+class _InboundRequests:
+    """What the request handlers of one inbound connection share: the stream their replies go
+    out on, one writer at a time, and the bound on how many run at once."""
+
+    def __init__(self, stream: trio.SocketStream, handlers: int) -> None:
+        self.stream = stream
+        self.write_lock = trio.Lock()
+        self.in_flight = trio.Semaphore(handlers)
 
 
 class _FrameReader:
@@ -382,42 +396,53 @@ class NetTransport(Transport):
             self._inbound -= 1
 
     async def _inbound_frames(self, stream: trio.SocketStream, remote: str) -> None:
-        reader = _FrameReader(self, stream)
-        sender: str | None = None
-        in_flight = trio.Semaphore(self.handlers_per_connection)
-        write_lock = trio.Lock()
+        requests = _InboundRequests(stream, self.handlers_per_connection)
+        sends_in, sends_out = trio.open_memory_channel[tuple[str, bytes]](self.handlers_per_connection)
         async with trio.open_nursery() as handlers:
-            while True:
-                # Back-pressure: no more reading while this peer has enough work in progress.
-                await in_flight.acquire()
-                in_flight.release()
-                try:
-                    frame = await reader.read(self.idle_timeout if sender else self.frame_timeout,
-                                              self.frame_timeout)
-                    if frame is None:
-                        return  # a clean close: let handlers already running finish
-                    kind, request_id, body = self._open(frame)
-                    if sender is None:
-                        if kind != HELLO:
-                            raise FrameError(f"expected hello, got frame kind {kind}")
-                        sender = body.decode("utf-8", "replace")
-                        parse_address(sender)
-                        continue
-                    if kind not in (SEND, REQUEST):
-                        raise FrameError(f"unexpected frame kind {kind} on a request stream")
-                except (FrameError, TransportError) as exc:
-                    self._drop(remote if sender is None else f"{sender} (via {remote})", str(exc))
-                    handlers.cancel_scope.cancel()
-                    return
-                await in_flight.acquire()
-                handlers.start_soon(self._handle, stream, write_lock, in_flight, sender, kind, request_id, body)
+            handlers.start_soon(self._handle_sends_in_order, sends_out)
+            async with sends_in:  # closed on return: what is queued is still handled, then the task ends
+                await self._read_inbound(_FrameReader(self, stream), remote, handlers, requests, sends_in)
 
-    async def _handle(self, stream: trio.SocketStream, write_lock: trio.Lock, in_flight: trio.Semaphore,
-                      sender: str, kind: int, request_id: int, body: bytes) -> None:
+    async def _read_inbound(self, reader: _FrameReader, remote: str, handlers: trio.Nursery,
+                            requests: "_InboundRequests", sends_in: trio.MemorySendChannel) -> None:
+        sender: str | None = None
+        while True:
+            # Back-pressure: no more reading while this peer has enough requests in progress
+            # (a full send queue blocks below, with the same effect).
+            await requests.in_flight.acquire()
+            requests.in_flight.release()
+            try:
+                frame = await reader.read(self.idle_timeout if sender else self.frame_timeout,
+                                          self.frame_timeout)
+                if frame is None:
+                    return  # a clean close: let handlers already running finish
+                kind, request_id, body = self._open(frame)
+                if sender is None:
+                    if kind != HELLO:
+                        raise FrameError(f"expected hello, got frame kind {kind}")
+                    sender = body.decode("utf-8", "replace")
+                    parse_address(sender)
+                    continue
+                if kind not in (SEND, REQUEST):
+                    raise FrameError(f"unexpected frame kind {kind} on a request stream")
+            except (FrameError, TransportError) as exc:
+                self._drop(remote if sender is None else f"{sender} (via {remote})", str(exc))
+                handlers.cancel_scope.cancel()
+                return
+            if kind == SEND:
+                await sends_in.send((sender, body))
+            else:
+                await requests.in_flight.acquire()
+                handlers.start_soon(self._handle_request, requests, sender, request_id, body)
+
+    async def _handle_sends_in_order(self, sends_out: trio.MemoryReceiveChannel) -> None:
+        async with sends_out:
+            async for sender, body in sends_out:
+                await self._call_handler(sender, body)  # one-way: the reply is dropped
+
+    async def _handle_request(self, requests: "_InboundRequests", sender: str, request_id: int, body: bytes) -> None:
         try:
             reply = await self._call_handler(sender, body)
-            if kind != REQUEST:
-                return
             if reply is None:
                 kind, body = FAILURE, b"no reply"
             elif isinstance(reply, str):  # a handler's own error text
@@ -426,12 +451,12 @@ class NetTransport(Transport):
                 kind, body = FAILURE, b"reply over the frame limit"
             else:
                 kind, body = REPLY, reply
-            async with write_lock:
-                await self._write(stream, kind, request_id, body)
+            async with requests.write_lock:
+                await self._write(requests.stream, kind, request_id, body)
         except _NETWORK_ERRORS:
             pass  # the requester went away; its request fails on its side
         finally:
-            in_flight.release()
+            requests.in_flight.release()
 
     async def _call_handler(self, sender: str, body: bytes) -> bytes | str | None:
         assert self._handler is not None

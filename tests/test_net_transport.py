@@ -419,3 +419,35 @@ async def test_idle_outbound_connections_are_retired_and_reopened_on_demand():
                 await trio.sleep(0.05)
         assert await client.request(server.local_address, b"two", timeout=GUARD) == b"echo:two"
         assert server.drops.reasons == [] and client.drops.reasons == []
+
+
+async def test_one_way_sends_of_a_connection_are_handled_in_arrival_order():
+    # Each handler call yields to the scheduler, which runs ready tasks in a shuffled order:
+    # handled one task per frame, these would come out of order (a writer's gossip pushes then
+    # reach the document out of order and are refused as missing).
+    ring = Keyring.generate()
+    seen: list[bytes] = []
+
+    async def yielding(sender: str, payload: bytes) -> bytes:
+        for _ in range(int(payload) % 3 + 1):
+            await trio.lowlevel.checkpoint()
+        seen.append(payload)
+        return b"ok"
+
+    async with serving(ring, yielding) as server, serving(ring) as client:
+        sent = [b"%d" % i for i in range(60)]
+        for payload in sent:
+            assert await client.send(server.local_address, payload) is True
+        with trio.fail_after(GUARD):
+            while len(seen) < len(sent):
+                await trio.sleep(0.01)
+        assert seen == sent
+
+
+async def test_a_slow_one_way_send_does_not_hold_up_requests():
+    ring = Keyring.generate()
+    async with serving(ring) as server, serving(ring) as client:
+        assert await client.send(server.local_address, b"slow send") is True
+        await server.inbox.wait_for(1)
+        assert await client.request(server.local_address, b"meanwhile", timeout=GUARD) == b"echo:meanwhile"
+        assert client.connections == (1, 0)
