@@ -138,7 +138,9 @@ class DocumentStore:
         self.log_entries += 1
 
     def snapshot(self, full_state: bytes) -> None:
-        """Replace the snapshot with full_state (atomically) and empty the log."""
+        """Replace the snapshot with full_state (atomically) and empty the log. A crash
+        between the two leaves logged updates the snapshot already holds; replaying them is
+        harmless, since applying an update twice changes nothing."""
         if not isinstance(full_state, (bytes, bytearray)):
             raise StoreError("a snapshot must be bytes")
         full_state = bytes(full_state)
