@@ -24,7 +24,10 @@ Deviations from the agreed interface (small, additive):
   newest record again; the rewrite follows the stale one causally, so it wins on every
   replica and all views agree again.
 - `ApplyResult.missing`: True when the update depends on changes we have not received; the
-  sync layer answers it with our state vector so the sender fills the gap.
+  sync layer answers it with our state vector so the sender fills the gap. An update that
+  skips clocks of one of its writers (the usual case: pushes that overtook each other) is
+  found before it is applied (crdt_state/update_gaps.py) and refused without touching the
+  shadow; other gaps are found in the shadow and cost a rebuild like any refusal (`rebuilds`).
 
 Local updates carry only their own transaction (see _local_transaction): an eager push never
 deletes anything but what its writer just replaced or retired.
@@ -66,8 +69,11 @@ import pycrdt
 from pycrdt import Doc, Map
 
 from crdt_state.records import MAP_KINDS, NodeRecord, RecordError, SignedEntry, StaleRecord, verify_entry
+from crdt_state.state_vector import decode_state_vector
+from crdt_state.update_gaps import clock_gap
 
 MAX_UPDATE = 16 * 1024 * 1024
+_MISSING = "update depends on changes not received yet"
 MAP_NAMES = tuple(MAP_KINDS)
 DELETABLE_MAPS = ("jobs", "runs", "cancels")
 
@@ -108,6 +114,7 @@ class ClusterDocument:
         self._local_updates: list[bytes] = []
         self.ignored: list[str] = []  # why entries loaded by from_updates were left out
         self.may_delete: DeletePredicate | None = None  # which remote deletes to accept; None: none
+        self.rebuilds = 0  # refusals that re-encoded the whole document (each costs O(document))
         self._make_shadow(b"")
 
     # ---- construction and restore -------------------------------------------------------
@@ -153,6 +160,7 @@ class ClusterDocument:
             self._changes.add((map_name, key))
 
     def _rebuild_after_refusal(self) -> None:
+        self.rebuilds += 1
         # Drops anything the refused update left half-applied in the shadow, and any pending
         # (not yet integrable) deletes in both copies, so the two stay identical. Peers send
         # their whole delete set with every diff, so nothing is lost for good.
@@ -256,6 +264,10 @@ class ClusterDocument:
         self._changes.clear()
         # Same bytes means the same state: the encoding order only changes when a client is added.
         state_before = self._shadow.get_state()
+        if clock_gap(update, decode_state_vector(state_before)) is not None:
+            # Refused before it touches the shadow, so no rebuild: the common case is one
+            # writer's pushes overtaking each other on the way here.
+            return ApplyResult(False, _MISSING, missing=True)
         try:
             self._shadow.apply_update(update)
         except Exception as exc:  # pycrdt raises ValueError for undecodable input
@@ -284,7 +296,7 @@ class ClusterDocument:
     ) -> ApplyResult | tuple[list[SignedEntry], list[tuple[str, str]], set[str]]:
         if pycrdt.get_update(update, self._shadow.get_state())[0] != 0:
             # Some structs could not be integrated: they wait for earlier updates we lack.
-            return ApplyResult(False, "update depends on changes not received yet", missing=True)
+            return ApplyResult(False, _MISSING, missing=True)
         unknown_roots = set(self._shadow.keys()) - set(MAP_NAMES)
         if unknown_roots:
             return ApplyResult(False, f"update writes unknown top-level names {sorted(unknown_roots)[:5]}")

@@ -1,4 +1,4 @@
-"""Reading pycrdt state vectors (lib0 v1 encoding) without a document.
+"""Reading and writing pycrdt state vectors (lib0 v1 encoding) without a document.
 
 Used to tell whether a peer has changes we lack, and to compare states: the byte encoding
 is not canonical (entry order varies), the decoded dict is.
@@ -11,7 +11,7 @@ class StateVectorError(ValueError):
     """Bytes that are not a state vector."""
 
 
-def _read_varuint(data: bytes, offset: int) -> tuple[int, int]:
+def read_varuint(data: bytes, offset: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if offset >= len(data):
@@ -28,14 +28,31 @@ def _read_varuint(data: bytes, offset: int) -> tuple[int, int]:
 
 def decode_state_vector(state_vector: bytes) -> dict[int, int]:
     """client id -> next clock, from the lib0 encoding pycrdt's get_state produces."""
-    count, offset = _read_varuint(state_vector, 0)
+    count, offset = read_varuint(state_vector, 0)
     if count > len(state_vector):
         raise StateVectorError("state vector claims more entries than it has bytes")
     clocks: dict[int, int] = {}
     for _ in range(count):
-        client, offset = _read_varuint(state_vector, offset)
-        clock, offset = _read_varuint(state_vector, offset)
+        client, offset = read_varuint(state_vector, offset)
+        clock, offset = read_varuint(state_vector, offset)
         clocks[client] = clock
     if offset != len(state_vector):
         raise StateVectorError("state vector has trailing bytes")
     return clocks
+
+
+def _write_varuint(value: int, out: bytearray) -> None:
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def encode_state_vector(clocks: dict[int, int]) -> bytes:
+    """The lib0 encoding of client id -> next clock, as pycrdt's get_update takes it."""
+    out = bytearray()
+    _write_varuint(len(clocks), out)
+    for client, clock in clocks.items():
+        _write_varuint(client, out)
+        _write_varuint(clock, out)
+    return bytes(out)
