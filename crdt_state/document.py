@@ -69,7 +69,6 @@ import pycrdt
 from pycrdt import Doc, Map
 
 from crdt_state.records import MAP_KINDS, NodeRecord, RecordError, SignedEntry, StaleRecord, verify_entry
-from crdt_state.state_vector import decode_state_vector
 from crdt_state.update_gaps import clock_gap
 
 MAX_UPDATE = 16 * 1024 * 1024
@@ -265,7 +264,7 @@ class ClusterDocument:
         self._changes.clear()
         # Same bytes means the same state: the encoding order only changes when a client is added.
         state_before = self._shadow.get_state()
-        if clock_gap(update, decode_state_vector(state_before)) is not None:
+        if clock_gap(update, state_before) is not None:
             # Refused before it touches the shadow, so no rebuild: the common case is one
             # writer's pushes overtaking each other on the way here.
             return ApplyResult(False, _MISSING, missing=True)
@@ -274,7 +273,8 @@ class ClusterDocument:
         except Exception as exc:  # pycrdt raises ValueError for undecodable input
             self._rebuild_after_refusal()
             return ApplyResult(False, f"update does not decode: {exc}")
-        verdict = self._check_shadow(update)
+        state_after = self._shadow.get_state()
+        verdict = self._check_shadow(update, state_after)
         if isinstance(verdict, ApplyResult):
             self._rebuild_after_refusal()
             return verdict
@@ -289,13 +289,13 @@ class ClusterDocument:
             held = self._views["nodes"][own_key]
             self.put_local("nodes", own_key, held.envelope)
         changed = frozenset((e.map_name, e.key) for e in entries) | frozenset(removed)
-        added = self._shadow.get_state() != state_before or bool(changed)
+        added = state_after != state_before or bool(changed)
         return ApplyResult(True, None, changed, stale=frozenset(stale), added=added)
 
     def _check_shadow(
-        self, update: bytes
+        self, update: bytes, shadow_state: bytes
     ) -> ApplyResult | tuple[list[SignedEntry], list[tuple[str, str]], set[str]]:
-        if pycrdt.get_update(update, self._shadow.get_state())[0] != 0:
+        if pycrdt.get_update(update, shadow_state)[0] != 0:
             # Some structs could not be integrated: they wait for earlier updates we lack.
             return ApplyResult(False, _MISSING, missing=True)
         unknown_roots = set(self._shadow.keys()) - set(MAP_NAMES)
