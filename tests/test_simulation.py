@@ -143,6 +143,16 @@ def test_bad_options_are_refused_with_a_reason(args, message, capsys, tmp_path):
     assert not (tmp_path / "report.json").exists()
 
 
+def test_a_size_sweep_that_includes_the_main_size_reports_every_size(tmp_path):
+    options = SimOptions(nodes=4, seconds=6, quiet=6, probes=2, seed=8, sizes=(3, 4), report_dir=tmp_path, plots=True)
+    report, ok = run_session(options, say=quiet)
+    assert ok
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert set(written["convergence_by_size"]) == {"3", "4"}
+    assert written["convergence_by_size"]["4"]["all_s"] == written["convergence"]["all_s"] is not None
+    assert (tmp_path / "convergence_vs_size.png").stat().st_size > 0
+
+
 def test_progress_lines_do_not_change_the_run(capsys):
     options = SimOptions(nodes=6, seconds=12, quiet=5, seed=4, jobs=5, plots=False)
     plain, _ = run_session(options, say=quiet)

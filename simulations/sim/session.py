@@ -85,7 +85,7 @@ def run_session(options: SimOptions, say: Callable[[str], None] = print) -> tupl
         by_size, size_cost = {}, {}
         for nodes in options.sizes:
             if nodes == options.nodes:
-                sized, sized_cost = report, cost
+                sized, sized_cost = report, {"real_s": "the main run's"}
             else:
                 say(f"  convergence at {nodes} nodes ...")
                 sized_run, sized_cost = simulate_once(convergence_only(options, nodes))
