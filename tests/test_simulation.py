@@ -74,6 +74,19 @@ def test_restarts_that_keep_the_key_but_lose_the_state_keep_every_invariant():
         assert report["faults"]["wiped_restarts"] == 3
 
 
+def test_slow_nodes_still_declare_a_crashed_node_dead_in_time():
+    """A slow node ticks late but keeps formd's failure-detection timeouts, so every crash
+    is seen dead everywhere (slow nodes included) before the node comes back."""
+    options = SimOptions(nodes=10, seconds=60, quiet=5, seed=9, crash=Amount(count=2), restart=1.0, restart_after=30,
+                         slow=Amount(count=3), plots=False)
+    report, ok = run_session(options, say=quiet)
+    assert ok
+    detection = report["failure_detection"]
+    assert detection["dead_everywhere_s"]["samples"] == 2
+    assert all(c["dead_everywhere_s"] < 30 for c in detection["crashes"])
+    assert detection["expected_dead_timeout_s"] <= detection["dead_everywhere_s"]["p50"]
+
+
 def test_same_seed_same_report_other_seed_other_report():
     options = SimOptions(nodes=8, seconds=30, seed=5, jobs=15, loss=0.02, crash=Amount(count=1), quiet=8,
                          partitions=(Partition(14, 6),), plots=False)

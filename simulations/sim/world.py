@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,7 +39,8 @@ from daemon.identity import Identity
 from daemon.jobs import JobLoop
 from daemon.keyring import Keyring
 from daemon.log import EventLog
-from daemon.node import Node, static_capacity
+from daemon.membership import MembershipConfig
+from daemon.node import Node, NodeSettings, static_capacity
 from daemon.runtime import node_settings
 from metrics_agent.capabilities import NodeCapabilities
 from metrics_agent.capacity import apply_reservations
@@ -63,6 +64,18 @@ def sim_wall_clock() -> float:
 def address_of(index: int) -> str:
     number = index + 1
     return f"10.{(number >> 16) & 255}.{(number >> 8) & 255}.{number & 255}:7946"
+
+
+@dataclass(frozen=True)
+class SlowedSettings(NodeSettings):
+    """A slow node's timers (tick, gossip, job loop passes) run `slowdown` times longer, but
+    its failure detector keeps the configured heartbeat interval: a busy machine fires late,
+    it is not configured differently (else it would take peers for dead much later)."""
+
+    slowdown: float = 1.0
+
+    def membership_config(self) -> MembershipConfig:
+        return replace(super().membership_config(), heartbeat_interval=self.tick_interval / self.slowdown)
 
 
 class SimNode(Node):
@@ -187,8 +200,8 @@ class World:
         settings = self.settings
         if machine.slow:
             factor = self.options.slow_factor
-            settings = replace(settings, tick_interval=settings.tick_interval * factor,
-                               gossip_interval=settings.gossip_interval * factor)
+            settings = SlowedSettings(**{**asdict(settings), "tick_interval": settings.tick_interval * factor,
+                                         "gossip_interval": settings.gossip_interval * factor}, slowdown=factor)
         loop: JobLoop | None = None
 
         def sample(capabilities: NodeCapabilities):
