@@ -56,6 +56,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--probes", type=int, default=5, help="label changes timed during the quiet part")
     p.add_argument("--settle", default="120s", help="after the active phase, at most this long for jobs to finish")
     p.add_argument("--join-over", default=None, help="start the nodes spread over this long (default 5 ms per node)")
+    p.add_argument("--warm-start", action="store_true",
+                   help="start from a cluster that formed earlier (every node holds every record): skips the join storm")
     p.add_argument("--sizes", default=None, help="also time convergence at these sizes (no jobs, no faults), e.g. 10,100,1000")
     p.add_argument("--doc-hours", default="0", help="also run the document-only heartbeat simulation this long, e.g. 24h")
     p.add_argument("--doc-nodes", type=int, default=100, help="writers in the document-only heartbeat simulation")
@@ -84,7 +86,7 @@ def to_options(args: argparse.Namespace) -> SimOptions:
         tick_interval=parse.duration(args.tick, "--tick"), anti_entropy_interval=parse.duration(args.anti_entropy, "--anti-entropy"),
         retransmit_mult=args.retransmit_mult, heartbeat_retransmit_mult=args.heartbeat_retransmit_mult,
         quiet=parse.duration(args.quiet, "--quiet"), probes=args.probes, settle=parse.duration(args.settle, "--settle"),
-        join_over=parse.duration(args.join_over, "--join-over") if args.join_over else None,
+        join_over=parse.duration(args.join_over, "--join-over") if args.join_over else None, warm_start=args.warm_start,
         sizes=parse.sizes(args.sizes) if args.sizes else (), doc_hours=doc_hours, doc_nodes=args.doc_nodes,
         doc_only=args.doc_only, progress=args.progress, plots=not args.no_plots, inject=tuple(args.inject),
     )

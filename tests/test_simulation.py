@@ -166,6 +166,16 @@ def test_a_size_sweep_that_includes_the_main_size_reports_every_size(tmp_path):
     assert (tmp_path / "convergence_vs_size.png").stat().st_size > 0
 
 
+def test_a_warm_start_begins_with_every_node_knowing_every_node():
+    options = SimOptions(nodes=12, seconds=10, quiet=6, probes=2, seed=4, jobs=6, warm_start=True, plots=False)
+    report, ok = run_session(options, say=quiet)
+    assert ok and report["jobs"]["succeeded"] + report["jobs"]["failed"] == 6
+    # The boot check passed the first time it looked, once the last node had started (5 ms apart).
+    assert report["phases_s"]["joined_at"] <= options.join_window + 0.001
+    cold, _ = run_session(SimOptions(**{**options.__dict__, "warm_start": False}), say=quiet)
+    assert cold["phases_s"]["joined_at"] > report["phases_s"]["joined_at"]
+
+
 def test_progress_lines_do_not_change_the_run(capsys):
     options = SimOptions(nodes=6, seconds=12, quiet=5, seed=4, jobs=5, plots=False)
     plain, _ = run_session(options, say=quiet)

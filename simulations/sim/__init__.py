@@ -17,6 +17,8 @@ facts        the end state, read out of the nodes
 invariants   the checks every run ends with
 report       report.json's sections
 heartbeat_doc document growth under heartbeats, for many simulated hours
+record_writer a node record written as Node.publish writes it, without a Node
+warm_start   begin from a cluster that already formed
 plots        the PNGs beside report.json
 session      one invocation: runs, report, plots
 """

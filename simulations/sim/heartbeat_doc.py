@@ -26,39 +26,23 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pycrdt import Doc, Map
 
-from crdt_state.document import MAP_NAMES, ClusterDocument
-from crdt_state.records import NodeRecord
+from crdt_state.document import MAP_NAMES
 from daemon.identity import Identity
-from daemon.node import static_capacity
 
-from .world import CAPABILITIES, EPOCH, address_of
+from .record_writer import RecordWriter
+from .world import address_of
 
 GOAL_BYTES = 1024 * 1024
 
 
-class Writer:
-    def __init__(self, index: int, rng: random.Random) -> None:
-        self.identity = Identity.from_private_key(Ed25519PrivateKey.from_private_bytes(rng.randbytes(32)))
-        self.document = ClusterDocument(self.identity.node_id, client_id=rng.getrandbits(32) | 1)
-        self.address = address_of(index)
-        self.heartbeat = 0
-        self.capabilities = CAPABILITIES.to_wire()
-        self.capacity = static_capacity(CAPABILITIES).to_wire()
-
-    def beat(self, now: float) -> list[bytes]:
-        self.heartbeat += 1
-        record = NodeRecord(
-            node_id=self.identity.node_id, public_key=self.identity.public_key, address=self.address,
-            incarnation=1, heartbeat=self.heartbeat, status="alive", capabilities=self.capabilities,
-            capacity=self.capacity, version="sim", updated_ms=int((EPOCH + now) * 1000),
-        )
-        self.document.put_local("nodes", self.identity.node_hex, record.seal(self.identity.private_key))
-        return self.document.drain_local_updates()
+def writer(index: int, rng: random.Random) -> RecordWriter:
+    identity = Identity.from_private_key(Ed25519PrivateKey.from_private_bytes(rng.randbytes(32)))
+    return RecordWriter(identity, address_of(index), rng.getrandbits(32) | 1)
 
 
 def heartbeat_growth(nodes: int, hours: float, seed: int, tick_s: float = 1.0, samples: int = 48) -> dict[str, Any]:
     rng = random.Random(seed)
-    writers = [Writer(i, rng) for i in range(nodes)]
+    writers = [writer(i, rng) for i in range(nodes)]
     observer = Doc({name: Map() for name in MAP_NAMES})
     ticks = max(1, int(hours * 3600 / tick_s))
     every = max(1, ticks // samples)
@@ -67,8 +51,8 @@ def heartbeat_growth(nodes: int, hours: float, seed: int, tick_s: float = 1.0, s
     for tick in range(1, ticks + 1):
         order = writers[:]
         rng.shuffle(order)
-        for writer in order:
-            for update in writer.beat(tick * tick_s):
+        for each in order:
+            for update in each.beat(tick * tick_s):
                 observer.apply_update(update)
         if tick % every == 0 or tick == ticks:
             series.append([round(tick * tick_s / 3600, 4), len(observer.get_update())])

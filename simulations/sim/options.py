@@ -90,6 +90,7 @@ class SimOptions:
     probes: int = 5
     settle: float = 120.0  # after the active phase, at most this long for the jobs to finish
     join_over: float | None = None  # nodes start spread over this long (default 5 ms per node)
+    warm_start: bool = False  # every node starts from the document of a cluster that already formed
     # extras
     sizes: tuple[int, ...] = ()  # convergence-only runs at these sizes, for the size plot
     doc_hours: float = 0.0  # document-only heartbeat simulation of this many hours (0: skip)

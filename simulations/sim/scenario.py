@@ -26,6 +26,7 @@ from .invariants import check_all
 from .options import SimOptions
 from .run_record import RunRecord, lost_state
 from .workload import plan_jobs
+from .warm_start import warm_start
 from .world import World
 
 
@@ -39,6 +40,8 @@ async def simulate(options: SimOptions, root: Path) -> RunRecord:
         jobs = plan_jobs(options, rng)
         for index in run.plan.slow:
             world.make_slow(world.machines[index])
+        if options.warm_start:
+            warm_start(world.machines, rng)
         await _timed(run, "boot", lambda: boot(world, run))
         await _timed(run, "active", lambda: active_phase(world, run, jobs))
         await _timed(run, "settle", lambda: settle(world, run))
