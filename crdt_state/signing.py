@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 ENVELOPE_VERSION = 1
 MAX_RECORD = 64 * 1024
-KINDS = ("node", "job", "run", "cancel")
+KINDS = ("node", "job", "run", "cancel", "suspicion")
 _DOMAIN = b"formnet record v1\x00"
 
 

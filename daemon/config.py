@@ -54,6 +54,14 @@ class FormdConfig:
     # without a heartbeat advance, dead after dead_mult times that.
     suspect_mult: float = 4.0
     dead_mult: float = 3.0
+    # SWIM probes (daemon/probes.py): one peer pinged per interval, indirect_probes others asked
+    # to ping it when it does not ack within probe_timeout_ms; suspicion -> dead after
+    # suspect_mult x log10(max(n,10)) probe intervals. The record is refreshed every
+    # tick x max(1, n / record_refresh_rate) (daemon/record_refresh.py).
+    probe_interval_ms: int = 1000
+    probe_timeout_ms: int = 500
+    indirect_probes: int = 3
+    record_refresh_rate: float = 3.0
     request_timeout_ms: int = 2000
     max_frame_bytes: int = 4 * 1024 * 1024
     snapshot_interval_s: float = 300.0
@@ -102,6 +110,12 @@ class FormdConfig:
         _range("tick_interval_ms", self.tick_interval_ms, 10, 600_000)
         _range("suspect_mult", self.suspect_mult, 0.5, 1000)
         _range("dead_mult", self.dead_mult, 1.01, 1000)
+        _range("probe_interval_ms", self.probe_interval_ms, 20, 600_000)
+        _range("probe_timeout_ms", self.probe_timeout_ms, 10, 600_000)
+        if self.probe_timeout_ms >= self.probe_interval_ms:
+            raise ConfigError("probe_timeout_ms: must be shorter than probe_interval_ms")
+        _range("indirect_probes", self.indirect_probes, 0, 16)
+        _range("record_refresh_rate", self.record_refresh_rate, 0.01, 1000)
         _range("request_timeout_ms", self.request_timeout_ms, 10, 600_000)
         _range("max_frame_bytes", self.max_frame_bytes, 64 * 1024, 256 * 1024 * 1024)
         _range("snapshot_interval_s", self.snapshot_interval_s, 1, 86_400 * 7)

@@ -1,33 +1,48 @@
-"""Who is alive: failure detection from heartbeat advances (pure: no I/O, time passed in).
+"""Who is alive: failure detection from probes' suspicions and heartbeat advances (pure: no I/O,
+time passed in).
 
-Every node bumps the heartbeat counter in its own signed node record once per heartbeat
-interval (and its incarnation on every start). A peer is alive while we keep *observing*
-its freshness (incarnation, heartbeat) advance; we time that with our own monotonic clock
-and never compare a remote wall clock with ours.
+Two signals, both timed with our own monotonic clock (never a remote wall clock):
+
+- suspicions (primary, memberlist's SWIM): a node whose probes of a peer fail, directly and
+  through `indirect_probes` others (daemon/probes.py), lists the peer with the freshness
+  (incarnation, heartbeat) it held for it in its own signed value of the `suspicions` map. A
+  live peer named at a freshness >= the one we hold becomes suspect at once, and dead after
+  suspicion_timeout(n) without an advance. The suspicion latches: the observer dropping the
+  target from its value later (it keeps values small) does not clear it; only an advance of
+  the peer's freshness does. The suspected node refutes by publishing its record at once with
+  the next heartbeat (daemon/node.py), which clears the suspicion everywhere it arrives.
+- heartbeat silence (backstop): every node rewrites its signed record at least every
+  refresh_interval(n); a peer whose freshness has not advanced for suspect_timeout(n) is
+  suspect, for dead_timeout(n) dead.
 
 States and transitions (events are reported by tick(), in the order they happened; the ones
-observe() causes can also be taken at once with take_events()):
+observe() and observe_suspicions() cause can also be taken at once with take_events()):
 
     (first seen) ------------------------------------------------> alive     "joined"
-    alive   -- no advance for suspect_timeout(n) ----------------> suspect   "suspect"
-    suspect -- no advance for dead_timeout(n) (since last advance) -> dead    "dead"
+    alive   -- suspicion at our freshness, or silence ------------> suspect   "suspect"
+    suspect -- suspicion_timeout since suspected, or dead_timeout of silence -> dead  "dead"
     suspect -- advance ------------------------------------------> alive     "alive"   (alive again)
     dead | left -- advance (new heartbeat or new incarnation) ---> alive     "rejoined"
     any     -- record with status "left" that is fresher ---------> left      "left"    (at once)
 
-Timeouts scale with log10 of the cluster size like memberlist's suspicion timeout, because
-a heartbeat needs about log(n) gossip rounds to reach everyone:
+Timeouts scale with log10 of the cluster size like memberlist's, because news needs about
+log(n) gossip rounds to reach everyone; the record refresh interval grows with n so that the
+cluster-wide rate of record writes stays at `refresh_rate` per heartbeat interval:
 
-    scale(n)           = log10(max(n, 10))                      1 up to 10 nodes, 2 at 100, 3 at 1000
-    suspect_timeout(n) = suspect_mult × scale(n) × heartbeat_interval
-    dead_timeout(n)    = dead_mult × suspect_timeout(n)
+    scale(n)              = log10(max(n, 10))                1 up to 10 nodes, 2 at 100, 3 at 1000
+    suspicion_timeout(n)  = suspect_mult x scale(n) x probe_interval
+    refresh_interval(n)   = heartbeat_interval x max(1, n / refresh_rate)
+    suspect_timeout(n)    = suspect_mult x max(scale(n) x heartbeat_interval, refresh_interval(n))
+    dead_timeout(n)       = dead_mult x suspect_timeout(n)
 
-With the defaults (heartbeat_interval 1 s, suspect_mult 4, dead_mult 3):
+With the defaults (heartbeat_interval 1 s, probe_interval 1 s, suspect_mult 4, dead_mult 3,
+refresh_rate 3):
 
-    nodes       suspect after   dead after
-    <= 10            4 s            12 s
-    100              8 s            24 s
-    1000            12 s            36 s
+    nodes   record refresh   suspicion -> dead   silence: suspect / dead (backstop)
+    3           1 s                4 s                 4 s / 12 s
+    10          3.3 s              4 s                13 s / 40 s
+    100        33 s                8 s               133 s / 400 s
+    1000      333 s               12 s              1333 s / 4000 s
 
 A node first seen with status "left" is recorded as left without an event (we learn
 history, nothing happened just now). Our own id is always alive and never reported.
@@ -37,10 +52,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Mapping
 
 Status = Literal["alive", "suspect", "dead", "left"]
 EventKind = Literal["joined", "suspect", "dead", "alive", "rejoined", "left"]
+
+
+Freshness = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -48,10 +66,16 @@ class MembershipConfig:
     heartbeat_interval: float = 1.0
     suspect_mult: float = 4.0
     dead_mult: float = 3.0
+    probe_interval: float = 1.0
+    refresh_rate: float = 3.0  # record refreshes per heartbeat interval, cluster-wide (README)
 
     def __post_init__(self) -> None:
         if not self.heartbeat_interval > 0:
             raise ValueError("heartbeat_interval must be positive")
+        if not self.probe_interval > 0:
+            raise ValueError("probe_interval must be positive")
+        if not self.refresh_rate > 0:
+            raise ValueError("refresh_rate must be positive")
         if not self.suspect_mult > 0:
             raise ValueError("suspect_mult must be positive")
         if not self.dead_mult > 1:
@@ -61,8 +85,16 @@ class MembershipConfig:
     def scale(cluster_size: int) -> float:
         return math.log10(max(cluster_size, 10))
 
+    def refresh_interval(self, cluster_size: int) -> float:
+        """How often a node rewrites its record when nothing about it changed."""
+        return self.heartbeat_interval * max(1.0, cluster_size / self.refresh_rate)
+
+    def suspicion_timeout(self, cluster_size: int) -> float:
+        return self.suspect_mult * self.scale(cluster_size) * self.probe_interval
+
     def suspect_timeout(self, cluster_size: int) -> float:
-        return self.suspect_mult * self.scale(cluster_size) * self.heartbeat_interval
+        propagation = self.scale(cluster_size) * self.heartbeat_interval
+        return self.suspect_mult * max(propagation, self.refresh_interval(cluster_size))
 
     def dead_timeout(self, cluster_size: int) -> float:
         return self.dead_mult * self.suspect_timeout(cluster_size)
@@ -97,10 +129,17 @@ class Member:
     record_status: str       # "alive" | "left", as the peer's own record says
     last_advance: float      # local monotonic time freshness last went up
     status: Status = "alive"
+    suspected_since: float | None = None  # when a suspicion at the current freshness first counted
+    last_status_change: float = 0.0
 
     @property
-    def freshness(self) -> tuple[int, int]:
+    def freshness(self) -> Freshness:
         return self.incarnation, self.heartbeat
+
+    @property
+    def is_suspected(self) -> bool:
+        return self.suspected_since is not None
+
 
 
 @dataclass
@@ -112,6 +151,8 @@ class Membership:
         self._members: dict[bytes, Member] = {}
         self._pending: list[MembershipEvent] = []
         self._cluster_size = 1
+        # observer -> {target -> freshness named}: every observer's current suspicions value.
+        self._named: dict[bytes, dict[bytes, Freshness]] = {}
 
     # -- input ---------------------------------------------------------------------------
 
@@ -132,12 +173,17 @@ class Membership:
             self._members[node_id] = member
             if status != "left":
                 self._emit("joined", member, now, None)
+                self._apply_named(member, now)
             return
         if (incarnation, heartbeat) <= member.freshness:
             return
         member.incarnation, member.heartbeat = incarnation, heartbeat
         member.record_status = status
         member.last_advance = now
+        member.suspected_since = None
+        self._apply_named(member, now)  # a suspicion may already name this newer freshness
+        if member.is_suspected:
+            return
         if status == "left":
             self._transition(member, "left", now)
         elif member.status in ("dead", "left"):
@@ -145,9 +191,42 @@ class Membership:
         elif member.status == "suspect":
             self._transition(member, "alive", now)
 
+    def observe_suspicions(self, observer: bytes, targets: Mapping[bytes, Freshness], now: float) -> None:
+        """Take an observer's (verified) suspicions value, replacing the one it had.
+
+        A live target named at a freshness >= the one we hold becomes suspect now; a target
+        the value no longer names stays suspected until its freshness advances (the latch:
+        observers drop dead targets to keep values small)."""
+        self._named[observer] = dict(targets)
+        for target in targets:
+            member = self._members.get(target)
+            if member is not None:
+                self._apply_named(member, now)
+
+    def suspected_by(self, node_id: bytes) -> int:
+        """How many observers' values name this node at (or past) the freshness we hold."""
+        member = self._members.get(node_id)
+        if member is None:
+            return 0
+        return sum(1 for named in self._named.values() if named.get(node_id, (-1, -1)) >= member.freshness)
+
+    def suspecting(self, node_id: bytes, now: float) -> Iterable[bytes]:
+        """Who this observer still names (for its own value): nothing that advanced past the
+        named freshness, left, is unknown, or has been dead for another suspicion timeout."""
+        for target, named in self._named.get(node_id, {}).items():
+            member = self._members.get(target)
+            if member is None or member.record_status == "left" or member.freshness > named:
+                continue
+            status = self._timed_status(member, now)
+            dead_for = now - member.last_status_change if member.status == "dead" else 0.0
+            if status == "dead" and dead_for >= self.config.suspicion_timeout(self._cluster_size):
+                continue
+            yield target
+
     def forget(self, node_id: bytes) -> None:
         """Drop a peer entirely (e.g. its record was retired from the document)."""
         self._members.pop(node_id, None)
+        self._named.pop(node_id, None)
 
     def tick(self, now: float, cluster_size: int | None = None) -> list[MembershipEvent]:
         """Apply timeouts at `now`; returns every event since the last tick, oldest first.
@@ -216,15 +295,27 @@ class Membership:
         silent = now - member.last_advance
         if silent >= self.config.dead_timeout(self._cluster_size):
             return "dead"
+        if member.suspected_since is not None:
+            suspected = now - member.suspected_since
+            return "dead" if suspected >= self.config.suspicion_timeout(self._cluster_size) else "suspect"
         if silent >= self.config.suspect_timeout(self._cluster_size):
             return "suspect"
         return "alive"
+
+    def _apply_named(self, member: Member, now: float) -> None:
+        """Start the suspicion of a live member some observer names at its current freshness."""
+        if member.suspected_since is not None or member.record_status == "left" or member.status in ("dead", "left"):
+            return
+        if any(named.get(member.node_id, (-1, -1)) >= member.freshness for named in self._named.values()):
+            member.suspected_since = now
+            self._transition(member, "suspect", now)
 
     def _transition(self, member: Member, target: Status, now: float, kind: EventKind | None = None) -> None:
         previous = member.status
         if previous == target:
             return
         member.status = target
+        member.last_status_change = now
         self._emit(kind or target, member, now, previous)
 
     def _emit(self, kind: EventKind, member: Member, now: float, previous: Status | None) -> None:

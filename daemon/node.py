@@ -5,8 +5,13 @@ simulation under MockClock): time comes from trio.current_time(), randomness fro
 injected random.Random, metrics and persistence are injected, and there is no global state.
 
 What it does, every so often:
-- tick (tick_interval): bump the heartbeat, sample capacity, write our own signed record
-  as one whole value, and let membership turn silence into suspect/dead events.
+- tick (tick_interval): sample capacity; write our own signed record (next heartbeat) as one
+  whole value when it is due (daemon/record_refresh.py: every refresh_interval(n), which grows
+  with the cluster, or early when our reservations changed); drop suspicions of ours that no
+  longer count; let membership turn suspicions and silence into suspect/dead events.
+- probe (probe_interval, daemon/probes.py): ping one peer, indirectly through others when it
+  does not answer; a peer no one reached is written into our value of the `suspicions` map.
+  A suspicion of this node at its current freshness is refuted by publishing at once.
 - gossip (gossip_interval): push queued updates (ours and ones newly accepted from peers)
   to `fanout` random live peers; each update until it has been sent retransmit_limit(n) times.
 - anti-entropy (anti_entropy_interval, scaled past 32 nodes): a state-vector exchange with
@@ -44,6 +49,10 @@ from .gossip import BroadcastQueue, PayloadError, anti_entropy_interval, pack_pa
 from .identity import Identity
 from .log import EventLog
 from .membership import Membership, MembershipConfig
+from .probe_wire import is_probe
+from .probes import Prober, ProbeSettings
+from .record_refresh import record_due, reservations_changed
+from .suspicions import kept, names_me, seal_suspicions, targets_of
 from .refutation import NoticeError, decode_notice, encode_notice, is_notice, outlives
 from .transport import Transport, TransportError
 
@@ -60,13 +69,21 @@ class NodeSettings:
     tick_interval: float = 1.0
     suspect_mult: float = 4.0
     dead_mult: float = 3.0
+    probe_interval: float = 1.0
+    probe_timeout: float = 0.5
+    indirect_probes: int = 3
+    refresh_rate: float = 3.0  # cluster-wide record refreshes per tick (daemon/record_refresh.py)
     request_timeout: float = 2.0
     push_budget_bytes: int = 1024 * 1024  # per peer per gossip round; the rest waits a round
     join_retry_interval: float = 1.0
     leave_timeout: float = 2.0
 
     def membership_config(self) -> MembershipConfig:
-        return MembershipConfig(heartbeat_interval=self.tick_interval, suspect_mult=self.suspect_mult, dead_mult=self.dead_mult)
+        return MembershipConfig(heartbeat_interval=self.tick_interval, suspect_mult=self.suspect_mult, dead_mult=self.dead_mult,
+                                probe_interval=self.probe_interval, refresh_rate=self.refresh_rate)
+
+    def probe_settings(self) -> ProbeSettings:
+        return ProbeSettings(self.probe_interval, self.probe_timeout, self.indirect_probes)
 
 
 class Store(Protocol):
@@ -134,6 +151,14 @@ class Node:
         self.updates_refused = 0
         self._repairing: set[str] = set()
         self._shapes: dict[bytes, tuple] = {}  # node id -> what its record says it is
+        self._last_write = trio.current_time()  # of our own record
+        self._written_capacity: dict | None = None
+        self._suspects: dict[bytes, tuple[int, int]] = {}  # our value in the suspicions map
+        self.refutations = 0
+        self.prober = Prober(
+            node_id=identity.node_id, transport=transport, rng=rng, settings=settings.probe_settings(),
+            candidates=self._probe_candidates, on_failed=self._suspect, log=self.log,
+        )
         self._nursery: trio.Nursery | None = None
         # Set by the job loop: told of every accepted change to jobs/runs/cancels/nodes, and
         # the handler for blob requests (payloads starting with 0xc1, see daemon/blobfetch.py).
@@ -143,6 +168,10 @@ class Node:
         for node_id, record in document.node_records().items():
             self.membership.observe(node_id, record.incarnation, record.heartbeat, record.status, now)
             self._shapes[node_id] = _shape(record)
+        for key, entry in document.items("suspicions").items():
+            if key == identity.node_hex:
+                self._suspects = targets_of(entry)
+            self.membership.observe_suspicions(entry.signer_id, targets_of(entry), now)
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -153,7 +182,10 @@ class Node:
             await nursery.start(self.transport.serve, self.handle)
             self.started_at = trio.current_time()
             self.publish()
+            # Spread the periodic writes of nodes started together over the refresh interval.
+            self._last_write -= self.rng.random() * self.membership.config.refresh_interval(self.cluster_size())
             nursery.start_soon(self._tick_loop)
+            nursery.start_soon(self.prober.run)
             nursery.start_soon(self._gossip_loop)
             nursery.start_soon(self._anti_entropy_loop)
             nursery.start_soon(self._join)
@@ -186,10 +218,11 @@ class Node:
 
     # ---- our own record ---------------------------------------------------------------------
 
-    def publish(self, *, durable: bool = False) -> None:
+    def publish(self, *, durable: bool = False, significant: bool = False) -> None:
         """Write our record as one whole value with the next heartbeat, then queue the update
-        for eager push. Every write advances the heartbeat: peers treat a record that is not
-        fresher than the one they hold as old news."""
+        for eager push (full retransmits when `significant` or the record changed in shape).
+        Every write advances the heartbeat: peers treat a record that is not fresher than the
+        one they hold as old news."""
         held = self.document.get("nodes", self.identity.node_hex)
         if held is not None and held.node is not None and outlives(held.node, self.incarnation, self.heartbeat):
             self._move_past(held.node)
@@ -209,7 +242,9 @@ class Node:
             updated_ms=int(self.wall_clock() * 1000),
         )
         self.document.put_local("nodes", self.identity.node_hex, record.seal(self.identity.private_key))
-        significant = self._shapes.get(record.node_id) != _shape(record)
+        self._last_write = trio.current_time()
+        self._written_capacity = record.capacity
+        significant = significant or self._shapes.get(record.node_id) != _shape(record)
         self._shapes[record.node_id] = _shape(record)
         for update in self.document.drain_local_updates():
             if self.store is not None:
@@ -246,6 +281,8 @@ class Node:
     # ---- incoming -----------------------------------------------------------------------------
 
     async def handle(self, sender: str, payload: bytes) -> bytes | str | None:
+        if is_probe(payload):
+            return await self.prober.handle(sender, payload)
         if is_notice(payload):
             self._handle_notice(payload, sender)
             return None
@@ -341,7 +378,12 @@ class Node:
         now = trio.current_time()
         significant = False
         ours: NodeRecord | None = None
+        refute = False
         for map_name, key in result.changed:
+            if map_name == "suspicions":
+                significant = True
+                refute = self._observe_suspicions(key, now) or refute
+                continue
             if map_name != "nodes":
                 significant = True
                 continue
@@ -362,6 +404,50 @@ class Node:
             self.on_change()
         if ours is not None:
             self._refute(ours)  # a record of ours is shown only when newer than the one held
+        if refute:
+            self.refutations += 1
+            self.log.notice("suspected by a peer: refuting", heartbeat=self.heartbeat + 1)
+            self.publish(significant=True)
+
+    # ---- suspicions (daemon/probes.py, daemon/suspicions.py) ---------------------------------
+
+    def _observe_suspicions(self, key: str, now: float) -> bool:
+        """Take a changed suspicions value; True when it names this node as it is now."""
+        entry = self.document.get("suspicions", key)
+        if entry is None:
+            return False
+        targets = targets_of(entry)
+        self.membership.observe_suspicions(entry.signer_id, targets, now)
+        return entry.signer_id != self.identity.node_id and names_me(
+            targets, self.identity.node_id, (self.incarnation, self.heartbeat))
+
+    def _probe_candidates(self) -> dict[bytes, str]:
+        now = trio.current_time()
+        return {
+            node_id: record.address
+            for node_id, record in self.document.node_records().items()
+            if node_id != self.identity.node_id and record.address != self.address
+            and self.peer_status(node_id, now) in ("alive", "suspect")
+        }
+
+    def _suspect(self, target: bytes) -> None:
+        """Our probes of `target` failed: name it, at the freshness we hold, in our value."""
+        member = self.membership.member(target)
+        if member is None or self._suspects.get(target) == member.freshness:
+            return
+        self._write_suspicions({**self._suspects, target: member.freshness})
+
+    def _prune_suspicions(self) -> None:
+        remaining = kept(self._suspects, self.membership.suspecting(self.identity.node_id, trio.current_time()))
+        if remaining != self._suspects:
+            self._write_suspicions(remaining)
+
+    def _write_suspicions(self, targets: dict[bytes, tuple[int, int]]) -> None:
+        self._suspects = targets
+        self.document.put_local("suspicions", self.identity.node_hex, seal_suspicions(self.identity.private_key, targets))
+        self.membership.observe_suspicions(self.identity.node_id, targets, trio.current_time())
+        self._log_membership(self.membership.take_events())
+        self.commit_local()
 
     def _transmit_limit(self, significant: bool) -> int:
         """See daemon/gossip.py: full retransmits for what changes a node's identity or
@@ -398,7 +484,12 @@ class Node:
         while True:
             await trio.sleep(self.settings.tick_interval)
             self.capacity = self.sample_capacity(self.capabilities)
-            self.publish()
+            now = trio.current_time()
+            refresh = self.membership.config.refresh_interval(self.cluster_size())
+            moved = reservations_changed(self._written_capacity, self.capacity.to_wire())
+            if record_due(now, self._last_write, refresh, moved, min_gap=5 * self.settings.tick_interval):
+                self.publish()
+            self._prune_suspicions()
             self._report_membership()
 
     def _report_membership(self) -> None:
@@ -493,6 +584,7 @@ class Node:
         for node_id, record in self.document.node_records().items():
             capabilities = record.capabilities if isinstance(record.capabilities, dict) else {}
             age = self.membership.since_heartbeat(node_id, now)
+            acked = self.prober.last_ack.get(node_id)
             nodes.append({
                 "id": node_id.hex(),
                 "short_id": node_id.hex()[:12],
@@ -500,6 +592,8 @@ class Node:
                 "address": record.address,
                 "status": self.peer_status(node_id, now),
                 "last_heartbeat_age_s": None if age is None else round(age, 3),
+                "last_probe_ack_age_s": None if acked is None else round(now - acked, 3),
+                "suspected_by": self.membership.suspected_by(node_id),
                 "incarnation": record.incarnation,
                 "heartbeat": record.heartbeat,
                 "version": record.version,
@@ -529,6 +623,11 @@ class Node:
             "queued_updates": len(self.queue),
             "updates_applied": self.updates_applied,
             "updates_refused": self.updates_refused,
+            "probes_sent": self.prober.probes,
+            "probes_failed": self.prober.failures,
+            "probes_refused": self.prober.refused,
+            "refutations": self.refutations,
+            "suspecting": sorted(t.hex() for t in self._suspects),
             "bytes_sent": self.transport.bytes_sent,
             "bytes_received": self.transport.bytes_received,
             "frames_dropped": self.transport.dropped,

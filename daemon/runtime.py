@@ -59,6 +59,10 @@ def node_settings(config: FormdConfig) -> NodeSettings:
         tick_interval=config.tick_interval_ms / 1000,
         suspect_mult=config.suspect_mult,
         dead_mult=config.dead_mult,
+        probe_interval=config.probe_interval_ms / 1000,
+        probe_timeout=config.probe_timeout_ms / 1000,
+        indirect_probes=config.indirect_probes,
+        refresh_rate=config.record_refresh_rate,
         request_timeout=config.request_timeout_ms / 1000,
         push_budget_bytes=min(1024 * 1024, config.max_frame_bytes // 2),
     )

@@ -19,18 +19,34 @@ def kinds(events):
 
 def test_timeout_formulas_scale_with_log10_of_cluster_size():
     config = MembershipConfig()
+    assert config.suspicion_timeout(1) == pytest.approx(4.0)
+    assert config.suspicion_timeout(10) == pytest.approx(4.0)
+    assert config.suspicion_timeout(100) == pytest.approx(8.0)
+    assert config.suspicion_timeout(1000) == pytest.approx(12.0)
+    assert MembershipConfig(probe_interval=0.5).suspicion_timeout(1000) == pytest.approx(6.0)
+
+
+def test_record_refresh_and_the_silence_backstop_follow_the_cluster_wide_write_rate():
+    config = MembershipConfig()  # refresh_rate 3: three record refreshes per second, cluster-wide
+    assert config.refresh_interval(1) == pytest.approx(1.0)
+    assert config.refresh_interval(3) == pytest.approx(1.0)
+    assert config.refresh_interval(10) == pytest.approx(10 / 3)
+    assert config.refresh_interval(1000) == pytest.approx(1000 / 3)
+    # Backstop: suspect_mult refreshes missed, never less than the old log10 propagation bound.
     assert config.suspect_timeout(1) == pytest.approx(4.0)
-    assert config.suspect_timeout(10) == pytest.approx(4.0)
-    assert config.suspect_timeout(100) == pytest.approx(8.0)
-    assert config.suspect_timeout(1000) == pytest.approx(12.0)
-    assert config.dead_timeout(10) == pytest.approx(12.0)
-    assert config.dead_timeout(1000) == pytest.approx(36.0)
+    assert config.suspect_timeout(3) == pytest.approx(4.0)
+    assert config.suspect_timeout(10) == pytest.approx(40 / 3)
+    assert config.suspect_timeout(1000) == pytest.approx(4000 / 3)
+    assert config.dead_timeout(3) == pytest.approx(12.0)
+    assert config.dead_timeout(1000) == pytest.approx(4000.0)
     fast = MembershipConfig(heartbeat_interval=0.25)
-    assert fast.suspect_timeout(10) == pytest.approx(1.0)
+    assert fast.suspect_timeout(3) == pytest.approx(1.0)
+    assert MembershipConfig(refresh_rate=100).suspect_timeout(100) == pytest.approx(8.0)
 
 
 @pytest.mark.parametrize("bad", [
-    dict(heartbeat_interval=0), dict(suspect_mult=-1), dict(dead_mult=1.0),
+    dict(heartbeat_interval=0), dict(suspect_mult=-1), dict(dead_mult=1.0), dict(probe_interval=0),
+    dict(refresh_rate=0),
 ])
 def test_config_refuses_nonsense(bad):
     with pytest.raises(ValueError):
@@ -75,15 +91,16 @@ def test_a_repeated_or_older_record_is_not_an_advance():
 
 def test_timeouts_are_longer_in_a_bigger_cluster():
     small, big = Membership(SELF), Membership(SELF)
-    for m, size in ((small, 5), (big, 1000)):
+    for m, size in ((small, 3), (big, 1000)):
         m.observe(A, 1, 1, "alive", now=0.0)
         m.tick(0.0, cluster_size=size)
     assert small.status(A, 5.0) == "suspect"
     assert big.status(A, 5.0) == "alive"
-    assert big.status(A, 12.0) == "suspect"
+    assert big.status(A, 1333.0) == "alive"
+    assert big.status(A, 1334.0) == "suspect"
     assert small.status(A, 13.0) == "dead"
-    assert big.status(A, 35.9) == "suspect"
-    assert big.status(A, 36.0) == "dead"
+    assert big.status(A, 3999.0) == "suspect"
+    assert big.status(A, 4000.0) == "dead"
 
 
 def test_suspect_node_that_beats_again_is_alive_again():

@@ -181,7 +181,9 @@ def failure_detection(run: RunRecord) -> dict[str, Any]:
     return {
         "dead_everywhere_s": quantiles(dead_times),
         "job_running_elsewhere_s": quantiles(rerun_times),
-        "expected_dead_timeout_s": r4(config.dead_timeout(run.options.nodes)),
+        # Probes' suspicions decide (daemon/membership.py); heartbeat silence is the backstop.
+        "expected_dead_timeout_s": r4(config.suspicion_timeout(run.options.nodes)),
+        "backstop_dead_timeout_s": r4(config.dead_timeout(run.options.nodes)),
         "crashes": crashes,
     }
 

@@ -1,0 +1,69 @@
+"""Probes and suspicions in the node driver over the simulated network under MockClock."""
+
+from __future__ import annotations
+
+import trio
+
+from daemon.mem_transport import SimNetwork
+from test_daemon_node import Sim, autojump_clock, wait_for  # noqa: F401 (autojump_clock: fixture)
+
+
+async def four_nodes(nursery, network, subnet):
+    """Four nodes joined through the first, once every one sees every other alive."""
+    sim = Sim(nursery, network)
+    addresses = [f"10.0.{subnet}.{i}:7946" for i in range(4)]
+    await sim.start(addresses[0])
+    for address in addresses[1:]:
+        await sim.start(address, seeds=[addresses[0]])
+    await wait_for(lambda: sim.everyone_sees(addresses, addresses))
+    return sim, addresses
+
+
+async def test_a_node_whose_probe_replies_are_lost_refutes_every_suspicion_and_stays_alive(autojump_clock):
+    network = SimNetwork(seed=21)
+    async with trio.open_nursery() as nursery:
+        sim, addresses = await four_nodes(nursery, network, 7)
+        victim = sim.nodes[addresses[1]]
+        others = [a for a in addresses if a != addresses[1]]
+        short = victim.identity.node_hex[:12]
+        answer = victim.prober.handle
+        muted = True
+
+        async def unanswered(sender, payload):
+            return None if muted else await answer(sender, payload)
+
+        victim.prober.handle = unanswered
+        suspected = set()
+        for _ in range(200):  # 20 s of lost acks: five suspicion timeouts
+            await trio.sleep(0.1)
+            suspected |= {a for a in others if victim.identity.node_id in sim.nodes[a]._suspects}
+            for address in others:
+                assert sim.nodes[address].peer_status(victim.identity.node_id) != "dead"
+        muted = False
+        assert suspected == set(others)  # every prober suspected it at least once
+        assert victim.refutations >= 3
+        await wait_for(lambda: all(victim.identity.node_id not in sim.nodes[a]._suspects for a in others))
+        assert sim.everyone_sees(addresses, addresses)
+        for address in others:
+            events = [m for m, f in sim.logs[address].lines if f.get("id") == short]
+            assert "peer dead" not in events and "peer suspect" in events
+            assert [f for m, f in sim.logs[address].lines if m.startswith("bad")] == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_crashed_node_is_found_by_probes_long_before_the_silence_backstop(autojump_clock):
+    network = SimNetwork(seed=23)
+    async with trio.open_nursery() as nursery:
+        sim, addresses = await four_nodes(nursery, network, 8)
+        victim = sim.nodes[addresses[2]]
+        others = [a for a in addresses if a != addresses[2]]
+        sim.crash(addresses[2])
+        crashed = trio.current_time()
+        await wait_for(lambda: sim.everyone_sees(others, [addresses[2]], "dead"), step=0.05)
+        took = trio.current_time() - crashed
+        config = sim.nodes[others[0]].membership.config
+        # The suspicion path: a probe round (<= 3 s for 3 peers) + suspicion_timeout (4 s).
+        assert took < config.dead_timeout(4)
+        for address in others:
+            assert sim.nodes[address].membership.suspected_by(victim.identity.node_id) >= 1
+        nursery.cancel_scope.cancel()
