@@ -41,7 +41,7 @@ def _gpus(capabilities: dict, capacity: dict) -> str:
 
 def nodes_table(nodes: list[dict[str, Any]]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("ID", "ADDRESS", "STATUS", "SEEN", "CPU free/total", "MEMORY free/total", "DISK free/total", "GPU", "EXECUTORS", "LABELS"):
+    for column in ("ID", "ADDRESS", "STATUS", "SEEN", "ACKED", "SUSPECTED BY", "CPU free/total", "MEMORY free/total", "DISK free/total", "GPU", "EXECUTORS", "LABELS"):
         table.add_column(column, no_wrap=column not in ("LABELS",))
     for node in nodes:
         caps = node.get("capabilities") or {}
@@ -53,6 +53,8 @@ def nodes_table(nodes: list[dict[str, Any]]) -> Table:
             str(node.get("address", "")),
             f"[{_STATUS_STYLE.get(status, '')}]{status}[/]" if status in _STATUS_STYLE else status,
             _age(node.get("last_heartbeat_age_s")),
+            _age(node.get("last_probe_ack_age_s")),
+            str(node.get("suspected_by") or "-"),
             _resource(capacity.get("allocatable_cpu_millicores"), caps.get("cpu_millicores"), format_cpu),
             _resource(capacity.get("allocatable_memory_bytes"), caps.get("memory_bytes"), format_bytes),
             _resource(capacity.get("allocatable_disk_bytes"), caps.get("disk_bytes"), format_bytes),

@@ -8,9 +8,11 @@ every node alive, then
 - change a label on one node `--changes` times and time how long until every node's
   `nodes` view shows it (polled over the control sockets every 10 ms);
 - read every node's transport byte counters, wait `--steady` seconds, read again:
-  bytes sent per node per second at steady state (heartbeats + capacity every tick);
+  bytes sent per node per second at steady state (record refreshes, probes);
 - count the "bad update dropped" lines in every node's log after all were alive: an honest
-  cluster should have none (a refused honest update costs a repair exchange).
+  cluster should have none (a refused honest update costs a repair exchange);
+- kill -9 one node and time how long until every other node shows it dead (failure
+  detection: probes' suspicions, or heartbeat silence in builds without probes).
 """
 
 from __future__ import annotations
@@ -95,6 +97,11 @@ def run(size: int, changes: int, steady: float) -> dict:
         sent = [(second[k]["bytes_sent"] - first[k]["bytes_sent"]) / elapsed for k in first]
         received = [(second[k]["bytes_received"] - first[k]["bytes_received"]) / elapsed for k in first]
         refused_after = refusals_logged(cluster) - refused_before
+        victim, others = cluster.nodes[-1], cluster.nodes[:-1]
+        victim.kill()
+        killed = time.monotonic()
+        wait_until(lambda: all_see(others, [victim.node_id], "dead"), 600, "the killed node dead everywhere", interval=0.1)
+        detection = time.monotonic() - killed
         return {
             "nodes": size,
             "start_to_converged_s": converged,
@@ -104,6 +111,7 @@ def run(size: int, changes: int, steady: float) -> dict:
             "received_bytes_per_node_per_s": statistics.mean(received),
             "refused_while_joining": refused_before,
             "refused_after_converged": refused_after,
+            "crash_to_dead_everywhere_s": detection,
         }
 
 
@@ -130,7 +138,8 @@ def main() -> int:
             f"steady state: {result['sent_bytes_per_node_per_s'] / 1024:.1f} KiB/s sent per node "
             f"(max {result['sent_max_node'] / 1024:.1f}), {result['received_bytes_per_node_per_s'] / 1024:.1f} KiB/s received | "
             f"'bad update dropped' log lines: {result['refused_while_joining']} while joining, "
-            f"{result['refused_after_converged']} after"
+            f"{result['refused_after_converged']} after | "
+            f"kill -9 -> dead everywhere {result['crash_to_dead_everywhere_s']:.1f} s"
         )
         sys.stdout.flush()
     return 0

@@ -17,7 +17,11 @@ from crdt_state.signing import node_id_of, raw_public_key, seal_record
 from daemon.frames import seal
 from daemon.gossip import pack_payload
 from daemon.keyring import Keyring
+from daemon.identity import load_identity
 from daemon.net_transport import HELLO, NetTransport
+from daemon.probe_wire import encode_ack, encode_ping
+from daemon.suspicions import seal_suspicions
+from daemon.transport import TransportError
 from procs import Cluster, all_see, wait_until
 
 pytestmark = pytest.mark.slow
@@ -126,6 +130,17 @@ def forged_updates() -> dict[str, bytes]:
     }
 
 
+async def push_until_refused(transport, node, update: bytes) -> str:
+    """Push one update to `node` and return the "bad update dropped" line it logs for it."""
+    count = node.log_text().count("bad update dropped")
+    await transport.send(node.address, pack_payload([sync.encode(sync.Update(update))]))
+    for _ in range(100):
+        if node.log_text().count("bad update dropped") > count:
+            break
+        await trio.sleep(0.05)
+    return [line for line in node.log_text().splitlines() if "bad update dropped" in line][-1]
+
+
 def test_valid_frames_with_forged_records_are_refused(pair):
     a, b = pair
     known = list(a.statuses())
@@ -141,13 +156,7 @@ def test_valid_frames_with_forged_records_are_refused(pair):
         async with trio.open_nursery() as nursery:
             await nursery.start(transport.serve, ignore)
             for fragment, update in forged_updates().items():
-                count = a.log_text().count("bad update dropped")
-                await transport.send(a.address, pack_payload([sync.encode(sync.Update(update))]))
-                for _ in range(100):
-                    if a.log_text().count("bad update dropped") > count:
-                        break
-                    await trio.sleep(0.05)
-                line = [l for l in a.log_text().splitlines() if "bad update dropped" in l][-1]
+                line = await push_until_refused(transport, a, update)
                 assert fragment in line, (fragment, line)
             # And bytes that are not even a gossip payload.
             count = a.log_text().count("bad message dropped")
@@ -193,3 +202,53 @@ def test_bad_control_requests_get_errors_and_change_nothing(pair):
     assert b'"ok":false' in first and b'"ok":true' in second
     assert a.call("status")["labels"] == {}
     assert len(Keyring.load(a.key_file)) == 1
+
+
+def test_malformed_probes_and_forged_suspicions_are_dropped(pair):
+    a, b = pair
+    known = list(a.statuses())
+    keyring = Keyring.load(a.key_file)
+    a_id, b_id = bytes.fromhex(a.node_id), bytes.fromhex(b.node_id)
+    b_identity = load_identity(b.state_dir / "node.key")
+    stranger = Ed25519PrivateKey.generate()
+
+    def suspicion_update(key: str, envelope: bytes) -> bytes:
+        doc = pycrdt.Doc({"suspicions": pycrdt.Map()})
+        doc["suspicions"][key] = envelope
+        return doc.get_update()
+
+    async def probe_all():
+        transport = NetTransport(keyring, "127.0.0.1:0")
+
+        async def ignore(sender, payload):
+            return None
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(transport.serve, ignore)
+            assert await transport.request(a.address, encode_ping(a_id), 5) == encode_ack(a_id)
+            for payload, reason in [
+                (b"\xc2", "ping of 1 bytes"),
+                (b"\xc2" + a_id + b"x", "ping of 34 bytes"),
+                (b"\xc3" + b_id, "does not hold"),
+                (b"\xc3" + b_id + b"not an address", "not host:port"),
+            ]:
+                count = a.log_text().count("bad probe dropped")
+                with pytest.raises(TransportError, match=reason):
+                    await transport.request(a.address, payload, 5)
+                assert a.log_text().count("bad probe dropped") == count + 1
+            with pytest.raises(TransportError, match="another node"):
+                await transport.request(a.address, encode_ping(b_id), 5)  # a is not b: no ack
+            # Suspicions of a: one signed by b under a's key, one by a node nobody knows.
+            for update, fragment in [
+                (suspicion_update(a.node_id, seal_suspicions(b_identity.private_key, {a_id: (99, 99)})), "not that node"),
+                (suspicion_update(node_id_of(raw_public_key(stranger)).hex(), seal_suspicions(stranger, {b_id: (99, 99)})), "unknown node"),
+            ]:
+                line = await push_until_refused(transport, a, update)
+                assert fragment in line, (fragment, line)
+            nursery.cancel_scope.cancel()
+
+    trio.run(probe_all)
+    assert a.call("status")["probes_refused"] >= 4
+    assert "refuting" not in a.log_text() and "refuting" not in b.log_text()
+    assert all(n["suspected_by"] == 0 for n in a.call("nodes"))
+    still_healthy(a, b, known)
