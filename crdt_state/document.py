@@ -29,6 +29,12 @@ Deviations from the agreed interface (small, additive):
   found before it is applied (crdt_state/update_gaps.py) and refused without touching the
   shadow; other gaps are found in the shadow and cost a rebuild like any refusal (`rebuilds`).
 
+Epidemic push hands every replica each update several times, byte for byte. An update whose
+exact bytes were applied here since the last rebuild is answered as a duplicate without
+touching the shadow (`_seen`): applying it again could change nothing (structs and deletes
+already integrated are skipped; its pending deletes, if any, are already pending). A rebuild
+drops pending deletes, so it forgets what was seen.
+
 Local updates carry only their own transaction (see _local_transaction): an eager push never
 deletes anything but what its writer just replaced or retired.
 
@@ -62,9 +68,11 @@ an epoch compaction starts a fresh document.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections import OrderedDict
 from functools import partial
 from typing import Any, Callable, Iterable
 
+import blake3
 import pycrdt
 from pycrdt import Doc, Map
 
@@ -72,6 +80,7 @@ from crdt_state.records import MAP_KINDS, NodeRecord, RecordError, SignedEntry, 
 from crdt_state.update_gaps import clock_gap
 
 MAX_UPDATE = 16 * 1024 * 1024
+SEEN_UPDATES = 8192  # digests of applied updates remembered to answer duplicates cheaply
 _MISSING = "update depends on changes not received yet"
 MAP_NAMES = tuple(MAP_KINDS)
 DELETABLE_MAPS = ("jobs", "runs", "cancels")
@@ -114,6 +123,7 @@ class ClusterDocument:
         self.ignored: list[str] = []  # why entries loaded by from_updates were left out
         self.may_delete: DeletePredicate | None = None  # which remote deletes to accept; None: none
         self.rebuilds = 0  # refusals that re-encoded the whole document (each costs O(document))
+        self._seen: OrderedDict[bytes, None] = OrderedDict()  # blake3 of updates applied since the last rebuild
         self._make_shadow(b"")
 
     # ---- construction and restore -------------------------------------------------------
@@ -159,8 +169,14 @@ class ClusterDocument:
     def _note_changes(self, map_name: str, event: Any) -> None:
         self._changes.update((map_name, key) for key in event.keys)
 
+    def _note_seen(self, digest: bytes) -> None:
+        self._seen[digest] = None
+        if len(self._seen) > SEEN_UPDATES:
+            self._seen.popitem(last=False)
+
     def _rebuild_after_refusal(self) -> None:
         self.rebuilds += 1
+        self._seen.clear()
         # Drops anything the refused update left half-applied in the shadow, and any pending
         # (not yet integrable) deletes in both copies, so the two stay identical. Peers send
         # their whole delete set with every diff, so nothing is lost for good.
@@ -206,6 +222,7 @@ class ClusterDocument:
         self._changes.clear()
         self._views[map_name][key] = entry
         self._local_updates.append(update)
+        self._note_seen(blake3.blake3(update).digest())
 
     def delete_local(self, entries: Iterable[tuple[str, str]]) -> int:
         """Remove these (map name, key) entries of jobs, runs and cancels in one transaction,
@@ -229,6 +246,7 @@ class ClusterDocument:
         for map_name, key in present:
             self._views[map_name].pop(key, None)
         self._local_updates.append(update)
+        self._note_seen(blake3.blake3(update).digest())
         return len(present)
 
     def _local_transaction(self, write: Callable[[], None]) -> bytes:
@@ -261,6 +279,9 @@ class ClusterDocument:
         if len(update) > MAX_UPDATE:
             return ApplyResult(False, f"update of {len(update)} bytes is over the {MAX_UPDATE} limit")
         update = bytes(update)
+        digest = blake3.blake3(update).digest()
+        if digest in self._seen:
+            return ApplyResult(True, None)  # a duplicate: nothing new (see the module doc)
         self._changes.clear()
         # Same bytes means the same state: the encoding order only changes when a client is added.
         state_before = self._shadow.get_state()
@@ -290,6 +311,7 @@ class ClusterDocument:
             self.put_local("nodes", own_key, held.envelope)
         changed = frozenset((e.map_name, e.key) for e in entries) | frozenset(removed)
         added = state_after != state_before or bool(changed)
+        self._note_seen(digest)
         return ApplyResult(True, None, changed, stale=frozenset(stale), added=added)
 
     def _check_shadow(

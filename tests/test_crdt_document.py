@@ -302,3 +302,43 @@ def test_added_tells_new_history_from_a_duplicate():
     replay = rogue_update(c.doc, {("nodes", b.hex): b.record(heartbeat=0).seal(b.key)})
     result = c.doc.apply_remote(replay)
     assert result.added and result.changed == frozenset()
+
+
+def test_a_duplicate_is_answered_from_the_seen_digests_until_a_rebuild(monkeypatch):
+    import crdt_state.document as document_module
+
+    a, b, c = cluster()
+    a.heartbeat()
+    (update,) = a.doc.drain_local_updates()
+    assert b.doc.apply_remote(update).added
+    checked = []
+    real_gap = document_module.clock_gap
+    monkeypatch.setattr(document_module, "clock_gap", lambda *args: checked.append(1) or real_gap(*args))
+    again = b.doc.apply_remote(update)
+    assert again.accepted and not again.added and checked == []  # never reached the shadow
+    # A refusal rebuilds the shadow and forgets the digests: the same bytes take the full path,
+    # and still change nothing.
+    forged = rogue_update(c.doc, {("jobs", JOB): b"not a record"})
+    assert not b.doc.apply_remote(forged).accepted
+    checked.clear()
+    after_rebuild = b.doc.apply_remote(update)
+    assert after_rebuild.accepted and not after_rebuild.added and checked == [1]
+    # Our own local writes coming back from a relay are duplicates too.
+    b.heartbeat()
+    (own,) = b.doc.drain_local_updates()
+    assert not b.doc.apply_remote(own).added and checked == [1]
+
+
+def test_the_seen_digests_are_bounded(monkeypatch):
+    import crdt_state.document as document_module
+
+    monkeypatch.setattr(document_module, "SEEN_UPDATES", 2)
+    a, b, _c = cluster()
+    updates = []
+    for _ in range(4):
+        a.heartbeat()
+        updates += a.doc.drain_local_updates()
+    for update in updates:
+        assert b.doc.apply_remote(update).added
+    assert len(b.doc._seen) == 2
+    assert not b.doc.apply_remote(updates[0]).added  # forgotten: the full path, still a duplicate
