@@ -62,7 +62,7 @@ class Blobs:
 
 
 async def execute(tmp_path, module_bytes: bytes, *, memory="128MiB", timeout_ms=10_000, inputs=(),
-                  command=(), cancel=None, blobs=None):
+                  command=(), cancel=None, blobs=None, executor=None):
     blobs = blobs or Blobs(tmp_path / "blobs")
     spec = JobSpec(
         kind="wasm", submitter=bytes(32), nonce=bytes(16), module=blobs.put(module_bytes),
@@ -75,7 +75,7 @@ async def execute(tmp_path, module_bytes: bytes, *, memory="128MiB", timeout_ms=
         lines.append(line)
 
     work = tmp_path / "work"
-    result = await run_job(WasmExecutor(), spec, work, tmp_path / "result", blobs.path, log, cancel if cancel is not None else trio.Event())
+    result = await run_job(executor or WasmExecutor(), spec, work, tmp_path / "result", blobs.path, log, cancel if cancel is not None else trio.Event())
     assert not work.exists(), "the work area must be removed"
     return result, lines
 
@@ -115,6 +115,34 @@ async def test_stdout_becomes_log_lines(tmp_path):
     result, lines = await execute(tmp_path, HELLO.encode())
     assert result.state == SUCCEEDED, result.reason
     assert lines == ["hello from wat", "partial"]
+
+
+async def test_a_module_is_compiled_once_and_each_job_still_runs_it_in_its_own_sandbox(tmp_path):
+    executor = WasmExecutor()
+    first, first_lines = await execute(tmp_path / "a", HELLO.encode(), executor=executor)
+    again, again_lines = await execute(tmp_path / "b", HELLO.encode(), executor=executor)
+    assert first.state == again.state == SUCCEEDED
+    assert first_lines == again_lines == ["hello from wat", "partial"]
+    assert executor.modules.compiled == 1
+    exited, _ = await execute(tmp_path / "c", EXIT_3.encode(), executor=executor)  # another module
+    assert exited.state == FAILED and exited.exit_code == 3 and executor.modules.compiled == 2
+    garbage, _ = await execute(tmp_path / "d", b"\x00asm but not really", executor=executor)
+    assert garbage.state == FAILED and "not a valid WebAssembly module" in garbage.reason
+    # The memory cap is the store's, not the compiled module's: a cached module is capped too.
+    roomy, _ = await execute(tmp_path / "e", BIG_MEMORY.encode(), memory="128MiB", executor=executor)
+    capped, _ = await execute(tmp_path / "f", BIG_MEMORY.encode(), memory="16MiB", executor=executor)
+    assert roomy.state == SUCCEEDED and capped.state == FAILED and "memory limit" in capped.reason
+    assert executor.modules.compiled == 3
+
+
+def test_compiled_modules_stay_within_their_byte_budget():
+    from pack_manager.executors.wasm_executor import CompiledModules, new_engine
+
+    modules = CompiledModules(max_bytes=1)  # nothing fits: every load compiles, nothing is kept
+    engine = new_engine()
+    modules.load(engine, HELLO.encode())
+    modules.load(engine, HELLO.encode())
+    assert modules.compiled == 2 and modules._bytes == 0
 
 
 async def test_infinite_loop_hits_the_deadline(tmp_path):
