@@ -35,6 +35,9 @@ touching the shadow (`_seen`): applying it again could change nothing (structs a
 already integrated are skipped; its pending deletes, if any, are already pending). A rebuild
 drops pending deletes, so it forgets what was seen.
 
+Readers that keep decoded copies (the job loop) `watch` the document: they are told each
+(map, key) whose visible entry changed or went, so they need not walk every map per pass.
+
 Local updates carry only their own transaction (see _local_transaction): an eager push never
 deletes anything but what its writer just replaced or retired.
 
@@ -124,6 +127,7 @@ class ClusterDocument:
         self.may_delete: DeletePredicate | None = None  # which remote deletes to accept; None: none
         self.rebuilds = 0  # refusals that re-encoded the whole document (each costs O(document))
         self._seen: OrderedDict[bytes, None] = OrderedDict()  # blake3 of updates applied since the last rebuild
+        self._watchers: list[Callable[[str, str], None]] = []
         self._make_shadow(b"")
 
     # ---- construction and restore -------------------------------------------------------
@@ -186,6 +190,7 @@ class ClusterDocument:
         self._make_shadow(full_state)
 
     def _rebuild_views(self) -> None:
+        before = [(name, key) for name, view in self._views.items() for key in view]
         self._views = {name: {} for name in MAP_NAMES}
         self.ignored = []
         known: dict[bytes, SignedEntry] = {}
@@ -203,6 +208,17 @@ class ClusterDocument:
                     self.ignored.append(f"{map_name}/{key[:80]}: {exc.reason}")
                     continue
                 self._views[map_name][key] = entry
+        for name, key in before + [(name, key) for name, view in self._views.items() for key in view]:
+            self._notify(name, key)
+
+    def watch(self, on_change: Callable[[str, str], None]) -> None:
+        """Call on_change(map name, key) after each change of a visible entry (written,
+        replaced or removed; the new one, if any, is what get() returns then)."""
+        self._watchers.append(on_change)
+
+    def _notify(self, map_name: str, key: str) -> None:
+        for on_change in self._watchers:
+            on_change(map_name, key)
 
     def _known_nodes(self) -> dict[bytes, SignedEntry]:
         return {entry.signer_id: entry for entry in self._views["nodes"].values()}
@@ -222,6 +238,7 @@ class ClusterDocument:
         self._changes.clear()
         self._views[map_name][key] = entry
         self._local_updates.append(update)
+        self._notify(map_name, key)
         self._note_seen(blake3.blake3(update).digest())
 
     def delete_local(self, entries: Iterable[tuple[str, str]]) -> int:
@@ -245,6 +262,7 @@ class ClusterDocument:
         self._changes.clear()
         for map_name, key in present:
             self._views[map_name].pop(key, None)
+            self._notify(map_name, key)
         self._local_updates.append(update)
         self._note_seen(blake3.blake3(update).digest())
         return len(present)
@@ -303,8 +321,10 @@ class ClusterDocument:
         self._doc.apply_update(update)
         for entry in entries:
             self._views[entry.map_name][entry.key] = entry
+            self._notify(entry.map_name, entry.key)
         for map_name, key in removed:
             self._views[map_name].pop(key, None)
+            self._notify(map_name, key)
         own_key = self.local_node_id.hex() if self.local_node_id is not None else None
         if own_key in stale:
             held = self._views["nodes"][own_key]

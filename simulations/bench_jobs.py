@@ -175,12 +175,28 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
+# formd under cProfile timed by the main thread's CPU time: wall time would charge the trio
+# thread with waits for the GIL that worker threads (wasmtime, blob writes) hold.
+PROFILED_FORMD = """
+import cProfile, sys, time
+from daemon.cli import main
+out, sys.argv = sys.argv[1], ["formd", *sys.argv[2:]]
+profile = cProfile.Profile(time.thread_time)
+try:
+    profile.runcall(main)
+except SystemExit:
+    pass
+finally:
+    profile.dump_stats(out)
+"""
+
+
 def add_node(cluster: Cluster, name: str, seed: procs.Formd | None, profile_dir: Path | None) -> procs.Formd:
-    """With profile_dir, the node runs under cProfile and writes <profile_dir>/<name>.prof when
-    it stops (SIGTERM, see run)."""
+    """With profile_dir, the node runs under cProfile (main thread CPU time) and writes
+    <profile_dir>/<name>.prof when it stops (SIGTERM, see run)."""
     formd = procs.FORMD
     if profile_dir is not None:
-        procs.FORMD = [sys.executable, "-m", "cProfile", "-o", str(profile_dir / f"{name}.prof"), "-m", "daemon.cli"]
+        procs.FORMD = [sys.executable, "-c", PROFILED_FORMD, str(profile_dir / f"{name}.prof")]
     try:
         return cluster.add(name, seed=seed, settings=BENCH_SETTINGS)
     finally:

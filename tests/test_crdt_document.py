@@ -342,3 +342,19 @@ def test_the_seen_digests_are_bounded(monkeypatch):
         assert b.doc.apply_remote(update).added
     assert len(b.doc._seen) == 2
     assert not b.doc.apply_remote(updates[0]).added  # forgotten: the full path, still a duplicate
+
+
+def test_watchers_hear_every_visible_change_and_nothing_else():
+    a, b, _c = cluster()
+    heard = []
+    b.doc.watch(lambda map_name, key: heard.append((map_name, key)))
+    a.put("jobs", JOB, "job", {"x": 1})
+    for update in a.doc.drain_local_updates():
+        assert b.doc.apply_remote(update).accepted
+        assert not b.doc.apply_remote(update).added  # a duplicate changes nothing: not heard again
+    assert heard == [("jobs", JOB)]
+    assert not b.doc.apply_remote(rogue_update(b.doc, {("jobs", "ef" * 32): b"not a record"})).accepted
+    assert heard == [("jobs", JOB)]  # refused: nothing visible changed
+    b.put("runs", f"{JOB}:{b.hex}", "run", {"state": "claimed"})
+    b.doc.delete_local([("runs", f"{JOB}:{b.hex}")])
+    assert heard[1:] == [("runs", f"{JOB}:{b.hex}")] * 2
