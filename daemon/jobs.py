@@ -54,6 +54,7 @@ from .group_commit import GroupCommit
 from .job_records import Job, JobRecords, spec_blobs
 from .job_retention import Retirement
 from .node import Node
+from .placement_orders import PlacementOrders
 from .transport import TransportError
 
 RESTARTED = "formd restarted during the run"
@@ -118,6 +119,7 @@ class JobLoop:
         self._last_full_pass = float("-inf")
         self._capacity_freed = False
         self._own_capacity: NodeCapacity | None = None
+        self.orders = PlacementOrders(policy)
 
     @property
     def me(self) -> bytes:
@@ -239,6 +241,7 @@ class JobLoop:
             self._capacity_freed = False
             todo |= {h for h in self._open if (run := self.records.runs.get(h, {}).get(self.me)) is not None and run.state == DECLINED}
         self._own_capacity = self.own_capacity()
+        orders = self.orders.for_nodes(nodes)
         for job_hex in sorted(todo, key=lambda h: (self.records.specs[h][1], h)):  # oldest first
             job = self.records.job(job_hex)
             if job is None:
@@ -250,7 +253,8 @@ class JobLoop:
                 self.write_run(job_hex, own, YIELDED, reason=RESTARTED)
                 continue
             action = scheduling.decide(
-                job.view(), nodes, self.me, self._own_capacity, policy=self.policy, max_attempts=self.max_attempts
+                job.view(), nodes, self.me, self._own_capacity, policy=self.policy, max_attempts=self.max_attempts,
+                order=orders.order(job),
             )
             if action is not None:
                 self.act(job, job.runs.get(self.me), action)
@@ -265,6 +269,7 @@ class JobLoop:
             removed = self.node.document.delete_local(entries)
             self.node.commit_local()
             self.retirement.retired += len(jobs)
+            self.orders.forget(jobs)
             self.node.log.info("jobs retired", jobs=len(jobs), records=removed)
             self.records.refresh()
         collected = self.retirement.collect() + self.retirement.sweep(min(self.retention_s, 3600.0))
