@@ -125,6 +125,7 @@ class ClusterDocument:
         self._local_updates: list[bytes] = []
         self.ignored: list[str] = []  # why entries loaded by from_updates were left out
         self.may_delete: DeletePredicate | None = None  # which remote deletes to accept; None: none
+        self.merge_local_updates = False  # drain_local_updates gives one merged update (the daemon's job loop sets it)
         self.rebuilds = 0  # refusals that re-encoded the whole document (each costs O(document))
         self._seen: OrderedDict[bytes, None] = OrderedDict()  # blake3 of updates applied since the last rebuild
         self._watchers: list[Callable[[str, str], None]] = []
@@ -285,8 +286,15 @@ class ClusterDocument:
         return b"".join(captured)
 
     def drain_local_updates(self) -> list[bytes]:
-        """Updates made by put_local since the last call, for eager push and the store."""
+        """Updates made by put_local/delete_local since the last call, for eager push and the
+        store. With `merge_local_updates`, merged into one when there are several (a batch of
+        submits, the claims of one job-loop pass), so every receiver checks, stores and passes
+        on one update instead of many; still only our own transactions' inserts and deletes."""
         updates, self._local_updates = self._local_updates, []
+        if self.merge_local_updates and len(updates) > 1:
+            merged = pycrdt.merge_updates(*updates)
+            self._note_seen(blake3.blake3(merged).digest())
+            return [merged]
         return updates
 
     # ---- remote updates -----------------------------------------------------------------

@@ -108,6 +108,7 @@ class JobLoop:
             pending_uploads=self.pending_uploads,
         )
         node.document.may_delete = self.retirement.may_delete
+        node.document.merge_local_updates = True  # a pass's claims, a batch of submits: one update each
         # fsync of the document log, shared by concurrent writers; without one, each durable
         # write fsyncs through the node's store on its own.
         self._group_commit = GroupCommit(sync_log) if sync_log is not None else None
@@ -120,6 +121,7 @@ class JobLoop:
         self._capacity_freed = False
         self._own_capacity: NodeCapacity | None = None
         self.orders = PlacementOrders(policy)
+        self._in_pass = False  # a pass writes its records, then stores and pushes them as one update
 
     @property
     def me(self) -> bytes:
@@ -168,7 +170,8 @@ class JobLoop:
         except (TransitionError, RecordError) as exc:
             self.node.log.error("run record not written", job=job_hex[:12], state=state, reason=str(exc))
             return None
-        self.node.commit_local(durable=durable)
+        if durable or not self._in_pass:
+            self.node.commit_local(durable=durable)
         self.node.log.info("job " + state, job=job_hex[:12], attempt=report.attempt, reason=report.reason[:200])
         return report
 
@@ -223,7 +226,16 @@ class JobLoop:
 
     def step(self) -> None:
         """Decide what changed: jobs whose records changed; every open job when a node's record
-        or liveness changed; jobs we declined when our own capacity grew."""
+        or liveness changed; jobs we declined when our own capacity grew. What the pass wrote
+        is committed once at its end (no await in between: nothing else can drain it first)."""
+        self._in_pass = True
+        try:
+            self._decide_changed()
+        finally:
+            self._in_pass = False
+            self.node.commit_local()
+
+    def _decide_changed(self) -> None:
         changed = self.records.take_changed()
         nodes = self.node_views()
         self.retirement.note(changed)

@@ -358,3 +358,20 @@ def test_watchers_hear_every_visible_change_and_nothing_else():
     b.put("runs", f"{JOB}:{b.hex}", "run", {"state": "claimed"})
     b.doc.delete_local([("runs", f"{JOB}:{b.hex}")])
     assert heard[1:] == [("runs", f"{JOB}:{b.hex}")] * 2
+
+
+def test_drained_updates_can_be_merged_into_one_that_peers_take_whole():
+    a, b, _c = cluster()
+    a.doc.merge_local_updates = True
+    jobs = [f"{n:02x}" * 32 for n in range(5)]
+    for n, key in enumerate(jobs):
+        a.put("jobs", key, "job", {"n": n})
+    a.put("jobs", jobs[0], "job", {"n": "rewritten"})
+    (merged,) = a.doc.drain_local_updates()
+    result = b.doc.apply_remote(merged)
+    assert result.accepted and result.changed == frozenset(("jobs", key) for key in jobs)
+    assert b.doc.get("jobs", jobs[0]).body == {"n": "rewritten"} and b.doc.get("jobs", jobs[4]).body == {"n": 4}
+    assert not a.doc.apply_remote(merged).added  # our own merged update coming back is a duplicate
+    a.heartbeat()
+    (single,) = a.doc.drain_local_updates()  # one write: passed on as it is
+    assert b.doc.apply_remote(single).accepted
