@@ -209,3 +209,56 @@ async def test_module_path_leaving_the_context_is_rejected_before_running(tmp_pa
     assert result.reason.startswith("rejected before running: context:")
     assert "outside" in result.reason
     assert not (tmp_path / "work").exists()
+
+
+def _context_tar(members) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for info, data in members:
+            archive.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def _file(name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def test_a_module_that_is_a_plain_file_is_read_from_the_context_without_extracting_it(tmp_path):
+    from pack_manager.executors.base import ExecutorLimits
+    from pack_manager.executors.staging import stage_work_area
+
+    blobs = Blobs(tmp_path / "blobs")
+    module = HELLO.encode()
+    plain = blobs.put(_context_tar([_file("bin/app.wat", module), _file("big.dat", b"x" * 100_000)]))
+    link = tarfile.TarInfo("app.wat")
+    link.type, link.linkname = tarfile.SYMTYPE, "bin/app.wat"
+    linked = blobs.put(_context_tar([_file("bin/app.wat", module), (link, None)]))
+    for name, context, module_name in (("plain", plain, "bin/app.wat"), ("linked", linked, "app.wat")):
+        spec = JobSpec(kind="wasm", submitter=bytes(32), nonce=bytes(16), context=context, module=module_name,
+                       requirements=WorkloadRequirements(executor="wasm"))
+        work = stage_work_area(spec, tmp_path / name / "work", tmp_path / name / "result", blobs.path, ExecutorLimits())
+        if name == "plain":
+            assert work.module_bytes == module and work.context_dir is None
+            assert not (work.scratch_dir / "context").exists()  # nothing extracted
+        else:  # a link is resolved the old way: extracted, and checked not to leave the context
+            assert work.module_bytes is None and work.module_path.read_bytes() == module
+
+
+async def test_a_wasm_job_runs_its_module_from_a_context(tmp_path):
+    blobs = Blobs(tmp_path / "blobs")
+    context = blobs.put(_context_tar([_file("app.wat", HELLO.encode())]))
+    spec = JobSpec(kind="wasm", submitter=bytes(32), nonce=bytes(16), context=context, module="app.wat",
+                   requirements=WorkloadRequirements(executor="wasm"))
+    lines = []
+
+    async def log(line):
+        lines.append(line)
+
+    result = await run_job(WasmExecutor(), spec, tmp_path / "work", tmp_path / "result", blobs.path, log, trio.Event())
+    assert result.state == SUCCEEDED and lines == ["hello from wat", "partial"]
+    missing = JobSpec(kind="wasm", submitter=bytes(32), nonce=bytes(16), context=context, module="nope.wat",
+                      requirements=WorkloadRequirements(executor="wasm"))
+    refused = await run_job(WasmExecutor(), missing, tmp_path / "work2", tmp_path / "result2", blobs.path, log, trio.Event())
+    assert refused.state == FAILED and "is not a file in the context" in refused.reason

@@ -170,7 +170,8 @@ class WasmExecutor:
         store.set_wasi(wasi)
         try:
             try:
-                module = self.modules.load(engine, work.module_path.read_bytes())  # type: ignore[union-attr]
+                wasm = work.module_bytes if work.module_bytes is not None else work.module_path.read_bytes()  # type: ignore[union-attr]
+                module = self.modules.load(engine, wasm)
             except wasmtime.WasmtimeError as exc:
                 return FAILED, f"not a valid WebAssembly module: {_first_line(exc)}", None
             linker = wasmtime.Linker(engine)
