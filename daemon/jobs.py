@@ -350,11 +350,7 @@ class JobLoop:
     async def _execute(self, job: Job, report: RunReport, running: Running) -> None:
         job_hex = job.job_hex
         try:
-            result, log_digest = await self._run(job, report, running)
-            outputs = []
-            for item in result.outputs:
-                digest = await trio.to_thread.run_sync(self.blobs.put_file, item.path)
-                outputs.append(OutputRef(item.name, digest, item.size))
+            result, log_digest, outputs = await self._run(job, report, running)
             state, reason = result.state, result.reason
             if state == CANCELLED and running.cancel.is_set():
                 state, reason = running.stop_state, running.stop_reason
@@ -375,22 +371,23 @@ class JobLoop:
             self.running.pop(job_hex, None)
             self.wake()
 
-    async def _run(self, job: Job, report: RunReport, running: Running) -> tuple[ExecutionResult, str | None]:
+    async def _run(self, job: Job, report: RunReport, running: Running) -> tuple[ExecutionResult, str | None, list[OutputRef]]:
+        """The result, the log's digest and the stored outputs."""
         spec = job.spec
         executor = self.executors().get(spec.requirements.executor)
         if executor is None:
-            return ExecutionResult(FAILED, f"this node has no {spec.requirements.executor} executor"), None
+            return ExecutionResult(FAILED, f"this node has no {spec.requirements.executor} executor"), None, []
         try:
             await self.fetch_inputs(spec, job)
         except FetchError as exc:
-            return ExecutionResult(FAILED, f"could not fetch the job's input: {exc}"), None
+            return ExecutionResult(FAILED, f"could not fetch the job's input: {exc}"), None, []
         if running.cancel.is_set():
-            return ExecutionResult(CANCELLED, running.stop_reason), None
+            return ExecutionResult(CANCELLED, running.stop_reason), None, []
         current = self.own_run(job.job_hex) or report
         if current.state == CLAIMED:
             self.write_run(job.job_hex, current, RUNNING, reason=f"running on {self.node.identity.node_hex[:12]}", started_ms=node_now_ms(self.node))
         elif current.state != RUNNING:
-            return ExecutionResult(CANCELLED, "claim no longer held"), None
+            return ExecutionResult(CANCELLED, "claim no longer held"), None, []
         run_dir = self.work_dir / f"{job.job_hex}-{report.attempt}-{os.urandom(4).hex()}"
         log_path = run_dir.with_suffix(".log")
         run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -406,9 +403,14 @@ class JobLoop:
         finally:
             log_file.close()
             self.live_logs.pop(job.job_hex, None)
-        log_digest = await trio.to_thread.run_sync(self.blobs.put_file, log_path)
-        log_path.unlink(missing_ok=True)
-        return result, log_digest
+
+        def store() -> tuple[str, list[OutputRef]]:  # one trip to a worker thread for every file
+            log_digest = self.blobs.put_file(log_path)
+            log_path.unlink(missing_ok=True)
+            return log_digest, [OutputRef(item.name, self.blobs.put_file(item.path), item.size) for item in result.outputs]
+
+        log_digest, outputs = await trio.to_thread.run_sync(store)
+        return result, log_digest, outputs
 
     def read_live_log(self, job_hex: str, offset: int, length: int = FETCH_CHUNK) -> bytes | None:
         """Part of the log of a run in progress on this node, or None when none runs here."""
@@ -464,7 +466,8 @@ class JobLoop:
         ran = [n for n, r in (job.runs.items() if job else ()) if r.state not in (DECLINED, CLAIMED) and n != spec.submitter]
         holders = self.addresses([spec.submitter, *ran])
         for digest in self.spec_blobs(spec):
-            await self.fetch(digest, holders)
+            if not self.blobs.has(digest):  # held already (often: contexts repeat): no lock, no fetch
+                await self.fetch(digest, holders)
 
     async def fetch(self, digest: str, holders: list[str]) -> None:
         """Make a blob local; concurrent callers for one digest wait for the one fetch."""
