@@ -83,7 +83,9 @@ from crdt_state.records import MAP_KINDS, NodeRecord, RecordError, SignedEntry, 
 from crdt_state.update_gaps import clock_gap
 
 MAX_UPDATE = 16 * 1024 * 1024
-SEEN_UPDATES = 8192  # digests of applied updates remembered to answer duplicates cheaply
+# Applied updates remembered to answer duplicates cheaply: copies arrive within a few gossip
+# rounds of the first. Kept small, since a simulation holds a document per node.
+SEEN_UPDATES = 1024
 _MISSING = "update depends on changes not received yet"
 MAP_NAMES = tuple(MAP_KINDS)
 DELETABLE_MAPS = ("jobs", "runs", "cancels")
@@ -109,6 +111,11 @@ class ApplyResult:
     added: bool = False
 
 
+def _update_digest(update: bytes) -> bytes:
+    """128 bits of blake3: no one can make another update that matches an honest one's."""
+    return blake3.blake3(update).digest(length=16)
+
+
 def _new_doc(client_id: int | None) -> Doc:
     return Doc({name: Map() for name in MAP_NAMES}, client_id=client_id)
 
@@ -127,7 +134,7 @@ class ClusterDocument:
         self.may_delete: DeletePredicate | None = None  # which remote deletes to accept; None: none
         self.merge_local_updates = False  # drain_local_updates gives one merged update (the daemon's job loop sets it)
         self.rebuilds = 0  # refusals that re-encoded the whole document (each costs O(document))
-        self._seen: OrderedDict[bytes, None] = OrderedDict()  # blake3 of updates applied since the last rebuild
+        self._seen: OrderedDict[bytes, None] = OrderedDict()  # _update_digest of updates applied since the last rebuild
         self._watchers: list[Callable[[str, str], None]] = []
         self._make_shadow(b"")
 
@@ -240,7 +247,7 @@ class ClusterDocument:
         self._views[map_name][key] = entry
         self._local_updates.append(update)
         self._notify(map_name, key)
-        self._note_seen(blake3.blake3(update).digest())
+        self._note_seen(_update_digest(update))
 
     def delete_local(self, entries: Iterable[tuple[str, str]]) -> int:
         """Remove these (map name, key) entries of jobs, runs and cancels in one transaction,
@@ -265,7 +272,7 @@ class ClusterDocument:
             self._views[map_name].pop(key, None)
             self._notify(map_name, key)
         self._local_updates.append(update)
-        self._note_seen(blake3.blake3(update).digest())
+        self._note_seen(_update_digest(update))
         return len(present)
 
     def _local_transaction(self, write: Callable[[], None]) -> bytes:
@@ -293,7 +300,7 @@ class ClusterDocument:
         updates, self._local_updates = self._local_updates, []
         if self.merge_local_updates and len(updates) > 1:
             merged = pycrdt.merge_updates(*updates)
-            self._note_seen(blake3.blake3(merged).digest())
+            self._note_seen(_update_digest(merged))
             return [merged]
         return updates
 
@@ -305,7 +312,7 @@ class ClusterDocument:
         if len(update) > MAX_UPDATE:
             return ApplyResult(False, f"update of {len(update)} bytes is over the {MAX_UPDATE} limit")
         update = bytes(update)
-        digest = blake3.blake3(update).digest()
+        digest = _update_digest(update)
         if digest in self._seen:
             return ApplyResult(True, None)  # a duplicate: nothing new (see the module doc)
         self._changes.clear()

@@ -23,6 +23,7 @@ class PlacementOrders:
         self.policy = policy
         self._capabilities: dict[bytes, object] = {}
         self._orders: dict[str, list[bytes]] = {}
+        self._nodes: Mapping[bytes, scheduling.NodeView] = {}
         self.computed = 0  # orders computed (not taken from what was kept)
 
     def for_nodes(self, nodes: Mapping[bytes, scheduling.NodeView]) -> "PlacementOrders":
