@@ -29,6 +29,15 @@ Deviations from the agreed interface (small, additive):
   found before it is applied (crdt_state/update_gaps.py) and refused without touching the
   shadow; other gaps are found in the shadow and cost a rebuild like any refusal (`rebuilds`).
 
+Epidemic push hands every replica each update several times, byte for byte. An update whose
+exact bytes were applied here since the last rebuild is answered as a duplicate without
+touching the shadow (`_seen`): applying it again could change nothing (structs and deletes
+already integrated are skipped; its pending deletes, if any, are already pending). A rebuild
+drops pending deletes, so it forgets what was seen.
+
+Readers that keep decoded copies (the job loop) `watch` the document: they are told each
+(map, key) whose visible entry changed or went, so they need not walk every map per pass.
+
 Local updates carry only their own transaction (see _local_transaction): an eager push never
 deletes anything but what its writer just replaced or retired.
 
@@ -62,9 +71,11 @@ an epoch compaction starts a fresh document.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections import OrderedDict
 from functools import partial
 from typing import Any, Callable, Iterable
 
+import blake3
 import pycrdt
 from pycrdt import Doc, Map
 
@@ -72,6 +83,9 @@ from crdt_state.records import MAP_KINDS, NodeRecord, RecordError, SignedEntry, 
 from crdt_state.update_gaps import clock_gap
 
 MAX_UPDATE = 16 * 1024 * 1024
+# Applied updates remembered to answer duplicates cheaply: copies arrive within a few gossip
+# rounds of the first. Kept small, since a simulation holds a document per node.
+SEEN_UPDATES = 1024
 _MISSING = "update depends on changes not received yet"
 MAP_NAMES = tuple(MAP_KINDS)
 DELETABLE_MAPS = ("jobs", "runs", "cancels")
@@ -97,6 +111,11 @@ class ApplyResult:
     added: bool = False
 
 
+def _update_digest(update: bytes) -> bytes:
+    """128 bits of blake3: no one can make another update that matches an honest one's."""
+    return blake3.blake3(update).digest(length=16)
+
+
 def _new_doc(client_id: int | None) -> Doc:
     return Doc({name: Map() for name in MAP_NAMES}, client_id=client_id)
 
@@ -113,7 +132,10 @@ class ClusterDocument:
         self._local_updates: list[bytes] = []
         self.ignored: list[str] = []  # why entries loaded by from_updates were left out
         self.may_delete: DeletePredicate | None = None  # which remote deletes to accept; None: none
+        self.merge_local_updates = False  # drain_local_updates gives one merged update (the daemon's job loop sets it)
         self.rebuilds = 0  # refusals that re-encoded the whole document (each costs O(document))
+        self._seen: OrderedDict[bytes, None] = OrderedDict()  # _update_digest of updates applied since the last rebuild
+        self._watchers: list[Callable[[str, str], None]] = []
         self._make_shadow(b"")
 
     # ---- construction and restore -------------------------------------------------------
@@ -159,8 +181,14 @@ class ClusterDocument:
     def _note_changes(self, map_name: str, event: Any) -> None:
         self._changes.update((map_name, key) for key in event.keys)
 
+    def _note_seen(self, digest: bytes) -> None:
+        self._seen[digest] = None
+        if len(self._seen) > SEEN_UPDATES:
+            self._seen.popitem(last=False)
+
     def _rebuild_after_refusal(self) -> None:
         self.rebuilds += 1
+        self._seen.clear()
         # Drops anything the refused update left half-applied in the shadow, and any pending
         # (not yet integrable) deletes in both copies, so the two stay identical. Peers send
         # their whole delete set with every diff, so nothing is lost for good.
@@ -170,6 +198,7 @@ class ClusterDocument:
         self._make_shadow(full_state)
 
     def _rebuild_views(self) -> None:
+        before = [(name, key) for name, view in self._views.items() for key in view]
         self._views = {name: {} for name in MAP_NAMES}
         self.ignored = []
         known: dict[bytes, SignedEntry] = {}
@@ -187,6 +216,17 @@ class ClusterDocument:
                     self.ignored.append(f"{map_name}/{key[:80]}: {exc.reason}")
                     continue
                 self._views[map_name][key] = entry
+        for name, key in before + [(name, key) for name, view in self._views.items() for key in view]:
+            self._notify(name, key)
+
+    def watch(self, on_change: Callable[[str, str], None]) -> None:
+        """Call on_change(map name, key) after each change of a visible entry (written,
+        replaced or removed; the new one, if any, is what get() returns then)."""
+        self._watchers.append(on_change)
+
+    def _notify(self, map_name: str, key: str) -> None:
+        for on_change in self._watchers:
+            on_change(map_name, key)
 
     def _known_nodes(self) -> dict[bytes, SignedEntry]:
         return {entry.signer_id: entry for entry in self._views["nodes"].values()}
@@ -206,6 +246,8 @@ class ClusterDocument:
         self._changes.clear()
         self._views[map_name][key] = entry
         self._local_updates.append(update)
+        self._notify(map_name, key)
+        self._note_seen(_update_digest(update))
 
     def delete_local(self, entries: Iterable[tuple[str, str]]) -> int:
         """Remove these (map name, key) entries of jobs, runs and cancels in one transaction,
@@ -228,7 +270,9 @@ class ClusterDocument:
         self._changes.clear()
         for map_name, key in present:
             self._views[map_name].pop(key, None)
+            self._notify(map_name, key)
         self._local_updates.append(update)
+        self._note_seen(_update_digest(update))
         return len(present)
 
     def _local_transaction(self, write: Callable[[], None]) -> bytes:
@@ -249,8 +293,15 @@ class ClusterDocument:
         return b"".join(captured)
 
     def drain_local_updates(self) -> list[bytes]:
-        """Updates made by put_local since the last call, for eager push and the store."""
+        """Updates made by put_local/delete_local since the last call, for eager push and the
+        store. With `merge_local_updates`, merged into one when there are several (a batch of
+        submits, the claims of one job-loop pass), so every receiver checks, stores and passes
+        on one update instead of many; still only our own transactions' inserts and deletes."""
         updates, self._local_updates = self._local_updates, []
+        if self.merge_local_updates and len(updates) > 1:
+            merged = pycrdt.merge_updates(*updates)
+            self._note_seen(_update_digest(merged))
+            return [merged]
         return updates
 
     # ---- remote updates -----------------------------------------------------------------
@@ -261,6 +312,9 @@ class ClusterDocument:
         if len(update) > MAX_UPDATE:
             return ApplyResult(False, f"update of {len(update)} bytes is over the {MAX_UPDATE} limit")
         update = bytes(update)
+        digest = _update_digest(update)
+        if digest in self._seen:
+            return ApplyResult(True, None)  # a duplicate: nothing new (see the module doc)
         self._changes.clear()
         # Same bytes means the same state: the encoding order only changes when a client is added.
         state_before = self._shadow.get_state()
@@ -282,14 +336,17 @@ class ClusterDocument:
         self._doc.apply_update(update)
         for entry in entries:
             self._views[entry.map_name][entry.key] = entry
+            self._notify(entry.map_name, entry.key)
         for map_name, key in removed:
             self._views[map_name].pop(key, None)
+            self._notify(map_name, key)
         own_key = self.local_node_id.hex() if self.local_node_id is not None else None
         if own_key in stale:
             held = self._views["nodes"][own_key]
             self.put_local("nodes", own_key, held.envelope)
         changed = frozenset((e.map_name, e.key) for e in entries) | frozenset(removed)
         added = state_after != state_before or bool(changed)
+        self._note_seen(digest)
         return ApplyResult(True, None, changed, stale=frozenset(stale), added=added)
 
     def _check_shadow(

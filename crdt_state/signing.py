@@ -5,12 +5,18 @@ the msgpack encoding of a plain dict and the Ed25519 signature covers a domain-s
 message (`b"formnet record v1\\x00" + kind + b"\\x00" + body`). The kind is inside the signed
 message so a record signed as one kind (say a cancel) cannot be replayed as another (a job).
 
+A signature is checked once per envelope: the envelopes this process sealed or verified are
+remembered by blake3 digest (a bounded cache), since the same bytes come back again and again
+(our own writes are checked by put_local before they enter the document; a record shows up
+in both a pushed update and later exchanges). Ed25519 verify is the largest cost per record.
+
 Who may write which key is not decided here (see records.py); this module only answers
 "is this well formed, who signed it, and what does it say".
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import blake3
@@ -23,6 +29,8 @@ ENVELOPE_VERSION = 1
 MAX_RECORD = 64 * 1024
 KINDS = ("node", "job", "run", "cancel", "suspicion")
 _DOMAIN = b"formnet record v1\x00"
+VERIFIED_CACHE = 16384  # envelope digests remembered as correctly signed (32 B each)
+_verified: OrderedDict[bytes, None] = OrderedDict()
 
 
 class RecordError(ValueError):
@@ -76,7 +84,14 @@ def seal_record(private_key: Ed25519PrivateKey, kind: str, body: dict) -> bytes:
     )
     if len(envelope) > MAX_RECORD:
         raise RecordError(f"record is {len(envelope)} bytes, more than the {MAX_RECORD} limit")
+    _remember_verified(blake3.blake3(envelope).digest())
     return envelope
+
+
+def _remember_verified(digest: bytes) -> None:
+    _verified[digest] = None
+    if len(_verified) > VERIFIED_CACHE:
+        _verified.popitem(last=False)
 
 
 def open_record(data: bytes, kind: str) -> tuple[bytes, dict]:
@@ -99,10 +114,13 @@ def open_record(data: bytes, kind: str) -> tuple[bytes, dict]:
         raise RecordError("record body must be bytes")
     if not isinstance(signature, bytes) or len(signature) != 64:
         raise RecordError("signature must be 64 bytes")
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, _signed_message(kind, body_bytes))
-    except (InvalidSignature, ValueError):
-        raise RecordError("signature does not verify") from None
+    digest = blake3.blake3(data).digest()  # the bytes include kind, public key, body and signature
+    if digest not in _verified:
+        try:
+            Ed25519PublicKey.from_public_bytes(public_key).verify(signature, _signed_message(kind, body_bytes))
+        except (InvalidSignature, ValueError):
+            raise RecordError("signature does not verify") from None
+        _remember_verified(digest)
     body = unpack_plain(body_bytes, "record body")
     if not isinstance(body, dict) or not all(isinstance(k, str) for k in body):
         raise RecordError("record body must be a map with text keys")

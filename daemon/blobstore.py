@@ -17,6 +17,7 @@ from typing import BinaryIO, Iterable, Iterator
 from blake3 import blake3
 
 CHUNK = 256 * 1024
+SMALL_FILE = 1024 * 1024
 DEFAULT_MAX_BLOB = 4 * 1024**3
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
@@ -74,6 +75,14 @@ class BlobStore:
         return self.put_chunks([data])
 
     def put_file(self, path: Path) -> str:
+        # Jobs leave the same small files again and again (an empty log, the same outputs):
+        # a small file already held is only hashed, not written and fsynced again. Large
+        # ones (image archives) are hashed once, while written.
+        if path.stat().st_size <= SMALL_FILE:
+            digest, _ = digest_file(path)
+            if self.has(digest):
+                return digest
+
         def chunks() -> Iterator[bytes]:
             with open(path, "rb") as src:
                 while chunk := src.read(CHUNK):

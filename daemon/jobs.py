@@ -54,6 +54,7 @@ from .group_commit import GroupCommit
 from .job_records import Job, JobRecords, spec_blobs
 from .job_retention import Retirement
 from .node import Node
+from .placement_orders import PlacementOrders
 from .transport import TransportError
 
 RESTARTED = "formd restarted during the run"
@@ -107,6 +108,7 @@ class JobLoop:
             pending_uploads=self.pending_uploads,
         )
         node.document.may_delete = self.retirement.may_delete
+        node.document.merge_local_updates = True  # a pass's claims, a batch of submits: one update each
         # fsync of the document log, shared by concurrent writers; without one, each durable
         # write fsyncs through the node's store on its own.
         self._group_commit = GroupCommit(sync_log) if sync_log is not None else None
@@ -118,6 +120,8 @@ class JobLoop:
         self._last_full_pass = float("-inf")
         self._capacity_freed = False
         self._own_capacity: NodeCapacity | None = None
+        self.orders = PlacementOrders(policy)
+        self._in_pass = False  # a pass writes its records, then stores and pushes them as one update
 
     @property
     def me(self) -> bytes:
@@ -166,7 +170,8 @@ class JobLoop:
         except (TransitionError, RecordError) as exc:
             self.node.log.error("run record not written", job=job_hex[:12], state=state, reason=str(exc))
             return None
-        self.node.commit_local(durable=durable)
+        if durable or not self._in_pass:
+            self.node.commit_local(durable=durable)
         self.node.log.info("job " + state, job=job_hex[:12], attempt=report.attempt, reason=report.reason[:200])
         return report
 
@@ -221,7 +226,16 @@ class JobLoop:
 
     def step(self) -> None:
         """Decide what changed: jobs whose records changed; every open job when a node's record
-        or liveness changed; jobs we declined when our own capacity grew."""
+        or liveness changed; jobs we declined when our own capacity grew. What the pass wrote
+        is committed once at its end (no await in between: nothing else can drain it first)."""
+        self._in_pass = True
+        try:
+            self._decide_changed()
+        finally:
+            self._in_pass = False
+            self.node.commit_local()
+
+    def _decide_changed(self) -> None:
         changed = self.records.take_changed()
         nodes = self.node_views()
         self.retirement.note(changed)
@@ -239,6 +253,7 @@ class JobLoop:
             self._capacity_freed = False
             todo |= {h for h in self._open if (run := self.records.runs.get(h, {}).get(self.me)) is not None and run.state == DECLINED}
         self._own_capacity = self.own_capacity()
+        orders = self.orders.for_nodes(nodes)
         for job_hex in sorted(todo, key=lambda h: (self.records.specs[h][1], h)):  # oldest first
             job = self.records.job(job_hex)
             if job is None:
@@ -250,7 +265,8 @@ class JobLoop:
                 self.write_run(job_hex, own, YIELDED, reason=RESTARTED)
                 continue
             action = scheduling.decide(
-                job.view(), nodes, self.me, self._own_capacity, policy=self.policy, max_attempts=self.max_attempts
+                job.view(), nodes, self.me, self._own_capacity, policy=self.policy, max_attempts=self.max_attempts,
+                order=orders.order(job),
             )
             if action is not None:
                 self.act(job, job.runs.get(self.me), action)
@@ -265,6 +281,7 @@ class JobLoop:
             removed = self.node.document.delete_local(entries)
             self.node.commit_local()
             self.retirement.retired += len(jobs)
+            self.orders.forget(jobs)
             self.node.log.info("jobs retired", jobs=len(jobs), records=removed)
             self.records.refresh()
         collected = self.retirement.collect() + self.retirement.sweep(min(self.retention_s, 3600.0))
@@ -333,11 +350,7 @@ class JobLoop:
     async def _execute(self, job: Job, report: RunReport, running: Running) -> None:
         job_hex = job.job_hex
         try:
-            result, log_digest = await self._run(job, report, running)
-            outputs = []
-            for item in result.outputs:
-                digest = await trio.to_thread.run_sync(self.blobs.put_file, item.path)
-                outputs.append(OutputRef(item.name, digest, item.size))
+            result, log_digest, outputs = await self._run(job, report, running)
             state, reason = result.state, result.reason
             if state == CANCELLED and running.cancel.is_set():
                 state, reason = running.stop_state, running.stop_reason
@@ -358,22 +371,23 @@ class JobLoop:
             self.running.pop(job_hex, None)
             self.wake()
 
-    async def _run(self, job: Job, report: RunReport, running: Running) -> tuple[ExecutionResult, str | None]:
+    async def _run(self, job: Job, report: RunReport, running: Running) -> tuple[ExecutionResult, str | None, list[OutputRef]]:
+        """The result, the log's digest and the stored outputs."""
         spec = job.spec
         executor = self.executors().get(spec.requirements.executor)
         if executor is None:
-            return ExecutionResult(FAILED, f"this node has no {spec.requirements.executor} executor"), None
+            return ExecutionResult(FAILED, f"this node has no {spec.requirements.executor} executor"), None, []
         try:
             await self.fetch_inputs(spec, job)
         except FetchError as exc:
-            return ExecutionResult(FAILED, f"could not fetch the job's input: {exc}"), None
+            return ExecutionResult(FAILED, f"could not fetch the job's input: {exc}"), None, []
         if running.cancel.is_set():
-            return ExecutionResult(CANCELLED, running.stop_reason), None
+            return ExecutionResult(CANCELLED, running.stop_reason), None, []
         current = self.own_run(job.job_hex) or report
         if current.state == CLAIMED:
             self.write_run(job.job_hex, current, RUNNING, reason=f"running on {self.node.identity.node_hex[:12]}", started_ms=node_now_ms(self.node))
         elif current.state != RUNNING:
-            return ExecutionResult(CANCELLED, "claim no longer held"), None
+            return ExecutionResult(CANCELLED, "claim no longer held"), None, []
         run_dir = self.work_dir / f"{job.job_hex}-{report.attempt}-{os.urandom(4).hex()}"
         log_path = run_dir.with_suffix(".log")
         run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -389,9 +403,14 @@ class JobLoop:
         finally:
             log_file.close()
             self.live_logs.pop(job.job_hex, None)
-        log_digest = await trio.to_thread.run_sync(self.blobs.put_file, log_path)
-        log_path.unlink(missing_ok=True)
-        return result, log_digest
+
+        def store() -> tuple[str, list[OutputRef]]:  # one trip to a worker thread for every file
+            log_digest = self.blobs.put_file(log_path)
+            log_path.unlink(missing_ok=True)
+            return log_digest, [OutputRef(item.name, self.blobs.put_file(item.path), item.size) for item in result.outputs]
+
+        log_digest, outputs = await trio.to_thread.run_sync(store)
+        return result, log_digest, outputs
 
     def read_live_log(self, job_hex: str, offset: int, length: int = FETCH_CHUNK) -> bytes | None:
         """Part of the log of a run in progress on this node, or None when none runs here."""
@@ -447,7 +466,8 @@ class JobLoop:
         ran = [n for n, r in (job.runs.items() if job else ()) if r.state not in (DECLINED, CLAIMED) and n != spec.submitter]
         holders = self.addresses([spec.submitter, *ran])
         for digest in self.spec_blobs(spec):
-            await self.fetch(digest, holders)
+            if not self.blobs.has(digest):  # held already (often: contexts repeat): no lock, no fetch
+                await self.fetch(digest, holders)
 
     async def fetch(self, digest: str, holders: list[str]) -> None:
         """Make a blob local; concurrent callers for one digest wait for the one fetch."""

@@ -243,8 +243,10 @@ class JobsApi:
             raise ControlError(f"job prefix {text} is ambiguous: {', '.join(k[:16] for k in sorted(found)[:5])}")
         return jobs[found[0]], jobs
 
-    def status_object(self, job, nodes) -> dict[str, Any]:
-        status = scheduling.job_status(job.view(), nodes, self.jobs.policy)
+    def status_object(self, job, nodes, orders=None) -> dict[str, Any]:
+        """orders: self.jobs.orders.for_nodes(nodes), when the caller shows many jobs."""
+        orders = orders or self.jobs.orders.for_nodes(nodes)
+        status = scheduling.job_status(job.view(), nodes, self.jobs.policy, orders.order(job))
         run = status.run
         return {
             "id": job.job_hex,
@@ -273,7 +275,8 @@ class JobsApi:
         if wanted is not None and wanted not in JOB_STATES:
             raise ControlError(f"state {wanted!r} is not one of {', '.join(JOB_STATES)}")
         nodes = self.jobs.node_views()
-        out = [self.status_object(job, nodes) for job in self.jobs.jobs().values()]
+        orders = self.jobs.orders.for_nodes(nodes)
+        out = [self.status_object(job, nodes, orders) for job in self.jobs.jobs().values()]
         out = [o for o in out if wanted is None or o["state"] == wanted]
         out.sort(key=lambda o: (o["submitted_at"] or "", o["id"]))
         return out

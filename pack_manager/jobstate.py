@@ -22,6 +22,7 @@ beside the newer attempt.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -58,6 +59,7 @@ _MOVES = {
 }
 
 MAX_REASON = 2000
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class TransitionError(ValueError):
@@ -140,7 +142,7 @@ class RunReport:
 
 def _digest(record: Any, key: str, optional: bool = False) -> str | None:
     value = need_str(record, key, limit=64, optional=optional)
-    if value is not None and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
+    if value is not None and not _HEX_DIGEST.fullmatch(value):
         raise WireError(f"{key}: not a blake3 hex digest")
     return value
 

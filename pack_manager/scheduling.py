@@ -19,7 +19,7 @@ makes the next node responsible.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from metrics_agent.capabilities import NodeCapabilities
 from metrics_agent.capacity import NodeCapacity
@@ -153,16 +153,19 @@ def decide(
     *,
     policy: str = DEFAULT_POLICY,
     max_attempts: int = 3,
+    order: Sequence[bytes] | None = None,
 ) -> Action:
     """What `self_id` should do about `job` now. `own_capacity` is this node's fresh figures,
-    reservations of the jobs it just claimed included (fresher than its gossiped record)."""
+    reservations of the jobs it just claimed included (fresher than its gossiped record).
+    `order`: order_nodes(job, nodes, policy) if the caller kept it (it is the costly part)."""
     own = job.runs.get(self_id)
     if job.cancelled:
         return Stop("cancelled by request") if own is not None and own.active else None
     me = nodes.get(self_id)
     if me is None:
         return None
-    order = order_nodes(job, nodes, policy)
+    if order is None:
+        order = order_nodes(job, nodes, policy)
     position = {node_id: i for i, node_id in enumerate(order)}
     holders = _holders(job, nodes)
     replicas = job.spec.replicas
@@ -226,9 +229,13 @@ class JobStatus:
     reasons: tuple[str, ...] = field(default=())  # per-node reasons when unschedulable
 
 
-def job_status(job: JobView, nodes: Mapping[bytes, NodeView], policy: str = DEFAULT_POLICY) -> JobStatus:
-    """The job's state as a user sees it, derived from every node's run record."""
-    order = order_nodes(job, nodes, policy) if nodes else []
+def job_status(
+    job: JobView, nodes: Mapping[bytes, NodeView], policy: str = DEFAULT_POLICY, order: Sequence[bytes] | None = None
+) -> JobStatus:
+    """The job's state as a user sees it, derived from every node's run record (`order` as
+    for decide)."""
+    if order is None:
+        order = order_nodes(job, nodes, policy) if nodes else []
     position = {node_id: i for i, node_id in enumerate(order)}
     far = len(order)
 

@@ -1,6 +1,6 @@
 """Jobs end to end with real formd processes on 127.0.0.1 (figures, not assertions).
 
-    python -m simulations.bench_jobs [--nodes 3] [--latency-jobs 60] [--jobs 500] [--set key=value ...]
+    python -m simulations.bench_jobs [--nodes 3] [--latency-jobs 60] [--jobs 500] [--set key=value ...] [--profile DIR]
 
 A no-op WASM job (a module whose _start returns at once) isolates formnet's own costs:
 document writes, gossip, decisions, staging, blob stores, records.
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from cli.client import Connection  # noqa: E402
 from pack_manager.context_archive import file_digest, pack_context  # noqa: E402
+import procs  # noqa: E402
 from procs import Cluster, all_see, wait_until  # noqa: E402
 from simulations import bench_gossip  # noqa: E402
 
@@ -174,11 +175,39 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def run(nodes: int, latency_jobs: int, jobs: int, connections: int, batch_submit: bool) -> None:
+# formd under cProfile timed by the main thread's CPU time: wall time would charge the trio
+# thread with waits for the GIL that worker threads (wasmtime, blob writes) hold.
+PROFILED_FORMD = """
+import cProfile, sys, time
+from daemon.cli import main
+out, sys.argv = sys.argv[1], ["formd", *sys.argv[2:]]
+profile = cProfile.Profile(time.thread_time)
+try:
+    profile.runcall(main)
+except SystemExit:
+    pass
+finally:
+    profile.dump_stats(out)
+"""
+
+
+def add_node(cluster: Cluster, name: str, seed: procs.Formd | None, profile_dir: Path | None) -> procs.Formd:
+    """With profile_dir, the node runs under cProfile (main thread CPU time) and writes
+    <profile_dir>/<name>.prof when it stops (SIGTERM, see run)."""
+    formd = procs.FORMD
+    if profile_dir is not None:
+        procs.FORMD = [sys.executable, "-c", PROFILED_FORMD, str(profile_dir / f"{name}.prof")]
+    try:
+        return cluster.add(name, seed=seed, settings=BENCH_SETTINGS)
+    finally:
+        procs.FORMD = formd
+
+
+def run(nodes: int, latency_jobs: int, jobs: int, connections: int, batch_submit: bool, profile_dir: Path | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-jobs-") as root, Cluster(Path(root)) as cluster:
-        seed = cluster.add("n0", settings=BENCH_SETTINGS)
+        seed = add_node(cluster, "n0", None, profile_dir)
         for index in range(1, nodes):
-            cluster.add(f"n{index}", seed=seed, settings=BENCH_SETTINGS)
+            add_node(cluster, f"n{index}", seed, profile_dir)
         ids = [node.node_id for node in cluster.nodes]
         wait_until(lambda: all_see(cluster.nodes, ids), 120, f"{nodes} nodes to see each other", interval=0.2)
         tar = noop_context(Path(root))
@@ -197,6 +226,10 @@ def run(nodes: int, latency_jobs: int, jobs: int, connections: int, batch_submit
                   f"over {connections} connection(s) ({'job.submit-many' if batch_submit else 'job.submit'}); formd CPU {result['cpu_ms_per_job']:.1f} ms per job (all nodes together, "
                   f"i.e. at most {1000 / result['cpu_ms_per_job']:.0f} jobs/s per core); states {result['states']}; per runner {result['runners']}")
             sys.stdout.flush()
+        if profile_dir is not None:
+            for node in cluster.nodes:  # a graceful stop, so cProfile writes its file
+                node.stop()
+            print(f"profiles: {', '.join(str(profile_dir / (node.name + '.prof')) for node in cluster.nodes)}")
 
 
 def main() -> int:
@@ -207,6 +240,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=4, help="concurrent submit connections in the throughput run")
     parser.add_argument("--one-by-one", action="store_true",
                         help="submit with one job.submit per job (pipelined) instead of job.submit-many")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="run each formd under cProfile; DIR/<node>.prof is written when the run ends")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a formd.toml setting")
     args = parser.parse_args()
     for item in args.set:
@@ -215,7 +250,9 @@ def main() -> int:
     print("formd jobs benchmark (real processes on 127.0.0.1; gossip 200 ms x 3, tick 1 s)"
           + (f"; overrides: {' '.join(args.set)}" if args.set else ""))
     for nodes in args.nodes:
-        run(nodes, args.latency_jobs, args.jobs, args.connections, not args.one_by_one)
+        if args.profile is not None:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        run(nodes, args.latency_jobs, args.jobs, args.connections, not args.one_by_one, args.profile)
     return 0
 
 

@@ -91,3 +91,17 @@ def test_garbage_collection_keeps_what_is_referenced(tmp_path):
     drop = store.put_bytes(b"drop me")
     assert store.collect_garbage({keep}) == [drop]
     assert store.has(keep) and not store.has(drop)
+
+
+def test_putting_a_file_already_held_keeps_the_stored_blob(tmp_path):
+    store = BlobStore(tmp_path / "blobs")
+    source = tmp_path / "log.txt"
+    source.write_bytes(b"same log every run\n")
+    digest = store.put_file(source)
+    stored = os.stat(store.path(digest))
+    assert store.put_file(source) == digest
+    assert os.stat(store.path(digest)).st_ino == stored.st_ino  # not written and renamed again
+    source.write_bytes(b"another log\n")
+    other = store.put_file(source)
+    with store.open(other) as blob:
+        assert other != digest and blob.read() == b"another log\n"

@@ -302,3 +302,76 @@ def test_added_tells_new_history_from_a_duplicate():
     replay = rogue_update(c.doc, {("nodes", b.hex): b.record(heartbeat=0).seal(b.key)})
     result = c.doc.apply_remote(replay)
     assert result.added and result.changed == frozenset()
+
+
+def test_a_duplicate_is_answered_from_the_seen_digests_until_a_rebuild(monkeypatch):
+    import crdt_state.document as document_module
+
+    a, b, c = cluster()
+    a.heartbeat()
+    (update,) = a.doc.drain_local_updates()
+    assert b.doc.apply_remote(update).added
+    checked = []
+    real_gap = document_module.clock_gap
+    monkeypatch.setattr(document_module, "clock_gap", lambda *args: checked.append(1) or real_gap(*args))
+    again = b.doc.apply_remote(update)
+    assert again.accepted and not again.added and checked == []  # never reached the shadow
+    # A refusal rebuilds the shadow and forgets the digests: the same bytes take the full path,
+    # and still change nothing.
+    forged = rogue_update(c.doc, {("jobs", JOB): b"not a record"})
+    assert not b.doc.apply_remote(forged).accepted
+    checked.clear()
+    after_rebuild = b.doc.apply_remote(update)
+    assert after_rebuild.accepted and not after_rebuild.added and checked == [1]
+    # Our own local writes coming back from a relay are duplicates too.
+    b.heartbeat()
+    (own,) = b.doc.drain_local_updates()
+    assert not b.doc.apply_remote(own).added and checked == [1]
+
+
+def test_the_seen_digests_are_bounded(monkeypatch):
+    import crdt_state.document as document_module
+
+    monkeypatch.setattr(document_module, "SEEN_UPDATES", 2)
+    a, b, _c = cluster()
+    updates = []
+    for _ in range(4):
+        a.heartbeat()
+        updates += a.doc.drain_local_updates()
+    for update in updates:
+        assert b.doc.apply_remote(update).added
+    assert len(b.doc._seen) == 2
+    assert not b.doc.apply_remote(updates[0]).added  # forgotten: the full path, still a duplicate
+
+
+def test_watchers_hear_every_visible_change_and_nothing_else():
+    a, b, _c = cluster()
+    heard = []
+    b.doc.watch(lambda map_name, key: heard.append((map_name, key)))
+    a.put("jobs", JOB, "job", {"x": 1})
+    for update in a.doc.drain_local_updates():
+        assert b.doc.apply_remote(update).accepted
+        assert not b.doc.apply_remote(update).added  # a duplicate changes nothing: not heard again
+    assert heard == [("jobs", JOB)]
+    assert not b.doc.apply_remote(rogue_update(b.doc, {("jobs", "ef" * 32): b"not a record"})).accepted
+    assert heard == [("jobs", JOB)]  # refused: nothing visible changed
+    b.put("runs", f"{JOB}:{b.hex}", "run", {"state": "claimed"})
+    b.doc.delete_local([("runs", f"{JOB}:{b.hex}")])
+    assert heard[1:] == [("runs", f"{JOB}:{b.hex}")] * 2
+
+
+def test_drained_updates_can_be_merged_into_one_that_peers_take_whole():
+    a, b, _c = cluster()
+    a.doc.merge_local_updates = True
+    jobs = [f"{n:02x}" * 32 for n in range(5)]
+    for n, key in enumerate(jobs):
+        a.put("jobs", key, "job", {"n": n})
+    a.put("jobs", jobs[0], "job", {"n": "rewritten"})
+    (merged,) = a.doc.drain_local_updates()
+    result = b.doc.apply_remote(merged)
+    assert result.accepted and result.changed == frozenset(("jobs", key) for key in jobs)
+    assert b.doc.get("jobs", jobs[0]).body == {"n": "rewritten"} and b.doc.get("jobs", jobs[4]).body == {"n": 4}
+    assert not a.doc.apply_remote(merged).added  # our own merged update coming back is a duplicate
+    a.heartbeat()
+    (single,) = a.doc.drain_local_updates()  # one write: passed on as it is
+    assert b.doc.apply_remote(single).accepted

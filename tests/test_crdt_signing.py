@@ -128,3 +128,41 @@ def test_seal_refuses_unknown_kind_non_dict_and_oversize():
         seal_record(KEY, "job", [1, 2])
     with pytest.raises(RecordError, match="limit"):
         seal_record(KEY, "job", {"big": b"x" * MAX_RECORD})
+
+
+def test_a_signature_is_checked_once_per_envelope_and_forgeries_still_fail(monkeypatch):
+    import crdt_state.signing as signing
+
+    other = Ed25519PrivateKey.generate()
+    envelope = seal_record(other, "job", BODY)
+    signing._verified.clear()  # as if it came from a peer
+    loads = []
+    real_load = signing.Ed25519PublicKey.from_public_bytes
+
+    class CountingKey:
+        @staticmethod
+        def from_public_bytes(data):
+            loads.append(data)
+            return real_load(data)
+
+    monkeypatch.setattr(signing, "Ed25519PublicKey", CountingKey)
+    assert open_record(envelope, "job") == open_record(envelope, "job")
+    assert len(loads) == 1
+    version, kind, public, body, signature = msgpack.unpackb(envelope)
+    forged = msgpack.packb([version, kind, public, msgpack.packb({"job": "evil"}), signature], use_bin_type=True)
+    with pytest.raises(RecordError, match="signature"):
+        open_record(forged, "job")
+    with pytest.raises(RecordError, match="signature"):
+        open_record(forged, "job")  # a failure is never remembered as verified
+    own = seal_record(KEY, "job", BODY)
+    loads.clear()
+    assert open_record(own, "job")[1] == BODY and loads == []  # sealed here: known good
+
+
+def test_the_verified_cache_is_bounded(monkeypatch):
+    import crdt_state.signing as signing
+
+    monkeypatch.setattr(signing, "VERIFIED_CACHE", 3)
+    for n in range(5):
+        open_record(seal_record(KEY, "job", {"n": n}), "job")
+    assert len(signing._verified) == 3

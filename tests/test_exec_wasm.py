@@ -62,7 +62,7 @@ class Blobs:
 
 
 async def execute(tmp_path, module_bytes: bytes, *, memory="128MiB", timeout_ms=10_000, inputs=(),
-                  command=(), cancel=None, blobs=None):
+                  command=(), cancel=None, blobs=None, executor=None):
     blobs = blobs or Blobs(tmp_path / "blobs")
     spec = JobSpec(
         kind="wasm", submitter=bytes(32), nonce=bytes(16), module=blobs.put(module_bytes),
@@ -75,7 +75,7 @@ async def execute(tmp_path, module_bytes: bytes, *, memory="128MiB", timeout_ms=
         lines.append(line)
 
     work = tmp_path / "work"
-    result = await run_job(WasmExecutor(), spec, work, tmp_path / "result", blobs.path, log, cancel if cancel is not None else trio.Event())
+    result = await run_job(executor or WasmExecutor(), spec, work, tmp_path / "result", blobs.path, log, cancel if cancel is not None else trio.Event())
     assert not work.exists(), "the work area must be removed"
     return result, lines
 
@@ -115,6 +115,34 @@ async def test_stdout_becomes_log_lines(tmp_path):
     result, lines = await execute(tmp_path, HELLO.encode())
     assert result.state == SUCCEEDED, result.reason
     assert lines == ["hello from wat", "partial"]
+
+
+async def test_a_module_is_compiled_once_and_each_job_still_runs_it_in_its_own_sandbox(tmp_path):
+    executor = WasmExecutor()
+    first, first_lines = await execute(tmp_path / "a", HELLO.encode(), executor=executor)
+    again, again_lines = await execute(tmp_path / "b", HELLO.encode(), executor=executor)
+    assert first.state == again.state == SUCCEEDED
+    assert first_lines == again_lines == ["hello from wat", "partial"]
+    assert executor.modules.compiled == 1
+    exited, _ = await execute(tmp_path / "c", EXIT_3.encode(), executor=executor)  # another module
+    assert exited.state == FAILED and exited.exit_code == 3 and executor.modules.compiled == 2
+    garbage, _ = await execute(tmp_path / "d", b"\x00asm but not really", executor=executor)
+    assert garbage.state == FAILED and "not a valid WebAssembly module" in garbage.reason
+    # The memory cap is the store's, not the compiled module's: a cached module is capped too.
+    roomy, _ = await execute(tmp_path / "e", BIG_MEMORY.encode(), memory="128MiB", executor=executor)
+    capped, _ = await execute(tmp_path / "f", BIG_MEMORY.encode(), memory="16MiB", executor=executor)
+    assert roomy.state == SUCCEEDED and capped.state == FAILED and "memory limit" in capped.reason
+    assert executor.modules.compiled == 3
+
+
+def test_compiled_modules_stay_within_their_byte_budget():
+    from pack_manager.executors.wasm_executor import CompiledModules, new_engine
+
+    modules = CompiledModules(max_bytes=1)  # nothing fits: every load compiles, nothing is kept
+    engine = new_engine()
+    modules.load(engine, HELLO.encode())
+    modules.load(engine, HELLO.encode())
+    assert modules.compiled == 2 and modules._bytes == 0
 
 
 async def test_infinite_loop_hits_the_deadline(tmp_path):
@@ -181,3 +209,56 @@ async def test_module_path_leaving_the_context_is_rejected_before_running(tmp_pa
     assert result.reason.startswith("rejected before running: context:")
     assert "outside" in result.reason
     assert not (tmp_path / "work").exists()
+
+
+def _context_tar(members) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for info, data in members:
+            archive.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def _file(name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def test_a_module_that_is_a_plain_file_is_read_from_the_context_without_extracting_it(tmp_path):
+    from pack_manager.executors.base import ExecutorLimits
+    from pack_manager.executors.staging import stage_work_area
+
+    blobs = Blobs(tmp_path / "blobs")
+    module = HELLO.encode()
+    plain = blobs.put(_context_tar([_file("bin/app.wat", module), _file("big.dat", b"x" * 100_000)]))
+    link = tarfile.TarInfo("app.wat")
+    link.type, link.linkname = tarfile.SYMTYPE, "bin/app.wat"
+    linked = blobs.put(_context_tar([_file("bin/app.wat", module), (link, None)]))
+    for name, context, module_name in (("plain", plain, "bin/app.wat"), ("linked", linked, "app.wat")):
+        spec = JobSpec(kind="wasm", submitter=bytes(32), nonce=bytes(16), context=context, module=module_name,
+                       requirements=WorkloadRequirements(executor="wasm"))
+        work = stage_work_area(spec, tmp_path / name / "work", tmp_path / name / "result", blobs.path, ExecutorLimits())
+        if name == "plain":
+            assert work.module_bytes == module and work.context_dir is None
+            assert not (work.scratch_dir / "context").exists()  # nothing extracted
+        else:  # a link is resolved the old way: extracted, and checked not to leave the context
+            assert work.module_bytes is None and work.module_path.read_bytes() == module
+
+
+async def test_a_wasm_job_runs_its_module_from_a_context(tmp_path):
+    blobs = Blobs(tmp_path / "blobs")
+    context = blobs.put(_context_tar([_file("app.wat", HELLO.encode())]))
+    spec = JobSpec(kind="wasm", submitter=bytes(32), nonce=bytes(16), context=context, module="app.wat",
+                   requirements=WorkloadRequirements(executor="wasm"))
+    lines = []
+
+    async def log(line):
+        lines.append(line)
+
+    result = await run_job(WasmExecutor(), spec, tmp_path / "work", tmp_path / "result", blobs.path, log, trio.Event())
+    assert result.state == SUCCEEDED and lines == ["hello from wat", "partial"]
+    missing = JobSpec(kind="wasm", submitter=bytes(32), nonce=bytes(16), context=context, module="nope.wat",
+                      requirements=WorkloadRequirements(executor="wasm"))
+    refused = await run_job(WasmExecutor(), missing, tmp_path / "work2", tmp_path / "result2", blobs.path, log, trio.Event())
+    assert refused.state == FAILED and "is not a file in the context" in refused.reason

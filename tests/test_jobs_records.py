@@ -139,3 +139,17 @@ def test_prefer_local_inputs_is_on_the_wire_only_when_set():
     assert JobSpec.unpack(preferring.pack()) == preferring and preferring.job_id() != plain.job_id()
     with pytest.raises(JobSpecError):
         JobSpec.from_wire(dict(preferring.to_wire(), prefer_local_inputs="yes"))
+
+
+def test_after_the_first_walk_only_the_changed_keys_are_read(monkeypatch):
+    node, records = setup()
+    kept, retired = put_job(node), put_job(node)
+    put_run(node, retired, "succeeded")
+    assert records.take_changed() == {kept, retired}
+    monkeypatch.setattr(node.doc, "items", lambda map_name: pytest.fail("walked the whole map"))
+    put_run(node, kept, "running")
+    assert records.take_changed() == {kept}
+    assert node.doc.delete_local([("jobs", retired), ("runs", f"{retired}:{node.hex}")]) == 2
+    assert records.take_changed() == {retired}
+    assert records.job(retired) is None and retired not in records.runs
+    assert records.take_changed() == set()

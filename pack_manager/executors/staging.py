@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from ..context_archive import ArchiveError, check_archive, extract_archive
+from ..context_archive import ArchiveError, check_archive, extract_archive, read_regular_member
 from ..jobspec import JobSpec, JobSpecError, check_relative_path, is_digest
 from .base import ExecutorLimits, WorkArea
 
@@ -50,11 +50,20 @@ def _stage(spec: JobSpec, root: Path, result_dir: Path, blob_path: BlobLookup, l
     scratch_dir.mkdir(mode=0o700)
     result_dir.mkdir(parents=True, exist_ok=True)
 
-    context_tar = context_dir = module_path = None
+    context_tar = context_dir = module_path = module_bytes = None
     if spec.context is not None:
         context_tar = _need_blob(blob_path, spec.context, "context")
         try:
-            if spec.kind == "build":
+            if spec.kind == "wasm" and spec.module is not None and not is_digest(spec.module):
+                # The guest never sees the context: only the module is needed from it.
+                try:
+                    check_relative_path(spec.module, "module")
+                except JobSpecError as exc:
+                    raise StagingError(str(exc)) from exc
+                module_bytes = read_regular_member(context_tar, spec.module, limits.max_context_bytes)
+            if module_bytes is not None:
+                module_path = scratch_dir / "context" / spec.module
+            elif spec.kind == "build":
                 summary = check_archive(context_tar, limits.max_context_bytes)
                 if spec.containerfile not in summary.names:
                     raise StagingError(f"context: it has no {spec.containerfile!r} at its top")
@@ -75,7 +84,7 @@ def _stage(spec: JobSpec, root: Path, result_dir: Path, blob_path: BlobLookup, l
         shutil.copyfile(source, target)
         os.chmod(target, 0o644)
 
-    if spec.kind == "wasm":
+    if spec.kind == "wasm" and module_bytes is None:
         module_path = _module(spec, blob_path, context_dir)
 
     return WorkArea(
@@ -87,6 +96,7 @@ def _stage(spec: JobSpec, root: Path, result_dir: Path, blob_path: BlobLookup, l
         context_tar=context_tar,
         context_dir=context_dir,
         module_path=module_path,
+        module_bytes=module_bytes,
     )
 
 
