@@ -55,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", default="15s", help="start of the active phase without jobs or faults (steady traffic, probes)")
     p.add_argument("--probes", type=int, default=5, help="label changes timed during the quiet part")
     p.add_argument("--settle", default="120s", help="after the active phase, at most this long for jobs to finish")
-    p.add_argument("--join-over", default=None, help="start the nodes spread over this long (default 5 ms per node)")
+    p.add_argument("--join-over", default=None, help="start the nodes spread over this long (default 5 ms per node; at once with --warm-start)")
     p.add_argument("--warm-start", action="store_true",
                    help="start from a cluster that formed earlier (every node holds every record): skips the join storm")
     p.add_argument("--sizes", default=None, help="also time convergence at these sizes (no jobs, no faults), e.g. 10,100,1000")
