@@ -219,3 +219,19 @@ def test_probes_not_heartbeat_silence_find_a_crashed_node():
     assert crash["dead_everywhere_s"] is not None
     assert crash["dead_everywhere_s"] < detection["backstop_dead_timeout_s"] / 2
     assert crash["dead_everywhere_s"] >= detection["expected_dead_timeout_s"]
+
+
+def test_compare_policies_runs_the_same_jobs_under_each_policy(tmp_path):
+    options = SimOptions(nodes=8, seconds=20, quiet=4, probes=1, seed=5, jobs=30, warm_start=True, compare_policies=True,
+                         report_dir=tmp_path, plots=True)
+    report, ok = run_session(options, say=quiet)
+    assert ok
+    by_policy = json.loads((tmp_path / "report.json").read_text())["placement_by_policy"]
+    assert set(by_policy) == {"hashed-xor", "xor"}
+    assert by_policy["hashed-xor"]["max_over_mean"] == report["placement"]["max_over_mean"]  # the main run's
+    for figures in by_policy.values():
+        assert figures["submitted"] == 30 and figures["invariants_ok"]
+        assert sum(int(jobs) * nodes for jobs, nodes in figures["histogram"].items()) == figures["succeeded"]
+    # The same job ids land differently under the other policy.
+    assert by_policy["xor"]["histogram"] != by_policy["hashed-xor"]["histogram"]
+    assert (tmp_path / "placement_by_policy.png").stat().st_size > 0

@@ -93,6 +93,7 @@ class SimOptions:
     warm_start: bool = False  # every node starts from the document of a cluster that already formed
     # extras
     sizes: tuple[int, ...] = ()  # convergence-only runs at these sizes, for the size plot
+    compare_policies: bool = False  # the same run again with the other placement policy
     doc_hours: float = 0.0  # document-only heartbeat simulation of this many hours (0: skip)
     doc_nodes: int = 100
     doc_only: bool = False  # run only the document-only simulation
