@@ -15,7 +15,7 @@ import pytest
 from simulations.run import main
 from simulations.sim.heartbeat_doc import heartbeat_growth
 from simulations.sim.options import Amount, Partition, SimOptions
-from simulations.sim.session import run_session
+from simulations.sim.session import run_session, simulate_once
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,6 +174,10 @@ def test_a_warm_start_begins_with_every_node_knowing_every_node():
     # Every node started at once (a restart of a formed cluster) and the boot check passed the
     # first time it looked.
     assert options.join_window == 0.0 and report["phases_s"]["joined_at"] <= 0.001
+    # Each node continued the process that wrote its record: no node moved to a new incarnation.
+    run, _ = simulate_once(options)
+    records = run.world.machines[0].node.document.node_records()
+    assert len(records) == 12 and {record.incarnation for record in records.values()} == {1}
     cold, _ = run_session(SimOptions(**{**options.__dict__, "warm_start": False}), say=quiet)
     assert cold["phases_s"]["joined_at"] > report["phases_s"]["joined_at"]
 
