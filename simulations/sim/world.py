@@ -224,8 +224,9 @@ class World:
             sample_capacity=sample, store=MemoryStore(), bump_incarnation=machine.bump_incarnation,
             wall_clock=sim_wall_clock, log=SimLog(self.log_sink, machine.index), version="sim",
         )
-        if resumed:
+        if resumed:  # a process that was running has joined long ago: no state exchange with the seeds
             node.heartbeat = held_record.heartbeat
+            node.joined = True
         loop = JobLoop(node, BlobStore(machine.root / "blobs"), machine.root / "work",
                        {"wasm": machine.executor}, policy=self.options.policy, retention_s=FormdConfig().job_retention_s)
 
