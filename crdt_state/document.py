@@ -117,6 +117,9 @@ class ClusterDocument:
         self._doc = _new_doc(client_id)
         self._client_id = self._doc.client_id
         self._views: dict[str, dict[str, SignedEntry]] = {name: {} for name in MAP_NAMES}
+        # Bumped whenever a map's verified entries change, so readers can cache what they
+        # derive from a map (the node's cluster size is asked for on every accepted update).
+        self.view_versions: dict[str, int] = {name: 0 for name in MAP_NAMES}
         self._local_updates: list[bytes] = []
         self.ignored: list[str] = []  # why entries loaded by from_updates were left out
         self.may_delete: DeletePredicate | None = None  # which remote deletes to accept; None: none
@@ -181,6 +184,7 @@ class ClusterDocument:
 
     def _rebuild_views(self) -> None:
         self._views = {name: {} for name in MAP_NAMES}
+        self.view_versions = {name: version + 1 for name, version in self.view_versions.items()}
         self.ignored = []
         known: dict[bytes, SignedEntry] = {}
         for map_name in MAP_NAMES:  # nodes first: the other maps need the known nodes
@@ -216,6 +220,7 @@ class ClusterDocument:
         self._shadow_state = None
         self._changes.clear()
         self._views[map_name][key] = entry
+        self.view_versions[map_name] += 1
         self._local_updates.append(update)
 
     def delete_local(self, entries: Iterable[tuple[str, str]]) -> int:
@@ -240,6 +245,7 @@ class ClusterDocument:
         self._changes.clear()
         for map_name, key in present:
             self._views[map_name].pop(key, None)
+            self.view_versions[map_name] += 1
         self._local_updates.append(update)
         return len(present)
 
@@ -297,8 +303,10 @@ class ClusterDocument:
         self._shadow_state = state_after
         for entry in entries:
             self._views[entry.map_name][entry.key] = entry
+            self.view_versions[entry.map_name] += 1
         for map_name, key in removed:
             self._views[map_name].pop(key, None)
+            self.view_versions[map_name] += 1
         own_key = self.local_node_id.hex() if self.local_node_id is not None else None
         if own_key in stale:
             held = self._views["nodes"][own_key]
