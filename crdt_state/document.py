@@ -117,9 +117,9 @@ class ClusterDocument:
         self._doc = _new_doc(client_id)
         self._client_id = self._doc.client_id
         self._views: dict[str, dict[str, SignedEntry]] = {name: {} for name in MAP_NAMES}
-        # Bumped whenever a map's verified entries change, so readers can cache what they
-        # derive from a map (the node's cluster size is asked for on every accepted update).
-        self.view_versions: dict[str, int] = {name: 0 for name in MAP_NAMES}
+        # Node records whose status is not "left", kept as entries change: the node asks for
+        # its cluster size on every accepted update, and counting is O(nodes).
+        self._not_left = 0
         self._local_updates: list[bytes] = []
         self.ignored: list[str] = []  # why entries loaded by from_updates were left out
         self.may_delete: DeletePredicate | None = None  # which remote deletes to accept; None: none
@@ -184,7 +184,7 @@ class ClusterDocument:
 
     def _rebuild_views(self) -> None:
         self._views = {name: {} for name in MAP_NAMES}
-        self.view_versions = {name: version + 1 for name, version in self.view_versions.items()}
+        self._not_left = 0
         self.ignored = []
         known: dict[bytes, SignedEntry] = {}
         for map_name in MAP_NAMES:  # nodes first: the other maps need the known nodes
@@ -200,7 +200,18 @@ class ClusterDocument:
                 except RecordError as exc:
                     self.ignored.append(f"{map_name}/{key[:80]}: {exc.reason}")
                     continue
-                self._views[map_name][key] = entry
+                self._set_view(map_name, key, entry)
+
+    def _set_view(self, map_name: str, key: str, entry: SignedEntry) -> None:
+        self._drop_view(map_name, key)
+        self._views[map_name][key] = entry
+        if map_name == "nodes" and entry.node is not None and entry.node.status != "left":
+            self._not_left += 1
+
+    def _drop_view(self, map_name: str, key: str) -> None:
+        held = self._views[map_name].pop(key, None)
+        if map_name == "nodes" and held is not None and held.node is not None and held.node.status != "left":
+            self._not_left -= 1
 
     def _known_nodes(self) -> dict[bytes, SignedEntry]:
         return {entry.signer_id: entry for entry in self._views["nodes"].values()}
@@ -219,8 +230,7 @@ class ClusterDocument:
         self._shadow.apply_update(update)
         self._shadow_state = None
         self._changes.clear()
-        self._views[map_name][key] = entry
-        self.view_versions[map_name] += 1
+        self._set_view(map_name, key, entry)
         self._local_updates.append(update)
 
     def delete_local(self, entries: Iterable[tuple[str, str]]) -> int:
@@ -244,8 +254,7 @@ class ClusterDocument:
         self._shadow_state = None
         self._changes.clear()
         for map_name, key in present:
-            self._views[map_name].pop(key, None)
-            self.view_versions[map_name] += 1
+            self._drop_view(map_name, key)
         self._local_updates.append(update)
         return len(present)
 
@@ -302,11 +311,9 @@ class ClusterDocument:
         self._doc.apply_update(update)
         self._shadow_state = state_after
         for entry in entries:
-            self._views[entry.map_name][entry.key] = entry
-            self.view_versions[entry.map_name] += 1
+            self._set_view(entry.map_name, entry.key, entry)
         for map_name, key in removed:
-            self._views[map_name].pop(key, None)
-            self.view_versions[map_name] += 1
+            self._drop_view(map_name, key)
         own_key = self.local_node_id.hex() if self.local_node_id is not None else None
         if own_key in stale:
             held = self._views["nodes"][own_key]
@@ -369,6 +376,10 @@ class ClusterDocument:
         return None if allowed is True else "deleting this entry is not allowed yet"
 
     # ---- reads ----------------------------------------------------------------------------
+
+    def nodes_not_left(self) -> int:
+        """How many node records do not say "left" (what node_records() would count), O(1)."""
+        return self._not_left
 
     def node_records(self) -> dict[bytes, NodeRecord]:
         return {entry.signer_id: entry.node for entry in self._views["nodes"].values()}
