@@ -180,9 +180,12 @@ class Membership:
         member.incarnation, member.heartbeat = incarnation, heartbeat
         member.record_status = status
         member.last_advance = now
-        member.suspected_since = None
+        since, member.suspected_since = member.suspected_since, None
         self._apply_named(member, now)  # a suspicion may already name this newer freshness
         if member.is_suspected:
+            # Still suspected (we had missed the record the suspicion names): the timer runs on
+            # from when the suspicion first counted here, not from this late record.
+            member.suspected_since = since if since is not None else member.suspected_since
             return
         if status == "left":
             self._transition(member, "left", now)

@@ -52,7 +52,7 @@ from .membership import Membership, MembershipConfig
 from .probe_wire import is_probe
 from .probes import Prober, ProbeSettings
 from .record_refresh import record_due, reservations_changed
-from .suspicions import kept, names_me, seal_suspicions, targets_of
+from .suspicions import kept, names_me, refutation_point, seal_suspicions, targets_of
 from .refutation import NoticeError, decode_notice, encode_notice, is_notice, outlives
 from .transport import Transport, TransportError
 
@@ -225,7 +225,7 @@ class Node:
         one they hold as old news."""
         held = self.document.get("nodes", self.identity.node_hex)
         if held is not None and held.node is not None and outlives(held.node, self.incarnation, self.heartbeat):
-            self._move_past(held.node)
+            self._move_past(held.node.incarnation)
         self.heartbeat += 1
         if self.capacity is None:
             self.capacity = self.sample_capacity(self.capabilities)
@@ -251,11 +251,11 @@ class Node:
                 self.store.append(update, durable)
             self.queue.add(update, self._transmit_limit(significant))
 
-    def _move_past(self, record: NodeRecord) -> None:
-        """Refute a record of ours newer than the last one we wrote (from an earlier life whose
-        state this process lost, see daemon/refutation.py): take the next incarnation, stored
-        durably so a later restart starts above it too. The caller publishes."""
-        earlier = record.incarnation
+    def _move_past(self, earlier: int) -> None:
+        """Refute a record (or a suspicion) of ours newer than the last one we wrote, from an
+        earlier life whose state this process lost (see daemon/refutation.py): take an
+        incarnation above `earlier`, stored durably so a later restart starts above it too.
+        The caller publishes."""
         self.incarnation = self._bump_incarnation(earlier)
         self.heartbeat = 0
         self.log.notice("own record from an earlier life seen", incarnation=earlier, taking=self.incarnation)
@@ -264,7 +264,7 @@ class Node:
         """Move past `record` and republish at once (the new incarnation makes it a significant
         change: full retransmits), unless it is not newer than what we publish already."""
         if outlives(record, self.incarnation, self.heartbeat):
-            self._move_past(record)
+            self._move_past(record.incarnation)
             self.publish()
 
     def commit_local(self, *, durable: bool = False) -> None:
@@ -378,11 +378,13 @@ class Node:
         now = trio.current_time()
         significant = False
         ours: NodeRecord | None = None
-        refute = False
+        named_me: list[tuple[int, int]] = []  # suspicions of this node that count
         for map_name, key in result.changed:
             if map_name == "suspicions":
                 significant = True
-                refute = self._observe_suspicions(key, now) or refute
+                named = self._observe_suspicions(key, now)
+                if named is not None:
+                    named_me.append(named)
                 continue
             if map_name != "nodes":
                 significant = True
@@ -404,22 +406,33 @@ class Node:
             self.on_change()
         if ours is not None:
             self._refute(ours)  # a record of ours is shown only when newer than the one held
-        if refute:
-            self.refutations += 1
-            self.log.notice("suspected by a peer: refuting", heartbeat=self.heartbeat + 1)
-            self.publish(significant=True)
+        if named_me:
+            self._refute_suspicion(max(named_me))
 
     # ---- suspicions (daemon/probes.py, daemon/suspicions.py) ---------------------------------
 
-    def _observe_suspicions(self, key: str, now: float) -> bool:
-        """Take a changed suspicions value; True when it names this node as it is now."""
+    def _observe_suspicions(self, key: str, now: float) -> tuple[int, int] | None:
+        """Take a changed suspicions value; the freshness it names for this node when that
+        counts (at or past ours), else None."""
         entry = self.document.get("suspicions", key)
         if entry is None:
-            return False
+            return None
         targets = targets_of(entry)
         self.membership.observe_suspicions(entry.signer_id, targets, now)
-        return entry.signer_id != self.identity.node_id and names_me(
-            targets, self.identity.node_id, (self.incarnation, self.heartbeat))
+        if entry.signer_id == self.identity.node_id:
+            return None
+        return names_me(targets, self.identity.node_id, (self.incarnation, self.heartbeat))
+
+    def _refute_suspicion(self, named: tuple[int, int]) -> None:
+        """Publish at once past the freshness a suspicion names: that advance clears it everywhere."""
+        point = refutation_point(named, (self.incarnation, self.heartbeat))
+        if point is None:
+            self._move_past(named[0])
+        else:
+            self.heartbeat = point[1]
+        self.refutations += 1
+        self.log.notice("suspected by a peer: refuting", incarnation=self.incarnation, heartbeat=self.heartbeat + 1)
+        self.publish(significant=True)
 
     def _probe_candidates(self) -> dict[bytes, str]:
         now = trio.current_time()

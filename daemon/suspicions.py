@@ -26,11 +26,21 @@ def seal_suspicions(private_key: Ed25519PrivateKey, targets: Mapping[bytes, Fres
     return seal_record(private_key, "suspicion", suspicion_body({t.hex(): f for t, f in targets.items()}))
 
 
-def names_me(targets: Mapping[bytes, Freshness], my_id: bytes, my_freshness: Freshness) -> bool:
-    """True when a suspicion of this node counts: it names our current freshness (or a later one
-    of an earlier life), so we must refute by publishing the next heartbeat."""
+def names_me(targets: Mapping[bytes, Freshness], my_id: bytes, my_freshness: Freshness) -> Freshness | None:
+    """The freshness a suspicion of this node names when it counts (it names our current
+    freshness, or a later one: an earlier life's, or a made-up one), else None. We refute by
+    publishing past it (refutation_point)."""
     named = targets.get(my_id)
-    return named is not None and named >= my_freshness
+    return named if named is not None and named >= my_freshness else None
+
+
+def refutation_point(named: Freshness, my_freshness: Freshness) -> Freshness | None:
+    """Where our next write must start so it is fresher than `named`: (incarnation, heartbeat)
+    to continue from with the same incarnation, or None when `named` is of a later incarnation
+    than ours (we must take a new one, as for an earlier life's record)."""
+    if named[0] > my_freshness[0]:
+        return None
+    return my_freshness[0], max(my_freshness[1], named[1])
 
 
 def kept(current: Mapping[bytes, Freshness], still_counting: Iterable[bytes]) -> dict[bytes, Freshness]:

@@ -67,3 +67,16 @@ async def test_a_crashed_node_is_found_by_probes_long_before_the_silence_backsto
         for address in others:
             assert sim.nodes[address].membership.suspected_by(victim.identity.node_id) >= 1
         nursery.cancel_scope.cancel()
+
+
+async def test_a_suspicion_naming_a_made_up_freshness_is_refuted_past_it(autojump_clock):
+    network = SimNetwork(seed=25)
+    async with trio.open_nursery() as nursery:
+        sim, addresses = await four_nodes(nursery, network, 9)
+        liar, target = sim.nodes[addresses[0]], sim.nodes[addresses[1]]
+        liar._write_suspicions({target.identity.node_id: (target.incarnation, 500)})
+        await wait_for(lambda: target.heartbeat > 500, limit=5)
+        await trio.sleep(2 * liar.membership.config.suspicion_timeout(4))
+        assert sim.everyone_sees(addresses, addresses)
+        assert target.incarnation == 1 and target.refutations == 1
+        nursery.cancel_scope.cancel()

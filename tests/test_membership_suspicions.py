@@ -131,3 +131,21 @@ def test_suspected_by_counts_each_observer_once():
     assert m.suspected_by(B) == 0
     with pytest.raises(ValueError):
         m.observe(A, 1, 9, "weird", now=2.0)
+
+
+def test_a_late_record_still_named_by_the_suspicion_does_not_restart_its_timer():
+    m = member_at((1, 7))  # we missed the record (1, 8)
+    m.observe_suspicions(B, {A: (1, 8)}, now=1.0)
+    m.observe(A, 1, 8, "alive", now=3.0)  # it arrives late; the suspicion still names it
+    assert m.status(A, 4.99) == "suspect"
+    assert m.status(A, 5.0) == "dead"  # 4 s after the suspicion first counted, not after 3.0
+
+
+def test_refutation_goes_past_whatever_freshness_the_suspicion_names():
+    from daemon.suspicions import names_me, refutation_point
+    assert names_me({A: (1, 5)}, A, (1, 5)) == (1, 5)
+    assert names_me({A: (1, 4)}, A, (1, 5)) is None
+    assert names_me({B: (1, 9)}, A, (1, 5)) is None
+    assert refutation_point((1, 5), (1, 5)) == (1, 5)        # publish (1, 6)
+    assert refutation_point((1, 99), (1, 5)) == (1, 99)      # a made-up heartbeat: jump past it
+    assert refutation_point((3, 0), (1, 5)) is None          # a later incarnation: take a new one
