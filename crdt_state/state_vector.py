@@ -41,6 +41,32 @@ def decode_state_vector(state_vector: bytes) -> dict[int, int]:
     return clocks
 
 
+# Translates every byte that ends a varint (high bit clear) to 0 and every other byte to 1.
+_VARINT_ENDS = bytes.maketrans(bytes(range(256)), bytes(0 if b < 0x80 else 1 for b in range(256)))
+
+
+def clock_of(state_vector: bytes, client: int) -> int:
+    """The clock `state_vector` holds for `client` (0 when none), without decoding every entry.
+
+    Decoding a whole vector in Python costs O(writers) per call, and a document holds one
+    writer per node start: at 1000 nodes that was milliseconds for every update received. Here
+    the client's encoding is searched for in C (bytes.find), and a match counts only where an
+    entry starts: at a varint start with an even number of varints (client, clock, ...) before it.
+    """
+    count, start = read_varuint(state_vector, 0)
+    needle = bytearray()
+    _write_varuint(client, needle)
+    ends: bytes | None = None
+    position = state_vector.find(needle, start)
+    while position != -1:
+        if position == start or state_vector[position - 1] < 0x80:
+            ends = ends if ends is not None else state_vector.translate(_VARINT_ENDS)
+            if ends.count(0, start, position) % 2 == 0:
+                return read_varuint(state_vector, position + len(needle))[0]
+        position = state_vector.find(needle, position + 1)
+    return 0
+
+
 def _write_varuint(value: int, out: bytearray) -> None:
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)

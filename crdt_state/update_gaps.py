@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pycrdt
 
-from crdt_state.state_vector import StateVectorError, decode_state_vector, encode_state_vector, read_varuint
+from crdt_state.state_vector import StateVectorError, clock_of, decode_state_vector, encode_state_vector, read_varuint
 
 MAX_WRITERS_CHECKED = 32
 _COMPLETE = 2**32 - 1  # pycrdt clocks are 32-bit: no writer goes past this
@@ -30,23 +30,24 @@ def clock_gap(update: bytes, state_vector: bytes) -> tuple[int, int, int] | None
     """(writer, first clock in the update, clock we hold) for the first writer whose part of
     `update` starts beyond what `state_vector` (ours, as pycrdt encodes it) has; None if none
     does or this cannot tell."""
-    held: dict[int, int] | None = None  # decoded only if the update brings something new
+    held: dict[int, int] | None = None  # decoded only for an update of several writers
     looked_at: dict[int, int] = {}
     for _ in range(MAX_WRITERS_CHECKED):
         try:
-            diff = pycrdt.get_update(update, encode_state_vector({**held, **looked_at}) if looked_at else state_vector)
+            diff = pycrdt.get_update(update, encode_state_vector({**held, **looked_at}) if held is not None else state_vector)
             writers, offset = read_varuint(diff, 0)
             if writers == 0:
                 return None  # a duplicate, the common case with epidemic push
             _structs, offset = read_varuint(diff, offset)
             writer, offset = read_varuint(diff, offset)
             first_clock, _ = read_varuint(diff, offset)
+            ours = clock_of(state_vector, writer)
+            if first_clock > ours:
+                return writer, first_clock, ours
+            if writers == 1 or writer in looked_at:
+                return None
             held = held if held is not None else decode_state_vector(state_vector)
         except (ValueError, StateVectorError):
             return None  # does not decode: the shadow check says why
-        if first_clock > held.get(writer, 0):
-            return writer, first_clock, held.get(writer, 0)
-        if writers == 1 or writer in looked_at:
-            return None
         looked_at[writer] = _COMPLETE
     return None

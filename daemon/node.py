@@ -509,8 +509,11 @@ class Node:
         self._log_membership(self.membership.tick(trio.current_time(), self.cluster_size()))
 
     def _log_membership(self, events) -> None:
+        # node_records() builds a dict of every node: once per batch, not per event (a node
+        # starting in a 1000-node cluster logs 999 joins at once).
+        records = self.document.node_records() if events else {}
         for event in events:
-            record = self.document.node_records().get(event.node_id)
+            record = records.get(event.node_id)
             address = record.address if record is not None else "?"
             fields = {"id": event.node_id.hex()[:12], "addr": address}
             words = {"joined": "peer joined", "suspect": "peer suspect", "dead": "peer dead",
@@ -572,7 +575,9 @@ class Node:
     # ---- views --------------------------------------------------------------------------------
 
     def cluster_size(self) -> int:
-        return max(1, sum(1 for r in self.document.node_records().values() if r.status != "left"))
+        # Asked for on every accepted update: the document keeps the count (counting the
+        # records here was O(nodes), half of a 1000-node simulation's time).
+        return max(1, self.document.nodes_not_left())
 
     def peer_status(self, node_id: bytes, now: float | None = None) -> str:
         if node_id == self.identity.node_id:

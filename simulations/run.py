@@ -55,10 +55,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", default="15s", help="start of the active phase without jobs or faults (steady traffic, probes)")
     p.add_argument("--probes", type=int, default=5, help="label changes timed during the quiet part")
     p.add_argument("--settle", default="120s", help="after the active phase, at most this long for jobs to finish")
-    p.add_argument("--join-over", default=None, help="start the nodes spread over this long (default 5 ms per node)")
+    p.add_argument("--join-over", default=None, help="start the nodes spread over this long (default 5 ms per node; at once with --warm-start)")
     p.add_argument("--warm-start", action="store_true",
                    help="start from a cluster that formed earlier (every node holds every record): skips the join storm")
     p.add_argument("--sizes", default=None, help="also time convergence at these sizes (no jobs, no faults), e.g. 10,100,1000")
+    p.add_argument("--compare-policies", action="store_true",
+                   help="run the same seed again with the other placement policy; placement_by_policy in report.json")
     p.add_argument("--doc-hours", default="0", help="also run the document-only heartbeat simulation this long, e.g. 24h")
     p.add_argument("--doc-nodes", type=int, default=100, help="writers in the document-only heartbeat simulation")
     p.add_argument("--doc-only", action="store_true", help="run only the document-only heartbeat simulation (document_growth.json)")
@@ -87,7 +89,7 @@ def to_options(args: argparse.Namespace) -> SimOptions:
         retransmit_mult=args.retransmit_mult, heartbeat_retransmit_mult=args.heartbeat_retransmit_mult,
         quiet=parse.duration(args.quiet, "--quiet"), probes=args.probes, settle=parse.duration(args.settle, "--settle"),
         join_over=parse.duration(args.join_over, "--join-over") if args.join_over else None, warm_start=args.warm_start,
-        sizes=parse.sizes(args.sizes) if args.sizes else (), doc_hours=doc_hours, doc_nodes=args.doc_nodes,
+        sizes=parse.sizes(args.sizes) if args.sizes else (), compare_policies=args.compare_policies, doc_hours=doc_hours, doc_nodes=args.doc_nodes,
         doc_only=args.doc_only, progress=args.progress, plots=not args.no_plots, inject=tuple(args.inject),
     )
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from simulations.run import main
+from simulations.sim.heartbeat_doc import heartbeat_growth
 from simulations.sim.options import Amount, Partition, SimOptions
-from simulations.sim.session import run_session
+from simulations.sim.session import run_session, simulate_once
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -170,8 +171,13 @@ def test_a_warm_start_begins_with_every_node_knowing_every_node():
     options = SimOptions(nodes=12, seconds=10, quiet=6, probes=2, seed=4, jobs=6, warm_start=True, plots=False)
     report, ok = run_session(options, say=quiet)
     assert ok and report["jobs"]["succeeded"] + report["jobs"]["failed"] == 6
-    # The boot check passed the first time it looked, once the last node had started (5 ms apart).
-    assert report["phases_s"]["joined_at"] <= options.join_window + 0.001
+    # Every node started at once (a restart of a formed cluster) and the boot check passed the
+    # first time it looked.
+    assert options.join_window == 0.0 and report["phases_s"]["joined_at"] <= 0.001
+    # Each node continued the process that wrote its record: no node moved to a new incarnation.
+    run, _ = simulate_once(options)
+    records = run.world.machines[0].node.document.node_records()
+    assert len(records) == 12 and {record.incarnation for record in records.values()} == {1}
     cold, _ = run_session(SimOptions(**{**options.__dict__, "warm_start": False}), say=quiet)
     assert cold["phases_s"]["joined_at"] > report["phases_s"]["joined_at"]
 
@@ -188,9 +194,48 @@ def test_document_only_heartbeat_run_writes_its_growth(tmp_path, capsys):
     assert main(["--doc-only", "--doc-hours", "0.01", "--doc-nodes", "5", "--report", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "document_growth.json").read_text())
     growth = report["document_growth"]
-    assert growth["writes"] == 5 * 36 and growth["nodes"] == 5
+    # formd's record refresh at 5 nodes: every max(1, 5 / 3) = 1.67 s, so on every second tick.
+    assert growth["refresh_s"] == 1.6667 and growth["writes"] == 5 * 18 and growth["nodes"] == 5
     sizes = [size for _, size in growth["size_bytes_series_hours"]]
     assert sizes and all(size > 5 * 300 for size in sizes)  # five signed records of a few hundred bytes each
     assert growth["size_bytes_final"] == sizes[-1] and growth["within_goal"] is True
     assert (tmp_path / "document_growth_24h.png").stat().st_size > 0
     assert "bytes after 0.01 h of 5 nodes' heartbeats" in capsys.readouterr().out
+
+
+def test_document_growth_writes_a_record_when_formd_would():
+    every_tick = heartbeat_growth(6, 0.01, seed=2, refresh_s=1.0)
+    formd_rule = heartbeat_growth(6, 0.01, seed=2)
+    assert every_tick["writes"] == 6 * 36 and every_tick["refresh_rule"] == "given"
+    assert formd_rule["refresh_s"] == 2.0 and formd_rule["writes"] == 6 * 18
+    assert formd_rule["refresh_rule"] == "formd's refresh_interval(n)"
+
+
+def test_probes_not_heartbeat_silence_find_a_crashed_node():
+    """SWIM probes (daemon/probes.py) run in the simulation: a crashed node is marked dead by
+    every live node well before the heartbeat-silence backstop could have done it."""
+    options = SimOptions(nodes=12, seconds=40, quiet=5, seed=11, crash=Amount(count=1), restart=0.0,
+                         warm_start=True, plots=False)
+    report, ok = run_session(options, say=quiet)
+    assert ok
+    detection = report["failure_detection"]
+    crash = detection["crashes"][0]
+    assert crash["dead_everywhere_s"] is not None
+    assert crash["dead_everywhere_s"] < detection["backstop_dead_timeout_s"] / 2
+    assert crash["dead_everywhere_s"] >= detection["expected_dead_timeout_s"]
+
+
+def test_compare_policies_runs_the_same_jobs_under_each_policy(tmp_path):
+    options = SimOptions(nodes=8, seconds=20, quiet=4, probes=1, seed=5, jobs=30, warm_start=True, compare_policies=True,
+                         report_dir=tmp_path, plots=True)
+    report, ok = run_session(options, say=quiet)
+    assert ok
+    by_policy = json.loads((tmp_path / "report.json").read_text())["placement_by_policy"]
+    assert set(by_policy) == {"hashed-xor", "xor"}
+    assert by_policy["hashed-xor"]["max_over_mean"] == report["placement"]["max_over_mean"]  # the main run's
+    for figures in by_policy.values():
+        assert figures["submitted"] == 30 and figures["invariants_ok"]
+        assert sum(int(jobs) * nodes for jobs, nodes in figures["histogram"].items()) == figures["succeeded"]
+    # The same job ids land differently under the other policy.
+    assert by_policy["xor"]["histogram"] != by_policy["hashed-xor"]["histogram"]
+    assert (tmp_path / "placement_by_policy.png").stat().st_size > 0

@@ -89,10 +89,11 @@ class SimOptions:
     quiet: float = 15.0  # start of the active phase with neither jobs nor faults: steady traffic, probes
     probes: int = 5
     settle: float = 120.0  # after the active phase, at most this long for the jobs to finish
-    join_over: float | None = None  # nodes start spread over this long (default 5 ms per node)
+    join_over: float | None = None  # nodes start spread over this long (default 5 ms per node; 0 with warm_start)
     warm_start: bool = False  # every node starts from the document of a cluster that already formed
     # extras
     sizes: tuple[int, ...] = ()  # convergence-only runs at these sizes, for the size plot
+    compare_policies: bool = False  # the same run again with the other placement policy
     doc_hours: float = 0.0  # document-only heartbeat simulation of this many hours (0: skip)
     doc_nodes: int = 100
     doc_only: bool = False  # run only the document-only simulation
@@ -137,7 +138,12 @@ class SimOptions:
 
     @property
     def join_window(self) -> float:
-        return self.join_over if self.join_over is not None else 0.005 * self.nodes
+        if self.join_over is not None:
+            return self.join_over
+        # A warm start is a restart of a formed cluster: nodes that start later would be
+        # probed before they serve and suspected, a storm of suspicions that is not the
+        # steady state the run is after.
+        return 0.0 if self.warm_start else 0.005 * self.nodes
 
 
 def duration(text: str, what: str) -> float:

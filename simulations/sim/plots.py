@@ -22,7 +22,8 @@ def write_plots(report: dict[str, Any], directory: Path) -> list[str]:
     else:
         drawers = (("convergence.png", _convergence), ("convergence_vs_size.png", _by_size),
                    ("placement.png", _placement), ("document_size.png", _document),
-                   ("document_growth_24h.png", _growth), ("traffic.png", _traffic))
+                   ("document_growth_24h.png", _growth), ("traffic.png", _traffic),
+                   ("placement_by_policy.png", _by_policy))
     for name, draw in drawers:
         figure, axes = plt.subplots(figsize=(7, 4.2))
         if draw(report, axes):
@@ -84,6 +85,21 @@ def _placement(report: dict[str, Any], axes: Any) -> bool:
     return True
 
 
+def _by_policy(report: dict[str, Any], axes: Any) -> bool:
+    by_policy = report.get("placement_by_policy")
+    if not by_policy:
+        return False
+    for policy, figures in by_policy.items():
+        histogram = figures["histogram"]
+        axes.plot([int(k) for k in histogram], list(histogram.values()), marker="o", alpha=0.8,
+                  label=f"{policy}: max/mean {figures['max_over_mean']}, {figures['succeeded']} succeeded")
+    axes.set_xlabel("succeeded runs per node")
+    axes.set_ylabel("nodes")
+    axes.set_title(f"Jobs per node by placement policy ({report['options']['nodes']} nodes, same seed)", fontsize=9)
+    axes.legend(fontsize=8)
+    return True
+
+
 def _document(report: dict[str, Any], axes: Any) -> bool:
     series = report["document"]["size_bytes_series"]
     if not series:
@@ -104,7 +120,7 @@ def _growth(report: dict[str, Any], axes: Any) -> bool:
     axes.axhline(GOAL_DOC_MIB, color="grey", linestyle="--", label="goal: 1 MiB")
     axes.set_xlabel("simulated hours of heartbeats")
     axes.set_ylabel("document size (MiB)")
-    axes.set_title(f"Document growth, {growth['nodes']} nodes, one heartbeat per {growth['tick_s']:g} s each")
+    axes.set_title(f"Document growth, {growth['nodes']} nodes, each record rewritten every {growth['refresh_s']:g} s")
     axes.legend(fontsize=8)
     return True
 

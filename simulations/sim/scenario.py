@@ -75,6 +75,8 @@ async def boot(world: World, run: RunRecord) -> None:
     interval = run.options.join_window / max(1, len(world.machines))
     for machine in world.machines:
         await world.start(machine)
+        if machine.index % 100 == 99:
+            run.progress(f"boot: {machine.index + 1} nodes started")
         if interval:
             await trio.sleep(interval)
     limit = trio.current_time() + 60.0 + 0.1 * len(world.machines)

@@ -21,6 +21,8 @@ import trio.testing
 
 from simulations.loopback.harness import code_version
 
+from pack_manager.placement import POLICIES
+
 from . import report as sections
 from .determinism import deterministic_trio
 from .heartbeat_doc import heartbeat_growth
@@ -47,6 +49,27 @@ def simulate_once(options: SimOptions) -> tuple[RunRecord, dict[str, Any]]:
         "shared_verify": {"hits": cache.hits, "misses": cache.misses},
     }
     return run, cost
+
+
+def placement_figures(report: dict[str, Any]) -> dict[str, Any]:
+    """One policy's line of placement_by_policy: how the jobs actually run spread over the nodes."""
+    placement, jobs = report["placement"], report["jobs"]
+    return {**{k: placement[k] for k in ("max_over_mean", "min_over_mean", "mean", "histogram")},
+            **{k: jobs[k] for k in ("submitted", "succeeded", "lost", "duplicates", "reassignments", "declines_standing")},
+            "invariants_ok": report["invariants_ok"]}
+
+
+def compare_policies(options: SimOptions, report: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
+    """The same seed (same nodes, jobs and faults) under every other placement policy."""
+    by_policy, costs = {options.policy: placement_figures(report)}, {}
+    for policy in POLICIES:
+        if policy == options.policy:
+            continue
+        say(f"  the same run with --policy {policy} ...")
+        other_run, costs[policy] = simulate_once(replace(options, policy=policy, sizes=(), doc_hours=0.0,
+                                                         compare_policies=False, report_dir=None))
+        by_policy[policy] = placement_figures(sections.build(other_run))
+    return {"by_policy": by_policy, "cost": costs}
 
 
 def convergence_only(options: SimOptions, nodes: int) -> SimOptions:
@@ -95,13 +118,17 @@ def run_session(options: SimOptions, say: Callable[[str], None] = print) -> tupl
             size_cost[str(nodes)] = sized_cost
         report["convergence_by_size"] = by_size
         cost["by_size"] = size_cost
+    if options.compare_policies:
+        compared = compare_policies(options, report, say)
+        report["placement_by_policy"], cost["by_policy"] = compared["by_policy"], compared["cost"]
     if options.doc_hours > 0:
         report["document_growth"], cost["document_growth_real_s"] = document_growth(options, say)
     cost["python"] = platform.python_version()
     cost["code"] = code_version()  # the commit measured (and whether the tree differed from it)
     if options.report_dir is not None:
         write(report, options.report_dir, options.plots, say)
-    return report, report["invariants_ok"]
+    ok = report["invariants_ok"] and all(f["invariants_ok"] for f in report.get("placement_by_policy", {}).values())
+    return report, ok
 
 
 def write(report: dict[str, Any], directory: Path, plots: bool, say: Callable[[str], None]) -> None:
@@ -140,5 +167,8 @@ def summary(report: dict[str, Any]) -> list[str]:
                      f"{growth['nodes']} nodes' heartbeats (goal {growth['goal_bytes']})")
     for size, figures in report.get("convergence_by_size", {}).items():
         lines.append(f"convergence at {size} nodes: 50% {figures['p50_s']} s, 99% {figures['p99_s']} s, 100% {figures['all_s']} s")
+    for policy, figures in report.get("placement_by_policy", {}).items():
+        lines.append(f"placement with {policy}: max/mean {figures['max_over_mean']} over {figures['succeeded']} succeeded runs, "
+                     f"{figures['duplicates']} duplicates, {figures['lost']} lost")
     lines.append("invariants: " + ("all hold" if report["invariants_ok"] else "BROKEN"))
     return lines

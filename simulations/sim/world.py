@@ -196,7 +196,14 @@ class World:
         identity = machine.identity
         document = ClusterDocument.from_updates(machine.saved, identity.node_id, client_id=self.rng.getrandbits(32) | 1)
         held = document.get("nodes", identity.node_hex)
-        incarnation = machine.bump_incarnation(held.node.incarnation if held is not None and held.node is not None else 0)
+        held_record = held.node if held is not None else None
+        # --warm-start: the first start continues a process that was already running (warm_start.py),
+        # with the record's incarnation and heartbeat; any later start is a restart.
+        resumed = self.options.warm_start and machine.starts == 0 and held_record is not None
+        if resumed:
+            incarnation = machine.incarnation = held_record.incarnation
+        else:
+            incarnation = machine.bump_incarnation(held_record.incarnation if held_record is not None else 0)
         settings = self.settings
         if machine.slow:
             factor = self.options.slow_factor
@@ -217,6 +224,9 @@ class World:
             sample_capacity=sample, store=MemoryStore(), bump_incarnation=machine.bump_incarnation,
             wall_clock=sim_wall_clock, log=SimLog(self.log_sink, machine.index), version="sim",
         )
+        if resumed:  # a process that was running has joined long ago: no state exchange with the seeds
+            node.heartbeat = held_record.heartbeat
+            node.joined = True
         loop = JobLoop(node, BlobStore(machine.root / "blobs"), machine.root / "work",
                        {"wasm": machine.executor}, policy=self.options.policy, retention_s=FormdConfig().job_retention_s)
 
