@@ -131,11 +131,24 @@ def cgroup_dirs(parent: str) -> list[Path]:
     return found
 
 
+def _walk(directory: Path, file_name: str | None = None) -> list[Path]:
+    """The sub-directories under `directory` (or the files called `file_name` in them and in it).
+    os.walk, not Path.rglob: cgroups of exiting processes vanish while we walk, and rglob
+    raises FileNotFoundError for a directory gone between listing and entering it."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(directory):  # os.walk skips directories it cannot list
+        if file_name is None:
+            found.extend(Path(root) / d for d in dirs)
+        elif file_name in files:
+            found.append(Path(root) / file_name)
+    return found
+
+
 def kill_cgroup(parent: str) -> int:
     """SIGKILL every process under a cgroup parent; returns how many were signalled."""
     killed = 0
     for directory in cgroup_dirs(parent):
-        for procs in directory.rglob("cgroup.procs"):
+        for procs in _walk(directory, "cgroup.procs"):
             try:
                 pids = [int(line) for line in procs.read_text().split()]
             except (OSError, ValueError):
@@ -152,7 +165,7 @@ def kill_cgroup(parent: str) -> int:
 def remove_cgroup(parent: str) -> None:
     """Remove what is left of an emptied cgroup parent (deepest first); ignore busy ones."""
     for directory in cgroup_dirs(parent):
-        for sub in sorted((p for p in directory.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        for sub in sorted(_walk(directory), key=lambda p: -len(p.parts)):
             try:
                 sub.rmdir()
             except OSError:
