@@ -211,17 +211,18 @@ class Harness:
 
 def explain_timings(settings: dict[str, str], size: int) -> dict[str, str]:
     """Why the two systems' figures differ: the timing each one is configured with."""
-    tick = float(settings["tick_interval_ms"]) / 1000
+    probe = float(settings.get("probe_interval_ms", "1000")) / 1000
     scale = math.log10(max(size, 10))
-    suspect = tick * float(settings["suspect_mult"]) * scale
-    dead = suspect * float(settings["dead_mult"])
+    suspicion = probe * float(settings["suspect_mult"]) * scale
     serf = SERF_LAN_DEFAULTS
     serf_min = serf["suspicion_mult"] * max(1.0, math.log10(max(size, 1))) * serf["probe_interval_ms"] / 1000
     return {
         "formd": (f"a change is queued and pushed on the next gossip round (every {settings['gossip_interval_ms']} ms, to "
-                  f"{settings['gossip_fanout']} random peers, each receiver passing it on); heartbeat every "
-                  f"{tick:g} s; suspect after {settings['suspect_mult']} x log10(max(n,10)) ticks = {suspect:.1f} s without a "
-                  f"heartbeat advance, dead after {settings['dead_mult']} x that = {dead:.1f} s (passive: silence is the only signal)"),
+                  f"{settings['gossip_fanout']} random peers, each receiver passing it on); active probe of one peer every "
+                  f"{probe:g} s (timeout {settings.get('probe_timeout_ms', '500')} ms, then {settings.get('indirect_probes', '3')} "
+                  f"indirect probes); a failed probe writes a suspicion into the document, and a suspected node is dead after "
+                  f"{settings['suspect_mult']} x log10(max(n,10)) probe intervals = {suspicion:.1f} s unless it refutes "
+                  f"(heartbeat silence remains a slower backstop)"),
         "serf": (f"a tag change is queued and piggybacked on the next gossip round (every {serf['gossip_interval_ms']} ms, to "
                  f"{serf['gossip_nodes']} random peers, each receiver passing it on); "
                  f"active probe of one peer every {serf['probe_interval_ms'] / 1000:g} s (timeout {serf['probe_timeout_ms']} ms, "
