@@ -435,13 +435,7 @@ class Node:
         self.publish(significant=True)
 
     def _probe_candidates(self) -> dict[bytes, str]:
-        now = trio.current_time()
-        return {
-            node_id: record.address
-            for node_id, record in self.document.node_records().items()
-            if node_id != self.identity.node_id and record.address != self.address
-            and self.peer_status(node_id, now) in ("alive", "suspect")
-        }
+        return self.peers(("alive", "suspect"))
 
     def _suspect(self, target: bytes) -> None:
         """Our probes of `target` failed: name it, at the freshness we hold, in our value."""
@@ -585,15 +579,18 @@ class Node:
         status = self.membership.status(node_id, trio.current_time() if now is None else now)
         return status or "dead"
 
-    def peer_addresses(self, *, include_dead: bool) -> list[str]:
+    def peers(self, wanted: tuple[str, ...]) -> dict[bytes, str]:
+        """Node id -> address of every other node whose status is in `wanted`."""
         now = trio.current_time()
-        wanted = ("alive", "suspect", "dead") if include_dead else ("alive", "suspect")
-        return [
-            record.address
+        return {
+            node_id: record.address
             for node_id, record in self.document.node_records().items()
             if node_id != self.identity.node_id and record.address != self.address
             and self.peer_status(node_id, now) in wanted
-        ]
+        }
+
+    def peer_addresses(self, *, include_dead: bool) -> list[str]:
+        return list(self.peers(("alive", "suspect", "dead") if include_dead else ("alive", "suspect")).values())
 
     def describe_nodes(self) -> list[dict[str, Any]]:
         """What `form nodes --json` prints: one object per known node, this one first."""

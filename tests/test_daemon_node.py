@@ -62,6 +62,13 @@ class Sim:
         self.scopes = {}
         self.logs = {}
 
+    async def start_cluster(self, addresses):
+        """Start every address, all joining through the first, and wait until all see all alive."""
+        await self.start(addresses[0])
+        for address in addresses[1:]:
+            await self.start(address, seeds=[addresses[0]])
+        await wait_for(lambda: self.everyone_sees(addresses, addresses))
+
     async def start(self, address, seeds=(), labels=None, client_id=None):
         key = self.keys.setdefault(address, Ed25519PrivateKey.generate())
         identity = Identity.from_private_key(key)
@@ -125,10 +132,7 @@ async def test_ten_nodes_converge_and_a_label_spreads(autojump_clock):
     async with trio.open_nursery() as nursery:
         sim = Sim(nursery, network)
         addresses = [f"10.0.0.{i}:7946" for i in range(10)]
-        await sim.start(addresses[0])
-        for address in addresses[1:]:
-            await sim.start(address, seeds=[addresses[0]])
-        await wait_for(lambda: sim.everyone_sees(addresses, addresses))
+        await sim.start_cluster(addresses)
 
         sim.nodes[addresses[7]].set_labels({"zone": "b"})
         start = trio.current_time()
@@ -150,10 +154,7 @@ async def test_lossy_network_still_converges(autojump_clock):
     async with trio.open_nursery() as nursery:
         sim = Sim(nursery, network)
         addresses = [f"10.0.1.{i}:7946" for i in range(8)]
-        await sim.start(addresses[0])
-        for address in addresses[1:]:
-            await sim.start(address, seeds=[addresses[0]])
-        await wait_for(lambda: sim.everyone_sees(addresses, addresses))
+        await sim.start_cluster(addresses)
         sim.nodes[addresses[3]].set_labels({"k": "v"})
         target = sim.nodes[addresses[3]].identity.node_id
         await wait_for(lambda: all(n.document.node_records()[target].capabilities["labels"] == {"k": "v"} for n in sim.nodes.values()))
@@ -165,10 +166,7 @@ async def test_crash_suspect_dead_then_restart_rejoins_with_its_document(autojum
     async with trio.open_nursery() as nursery:
         sim = Sim(nursery, network)
         addresses = [f"10.0.2.{i}:7946" for i in range(4)]
-        await sim.start(addresses[0])
-        for address in addresses[1:]:
-            await sim.start(address, seeds=[addresses[0]])
-        await wait_for(lambda: sim.everyone_sees(addresses, addresses))
+        await sim.start_cluster(addresses)
         victim = addresses[2]
         others = [a for a in addresses if a != victim]
         old_id = sim.nodes[victim].identity.node_id
@@ -200,10 +198,7 @@ async def test_leave_is_seen_at_once(autojump_clock):
     async with trio.open_nursery() as nursery:
         sim = Sim(nursery, network)
         addresses = [f"10.0.3.{i}:7946" for i in range(5)]
-        await sim.start(addresses[0])
-        for address in addresses[1:]:
-            await sim.start(address, seeds=[addresses[0]])
-        await wait_for(lambda: sim.everyone_sees(addresses, addresses))
+        await sim.start_cluster(addresses)
         leaver = addresses[4]
         await sim.nodes[leaver].leave()
         sim.crash(leaver)

@@ -12,10 +12,7 @@ async def four_nodes(nursery, network, subnet):
     """Four nodes joined through the first, once every one sees every other alive."""
     sim = Sim(nursery, network)
     addresses = [f"10.0.{subnet}.{i}:7946" for i in range(4)]
-    await sim.start(addresses[0])
-    for address in addresses[1:]:
-        await sim.start(address, seeds=[addresses[0]])
-    await wait_for(lambda: sim.everyone_sees(addresses, addresses))
+    await sim.start_cluster(addresses)
     return sim, addresses
 
 
