@@ -13,6 +13,7 @@ from daemon.log import EventLog
 from daemon.mem_transport import SimNetwork
 from daemon.node import Node, NodeSettings
 from daemon.refutation import encode_notice
+from simulations.sim.determinism import deterministic_trio
 from metrics_agent.capabilities import NodeCapabilities
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -25,7 +26,11 @@ CAPS = NodeCapabilities(
 
 @pytest.fixture
 def autojump_clock():
-    return trio.testing.MockClock(autojump_threshold=0)
+    """Simulated time, and trio's scheduler made deterministic as in the simulation
+    (simulations/sim/determinism.py): a test's run is the same every time, so a failure
+    reproduces instead of showing up in one run of several."""
+    with deterministic_trio(seed=0):
+        yield trio.testing.MockClock(autojump_threshold=0)
 
 
 class ListStore:
@@ -70,7 +75,12 @@ class Sim:
         await wait_for(lambda: self.everyone_sees(addresses, addresses))
 
     async def start(self, address, seeds=(), labels=None, client_id=None):
-        key = self.keys.setdefault(address, Ed25519PrivateKey.generate())
+        # Keys and client ids from the seeded rng too: node ids order probes, ranks and CRDT ties.
+        if address not in self.keys:
+            self.keys[address] = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
+        key = self.keys[address]
+        if client_id is None:
+            client_id = self.rng.getrandbits(31) | 1  # a fresh one at every start, as formd takes
         identity = Identity.from_private_key(key)
         store = self.stores.setdefault(address, ListStore())
         self.incarnations[address] = self.incarnations.get(address, 0) + 1
@@ -179,7 +189,11 @@ async def test_crash_suspect_dead_then_restart_rejoins_with_its_document(autojum
 
         await wait_for(lambda: all(events(a)[-1:] == ["peer dead"] for a in others))
         for address in others:
-            assert events(address) == ["peer joined", "peer suspect", "peer dead"]
+            # joined, then suspect and dead once; a record the victim wrote just before the
+            # crash can arrive after a suspicion naming an older one: alive again, suspect again.
+            seen = events(address)
+            assert seen[0] == "peer joined" and seen[-2:] == ["peer suspect", "peer dead"] and seen.count("peer dead") == 1
+            assert set(seen[1:-1]) <= {"peer suspect", "peer alive again"}
 
         node = await sim.start(victim, seeds=[addresses[0]])
         assert node.identity.node_id == old_id
