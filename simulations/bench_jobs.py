@@ -125,7 +125,7 @@ def measure_throughput(cluster: Cluster, context: str, count: int, connections: 
                     ids.extend(new_ids)
                 done += n
 
-    cpu_before = cluster_cpu_s(cluster)
+    cpu_before, main_before, bench_before = cluster_cpu_s(cluster), cluster_cpu_s(cluster, main_only=True), time.process_time()
     started_ms = time.time() * 1000
     threads = [threading.Thread(target=submit_share, args=(share,)) for share in per_connection]
     for thread in threads:
@@ -143,6 +143,8 @@ def measure_throughput(cluster: Cluster, context: str, count: int, connections: 
 
     jobs = wait_until(all_final, 600, f"{count} jobs to finish", interval=0.5)
     cpu_used = cluster_cpu_s(cluster) - cpu_before
+    main_used = cluster_cpu_s(cluster, main_only=True) - main_before
+    bench_used = time.process_time() - bench_before
     last_ms = max(epoch_ms(job["finished_at"]) for job in jobs if job["finished_at"])
     states: dict[str, int] = {}
     runners: dict[str, int] = {}
@@ -155,17 +157,22 @@ def measure_throughput(cluster: Cluster, context: str, count: int, connections: 
         "finished_per_s": count / ((last_ms - started_ms) / 1000),
         "elapsed_s": (last_ms - started_ms) / 1000,
         "cpu_ms_per_job": cpu_used * 1000 / count,
+        "main_ms_per_job": main_used * 1000 / count,  # formd trio threads; the rest is worker threads
+        "bench_ms_per_job": bench_used * 1000 / count,  # this client (submits, polling)
         "states": states,
         "runners": runners,
     }
 
 
-def cluster_cpu_s(cluster: Cluster) -> float:
-    """CPU seconds (user + system, all threads) used so far by every formd process."""
+def cluster_cpu_s(cluster: Cluster, main_only: bool = False) -> float:
+    """CPU seconds (user + system) used so far by every formd process: all threads, or with
+    main_only the main (trio) thread alone."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for node in cluster.nodes:
-        fields = Path(f"/proc/{node.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        pid = node.process.pid
+        stat = f"/proc/{pid}/task/{pid}/stat" if main_only else f"/proc/{pid}/stat"
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
     return total
 
@@ -224,7 +231,8 @@ def run(nodes: int, latency_jobs: int, jobs: int, connections: int, batch_submit
             print(f"throughput, {nodes} nodes: {result['jobs']} no-op WASM jobs finished in {result['elapsed_s']:.2f} s = "
                   f"{result['finished_per_s']:.0f} jobs/s (goal >= 200/s); submits acknowledged at {result['submit_per_s']:.0f}/s "
                   f"over {connections} connection(s) ({'job.submit-many' if batch_submit else 'job.submit'}); formd CPU {result['cpu_ms_per_job']:.1f} ms per job (all nodes together, "
-                  f"i.e. at most {1000 / result['cpu_ms_per_job']:.0f} jobs/s per core); states {result['states']}; per runner {result['runners']}")
+                  f"i.e. at most {1000 / result['cpu_ms_per_job']:.0f} jobs/s per core; main threads {result['main_ms_per_job']:.1f} ms, "
+                  f"worker threads {result['cpu_ms_per_job'] - result['main_ms_per_job']:.1f} ms; this client {result['bench_ms_per_job']:.1f} ms); states {result['states']}; per runner {result['runners']}")
             sys.stdout.flush()
         if profile_dir is not None:
             for node in cluster.nodes:  # a graceful stop, so cProfile writes its file
