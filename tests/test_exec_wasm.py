@@ -262,3 +262,74 @@ async def test_a_wasm_job_runs_its_module_from_a_context(tmp_path):
                       requirements=WorkloadRequirements(executor="wasm"))
     refused = await run_job(WasmExecutor(), missing, tmp_path / "work2", tmp_path / "result2", blobs.path, log, trio.Event())
     assert refused.state == FAILED and "is not a file in the context" in refused.reason
+
+
+COUNT_TO = """(module (memory (export "memory") 1)
+  (func (export "_start") (local $i i32)
+    (loop $again (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $i) (i32.const {n}))))))"""
+
+
+def _store_with_deadline(engine):
+    """A store on engine whose guest traps once the engine's epoch moves on from now."""
+    import wasmtime
+
+    store = wasmtime.Store(engine)
+    store.set_epoch_deadline(1)
+    return store
+
+
+def _count_in(store):
+    """Run COUNT_TO (a finite loop with epoch checks) in store: 'interrupted' or 'done'."""
+    import wasmtime
+
+    module = wasmtime.Module(store.engine, COUNT_TO.format(n=1000))
+    try:
+        wasmtime.Instance(store, module, []).exports(store)["_start"](store)
+    except wasmtime.Trap as exc:
+        assert exc.trap_code == wasmtime.TrapCode.INTERRUPT
+        return "interrupted"
+    return "done"
+
+
+def test_a_stop_reaches_only_the_guest_attached_to_the_engine():
+    """Engines are shared by the jobs one worker thread runs in turn: a stop that comes after
+    a guest detached must not interrupt the next guest on that engine."""
+    from pack_manager.executors.wasm_engines import GuestHandle, new_engine
+
+    engine = new_engine()
+    next_guest = _store_with_deadline(engine)
+    late = GuestHandle()
+    assert late.attach(engine)
+    late.detach()
+    late.stop()  # that job already ended: no epoch bump
+    assert _count_in(next_guest) == "done"
+    live = GuestHandle()
+    running = _store_with_deadline(engine)  # deadline first, then attach, as _run_module does
+    assert live.attach(engine)
+    live.stop()
+    assert _count_in(running) == "interrupted"
+    early = GuestHandle()
+    early.stop()
+    assert not early.attach(engine), "a guest stopped before it attached must not start"
+
+
+async def test_cancelling_one_job_leaves_the_others_running_on_the_same_executor(tmp_path):
+    executor = WasmExecutor()
+    cancel = trio.Event()
+    results = {}
+
+    async def run(name, wat, event):
+        results[name] = await execute(tmp_path / name, wat.encode(), cancel=event, executor=executor)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, "looping", LOOP_FOREVER, cancel)
+        for index in range(4):  # more jobs than one thread, some after the cancel on reused threads
+            nursery.start_soon(run, f"counting{index}", COUNT_TO.format(n=3_000_000), trio.Event())
+        await trio.sleep(0.2)
+        cancel.set()
+        for index in range(4, 8):
+            nursery.start_soon(run, f"counting{index}", COUNT_TO.format(n=3_000_000), trio.Event())
+    assert results["looping"][0].state == CANCELLED
+    for index in range(8):
+        assert results[f"counting{index}"][0].state == SUCCEEDED, results[f"counting{index}"][0].reason

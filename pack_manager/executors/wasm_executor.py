@@ -3,23 +3,23 @@
 The sandbox is the module's own: it sees /data/inputs (read-only) and /data/outputs and
 nothing else, its linear memory is capped at the job's memory requirement, and an epoch
 deadline stops it: when the job's timeout passes or it is cancelled, the trio side bumps
-the engine's epoch and the guest traps at its next check, wherever it is looping.
+the epoch of the engine the guest runs on and the guest traps at its next check, wherever it
+is looping. Engines, their WASI linkers and loaded modules are kept per worker thread, and a
+bump reaches only the guest that thread runs now (wasm_engines.GuestHandle). Compiling a
+module costs ~1 ms even for a tiny one; its compiled form is kept (CompiledModules).
 
-An engine per job, since bumping a shared engine's epoch would interrupt every guest. Compiling
-a module costs ~1 ms even for a tiny one; its compiled form is kept (CompiledModules) and
-loaded into the next job's engine in ~0.1 ms. Only bytes this process compiled are ever
-deserialized (wasmtime trusts them), looked up by blake3 of the module file.
+A whole job takes one worker-thread trip (`run_whole`, which run_job uses): staging the work
+area, the guest, packing its outputs and removing the work area. A trip to a thread and back
+cost about as much as a no-op guest, and the old path made five.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable
 
-import blake3
 import trio
 import wasmtime
 
@@ -28,52 +28,19 @@ from metrics_agent.units import format_bytes
 from ..context_archive import ArchiveError
 from ..jobspec import JobSpec
 from .base import CANCELLED, FAILED, SUCCEEDED, TIMED_OUT, ExecutionResult, ExecutorLimits, LineSplitter, LogSink, WorkArea
-from .outputs import collect_outputs
+from .outputs import pack_outputs
 from .podman_options import INPUTS_MOUNT, OUTPUTS_MOUNT
+from .staging import BlobLookup, StagingError, remove_tree, stage_work_area
 from .supervise import supervise
+from .wasm_engines import CompiledModules, GuestHandle, ThreadEngines, new_engine
+
+__all__ = ["WasmExecutor", "CompiledModules", "new_engine"]
 
 MAX_INSTANCES = 10
 MAX_TABLE_ELEMENTS = 1_000_000
-COMPILED_CACHE_BYTES = 64 * 1024 * 1024
 
-
-def new_engine() -> wasmtime.Engine:
-    """Every engine has this one configuration, so a module compiled in one loads in any."""
-    config = wasmtime.Config()
-    config.epoch_interruption = True
-    return wasmtime.Engine(config)
-
-
-class CompiledModules:
-    """Compiled modules by blake3 of their bytes, least recently used dropped past a byte
-    budget. Used from worker threads, hence the lock."""
-
-    def __init__(self, max_bytes: int = COMPILED_CACHE_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self._compiled: OrderedDict[bytes, bytes] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.compiled = 0  # how many times a module had to be compiled
-
-    def load(self, engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
-        """Raises wasmtime.WasmtimeError for bytes that are not a valid module."""
-        digest = blake3.blake3(wasm).digest()
-        with self._lock:
-            serialized = self._compiled.get(digest)
-            if serialized is not None:
-                self._compiled.move_to_end(digest)
-        if serialized is not None:
-            return wasmtime.Module.deserialize(engine, serialized)
-        module = wasmtime.Module(engine, wasm)
-        serialized = module.serialize()
-        with self._lock:
-            self.compiled += 1
-            if digest not in self._compiled and len(serialized) <= self.max_bytes:
-                self._compiled[digest] = serialized
-                self._bytes += len(serialized)
-                while self._bytes > self.max_bytes:
-                    self._bytes -= len(self._compiled.popitem(last=False)[1])
-        return module
+# The blocking part of a job, run in a worker thread: (guest handle, log line sender) -> result.
+Body = Callable[[GuestHandle, Callable[[str], None]], ExecutionResult]
 
 
 class WasmExecutor:
@@ -82,19 +49,41 @@ class WasmExecutor:
     def __init__(self, limits: ExecutorLimits | None = None) -> None:
         self.limits = limits or ExecutorLimits()
         self.modules = CompiledModules()
+        self.engines = ThreadEngines()
 
     async def execute(self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event) -> ExecutionResult:
-        started = time.monotonic()
-        result = await self._execute(spec, work, log, cancel)
-        return replace(result, duration_s=time.monotonic() - started)
-
-    async def _execute(self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event) -> ExecutionResult:
+        """The Executor contract: a work area staged by the caller."""
         if spec.kind != "wasm" or work.module_path is None:
             return ExecutionResult(FAILED, f"the wasm executor runs wasm jobs with a staged module, not {spec.kind}")
-        engine = new_engine()
-        stop = threading.Event()
-        outcome: list[tuple[str, str, int | None]] = []
-        guest_done = trio.Event()
+        return await self._supervised(spec, log, cancel, lambda guest, send: self._guest_and_outputs(guest, spec, work, send))
+
+    async def run_whole(
+        self, spec: JobSpec, work_root: Path, result_dir: Path, blob_path: BlobLookup, log: LogSink, cancel: trio.Event,
+        limits: ExecutorLimits,
+    ) -> ExecutionResult:
+        """run_job's work in one thread trip: stage, run, pack the outputs, remove work_root."""
+
+        def body(guest: GuestHandle, send: Callable[[str], None]) -> ExecutionResult:
+            try:
+                try:
+                    work = stage_work_area(spec, work_root, result_dir, blob_path, limits)
+                except StagingError as exc:
+                    return ExecutionResult(FAILED, f"rejected before running: {exc}")
+                if work.module_path is None:
+                    return ExecutionResult(FAILED, f"the wasm executor runs wasm jobs with a staged module, not {spec.kind}")
+                return self._guest_and_outputs(guest, spec, work, send)
+            finally:
+                remove_tree(work_root)
+
+        return await self._supervised(spec, log, cancel, body)
+
+    async def _supervised(self, spec: JobSpec, log: LogSink, cancel: trio.Event, body: Body) -> ExecutionResult:
+        """Run body in a worker thread under the job's deadline and cancel event; its log
+        lines go to `log` as they come."""
+        started = time.monotonic()
+        guest = GuestHandle()
+        outcome: list[ExecutionResult] = []
+        body_done = trio.Event()
         send_channel, receive_channel = trio.open_memory_channel[str](1024)
         token = trio.lowlevel.current_trio_token()
 
@@ -105,14 +94,14 @@ class WasmExecutor:
             except (trio.Cancelled, trio.ClosedResourceError, trio.RunFinishedError, trio.BrokenResourceError):
                 pass
 
-        async def run_guest() -> None:
-            # Not abandoned on cancel (wasmtime state lives in the thread): we interrupt the
-            # guest instead and wait for the thread to return.
+        async def run_body() -> None:
+            # Not abandoned on cancel (wasmtime state lives in the thread, and the thread
+            # removes the work area): we interrupt the guest instead and wait for the thread.
             try:
-                outcome.append(await trio.to_thread.run_sync(self._run_module, engine, stop, spec, work, send))
+                outcome.append(await trio.to_thread.run_sync(body, guest, send))
             finally:
                 send_channel.close()
-                guest_done.set()
+                body_done.set()
 
         async def deliver() -> None:
             async for line in receive_channel:
@@ -120,36 +109,43 @@ class WasmExecutor:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(deliver)
-            nursery.start_soon(run_guest)
+            nursery.start_soon(run_body)
             try:
-                ended_by = await supervise(guest_done.wait, spec.timeout_s, cancel)
+                ended_by = await supervise(body_done.wait, spec.timeout_s, cancel)
             finally:
-                if not guest_done.is_set():  # also when we ourselves are cancelled
-                    stop.set()
-                    engine.increment_epoch()
-        state, reason, code = outcome[0]
-        if ended_by == CANCELLED:
-            return ExecutionResult(CANCELLED, "cancelled: the module was interrupted")
-        if ended_by == TIMED_OUT:
-            return ExecutionResult(TIMED_OUT, f"timed out after {spec.timeout_s:g} s: the module was interrupted")
+                if not body_done.is_set():  # also when we ourselves are cancelled
+                    guest.stop()
+        result = outcome[0]
+        if ended_by != SUCCEEDED:
+            for item in result.outputs:  # packed just before the stop came: not this job's result
+                item.path.unlink(missing_ok=True)
+            if ended_by == CANCELLED:
+                result = ExecutionResult(CANCELLED, "cancelled: the module was interrupted")
+            else:
+                result = ExecutionResult(TIMED_OUT, f"timed out after {spec.timeout_s:g} s: the module was interrupted")
+        return replace(result, duration_s=time.monotonic() - started)
+
+    def _guest_and_outputs(self, guest: GuestHandle, spec: JobSpec, work: WorkArea, send: Callable[[str], None]) -> ExecutionResult:
+        """Blocking: run the guest, then pack what it left in its outputs dir."""
+        state, reason, code = self._run_module(guest, spec, work, send)
+        if guest.stopped:  # interrupted: the caller says why, and nothing of it is kept
+            return ExecutionResult(state, reason, exit_code=code)
         try:
-            outputs = await collect_outputs(work, self.limits, strict=state == SUCCEEDED)
+            outputs = pack_outputs(work, self.limits, strict=state == SUCCEEDED)
         except ArchiveError as exc:
             return ExecutionResult(FAILED, f"outputs refused: {exc}", exit_code=code)
         return ExecutionResult(state, reason, exit_code=code, outputs=outputs)
 
     def _run_module(
-        self, engine: wasmtime.Engine, stop: threading.Event, spec: JobSpec, work: WorkArea,
-        send: Callable[[str], None],
+        self, guest: GuestHandle, spec: JobSpec, work: WorkArea, send: Callable[[str], None],
     ) -> tuple[str, str, int | None]:
-        """Blocking: compile, instantiate and run _start. Returns (state, reason, exit code)."""
-        store = wasmtime.Store(engine)
+        """Blocking: instantiate and run _start on this thread's engine. Returns (state, reason, exit code)."""
+        engine = self.engines.current()
+        store = wasmtime.Store(engine.engine)
         memory_cap = spec.requirements.memory_bytes or -1
         store.set_limits(memory_size=memory_cap, instances=MAX_INSTANCES, table_elements=MAX_TABLE_ELEMENTS)
         store.set_epoch_deadline(1)
-        # The stopper sets the flag before bumping the epoch: either we see the flag here, or
-        # our deadline was set before the bump and the guest traps at its first check.
-        if stop.is_set():
+        if not guest.attach(engine.engine):  # after the deadline is set: see GuestHandle
             return FAILED, "interrupted before start", None
         out = LineSplitter(self.limits.max_log_line)
         err = LineSplitter(self.limits.max_log_line)
@@ -160,24 +156,22 @@ class WasmExecutor:
                     send(prefix + line)
             return write
 
-        wasi = wasmtime.WasiConfig()
-        wasi.argv = [str(work.module_path.name), *spec.command]  # type: ignore[union-attr]
-        wasi.env = list(spec.env.items())
-        wasi.preopen_dir(str(work.inputs_dir), INPUTS_MOUNT, False)
-        wasi.preopen_dir(str(work.outputs_dir), OUTPUTS_MOUNT, True)
-        wasi.stdout_custom = emit(out, "")
-        wasi.stderr_custom = emit(err, "stderr: ")
-        store.set_wasi(wasi)
         try:
+            wasi = wasmtime.WasiConfig()
+            wasi.argv = [str(work.module_path.name), *spec.command]  # type: ignore[union-attr]
+            wasi.env = list(spec.env.items())
+            wasi.preopen_dir(str(work.inputs_dir), INPUTS_MOUNT, False)
+            wasi.preopen_dir(str(work.outputs_dir), OUTPUTS_MOUNT, True)
+            wasi.stdout_custom = emit(out, "")
+            wasi.stderr_custom = emit(err, "stderr: ")
+            store.set_wasi(wasi)
             try:
                 wasm = work.module_bytes if work.module_bytes is not None else work.module_path.read_bytes()  # type: ignore[union-attr]
-                module = self.modules.load(engine, wasm)
+                module = engine.module(self.modules, wasm)
             except wasmtime.WasmtimeError as exc:
                 return FAILED, f"not a valid WebAssembly module: {_first_line(exc)}", None
-            linker = wasmtime.Linker(engine)
-            linker.define_wasi()
             try:
-                instance = linker.instantiate(store, module)
+                instance = engine.linker.instantiate(store, module)
             except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
                 text = _first_line(exc)
                 if "memory" in text and ("limit" in text or "exceeds" in text or "minimum" in text):
@@ -201,6 +195,7 @@ class WasmExecutor:
                 return FAILED, f"error: {_first_line(exc)}", None
             return SUCCEEDED, "returned from _start", 0
         finally:
+            guest.detach()
             for line in out.flush():
                 send(line)
             for line in err.flush():
