@@ -58,6 +58,9 @@ from .placement_orders import PlacementOrders
 from .transport import TransportError
 
 RESTARTED = "formd restarted during the run"
+# A first claim of a job is written only when its run still goes on this long after the claim
+# (see JobLoop.unpublished).
+CLAIM_QUIET_S = 1.0
 
 
 @dataclass
@@ -85,6 +88,7 @@ class JobLoop:
         limits: ExecutorLimits | None = None,
         sync_log: Callable[[], None] | None = None,
         retention_s: float = 86_400.0,
+        claim_quiet_s: float = CLAIM_QUIET_S,
     ) -> None:
         self.node = node
         self.blobs = blobs
@@ -94,6 +98,16 @@ class JobLoop:
         self.max_attempts = max_attempts
         self.limits = limits or ExecutorLimits()
         self.retention_s = retention_s  # finished jobs are retired from the document after this
+        # Claims not written yet: job hex -> (trio time to write it, our claimed or running
+        # report). A no-op job used to cost two records, running and then its result (three
+        # when its inputs had to be fetched first: claimed, running, result), each signed
+        # here and verified, decoded and decided on by every peer; one that ends within
+        # claim_quiet_s writes its result alone, with the claim's attempt and started_ms.
+        # Only a first claim waits (no earlier record of ours for the job): the document then
+        # shows what it shows before any node acted, which peers already handle (the claimant
+        # ranks first; they wait unless it dies). This node's own decisions see the claim.
+        self.claim_quiet_s = claim_quiet_s
+        self.unpublished: dict[str, tuple[float, RunReport]] = {}
         self.reservations: dict[str, Reservation] = {}
         self.running: dict[str, Running] = {}
         self._wake = trio.Event()
@@ -162,18 +176,48 @@ class JobLoop:
     # ---- writing our run records ------------------------------------------------------------
 
     def write_run(self, job_hex: str, current: RunReport | None, state: str, *, durable: bool = False, **changes: Any) -> RunReport | None:
+        report = self._next_report(job_hex, current, state, **changes)
+        return self._put_run(job_hex, report, durable=durable) if report is not None else None
+
+    def _next_report(self, job_hex: str, current: RunReport | None, state: str, **changes: Any) -> RunReport | None:
         changes.setdefault("updated_ms", node_now_ms(self.node))
         try:
-            report = advance(current, state, **changes)
+            return advance(current, state, **changes)
+        except TransitionError as exc:
+            self.node.log.error("run record not written", job=job_hex[:12], state=state, reason=str(exc))
+            return None
+
+    def _put_run(self, job_hex: str, report: RunReport, *, durable: bool = False) -> RunReport | None:
+        try:
             envelope = seal_record(self.node.identity.private_key, "run", report.to_wire())
             self.node.document.put_local("runs", f"{job_hex}:{self.node.identity.node_hex}", envelope)
-        except (TransitionError, RecordError) as exc:
-            self.node.log.error("run record not written", job=job_hex[:12], state=state, reason=str(exc))
+        except RecordError as exc:
+            self.node.log.error("run record not written", job=job_hex[:12], state=report.state, reason=str(exc))
             return None
         if durable or not self._in_pass:
             self.node.commit_local(durable=durable)
-        self.node.log.info("job " + state, job=job_hex[:12], attempt=report.attempt, reason=report.reason[:200])
+        self.node.log.info("job " + report.state, job=job_hex[:12], attempt=report.attempt, reason=report.reason[:200])
         return report
+
+    def _publish_due_claims(self) -> None:
+        now = trio.current_time()
+        for job_hex, (due, report) in list(self.unpublished.items()):
+            if due <= now:
+                del self.unpublished[job_hex]
+                self._put_run(job_hex, report)
+
+    def _own_current(self, job_hex: str, fallback: RunReport) -> RunReport:
+        """Our run of the job as it stands: the claim not written yet, else our record."""
+        held = self.unpublished.get(job_hex)
+        return held[1] if held is not None else (self.own_run(job_hex) or fallback)
+
+    def _job(self, job_hex: str) -> Job | None:
+        """The job as this node decides on it: with our claim, written or not."""
+        job = self.records.job(job_hex)
+        held = self.unpublished.get(job_hex)
+        if job is not None and held is not None:
+            job.runs[self.me] = held[1]  # job.runs is the job's own copy
+        return job
 
     async def commit_durably(self) -> None:
         """Store and push our pending writes; return once they are on disk."""
@@ -216,6 +260,8 @@ class JobLoop:
             self._nursery = nursery
             task_status.started()
             while True:
+                # No wake-up of its own for a claim's due time: the next pass writes it (passes
+                # come at least every tick), and a pass costs more than the claim.
                 with trio.move_on_after(self.node.settings.tick_interval):
                     await self._wake.wait()
                 self._wake = trio.Event()
@@ -230,6 +276,7 @@ class JobLoop:
         is committed once at its end (no await in between: nothing else can drain it first)."""
         self._in_pass = True
         try:
+            self._publish_due_claims()
             self._decide_changed()
         finally:
             self._in_pass = False
@@ -240,7 +287,7 @@ class JobLoop:
         nodes = self.node_views()
         self.retirement.note(changed)
         for job_hex in changed:
-            job = self.records.job(job_hex)
+            job = self._job(job_hex)
             if job is not None and self._needs_us(job):
                 self._open.add(job_hex)
             else:
@@ -255,7 +302,7 @@ class JobLoop:
         self._own_capacity = self.own_capacity()
         orders = self.orders.for_nodes(nodes)
         for job_hex in sorted(todo, key=lambda h: (self.records.specs[h][1], h)):  # oldest first
-            job = self.records.job(job_hex)
+            job = self._job(job_hex)
             if job is None:
                 continue
             own = job.runs.get(self.me)
@@ -318,9 +365,13 @@ class JobLoop:
                 return
             # With every input here there is nothing to fetch: the claim starts as running.
             now_running = all(self.blobs.has(d) for d in self.spec_blobs(job.spec))
-            report = self.write_run(job_hex, own, RUNNING if now_running else CLAIMED, attempt=action.attempt, reason=action.reason,
-                                    started_ms=node_now_ms(self.node) if now_running else 0, finished_ms=0, exit_code=None,
-                                    outputs=(), result_digest=None, log_digest=None)
+            report = self._next_report(job_hex, own, RUNNING if now_running else CLAIMED, attempt=action.attempt, reason=action.reason,
+                                       started_ms=node_now_ms(self.node) if now_running else 0, finished_ms=0, exit_code=None,
+                                       outputs=(), result_digest=None, log_digest=None)
+            if report is not None and own is None and self.claim_quiet_s > 0:
+                self.unpublished[job_hex] = (trio.current_time() + self.claim_quiet_s, report)
+            elif report is not None:
+                report = self._put_run(job_hex, report)
             if report is None:
                 return
             req = job.spec.requirements
@@ -354,7 +405,8 @@ class JobLoop:
             state, reason = result.state, result.reason
             if state == CANCELLED and running.cancel.is_set():
                 state, reason = running.stop_state, running.stop_reason
-            current = self.own_run(job_hex) or report
+            current = self._own_current(job_hex, report)
+            self.unpublished.pop(job_hex, None)  # the result carries the claim's attempt and start
             self.write_run(
                 job_hex, current, state, reason=reason, exit_code=result.exit_code,
                 finished_ms=node_now_ms(self.node), outputs=tuple(outputs), result_digest=_result_digest(outputs) if state == SUCCEEDED else None,
@@ -363,10 +415,12 @@ class JobLoop:
             await self.commit_durably()
         except Exception as exc:  # anything unexpected still ends the run with a record
             self.node.log.error("job run failed", job=job_hex[:12], error=f"{type(exc).__name__}: {exc}")
-            current = self.own_run(job_hex) or report
+            current = self._own_current(job_hex, report)
+            self.unpublished.pop(job_hex, None)
             if current.active:
                 self.write_run(job_hex, current, FAILED, reason=f"formd error: {type(exc).__name__}: {exc}", finished_ms=node_now_ms(self.node))
         finally:
+            self.unpublished.pop(job_hex, None)
             self._capacity_freed = self.reservations.pop(job_hex, None) is not None or self._capacity_freed
             self.running.pop(job_hex, None)
             self.wake()
@@ -383,9 +437,14 @@ class JobLoop:
             return ExecutionResult(FAILED, f"could not fetch the job's input: {exc}"), None, []
         if running.cancel.is_set():
             return ExecutionResult(CANCELLED, running.stop_reason), None, []
-        current = self.own_run(job.job_hex) or report
+        current = self._own_current(job.job_hex, report)
         if current.state == CLAIMED:
-            self.write_run(job.job_hex, current, RUNNING, reason=f"running on {self.node.identity.node_hex[:12]}", started_ms=node_now_ms(self.node))
+            reason, started_ms = f"running on {self.node.identity.node_hex[:12]}", node_now_ms(self.node)
+            held = self.unpublished.get(job.job_hex)
+            if held is None:
+                self.write_run(job.job_hex, current, RUNNING, reason=reason, started_ms=started_ms)
+            elif (running_report := self._next_report(job.job_hex, current, RUNNING, reason=reason, started_ms=started_ms)) is not None:
+                self.unpublished[job.job_hex] = (held[0], running_report)
         elif current.state != RUNNING:
             return ExecutionResult(CANCELLED, "claim no longer held"), None, []
         run_dir = self.work_dir / f"{job.job_hex}-{report.attempt}-{os.urandom(4).hex()}"

@@ -106,6 +106,13 @@ def submit(loop):
     return job_hex
 
 
+def submit_ranked(loops, addresses):
+    """A job submitted on the first node: (its id, the address of its top-ranked node, that node's hex id)."""
+    job_hex = submit(loops[addresses[0]])
+    top = ranked(loops, addresses, job_hex)[0]
+    return job_hex, top, loops[top].node.identity.node_hex
+
+
 def ranked(loops, addresses, job_hex):
     """Addresses in the job's placement order."""
     ids = {loops[a].me: a for a in addresses}
@@ -141,6 +148,8 @@ async def test_a_partition_makes_two_claims_and_the_better_ranked_one_wins_after
         network.partition([top], [a for a in addresses if a != top])
         await wait_for(lambda: gates[second].started == 1)
         second_hex = loops[second].node.identity.node_hex
+        # A claim is written once its run has gone on for claim_quiet_s (JobLoop.unpublished).
+        await wait_for(lambda: second_hex in runs(loops[second].node, job_hex))
         assert runs(loops[second].node, job_hex)[second_hex].attempt == 2
         network.heal()
         # Both claims meet: the better-ranked claimant keeps the job, the other stops and says why.
@@ -248,4 +257,70 @@ async def test_finished_jobs_are_retired_once_everywhere_with_their_blobs_and_ru
         for address in addresses:
             assert keys(loops[address]) == {"jobs": set(), "runs": set(), "cancels": set()}
             assert list(loops[address].blobs.digests()) == []
+        nursery.cancel_scope.cancel()
+
+
+def watch_runs(loop, job_hex, node_hex):
+    """Every state of node_hex's run record of the job that loop's document shows, in order,
+    with the (mock) time it showed up."""
+    seen = []
+
+    def note(map_name, key):
+        entry = loop.node.document.get(map_name, key)
+        if map_name == "runs" and key == f"{job_hex}:{node_hex}" and entry is not None:
+            seen.append((RunReport.from_wire(entry.body), trio.current_time()))
+
+    loop.node.document.watch(note)
+    return seen
+
+
+def states(seen):
+    return [report.state for report, _ in seen]
+
+
+async def test_a_run_that_ends_within_the_quiet_time_writes_one_record(autojump_clock, tmp_path):
+    # The quiet time is long here: under the mock clock, time jumps while a worker thread works.
+    async with trio.open_nursery() as nursery:
+        sim, network, addresses, loops, gates = await start_cluster(nursery, tmp_path, claim_quiet_s=3600)
+        job_hex, top, top_hex = submit_ranked(loops, addresses)
+        seen = {a: watch_runs(loops[a], job_hex, top_hex) for a in addresses}
+        await wait_for(lambda: gates[top].started == 1)
+        gates[top].opened.set()
+        await wait_for(lambda: all(states(seen[a]) == ["succeeded"] for a in addresses))
+        await trio.sleep(3)  # ticks: nothing else of it is written
+        for address in addresses:
+            [(result, _)] = seen[address]
+            assert result.attempt == 1 and 0 < result.started_ms <= result.finished_ms
+        assert not loops[top].unpublished and not loops[top].running
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_run_that_goes_on_shows_its_claim_after_the_quiet_time(autojump_clock, tmp_path):
+    async with trio.open_nursery() as nursery:
+        sim, network, addresses, loops, gates = await start_cluster(nursery, tmp_path)
+        job_hex, top, top_hex = submit_ranked(loops, addresses)
+        peer = next(a for a in addresses if a != top)
+        seen = watch_runs(loops[peer], job_hex, top_hex)
+        await wait_for(lambda: gates[top].started == 1 and states(seen) == ["running"])
+        claim, shown_at = seen[0]
+        claimed_at = claim.started_ms / 1000 - 1.7e9  # the claim's own time (node.wall_clock), in mock time
+        assert shown_at - claimed_at >= loops[top].claim_quiet_s
+        gates[top].opened.set()
+        await wait_for(lambda: states(seen) == ["running", "succeeded"])
+        assert seen[1][0].started_ms == claim.started_ms and seen[1][0].attempt == claim.attempt == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_cancel_stops_a_run_whose_claim_is_not_written_yet(autojump_clock, tmp_path):
+    async with trio.open_nursery() as nursery:
+        sim, network, addresses, loops, gates = await start_cluster(nursery, tmp_path, claim_quiet_s=3600)
+        job_hex, top, top_hex = submit_ranked(loops, addresses)
+        other = loops[next(a for a in addresses if a != top)]
+        await wait_for(lambda: gates[top].started == 1)
+        assert top_hex not in runs(other.node, job_hex)
+        requested_ms = int(other.node.wall_clock() * 1000)  # a real stamp: retention counts from it
+        other.node.document.put_local("cancels", job_hex, seal_record(other.node.identity.private_key, "cancel", {"reason": "test", "requested_ms": requested_ms}))
+        other.node.commit_local()
+        await wait_for(lambda: runs(other.node, job_hex).get(top_hex, RunReport("claimed", 1)).state == "cancelled")
+        assert not loops[top].running and not loops[top].unpublished and not loops[top].reservations
         nursery.cancel_scope.cancel()
