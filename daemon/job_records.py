@@ -57,8 +57,12 @@ def decode_job(key: str, body: dict) -> tuple[JobSpec, int]:
     spec = JobSpec.unpack(packed)
     if spec.job_id().hex() != key:
         raise JobSpecError("job record: the key is not the spec's id")
+    return spec, submitted_ms(body)
+
+
+def submitted_ms(body: dict) -> int:
     submitted = body.get("submitted_ms", 0)
-    return spec, submitted if isinstance(submitted, int) and not isinstance(submitted, bool) else 0
+    return submitted if isinstance(submitted, int) and not isinstance(submitted, bool) else 0
 
 
 class JobRecords:
@@ -79,6 +83,9 @@ class JobRecords:
         self._contributions: dict[tuple[str, bytes], frozenset[str]] = {}  # (job hex, node) -> digests
         self._contributors: dict[str, set[bytes]] = {}  # job hex -> nodes with a contribution
         self._dirty: set[tuple[str, str]] | None = None  # keys changed since the last refresh; None: walk all
+        # Specs this node just wrote (jobs_api): decoding our own job record again costs more
+        # than the rest of a submit. Taken when the record is read, if it holds these bytes.
+        self._written: dict[str, JobSpec] = {}
         document.watch(self._note_dirty)
 
     def _note_dirty(self, map_name: str, key: str) -> None:
@@ -120,10 +127,18 @@ class JobRecords:
         changed, self._changed = self._changed, set()
         return changed
 
+    def wrote(self, job_hex: str, spec: JobSpec) -> None:
+        """This node wrote job_hex's record with this spec (so reading it back needs no decode)."""
+        self._written[job_hex] = spec
+
     def _take(self, map_name: str, key: str, body: object) -> None:
         if map_name == "jobs":
+            written = self._written.pop(key, None)
             try:
-                self.specs[key] = decode_job(key, body if isinstance(body, dict) else {})
+                if written is not None and isinstance(body, dict) and body.get("spec") == written.pack():
+                    self.specs[key] = (written, submitted_ms(body))
+                else:
+                    self.specs[key] = decode_job(key, body if isinstance(body, dict) else {})
             except JobSpecError as exc:
                 self.specs.pop(key, None)
                 if self._on_bad_job is not None:

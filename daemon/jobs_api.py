@@ -227,6 +227,7 @@ class JobsApi:
             self.node.document.put_local("jobs", job_hex, envelope)
         except RecordError as exc:
             raise ControlError(f"job record refused: {exc}") from None
+        self.jobs.records.wrote(job_hex, spec)
         return job_hex
 
     # ---- reading -----------------------------------------------------------------------------

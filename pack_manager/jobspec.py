@@ -66,6 +66,9 @@ class JobSpec:
     # Rank nodes that already hold the job's blobs first (after preferred labels); who holds
     # what comes from the document (see pack_manager.scheduling.order_nodes).
     prefer_local_inputs: bool = False
+    # pack()'s bytes, made once (a spec is not changed once made): a submit packs it to seal
+    # the record and again to name the job.
+    _packed: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check(self)
@@ -137,7 +140,9 @@ class JobSpec:
 
     def pack(self) -> bytes:
         """Canonical bytes: same spec, same bytes, on every node and Python version."""
-        return msgpack.packb(_sorted(self.to_wire()), use_bin_type=True)
+        if self._packed is None:
+            object.__setattr__(self, "_packed", msgpack.packb(_sorted(self.to_wire()), use_bin_type=True))
+        return self._packed  # type: ignore[return-value]
 
     @classmethod
     def unpack(cls, data: bytes) -> "JobSpec":

@@ -3,6 +3,7 @@
 and a job-id prefix that two jobs share is a clear error."""
 
 import base64
+import dataclasses
 import os
 
 import blake3
@@ -87,7 +88,7 @@ def test_a_prefix_two_jobs_share_is_ambiguous(node):
         if prefix in seen and seen[prefix] != nonce:
             break
         seen[prefix] = nonce
-    twins = [JobSpec(**{**{f: getattr(spec, f) for f in spec.__dataclass_fields__}, "nonce": n}) for n in (seen[prefix], nonce)]
+    twins = [dataclasses.replace(spec, nonce=n) for n in (seen[prefix], nonce)]
     ids = [s.job_id().hex() for s in twins]
     assert ids[0][:8] == ids[1][:8] and ids[0] != ids[1]
     with DocumentStore(node.state_dir) as store:

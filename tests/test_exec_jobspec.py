@@ -1,5 +1,7 @@
 """JobSpec: canonical encoding, stable ids, and refusal of every kind of bad wire input."""
 
+import dataclasses
+
 import msgpack
 import pytest
 from hypothesis import given
@@ -113,3 +115,12 @@ def test_untrusted_wire_input_is_refused(mutate, fragment):
 def test_garbage_bytes_are_refused(data):
     with pytest.raises(JobSpecError):
         JobSpec.unpack(data)
+
+
+def test_pack_is_made_once_and_a_replaced_spec_packs_its_own_fields():
+    spec = JobSpec(kind="wasm", submitter=bytes(32), nonce=bytes(16), module="a" * 64,
+                   requirements=WorkloadRequirements.from_human(executor="wasm"))
+    assert spec.pack() is spec.pack()
+    other = dataclasses.replace(spec, nonce=b"\x01" * 16)
+    assert other.pack() != spec.pack() and JobSpec.unpack(other.pack()) == other
+    assert other.job_id() != spec.job_id()

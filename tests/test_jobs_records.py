@@ -153,3 +153,22 @@ def test_after_the_first_walk_only_the_changed_keys_are_read(monkeypatch):
     assert records.take_changed() == {retired}
     assert records.job(retired) is None and retired not in records.runs
     assert records.take_changed() == set()
+
+
+def test_a_spec_this_node_wrote_is_taken_as_is_and_other_bytes_are_decoded():
+    node, records = setup()
+    spec = JobSpec(kind="wasm", submitter=node.node_id, nonce=os.urandom(16), module=DIGEST,
+                   requirements=WorkloadRequirements.from_human(executor="wasm"))
+    job_hex = spec.job_id().hex()
+    node.doc.put_local("jobs", job_hex, seal_record(node.key, "job", {"spec": spec.pack(), "submitted_ms": 7}))
+    records.wrote(job_hex, spec)
+    assert records.take_changed() == {job_hex}
+    assert records.job(job_hex).spec is spec and records.job(job_hex).submitted_ms == 7
+    # A hint whose bytes are not the record's is not trusted: the record itself is decoded.
+    other = JobSpec(kind="wasm", submitter=node.node_id, nonce=os.urandom(16), module=DIGEST,
+                    requirements=WorkloadRequirements.from_human(executor="wasm"))
+    node.doc.put_local("jobs", other.job_id().hex(), seal_record(node.key, "job", {"spec": other.pack(), "submitted_ms": 8}))
+    records.wrote(other.job_id().hex(), spec)  # wrong spec for that key
+    assert records.take_changed() == {other.job_id().hex()}
+    taken = records.job(other.job_id().hex())
+    assert taken.spec == other and taken.spec is not spec
