@@ -74,7 +74,11 @@ class BlobStore:
     def put_bytes(self, data: bytes) -> str:
         return self.put_chunks([data])
 
-    def put_file(self, path: Path) -> str:
+    def put_file(self, path: Path, digest: str | None = None) -> str:
+        """`digest`: what this process already computed for the file (an executor's outputs),
+        so a file already held is not read again."""
+        if digest is not None and self.has(digest):
+            return digest
         # Jobs leave the same small files again and again (an empty log, the same outputs):
         # a small file already held is only hashed, not written and fsynced again. Large
         # ones (image archives) are hashed once, while written.

@@ -31,6 +31,7 @@ from metrics_agent.wire import WireError
 from pack_manager import scheduling
 from pack_manager.executors import run_job
 from pack_manager.executors.base import ExecutionResult, Executor, ExecutorLimits
+from pack_manager.executors.staging import remove_tree
 from pack_manager.jobspec import JobSpec
 from pack_manager.jobstate import (
     CANCELLED,
@@ -464,9 +465,12 @@ class JobLoop:
             self.live_logs.pop(job.job_hex, None)
 
         def store() -> tuple[str, list[OutputRef]]:  # one trip to a worker thread for every file
-            log_digest = self.blobs.put_file(log_path)
-            log_path.unlink(missing_ok=True)
-            return log_digest, [OutputRef(item.name, self.blobs.put_file(item.path), item.size) for item in result.outputs]
+            try:
+                log_digest = self.blobs.put_file(log_path)
+                return log_digest, [OutputRef(item.name, self.blobs.put_file(item.path, item.digest), item.size) for item in result.outputs]
+            finally:  # the result dir (outputs.tar, image archives) was left behind for every run
+                log_path.unlink(missing_ok=True)
+                remove_tree(run_dir)
 
         log_digest, outputs = await trio.to_thread.run_sync(store)
         return result, log_digest, outputs

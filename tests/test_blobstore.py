@@ -105,3 +105,18 @@ def test_putting_a_file_already_held_keeps_the_stored_blob(tmp_path):
     other = store.put_file(source)
     with store.open(other) as blob:
         assert other != digest and blob.read() == b"another log\n"
+
+
+def test_a_file_whose_digest_the_caller_computed_is_not_read_again_when_held(tmp_path):
+    store = BlobStore(tmp_path / "blobs")
+    source = tmp_path / "outputs.tar"
+    source.write_bytes(b"outputs")
+    digest = store.put_file(source)
+    source.unlink()  # were it read again, this would raise
+    assert store.put_file(source, digest) == digest
+    source.write_bytes(b"new outputs")
+    fresh = blake3(b"new outputs").hexdigest()
+    assert not store.has(fresh)
+    assert store.put_file(source, fresh) == fresh  # not held: stored, hashed while written
+    with store.open(fresh) as blob:
+        assert blob.read() == b"new outputs"

@@ -292,6 +292,7 @@ async def test_a_run_that_ends_within_the_quiet_time_writes_one_record(autojump_
             [(result, _)] = seen[address]
             assert result.attempt == 1 and 0 < result.started_ms <= result.finished_ms
         assert not loops[top].unpublished and not loops[top].running
+        assert list(loops[top].work_dir.iterdir()) == []  # nothing of the run is left behind
         nursery.cancel_scope.cancel()
 
 
