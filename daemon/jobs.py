@@ -10,6 +10,8 @@ a pure function of those inputs, so the rest would come out the same.
 
 Records written here (bodies; envelopes are signed by this node; layout in job_records.py):
     jobs[job_hex] (by jobs_api on submit), runs[f"{job_hex}:{me}"], cancels[job_hex] (jobs_api)
+A first claim of a job is written only once its run has gone on for CLAIM_QUIET_S; a shorter
+run writes only its result (see JobLoop.unpublished).
 """
 
 from __future__ import annotations
