@@ -7,7 +7,9 @@ import pytest
 import trio
 import trio.testing
 
+from crdt_state import sync
 from crdt_state.document import ClusterDocument
+from daemon.gossip import BroadcastQueue, unpack_payload
 from daemon.identity import Identity
 from daemon.log import EventLog
 from daemon.mem_transport import SimNetwork
@@ -56,9 +58,10 @@ class RecordingLog(EventLog):
 
 
 class Sim:
-    def __init__(self, nursery, network, seed=1):
+    def __init__(self, nursery, network, seed=1, settings=SETTINGS):
         self.nursery = nursery
         self.network = network
+        self.settings = settings
         self.rng = random.Random(seed)
         self.keys = {}
         self.stores = {}
@@ -89,7 +92,7 @@ class Sim:
             identity=identity, address=address, transport=self.network.transport(address),
             document=ClusterDocument.from_updates(store.updates, identity.node_id, client_id=client_id),
             capabilities=CAPS.with_labels(labels or {}), incarnation=self.incarnations[address],
-            rng=random.Random(self.rng.random()), settings=SETTINGS, seeds=seeds, store=store,
+            rng=random.Random(self.rng.random()), settings=self.settings, seeds=seeds, store=store,
             log=self.logs.setdefault(address, RecordingLog()),
             bump_incarnation=lambda at_least: self._bump_incarnation(address, at_least),
         )
@@ -316,4 +319,40 @@ async def test_record_notices_move_a_node_past_only_its_own_newer_records(autoju
         assert sim.incarnations[b] == 8
         await wait_for(lambda: sender.document.node_records()[receiver.identity.node_id].incarnation == 8, step=0.01)
         assert sender.peer_status(receiver.identity.node_id) == "alive"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_push_taken_only_through_a_repair_is_still_passed_on(autojump_clock):
+    """Every peer missed the writer's previous write, so each refuses its label change as
+    missing and takes it through the repair exchange. Each must still push it on, as if it
+    had accepted it: before, such nodes dropped out of the epidemic (at 50 nodes a third of
+    the receivers of a change), and some nodes then saw the change seconds later."""
+    network = SimNetwork(seed=41)
+    async with trio.open_nursery() as nursery:
+        sim = Sim(nursery, network, seed=41)
+        addresses = [f"10.0.11.{i}:7946" for i in range(5)]
+        await sim.start_cluster(addresses)
+        writer = sim.nodes[addresses[0]]
+        writer.publish()
+        writer.queue = BroadcastQueue()  # that write's push was lost everywhere
+        pushed = {address: [] for address in addresses[1:]}
+        for address in pushed:
+            node = sim.nodes[address]
+
+            async def send(peer, payload, node=node, sent=pushed[address]):
+                sent.extend(unpack_payload(payload))
+                await type(node.transport).send(node.transport, peer, payload)
+
+            node.transport.send = send
+        writer.set_labels({"zone": "b"})
+        change = sync.encode(sync.Update(sim.stores[addresses[0]].updates[-1]))  # as stored, so as pushed
+
+        def seen():
+            return all(n.document.node_records()[writer.identity.node_id].capabilities["labels"] == {"zone": "b"}
+                       for n in sim.nodes.values())
+
+        await wait_for(seen, step=0.01)
+        await trio.sleep(2.0)  # the forwarders' gossip rounds
+        assert writer.updates_refused == 0
+        assert {address for address, sent in pushed.items() if change in sent} == set(pushed)
         nursery.cancel_scope.cancel()
