@@ -61,6 +61,17 @@ def retransmit_limit(mult: int, cluster_size: int) -> int:
     return mult * max(1, math.ceil(math.log10(cluster_size + 1)))
 
 
+def own_write_limit(limit: int, fanout: int) -> int:
+    """Transmits for a node's own write: at least one gossip round's fanout. With a limit below
+    the fanout (heartbeat retransmits in a cluster under 10 nodes: 1) the writer handed its
+    heartbeat to one peer, which passed it to one more: a random walk that left each of 3 peers
+    without a given heartbeat about one time in three, so a peer could stay several refresh
+    intervals behind and show the writer suspect by silence. The writer's first round now
+    reaches `fanout` peers; receivers pass it on as before, so it costs fanout - limit sends
+    per write (none at 1000 nodes, where the limit is already 4)."""
+    return max(limit, fanout)
+
+
 def anti_entropy_interval(base: float, cluster_size: int) -> float:
     """memberlist's pushPullScale: unchanged up to 32 nodes, then grows with log2(n/32),
     so the cluster-wide rate of full exchanges stays bounded."""

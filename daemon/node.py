@@ -48,7 +48,8 @@ from metrics_agent.capabilities import NodeCapabilities
 from metrics_agent.capacity import GpuUsage, NodeCapacity, apply_reservations
 
 from .held_back import HeldBack
-from .gossip import BroadcastQueue, PayloadError, anti_entropy_interval, pack_payload, pick, retransmit_limit, unpack_payload
+from .gossip import (BroadcastQueue, PayloadError, anti_entropy_interval, own_write_limit, pack_payload, pick, retransmit_limit,
+                     unpack_payload)
 from .identity import Identity
 from .log import EventLog
 from .membership import Membership, MembershipConfig
@@ -256,10 +257,11 @@ class Node:
         self._shapes[record.node_id] = _shape(record)
         if significant:
             self._spread = (self.incarnation, self.heartbeat)
+        limit = own_write_limit(self._transmit_limit(significant), self.settings.gossip_fanout)
         for update in self.document.drain_local_updates():
             if self.store is not None:
                 self.store.append(update, durable)
-            self.queue.add(update, self._transmit_limit(significant))
+            self.queue.add(update, limit)
 
     def _move_past(self, earlier: int) -> None:
         """Refute a record (or a suspicion) of ours newer than the last one we wrote, from an

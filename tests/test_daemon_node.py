@@ -335,15 +335,7 @@ async def test_a_push_taken_only_through_a_repair_is_still_passed_on(autojump_cl
         writer = sim.nodes[addresses[0]]
         writer.publish()
         writer.queue = BroadcastQueue()  # that write's push was lost everywhere
-        pushed = {address: [] for address in addresses[1:]}
-        for address in pushed:
-            node = sim.nodes[address]
-
-            async def send(peer, payload, node=node, sent=pushed[address]):
-                sent.extend(unpack_payload(payload))
-                await type(node.transport).send(node.transport, peer, payload)
-
-            node.transport.send = send
+        pushed = {address: record_pushes(sim.nodes[address]) for address in addresses[1:]}
         writer.set_labels({"zone": "b"})
         change = sync.encode(sync.Update(sim.stores[addresses[0]].updates[-1]))  # as stored, so as pushed
 
@@ -354,5 +346,38 @@ async def test_a_push_taken_only_through_a_repair_is_still_passed_on(autojump_cl
         await wait_for(seen, step=0.01)
         await trio.sleep(2.0)  # the forwarders' gossip rounds
         assert writer.updates_refused == 0
-        assert {address for address, sent in pushed.items() if change in sent} == set(pushed)
+        assert {address for address, sent in pushed.items() if any(change in m for _, m in sent)} == set(pushed)
+        nursery.cancel_scope.cancel()
+
+
+def record_pushes(node):
+    """(peer, messages) of every one-way send the node makes from now on."""
+    sent = []
+    transport = node.transport
+    original = transport.send
+
+    async def send(peer, payload):
+        sent.append((peer, unpack_payload(payload)))
+        await original(peer, payload)
+
+    transport.send = send
+    return sent
+
+
+async def test_a_nodes_own_heartbeat_goes_to_a_whole_fanout_of_peers(autojump_clock):
+    """At 4 nodes a heartbeat-only write has one transmit: the writer used to hand it to one
+    peer, which passed it to one more, so each peer missed about one heartbeat in three and
+    could stay several refresh intervals behind. The writer now sends its own writes to a
+    whole fanout (3 peers here) in its first round."""
+    network = SimNetwork(seed=43)
+    async with trio.open_nursery() as nursery:
+        sim = Sim(nursery, network, seed=43)
+        addresses = [f"10.0.12.{i}:7946" for i in range(4)]
+        await sim.start_cluster(addresses)
+        writer = sim.nodes[addresses[0]]
+        sent = record_pushes(writer)
+        writer.publish()
+        heartbeat = sync.encode(sync.Update(sim.stores[addresses[0]].updates[-1]))
+        await trio.sleep(2 * SETTINGS.gossip_interval)
+        assert {peer for peer, messages in sent if heartbeat in messages} == set(addresses[1:])
         nursery.cancel_scope.cancel()
