@@ -337,7 +337,7 @@ async def test_a_push_taken_only_through_a_repair_is_still_passed_on(autojump_cl
         writer.queue = BroadcastQueue()  # that write's push was lost everywhere
         pushed = {address: record_pushes(sim.nodes[address]) for address in addresses[1:]}
         writer.set_labels({"zone": "b"})
-        change = sync.encode(sync.Update(sim.stores[addresses[0]].updates[-1]))  # as stored, so as pushed
+        change = last_write_as_pushed(sim, addresses[0])
 
         def seen():
             return all(n.document.node_records()[writer.identity.node_id].capabilities["labels"] == {"zone": "b"}
@@ -348,6 +348,11 @@ async def test_a_push_taken_only_through_a_repair_is_still_passed_on(autojump_cl
         assert writer.updates_refused == 0
         assert {address for address, sent in pushed.items() if any(change in m for _, m in sent)} == set(pushed)
         nursery.cancel_scope.cancel()
+
+
+def last_write_as_pushed(sim, address):
+    """The node's last write as an encoded Update message (it pushes what it stores)."""
+    return sync.encode(sync.Update(sim.stores[address].updates[-1]))
 
 
 def record_pushes(node):
@@ -377,7 +382,7 @@ async def test_a_nodes_own_heartbeat_goes_to_a_whole_fanout_of_peers(autojump_cl
         writer = sim.nodes[addresses[0]]
         sent = record_pushes(writer)
         writer.publish()
-        heartbeat = sync.encode(sync.Update(sim.stores[addresses[0]].updates[-1]))
+        heartbeat = last_write_as_pushed(sim, addresses[0])
         await trio.sleep(2 * SETTINGS.gossip_interval)
         assert {peer for peer, messages in sent if heartbeat in messages} == set(addresses[1:])
         nursery.cancel_scope.cancel()
