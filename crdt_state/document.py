@@ -80,7 +80,9 @@ import pycrdt
 from pycrdt import Doc, Map
 
 from crdt_state.records import MAP_KINDS, NodeRecord, RecordError, SignedEntry, StaleRecord, verify_entry
+from crdt_state.state_vector import decode_state_vector
 from crdt_state.update_gaps import clock_gap
+from crdt_state.update_structs import UpdateStructs, read_update
 
 MAX_UPDATE = 16 * 1024 * 1024
 # Applied updates remembered to answer duplicates cheaply: copies arrive within a few gossip
@@ -180,9 +182,10 @@ class ClusterDocument:
             self._shadow.apply_update(full_state)
         self._shadow_maps = {name: self._shadow[name] for name in MAP_NAMES}
         self._changes: set[tuple[str, str]] = set()
-        # The shadow's state vector, kept until the shadow changes: most pushed updates are
-        # duplicates, and get_state costs O(writers), one writer per node start.
-        self._shadow_state: bytes | None = None
+        # Next clock per writer in the shadow (and the real document, once an update is
+        # accepted), kept from what we integrate: pycrdt's get_state costs O(writers), one
+        # writer per node start, and the checks of every update received need it.
+        self._clocks: dict[int, int] = decode_state_vector(self._shadow.get_state())
         # Subscribed on pycrdt's integrated map, not Map.observe: its wrapper turns each event's
         # target, path and transaction into Python objects too, which measured about twice the
         # cost of the update itself; only the changed keys are needed here.
@@ -268,7 +271,7 @@ class ClusterDocument:
             raise RecordError("put_local writes only records signed by this node")
         update = self._local_transaction(lambda: self._doc[map_name].__setitem__(key, entry.envelope))
         self._shadow.apply_update(update)
-        self._shadow_state = None
+        self._advance_local_clocks(update)
         self._changes.clear()
         self._set_view(map_name, key, entry)
         self._local_updates.append(update)
@@ -293,7 +296,7 @@ class ClusterDocument:
 
         update = self._local_transaction(delete_all)
         self._shadow.apply_update(update)
-        self._shadow_state = None
+        self._advance_local_clocks(update)
         self._changes.clear()
         for map_name, key in present:
             self._drop_view(map_name, key)
@@ -319,6 +322,13 @@ class ClusterDocument:
             self._doc.unobserve(subscription)
         return b"".join(captured)
 
+    def _advance_local_clocks(self, update: bytes) -> None:
+        structs = read_update(update)
+        if structs is None:  # not expected for our own writes; pycrdt knows for sure
+            self._clocks = decode_state_vector(self._shadow.get_state())
+        else:
+            self._advance_clocks(structs)
+
     def drain_local_updates(self) -> list[bytes]:
         """Updates made by put_local/delete_local since the last call, for eager push and the
         store. With `merge_local_updates`, merged into one when there are several (a batch of
@@ -343,27 +353,80 @@ class ClusterDocument:
         if digest in self._seen:
             return ApplyResult(True, None)  # a duplicate: nothing new (see the module doc)
         self._changes.clear()
-        # Same bytes means the same state: the encoding order only changes when a client is added.
-        state_before = self._shadow_state if self._shadow_state is not None else self._shadow.get_state()
-        self._shadow_state = state_before
-        if clock_gap(update, state_before) is not None:
+        structs = read_update(update)
+        if structs is None:
+            return self._apply_remote_described_by_pycrdt(update, digest)
+        if self._lacks_what_it_builds_on(structs):
             # Refused before it touches the shadow, so no rebuild: the common case is one
             # writer's pushes overtaking each other on the way here.
             return ApplyResult(False, _MISSING, missing=True)
-        self._shadow_state = None
+        try:
+            self._shadow.apply_update(update)
+        except Exception as exc:  # pycrdt raises ValueError for undecodable input
+            self._rebuild_after_refusal()
+            return ApplyResult(False, f"update does not decode: {exc}")
+        # Every writer starts within what we hold and every reference is held or in the
+        # update, so pycrdt integrated all of it: nothing is left waiting in the shadow.
+        verdict = self._check_shadow()
+        if isinstance(verdict, ApplyResult):
+            self._rebuild_after_refusal()
+            return verdict
+        grew = self._advance_clocks(structs)
+        return self._accept(update, digest, verdict, grew)
+
+    def _apply_remote_described_by_pycrdt(self, update: bytes, digest: bytes) -> ApplyResult:
+        """apply_remote for an update read_update does not describe (or that does not decode):
+        the same questions asked of pycrdt, each O(writers)."""
+        state_before = self._shadow.get_state()
+        if clock_gap(update, state_before) is not None:
+            return ApplyResult(False, _MISSING, missing=True)
         try:
             self._shadow.apply_update(update)
         except Exception as exc:  # pycrdt raises ValueError for undecodable input
             self._rebuild_after_refusal()
             return ApplyResult(False, f"update does not decode: {exc}")
         state_after = self._shadow.get_state()
-        verdict = self._check_shadow(update, state_after)
+        if pycrdt.get_update(update, state_after)[0] != 0:
+            # Some structs could not be integrated: they wait for earlier updates we lack.
+            self._rebuild_after_refusal()
+            return ApplyResult(False, _MISSING, missing=True)
+        verdict = self._check_shadow()
         if isinstance(verdict, ApplyResult):
             self._rebuild_after_refusal()
             return verdict
+        self._clocks = decode_state_vector(state_after)
+        return self._accept(update, digest, verdict, state_after != state_before)
+
+    def _lacks_what_it_builds_on(self, structs: UpdateStructs) -> bool:
+        """A writer whose part starts beyond the clock we hold, or an item whose origin or
+        parent we neither hold nor get in this update: pycrdt would keep it pending."""
+        clocks = self._clocks
+        for client, (start, _end) in structs.writers.items():
+            if start > clocks.get(client, 0):
+                return True
+        for (item_client, item_clock), (client, clock) in structs.references:
+            if item_clock < clocks.get(item_client, 0) or clock < clocks.get(client, 0):
+                continue  # an item we hold is skipped; a reference we hold is met
+            span = structs.writers.get(client)
+            if span is None or not span[0] <= clock < span[1]:
+                return True
+        return False
+
+    def _advance_clocks(self, structs: UpdateStructs) -> bool:
+        """Move our per-writer clocks past what was integrated; True if any moved."""
+        grew = False
+        for client, (_start, end) in structs.writers.items():
+            if end > self._clocks.get(client, 0):
+                self._clocks[client] = end
+                grew = True
+        return grew
+
+    def _accept(
+        self, update: bytes, digest: bytes,
+        verdict: tuple[list[SignedEntry], list[tuple[str, str]], set[str]], grew: bool,
+    ) -> ApplyResult:
         entries, removed, stale = verdict
         self._doc.apply_update(update)
-        self._shadow_state = state_after
         for entry in entries:
             self._set_view(entry.map_name, entry.key, entry)
             self._notify(entry.map_name, entry.key)
@@ -375,16 +438,11 @@ class ClusterDocument:
             held = self._views["nodes"][own_key]
             self.put_local("nodes", own_key, held.envelope)
         changed = frozenset((e.map_name, e.key) for e in entries) | frozenset(removed)
-        added = state_after != state_before or bool(changed)
         self._note_seen(digest)
-        return ApplyResult(True, None, changed, stale=frozenset(stale), added=added)
+        return ApplyResult(True, None, changed, stale=frozenset(stale), added=grew or bool(changed))
 
-    def _check_shadow(
-        self, update: bytes, shadow_state: bytes
-    ) -> ApplyResult | tuple[list[SignedEntry], list[tuple[str, str]], set[str]]:
-        if pycrdt.get_update(update, shadow_state)[0] != 0:
-            # Some structs could not be integrated: they wait for earlier updates we lack.
-            return ApplyResult(False, _MISSING, missing=True)
+    def _check_shadow(self) -> ApplyResult | tuple[list[SignedEntry], list[tuple[str, str]], set[str]]:
+        """Verify the entries the update just applied to the shadow changed there."""
         unknown_roots = _root_names(self._shadow) - set(MAP_NAMES)
         if unknown_roots:
             return ApplyResult(False, f"update writes unknown top-level names {sorted(unknown_roots)[:5]}")
