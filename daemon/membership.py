@@ -153,6 +153,13 @@ class Membership:
         self._cluster_size = 1
         # observer -> {target -> freshness named}: every observer's current suspicions value.
         self._named: dict[bytes, dict[bytes, Freshness]] = {}
+        # Bumped whenever a member's status may move other than by time alone (a member came or
+        # went, a transition, a suspicion started, the cluster size changed): statuses() keeps
+        # its answer until then or until the next timeout, so readers per gossip round and per
+        # job-loop pass pay O(1), not O(members), while nothing changes.
+        self.version = 0
+        self._statuses: dict[bytes, Status] = {}
+        self._statuses_key: tuple[int, float] = (-1, float("-inf"))  # (version, valid until)
 
     # -- input ---------------------------------------------------------------------------
 
@@ -162,6 +169,12 @@ class Membership:
         A record no fresher than what we hold changes nothing, so the same record arriving
         twice, or an old one arriving late, can never revive a node.
         """
+        self._observe(node_id, incarnation, heartbeat, status, now)
+        member = self._members.get(node_id)
+        if member is not None and self._statuses.get(node_id) != self._timed_status(member, now):
+            self.version += 1  # e.g. silent past the suspect timeout, no tick since, now advanced
+
+    def _observe(self, node_id: bytes, incarnation: int, heartbeat: int, status: str, now: float) -> None:
         if status not in ("alive", "left"):
             raise ValueError(f"record status must be 'alive' or 'left', got {status!r}")
         if node_id == self.self_id:
@@ -171,6 +184,7 @@ class Membership:
             member = Member(node_id, incarnation, heartbeat, status, now,
                             "left" if status == "left" else "alive")
             self._members[node_id] = member
+            self.version += 1
             if status != "left":
                 self._emit("joined", member, now, None)
                 self._apply_named(member, now)
@@ -186,6 +200,7 @@ class Membership:
             # Still suspected (we had missed the record the suspicion names): the timer runs on
             # from when the suspicion first counted here, not from this late record.
             member.suspected_since = since if since is not None else member.suspected_since
+            self.version += 1
             return
         if status == "left":
             self._transition(member, "left", now)
@@ -230,6 +245,7 @@ class Membership:
         """Drop a peer entirely (e.g. its record was retired from the document)."""
         self._members.pop(node_id, None)
         self._named.pop(node_id, None)
+        self.version += 1
 
     def tick(self, now: float, cluster_size: int | None = None) -> list[MembershipEvent]:
         """Apply timeouts at `now`; returns every event since the last tick, oldest first.
@@ -237,8 +253,9 @@ class Membership:
         cluster_size (all nodes the document knows, including this one) scales the
         timeouts; when omitted the last value given is kept.
         """
-        if cluster_size is not None:
+        if cluster_size is not None and max(1, int(cluster_size)) != self._cluster_size:
             self._cluster_size = max(1, int(cluster_size))
+            self.version += 1  # timeouts scale with it
         for member in self._members.values():
             target = self._timed_status(member, now)
             if target == member.status:
@@ -268,6 +285,17 @@ class Membership:
             return None
         return self._timed_status(member, now)
 
+    def statuses(self, now: float) -> dict[bytes, Status]:
+        """Every member's status at `now`, as status() gives it. The same dict (do not change
+        it) until a member's status may have moved: callers tell "no change" by identity."""
+        version, valid_until = self._statuses_key
+        if version == self.version and now < valid_until:
+            return self._statuses
+        self._statuses = {node_id: self._timed_status(member, now) for node_id, member in self._members.items()}
+        deadlines = (self._next_timeout(member, now) for member in self._members.values())
+        self._statuses_key = (self.version, min(deadlines, default=float("inf")))
+        return self._statuses
+
     def since_heartbeat(self, node_id: bytes, now: float) -> float | None:
         """Seconds since we last saw this node's heartbeat advance (what `form nodes` shows)."""
         if node_id == self.self_id:
@@ -295,15 +323,27 @@ class Membership:
     def _timed_status(self, member: Member, now: float) -> Status:
         if member.record_status == "left":
             return "left"
-        silent = now - member.last_advance
-        if silent >= self.config.dead_timeout(self._cluster_size):
+        # Written as deadlines (not elapsed >= timeout) so statuses() computes the same instants.
+        if now >= member.last_advance + self.config.dead_timeout(self._cluster_size):
             return "dead"
         if member.suspected_since is not None:
-            suspected = now - member.suspected_since
-            return "dead" if suspected >= self.config.suspicion_timeout(self._cluster_size) else "suspect"
-        if silent >= self.config.suspect_timeout(self._cluster_size):
+            dead_at = member.suspected_since + self.config.suspicion_timeout(self._cluster_size)
+            return "dead" if now >= dead_at else "suspect"
+        if now >= member.last_advance + self.config.suspect_timeout(self._cluster_size):
             return "suspect"
         return "alive"
+
+    def _next_timeout(self, member: Member, now: float) -> float:
+        """The first time after `now` at which _timed_status(member) may differ (inf: never
+        by time alone). A freshness advance only moves these later, so it needs no bump."""
+        if member.record_status == "left":
+            return float("inf")
+        deadlines = [member.last_advance + self.config.dead_timeout(self._cluster_size)]
+        if member.suspected_since is not None:
+            deadlines.append(member.suspected_since + self.config.suspicion_timeout(self._cluster_size))
+        else:
+            deadlines.append(member.last_advance + self.config.suspect_timeout(self._cluster_size))
+        return min((deadline for deadline in deadlines if deadline > now), default=float("inf"))
 
     def _apply_named(self, member: Member, now: float) -> None:
         """Start the suspicion of a live member some observer names at its current freshness."""
@@ -311,6 +351,7 @@ class Membership:
             return
         if any(named.get(member.node_id, (-1, -1)) >= member.freshness for named in self._named.values()):
             member.suspected_since = now
+            self.version += 1  # a suspect by silence now dies on the (shorter) suspicion timeout
             self._transition(member, "suspect", now)
 
     def _transition(self, member: Member, target: Status, now: float, kind: EventKind | None = None) -> None:
@@ -319,6 +360,7 @@ class Membership:
             return
         member.status = target
         member.last_status_change = now
+        self.version += 1
         self._emit(kind or target, member, now, previous)
 
     def _emit(self, kind: EventKind, member: Member, now: float, previous: Status | None) -> None:
