@@ -71,9 +71,9 @@ an epoch compaction starts a fresh document.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from collections import OrderedDict
+from collections import ChainMap, OrderedDict
 from functools import partial
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, MutableMapping
 
 import blake3
 import pycrdt
@@ -141,6 +141,7 @@ class ClusterDocument:
         # Node records whose status is not "left", kept as entries change: the node asks for
         # its cluster size on every accepted update, and counting is O(nodes).
         self._not_left = 0
+        self._known: dict[bytes, SignedEntry] = {}  # the nodes view by signer id
         self._local_updates: list[bytes] = []
         self.ignored: list[str] = []  # why entries loaded by from_updates were left out
         self.may_delete: DeletePredicate | None = None  # which remote deletes to accept; None: none
@@ -217,6 +218,7 @@ class ClusterDocument:
         before = [(name, key) for name, view in self._views.items() for key in view]
         self._views = {name: {} for name in MAP_NAMES}
         self._not_left = 0
+        self._known = {}
         self.ignored = []
         known: dict[bytes, SignedEntry] = {}
         for map_name in MAP_NAMES:  # nodes first: the other maps need the known nodes
@@ -239,13 +241,17 @@ class ClusterDocument:
     def _set_view(self, map_name: str, key: str, entry: SignedEntry) -> None:
         self._drop_view(map_name, key)
         self._views[map_name][key] = entry
-        if map_name == "nodes" and entry.node is not None and entry.node.status != "left":
-            self._not_left += 1
+        if map_name == "nodes":
+            self._known[entry.signer_id] = entry
+            if entry.node is not None and entry.node.status != "left":
+                self._not_left += 1
 
     def _drop_view(self, map_name: str, key: str) -> None:
         held = self._views[map_name].pop(key, None)
-        if map_name == "nodes" and held is not None and held.node is not None and held.node.status != "left":
-            self._not_left -= 1
+        if map_name == "nodes" and held is not None:
+            self._known.pop(held.signer_id, None)
+            if held.node is not None and held.node.status != "left":
+                self._not_left -= 1
 
     def watch(self, on_change: Callable[[str, str], None]) -> None:
         """Call on_change(map name, key) after each change of a visible entry (written,
@@ -256,8 +262,10 @@ class ClusterDocument:
         for on_change in self._watchers:
             on_change(map_name, key)
 
-    def _known_nodes(self) -> dict[bytes, SignedEntry]:
-        return {entry.signer_id: entry for entry in self._views["nodes"].values()}
+    def _known_nodes(self) -> Mapping[bytes, SignedEntry]:
+        """Signer id -> node entry (do not change it): kept as entries change, since every
+        local write and every update with job records checks its signers against it."""
+        return self._known
 
     # ---- local writes ---------------------------------------------------------------------
 
@@ -448,7 +456,8 @@ class ClusterDocument:
             return ApplyResult(False, f"update writes unknown top-level names {sorted(unknown_roots)[:5]}")
         changes = sorted(self._changes, key=lambda change: (MAP_NAMES.index(change[0]), change[1]))
         self._changes.clear()
-        known = self._known_nodes() if any(name != "nodes" for name, _ in changes) else {}
+        # Node records of this update count as known for its other entries, not before.
+        known: MutableMapping[bytes, SignedEntry] = ChainMap({}, self._known)
         entries: list[SignedEntry] = []
         removed: list[tuple[str, str]] = []
         stale: set[str] = set()
