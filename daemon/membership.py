@@ -160,6 +160,7 @@ class Membership:
         self.version = 0
         self._statuses: dict[bytes, Status] = {}
         self._statuses_key: tuple[int, float] = (-1, float("-inf"))  # (version, valid until)
+        self._ticked: object = None  # the statuses() answer the last tick left every member in
 
     # -- input ---------------------------------------------------------------------------
 
@@ -256,14 +257,17 @@ class Membership:
         if cluster_size is not None and max(1, int(cluster_size)) != self._cluster_size:
             self._cluster_size = max(1, int(cluster_size))
             self.version += 1  # timeouts scale with it
-        for member in self._members.values():
-            target = self._timed_status(member, now)
-            if target == member.status:
-                continue
-            if member.status == "alive" and target == "dead":
-                # Never skip a state: a long pause between ticks still reports suspect first.
-                self._transition(member, "suspect", now)
-            self._transition(member, target, now)
+        statuses = self.statuses(now)
+        if statuses is not self._ticked:  # the same answer: every status is what it was
+            for node_id, member in self._members.items():
+                target = statuses[node_id]
+                if target == member.status:
+                    continue
+                if member.status == "alive" and target == "dead":
+                    # Never skip a state: a long pause between ticks still reports suspect first.
+                    self._transition(member, "suspect", now)
+                self._transition(member, target, now)
+            self._ticked = self.statuses(now)
         events, self._pending = self._pending, []
         return events
 

@@ -37,6 +37,9 @@ def test_statuses_always_equal_status_member_by_member(steps):
             membership.observe_suspicions(observer, {}, now)
         elif kind == 4:
             membership.tick(now, 1 + amount * 3)
+            # What a tick leaves behind: every member's reported status is its status now.
+            assert all(member.status == membership.status(member.node_id, now)
+                       for member in map(membership.member, membership.known_ids()))
         elif kind == 5:
             membership.forget(peer)
         else:
