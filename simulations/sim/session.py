@@ -103,6 +103,7 @@ def run_document_only(options: SimOptions, say: Callable[[str], None] = print) -
 
 def run_session(options: SimOptions, say: Callable[[str], None] = print) -> tuple[dict[str, Any], bool]:
     say(f"simulating {options.nodes} nodes for {options.seconds:g} s (seed {options.seed}) ...")
+    code = code_version()  # at the start: a long run may outlive the commit it ran
     run, cost = simulate_once(options)
     report = sections.build(run)
     report["cost"] = cost
@@ -127,7 +128,7 @@ def run_session(options: SimOptions, say: Callable[[str], None] = print) -> tupl
     if options.doc_hours > 0:
         report["document_growth"], cost["document_growth_real_s"] = document_growth(options, say)
     cost["python"] = platform.python_version()
-    cost["code"] = code_version()  # the commit measured (and whether the tree differed from it)
+    cost["code"] = code  # the commit measured (and whether the tree differed from it)
     if options.report_dir is not None:
         write(report, options.report_dir, options.plots, say)
     ok = report["invariants_ok"] and all(f["invariants_ok"] for f in report.get("placement_by_policy", {}).values())
