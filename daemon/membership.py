@@ -160,6 +160,7 @@ class Membership:
         self.version = 0
         self._statuses: dict[bytes, Status] = {}
         self._statuses_key: tuple[int, float] = (-1, float("-inf"))  # (version, valid until)
+        self._timeouts_for: tuple[int, tuple[float, float, float]] = (0, (0.0, 0.0, 0.0))
         self._ticked: object = None  # the statuses() answer the last tick left every member in
 
     # -- input ---------------------------------------------------------------------------
@@ -328,25 +329,34 @@ class Membership:
         if member.record_status == "left":
             return "left"
         # Written as deadlines (not elapsed >= timeout) so statuses() computes the same instants.
-        if now >= member.last_advance + self.config.dead_timeout(self._cluster_size):
+        dead_after, suspicion_timeout, suspect_after = self._timeouts()
+        if now >= member.last_advance + dead_after:
             return "dead"
         if member.suspected_since is not None:
-            dead_at = member.suspected_since + self.config.suspicion_timeout(self._cluster_size)
-            return "dead" if now >= dead_at else "suspect"
-        if now >= member.last_advance + self.config.suspect_timeout(self._cluster_size):
+            return "dead" if now >= member.suspected_since + suspicion_timeout else "suspect"
+        if now >= member.last_advance + suspect_after:
             return "suspect"
         return "alive"
+
+    def _timeouts(self) -> tuple[float, float, float]:
+        """(dead, suspicion, suspect) timeouts at the current cluster size, computed once per
+        size: asked for every member whenever statuses are computed (each has a log10)."""
+        if self._timeouts_for[0] != self._cluster_size:
+            config, n = self.config, self._cluster_size
+            self._timeouts_for = (n, (config.dead_timeout(n), config.suspicion_timeout(n), config.suspect_timeout(n)))
+        return self._timeouts_for[1]
 
     def _next_timeout(self, member: Member, now: float) -> float:
         """The first time after `now` at which _timed_status(member) may differ (inf: never
         by time alone). A freshness advance only moves these later, so it needs no bump."""
         if member.record_status == "left":
             return float("inf")
-        deadlines = [member.last_advance + self.config.dead_timeout(self._cluster_size)]
+        dead_after, suspicion_timeout, suspect_after = self._timeouts()
+        deadlines = [member.last_advance + dead_after]
         if member.suspected_since is not None:
-            deadlines.append(member.suspected_since + self.config.suspicion_timeout(self._cluster_size))
+            deadlines.append(member.suspected_since + suspicion_timeout)
         else:
-            deadlines.append(member.last_advance + self.config.suspect_timeout(self._cluster_size))
+            deadlines.append(member.last_advance + suspect_after)
         return min((deadline for deadline in deadlines if deadline > now), default=float("inf"))
 
     def _apply_named(self, member: Member, now: float) -> None:
