@@ -55,8 +55,10 @@ class NodeViews:
             touched = set(node.document.node_records()) | set(self._views)
         else:
             touched = set(self._dirty)
-            if statuses is not self._statuses:
-                touched |= set(self._views) | set(statuses)
+            if statuses is not self._statuses:  # a new answer: whose status differs from the last?
+                last = self._statuses if isinstance(self._statuses, dict) else {}
+                touched |= {node_id for node_id, status in statuses.items() if last.get(node_id) != status}
+                touched |= {node_id for node_id in last if node_id not in statuses}
             if self._own is None or own[0] is not self._own[0] or own[1] != self._own[1]:
                 touched.add(me)
         if not touched:
