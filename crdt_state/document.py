@@ -80,6 +80,7 @@ import pycrdt
 from pycrdt import Doc, Map
 
 from crdt_state.records import MAP_KINDS, NodeRecord, RecordError, SignedEntry, StaleRecord, verify_entry
+from crdt_state.item_keys import ItemKeys
 from crdt_state.state_vector import decode_state_vector
 from crdt_state.update_gaps import clock_gap
 from crdt_state.update_structs import UpdateStructs, read_update
@@ -88,6 +89,9 @@ MAX_UPDATE = 16 * 1024 * 1024
 # Applied updates remembered to answer duplicates cheaply: copies arrive within a few gossip
 # rounds of the first. Kept small, since a simulation holds a document per node.
 SEEN_UPDATES = 1024
+# An update whose changed entries cannot be told from its bytes rebuilds that index (O(document))
+# at most once per this many accepted updates; in between, pycrdt's events tell.
+REINDEX_AFTER = 500
 _MISSING = "update depends on changes not received yet"
 MAP_NAMES = tuple(MAP_KINDS)
 DELETABLE_MAPS = ("jobs", "runs", "cancels")
@@ -179,7 +183,7 @@ class ClusterDocument:
 
     def _make_shadow(self, full_state: bytes) -> None:
         self._shadow = _new_doc(None)
-        if full_state:  # before subscribing: what the real document holds needs no check
+        if full_state:  # before any check: what the real document holds needs none
             self._shadow.apply_update(full_state)
         self._shadow_maps = {name: self._shadow[name] for name in MAP_NAMES}
         self._changes: set[tuple[str, str]] = set()
@@ -187,13 +191,36 @@ class ClusterDocument:
         # accepted), kept from what we integrate: pycrdt's get_state costs O(writers), one
         # writer per node start, and the checks of every update received need it.
         self._clocks: dict[int, int] = decode_state_vector(self._shadow.get_state())
-        # Subscribed on pycrdt's integrated map, not Map.observe: its wrapper turns each event's
-        # target, path and transaction into Python objects too, which measured about twice the
-        # cost of the update itself; only the changed keys are needed here.
-        self._shadow_subscriptions = [
+        # Which entries an update changes, told from its bytes (crdt_state/item_keys.py);
+        # built on first use, again after REINDEX_AFTER accepted updates if it cannot tell.
+        self._item_keys = ItemKeys(MAP_NAMES)
+        self._accepted_since_index = 0
+
+    def _changed_entries(self, structs: UpdateStructs) -> set[tuple[str, str]] | None:
+        if not self._item_keys.ready:
+            self._item_keys.build(read_update(self._shadow.get_update()))
+            self._accepted_since_index = 0
+        entries = self._item_keys.changed(structs, self._clocks)
+        if entries is None and self._accepted_since_index >= REINDEX_AFTER:
+            self._item_keys.build(read_update(self._shadow.get_update()))  # O(document), rarely
+            self._accepted_since_index = 0
+            entries = self._item_keys.changed(structs, self._clocks)
+        return entries
+
+    def _apply_to_shadow_observed(self, update: bytes) -> None:
+        """Apply to the shadow, noting the changed entries from pycrdt's map events: O(writers)
+        per event, so only when the update's bytes cannot tell them."""
+        # pycrdt's integrated map, not Map.observe: its wrapper turns each event's target,
+        # path and transaction into Python objects too (about twice the update's own cost).
+        subscriptions = [
             shadow_map.integrated.observe(partial(self._note_changes, name))
             for name, shadow_map in self._shadow_maps.items()
         ]
+        try:
+            self._shadow.apply_update(update)
+        finally:
+            for subscription in subscriptions:
+                subscription.drop()
 
     def _note_changes(self, map_name: str, event: Any) -> None:
         self._changes.update((map_name, key) for key in event.keys)
@@ -336,6 +363,7 @@ class ClusterDocument:
             self._clocks = decode_state_vector(self._shadow.get_state())
         else:
             self._advance_clocks(structs)
+            self._item_keys.learn(structs)
 
     def drain_local_updates(self) -> list[bytes]:
         """Updates made by put_local/delete_local since the last call, for eager push and the
@@ -368,8 +396,13 @@ class ClusterDocument:
             # Refused before it touches the shadow, so no rebuild: the common case is one
             # writer's pushes overtaking each other on the way here.
             return ApplyResult(False, _MISSING, missing=True)
+        entries = self._changed_entries(structs)
         try:
-            self._shadow.apply_update(update)
+            if entries is None:
+                self._apply_to_shadow_observed(update)
+            else:
+                self._shadow.apply_update(update)
+                self._changes.update(entries)
         except Exception as exc:  # pycrdt raises ValueError for undecodable input
             self._rebuild_after_refusal()
             return ApplyResult(False, f"update does not decode: {exc}")
@@ -380,6 +413,8 @@ class ClusterDocument:
             self._rebuild_after_refusal()
             return verdict
         grew = self._advance_clocks(structs)
+        self._item_keys.learn(structs)
+        self._accepted_since_index += 1
         return self._accept(update, digest, verdict, grew)
 
     def _apply_remote_described_by_pycrdt(self, update: bytes, digest: bytes) -> ApplyResult:
@@ -389,7 +424,7 @@ class ClusterDocument:
         if clock_gap(update, state_before) is not None:
             return ApplyResult(False, _MISSING, missing=True)
         try:
-            self._shadow.apply_update(update)
+            self._apply_to_shadow_observed(update)
         except Exception as exc:  # pycrdt raises ValueError for undecodable input
             self._rebuild_after_refusal()
             return ApplyResult(False, f"update does not decode: {exc}")
@@ -475,6 +510,8 @@ class ClusterDocument:
             if not isinstance(value, (bytes, bytearray)):
                 return ApplyResult(False, f"{where}: value is {type(value).__name__}, not a signed record")
             held = self._views[map_name].get(key)
+            if held is not None and held.envelope == value:
+                continue  # e.g. a concurrent write that lost: what readers see is unchanged
             try:
                 entry = verify_entry(map_name, key, bytes(value), known, held)
             except StaleRecord:

@@ -21,6 +21,17 @@ Id = tuple[int, int]  # (client, clock)
 
 
 @dataclass(frozen=True)
+class Item:
+    id: Id
+    length: int  # clocks it spans
+    origin: Id | None  # the item it was inserted after: its map key is this one's
+    right: Id | None  # the item it was inserted before
+    parent: str | Id | None  # a root's name or a shared type's item; None when origins say it
+    key: str | None  # the map key, written out only when there are no origins
+    deleted: bool  # written as deleted content
+
+
+@dataclass(frozen=True)
 class UpdateStructs:
     # writer -> (clock of its first struct, clock after its last struct)
     writers: dict[int, tuple[int, int]]
@@ -28,6 +39,7 @@ class UpdateStructs:
     references: list[tuple[Id, Id]]
     # writer -> [(clock, length)] of the items this update deletes
     deletes: dict[int, list[tuple[int, int]]]
+    items: list[Item]  # every item, in the update's order (GC structs left out)
 
 
 class _Unreadable(Exception):
@@ -143,6 +155,7 @@ def read_update(update: bytes) -> UpdateStructs | None:
     writers: dict[int, tuple[int, int]] = {}
     references: list[tuple[Id, Id]] = []
     deletes: dict[int, list[tuple[int, int]]] = {}
+    items: list[Item] = []
     try:
         for _ in range(reader.uint()):
             structs = reader.uint()
@@ -157,20 +170,25 @@ def read_update(update: bytes) -> UpdateStructs | None:
                     clock += reader.uint()
                     continue
                 item = (client, clock)
+                origin = right = parent = key = None
                 if info & 0x80:
-                    references.append((item, (reader.uint(), reader.uint())))
+                    origin = (reader.uint(), reader.uint())
+                    references.append((item, origin))
                 if info & 0x40:
-                    references.append((item, (reader.uint(), reader.uint())))
+                    right = (reader.uint(), reader.uint())
+                    references.append((item, right))
                 if not info & 0xC0:  # no origins: the parent is written out
                     if reader.uint() == 1:
-                        reader.raw(reader.uint())  # a root's name
+                        parent = reader.string()  # a root's name
                     else:
-                        references.append((item, (reader.uint(), reader.uint())))
+                        parent = (reader.uint(), reader.uint())
+                        references.append((item, parent))
                     if info & 0x20:
-                        reader.raw(reader.uint())  # the map key
+                        key = reader.string()  # the map key
                 length = _content_length(reader, kind)
                 if length <= 0:
                     return None
+                items.append(Item(item, length, origin, right, parent, key, kind == 1))
                 clock += length
             writers[client] = (start, clock)
         for _ in range(reader.uint()):
@@ -182,4 +200,4 @@ def read_update(update: bytes) -> UpdateStructs | None:
         return None
     if reader.at != len(update):
         return None
-    return UpdateStructs(writers, references, deletes)
+    return UpdateStructs(writers, references, deletes, items)

@@ -13,6 +13,7 @@ from crdt_state.document import ClusterDocument
 from crdt_state.state_vector import decode_state_vector
 from crdt_state.update_structs import read_update
 from test_crdt_document import cluster
+from crdt_state.signing import seal_record
 from test_crdt_support import FakeNode, rogue_update, snapshot_view
 
 
@@ -124,3 +125,58 @@ def test_the_reader_leaves_what_it_does_not_describe_to_pycrdt():
         damaged = bytearray(update)
         damaged[random.randrange(len(damaged))] = random.randrange(256)
         read_update(bytes(damaged))
+
+
+# Steps for two receivers, one telling changed entries from the update's bytes (item_keys.py)
+# and one always from pycrdt's map events: 0 heartbeat, 1 job, 2 run rewrite, 3 two writers
+# write the same job key concurrently, 4 a job and the deletion of the writer's jobs, 5 restart of a writer, 6 forged
+# update, 7 anti-entropy diff, 8 a copy of the receiver's own state rewrites a key raw.
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(st.tuples(st.integers(0, 8), st.integers(0, 2), st.integers(0, 3)), min_size=1, max_size=25),
+       seed=st.integers(0, 2**32))
+def test_entries_told_from_the_bytes_match_pycrdts_events(steps, seed):
+    rng = random.Random(seed)
+    writers = cluster(3)
+    told, observed = ClusterDocument(), ClusterDocument()
+    observed._changed_entries = lambda structs: None  # always pycrdt's events
+    for receiver in (told, observed):
+        receiver.may_delete = lambda map_name, key, entry: True
+        for writer in writers:
+            assert receiver.apply_remote(writer.doc.update_since(receiver.state_vector())).accepted
+    waiting: list[bytes] = []
+    for number, (kind, who, which) in enumerate(steps):
+        writer, other = writers[who], writers[(who + 1) % 3]
+        job_key = f"{which:064x}"
+        if kind == 0:
+            writer.heartbeat()
+        elif kind == 1:
+            writer.put("jobs", job_key, "job", {"n": number})
+        elif kind == 2:
+            writer.put("runs", f"{'ab' * 32}:{writer.hex}", "run", {"state": f"s{number}"})
+        elif kind == 3:
+            writer.put("jobs", job_key, "job", {"by": writer.hex, "n": number})
+            other.put("jobs", job_key, "job", {"by": other.hex, "n": number})
+            waiting += other.doc.drain_local_updates()
+        elif kind == 4:  # a job, then its retirement (and of any other this writer holds)
+            writer.put("jobs", job_key, "job", {"n": number})
+            waiting += writer.doc.drain_local_updates()
+            writer.doc.delete_local([("jobs", f"{k:064x}") for k in range(4)])
+        elif kind == 5:
+            writer.doc = ClusterDocument.from_updates([writer.doc.full_state()], writer.node_id)
+            writer.incarnation += 1
+            writer.heartbeat()
+        elif kind == 6:
+            waiting.append(rogue_update(told, {("nodes", writer.hex): b"not a record"}))
+        elif kind == 7:
+            waiting.append(writer.doc.update_since(told.state_vector()))
+        else:
+            waiting.append(rogue_update(told, {("jobs", job_key): seal_record(other.key, "job", {"raw": number})}))
+        waiting += writer.doc.drain_local_updates()
+        rng.shuffle(waiting)
+        for update in list(waiting[: rng.randint(0, len(waiting))]):
+            results = [receiver.apply_remote(update) for receiver in (told, observed)]
+            assert results[0] == results[1]
+            if results[0].accepted or not results[0].missing:
+                waiting.remove(update)
+        assert snapshot_view(told) == snapshot_view(observed)
+    assert told.rebuilds == observed.rebuilds
