@@ -10,6 +10,7 @@ O(1), and one where k records changed O(k) plus a dict copy done in C.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Callable
 
 from crdt_state.document import ClusterDocument
@@ -24,7 +25,6 @@ class NodeViews:
         self.node = node  # daemon.node.Node: document, membership, own capabilities and status
         self._now = now
         self._views: dict[bytes, scheduling.NodeView] = {}
-        self._decoded: dict[bytes, tuple[object, NodeCapabilities, NodeCapacity | None]] = {}
         self._dirty: set[bytes] | None = None  # None: every node (at the start, after a rebuild)
         self._statuses: object = None
         self._own: tuple[object, str] | None = None
@@ -93,14 +93,32 @@ class NodeViews:
     def _view(self, node_id: bytes, record, statuses, own, me) -> scheduling.NodeView | None:
         if record is None:
             return None
-        decoded = self._decoded.get(node_id)
-        if decoded is None or decoded[0] is not record:
-            try:
-                capacity = NodeCapacity.from_wire(record.capacity) if record.capacity else None
-                decoded = (record, NodeCapabilities.from_wire(record.capabilities), capacity)
-            except (WireError, ValueError, TypeError):
-                return None
-            self._decoded[node_id] = decoded
+        decoded = _decode(record)
+        if decoded is None:
+            return None
         if node_id == me:
             return scheduling.NodeView(own[0], decoded[2], own[1], record.updated_ms)
         return scheduling.NodeView(decoded[1], decoded[2], statuses.get(node_id, "dead"), record.updated_ms)
+
+
+# Decoded capabilities and capacity of recent node records, by record object (records are
+# immutable; the entry keeps its record alive, so an id is never reused while listed). One
+# formd decodes each record it receives once; a simulation, whose nodes share the record
+# objects of the envelopes they all open (simulations/sim/shared_verify.py), decodes each once
+# for all of them instead of once per node (a million decodes at a 1000-node start).
+DECODED_KEPT = 8192
+_decoded: OrderedDict[int, tuple[object, NodeCapabilities, NodeCapacity | None] | tuple[object, None, None]] = OrderedDict()
+
+
+def _decode(record) -> tuple[object, NodeCapabilities, NodeCapacity | None] | None:
+    held = _decoded.get(id(record))
+    if held is None or held[0] is not record:
+        try:
+            capacity = NodeCapacity.from_wire(record.capacity) if record.capacity else None
+            held = (record, NodeCapabilities.from_wire(record.capabilities), capacity)
+        except (WireError, ValueError, TypeError):
+            held = (record, None, None)
+        _decoded[id(record)] = held
+        if len(_decoded) > DECODED_KEPT:
+            _decoded.popitem(last=False)
+    return held if held[1] is not None else None
