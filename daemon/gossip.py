@@ -17,7 +17,9 @@ steady-state traffic about 4x against 4 (simulations/bench_gossip.py, N=10: 16.6
 because a local update carries only its own transaction's inserts and deletes
 (crdt_state/document.py): a receiver that missed another writer's newer version never sees an
 old version deleted under it, so a heartbeat that arrives out of order is accepted, or at
-worst asked for again as missing, never refused. Anti-entropy (a state-vector exchange
+worst asked for again as missing, never refused. A push refused as missing is passed
+on once the repair exchange filled its gap (daemon/held_back.py), so repairs do not thin out
+the epidemic. Anti-entropy (a state-vector exchange
 with one random peer) repairs whatever the epidemic missed (a lost frame, a node that was
 down), so the queue may drop things when full without harming convergence.
 
@@ -59,6 +61,17 @@ def unpack_payload(payload: bytes) -> list[bytes]:
 def retransmit_limit(mult: int, cluster_size: int) -> int:
     """How many times one node sends one update: memberlist's mult x ceil(log10(n + 1))."""
     return mult * max(1, math.ceil(math.log10(cluster_size + 1)))
+
+
+def own_write_limit(limit: int, fanout: int) -> int:
+    """Transmits for a node's own write: at least one gossip round's fanout. With a limit below
+    the fanout (heartbeat retransmits in a cluster under 10 nodes: 1) the writer handed its
+    heartbeat to one peer, which passed it to one more: a random walk that left each of 3 peers
+    without a given heartbeat about one time in three, so a peer could stay several refresh
+    intervals behind and show the writer suspect by silence. The writer's first round now
+    reaches `fanout` peers; receivers pass it on as before, so it costs fanout - limit sends
+    per write (none at 1000 nodes, where the limit is already 4)."""
+    return max(limit, fanout)
 
 
 def anti_entropy_interval(base: float, cluster_size: int) -> float:

@@ -26,12 +26,14 @@ def seal_suspicions(private_key: Ed25519PrivateKey, targets: Mapping[bytes, Fres
     return seal_record(private_key, "suspicion", suspicion_body({t.hex(): f for t, f in targets.items()}))
 
 
-def names_me(targets: Mapping[bytes, Freshness], my_id: bytes, my_freshness: Freshness) -> Freshness | None:
-    """The freshness a suspicion of this node names when it counts (it names our current
-    freshness, or a later one: an earlier life's, or a made-up one), else None. We refute by
-    publishing past it (refutation_point)."""
+def names_me(targets: Mapping[bytes, Freshness], my_id: bytes, spread: Freshness) -> Freshness | None:
+    """The freshness a suspicion of this node names when it counts, else None. `spread` is
+    the freshness we last pushed to everyone (full retransmits); a suspicion at or past it
+    counts (it names that write, a later one that may not have reached the observer, an
+    earlier life's, or a made-up one). We refute by publishing past it (refutation_point),
+    with full retransmits, so a suspicion is refuted once."""
     named = targets.get(my_id)
-    return named if named is not None and named >= my_freshness else None
+    return named if named is not None and named >= spread else None
 
 
 def refutation_point(named: Freshness, my_freshness: Freshness) -> Freshness | None:

@@ -7,6 +7,7 @@ from daemon.gossip import (
     BroadcastQueue,
     PayloadError,
     anti_entropy_interval,
+    own_write_limit,
     pack_payload,
     pick,
     retransmit_limit,
@@ -90,3 +91,9 @@ def test_pick_is_distinct_and_seeded():
     one = pick(random.Random(7), items, 3)
     assert len(set(one)) == 3 and one == pick(random.Random(7), items, 3)
     assert sorted(pick(random.Random(1), items[:2], 3)) == [0, 1]
+
+
+def test_own_writes_go_to_at_least_one_whole_fanout():
+    assert own_write_limit(retransmit_limit(1, 4), 3) == 3  # heartbeats under 10 nodes: 1 -> 3
+    assert own_write_limit(retransmit_limit(1, 1000), 3) == 4  # already above the fanout
+    assert own_write_limit(retransmit_limit(4, 4), 3) == 4

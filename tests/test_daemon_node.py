@@ -7,7 +7,9 @@ import pytest
 import trio
 import trio.testing
 
+from crdt_state import sync
 from crdt_state.document import ClusterDocument
+from daemon.gossip import BroadcastQueue, unpack_payload
 from daemon.identity import Identity
 from daemon.log import EventLog
 from daemon.mem_transport import SimNetwork
@@ -56,9 +58,10 @@ class RecordingLog(EventLog):
 
 
 class Sim:
-    def __init__(self, nursery, network, seed=1):
+    def __init__(self, nursery, network, seed=1, settings=SETTINGS):
         self.nursery = nursery
         self.network = network
+        self.settings = settings
         self.rng = random.Random(seed)
         self.keys = {}
         self.stores = {}
@@ -89,7 +92,7 @@ class Sim:
             identity=identity, address=address, transport=self.network.transport(address),
             document=ClusterDocument.from_updates(store.updates, identity.node_id, client_id=client_id),
             capabilities=CAPS.with_labels(labels or {}), incarnation=self.incarnations[address],
-            rng=random.Random(self.rng.random()), settings=SETTINGS, seeds=seeds, store=store,
+            rng=random.Random(self.rng.random()), settings=self.settings, seeds=seeds, store=store,
             log=self.logs.setdefault(address, RecordingLog()),
             bump_incarnation=lambda at_least: self._bump_incarnation(address, at_least),
         )
@@ -316,4 +319,70 @@ async def test_record_notices_move_a_node_past_only_its_own_newer_records(autoju
         assert sim.incarnations[b] == 8
         await wait_for(lambda: sender.document.node_records()[receiver.identity.node_id].incarnation == 8, step=0.01)
         assert sender.peer_status(receiver.identity.node_id) == "alive"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_push_taken_only_through_a_repair_is_still_passed_on(autojump_clock):
+    """Every peer missed the writer's previous write, so each refuses its label change as
+    missing and takes it through the repair exchange. Each must still push it on, as if it
+    had accepted it: before, such nodes dropped out of the epidemic (at 50 nodes a third of
+    the receivers of a change), and some nodes then saw the change seconds later."""
+    network = SimNetwork(seed=41)
+    async with trio.open_nursery() as nursery:
+        sim = Sim(nursery, network, seed=41)
+        addresses = [f"10.0.11.{i}:7946" for i in range(5)]
+        await sim.start_cluster(addresses)
+        writer = sim.nodes[addresses[0]]
+        writer.publish()
+        writer.queue = BroadcastQueue()  # that write's push was lost everywhere
+        pushed = {address: record_pushes(sim.nodes[address]) for address in addresses[1:]}
+        writer.set_labels({"zone": "b"})
+        change = last_write_as_pushed(sim, addresses[0])
+
+        def seen():
+            return all(n.document.node_records()[writer.identity.node_id].capabilities["labels"] == {"zone": "b"}
+                       for n in sim.nodes.values())
+
+        await wait_for(seen, step=0.01)
+        await trio.sleep(2.0)  # the forwarders' gossip rounds
+        assert writer.updates_refused == 0
+        assert {address for address, sent in pushed.items() if any(change in m for _, m in sent)} == set(pushed)
+        nursery.cancel_scope.cancel()
+
+
+def last_write_as_pushed(sim, address):
+    """The node's last write as an encoded Update message (it pushes what it stores)."""
+    return sync.encode(sync.Update(sim.stores[address].updates[-1]))
+
+
+def record_pushes(node):
+    """(peer, messages) of every one-way send the node makes from now on."""
+    sent = []
+    transport = node.transport
+    original = transport.send
+
+    async def send(peer, payload):
+        sent.append((peer, unpack_payload(payload)))
+        await original(peer, payload)
+
+    transport.send = send
+    return sent
+
+
+async def test_a_nodes_own_heartbeat_goes_to_a_whole_fanout_of_peers(autojump_clock):
+    """At 4 nodes a heartbeat-only write has one transmit: the writer used to hand it to one
+    peer, which passed it to one more, so each peer missed about one heartbeat in three and
+    could stay several refresh intervals behind. The writer now sends its own writes to a
+    whole fanout (3 peers here) in its first round."""
+    network = SimNetwork(seed=43)
+    async with trio.open_nursery() as nursery:
+        sim = Sim(nursery, network, seed=43)
+        addresses = [f"10.0.12.{i}:7946" for i in range(4)]
+        await sim.start_cluster(addresses)
+        writer = sim.nodes[addresses[0]]
+        sent = record_pushes(writer)
+        writer.publish()
+        heartbeat = last_write_as_pushed(sim, addresses[0])
+        await trio.sleep(2 * SETTINGS.gossip_interval)
+        assert {peer for peer, messages in sent if heartbeat in messages} == set(addresses[1:])
         nursery.cancel_scope.cancel()

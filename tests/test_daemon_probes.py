@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import trio
 
+from daemon.gossip import BroadcastQueue
 from daemon.mem_transport import SimNetwork
-from test_daemon_node import Sim, autojump_clock, wait_for  # noqa: F401 (autojump_clock: fixture)
+from test_daemon_node import SETTINGS, Sim, autojump_clock, wait_for  # noqa: F401 (autojump_clock: fixture)
 
 
 async def four_nodes(nursery, network, subnet):
@@ -78,4 +82,38 @@ async def test_a_suspicion_naming_a_made_up_freshness_is_refuted_past_it(autojum
         await trio.sleep(2 * liar.membership.config.suspicion_timeout(4))
         await wait_for(lambda: sim.everyone_sees(addresses, addresses))
         assert target.incarnation == 1 and target.refutations == 1
+        nursery.cancel_scope.cancel()
+
+
+# As at scale (1000 nodes: a record refresh every 333 s, a suspicion timeout of 12 s), and no
+# anti-entropy within the test: what heals a lagging observer is the refutation alone.
+SLOW_REFRESH = dataclasses.replace(SETTINGS, refresh_rate=0.05, anti_entropy_interval=600.0)
+
+
+@pytest.mark.parametrize("seed", [31, 32, 33])
+async def test_a_suspicion_naming_a_write_that_did_not_spread_is_still_refuted(autojump_clock, seed):
+    """The victim's latest periodic write reached no one (it goes out with heartbeat
+    retransmits: one at 4 nodes), then an observer's probes fail and it names the freshness it
+    holds, one behind the victim's own. That suspicion must still be refuted: every observer
+    holds exactly the freshness it names, and nothing else would advance it before they all
+    show the victim dead. (Before the fix the victim took it as answered by its later write.)"""
+    network = SimNetwork(seed=seed)
+    async with trio.open_nursery() as nursery:
+        sim = Sim(nursery, network, seed=seed, settings=SLOW_REFRESH)
+        addresses = [f"10.0.10.{i}:7946" for i in range(4)]
+        await sim.start_cluster(addresses)
+        victim, observer = sim.nodes[addresses[1]], sim.nodes[addresses[2]]
+        victim.publish()
+        victim.queue = BroadcastQueue()  # that write's push was lost everywhere
+        behind = observer.membership.member(victim.identity.node_id).freshness
+        assert behind < (victim.incarnation, victim.heartbeat)
+        observer._suspect(victim.identity.node_id)  # what its failed probes do
+        assert observer._suspects[victim.identity.node_id] == behind
+        timeout = observer.membership.config.suspicion_timeout(4)
+        for _ in range(int(3 * timeout / 0.1)):
+            await trio.sleep(0.1)
+            for address in addresses:
+                assert sim.nodes[address].peer_status(victim.identity.node_id) != "dead", address
+        assert victim.refutations == 1
+        await wait_for(lambda: sim.everyone_sees(addresses, addresses), limit=5)
         nursery.cancel_scope.cancel()
