@@ -71,21 +71,27 @@ an epoch compaction starts a fresh document.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from collections import OrderedDict
+from collections import ChainMap, OrderedDict
 from functools import partial
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, MutableMapping
 
 import blake3
 import pycrdt
 from pycrdt import Doc, Map
 
 from crdt_state.records import MAP_KINDS, NodeRecord, RecordError, SignedEntry, StaleRecord, verify_entry
+from crdt_state.item_keys import ItemKeys
+from crdt_state.state_vector import decode_state_vector
 from crdt_state.update_gaps import clock_gap
+from crdt_state.update_structs import UpdateStructs, read_update
 
 MAX_UPDATE = 16 * 1024 * 1024
 # Applied updates remembered to answer duplicates cheaply: copies arrive within a few gossip
 # rounds of the first. Kept small, since a simulation holds a document per node.
 SEEN_UPDATES = 1024
+# An update whose changed entries cannot be told from its bytes rebuilds that index (O(document))
+# at most once per this many accepted updates; in between, pycrdt's events tell.
+REINDEX_AFTER = 500
 _MISSING = "update depends on changes not received yet"
 MAP_NAMES = tuple(MAP_KINDS)
 DELETABLE_MAPS = ("jobs", "runs", "cancels")
@@ -139,6 +145,7 @@ class ClusterDocument:
         # Node records whose status is not "left", kept as entries change: the node asks for
         # its cluster size on every accepted update, and counting is O(nodes).
         self._not_left = 0
+        self._known: dict[bytes, SignedEntry] = {}  # the nodes view by signer id
         self._local_updates: list[bytes] = []
         self.ignored: list[str] = []  # why entries loaded by from_updates were left out
         self.may_delete: DeletePredicate | None = None  # which remote deletes to accept; None: none
@@ -176,20 +183,44 @@ class ClusterDocument:
 
     def _make_shadow(self, full_state: bytes) -> None:
         self._shadow = _new_doc(None)
-        if full_state:  # before subscribing: what the real document holds needs no check
+        if full_state:  # before any check: what the real document holds needs none
             self._shadow.apply_update(full_state)
         self._shadow_maps = {name: self._shadow[name] for name in MAP_NAMES}
         self._changes: set[tuple[str, str]] = set()
-        # The shadow's state vector, kept until the shadow changes: most pushed updates are
-        # duplicates, and get_state costs O(writers), one writer per node start.
-        self._shadow_state: bytes | None = None
-        # Subscribed on pycrdt's integrated map, not Map.observe: its wrapper turns each event's
-        # target, path and transaction into Python objects too, which measured about twice the
-        # cost of the update itself; only the changed keys are needed here.
-        self._shadow_subscriptions = [
+        # Next clock per writer in the shadow (and the real document, once an update is
+        # accepted), kept from what we integrate: pycrdt's get_state costs O(writers), one
+        # writer per node start, and the checks of every update received need it.
+        self._clocks: dict[int, int] = decode_state_vector(self._shadow.get_state())
+        # Which entries an update changes, told from its bytes (crdt_state/item_keys.py);
+        # built on first use, again after REINDEX_AFTER accepted updates if it cannot tell.
+        self._item_keys = ItemKeys(MAP_NAMES)
+        self._accepted_since_index = 0
+
+    def _changed_entries(self, structs: UpdateStructs) -> set[tuple[str, str]] | None:
+        if not self._item_keys.ready:
+            self._item_keys.build(read_update(self._shadow.get_update()))
+            self._accepted_since_index = 0
+        entries = self._item_keys.changed(structs, self._clocks)
+        if entries is None and self._accepted_since_index >= REINDEX_AFTER:
+            self._item_keys.build(read_update(self._shadow.get_update()))  # O(document), rarely
+            self._accepted_since_index = 0
+            entries = self._item_keys.changed(structs, self._clocks)
+        return entries
+
+    def _apply_to_shadow_observed(self, update: bytes) -> None:
+        """Apply to the shadow, noting the changed entries from pycrdt's map events: O(writers)
+        per event, so only when the update's bytes cannot tell them."""
+        # pycrdt's integrated map, not Map.observe: its wrapper turns each event's target,
+        # path and transaction into Python objects too (about twice the update's own cost).
+        subscriptions = [
             shadow_map.integrated.observe(partial(self._note_changes, name))
             for name, shadow_map in self._shadow_maps.items()
         ]
+        try:
+            self._shadow.apply_update(update)
+        finally:
+            for subscription in subscriptions:
+                subscription.drop()
 
     def _note_changes(self, map_name: str, event: Any) -> None:
         self._changes.update((map_name, key) for key in event.keys)
@@ -214,6 +245,7 @@ class ClusterDocument:
         before = [(name, key) for name, view in self._views.items() for key in view]
         self._views = {name: {} for name in MAP_NAMES}
         self._not_left = 0
+        self._known = {}
         self.ignored = []
         known: dict[bytes, SignedEntry] = {}
         for map_name in MAP_NAMES:  # nodes first: the other maps need the known nodes
@@ -236,13 +268,17 @@ class ClusterDocument:
     def _set_view(self, map_name: str, key: str, entry: SignedEntry) -> None:
         self._drop_view(map_name, key)
         self._views[map_name][key] = entry
-        if map_name == "nodes" and entry.node is not None and entry.node.status != "left":
-            self._not_left += 1
+        if map_name == "nodes":
+            self._known[entry.signer_id] = entry
+            if entry.node is not None and entry.node.status != "left":
+                self._not_left += 1
 
     def _drop_view(self, map_name: str, key: str) -> None:
         held = self._views[map_name].pop(key, None)
-        if map_name == "nodes" and held is not None and held.node is not None and held.node.status != "left":
-            self._not_left -= 1
+        if map_name == "nodes" and held is not None:
+            self._known.pop(held.signer_id, None)
+            if held.node is not None and held.node.status != "left":
+                self._not_left -= 1
 
     def watch(self, on_change: Callable[[str, str], None]) -> None:
         """Call on_change(map name, key) after each change of a visible entry (written,
@@ -253,8 +289,10 @@ class ClusterDocument:
         for on_change in self._watchers:
             on_change(map_name, key)
 
-    def _known_nodes(self) -> dict[bytes, SignedEntry]:
-        return {entry.signer_id: entry for entry in self._views["nodes"].values()}
+    def _known_nodes(self) -> Mapping[bytes, SignedEntry]:
+        """Signer id -> node entry (do not change it): kept as entries change, since every
+        local write and every update with job records checks its signers against it."""
+        return self._known
 
     # ---- local writes ---------------------------------------------------------------------
 
@@ -268,7 +306,7 @@ class ClusterDocument:
             raise RecordError("put_local writes only records signed by this node")
         update = self._local_transaction(lambda: self._doc[map_name].__setitem__(key, entry.envelope))
         self._shadow.apply_update(update)
-        self._shadow_state = None
+        self._advance_local_clocks(update)
         self._changes.clear()
         self._set_view(map_name, key, entry)
         self._local_updates.append(update)
@@ -293,7 +331,7 @@ class ClusterDocument:
 
         update = self._local_transaction(delete_all)
         self._shadow.apply_update(update)
-        self._shadow_state = None
+        self._advance_local_clocks(update)
         self._changes.clear()
         for map_name, key in present:
             self._drop_view(map_name, key)
@@ -319,6 +357,14 @@ class ClusterDocument:
             self._doc.unobserve(subscription)
         return b"".join(captured)
 
+    def _advance_local_clocks(self, update: bytes) -> None:
+        structs = read_update(update)
+        if structs is None:  # not expected for our own writes; pycrdt knows for sure
+            self._clocks = decode_state_vector(self._shadow.get_state())
+        else:
+            self._advance_clocks(structs)
+            self._item_keys.learn(structs)
+
     def drain_local_updates(self) -> list[bytes]:
         """Updates made by put_local/delete_local since the last call, for eager push and the
         store. With `merge_local_updates`, merged into one when there are several (a batch of
@@ -343,27 +389,87 @@ class ClusterDocument:
         if digest in self._seen:
             return ApplyResult(True, None)  # a duplicate: nothing new (see the module doc)
         self._changes.clear()
-        # Same bytes means the same state: the encoding order only changes when a client is added.
-        state_before = self._shadow_state if self._shadow_state is not None else self._shadow.get_state()
-        self._shadow_state = state_before
-        if clock_gap(update, state_before) is not None:
+        structs = read_update(update)
+        if structs is None:
+            return self._apply_remote_described_by_pycrdt(update, digest)
+        if self._lacks_what_it_builds_on(structs):
             # Refused before it touches the shadow, so no rebuild: the common case is one
             # writer's pushes overtaking each other on the way here.
             return ApplyResult(False, _MISSING, missing=True)
-        self._shadow_state = None
+        entries = self._changed_entries(structs)
         try:
-            self._shadow.apply_update(update)
+            if entries is None:
+                self._apply_to_shadow_observed(update)
+            else:
+                self._shadow.apply_update(update)
+                self._changes.update(entries)
+        except Exception as exc:  # pycrdt raises ValueError for undecodable input
+            self._rebuild_after_refusal()
+            return ApplyResult(False, f"update does not decode: {exc}")
+        # Every writer starts within what we hold and every reference is held or in the
+        # update, so pycrdt integrated all of it: nothing is left waiting in the shadow.
+        verdict = self._check_shadow()
+        if isinstance(verdict, ApplyResult):
+            self._rebuild_after_refusal()
+            return verdict
+        grew = self._advance_clocks(structs)
+        self._item_keys.learn(structs)
+        self._accepted_since_index += 1
+        return self._accept(update, digest, verdict, grew)
+
+    def _apply_remote_described_by_pycrdt(self, update: bytes, digest: bytes) -> ApplyResult:
+        """apply_remote for an update read_update does not describe (or that does not decode):
+        the same questions asked of pycrdt, each O(writers)."""
+        state_before = self._shadow.get_state()
+        if clock_gap(update, state_before) is not None:
+            return ApplyResult(False, _MISSING, missing=True)
+        try:
+            self._apply_to_shadow_observed(update)
         except Exception as exc:  # pycrdt raises ValueError for undecodable input
             self._rebuild_after_refusal()
             return ApplyResult(False, f"update does not decode: {exc}")
         state_after = self._shadow.get_state()
-        verdict = self._check_shadow(update, state_after)
+        if pycrdt.get_update(update, state_after)[0] != 0:
+            # Some structs could not be integrated: they wait for earlier updates we lack.
+            self._rebuild_after_refusal()
+            return ApplyResult(False, _MISSING, missing=True)
+        verdict = self._check_shadow()
         if isinstance(verdict, ApplyResult):
             self._rebuild_after_refusal()
             return verdict
+        self._clocks = decode_state_vector(state_after)
+        return self._accept(update, digest, verdict, state_after != state_before)
+
+    def _lacks_what_it_builds_on(self, structs: UpdateStructs) -> bool:
+        """A writer whose part starts beyond the clock we hold, or an item whose origin or
+        parent we neither hold nor get in this update: pycrdt would keep it pending."""
+        clocks = self._clocks
+        for client, (start, _end) in structs.writers.items():
+            if start > clocks.get(client, 0):
+                return True
+        for (item_client, item_clock), (client, clock) in structs.references:
+            if item_clock < clocks.get(item_client, 0) or clock < clocks.get(client, 0):
+                continue  # an item we hold is skipped; a reference we hold is met
+            span = structs.writers.get(client)
+            if span is None or not span[0] <= clock < span[1]:
+                return True
+        return False
+
+    def _advance_clocks(self, structs: UpdateStructs) -> bool:
+        """Move our per-writer clocks past what was integrated; True if any moved."""
+        grew = False
+        for client, (_start, end) in structs.writers.items():
+            if end > self._clocks.get(client, 0):
+                self._clocks[client] = end
+                grew = True
+        return grew
+
+    def _accept(
+        self, update: bytes, digest: bytes,
+        verdict: tuple[list[SignedEntry], list[tuple[str, str]], set[str]], grew: bool,
+    ) -> ApplyResult:
         entries, removed, stale = verdict
         self._doc.apply_update(update)
-        self._shadow_state = state_after
         for entry in entries:
             self._set_view(entry.map_name, entry.key, entry)
             self._notify(entry.map_name, entry.key)
@@ -375,22 +481,18 @@ class ClusterDocument:
             held = self._views["nodes"][own_key]
             self.put_local("nodes", own_key, held.envelope)
         changed = frozenset((e.map_name, e.key) for e in entries) | frozenset(removed)
-        added = state_after != state_before or bool(changed)
         self._note_seen(digest)
-        return ApplyResult(True, None, changed, stale=frozenset(stale), added=added)
+        return ApplyResult(True, None, changed, stale=frozenset(stale), added=grew or bool(changed))
 
-    def _check_shadow(
-        self, update: bytes, shadow_state: bytes
-    ) -> ApplyResult | tuple[list[SignedEntry], list[tuple[str, str]], set[str]]:
-        if pycrdt.get_update(update, shadow_state)[0] != 0:
-            # Some structs could not be integrated: they wait for earlier updates we lack.
-            return ApplyResult(False, _MISSING, missing=True)
+    def _check_shadow(self) -> ApplyResult | tuple[list[SignedEntry], list[tuple[str, str]], set[str]]:
+        """Verify the entries the update just applied to the shadow changed there."""
         unknown_roots = _root_names(self._shadow) - set(MAP_NAMES)
         if unknown_roots:
             return ApplyResult(False, f"update writes unknown top-level names {sorted(unknown_roots)[:5]}")
         changes = sorted(self._changes, key=lambda change: (MAP_NAMES.index(change[0]), change[1]))
         self._changes.clear()
-        known = self._known_nodes() if any(name != "nodes" for name, _ in changes) else {}
+        # Node records of this update count as known for its other entries, not before.
+        known: MutableMapping[bytes, SignedEntry] = ChainMap({}, self._known)
         entries: list[SignedEntry] = []
         removed: list[tuple[str, str]] = []
         stale: set[str] = set()
@@ -408,6 +510,8 @@ class ClusterDocument:
             if not isinstance(value, (bytes, bytearray)):
                 return ApplyResult(False, f"{where}: value is {type(value).__name__}, not a signed record")
             held = self._views[map_name].get(key)
+            if held is not None and held.envelope == value:
+                continue  # e.g. a concurrent write that lost: what readers see is unchanged
             try:
                 entry = verify_entry(map_name, key, bytes(value), known, held)
             except StaleRecord:

@@ -27,7 +27,6 @@ import trio
 
 from crdt_state.records import RecordError
 from crdt_state.signing import seal_record
-from metrics_agent.capabilities import NodeCapabilities
 from metrics_agent.capacity import NodeCapacity, Reservation, apply_reservations
 from metrics_agent.wire import WireError
 from pack_manager import scheduling
@@ -57,6 +56,7 @@ from .group_commit import GroupCommit
 from .job_records import Job, JobRecords, spec_blobs
 from .job_retention import Retirement
 from .node import Node
+from .node_views import NodeViews
 from .placement_orders import PlacementOrders
 from .transport import TransportError
 
@@ -131,10 +131,9 @@ class JobLoop:
         self._group_commit = GroupCommit(sync_log) if sync_log is not None else None
         # What the last pass decided on, so the next one re-decides only what may now differ.
         self._open: set[str] = set()  # jobs that may still need an action from this node
-        self._decoded_nodes: dict[bytes, tuple[object, NodeCapabilities, NodeCapacity | None]] = {}
-        self._last_nodes: dict[bytes, scheduling.NodeView] = {}
-        self._last_shape: dict[bytes, tuple] = {}
+        self.views = NodeViews(node, trio.current_time)  # kept by changes, not rebuilt per pass
         self._last_full_pass = float("-inf")
+        self._views_changed = False  # figures changed since the last full pass
         self._capacity_freed = False
         self._own_capacity: NodeCapacity | None = None
         self.orders = PlacementOrders(policy)
@@ -156,20 +155,7 @@ class JobLoop:
         self.node.log.warning("job record ignored", job=key[:12], reason=reason)
 
     def node_views(self) -> dict[bytes, scheduling.NodeView]:
-        views = {}
-        now = trio.current_time()
-        for node_id, record in self.node.document.node_records().items():
-            decoded = self._decoded_nodes.get(node_id)
-            if decoded is None or decoded[0] is not record:
-                try:
-                    capacity = NodeCapacity.from_wire(record.capacity) if record.capacity else None
-                    decoded = (record, NodeCapabilities.from_wire(record.capabilities), capacity)
-                except (WireError, ValueError, TypeError):
-                    continue
-                self._decoded_nodes[node_id] = decoded
-            caps = self.node.capabilities if node_id == self.me else decoded[1]
-            views[node_id] = scheduling.NodeView(caps, decoded[2], self.node.peer_status(node_id, now), record.updated_ms)
-        return views
+        return self.views.current()
 
     def own_capacity(self) -> NodeCapacity | None:
         if self.node.capacity is None:
@@ -344,10 +330,11 @@ class JobLoop:
         figures, which every node rewrites each tick, at most once per tick: they only decide
         whether a better-ranked node is skipped before it declines."""
         now = trio.current_time()
-        shape = {node_id: (view.capabilities, view.status) for node_id, view in nodes.items()}
-        if shape == self._last_shape and (nodes == self._last_nodes or now - self._last_full_pass < self.node.settings.tick_interval):
+        shape_changed, changed = self.views.take_changes()
+        self._views_changed = self._views_changed or changed
+        if not shape_changed and (not self._views_changed or now - self._last_full_pass < self.node.settings.tick_interval):
             return False
-        self._last_shape, self._last_nodes, self._last_full_pass = shape, nodes, now
+        self._views_changed, self._last_full_pass = False, now
         return True
 
     def _needs_us(self, job: Job) -> bool:

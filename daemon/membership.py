@@ -153,6 +153,15 @@ class Membership:
         self._cluster_size = 1
         # observer -> {target -> freshness named}: every observer's current suspicions value.
         self._named: dict[bytes, dict[bytes, Freshness]] = {}
+        # Bumped whenever a member's status may move other than by time alone (a member came or
+        # went, a transition, a suspicion started, the cluster size changed): statuses() keeps
+        # its answer until then or until the next timeout, so readers per gossip round and per
+        # job-loop pass pay O(1), not O(members), while nothing changes.
+        self.version = 0
+        self._statuses: dict[bytes, Status] = {}
+        self._statuses_key: tuple[int, float] = (-1, float("-inf"))  # (version, valid until)
+        self._timeouts_for: tuple[int, tuple[float, float, float]] = (0, (0.0, 0.0, 0.0))
+        self._ticked: object = None  # the statuses() answer the last tick left every member in
 
     # -- input ---------------------------------------------------------------------------
 
@@ -162,6 +171,12 @@ class Membership:
         A record no fresher than what we hold changes nothing, so the same record arriving
         twice, or an old one arriving late, can never revive a node.
         """
+        self._observe(node_id, incarnation, heartbeat, status, now)
+        member = self._members.get(node_id)
+        if member is not None and self._statuses.get(node_id) != self._timed_status(member, now):
+            self.version += 1  # e.g. silent past the suspect timeout, no tick since, now advanced
+
+    def _observe(self, node_id: bytes, incarnation: int, heartbeat: int, status: str, now: float) -> None:
         if status not in ("alive", "left"):
             raise ValueError(f"record status must be 'alive' or 'left', got {status!r}")
         if node_id == self.self_id:
@@ -171,6 +186,7 @@ class Membership:
             member = Member(node_id, incarnation, heartbeat, status, now,
                             "left" if status == "left" else "alive")
             self._members[node_id] = member
+            self.version += 1
             if status != "left":
                 self._emit("joined", member, now, None)
                 self._apply_named(member, now)
@@ -186,6 +202,7 @@ class Membership:
             # Still suspected (we had missed the record the suspicion names): the timer runs on
             # from when the suspicion first counted here, not from this late record.
             member.suspected_since = since if since is not None else member.suspected_since
+            self.version += 1
             return
         if status == "left":
             self._transition(member, "left", now)
@@ -230,6 +247,7 @@ class Membership:
         """Drop a peer entirely (e.g. its record was retired from the document)."""
         self._members.pop(node_id, None)
         self._named.pop(node_id, None)
+        self.version += 1
 
     def tick(self, now: float, cluster_size: int | None = None) -> list[MembershipEvent]:
         """Apply timeouts at `now`; returns every event since the last tick, oldest first.
@@ -237,16 +255,20 @@ class Membership:
         cluster_size (all nodes the document knows, including this one) scales the
         timeouts; when omitted the last value given is kept.
         """
-        if cluster_size is not None:
+        if cluster_size is not None and max(1, int(cluster_size)) != self._cluster_size:
             self._cluster_size = max(1, int(cluster_size))
-        for member in self._members.values():
-            target = self._timed_status(member, now)
-            if target == member.status:
-                continue
-            if member.status == "alive" and target == "dead":
-                # Never skip a state: a long pause between ticks still reports suspect first.
-                self._transition(member, "suspect", now)
-            self._transition(member, target, now)
+            self.version += 1  # timeouts scale with it
+        statuses = self.statuses(now)
+        if statuses is not self._ticked:  # the same answer: every status is what it was
+            for node_id, member in self._members.items():
+                target = statuses[node_id]
+                if target == member.status:
+                    continue
+                if member.status == "alive" and target == "dead":
+                    # Never skip a state: a long pause between ticks still reports suspect first.
+                    self._transition(member, "suspect", now)
+                self._transition(member, target, now)
+            self._ticked = self.statuses(now)
         events, self._pending = self._pending, []
         return events
 
@@ -267,6 +289,17 @@ class Membership:
         if member is None:
             return None
         return self._timed_status(member, now)
+
+    def statuses(self, now: float) -> dict[bytes, Status]:
+        """Every member's status at `now`, as status() gives it. The same dict (do not change
+        it) until a member's status may have moved: callers tell "no change" by identity."""
+        version, valid_until = self._statuses_key
+        if version == self.version and now < valid_until:
+            return self._statuses
+        self._statuses = {node_id: self._timed_status(member, now) for node_id, member in self._members.items()}
+        deadlines = (self._next_timeout(member, now) for member in self._members.values())
+        self._statuses_key = (self.version, min(deadlines, default=float("inf")))
+        return self._statuses
 
     def since_heartbeat(self, node_id: bytes, now: float) -> float | None:
         """Seconds since we last saw this node's heartbeat advance (what `form nodes` shows)."""
@@ -295,15 +328,36 @@ class Membership:
     def _timed_status(self, member: Member, now: float) -> Status:
         if member.record_status == "left":
             return "left"
-        silent = now - member.last_advance
-        if silent >= self.config.dead_timeout(self._cluster_size):
+        # Written as deadlines (not elapsed >= timeout) so statuses() computes the same instants.
+        dead_after, suspicion_timeout, suspect_after = self._timeouts()
+        if now >= member.last_advance + dead_after:
             return "dead"
         if member.suspected_since is not None:
-            suspected = now - member.suspected_since
-            return "dead" if suspected >= self.config.suspicion_timeout(self._cluster_size) else "suspect"
-        if silent >= self.config.suspect_timeout(self._cluster_size):
+            return "dead" if now >= member.suspected_since + suspicion_timeout else "suspect"
+        if now >= member.last_advance + suspect_after:
             return "suspect"
         return "alive"
+
+    def _timeouts(self) -> tuple[float, float, float]:
+        """(dead, suspicion, suspect) timeouts at the current cluster size, computed once per
+        size: asked for every member whenever statuses are computed (each has a log10)."""
+        if self._timeouts_for[0] != self._cluster_size:
+            config, n = self.config, self._cluster_size
+            self._timeouts_for = (n, (config.dead_timeout(n), config.suspicion_timeout(n), config.suspect_timeout(n)))
+        return self._timeouts_for[1]
+
+    def _next_timeout(self, member: Member, now: float) -> float:
+        """The first time after `now` at which _timed_status(member) may differ (inf: never
+        by time alone). A freshness advance only moves these later, so it needs no bump."""
+        if member.record_status == "left":
+            return float("inf")
+        dead_after, suspicion_timeout, suspect_after = self._timeouts()
+        deadlines = [member.last_advance + dead_after]
+        if member.suspected_since is not None:
+            deadlines.append(member.suspected_since + suspicion_timeout)
+        else:
+            deadlines.append(member.last_advance + suspect_after)
+        return min((deadline for deadline in deadlines if deadline > now), default=float("inf"))
 
     def _apply_named(self, member: Member, now: float) -> None:
         """Start the suspicion of a live member some observer names at its current freshness."""
@@ -311,6 +365,7 @@ class Membership:
             return
         if any(named.get(member.node_id, (-1, -1)) >= member.freshness for named in self._named.values()):
             member.suspected_since = now
+            self.version += 1  # a suspect by silence now dies on the (shorter) suspicion timeout
             self._transition(member, "suspect", now)
 
     def _transition(self, member: Member, target: Status, now: float, kind: EventKind | None = None) -> None:
@@ -319,6 +374,7 @@ class Membership:
             return
         member.status = target
         member.last_status_change = now
+        self.version += 1
         self._emit(kind or target, member, now, previous)
 
     def _emit(self, kind: EventKind, member: Member, now: float, previous: Status | None) -> None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import trio
 
@@ -157,6 +157,8 @@ class Node:
         self._repairing: set[str] = set()
         self._held_back = HeldBack()  # pushed updates refused as missing, until their repair
         self._shapes: dict[bytes, tuple] = {}  # node id -> what its record says it is
+        self._shapes_version = 0  # bumped when _shapes changes: peers() is kept until then
+        self._peers: dict[tuple[str, ...], tuple[object, int, Mapping[bytes, str]]] = {}
         self._last_write = trio.current_time()  # of our own record
         self._written_capacity: dict | None = None
         self._suspects: dict[bytes, tuple[int, int]] = {}  # our value in the suspicions map
@@ -176,7 +178,7 @@ class Node:
         now = trio.current_time()
         for node_id, record in document.node_records().items():
             self.membership.observe(node_id, record.incarnation, record.heartbeat, record.status, now)
-            self._shapes[node_id] = _shape(record)
+            self._note_shape(record)
         for key, entry in document.items("suspicions").items():
             if key == identity.node_hex:
                 self._suspects = targets_of(entry)
@@ -253,8 +255,7 @@ class Node:
         self.document.put_local("nodes", self.identity.node_hex, record.seal(self.identity.private_key))
         self._last_write = trio.current_time()
         self._written_capacity = record.capacity
-        significant = significant or self._shapes.get(record.node_id) != _shape(record)
-        self._shapes[record.node_id] = _shape(record)
+        significant = self._note_shape(record) or significant
         if significant:
             self._spread = (self.incarnation, self.heartbeat)
         limit = own_write_limit(self._transmit_limit(significant), self.settings.gossip_fanout)
@@ -262,6 +263,15 @@ class Node:
             if self.store is not None:
                 self.store.append(update, durable)
             self.queue.add(update, limit)
+
+    def _note_shape(self, record: NodeRecord) -> bool:
+        """Remember what the record says the node is; True if that changed."""
+        shape = _shape(record)
+        if self._shapes.get(record.node_id) == shape:
+            return False
+        self._shapes[record.node_id] = shape
+        self._shapes_version += 1
+        return True
 
     def _move_past(self, earlier: int) -> None:
         """Refute a record (or a suspicion) of ours newer than the last one we wrote, from an
@@ -409,9 +419,7 @@ class Node:
                 if record.node_id == self.identity.node_id:
                     ours = record
                 self.membership.observe(record.node_id, record.incarnation, record.heartbeat, record.status, now)
-                shape = _shape(record)
-                significant = significant or self._shapes.get(record.node_id) != shape
-                self._shapes[record.node_id] = shape
+                significant = self._note_shape(record) or significant
         # Joins, leaves and rejoins are logged the moment they are seen, not at the next tick.
         self._log_membership(self.membership.take_events())
         if isinstance(message, sync.Update):
@@ -610,15 +618,22 @@ class Node:
         status = self.membership.status(node_id, trio.current_time() if now is None else now)
         return status or "dead"
 
-    def peers(self, wanted: tuple[str, ...]) -> dict[bytes, str]:
-        """Node id -> address of every other node whose status is in `wanted`."""
-        now = trio.current_time()
-        return {
+    def peers(self, wanted: tuple[str, ...]) -> Mapping[bytes, str]:
+        """Node id -> address of every other node whose status is in `wanted` (do not change
+        it). Asked every gossip round and probe: computed again only when a status or a node's
+        shape (its address among them) may have changed, O(1) otherwise."""
+        statuses = self.membership.statuses(trio.current_time())
+        cached = self._peers.get(wanted)
+        if cached is not None and cached[0] is statuses and cached[1] == self._shapes_version:
+            return cached[2]
+        found = {
             node_id: record.address
             for node_id, record in self.document.node_records().items()
             if node_id != self.identity.node_id and record.address != self.address
-            and self.peer_status(node_id, now) in wanted
+            and statuses.get(node_id, "dead") in wanted
         }
+        self._peers[wanted] = (statuses, self._shapes_version, found)
+        return found
 
     def peer_addresses(self, *, include_dead: bool) -> list[str]:
         return list(self.peers(("alive", "suspect", "dead") if include_dead else ("alive", "suspect")).values())

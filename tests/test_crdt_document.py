@@ -312,21 +312,22 @@ def test_a_duplicate_is_answered_from_the_seen_digests_until_a_rebuild(monkeypat
     (update,) = a.doc.drain_local_updates()
     assert b.doc.apply_remote(update).added
     checked = []
-    real_gap = document_module.clock_gap
-    monkeypatch.setattr(document_module, "clock_gap", lambda *args: checked.append(1) or real_gap(*args))
+    real_read = document_module.read_update
+    monkeypatch.setattr(document_module, "read_update", lambda update: checked.append(update) or real_read(update))
     again = b.doc.apply_remote(update)
-    assert again.accepted and not again.added and checked == []  # never reached the shadow
+    assert again.accepted and not again.added and update not in checked  # never reached the shadow
     # A refusal rebuilds the shadow and forgets the digests: the same bytes take the full path,
     # and still change nothing.
     forged = rogue_update(c.doc, {("jobs", JOB): b"not a record"})
     assert not b.doc.apply_remote(forged).accepted
     checked.clear()
     after_rebuild = b.doc.apply_remote(update)
-    assert after_rebuild.accepted and not after_rebuild.added and checked == [1]
+    assert after_rebuild.accepted and not after_rebuild.added and update in checked
     # Our own local writes coming back from a relay are duplicates too.
     b.heartbeat()
     (own,) = b.doc.drain_local_updates()
-    assert not b.doc.apply_remote(own).added and checked == [1]
+    checked.clear()
+    assert not b.doc.apply_remote(own).added and own not in checked
 
 
 def test_the_seen_digests_are_bounded(monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import pycrdt
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Map
@@ -91,9 +92,16 @@ def test_clock_gap_names_the_writer_that_skips_clocks_in_a_merged_update():
     assert not result.accepted and result.missing and c.doc.rebuilds == 0
 
 
-def test_a_gap_in_another_writers_items_is_still_found_in_the_shadow():
+@pytest.mark.parametrize("described", [True, False])
+def test_a_gap_in_another_writers_items_is_found(described, monkeypatch):
     # Writer Y overwrites a key writer X wrote: Y's item builds on X's, which the receiver lacks.
-    # Y's own clocks have no gap, so only applying it to the shadow shows it (one rebuild).
+    # Y's own clocks have no gap: the item's origin names X's item. Read from the update's
+    # bytes, that is seen before the shadow is touched; an update the reader cannot describe
+    # goes to pycrdt, and the shadow shows it (one rebuild).
+    import crdt_state.document as document_module
+
+    if not described:
+        monkeypatch.setattr(document_module, "read_update", lambda update: None)
     x, y = Doc({name: Map() for name in MAP_NAMES}), Doc({name: Map() for name in MAP_NAMES})
     y.apply_update(x.get_update())
     x["jobs"]["k"] = b"from x"
@@ -106,5 +114,5 @@ def test_a_gap_in_another_writers_items_is_still_found_in_the_shadow():
     assert clock_gap(y_update, receiver.state_vector()) is None
     result = receiver.apply_remote(y_update)
     assert not result.accepted and result.missing
-    assert receiver.rebuilds == 1
+    assert receiver.rebuilds == (0 if described else 1)
     assert snapshot_view(receiver) == view

@@ -9,7 +9,7 @@ import random
 import pycrdt
 import pytest
 
-from crdt_state.state_vector import _write_varuint, clock_of, decode_state_vector, encode_state_vector
+from crdt_state.state_vector import StateVectorError, _write_varuint, clock_of, decode_state_vector, encode_state_vector
 
 
 def varint(value: int) -> bytes:
@@ -53,3 +53,13 @@ def test_clock_of_reads_pycrdts_own_state_vectors():
         assert clock_of(state, client) == clock
     assert clock_of(state, 12345) == 0
     assert varint(300) in state  # the lookup had something to find
+
+
+def test_decoding_again_gives_an_equal_copy_that_callers_may_change():
+    encoded = encode_state_vector({1: 5, 300: 7, 2**31 + 5: 9})
+    first = decode_state_vector(encoded)
+    first[1] = 99
+    del first[300]
+    assert decode_state_vector(bytearray(encoded)) == {1: 5, 300: 7, 2**31 + 5: 9}
+    with pytest.raises(StateVectorError):
+        decode_state_vector(encoded + b"\x00")

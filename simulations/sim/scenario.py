@@ -22,6 +22,7 @@ from .active import active_phase
 from .ending import converge, inject, settle
 from .facts import collect, orphan_claims
 from .faults import FaultPlan, plan_faults
+from .gc_cost import freeze_survivors
 from .invariants import check_all
 from .options import SimOptions
 from .run_record import RunRecord, lost_state
@@ -43,6 +44,7 @@ async def simulate(options: SimOptions, root: Path) -> RunRecord:
         if options.warm_start:
             warm_start(world.machines, rng)
         await _timed(run, "boot", lambda: boot(world, run))
+        freeze_survivors()  # what the boot built lives all run: no collection need walk it again
         await _timed(run, "active", lambda: active_phase(world, run, jobs))
         await _timed(run, "settle", lambda: settle(world, run))
         for name in options.inject:

@@ -25,6 +25,7 @@ from pack_manager.placement import POLICIES
 
 from . import report as sections
 from .determinism import deterministic_trio
+from .gc_cost import GcTimer
 from .heartbeat_doc import heartbeat_growth
 from .options import NONE, SimOptions
 from .run_record import RunRecord
@@ -34,10 +35,11 @@ from .shared_verify import shared_verification
 
 def simulate_once(options: SimOptions) -> tuple[RunRecord, dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="formnet-sim-") as scratch, \
-            deterministic_trio(options.seed), shared_verification() as cache:
+            deterministic_trio(options.seed), shared_verification() as cache, GcTimer() as gc_timer:
         started, cpu_started = time.perf_counter(), time.process_time()
         run = trio.run(simulate, options, Path(scratch), clock=trio.testing.MockClock(autojump_threshold=0))
         real, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        gc_figures = gc_timer.figures()
     simulated = run.end
     cost = {
         "real_s": round(real, 3),
@@ -47,6 +49,7 @@ def simulate_once(options: SimOptions) -> tuple[RunRecord, dict[str, Any]]:
         "node_simulated_s_per_real_s": round(options.nodes * simulated / real, 2) if real > 0 else None,
         "real_s_per_phase": {phase: round(seconds, 3) for phase, seconds in run.real_s.items()},
         "shared_verify": {"hits": cache.hits, "misses": cache.misses},
+        **gc_figures,
     }
     return run, cost
 
@@ -100,6 +103,7 @@ def run_document_only(options: SimOptions, say: Callable[[str], None] = print) -
 
 def run_session(options: SimOptions, say: Callable[[str], None] = print) -> tuple[dict[str, Any], bool]:
     say(f"simulating {options.nodes} nodes for {options.seconds:g} s (seed {options.seed}) ...")
+    code = code_version()  # at the start: a long run may outlive the commit it ran
     run, cost = simulate_once(options)
     report = sections.build(run)
     report["cost"] = cost
@@ -124,7 +128,7 @@ def run_session(options: SimOptions, say: Callable[[str], None] = print) -> tupl
     if options.doc_hours > 0:
         report["document_growth"], cost["document_growth_real_s"] = document_growth(options, say)
     cost["python"] = platform.python_version()
-    cost["code"] = code_version()  # the commit measured (and whether the tree differed from it)
+    cost["code"] = code  # the commit measured (and whether the tree differed from it)
     if options.report_dir is not None:
         write(report, options.report_dir, options.plots, say)
     ok = report["invariants_ok"] and all(f["invariants_ok"] for f in report.get("placement_by_policy", {}).values())

@@ -33,6 +33,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crdt_state.document import ClusterDocument
+from crdt_state.records import NodeRecord
 from daemon.blobstore import BlobStore
 from daemon.config import FormdConfig
 from daemon.identity import Identity
@@ -81,11 +82,31 @@ class SlowedSettings(NodeSettings):
 class SimNode(Node):
     """formd's Node with one switch for the end of a run: `ticks.cancel()` stops its
     heartbeats (no more writes) while gossip and anti-entropy go on, so the documents can
-    settle and be compared."""
+    settle and be compared.
+
+    `resume(record)`: this start continues the process that wrote `record` (--warm-start).
+    Node.run writes the record once at start, as a process starting must; a process that has
+    been running does not, and 1000 nodes doing it at one instant is a storm (1000 new updates
+    for every node in the first simulated second, each checked: 240 real seconds at 1000
+    nodes) that no running cluster sees. So that first write is skipped; the periodic
+    refreshes follow as they would (spread over the refresh interval by Node.run)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ticks = trio.CancelScope()
+        self._resumed_capacity: dict | None = None
+
+    def resume(self, record: NodeRecord) -> None:
+        self.heartbeat = record.heartbeat
+        self.joined = True  # joined long ago: no state exchange with the seeds
+        self._resumed_capacity = record.capacity
+
+    def publish(self, **kwargs: Any) -> None:
+        if self._resumed_capacity is not None:
+            # What the running process wrote last: a reservation change still writes early.
+            self._written_capacity, self._resumed_capacity = self._resumed_capacity, None
+            return
+        super().publish(**kwargs)
 
     async def _tick_loop(self) -> None:
         with self.ticks:
@@ -224,9 +245,8 @@ class World:
             sample_capacity=sample, store=MemoryStore(), bump_incarnation=machine.bump_incarnation,
             wall_clock=sim_wall_clock, log=SimLog(self.log_sink, machine.index), version="sim",
         )
-        if resumed:  # a process that was running has joined long ago: no state exchange with the seeds
-            node.heartbeat = held_record.heartbeat
-            node.joined = True
+        if resumed:
+            node.resume(held_record)
         loop = JobLoop(node, BlobStore(machine.root / "blobs"), machine.root / "work",
                        {"wasm": machine.executor}, policy=self.options.policy, retention_s=FormdConfig().job_retention_s)
 
