@@ -35,7 +35,7 @@ from .jobstate import (
     UNSCHEDULABLE,
     RunReport,
 )
-from .placement import DEFAULT_POLICY, rank_with_preferences
+from .placement import DEFAULT_POLICY, rank, rank_with_preferences
 
 LIVE_STATUSES = ("alive", "suspect")  # a suspect node keeps its place until it is declared dead
 
@@ -106,6 +106,10 @@ def order_nodes(job: JobView, nodes: Mapping[bytes, NodeView], policy: str = DEF
     (so the inputs need not travel); then the policy's order. Holdings come from the
     replicated document, never from a node's own disk, so every node orders alike."""
     req = job.spec.requirements
+    if not req.preferred_labels and not (job.spec.prefer_local_inputs and job.holdings):
+        # Every score would be 0: the policy's order alone, sorted in C rather than by a Python
+        # key per node (half the cost at 1000 nodes; every node ranks every job it sees).
+        return rank(job.job_id, nodes.keys(), policy)
     scores = {node_id: preference_score(view.capabilities, req) for node_id, view in nodes.items()}
     if job.spec.prefer_local_inputs and job.holdings:
         weight = 1 + max(job.holdings.values())  # a label match outweighs any number of blobs

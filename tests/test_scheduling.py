@@ -267,3 +267,21 @@ def test_the_order_with_holdings_does_not_depend_on_the_order_of_the_views(held,
     items = list(cluster().items())
     seed.shuffle(items)
     assert order_nodes(j, dict(items)) == order_nodes(j, cluster())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=40, unique=True),
+       st.lists(st.sampled_from(["a", "b"]), max_size=40), st.booleans(), st.sampled_from(["hashed-xor", "xor"]))
+def test_order_nodes_is_labels_first_then_the_policy_with_or_without_preferences(ids, labels, prefer, policy):
+    from pack_manager.placement import rank, rank_with_preferences
+
+    nodes = {n: view(caps(labels={"zone": labels[i]} if i < len(labels) else {})) for i, n in enumerate(ids)}
+    j = job(spec(preferred={"zone": "a"}) if prefer else spec())
+    scores = {n: int(prefer and nodes[n].capabilities.labels.get("zone") == "a") for n in ids}
+    order = order_nodes(j, nodes, policy)
+    assert order == rank_with_preferences(j.job_id, scores, policy)
+    if not prefer:  # no preferences: the policy's own order (the fast path)
+        assert order == rank(j.job_id, ids, policy)
+    else:  # every node matching the preference comes before every other
+        matching = [n for n in order if scores[n]]
+        assert order[: len(matching)] == matching
