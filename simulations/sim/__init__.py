@@ -3,6 +3,7 @@
 options      what a run is asked to do, and the CLI's parsers
 determinism  seeding trio's scheduler; worker threads run inline
 shared_verify one signature check per record for the whole simulated cluster
+shared_placement one placement order per job and node set for the whole simulated cluster
 network      the simulated network with slow links
 world        machines running formd's Node and JobLoop; crash, restart, freeze
 executor     the simulated executor (a duration and a deterministic result)

@@ -2,7 +2,8 @@
 document-growth run, report.json and the plots.
 
 Each simulated run gets a fresh MockClock(autojump_threshold=0), trio's scheduler seeded
-(determinism.py), the shared signature cache (shared_verify.py) and a temporary directory
+(determinism.py), the shared signature cache (shared_verify.py), shared placement orders
+(shared_placement.py) and a temporary directory
 for the machines' blob stores and work dirs, removed afterwards.
 """
 
@@ -30,12 +31,14 @@ from .heartbeat_doc import heartbeat_growth
 from .options import NONE, SimOptions
 from .run_record import RunRecord
 from .scenario import simulate
+from .shared_placement import shared_placement
 from .shared_verify import shared_verification
 
 
 def simulate_once(options: SimOptions) -> tuple[RunRecord, dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="formnet-sim-") as scratch, \
-            deterministic_trio(options.seed), shared_verification() as cache, GcTimer() as gc_timer:
+            deterministic_trio(options.seed), shared_verification() as cache, shared_placement() as orders, \
+            GcTimer() as gc_timer:
         started, cpu_started = time.perf_counter(), time.process_time()
         run = trio.run(simulate, options, Path(scratch), clock=trio.testing.MockClock(autojump_threshold=0))
         real, cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -49,6 +52,7 @@ def simulate_once(options: SimOptions) -> tuple[RunRecord, dict[str, Any]]:
         "node_simulated_s_per_real_s": round(options.nodes * simulated / real, 2) if real > 0 else None,
         "real_s_per_phase": {phase: round(seconds, 3) for phase, seconds in run.real_s.items()},
         "shared_verify": {"hits": cache.hits, "misses": cache.misses},
+        "shared_placement": {"hits": orders.hits, "misses": orders.misses},
         **gc_figures,
     }
     return run, cost
