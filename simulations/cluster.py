@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cluster: {exc}", file=sys.stderr)
         return 2
     # SIGTERM/SIGHUP end the run like Ctrl-C: the finally blocks stop every process first.
-    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too, explicitly: a shell starts background commands with SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler, so the harness ignored Ctrl-C.
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     harness = Harness(options)
     try:
         report = harness.run()
