@@ -1,5 +1,6 @@
 """The node driver over the simulated network under MockClock: the same code formd runs."""
 
+import contextlib
 import dataclasses
 import random
 
@@ -140,13 +141,21 @@ async def wait_for(condition, limit=120.0, step=0.1):
     return waited
 
 
-async def test_ten_nodes_converge_and_a_label_spreads(autojump_clock):
-    network = SimNetwork(seed=3, latency=(0.001, 0.01))
+@contextlib.asynccontextmanager
+async def running_cluster(subnet, count, *, sim_seed=1, **network_options):
+    """`count` nodes at 10.0.<subnet>.i on a SimNetwork(**network_options), all joined through
+    the first and seeing all alive; stopped when the block ends."""
+    network = SimNetwork(**network_options)
     async with trio.open_nursery() as nursery:
-        sim = Sim(nursery, network)
-        addresses = [f"10.0.0.{i}:7946" for i in range(10)]
+        sim = Sim(nursery, network, seed=sim_seed)
+        addresses = [f"10.0.{subnet}.{i}:7946" for i in range(count)]
         await sim.start_cluster(addresses)
+        yield sim, addresses
+        nursery.cancel_scope.cancel()
 
+
+async def test_ten_nodes_converge_and_a_label_spreads(autojump_clock):
+    async with running_cluster(0, 10, seed=3, latency=(0.001, 0.01)) as (sim, addresses):
         sim.nodes[addresses[7]].set_labels({"zone": "b"})
         start = trio.current_time()
 
@@ -159,27 +168,17 @@ async def test_ten_nodes_converge_and_a_label_spreads(autojump_clock):
         await wait_for(seen, step=0.01)
         # Epidemic push: a few gossip rounds, far below the 10 s anti-entropy interval.
         assert trio.current_time() - start < 5 * SETTINGS.gossip_interval * 3
-        nursery.cancel_scope.cancel()
 
 
 async def test_lossy_network_still_converges(autojump_clock):
-    network = SimNetwork(seed=5, latency=(0.001, 0.05), loss=0.2)
-    async with trio.open_nursery() as nursery:
-        sim = Sim(nursery, network)
-        addresses = [f"10.0.1.{i}:7946" for i in range(8)]
-        await sim.start_cluster(addresses)
+    async with running_cluster(1, 8, seed=5, latency=(0.001, 0.05), loss=0.2) as (sim, addresses):
         sim.nodes[addresses[3]].set_labels({"k": "v"})
         target = sim.nodes[addresses[3]].identity.node_id
         await wait_for(lambda: all(n.document.node_records()[target].capabilities["labels"] == {"k": "v"} for n in sim.nodes.values()))
-        nursery.cancel_scope.cancel()
 
 
 async def test_crash_suspect_dead_then_restart_rejoins_with_its_document(autojump_clock):
-    network = SimNetwork(seed=7)
-    async with trio.open_nursery() as nursery:
-        sim = Sim(nursery, network)
-        addresses = [f"10.0.2.{i}:7946" for i in range(4)]
-        await sim.start_cluster(addresses)
+    async with running_cluster(2, 4, seed=7) as (sim, addresses):
         victim = addresses[2]
         others = [a for a in addresses if a != victim]
         old_id = sim.nodes[victim].identity.node_id
@@ -207,21 +206,15 @@ async def test_crash_suspect_dead_then_restart_rejoins_with_its_document(autojum
         for address in addresses:
             assert [f for m, f in sim.logs[address].lines if m.startswith("bad")] == []
             assert ("peer rejoined", {"id": old_id.hex()[:12], "addr": victim}) in sim.logs[address].lines or address == victim
-        nursery.cancel_scope.cancel()
 
 
 async def test_leave_is_seen_at_once(autojump_clock):
-    network = SimNetwork(seed=9)
-    async with trio.open_nursery() as nursery:
-        sim = Sim(nursery, network)
-        addresses = [f"10.0.3.{i}:7946" for i in range(5)]
-        await sim.start_cluster(addresses)
+    async with running_cluster(3, 5, seed=9) as (sim, addresses):
         leaver = addresses[4]
         await sim.nodes[leaver].leave()
         sim.crash(leaver)
         waited = await wait_for(lambda: sim.everyone_sees(addresses[:4], [leaver], "left"), step=0.01)
         assert waited < SETTINGS.tick_interval  # not a timeout: the left record itself
-        nursery.cancel_scope.cancel()
 
 
 # Client ids decide which of two concurrent writes of one key the CRDT shows. The victim's first
@@ -327,11 +320,7 @@ async def test_a_push_taken_only_through_a_repair_is_still_passed_on(autojump_cl
     missing and takes it through the repair exchange. Each must still push it on, as if it
     had accepted it: before, such nodes dropped out of the epidemic (at 50 nodes a third of
     the receivers of a change), and some nodes then saw the change seconds later."""
-    network = SimNetwork(seed=41)
-    async with trio.open_nursery() as nursery:
-        sim = Sim(nursery, network, seed=41)
-        addresses = [f"10.0.11.{i}:7946" for i in range(5)]
-        await sim.start_cluster(addresses)
+    async with running_cluster(11, 5, sim_seed=41, seed=41) as (sim, addresses):
         writer = sim.nodes[addresses[0]]
         writer.publish()
         writer.queue = BroadcastQueue()  # that write's push was lost everywhere
@@ -347,7 +336,6 @@ async def test_a_push_taken_only_through_a_repair_is_still_passed_on(autojump_cl
         await trio.sleep(2.0)  # the forwarders' gossip rounds
         assert writer.updates_refused == 0
         assert {address for address, sent in pushed.items() if any(change in m for _, m in sent)} == set(pushed)
-        nursery.cancel_scope.cancel()
 
 
 def last_write_as_pushed(sim, address):
@@ -374,15 +362,10 @@ async def test_a_nodes_own_heartbeat_goes_to_a_whole_fanout_of_peers(autojump_cl
     peer, which passed it to one more, so each peer missed about one heartbeat in three and
     could stay several refresh intervals behind. The writer now sends its own writes to a
     whole fanout (3 peers here) in its first round."""
-    network = SimNetwork(seed=43)
-    async with trio.open_nursery() as nursery:
-        sim = Sim(nursery, network, seed=43)
-        addresses = [f"10.0.12.{i}:7946" for i in range(4)]
-        await sim.start_cluster(addresses)
+    async with running_cluster(12, 4, sim_seed=43, seed=43) as (sim, addresses):
         writer = sim.nodes[addresses[0]]
         sent = record_pushes(writer)
         writer.publish()
         heartbeat = last_write_as_pushed(sim, addresses[0])
         await trio.sleep(2 * SETTINGS.gossip_interval)
         assert {peer for peer, messages in sent if heartbeat in messages} == set(addresses[1:])
-        nursery.cancel_scope.cancel()
