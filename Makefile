@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all test demo setup host venv base-image bench clean
+.PHONY: all test lint demo setup host venv base-image bench clean
 
 all: test
 
@@ -27,7 +27,12 @@ venv: $(STAMP)
 
 setup: host venv
 
-test: setup
+# One style, checked: pyflakes, pycodestyle, import order, and the formatter's layout.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup

@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from daemon.control_protocol import MAX_LINE, ProtocolError, decode_reply, encode_request
+from daemon.control.protocol import MAX_LINE, ProtocolError, decode_reply, encode_request
 
 DEFAULT_SOCKET = "/var/lib/formd/formd.sock"
 SOCKET_ENV = "FORM_SOCKET"
@@ -21,7 +21,9 @@ def default_socket() -> Path:
     return Path(os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET)
 
 
-def call(socket_path: Path, method: str, params: dict[str, Any] | None = None, *, timeout: float = 30.0) -> Any:
+def call(
+    socket_path: Path, method: str, params: dict[str, Any] | None = None, *, timeout: float = 30.0
+) -> Any:
     """Send one request and return its result, or raise ClientError with the daemon's reason."""
     with Connection(socket_path, timeout=timeout) as connection:
         return connection.call(method, params)
@@ -42,7 +44,9 @@ class Connection:
         except OSError as exc:
             self._sock.close()
             if isinstance(exc, FileNotFoundError):
-                raise ClientError(f"cannot reach formd: {socket_path} does not exist (is formd running? see --socket)") from exc
+                raise ClientError(
+                    f"cannot reach formd: {socket_path} does not exist (is formd running? see --socket)"
+                ) from exc
             if isinstance(exc, PermissionError):
                 raise ClientError(f"cannot reach formd: permission denied on {socket_path}") from exc
             raise ClientError(f"cannot reach formd at {socket_path}: {exc.strerror or exc}") from exc
@@ -63,7 +67,9 @@ class Connection:
         except socket.timeout as exc:
             raise ClientError(f"formd at {self.socket_path} did not answer within {self.timeout:g}s") from exc
         except OSError as exc:
-            raise ClientError(f"connection to formd at {self.socket_path} failed: {exc.strerror or exc}") from exc
+            raise ClientError(
+                f"connection to formd at {self.socket_path} failed: {exc.strerror or exc}"
+            ) from exc
         results, refused = [], None
         for line in replies:
             try:

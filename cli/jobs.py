@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import stat
 import shlex
+import stat
 import sys
 import tempfile
 import time
@@ -44,8 +44,16 @@ def _upload(ctx: typer.Context, path: Path) -> str:
         while True:
             src.seek(offset)
             data = src.read(UPLOAD_CHUNK)
-            reply = _call(ctx, "blob.put", {"digest": digest, "size": size, "offset": offset,
-                                            "data": base64.b64encode(data).decode("ascii")})
+            reply = _call(
+                ctx,
+                "blob.put",
+                {
+                    "digest": digest,
+                    "size": size,
+                    "offset": offset,
+                    "data": base64.b64encode(data).decode("ascii"),
+                },
+            )
             if reply["complete"]:
                 return digest
             offset = reply["offset"]
@@ -54,10 +62,14 @@ def _upload(ctx: typer.Context, path: Path) -> str:
 def submit(
     ctx: typer.Context,
     context_dir: Path = typer.Argument(..., help="directory packed as the job's context"),
-    containerfile: str = typer.Option("Containerfile", "-f", "--file", help="Containerfile inside the context (build)"),
+    containerfile: str = typer.Option(
+        "Containerfile", "-f", "--file", help="Containerfile inside the context (build)"
+    ),
     kind: str = typer.Option("build", "--kind", help="build | run | wasm"),
     image: Optional[str] = typer.Option(None, "--image", help="local image (run)"),
-    cmd: Optional[str] = typer.Option(None, "--cmd", help="command, split like a shell would (run; wasm arguments)"),
+    cmd: Optional[str] = typer.Option(
+        None, "--cmd", help="command, split like a shell would (run; wasm arguments)"
+    ),
     module: Optional[str] = typer.Option(None, "--module", help="wasm module: a path inside the context"),
     inputs: list[Path] = typer.Option([], "--input", help="file placed at /data/inputs/<name>"),
     cpu: Optional[str] = typer.Option(None, "--cpu"),
@@ -71,8 +83,9 @@ def submit(
     timeout: str = typer.Option("1h", "--timeout"),
     replicas: int = typer.Option(1, "--replicas"),
     network: bool = typer.Option(False, "--network"),
-    prefer_local_inputs: bool = typer.Option(False, "--prefer-local-inputs",
-                                             help="rank nodes that already hold the context/inputs first"),
+    prefer_local_inputs: bool = typer.Option(
+        False, "--prefer-local-inputs", help="rank nodes that already hold the context/inputs first"
+    ),
     wait: bool = typer.Option(False, "--wait", help="wait for a final state; exit 1 unless it succeeded"),
     follow: bool = typer.Option(False, "--follow", help="stream the log meanwhile (implies --wait)"),
     as_json: bool = typer.Option(False, "--json"),
@@ -101,7 +114,9 @@ def submit(
         _fail(f"inputs hold {total_inputs:,} bytes together, over the node's {max_inputs:,}-byte limit")
     content = _content_bytes(context_dir)
     if content > max_context:
-        _fail(f"context {context_dir} holds {content:,} bytes of files, over the node's {max_context:,}-byte limit")
+        _fail(
+            f"context {context_dir} holds {content:,} bytes of files, over the node's {max_context:,}-byte limit"
+        )
     with tempfile.TemporaryDirectory(prefix="form-submit-") as tmp:
         tar = Path(tmp) / "context.tar"
         try:
@@ -109,15 +124,32 @@ def submit(
         except (ArchiveError, OSError) as exc:
             _fail(f"context {context_dir}: {exc}")
         if size > max_context:
-            _fail(f"context {context_dir} packs to {size:,} bytes, over the node's {max_context:,}-byte limit")
+            _fail(
+                f"context {context_dir} packs to {size:,} bytes, over the node's {max_context:,}-byte limit"
+            )
         context = _upload(ctx, tar)
     uploaded = [[item.name, _upload(ctx, item)] for item in inputs]
     params = {
-        "kind": kind, "context": context, "containerfile": containerfile, "image": image,
-        "command": command, "module": module, "inputs": uploaded,
-        "requirements": {"cpu": cpu, "memory": memory, "disk": disk, "gpu": gpu, "gpu_model": gpu_model,
-                         "gpu_memory": gpu_memory, "labels": label, "prefer": prefer},
-        "timeout_ms": int(timeout_s * 1000), "network": network, "replicas": replicas,
+        "kind": kind,
+        "context": context,
+        "containerfile": containerfile,
+        "image": image,
+        "command": command,
+        "module": module,
+        "inputs": uploaded,
+        "requirements": {
+            "cpu": cpu,
+            "memory": memory,
+            "disk": disk,
+            "gpu": gpu,
+            "gpu_model": gpu_model,
+            "gpu_memory": gpu_memory,
+            "labels": label,
+            "prefer": prefer,
+        },
+        "timeout_ms": int(timeout_s * 1000),
+        "network": network,
+        "replicas": replicas,
         "prefer_local_inputs": prefer_local_inputs,
     }
     job_id = _call(ctx, "job.submit", params)["id"]
@@ -156,19 +188,36 @@ def _wait(ctx: typer.Context, job_id: str) -> dict:
         time.sleep(0.2)
 
 
-def job_status(ctx: typer.Context, job: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+def job_status(
+    ctx: typer.Context, job: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")
+) -> None:
     """A job's state as this node sees it."""
     result = _call(ctx, "job.status", {"job": job})
     if as_json:
         typer.echo(json.dumps(result, indent=2, sort_keys=True))
         return
-    for key in ("id", "state", "reason", "node", "attempt", "submitted_at", "started_at", "finished_at", "exit_code", "verified"):
+    for key in (
+        "id",
+        "state",
+        "reason",
+        "node",
+        "attempt",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+        "exit_code",
+        "verified",
+    ):
         typer.echo(f"{key}: {result[key]}")
     for out in result["outputs"]:
         typer.echo(f"output: {out['name']} {out['size']} bytes {out['digest']}")
 
 
-def jobs(ctx: typer.Context, state: Optional[str] = typer.Option(None, "--state"), as_json: bool = typer.Option(False, "--json")) -> None:
+def jobs(
+    ctx: typer.Context,
+    state: Optional[str] = typer.Option(None, "--state"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Every job this node knows."""
     result = _call(ctx, "job.list", {"state": state})
     if as_json:
@@ -179,13 +228,17 @@ def jobs(ctx: typer.Context, state: Optional[str] = typer.Option(None, "--state"
     print_table(jobs_table(result))
 
 
-def cancel(ctx: typer.Context, job: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+def cancel(
+    ctx: typer.Context, job: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")
+) -> None:
     """Ask the runner to stop the job (works from any node)."""
     result = _call(ctx, "job.cancel", {"job": job})
     typer.echo(json.dumps(result) if as_json else f"cancel requested for {result['id']}")
 
 
-def explain(ctx: typer.Context, job: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+def explain(
+    ctx: typer.Context, job: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")
+) -> None:
     """The ranked table this node computes for the job."""
     result = _call(ctx, "job.explain", {"job": job})
     if as_json:
@@ -194,7 +247,9 @@ def explain(ctx: typer.Context, job: str = typer.Argument(...), as_json: bool = 
     from .render import explain_table, print_table  # noqa: PLC0415
 
     prefer = "  prefer-local-inputs" if result.get("prefer_local_inputs") else ""
-    typer.echo(f"job {result['id']}  policy {result['policy']}{prefer}  state {result['state']}: {result['reason']}")
+    typer.echo(
+        f"job {result['id']}  policy {result['policy']}{prefer}  state {result['state']}: {result['reason']}"
+    )
     print_table(explain_table(result["nodes"]))
 
 
@@ -229,14 +284,21 @@ def _stream_log(ctx: typer.Context, job: str, follow: bool) -> str:
         time.sleep(0.2)
 
 
-def logs(ctx: typer.Context, job: str = typer.Argument(...),
-         follow: bool = typer.Option(False, "--follow", "-f", help="keep printing until the job ends")) -> None:
+def logs(
+    ctx: typer.Context,
+    job: str = typer.Argument(...),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep printing until the job ends"),
+) -> None:
     """The job's log (stdout and stderr): live from the runner, or stored once it ended."""
     _stream_log(ctx, job, follow)
 
 
-def result(ctx: typer.Context, job: str = typer.Argument(...), output: Path = typer.Option(..., "-o", "--output"),
-           as_json: bool = typer.Option(False, "--json")) -> None:
+def result(
+    ctx: typer.Context,
+    job: str = typer.Argument(...),
+    output: Path = typer.Option(..., "-o", "--output"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Fetch the outputs into DIR (outputs.tar is unpacked; image archives are saved as files)."""
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         _fail(f"{output} exists and is not an empty directory")
@@ -257,7 +319,9 @@ def result(ctx: typer.Context, job: str = typer.Argument(...), output: Path = ty
             for entry in (Path(tmp) / "outputs").iterdir():
                 entry.rename(output / entry.name)
         written = files
-    typer.echo(json.dumps(written, indent=2) if as_json else f"fetched {len(written)} output(s) into {output}")
+    typer.echo(
+        json.dumps(written, indent=2) if as_json else f"fetched {len(written)} output(s) into {output}"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -16,12 +16,17 @@ from typing import Any, Optional
 import typer
 
 from .client import SOCKET_ENV, ClientError, call, default_socket
-from .jobs import job_status, register as register_job_commands
+from .jobs import job_status
+from .jobs import register as register_job_commands
 from .render import keys_table, nodes_table, print_table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Talk to the local formd.")
-cluster_key_app = typer.Typer(no_args_is_help=True, help="Rotate the cluster key on this node (repeat on every node).")
-label_app = typer.Typer(no_args_is_help=True, help="Change this node's labels at runtime (persisted to formd.toml).")
+cluster_key_app = typer.Typer(
+    no_args_is_help=True, help="Rotate the cluster key on this node (repeat on every node)."
+)
+label_app = typer.Typer(
+    no_args_is_help=True, help="Change this node's labels at runtime (persisted to formd.toml)."
+)
 app.add_typer(cluster_key_app, name="cluster-key")
 app.add_typer(label_app, name="label")
 
@@ -46,14 +51,19 @@ def _print_json(value: Any) -> None:
 def options(
     ctx: typer.Context,
     socket: Optional[Path] = typer.Option(
-        None, "--socket", "-s", help=f"formd control socket (env {SOCKET_ENV}, default /var/lib/formd/formd.sock)"
+        None,
+        "--socket",
+        "-s",
+        help=f"formd control socket (env {SOCKET_ENV}, default /var/lib/formd/formd.sock)",
     ),
 ) -> None:
     ctx.obj = {"socket": socket or default_socket()}
 
 
 @app.command()
-def nodes(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print a JSON list")) -> None:
+def nodes(
+    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print a JSON list")
+) -> None:
     """Every node this formd knows: status, capabilities, free capacity, labels."""
     result = _call(ctx, "nodes")
     if as_json:
@@ -65,7 +75,9 @@ def nodes(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help
 @app.command()
 def status(
     ctx: typer.Context,
-    job: Optional[str] = typer.Argument(None, help="a job id or prefix (>= 8 hex); without it, this node's status"),
+    job: Optional[str] = typer.Argument(
+        None, help="a job id or prefix (>= 8 hex); without it, this node's status"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """A job's state (form status JOB), or this node: id, address, incarnation, peers, traffic."""
@@ -83,7 +95,9 @@ def status(
 
 @cluster_key_app.command("generate")
 def cluster_key_generate(
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to this file (mode 0600) instead of stdout"),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="write to this file (mode 0600) instead of stdout"
+    ),
 ) -> None:
     """Make a new random cluster key (no daemon needed)."""
     text = base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
@@ -112,7 +126,10 @@ def cluster_key_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--
 
 
 @cluster_key_app.command("add")
-def cluster_key_add(ctx: typer.Context, key_file: Path = typer.Argument(..., help="file holding the key (base64 line); - for stdin")) -> None:
+def cluster_key_add(
+    ctx: typer.Context,
+    key_file: Path = typer.Argument(..., help="file holding the key (base64 line); - for stdin"),
+) -> None:
     """Add a key: frames under it are accepted; the primary still seals."""
     try:
         text = sys.stdin.read() if str(key_file) == "-" else key_file.read_text(encoding="ascii")
@@ -123,7 +140,9 @@ def cluster_key_add(ctx: typer.Context, key_file: Path = typer.Argument(..., hel
 
 
 @cluster_key_app.command("use")
-def cluster_key_use(ctx: typer.Context, key_id: str = typer.Argument(..., help="key id (hex) from `form cluster-key list`")) -> None:
+def cluster_key_use(
+    ctx: typer.Context, key_id: str = typer.Argument(..., help="key id (hex) from `form cluster-key list`")
+) -> None:
     """Make a key in the keyring the primary (it seals from now on)."""
     _call(ctx, "cluster-key.use", {"key_id": key_id})
     typer.echo(f"primary key is now {key_id}")

@@ -41,7 +41,20 @@ def _gpus(capabilities: dict, capacity: dict) -> str:
 
 def nodes_table(nodes: list[dict[str, Any]]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("ID", "ADDRESS", "STATUS", "SEEN", "ACKED", "SUSPECTED BY", "CPU free/total", "MEMORY free/total", "DISK free/total", "GPU", "EXECUTORS", "LABELS"):
+    for column in (
+        "ID",
+        "ADDRESS",
+        "STATUS",
+        "SEEN",
+        "ACKED",
+        "SUSPECTED BY",
+        "CPU free/total",
+        "MEMORY free/total",
+        "DISK free/total",
+        "GPU",
+        "EXECUTORS",
+        "LABELS",
+    ):
         table.add_column(column, no_wrap=column not in ("LABELS",))
     for node in nodes:
         caps = node.get("capabilities") or {}
@@ -86,8 +99,15 @@ def jobs_table(jobs: list[dict[str, Any]]) -> Table:
     for column in ("ID", "KIND", "STATE", "NODE", "ATTEMPT", "SUBMITTED", "REASON"):
         table.add_column(column, no_wrap=column != "REASON")
     for job in jobs:
-        table.add_row(job["id"][:16], job.get("kind", "-"), job["state"], (job["node"] or "-")[:12],
-                      str(job["attempt"]), job["submitted_at"] or "-", job["reason"])
+        table.add_row(
+            job["id"][:16],
+            job.get("kind", "-"),
+            job["state"],
+            (job["node"] or "-")[:12],
+            str(job["attempt"]),
+            job["submitted_at"] or "-",
+            job["reason"],
+        )
     return table
 
 
@@ -99,6 +119,13 @@ def explain_table(rows: list[dict[str, Any]]) -> Table:
         fits = "yes" if row["fits_now"] else ("later" if row["fits"] else "never")
         short = row["node"][:12] + (" *" if row["self"] else "")
         status = row["status"]
-        table.add_row(str(row["rank"]), short, f"[{_STATUS_STYLE.get(status, '')}]{status}[/]" if status in _STATUS_STYLE else status,
-                      fits, str(row.get("holds", 0)), row["run"] or "-", "; ".join(row["reasons"]) or (row["run_reason"] or ""))
+        table.add_row(
+            str(row["rank"]),
+            short,
+            f"[{_STATUS_STYLE.get(status, '')}]{status}[/]" if status in _STATUS_STYLE else status,
+            fits,
+            str(row.get("holds", 0)),
+            row["run"] or "-",
+            "; ".join(row["reasons"]) or (row["run_reason"] or ""),
+        )
     return table

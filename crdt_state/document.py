@@ -70,8 +70,8 @@ an epoch compaction starts a fresh document.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections import ChainMap, OrderedDict
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Iterable, Mapping, MutableMapping
 
@@ -79,8 +79,8 @@ import blake3
 import pycrdt
 from pycrdt import Doc, Map
 
-from crdt_state.records import MAP_KINDS, NodeRecord, RecordError, SignedEntry, StaleRecord, verify_entry
 from crdt_state.item_keys import ItemKeys
+from crdt_state.records import MAP_KINDS, NodeRecord, RecordError, SignedEntry, StaleRecord, verify_entry
 from crdt_state.state_vector import decode_state_vector
 from crdt_state.update_gaps import clock_gap
 from crdt_state.update_structs import UpdateStructs, read_update
@@ -149,9 +149,13 @@ class ClusterDocument:
         self._local_updates: list[bytes] = []
         self.ignored: list[str] = []  # why entries loaded by from_updates were left out
         self.may_delete: DeletePredicate | None = None  # which remote deletes to accept; None: none
-        self.merge_local_updates = False  # drain_local_updates gives one merged update (the daemon's job loop sets it)
+        self.merge_local_updates = (
+            False  # drain_local_updates gives one merged update (the daemon's job loop sets it)
+        )
         self.rebuilds = 0  # refusals that re-encoded the whole document (each costs O(document))
-        self._seen: OrderedDict[bytes, None] = OrderedDict()  # _update_digest of updates applied since the last rebuild
+        self._seen: OrderedDict[bytes, None] = (
+            OrderedDict()
+        )  # _update_digest of updates applied since the last rebuild
         self._watchers: list[Callable[[str, str], None]] = []
         self._make_shadow(b"")
 
@@ -301,7 +305,9 @@ class ClusterDocument:
         reader would accept it."""
         if map_name not in MAP_KINDS:
             raise RecordError(f"unknown map {map_name!r}")
-        entry = verify_entry(map_name, key, envelope, self._known_nodes(), held=self._views[map_name].get(key))
+        entry = verify_entry(
+            map_name, key, envelope, self._known_nodes(), held=self._views[map_name].get(key)
+        )
         if self.local_node_id is not None and entry.signer_id != self.local_node_id:
             raise RecordError("put_local writes only records signed by this node")
         update = self._local_transaction(lambda: self._doc[map_name].__setitem__(key, entry.envelope))
@@ -319,8 +325,15 @@ class ClusterDocument:
         RecordError (and removes nothing) for a map that is not deletable."""
         wanted = list(dict.fromkeys(entries))
         for entry in wanted:
-            if not (isinstance(entry, tuple) and len(entry) == 2 and entry[0] in DELETABLE_MAPS and isinstance(entry[1], str)):
-                raise RecordError(f"delete_local takes (map, key) pairs of {', '.join(DELETABLE_MAPS)}, got {entry!r:.80}")
+            if not (
+                isinstance(entry, tuple)
+                and len(entry) == 2
+                and entry[0] in DELETABLE_MAPS
+                and isinstance(entry[1], str)
+            ):
+                raise RecordError(
+                    f"delete_local takes (map, key) pairs of {', '.join(DELETABLE_MAPS)}, got {entry!r:.80}"
+                )
         present = [(map_name, key) for map_name, key in wanted if key in self._doc[map_name]]
         if not present:
             return 0
@@ -465,8 +478,11 @@ class ClusterDocument:
         return grew
 
     def _accept(
-        self, update: bytes, digest: bytes,
-        verdict: tuple[list[SignedEntry], list[tuple[str, str]], set[str]], grew: bool,
+        self,
+        update: bytes,
+        digest: bytes,
+        verdict: tuple[list[SignedEntry], list[tuple[str, str]], set[str]],
+        grew: bool,
     ) -> ApplyResult:
         entries, removed, stale = verdict
         self._doc.apply_update(update)

@@ -31,10 +31,15 @@ from crdt_state.sync import SyncStep1, encode, handle
 
 # Shaped like a real record: a few labels, 1 GPU, executors, capacity figures.
 CAPABILITIES = {
-    "cpu_millis": 16000, "memory_bytes": 64 * 2**30, "disk_bytes": 2 * 2**40,
-    "executors": ["podman", "wasm"], "labels": {"zone": "a", "rack": "r12", "tier": "build"},
+    "cpu_millis": 16000,
+    "memory_bytes": 64 * 2**30,
+    "disk_bytes": 2 * 2**40,
+    "executors": ["podman", "wasm"],
+    "labels": {"zone": "a", "rack": "r12", "tier": "build"},
     "gpus": [{"model": "NVIDIA A10", "memory_bytes": 24 * 2**30, "index": 0}],
-    "os": "linux", "arch": "x86_64", "kernel": "6.1.0-18-amd64",
+    "os": "linux",
+    "arch": "x86_64",
+    "kernel": "6.1.0-18-amd64",
 }
 
 
@@ -50,12 +55,21 @@ class Writer:
     def envelope(self) -> bytes:
         self.heartbeat += 1
         record = NodeRecord(
-            node_id=self.node_id, public_key=self.public, address="10.0.0.1:7946",
-            incarnation=self.incarnation, heartbeat=self.heartbeat, status="alive",
+            node_id=self.node_id,
+            public_key=self.public,
+            address="10.0.0.1:7946",
+            incarnation=self.incarnation,
+            heartbeat=self.heartbeat,
+            status="alive",
             capabilities=CAPABILITIES,
-            capacity={"cpu_millis": 9000 + self.heartbeat % 1000, "memory_bytes": 2**35 + self.heartbeat,
-                      "disk_bytes": 2**40, "gpus": [{"index": 0, "memory_free_bytes": 2**34}]},
-            version="0.1.0", updated_ms=1_700_000_000_000 + self.heartbeat * 1000,
+            capacity={
+                "cpu_millis": 9000 + self.heartbeat % 1000,
+                "memory_bytes": 2**35 + self.heartbeat,
+                "disk_bytes": 2**40,
+                "gpus": [{"index": 0, "memory_free_bytes": 2**34}],
+            },
+            version="0.1.0",
+            updated_ms=1_700_000_000_000 + self.heartbeat * 1000,
         )
         return record.seal(self.key)
 
@@ -178,7 +192,9 @@ def store_figures(updates: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=1000)
     parser.add_argument("--day-rewrites", type=int, default=86400)
@@ -194,7 +210,9 @@ def main() -> None:
         f"({(last - first) / max(args.day_rewrites - 1, 1):.4f} B/rewrite, {seconds:.1f} s)"
     )
     before, after = restart_growth(50)
-    print(f"50 restarts x 10 heartbeats: {before:,} -> {after:,} bytes ({(after - before) / 50:.1f} B/restart)")
+    print(
+        f"50 restarts x 10 heartbeats: {before:,} -> {after:,} bytes ({(after - before) / 50:.1f} B/restart)"
+    )
     for name, value in apply_costs(args.nodes, 500).items():
         unit = "" if "bytes" in name else " us (median)" if "refusal" not in name else " us"
         print(f"{args.nodes}-node document, {name}: {value:,.0f}{unit}")

@@ -63,9 +63,7 @@ def _reject_ext(code: int, data: bytes) -> Any:
 def unpack_plain(data: bytes, what: str) -> Any:
     """Decode untrusted msgpack into plain values (no extension types, str/bytes map keys)."""
     try:
-        return msgpack.unpackb(
-            data, raw=False, strict_map_key=True, ext_hook=_reject_ext
-        )
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_reject_ext)
     except RecordError:
         raise
     except Exception as exc:
@@ -117,7 +115,9 @@ def open_record(data: bytes, kind: str) -> tuple[bytes, dict]:
     digest = blake3.blake3(data).digest()  # the bytes include kind, public key, body and signature
     if digest not in _verified:
         try:
-            Ed25519PublicKey.from_public_bytes(public_key).verify(signature, _signed_message(kind, body_bytes))
+            Ed25519PublicKey.from_public_bytes(public_key).verify(
+                signature, _signed_message(kind, body_bytes)
+            )
         except (InvalidSignature, ValueError):
             raise RecordError("signature does not verify") from None
         _remember_verified(digest)
@@ -125,4 +125,3 @@ def open_record(data: bytes, kind: str) -> tuple[bytes, dict]:
     if not isinstance(body, dict) or not all(isinstance(k, str) for k in body):
         raise RecordError("record body must be a map with text keys")
     return node_id_of(public_key), body
-

@@ -1,4 +1,4 @@
-"""The suspicions map's value: which nodes one observer currently suspects (daemon/probes.py).
+"""The suspicions map's value: which nodes one observer currently suspects (daemon/cluster/probes.py).
 
 One key per observer (its node id hex), written only by that observer, as one whole signed
 value listing every target it suspects with the freshness (incarnation, heartbeat) it held
@@ -9,7 +9,7 @@ for the target when its probes failed:
 The observer drops a target once the target's freshness advanced (it refuted), or it left or
 has been dead a while, so the value stays small and one key rewritten by one writer keeps
 the pycrdt document from growing. Pure: parsing and size limits only; what a suspicion
-means is daemon/membership.py's business.
+means is daemon/cluster/membership.py's business.
 """
 
 from __future__ import annotations
@@ -46,8 +46,11 @@ def parse_suspicions(body: Any) -> dict[bytes, Freshness]:
     for hex_id, freshness in targets.items():
         if not isinstance(hex_id, str) or not _HEX64.fullmatch(hex_id):
             raise RecordError(f"suspicion record target {str(hex_id)[:80]!r} is not a node id in hex")
-        if not (isinstance(freshness, (list, tuple)) and len(freshness) == 2 and all(
-                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INT for v in freshness)):
+        if not (
+            isinstance(freshness, (list, tuple))
+            and len(freshness) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INT for v in freshness)
+        ):
             raise RecordError(f"suspicion record target {hex_id[:12]}: expected [incarnation, heartbeat]")
         parsed[bytes.fromhex(hex_id)] = (freshness[0], freshness[1])
     return parsed

@@ -20,7 +20,13 @@ from __future__ import annotations
 
 import pycrdt
 
-from crdt_state.state_vector import StateVectorError, clock_of, decode_state_vector, encode_state_vector, read_varuint
+from crdt_state.state_vector import (
+    StateVectorError,
+    clock_of,
+    decode_state_vector,
+    encode_state_vector,
+    read_varuint,
+)
 
 MAX_WRITERS_CHECKED = 32
 _COMPLETE = 2**32 - 1  # pycrdt clocks are 32-bit: no writer goes past this
@@ -34,7 +40,9 @@ def clock_gap(update: bytes, state_vector: bytes) -> tuple[int, int, int] | None
     looked_at: dict[int, int] = {}
     for _ in range(MAX_WRITERS_CHECKED):
         try:
-            diff = pycrdt.get_update(update, encode_state_vector({**held, **looked_at}) if held is not None else state_vector)
+            diff = pycrdt.get_update(
+                update, encode_state_vector({**held, **looked_at}) if held is not None else state_vector
+            )
             writers, offset = read_varuint(diff, 0)
             if writers == 0:
                 return None  # a duplicate, the common case with epidemic push

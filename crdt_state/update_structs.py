@@ -82,7 +82,7 @@ class _Reader:
         end = self.at + length
         if end > len(self.data):
             raise _Unreadable
-        chunk = self.data[self.at:end]
+        chunk = self.data[self.at : end]
         self.at = end
         return chunk
 

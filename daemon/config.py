@@ -47,17 +47,19 @@ class FormdConfig:
     gossip_interval_ms: int = 200
     gossip_fanout: int = 3
     retransmit_mult: int = 4  # for updates that change what a node is (labels, status, ...)
-    heartbeat_retransmit_mult: int = 1  # for updates that only advance heartbeat/capacity (see daemon/gossip.py)
+    heartbeat_retransmit_mult: int = (
+        1  # for updates that only advance heartbeat/capacity (see daemon/cluster/gossip.py)
+    )
     anti_entropy_interval_s: float = 30.0
     tick_interval_ms: int = 1000
-    # Liveness (daemon/membership.py): suspect after suspect_mult x log10(max(n,10)) ticks
+    # Liveness (daemon/cluster/membership.py): suspect after suspect_mult x log10(max(n,10)) ticks
     # without a heartbeat advance, dead after dead_mult times that.
     suspect_mult: float = 4.0
     dead_mult: float = 3.0
-    # SWIM probes (daemon/probes.py): one peer pinged per interval, indirect_probes others asked
+    # SWIM probes (daemon/cluster/probes.py): one peer pinged per interval, indirect_probes others asked
     # to ping it when it does not ack within probe_timeout_ms; suspicion -> dead after
     # suspect_mult x log10(max(n,10)) probe intervals. The record is refreshed every
-    # tick x max(1, n / record_refresh_rate) (daemon/record_refresh.py).
+    # tick x max(1, n / record_refresh_rate) (daemon/cluster/record_refresh.py).
     probe_interval_ms: int = 1000
     probe_timeout_ms: int = 500
     indirect_probes: int = 3
@@ -80,8 +82,13 @@ class FormdConfig:
     @property
     def socket_permissions(self) -> int:
         text = self.socket_mode
-        if not isinstance(text, str) or not text or any(ch not in "01234567" for ch in text) or int(text, 8) > 0o777:
-            raise ConfigError(f"socket_mode: {text!r} is not an octal mode such as \"0660\"")
+        if (
+            not isinstance(text, str)
+            or not text
+            or any(ch not in "01234567" for ch in text)
+            or int(text, 8) > 0o777
+        ):
+            raise ConfigError(f'socket_mode: {text!r} is not an octal mode such as "0660"')
         return int(text, 8)
 
     def path(self, state_dir: Path, value: str) -> Path:
@@ -92,7 +99,7 @@ class FormdConfig:
         check_address(self.listen, "listen", allow_any=True)
         host, _ = split_address(self.advertise_address, "advertise")
         if host in ("0.0.0.0", "::", ""):
-            raise ConfigError("advertise: peers cannot dial 0.0.0.0; set advertise = \"host:port\"")
+            raise ConfigError('advertise: peers cannot dial 0.0.0.0; set advertise = "host:port"')
         for seed in self.seeds:
             check_address(seed, "seeds")
         try:
@@ -135,7 +142,7 @@ class FormdConfig:
 
 def split_address(text: str, key: str) -> tuple[str, int]:
     if not isinstance(text, str):
-        raise ConfigError(f"{key}: expected \"host:port\", got {type(text).__name__}")
+        raise ConfigError(f'{key}: expected "host:port", got {type(text).__name__}')
     host, sep, port_text = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port_text.isdigit():
@@ -175,7 +182,7 @@ def from_mapping(raw: Mapping[str, Any]) -> FormdConfig:
             value = tuple(value)
         elif isinstance(default, Mapping):
             if not isinstance(value, dict):
-                raise ConfigError(f"{key}: expected a table of key = \"value\"")
+                raise ConfigError(f'{key}: expected a table of key = "value"')
         elif isinstance(default, str):
             if not isinstance(value, str):
                 raise ConfigError(f"{key}: expected a string, got {type(value).__name__}")
@@ -208,7 +215,9 @@ def load(state_dir: Path) -> FormdConfig:
 
 def render(config: FormdConfig) -> str:
     """The TOML text for a config: every key written out, so the file documents itself."""
-    lines = ["# formd settings; every key has a default (see the README). Paths are relative to this directory."]
+    lines = [
+        "# formd settings; every key has a default (see the README). Paths are relative to this directory."
+    ]
     tables: list[str] = []
     for key, value in asdict(config).items():
         if isinstance(value, dict):

@@ -38,7 +38,9 @@ class Identity:
 
     @classmethod
     def from_private_key(cls, private_key: Ed25519PrivateKey) -> "Identity":
-        public = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        public = private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
         return cls(private_key=private_key, public_key=public, node_id=node_id_of(public))
 
 

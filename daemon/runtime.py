@@ -22,22 +22,21 @@ import trio
 
 from crdt_state.document import ClusterDocument
 from crdt_state.persistence import DocumentStore
+from daemon.cluster.node import Node, NodeSettings
+from daemon.config import FormdConfig
+from daemon.control.api import DaemonApi
+from daemon.control.server import ControlServer
+from daemon.identity import bump_incarnation, load_identity
+from daemon.jobs.blobstore import BlobStore
+from daemon.jobs.group_commit import file_syncer
+from daemon.jobs.loop import JobLoop
+from daemon.log import EventLog
+from daemon.systemd import notify
+from daemon.transport.keyring import Keyring, KeyringError
+from daemon.transport.tcp import NetTransport
 from metrics_agent.collect import collect_capabilities, sample_capacity
 from metrics_agent.executors_probe import probe_executors
 from pack_manager.executors.base import ExecutorLimits
-
-from .api import DaemonApi
-from .blobstore import BlobStore
-from .config import FormdConfig
-from .control import ControlServer
-from .group_commit import file_syncer
-from .identity import bump_incarnation, load_identity
-from .jobs import JobLoop
-from .keyring import Keyring, KeyringError
-from .log import EventLog
-from .net_transport import NetTransport
-from .node import Node, NodeSettings
-from .systemd import notify
 
 SNAPSHOT_LOG_BYTES = 32 * 1024 * 1024  # snapshot early when the log grows past this
 
@@ -73,9 +72,7 @@ def reload_keyring(keyring: Keyring, path: Path) -> None:
     wanted = Keyring.load(path)
     fresh = [k for k in wanted.key_ids() if k not in keyring]
     if fresh:
-        raise KeyringError(
-            f"{path} holds keys this formd does not; add new keys with `form cluster-key add`"
-        )
+        raise KeyringError(f"{path} holds keys this formd does not; add new keys with `form cluster-key add`")
     keyring.use(wanted.primary_id)
     for key_id in keyring.key_ids():
         if key_id not in wanted:
@@ -155,14 +152,24 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         version=version(),
     )
     blobs = BlobStore(state_dir / "blobs")
-    limits = ExecutorLimits(max_context_bytes=config.max_context_bytes, max_input_bytes=config.max_input_bytes)
+    limits = ExecutorLimits(
+        max_context_bytes=config.max_context_bytes, max_input_bytes=config.max_input_bytes
+    )
     executors: dict = {}
     if "wasm" in executors_offered(capabilities):
         from pack_manager.executors.wasm_executor import WasmExecutor  # noqa: PLC0415 - wasmtime is heavy
 
         executors["wasm"] = WasmExecutor(limits)
-    jobs = JobLoop(node, blobs, state_dir / "work", executors, policy=config.policy, limits=limits,
-                   sync_log=file_syncer(store.log_path), retention_s=config.job_retention_s)
+    jobs = JobLoop(
+        node,
+        blobs,
+        state_dir / "work",
+        executors,
+        policy=config.policy,
+        limits=limits,
+        sync_log=file_syncer(store.log_path),
+        retention_s=config.job_retention_s,
+    )
     node.on_change = jobs.wake
     node.side_handler = jobs.serve_peer_request
     api = DaemonApi(node, keyring, keyring_path, state_dir, config, jobs=jobs)
@@ -217,15 +224,18 @@ def executors_offered(capabilities) -> tuple[str, ...]:
     return tuple(capabilities.executors)
 
 
-async def _offer_podman(state_dir: Path, config: FormdConfig, node: Node, log: EventLog, executors: dict,
-                        limits: ExecutorLimits) -> None:
+async def _offer_podman(
+    state_dir: Path, config: FormdConfig, node: Node, log: EventLog, executors: dict, limits: ExecutorLimits
+) -> None:
     """Start (or find) Podman in the background and advertise it once it answers."""
     if "podman" not in config.executors:
         return
     async with podman_url(state_dir, config, log) as url:
         if url is None:
             return
-        offered = tuple(e for e in await trio.to_thread.run_sync(probe_executors, url) if e in config.executors)
+        offered = tuple(
+            e for e in await trio.to_thread.run_sync(probe_executors, url) if e in config.executors
+        )
         if "podman" in offered:
             from pack_manager.executors.podman_executor import PodmanExecutor  # noqa: PLC0415
 

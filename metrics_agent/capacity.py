@@ -20,7 +20,11 @@ class GpuUsage:
     utilization_pct: int  # 0..100, integer as NVML reports it
 
     def to_wire(self) -> dict[str, Any]:
-        return {"index": self.index, "memory_free_bytes": self.memory_free_bytes, "utilization_pct": self.utilization_pct}
+        return {
+            "index": self.index,
+            "memory_free_bytes": self.memory_free_bytes,
+            "utilization_pct": self.utilization_pct,
+        }
 
     @classmethod
     def from_wire(cls, raw: Any) -> "GpuUsage":
@@ -83,7 +87,9 @@ class NodeCapacity:
     def from_wire(cls, raw: Any) -> "NodeCapacity":
         record = need_map(raw, "capacity")
         load = need_list(record, "load_avg_milli", limit=3)
-        if len(load) != 3 or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**40 for x in load):
+        if len(load) != 3 or not all(
+            isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**40 for x in load
+        ):
             raise WireError("load_avg_milli: expected three non-negative integers")
         return cls(
             cpu_millicores_idle=need_int(record, "cpu_millicores_idle"),
@@ -139,7 +145,9 @@ def apply_reservations(
         reserved_disk_bytes=disk,
         reserved_gpu_indices=gpu_held,
         allocatable_cpu_millicores=max(0, capabilities.cpu_millicores - cpu),
-        allocatable_memory_bytes=max(0, min(observed.memory_available_bytes, capabilities.memory_bytes - memory)),
+        allocatable_memory_bytes=max(
+            0, min(observed.memory_available_bytes, capabilities.memory_bytes - memory)
+        ),
         allocatable_disk_bytes=max(0, min(observed.disk_free_bytes, capabilities.disk_bytes - disk)),
         # Only GPUs that answered this sample are handed out (see metrics_agent.gpu).
         allocatable_gpu_indices=tuple(g.index for g in observed.gpus if g.index not in gpu_held),

@@ -16,7 +16,7 @@ def unix_socket_path(url: str) -> str | None:
     """'unix:///run/podman/podman.sock' or 'unix:/x' -> the path; anything else -> None."""
     for prefix in ("unix://", "unix:"):
         if url.startswith(prefix):
-            path = url[len(prefix):]
+            path = url[len(prefix) :]
             return path if path.startswith("/") else None
     return None
 

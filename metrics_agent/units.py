@@ -24,11 +24,26 @@ MAX_MILLICORES = 100_000 * 1000
 _BYTE_UNITS = {
     "": 1,
     "b": 1,
-    "k": 1000, "kb": 1000, "ki": KIB, "kib": KIB,
-    "m": 1000**2, "mb": 1000**2, "mi": MIB, "mib": MIB,
-    "g": 1000**3, "gb": 1000**3, "gi": GIB, "gib": GIB,
-    "t": 1000**4, "tb": 1000**4, "ti": TIB, "tib": TIB,
-    "p": 1000**5, "pb": 1000**5, "pi": PIB, "pib": PIB,
+    "k": 1000,
+    "kb": 1000,
+    "ki": KIB,
+    "kib": KIB,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mi": MIB,
+    "mib": MIB,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gi": GIB,
+    "gib": GIB,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "ti": TIB,
+    "tib": TIB,
+    "p": 1000**5,
+    "pb": 1000**5,
+    "pi": PIB,
+    "pib": PIB,
 }
 
 _NUMBER = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*([A-Za-z]*)\s*$")
@@ -66,7 +81,9 @@ def parse_cpu(text: str | int) -> int:
     elif unit == "":
         millicores = number * 1000
     else:
-        raise UnitError(f"cpu: unknown unit {unit!r} in {text!r}; use cores ('2', '1.5') or millicores ('500m')")
+        raise UnitError(
+            f"cpu: unknown unit {unit!r} in {text!r}; use cores ('2', '1.5') or millicores ('500m')"
+        )
     if millicores != millicores.to_integral_value():
         raise UnitError(f"cpu: {text!r} is finer than one millicore")
     value = int(millicores)
@@ -82,9 +99,7 @@ def parse_bytes(text: str | int, what: str = "size") -> int:
     number, unit = _split(text, what)
     scale = _BYTE_UNITS.get(unit.lower())
     if scale is None:
-        raise UnitError(
-            f"{what}: unknown unit {unit!r} in {text!r}; use B, KB/KiB, MB/MiB, GB/GiB, TB/TiB"
-        )
+        raise UnitError(f"{what}: unknown unit {unit!r} in {text!r}; use B, KB/KiB, MB/MiB, GB/GiB, TB/TiB")
     value = number * scale
     if value != value.to_integral_value():
         raise UnitError(f"{what}: {text!r} is not a whole number of bytes")

@@ -35,7 +35,9 @@ def need_int(record: Mapping[str, Any], key: str, *, low: int = 0, high: int = M
     return value
 
 
-def need_str(record: Mapping[str, Any], key: str, *, limit: int = MAX_TEXT, optional: bool = False) -> str | None:
+def need_str(
+    record: Mapping[str, Any], key: str, *, limit: int = MAX_TEXT, optional: bool = False
+) -> str | None:
     value = record.get(key)
     if value is None and optional:
         return None

@@ -35,11 +35,20 @@ class BaseImageError(RuntimeError):
 
 def rootfs_tar(busybox: Path = BUSYBOX) -> bytes:
     data = busybox.read_bytes()
-    applets = subprocess.run([str(busybox), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    applets = subprocess.run(
+        [str(busybox), "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for directory, mode in (("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777), ("root", 0o700),
-                                ("data", 0o755), ("data/inputs", 0o755), ("data/outputs", 0o777)):
+        for directory, mode in (
+            ("bin", 0o755),
+            ("etc", 0o755),
+            ("tmp", 0o1777),
+            ("root", 0o700),
+            ("data", 0o755),
+            ("data/inputs", 0o755),
+            ("data/outputs", 0o777),
+        ):
             info = tarfile.TarInfo(directory)
             info.type, info.mode = tarfile.DIRTYPE, mode
             archive.addfile(info)
@@ -138,10 +147,14 @@ def ensure_base_image(url: str | None = None, busybox: Path = BUSYBOX, force: bo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=f"Build {BASE_IMAGE} from busybox-static with podman import.")
+    parser = argparse.ArgumentParser(
+        description=f"Build {BASE_IMAGE} from busybox-static with podman import."
+    )
     parser.add_argument("--url", help="Podman API URL (default: the podman CLI and its local storage)")
     parser.add_argument("--busybox", type=Path, default=BUSYBOX)
-    parser.add_argument("--force", action="store_true", help="rebuild even if an image from this busybox exists")
+    parser.add_argument(
+        "--force", action="store_true", help="rebuild even if an image from this busybox exists"
+    )
     args = parser.parse_args(argv)
     try:
         name = ensure_base_image(args.url, args.busybox, args.force)

@@ -64,7 +64,9 @@ def read_regular_member(path: Path, name: str, limit_bytes: int) -> bytes | None
     try:
         with tarfile.open(path, mode="r:") as archive:
             found: list[tarfile.TarInfo] = []
-            _check_members(archive, limit_bytes, lambda member, normalized: normalized == wanted and found.append(member))
+            _check_members(
+                archive, limit_bytes, lambda member, normalized: normalized == wanted and found.append(member)
+            )
             if len(found) != 1 or not found[0].isreg():
                 return None
             handle = archive.extractfile(found[0])
@@ -91,7 +93,9 @@ def _check_members(archive: tarfile.TarFile, limit_bytes: int, visit=None) -> Ar
         elif member.islnk():
             target = _normalize(member.linkname)
             if target not in names:
-                raise ArchiveError(f"{name!r}: hard link to {member.linkname!r}, which is not an earlier member")
+                raise ArchiveError(
+                    f"{name!r}: hard link to {member.linkname!r}, which is not an earlier member"
+                )
         elif not member.isdir():
             raise ArchiveError(f"{name!r}: {_kind(member)} entries are not allowed")
         if name != ".":

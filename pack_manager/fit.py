@@ -63,19 +63,30 @@ def check_capabilities(caps: NodeCapabilities, req: WorkloadRequirements) -> tup
     for key, wanted in sorted(req.labels.items()):
         have = caps.labels.get(key)
         if have != wanted:
-            reasons.append(f"label {key}: needs {wanted!r}, node has {have!r}" if have is not None
-                           else f"label {key}: needs {wanted!r}, node has no such label")
+            reasons.append(
+                f"label {key}: needs {wanted!r}, node has {have!r}"
+                if have is not None
+                else f"label {key}: needs {wanted!r}, node has no such label"
+            )
     if req.cpu_millicores > caps.cpu_millicores:
-        reasons.append(f"cpu: needs {format_cpu(req.cpu_millicores)}, node has {format_cpu(caps.cpu_millicores)}")
+        reasons.append(
+            f"cpu: needs {format_cpu(req.cpu_millicores)}, node has {format_cpu(caps.cpu_millicores)}"
+        )
     if req.memory_bytes > caps.memory_bytes:
-        reasons.append(f"memory: needs {format_bytes(req.memory_bytes)}, node has {format_bytes(caps.memory_bytes)}")
+        reasons.append(
+            f"memory: needs {format_bytes(req.memory_bytes)}, node has {format_bytes(caps.memory_bytes)}"
+        )
     if req.disk_bytes > caps.disk_bytes:
-        reasons.append(f"disk: needs {format_bytes(req.disk_bytes)}, node has {format_bytes(caps.disk_bytes)}")
+        reasons.append(
+            f"disk: needs {format_bytes(req.disk_bytes)}, node has {format_bytes(caps.disk_bytes)}"
+        )
     if req.gpu_count:
         matching = [g for g in caps.gpus if _gpu_matches(g, req)]
         if len(matching) < req.gpu_count:
             have = ", ".join(f"{g.model} {format_bytes(g.memory_bytes)}" for g in caps.gpus) or "no GPUs"
-            reasons.append(f"gpu: needs {_describe_gpu_need(req)}, node has {len(matching)} matching ({have})")
+            reasons.append(
+                f"gpu: needs {_describe_gpu_need(req)}, node has {len(matching)} matching ({have})"
+            )
     return tuple(reasons)
 
 
@@ -104,14 +115,18 @@ def check_capacity(caps: NodeCapabilities, cap: NodeCapacity, req: WorkloadRequi
     return tuple(reasons)
 
 
-def free_matching_gpus(caps: NodeCapabilities, cap: NodeCapacity, req: WorkloadRequirements) -> tuple[int, ...]:
+def free_matching_gpus(
+    caps: NodeCapabilities, cap: NodeCapacity, req: WorkloadRequirements
+) -> tuple[int, ...]:
     """Indices of GPUs that match the job, are not reserved, answered NVML and have the memory free."""
     free_memory = {usage.index: usage.memory_free_bytes for usage in cap.gpus}
     allocatable = set(cap.allocatable_gpu_indices)
     return tuple(
         g.index
         for g in caps.gpus
-        if _gpu_matches(g, req) and g.index in allocatable and free_memory.get(g.index, 0) >= req.gpu_memory_bytes
+        if _gpu_matches(g, req)
+        and g.index in allocatable
+        and free_memory.get(g.index, 0) >= req.gpu_memory_bytes
     )
 
 

@@ -133,7 +133,9 @@ class JobSpec:
                 network=_need_bool(record, "network"),
                 replicas=need_int(record, "replicas", low=1, high=MAX_REPLICAS),
                 keep_image=_need_bool(record, "keep_image"),
-                prefer_local_inputs=_need_bool(record, "prefer_local_inputs") if "prefer_local_inputs" in record else False,
+                prefer_local_inputs=_need_bool(record, "prefer_local_inputs")
+                if "prefer_local_inputs" in record
+                else False,
             )
         except (WireError, RequirementsError) as exc:
             raise JobSpecError(f"job spec: {exc}") from exc
@@ -218,21 +220,36 @@ def _check(spec: JobSpec) -> None:
     check_relative_path(spec.containerfile, "containerfile")
     if not isinstance(spec.requirements, WorkloadRequirements):
         raise JobSpecError("requirements: expected WorkloadRequirements")
-    if not isinstance(spec.timeout_ms, int) or isinstance(spec.timeout_ms, bool) or not 1 <= spec.timeout_ms <= MAX_TIMEOUT_MS:
+    if (
+        not isinstance(spec.timeout_ms, int)
+        or isinstance(spec.timeout_ms, bool)
+        or not 1 <= spec.timeout_ms <= MAX_TIMEOUT_MS
+    ):
         raise JobSpecError(f"timeout: {spec.timeout_ms!r} ms is outside 1 ms .. 30 days")
-    if not isinstance(spec.replicas, int) or isinstance(spec.replicas, bool) or not 1 <= spec.replicas <= MAX_REPLICAS:
+    if (
+        not isinstance(spec.replicas, int)
+        or isinstance(spec.replicas, bool)
+        or not 1 <= spec.replicas <= MAX_REPLICAS
+    ):
         raise JobSpecError(f"replicas: {spec.replicas!r} is outside 1..{MAX_REPLICAS}")
     if not isinstance(spec.network, bool) or not isinstance(spec.keep_image, bool):
         raise JobSpecError("network and keep_image must be true or false")
     if len(spec.command) > MAX_COMMAND_ARGS or any(
         not _clean_text(arg) or len(arg) > MAX_ARG_CHARS for arg in spec.command
     ):
-        raise JobSpecError(f"command: at most {MAX_COMMAND_ARGS} arguments of UTF-8 text without NUL, each up to {MAX_ARG_CHARS} characters")
+        raise JobSpecError(
+            f"command: at most {MAX_COMMAND_ARGS} arguments of UTF-8 text without NUL, each up to "
+            f"{MAX_ARG_CHARS} characters"
+        )
     for key, value in spec.env.items():
         if not isinstance(key, str) or not _ENV_KEY.match(key):
-            raise JobSpecError(f"env: {key!r} is not a variable name (letters, digits, '_', not starting with a digit)")
+            raise JobSpecError(
+                f"env: {key!r} is not a variable name (letters, digits, '_', not starting with a digit)"
+            )
         if not _clean_text(value) or len(value) > MAX_ARG_CHARS:
-            raise JobSpecError(f"env: value of {key} must be text without NUL, up to {MAX_ARG_CHARS} characters")
+            raise JobSpecError(
+                f"env: value of {key} must be text without NUL, up to {MAX_ARG_CHARS} characters"
+            )
     seen: set[str] = set()
     for item in spec.inputs:
         if not _INPUT_NAME.match(item.name) or any(part in (".", "..") for part in item.name.split("/")):

@@ -120,12 +120,18 @@ class RunReport:
         if state not in RUN_STATES:
             raise WireError(f"state: {state!r} is not a run state")
         exit_code = record.get("exit_code")
-        if exit_code is not None and (not isinstance(exit_code, int) or isinstance(exit_code, bool) or not -(2**31) <= exit_code < 2**31):
+        if exit_code is not None and (
+            not isinstance(exit_code, int) or isinstance(exit_code, bool) or not -(2**31) <= exit_code < 2**31
+        ):
             raise WireError("exit_code: expected a 32-bit integer or nil")
         outputs = []
         for item in need_list(record, "outputs", limit=64):
             entry = need_map(item, "output")
-            outputs.append(OutputRef(need_str(entry, "name", limit=256), _digest(entry, "digest"), need_int(entry, "size")))
+            outputs.append(
+                OutputRef(
+                    need_str(entry, "name", limit=256), _digest(entry, "digest"), need_int(entry, "size")
+                )
+            )
         return cls(
             state=state,
             attempt=need_int(record, "attempt", low=1, high=1000),

@@ -54,7 +54,9 @@ def _sort_keys(job_id: bytes, ids: Iterable[bytes], policy: str) -> list[bytes]:
     job = _check_id(job_id, "job id")
     from_bytes = int.from_bytes
     if policy == "hashed-xor":
-        return [blake3(_DOMAIN + (job ^ from_bytes(n, "big")).to_bytes(ID_BYTES, "big")).digest() + n for n in ids]
+        return [
+            blake3(_DOMAIN + (job ^ from_bytes(n, "big")).to_bytes(ID_BYTES, "big")).digest() + n for n in ids
+        ]
     if policy == "xor":
         return [(job ^ from_bytes(n, "big")).to_bytes(ID_BYTES, "big") + n for n in ids]
     raise PlacementError(f"unknown placement policy {policy!r}; use one of {', '.join(POLICIES)}")

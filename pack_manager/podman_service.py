@@ -40,7 +40,7 @@ def default_socket_urls() -> list[str]:
 
 def ping(url: str, timeout: float = 2.0) -> bool:
     """True when a Podman API answers /_ping at url (blocking, short timeout)."""
-    if url.startswith("unix://") and not Path(url[len("unix://"):]).exists():
+    if url.startswith("unix://") and not Path(url[len("unix://") :]).exists():
         return False
     try:
         from podman import PodmanClient
@@ -81,8 +81,12 @@ def start_service(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         # has removed its containers through it. cwd is the state dir: conmon drops files
         # ("oom" markers) into its working directory.
         process = subprocess.Popen(
-            service_command(socket_path), stdout=service_log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, cwd=state_dir,
+            service_command(socket_path),
+            stdout=service_log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=state_dir,
         )
     (state_dir / PID_NAME).write_text(str(process.pid))
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -134,7 +138,10 @@ async def podman_service(state_dir: Path, configured_url: str | None) -> AsyncIt
         if await trio.to_thread.run_sync(ping, configured_url):
             yield configured_url
         else:
-            log.warning("podman: the configured podman_url %s does not answer; the podman executor is off", configured_url)
+            log.warning(
+                "podman: the configured podman_url %s does not answer; the podman executor is off",
+                configured_url,
+            )
             yield None
         return
     running = await trio.to_thread.run_sync(find_running_service)

@@ -42,7 +42,11 @@ def stamp_ms(map_name: str, body: Any) -> int:
     """The newest writer's time an entry carries (0 when it carries none a reader can use)."""
     if not isinstance(body, Mapping):
         return 0
-    keys = {"jobs": ("submitted_ms",), "runs": ("updated_ms", "started_ms", "finished_ms"), "cancels": ("requested_ms",)}
+    keys = {
+        "jobs": ("submitted_ms",),
+        "runs": ("updated_ms", "started_ms", "finished_ms"),
+        "cancels": ("requested_ms",),
+    }
     times = [body.get(key) for key in keys.get(map_name, ())]
     return max((t for t in times if isinstance(t, int) and not isinstance(t, bool)), default=0)
 
@@ -52,14 +56,23 @@ def due_ms(stamps: Iterable[int], rule: RetentionRule) -> int:
     return max(stamps, default=0) + rule.retention_ms
 
 
-def job_retirable(state: str, live_claims: int, stamps: Iterable[int], now_ms: int, rule: RetentionRule) -> bool:
+def job_retirable(
+    state: str, live_claims: int, stamps: Iterable[int], now_ms: int, rule: RetentionRule
+) -> bool:
     """A job (state as job_status says) may leave the document: final, nobody alive still
     running it, and retention past its newest record."""
     return state in FINAL_STATES and live_claims == 0 and now_ms >= due_ms(stamps, rule)
 
 
-def deletes_now(job_id: bytes, live_nodes: Iterable[bytes], me: bytes, now_ms: int, due: int, rule: RetentionRule,
-                policy: str = DEFAULT_POLICY) -> bool:
+def deletes_now(
+    job_id: bytes,
+    live_nodes: Iterable[bytes],
+    me: bytes,
+    now_ms: int,
+    due: int,
+    rule: RetentionRule,
+    policy: str = DEFAULT_POLICY,
+) -> bool:
     """Whether `me` should write the delete of retirable records at `now_ms`."""
     if now_ms < due:
         return False

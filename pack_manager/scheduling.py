@@ -175,10 +175,14 @@ def decide(
     replicas = job.spec.replicas
 
     if own is not None and own.active:
-        better = sorted((n for n in holders if n != self_id and position[n] < position[self_id]), key=position.get)
+        better = sorted(
+            (n for n in holders if n != self_id and position[n] < position[self_id]), key=position.get
+        )
         if len(better) >= replicas:
             winner = better[0]
-            return Yield(f"node {_short(winner)} ranks higher for this job and holds it ({job.runs[winner].state})")
+            return Yield(
+                f"node {_short(winner)} ranks higher for this job and holds it ({job.runs[winner].state})"
+            )
         return None
     if own is not None and own.final:
         return None
@@ -197,7 +201,9 @@ def decide(
             attempt, abandoned = _next_attempt(job, nodes)
             if attempt > max_attempts:
                 gone = ", ".join(_short(n) for n in abandoned)
-                return GiveUp(attempt - 1, f"gave up after {attempt - 1} attempts: the nodes running it died ({gone})")
+                return GiveUp(
+                    attempt - 1, f"gave up after {attempt - 1} attempts: the nodes running it died ({gone})"
+                )
             verdict = check_fit(me.capabilities, own_capacity, req)
             if not verdict.fits_now:
                 if own is not None and own.state == DECLINED and own.reason == "; ".join(verdict.not_now):
@@ -234,7 +240,10 @@ class JobStatus:
 
 
 def job_status(
-    job: JobView, nodes: Mapping[bytes, NodeView], policy: str = DEFAULT_POLICY, order: Sequence[bytes] | None = None
+    job: JobView,
+    nodes: Mapping[bytes, NodeView],
+    policy: str = DEFAULT_POLICY,
+    order: Sequence[bytes] | None = None,
 ) -> JobStatus:
     """The job's state as a user sees it, derived from every node's run record (`order` as
     for decide)."""
@@ -259,7 +268,11 @@ def job_status(
         run = job.runs[worst]
         digests = {job.runs[n].result_digest for n in chosen}
         verified = (
-            needed > 1 and len(chosen) >= needed and states == {SUCCEEDED} and len(digests) == 1 and None not in digests
+            needed > 1
+            and len(chosen) >= needed
+            and states == {SUCCEEDED}
+            and len(digests) == 1
+            and None not in digests
         )
         return JobStatus(run.state, run.reason, worst, run.attempt, run, replicas, verified)
 
@@ -267,7 +280,14 @@ def job_status(
     if job.cancelled:
         if active:
             run = job.runs[active[0]]
-            return JobStatus(run.state, "cancel requested; waiting for the runner to stop", active[0], run.attempt, run, replicas)
+            return JobStatus(
+                run.state,
+                "cancel requested; waiting for the runner to stop",
+                active[0],
+                run.attempt,
+                run,
+                replicas,
+            )
         return JobStatus(CANCELLED, "cancelled before any node ran it", None, 0, None, replicas)
     if active:
         lead = next((n for n in active if job.runs[n].state == RUNNING), active[0])
@@ -301,4 +321,3 @@ def job_status(
     else:
         why = f"waiting for node {_short(candidates[0])} to claim it"
     return JobStatus(QUEUED, why, None, 0, None, replicas)
-

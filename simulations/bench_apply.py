@@ -74,7 +74,9 @@ class Bench:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--writers", type=int, nargs="+", default=[10, 2000])
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=7)
@@ -85,12 +87,22 @@ def main() -> None:
             bench.step()
     results = {writers: bench.figures() for writers, bench in benches.items()}
     for writers in args.writers:
-        print(f"{writers} writers: " + ", ".join(
-            f"{name} {value:,.0f}" + ("" if name == "rebuilds" else " us") for name, value in results[writers].items()))
+        print(
+            f"{writers} writers: "
+            + ", ".join(
+                f"{name} {value:,.0f}" + ("" if name == "rebuilds" else " us")
+                for name, value in results[writers].items()
+            )
+        )
     low, high = min(results), max(results)
-    print(f"ratio {high}/{low} writers: " + ", ".join(
-        f"{name} {results[high][name] / results[low][name]:.2f}x"
-        for name in results[low] if name != "rebuilds" and results[low][name]))
+    print(
+        f"ratio {high}/{low} writers: "
+        + ", ".join(
+            f"{name} {results[high][name] / results[low][name]:.2f}x"
+            for name in results[low]
+            if name != "rebuilds" and results[low][name]
+        )
+    )
 
 
 if __name__ == "__main__":

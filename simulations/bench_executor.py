@@ -60,8 +60,15 @@ SCENARIOS = {
 
 
 def spec_for(requirements: WorkloadRequirements, index: int) -> JobSpec:
-    return JobSpec(kind="run", submitter=bytes(32), nonce=index.to_bytes(16, "big"), image=BASE_IMAGE,
-                   command=tuple(COMMAND), timeout_ms=60_000, requirements=requirements)
+    return JobSpec(
+        kind="run",
+        submitter=bytes(32),
+        nonce=index.to_bytes(16, "big"),
+        image=BASE_IMAGE,
+        command=tuple(COMMAND),
+        timeout_ms=60_000,
+        requirements=requirements,
+    )
 
 
 def limit_flags(requirements: WorkloadRequirements) -> list[str]:
@@ -76,22 +83,53 @@ def limit_flags(requirements: WorkloadRequirements) -> list[str]:
 
 def bare_run(requirements: WorkloadRequirements, _scratch: Path, _index: int) -> float:
     started = time.monotonic()
-    subprocess.run(["podman", "run", "--rm", "--network", "none", *limit_flags(requirements), BASE_IMAGE, *COMMAND],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["podman", "run", "--rm", "--network", "none", *limit_flags(requirements), BASE_IMAGE, *COMMAND],
+        check=True,
+        capture_output=True,
+    )
     return time.monotonic() - started
 
 
 def matched_run(requirements: WorkloadRequirements, scratch: Path, index: int) -> float:
-    work = stage_work_area(spec_for(requirements, index), scratch / f"matched{index}",
-                           scratch / f"matched-result{index}", lambda _digest: None, LIMITS)
+    work = stage_work_area(
+        spec_for(requirements, index),
+        scratch / f"matched{index}",
+        scratch / f"matched-result{index}",
+        lambda _digest: None,
+        LIMITS,
+    )
     started = time.monotonic()
-    subprocess.run(["podman", "run", "--rm", "--network", "none", *limit_flags(requirements),
-                    "--user", LIMITS.run_user, "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-                    "--pids-limit", str(LIMITS.pids_limit),
-                    "--ulimit", f"nofile={LIMITS.nofile}:{LIMITS.nofile}",
-                    "--ulimit", f"nproc={LIMITS.nproc}:{LIMITS.nproc}",
-                    "-v", f"{work.inputs_dir}:{INPUTS_MOUNT}:ro", "-v", f"{work.outputs_dir}:{OUTPUTS_MOUNT}",
-                    BASE_IMAGE, *COMMAND], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "podman",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            *limit_flags(requirements),
+            "--user",
+            LIMITS.run_user,
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--pids-limit",
+            str(LIMITS.pids_limit),
+            "--ulimit",
+            f"nofile={LIMITS.nofile}:{LIMITS.nofile}",
+            "--ulimit",
+            f"nproc={LIMITS.nproc}:{LIMITS.nproc}",
+            "-v",
+            f"{work.inputs_dir}:{INPUTS_MOUNT}:ro",
+            "-v",
+            f"{work.outputs_dir}:{OUTPUTS_MOUNT}",
+            BASE_IMAGE,
+            *COMMAND,
+        ],
+        check=True,
+        capture_output=True,
+    )
     elapsed = time.monotonic() - started
     remove_tree(work.root)
     return elapsed
@@ -99,8 +137,9 @@ def matched_run(requirements: WorkloadRequirements, scratch: Path, index: int) -
 
 def api_min_run(url: str, requirements: WorkloadRequirements, scratch: Path, index: int) -> float:
     spec = spec_for(requirements, index)
-    work: WorkArea = stage_work_area(spec, scratch / f"api{index}", scratch / f"api-result{index}",
-                                     lambda _digest: None, LIMITS)
+    work: WorkArea = stage_work_area(
+        spec, scratch / f"api{index}", scratch / f"api-result{index}", lambda _digest: None, LIMITS
+    )
     executor = PodmanExecutor(url)
     started = time.monotonic()
     with PodmanClient(base_url=url, timeout=60) as client:
@@ -124,8 +163,15 @@ async def executor_run(url: str, requirements: WorkloadRequirements, scratch: Pa
         pass
 
     started = time.monotonic()
-    result = await run_job(PodmanExecutor(url), spec_for(requirements, index), scratch / f"work{index}",
-                           scratch / f"result{index}", lambda _digest: None, log, trio.Event())
+    result = await run_job(
+        PodmanExecutor(url),
+        spec_for(requirements, index),
+        scratch / f"work{index}",
+        scratch / f"result{index}",
+        lambda _digest: None,
+        log,
+        trio.Event(),
+    )
     elapsed = time.monotonic() - started
     if result.state != "succeeded":
         raise SystemExit(f"executor run failed: {result.reason}")
@@ -152,8 +198,10 @@ def report(title: str, times: dict[str, list[float]], runs: int) -> None:
     medians = {name: statistics.median(values) for name, values in times.items()}
     print(f"{title}:")
     for name, values in times.items():
-        print(f"  {name:24s}: median {medians[name] * 1000:7.1f} ms  (min {min(values) * 1000:6.1f}, "
-              f"max {max(values) * 1000:6.1f}) over {runs} runs")
+        print(
+            f"  {name:24s}: median {medians[name] * 1000:7.1f} ms  (min {min(values) * 1000:6.1f}, "
+            f"max {max(values) * 1000:6.1f}) over {runs} runs"
+        )
     ours = medians["podman executor"]
     print(f"  overhead ratio vs bare    : {ours / medians['bare podman run --rm']:.2f}x (goal <= 1.30x)")
     print(f"  overhead ratio vs matched : {ours / medians['matched podman run --rm']:.2f}x")

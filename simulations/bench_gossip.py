@@ -87,7 +87,9 @@ def run(size: int, changes: int, steady: float) -> dict:
         converged = time.monotonic() - began
         refused_before = refusals_logged(cluster)
 
-        times = [time_label_change(cluster, cluster.nodes[(i * 7 + 3) % size], f"v{i}") for i in range(changes)]
+        times = [
+            time_label_change(cluster, cluster.nodes[(i * 7 + 3) % size], f"v{i}") for i in range(changes)
+        ]
 
         first = {n.name: n.call("status") for n in cluster.nodes}
         t0 = time.monotonic()
@@ -100,7 +102,12 @@ def run(size: int, changes: int, steady: float) -> dict:
         victim, others = cluster.nodes[-1], cluster.nodes[:-1]
         victim.kill()
         killed = time.monotonic()
-        wait_until(lambda: all_see(others, [victim.node_id], "dead"), 600, "the killed node dead everywhere", interval=0.1)
+        wait_until(
+            lambda: all_see(others, [victim.node_id], "dead"),
+            600,
+            "the killed node dead everywhere",
+            interval=0.1,
+        )
         detection = time.monotonic() - killed
         return {
             "nodes": size,
@@ -116,18 +123,27 @@ def run(size: int, changes: int, steady: float) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--nodes", type=int, nargs="+", default=[10, 20])
     parser.add_argument("--changes", type=int, default=5)
     parser.add_argument("--steady", type=float, default=10.0)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a formd.toml setting, e.g. heartbeat_retransmit_mult=1")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a formd.toml setting, e.g. heartbeat_retransmit_mult=1",
+    )
     args = parser.parse_args()
     for item in args.set:
         key, _, value = item.partition("=")
         BENCH_SETTINGS[key] = value
-    print("formd gossip benchmark (real processes on 127.0.0.1; gossip 200 ms x 3, tick 1 s, anti-entropy 30 s)"
-          + (f"; overrides: {' '.join(args.set)}" if args.set else ""))
+    print(
+        "formd gossip benchmark (real processes on 127.0.0.1; gossip 200 ms x 3, tick 1 s, anti-entropy 30 s)"
+        + (f"; overrides: {' '.join(args.set)}" if args.set else "")
+    )
     for size in args.nodes:
         result = run(size, args.changes, args.steady)
         times = result["label_propagation_s"]
@@ -136,7 +152,8 @@ def main() -> int:
             f"label seen everywhere: median {statistics.median(times) * 1000:.0f} ms, "
             f"max {max(times) * 1000:.0f} ms over {len(times)} changes | "
             f"steady state: {result['sent_bytes_per_node_per_s'] / 1024:.1f} KiB/s sent per node "
-            f"(max {result['sent_max_node'] / 1024:.1f}), {result['received_bytes_per_node_per_s'] / 1024:.1f} KiB/s received | "
+            f"(max {result['sent_max_node'] / 1024:.1f}), "
+            f"{result['received_bytes_per_node_per_s'] / 1024:.1f} KiB/s received | "
             f"'bad update dropped' log lines: {result['refused_while_joining']} while joining, "
             f"{result['refused_after_converged']} after | "
             f"kill -9 -> dead everywhere {result['crash_to_dead_everywhere_s']:.1f} s"

@@ -35,13 +35,17 @@ import wasmtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from cli.client import Connection  # noqa: E402
-from pack_manager.context_archive import file_digest, pack_context  # noqa: E402
 import procs  # noqa: E402
 from procs import Cluster, all_see, wait_until  # noqa: E402
+
+from cli.client import Connection  # noqa: E402
+from pack_manager.context_archive import file_digest, pack_context  # noqa: E402
 from simulations import bench_gossip  # noqa: E402
 
-BENCH_SETTINGS = {**bench_gossip.BENCH_SETTINGS, "executors": '["wasm"]'}  # shipped timing defaults, spelled out
+BENCH_SETTINGS = {
+    **bench_gossip.BENCH_SETTINGS,
+    "executors": '["wasm"]',
+}  # shipped timing defaults, spelled out
 NOOP_WAT = '(module (func (export "_start")))'
 FINAL = ("succeeded", "failed", "cancelled", "timed_out", "unschedulable")
 
@@ -58,13 +62,21 @@ def noop_context(root: Path) -> Path:
 def upload(connection: Connection, tar: Path) -> str:
     data = tar.read_bytes()
     digest = file_digest(tar)
-    connection.call("blob.put", {"digest": digest, "size": len(data), "offset": 0, "data": base64.b64encode(data).decode()})
+    connection.call(
+        "blob.put",
+        {"digest": digest, "size": len(data), "offset": 0, "data": base64.b64encode(data).decode()},
+    )
     return digest
 
 
 def submit_params(context: str) -> dict:
-    return {"kind": "wasm", "context": context, "module": "noop.wasm", "requirements": {"cpu": "10m", "memory": "16MiB"},
-            "timeout_ms": 60_000}
+    return {
+        "kind": "wasm",
+        "context": context,
+        "module": "noop.wasm",
+        "requirements": {"cpu": "10m", "memory": "16MiB"},
+        "timeout_ms": 60_000,
+    }
 
 
 def epoch_ms(iso: str) -> float:
@@ -78,7 +90,9 @@ def wait_final(connection: Connection, job_id: str, timeout: float = 60) -> dict
         if status["state"] in FINAL:
             return status
         if time.monotonic() > deadline:
-            raise RuntimeError(f"job {job_id[:12]} not final after {timeout:g}s: {status['state']} {status['reason']}")
+            raise RuntimeError(
+                f"job {job_id[:12]} not final after {timeout:g}s: {status['state']} {status['reason']}"
+            )
         time.sleep(0.005)
 
 
@@ -97,7 +111,9 @@ def measure_latency(cluster: Cluster, context: str, count: int) -> tuple[list[fl
     return latencies, remote
 
 
-def measure_throughput(cluster: Cluster, context: str, count: int, connections: int, batch_submit: bool = True) -> dict:
+def measure_throughput(
+    cluster: Cluster, context: str, count: int, connections: int, batch_submit: bool = True
+) -> dict:
     submitter = cluster.nodes[0]
     ids: list[str] = []
     lock = threading.Lock()
@@ -118,14 +134,22 @@ def measure_throughput(cluster: Cluster, context: str, count: int, connections: 
             while done < share:
                 n = min(batch, share - done)
                 if batch_submit:
-                    new_ids = connection.call("job.submit-many", {"jobs": [submit_params(context)] * n})["ids"]
+                    new_ids = connection.call("job.submit-many", {"jobs": [submit_params(context)] * n})[
+                        "ids"
+                    ]
                 else:  # one job.submit per job, pipelined on the connection
-                    new_ids = [r["id"] for r in connection.call_many([("job.submit", submit_params(context))] * n)]
+                    new_ids = [
+                        r["id"] for r in connection.call_many([("job.submit", submit_params(context))] * n)
+                    ]
                 with lock:
                     ids.extend(new_ids)
                 done += n
 
-    cpu_before, main_before, bench_before = cluster_cpu_s(cluster), cluster_cpu_s(cluster, main_only=True), time.process_time()
+    cpu_before, main_before, bench_before = (
+        cluster_cpu_s(cluster),
+        cluster_cpu_s(cluster, main_only=True),
+        time.process_time(),
+    )
     started_ms = time.time() * 1000
     threads = [threading.Thread(target=submit_share, args=(share,)) for share in per_connection]
     for thread in threads:
@@ -189,7 +213,7 @@ def percentile(values: list[float], fraction: float) -> float:
 # thread with waits for the GIL that worker threads (wasmtime, blob writes) hold.
 PROFILED_FORMD = """
 import cProfile, sys, time
-from daemon.cli import main
+from daemon.main import main
 out, sys.argv = sys.argv[1], ["formd", *sys.argv[2:]]
 profile = cProfile.Profile(time.thread_time)
 try:
@@ -213,7 +237,14 @@ def add_node(cluster: Cluster, name: str, seed: procs.Formd | None, profile_dir:
         procs.FORMD = formd
 
 
-def run(nodes: int, latency_jobs: int, jobs: int, connections: int, batch_submit: bool, profile_dir: Path | None = None) -> None:
+def run(
+    nodes: int,
+    latency_jobs: int,
+    jobs: int,
+    connections: int,
+    batch_submit: bool,
+    profile_dir: Path | None = None,
+) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-jobs-") as root, Cluster(Path(root)) as cluster:
         seed = add_node(cluster, "n0", None, profile_dir)
         for index in range(1, nodes):
@@ -225,41 +256,70 @@ def run(nodes: int, latency_jobs: int, jobs: int, connections: int, batch_submit
             context = upload(connection, tar)
         if latency_jobs:
             latencies, remote = measure_latency(cluster, context, latency_jobs)
-            print(f"submit->running, {nodes} nodes, {len(latencies)} no-op WASM jobs one at a time ({remote} ran on another node): "
-                  f"p50 {statistics.median(latencies):.0f} ms, p99 {percentile(latencies, 0.99):.0f} ms, "
-                  f"min {min(latencies):.0f} ms, max {max(latencies):.0f} ms (goal p50 <= 250 ms)")
+            print(
+                f"submit->running, {nodes} nodes, {len(latencies)} no-op WASM jobs one at a time "
+                f"({remote} ran on another node): "
+                f"p50 {statistics.median(latencies):.0f} ms, p99 {percentile(latencies, 0.99):.0f} ms, "
+                f"min {min(latencies):.0f} ms, max {max(latencies):.0f} ms (goal p50 <= 250 ms)"
+            )
             sys.stdout.flush()
         if jobs:
             result = measure_throughput(cluster, context, jobs, connections, batch_submit)
-            print(f"throughput, {nodes} nodes: {result['jobs']} no-op WASM jobs finished in {result['elapsed_s']:.2f} s = "
-                  f"{result['finished_per_s']:.0f} jobs/s (goal >= 200/s); submits acknowledged at {result['submit_per_s']:.0f}/s "
-                  f"over {connections} connection(s) ({'job.submit-many' if batch_submit else 'job.submit'}); formd CPU {result['cpu_ms_per_job']:.1f} ms per job (all nodes together, "
-                  f"i.e. at most {1000 / result['cpu_ms_per_job']:.0f} jobs/s per core; main threads {result['main_ms_per_job']:.1f} ms, "
-                  f"worker threads {result['cpu_ms_per_job'] - result['main_ms_per_job']:.1f} ms; this client {result['bench_ms_per_job']:.1f} ms); states {result['states']}; per runner {result['runners']}")
+            print(
+                f"throughput, {nodes} nodes: {result['jobs']} no-op WASM jobs finished in "
+                f"{result['elapsed_s']:.2f} s = "
+                f"{result['finished_per_s']:.0f} jobs/s (goal >= 200/s); submits acknowledged at "
+                f"{result['submit_per_s']:.0f}/s "
+                f"over {connections} connection(s) "
+                f"({'job.submit-many' if batch_submit else 'job.submit'}); formd CPU "
+                f"{result['cpu_ms_per_job']:.1f} ms per job (all nodes together, "
+                f"i.e. at most {1000 / result['cpu_ms_per_job']:.0f} jobs/s per core; main threads "
+                f"{result['main_ms_per_job']:.1f} ms, "
+                f"worker threads {result['cpu_ms_per_job'] - result['main_ms_per_job']:.1f} ms; "
+                f"this client {result['bench_ms_per_job']:.1f} ms); states {result['states']}; per "
+                f"runner {result['runners']}"
+            )
             sys.stdout.flush()
         if profile_dir is not None:
             for node in cluster.nodes:  # a graceful stop, so cProfile writes its file
                 node.stop()
-            print(f"profiles: {', '.join(str(profile_dir / (node.name + '.prof')) for node in cluster.nodes)}")
+            print(
+                f"profiles: {', '.join(str(profile_dir / (node.name + '.prof')) for node in cluster.nodes)}"
+            )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--nodes", type=int, nargs="+", default=[3])
     parser.add_argument("--latency-jobs", type=int, default=60)
     parser.add_argument("--jobs", type=int, default=500)
-    parser.add_argument("--connections", type=int, default=4, help="concurrent submit connections in the throughput run")
-    parser.add_argument("--one-by-one", action="store_true",
-                        help="submit with one job.submit per job (pipelined) instead of job.submit-many")
-    parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="run each formd under cProfile; DIR/<node>.prof is written when the run ends")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a formd.toml setting")
+    parser.add_argument(
+        "--connections", type=int, default=4, help="concurrent submit connections in the throughput run"
+    )
+    parser.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="submit with one job.submit per job (pipelined) instead of job.submit-many",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run each formd under cProfile; DIR/<node>.prof is written when the run ends",
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a formd.toml setting"
+    )
     args = parser.parse_args()
     for item in args.set:
         key, _, value = item.partition("=")
         BENCH_SETTINGS[key] = value
-    print("formd jobs benchmark (real processes on 127.0.0.1; gossip 200 ms x 3, tick 1 s)"
-          + (f"; overrides: {' '.join(args.set)}" if args.set else ""))
+    print(
+        "formd jobs benchmark (real processes on 127.0.0.1; gossip 200 ms x 3, tick 1 s)"
+        + (f"; overrides: {' '.join(args.set)}" if args.set else "")
+    )
     for nodes in args.nodes:
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)

@@ -75,8 +75,10 @@ def main() -> None:
     for policy in POLICIES:
         full = median_seconds(lambda: rank(job, node_ids, policy), args.repeats)
         first3 = median_seconds(lambda: top_k(job, node_ids, 3, policy), args.repeats)
-        print(f"  {policy:<16} rank {full * 1000:7.2f} ms ({full / baseline:.2f}x baseline)"
-              f"   top-3 {first3 * 1000:7.2f} ms ({first3 / baseline:.2f}x)")
+        print(
+            f"  {policy:<16} rank {full * 1000:7.2f} ms ({full / baseline:.2f}x baseline)"
+            f"   top-3 {first3 * 1000:7.2f} ms ({first3 / baseline:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ import time
 import trio
 import trio.testing
 
-from daemon.frames import ReplayGuard, open_frame, seal
-from daemon.keyring import Keyring
-from daemon.mem_transport import SimNetwork
-from daemon.net_transport import NetTransport
+from daemon.transport.frames import ReplayGuard, open_frame, seal
+from daemon.transport.keyring import Keyring
+from daemon.transport.memory import SimNetwork
+from daemon.transport.tcp import NetTransport
 
 
 def bench_frames(seconds: float) -> None:
@@ -36,7 +36,9 @@ def bench_frames(seconds: float) -> None:
             open_frame(ring, seal(ring, payload, now), now, guard)
             count += 1
         elapsed = time.perf_counter() - start
-        print(f"  {size:>8} B payload: {count / elapsed:>10,.0f} frames/s  {count * size / elapsed / 1e6:>8.1f} MB/s")
+        print(
+            f"  {size:>8} B payload: {count / elapsed:>10,.0f} frames/s  {count * size / elapsed / 1e6:>8.1f} MB/s"
+        )
 
 
 async def bare_trio_round_trips(seconds: float) -> float:
@@ -87,7 +89,9 @@ async def bench_net(seconds: float) -> None:
             await client.request(address, b"x" * 100, timeout=5)
             count += 1
         rate = count / (trio.current_time() - start)
-        print(f"  sequential request/reply (100 B):  {rate:>10,.0f} round trips/s ({rate / baseline:.0%} of baseline)")
+        print(
+            f"  sequential request/reply (100 B):  {rate:>10,.0f} round trips/s ({rate / baseline:.0%} of baseline)"
+        )
 
         count, start = 0, trio.current_time()
 
@@ -100,20 +104,24 @@ async def bench_net(seconds: float) -> None:
         async with trio.open_nursery() as workers:
             for _ in range(32):
                 workers.start_soon(worker)
-        print(f"  32 in flight request/reply (100 B):{count / (trio.current_time() - start):>10,.0f} round trips/s")
+        print(
+            f"  32 in flight request/reply (100 B):{count / (trio.current_time() - start):>10,.0f} round trips/s"
+        )
 
         payload = b"x" * 65536
         before, sent_before = received, client.bytes_sent
         start = trio.current_time()
         while trio.current_time() - start < seconds:
             if not await client.send(address, payload):
-                await trio.sleep(0)   # queue full: let the writer catch up
-        await client.request(address, b"fence", timeout=30)   # same connection: all earlier sends are in
+                await trio.sleep(0)  # queue full: let the writer catch up
+        await client.request(address, b"fence", timeout=30)  # same connection: all earlier sends are in
         elapsed = trio.current_time() - start
         delivered = received - before - 1
-        print(f"  one-way sends (64 KiB):            {delivered / elapsed:>10,.0f} msgs/s  "
-              f"{delivered * len(payload) / elapsed / 1e6:.1f} MB/s  "
-              f"(wire overhead {(client.bytes_sent - sent_before) / max(1, delivered * len(payload)) - 1:.2%})")
+        print(
+            f"  one-way sends (64 KiB):            {delivered / elapsed:>10,.0f} msgs/s  "
+            f"{delivered * len(payload) / elapsed / 1e6:.1f} MB/s  "
+            f"(wire overhead {(client.bytes_sent - sent_before) / max(1, delivered * len(payload)) - 1:.2%})"
+        )
         nursery.cancel_scope.cancel()
 
 
@@ -130,20 +138,24 @@ async def bench_mem(seconds: float) -> None:
         rng = network.random
         real_start, sim_start = time.perf_counter(), trio.current_time()
         while time.perf_counter() - real_start < seconds:
-            for node in nodes:   # one gossip round: every node pushes to 3 random peers
+            for node in nodes:  # one gossip round: every node pushes to 3 random peers
                 for peer in rng.sample(nodes, 3):
                     await node.send(peer.local_address, b"x" * 200)
             await trio.sleep(0.2)
         real = time.perf_counter() - real_start
         simulated = trio.current_time() - sim_start
         print("MemTransport, 1000 nodes, fanout 3 every 200 ms, MockClock")
-        print(f"  {network.stats.delivered / real:>10,.0f} messages delivered per real second; "
-              f"{simulated:.1f} s simulated in {real:.1f} s")
+        print(
+            f"  {network.stats.delivered / real:>10,.0f} messages delivered per real second; "
+            f"{simulated:.1f} s simulated in {real:.1f} s"
+        )
         nursery.cancel_scope.cancel()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
     args = parser.parse_args()
     bench_frames(args.seconds)

@@ -35,20 +35,43 @@ MAX_NODES = 200
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m simulations.cluster", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m simulations.cluster",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--nodes", type=int, default=5, help="formd processes (and Serf agents) to start")
     parser.add_argument("--workload", type=Path, help="TOML workload file (see simulations/workloads/)")
-    parser.add_argument("--kill", action="append", default=[], metavar="NODE@TIME", help="kill -9 node NODE at TIME, e.g. 2@10s")
-    parser.add_argument("--term", action="append", default=[], metavar="NODE@TIME", help="SIGTERM (graceful leave)")
-    parser.add_argument("--restart", action="append", default=[], metavar="NODE@TIME", help="start a stopped node again")
+    parser.add_argument(
+        "--kill",
+        action="append",
+        default=[],
+        metavar="NODE@TIME",
+        help="kill -9 node NODE at TIME, e.g. 2@10s",
+    )
+    parser.add_argument(
+        "--term", action="append", default=[], metavar="NODE@TIME", help="SIGTERM (graceful leave)"
+    )
+    parser.add_argument(
+        "--restart", action="append", default=[], metavar="NODE@TIME", help="start a stopped node again"
+    )
     parser.add_argument("--serf", action="store_true", help="compare with N Serf agents in the same run")
     parser.add_argument("--report", type=Path, metavar="DIR", help="write DIR/report.json")
     parser.add_argument("--keep", action="store_true", help="keep the state dirs and logs")
     parser.add_argument("--root", type=Path, help="where the state dirs go (default: a new temp dir)")
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="default",
-                        help="formd timings: default (tick 1 s, gossip 200 ms x 3) or fast (test timings)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="formd.toml override, e.g. gossip_fanout=4")
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="default",
+        help="formd timings: default (tick 1 s, gossip 200 ms x 3) or fast (test timings)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="formd.toml override, e.g. gossip_fanout=4",
+    )
     parser.add_argument("--changes", type=int, default=5, help="label changes timed for convergence")
     parser.add_argument("--steady", default="10s", help="steady-state window for bytes per node per second")
     parser.add_argument("--drain", default="120s", help="how long to wait for submitted jobs to finish")
@@ -80,9 +103,20 @@ def options_from(args: argparse.Namespace) -> Options:
         raise WorkloadError(f"--report {args.report}: not a directory")
     if args.root is not None and args.root.exists() and any(args.root.iterdir()):
         raise WorkloadError(f"--root {args.root}: not empty")
-    return Options(nodes=args.nodes, profile=args.profile, settings=settings, changes=args.changes, steady_s=steady,
-                   steps=steps, workload=str(args.workload) if args.workload else None, drain_s=drain, serf=args.serf,
-                   keep=args.keep, root=args.root, say=lambda text: print(text, flush=True))
+    return Options(
+        nodes=args.nodes,
+        profile=args.profile,
+        settings=settings,
+        changes=args.changes,
+        steady_s=steady,
+        steps=steps,
+        workload=str(args.workload) if args.workload else None,
+        drain_s=drain,
+        serf=args.serf,
+        keep=args.keep,
+        root=args.root,
+        say=lambda text: print(text, flush=True),
+    )
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -99,16 +133,25 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM/SIGHUP end the run like Ctrl-C: the finally blocks stop every process first.
     # SIGINT too, explicitly: a shell starts background commands with SIGINT ignored, and
     # Python then installs no KeyboardInterrupt handler, so the harness ignored Ctrl-C.
-    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    previous = {
+        signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
     harness = Harness(options)
     try:
         report = harness.run()
     except KeyboardInterrupt:
-        print(f"cluster: interrupted; every process stopped ({harness.report.get('shutdown')})", file=sys.stderr)
+        print(
+            f"cluster: interrupted; every process stopped ({harness.report.get('shutdown')})", file=sys.stderr
+        )
         return 130
     except Exception as exc:  # the run failed; processes were stopped by the finally block
-        detail = f": {exc.stderr.strip()}" if isinstance(exc, subprocess.CalledProcessError) and exc.stderr else ""
-        print(f"cluster: run failed: {type(exc).__name__}: {exc}{detail} (shutdown: {harness.report.get('shutdown')})", file=sys.stderr)
+        detail = (
+            f": {exc.stderr.strip()}" if isinstance(exc, subprocess.CalledProcessError) and exc.stderr else ""
+        )
+        print(
+            f"cluster: run failed: {type(exc).__name__}: {exc}{detail} (shutdown: {harness.report.get('shutdown')})",
+            file=sys.stderr,
+        )
         write_report(args.report, harness.report)
         return 1
     finally:

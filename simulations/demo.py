@@ -61,17 +61,34 @@ def main() -> int:
         names, seed, key = ["a", "b", "c"], None, None
         for name in names:
             state = ROOT / name
-            args = [str(BIN / "formd"), "init", "--state-dir", str(state), "--listen", f"127.0.0.1:{free_port()}",
-                    "--label", f"name={name}", "--set", f"podman_url={json.dumps(url)}"]
+            args = [
+                str(BIN / "formd"),
+                "init",
+                "--state-dir",
+                str(state),
+                "--listen",
+                f"127.0.0.1:{free_port()}",
+                "--label",
+                f"name={name}",
+                "--set",
+                f"podman_url={json.dumps(url)}",
+            ]
             args += [item for s in SETTINGS for item in ("--set", s)]
             args += ["--new-cluster-key"] if key is None else ["--cluster-key-file", str(key), "--seed", seed]
             run(*args)
             if key is None:
                 key = state / "cluster.key"
-                seed = next(line.split("=", 1)[1].strip().strip('"') for line in (state / "formd.toml").read_text().splitlines()
-                            if line.startswith("listen"))
+                seed = next(
+                    line.split("=", 1)[1].strip().strip('"')
+                    for line in (state / "formd.toml").read_text().splitlines()
+                    if line.startswith("listen")
+                )
             log = open(state / "formd.log", "w")
-            processes.append(subprocess.Popen([str(BIN / "formd"), "run", "--state-dir", str(state)], stderr=log, stdout=log))
+            processes.append(
+                subprocess.Popen(
+                    [str(BIN / "formd"), "run", "--state-dir", str(state)], stderr=log, stdout=log
+                )
+            )
         sockets = {name: str(ROOT / name / "formd.sock") for name in names}
 
         def form(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -80,8 +97,11 @@ def main() -> int:
         deadline = time.monotonic() + 60
         while True:
             try:
-                listing = subprocess.run([str(BIN / "form"), "--socket", sockets["a"], "nodes", "--json"],
-                                         capture_output=True, text=True)
+                listing = subprocess.run(
+                    [str(BIN / "form"), "--socket", sockets["a"], "nodes", "--json"],
+                    capture_output=True,
+                    text=True,
+                )
                 nodes = json.loads(listing.stdout) if listing.returncode == 0 else []
             except json.JSONDecodeError:
                 nodes = []
@@ -89,7 +109,9 @@ def main() -> int:
             if len(nodes) == 3 and len(podman_nodes) == 3:
                 break
             if time.monotonic() > deadline:
-                raise SystemExit("demo: the three nodes did not see each other within 60 s; see demo-cluster/*/formd.log")
+                raise SystemExit(
+                    "demo: the three nodes did not see each other within 60 s; see demo-cluster/*/formd.log"
+                )
             time.sleep(0.5)
         say("Every node sees every other one: status, capabilities, free capacity, labels")
         form("a", "nodes")
@@ -98,7 +120,8 @@ def main() -> int:
         context = ROOT / "build-context"
         context.mkdir()
         (context / "Containerfile").write_text(
-            f"FROM {BASE_IMAGE}\nRUN echo 'built by formnet' > /hello.txt\nRUN cat /hello.txt\n")
+            f"FROM {BASE_IMAGE}\nRUN echo 'built by formnet' > /hello.txt\nRUN cat /hello.txt\n"
+        )
         build_id = form("a", "submit", str(context), "--kind", "build").stdout.split()[0]
         say("Why that node: the ranked table node a computes for the build")
         form("a", "explain", build_id)
@@ -108,11 +131,26 @@ def main() -> int:
 
         say("A WASM job (a C program compiled to wasm32-wasi) that upper-cases an input file")
         wasm_dir = ROOT / "wasm-context"
-        subprocess.run(["bash", str(Path(__file__).resolve().parents[1] / "tests" / "wasm" / "build.sh"), str(wasm_dir)], check=True)
+        subprocess.run(
+            ["bash", str(Path(__file__).resolve().parents[1] / "tests" / "wasm" / "build.sh"), str(wasm_dir)],
+            check=True,
+        )
         source = ROOT / "words.txt"
         source.write_text("peer to peer, no leader\n")
-        wasm_id = form("a", "submit", str(wasm_dir), "--kind", "wasm", "--module", "upcase.wasm", "--input", str(source),
-                       "--cmd", "words.txt", "--wait").stdout.split()[0]
+        wasm_id = form(
+            "a",
+            "submit",
+            str(wasm_dir),
+            "--kind",
+            "wasm",
+            "--module",
+            "upcase.wasm",
+            "--input",
+            str(source),
+            "--cmd",
+            "words.txt",
+            "--wait",
+        ).stdout.split()[0]
         form("c", "status", wasm_id)
         say("Results fetched through node c, verified by blake3 on the way")
         form("c", "result", wasm_id, "-o", str(ROOT / "wasm-result"))

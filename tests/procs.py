@@ -48,7 +48,7 @@ def _command(name: str, module: str) -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", module]
 
 
-FORMD = _command("formd", "daemon.cli")
+FORMD = _command("formd", "daemon.main")
 FORM = _command("form", "cli.main")
 
 
@@ -70,16 +70,27 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval
         except Exception as exc:  # a node still starting, a socket not there yet
             last_error = exc
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {what}"
+                + (f" (last error: {last_error})" if last_error else "")
+            )
         time.sleep(interval)
 
 
 def formd_init(state_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([*FORMD, "init", "--state-dir", str(state_dir), *args], capture_output=True, text=True, check=check, timeout=60)
+    return subprocess.run(
+        [*FORMD, "init", "--state-dir", str(state_dir), *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=60,
+    )
 
 
 def form(socket_path: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([*FORM, "--socket", str(socket_path), *args], capture_output=True, text=True, check=check, timeout=60)
+    return subprocess.run(
+        [*FORM, "--socket", str(socket_path), *args], capture_output=True, text=True, check=check, timeout=60
+    )
 
 
 class Formd:
@@ -93,8 +104,14 @@ class Formd:
         self.process: subprocess.Popen | None = None
         self.node_id = ""
 
-    def init(self, *, seeds: Iterable[str] = (), key_file: Path | None = None, labels: Iterable[str] = (),
-             settings: dict[str, str] | None = None) -> str:
+    def init(
+        self,
+        *,
+        seeds: Iterable[str] = (),
+        key_file: Path | None = None,
+        labels: Iterable[str] = (),
+        settings: dict[str, str] | None = None,
+    ) -> str:
         args = ["--listen", self.address]
         for seed in seeds:
             args += ["--seed", seed]
@@ -117,11 +134,19 @@ class Formd:
         assert self.process is None or self.process.poll() is not None, "already running"
         log = open(self.log_path, "ab")
         try:
-            self.process = subprocess.Popen([*FORMD, "run", "--state-dir", str(self.state_dir)], stdout=log, stderr=log,
-                                            start_new_session=new_session)
+            self.process = subprocess.Popen(
+                [*FORMD, "run", "--state-dir", str(self.state_dir)],
+                stdout=log,
+                stderr=log,
+                start_new_session=new_session,
+            )
         finally:
             log.close()
-        wait_until(lambda: self.socket.exists() and self.call("status"), 30, f"{self.name} to serve its control socket")
+        wait_until(
+            lambda: self.socket.exists() and self.call("status"),
+            30,
+            f"{self.name} to serve its control socket",
+        )
         return self
 
     def running(self) -> bool:
@@ -177,8 +202,16 @@ class Cluster:
         self.root = root
         self.nodes: list[Formd] = []
 
-    def add(self, name: str, *, seed: Formd | None = None, key_file: Path | None = None, labels: Iterable[str] = (),
-            settings: dict[str, str] | None = None, start: bool = True) -> Formd:
+    def add(
+        self,
+        name: str,
+        *,
+        seed: Formd | None = None,
+        key_file: Path | None = None,
+        labels: Iterable[str] = (),
+        settings: dict[str, str] | None = None,
+        start: bool = True,
+    ) -> Formd:
         node = Formd(self.root / name, name)
         self.nodes.append(node)
         if key_file is None and self.nodes[0] is not node:
@@ -222,5 +255,7 @@ def job_status(node: Formd, job_id: str) -> dict:
 
 def compile_wasi(source: Path, output: Path) -> Path:
     """A C file to a wasm32-wasi module with Debian's clang/lld/wasi-libc (installed by setup-host.sh)."""
-    subprocess.run(["clang", "--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-o", str(output), str(source)], check=True)
+    subprocess.run(
+        ["clang", "--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-o", str(output), str(source)], check=True
+    )
     return output

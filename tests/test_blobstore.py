@@ -5,7 +5,7 @@ import os
 import pytest
 from blake3 import blake3
 
-from daemon.blobstore import BlobError, BlobStore
+from daemon.jobs.blobstore import BlobError, BlobStore
 
 
 def test_put_and_read_back(tmp_path):

@@ -3,9 +3,9 @@
 import json
 
 import pytest
-
-from daemon.keyring import Keyring
 from procs import Cluster, Formd, all_see, form, wait_until
+
+from daemon.transport.keyring import Keyring
 
 pytestmark = pytest.mark.slow
 
@@ -51,5 +51,7 @@ def test_rotation_add_use_remove_keeps_the_cluster_talking(tmp_path):
         # The rotation survives a restart of a.
         a.stop()
         a.start()
-        assert json.loads(a.form("cluster-key", "list", "--json").stdout) == [{"key_id": new_id, "primary": True}]
+        assert json.loads(a.form("cluster-key", "list", "--json").stdout) == [
+            {"key_id": new_id, "primary": True}
+        ]
         wait_until(lambda: all_see([a, b], [a.node_id, b.node_id]), 20, "a back with the new key")

@@ -6,21 +6,37 @@ import stat
 import tomllib
 
 import pytest
-
-from daemon.keyring import Keyring
 from procs import form, formd_init
+
+from daemon.transport.keyring import Keyring
 
 
 def test_init_writes_config_identity_and_key(tmp_path):
     state = tmp_path / "state"
-    result = formd_init(state, "--listen", "127.0.0.1:17946", "--seed", "127.0.0.1:17947", "--new-cluster-key",
-                        "--label", "zone=a", "--set", "gossip_interval_ms=100", "--set", "log_level=debug")
+    result = formd_init(
+        state,
+        "--listen",
+        "127.0.0.1:17946",
+        "--seed",
+        "127.0.0.1:17947",
+        "--new-cluster-key",
+        "--label",
+        "zone=a",
+        "--set",
+        "gossip_interval_ms=100",
+        "--set",
+        "log_level=debug",
+    )
     assert re.fullmatch(r"[0-9a-f]{64}", result.stdout.strip().splitlines()[-1])
     for name in ("node.key", "cluster.key"):
         assert stat.S_IMODE(os.stat(state / name).st_mode) == 0o600
     config = tomllib.loads((state / "formd.toml").read_text())
     assert config["listen"] == "127.0.0.1:17946" and config["seeds"] == ["127.0.0.1:17947"]
-    assert config["labels"] == {"zone": "a"} and config["gossip_interval_ms"] == 100 and config["log_level"] == "debug"
+    assert (
+        config["labels"] == {"zone": "a"}
+        and config["gossip_interval_ms"] == 100
+        and config["log_level"] == "debug"
+    )
     assert config["socket"] == "formd.sock"
     assert len(Keyring.load(state / "cluster.key")) == 1
 
@@ -63,16 +79,21 @@ def test_init_refuses_bad_input_and_writes_nothing(tmp_path, args, fragment):
 def test_init_refuses_a_bad_key_file(tmp_path):
     bad = tmp_path / "bad.key"
     bad.write_text("this is not a key\n")
-    result = formd_init(tmp_path / "state", "--listen", "127.0.0.1:1", "--cluster-key-file", str(bad), check=False)
+    result = formd_init(
+        tmp_path / "state", "--listen", "127.0.0.1:1", "--cluster-key-file", str(bad), check=False
+    )
     assert result.returncode == 1 and "base64" in result.stderr
     assert not (tmp_path / "state" / "node.key").exists()
 
 
 def test_run_without_init_says_so(tmp_path):
-    from procs import FORMD
     import subprocess
 
-    result = subprocess.run([*FORMD, "run", "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    from procs import FORMD
+
+    result = subprocess.run(
+        [*FORMD, "run", "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 1 and "formd init" in result.stderr
 
 
@@ -85,6 +106,7 @@ def test_form_without_a_daemon_fails_with_one_line(tmp_path):
 
 def test_form_reads_the_socket_from_the_environment(tmp_path, monkeypatch):
     import subprocess
+
     from procs import FORM
 
     env = {**os.environ, "FORM_SOCKET": str(tmp_path / "env.sock")}

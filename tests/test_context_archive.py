@@ -7,7 +7,13 @@ import tarfile
 
 import pytest
 
-from pack_manager.context_archive import ArchiveError, check_archive, extract_archive, pack_context, pack_directory
+from pack_manager.context_archive import (
+    ArchiveError,
+    check_archive,
+    extract_archive,
+    pack_context,
+    pack_directory,
+)
 
 
 def make_tar(path, members):
@@ -24,13 +30,16 @@ def make_tar(path, members):
 
 
 def test_good_context_extracts(tmp_path):
-    tar = make_tar(tmp_path / "ok.tar", [
-        ({"name": "Containerfile"}, b"FROM x\n"),
-        ({"name": "src", "type": tarfile.DIRTYPE}, None),
-        ({"name": "src/a.txt"}, b"a"),
-        ({"name": "src/link", "type": tarfile.SYMTYPE, "linkname": "a.txt"}, None),
-        ({"name": "src/hard", "type": tarfile.LNKTYPE, "linkname": "src/a.txt"}, None),
-    ])
+    tar = make_tar(
+        tmp_path / "ok.tar",
+        [
+            ({"name": "Containerfile"}, b"FROM x\n"),
+            ({"name": "src", "type": tarfile.DIRTYPE}, None),
+            ({"name": "src/a.txt"}, b"a"),
+            ({"name": "src/link", "type": tarfile.SYMTYPE, "linkname": "a.txt"}, None),
+            ({"name": "src/hard", "type": tarfile.LNKTYPE, "linkname": "src/a.txt"}, None),
+        ],
+    )
     summary = extract_archive(tar, tmp_path / "out", limit_bytes=20_000)
     assert summary.names >= {"Containerfile", "src/a.txt", "src/link"}
     assert (tmp_path / "out/src/link").read_text() == "a"
@@ -114,11 +123,14 @@ def test_pack_context_makes_an_archive_that_passes_the_checks(tmp_path):
 def test_a_regular_member_is_read_after_the_same_checks_and_anything_else_is_none(tmp_path):
     from pack_manager.context_archive import read_regular_member
 
-    tar = make_tar(tmp_path / "ok.tar", [
-        ({"name": "src", "type": tarfile.DIRTYPE}, None),
-        ({"name": "src/a.wasm"}, b"module"),
-        ({"name": "link", "type": tarfile.SYMTYPE, "linkname": "src/a.wasm"}, None),
-    ])
+    tar = make_tar(
+        tmp_path / "ok.tar",
+        [
+            ({"name": "src", "type": tarfile.DIRTYPE}, None),
+            ({"name": "src/a.wasm"}, b"module"),
+            ({"name": "link", "type": tarfile.SYMTYPE, "linkname": "src/a.wasm"}, None),
+        ],
+    )
     assert read_regular_member(tar, "./src/a.wasm", 20_000) == b"module"
     assert read_regular_member(tar, "link", 20_000) is None  # links: the caller extracts
     assert read_regular_member(tar, "src", 20_000) is None

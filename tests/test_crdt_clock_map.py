@@ -8,13 +8,13 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Array, Doc, Map, Text
+from test_crdt_document import cluster
+from test_crdt_support import FakeNode, rogue_update, snapshot_view
 
 from crdt_state.document import ClusterDocument
+from crdt_state.signing import seal_record
 from crdt_state.state_vector import decode_state_vector
 from crdt_state.update_structs import read_update
-from test_crdt_document import cluster
-from crdt_state.signing import seal_record
-from test_crdt_support import FakeNode, rogue_update, snapshot_view
 
 
 def _clocks_agree(doc: ClusterDocument) -> None:
@@ -27,8 +27,10 @@ def _clocks_agree(doc: ClusterDocument) -> None:
 # (refused: rebuild), 4 anti-entropy diff from a peer (many writers, whole delete set),
 # 5 restart of a writer (rebuilt from its store, new client id), 6 local write of our own.
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 2)), min_size=1, max_size=25),
-       seed=st.integers(0, 2**32))
+@given(
+    steps=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 2)), min_size=1, max_size=25),
+    seed=st.integers(0, 2**32),
+)
 def test_the_clock_map_agrees_with_pycrdts_state_vector(steps, seed):
     rng = random.Random(seed)
     writers = cluster(3)
@@ -95,7 +97,9 @@ def test_the_reader_gives_each_writers_range_and_the_references():
     whole = read_update(y.get_update())
     assert whole.writers == {11: (0, 2), 22: (0, 2)}
     assert whole.deletes == {11: [(0, 2)]}
-    assert {client: end for client, (_start, end) in whole.writers.items()} == decode_state_vector(y.get_state())
+    assert {client: end for client, (_start, end) in whole.writers.items()} == decode_state_vector(
+        y.get_state()
+    )
 
 
 def test_the_reader_measures_every_content_kind_as_pycrdt_counts_clocks():
@@ -107,7 +111,9 @@ def test_the_reader_measures_every_content_kind_as_pycrdt_counts_clocks():
     del doc["m"]["bytes"]
     structs = read_update(doc.get_update())
     assert structs is not None
-    assert {client: end for client, (_start, end) in structs.writers.items()} == decode_state_vector(doc.get_state())
+    assert {client: end for client, (_start, end) in structs.writers.items()} == decode_state_vector(
+        doc.get_state()
+    )
 
 
 def test_the_reader_leaves_what_it_does_not_describe_to_pycrdt():
@@ -132,8 +138,12 @@ def test_the_reader_leaves_what_it_does_not_describe_to_pycrdt():
 # write the same job key concurrently, 4 a job and the deletion of the writer's jobs, 5 restart of a writer, 6 forged
 # update, 7 anti-entropy diff, 8 a copy of the receiver's own state rewrites a key raw.
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=st.lists(st.tuples(st.integers(0, 8), st.integers(0, 2), st.integers(0, 3)), min_size=1, max_size=25),
-       seed=st.integers(0, 2**32))
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 8), st.integers(0, 2), st.integers(0, 3)), min_size=1, max_size=25
+    ),
+    seed=st.integers(0, 2**32),
+)
 def test_entries_told_from_the_bytes_match_pycrdts_events(steps, seed):
     rng = random.Random(seed)
     writers = cluster(3)
@@ -170,7 +180,9 @@ def test_entries_told_from_the_bytes_match_pycrdts_events(steps, seed):
         elif kind == 7:
             waiting.append(writer.doc.update_since(told.state_vector()))
         else:
-            waiting.append(rogue_update(told, {("jobs", job_key): seal_record(other.key, "job", {"raw": number})}))
+            waiting.append(
+                rogue_update(told, {("jobs", job_key): seal_record(other.key, "job", {"raw": number})})
+            )
         waiting += writer.doc.drain_local_updates()
         rng.shuffle(waiting)
         for update in list(waiting[: rng.randint(0, len(waiting))]):

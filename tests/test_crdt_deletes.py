@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_crdt_support import FakeNode, rogue_update, snapshot_view
 
 from crdt_state.document import ClusterDocument
 from crdt_state.persistence import DocumentStore
 from crdt_state.records import RecordError
 from crdt_state.signing import seal_record
 from crdt_state.state_vector import decode_state_vector
-from test_crdt_support import FakeNode, rogue_update, snapshot_view
 
 JOB = "cd" * 32
 OTHER_JOB = "ef" * 32
@@ -45,11 +45,18 @@ def full_exchange(*nodes: FakeNode) -> None:
 
 def push(sender: FakeNode, *receivers: FakeNode) -> list:
     """Deliver the sender's pending local updates; the results, per update and receiver."""
-    return [receiver.doc.apply_remote(update) for update in sender.doc.drain_local_updates() for receiver in receivers]
+    return [
+        receiver.doc.apply_remote(update)
+        for update in sender.doc.drain_local_updates()
+        for receiver in receivers
+    ]
 
 
 def visible(doc: ClusterDocument) -> dict:
-    return {name: {k: e.envelope for k, e in doc.items(name).items()} for name in ("nodes", "jobs", "runs", "cancels")}
+    return {
+        name: {k: e.envelope for k, e in doc.items(name).items()}
+        for name in ("nodes", "jobs", "runs", "cancels")
+    }
 
 
 def with_job_run_cancel(a: FakeNode, b: FakeNode, c: FakeNode) -> str:
@@ -105,7 +112,9 @@ def test_delete_local_refuses_bad_input_and_removes_nothing(bad):
 # ---- remote deletes: the may_delete rule ---------------------------------------------------
 
 
-@pytest.mark.parametrize("rule, why", [(None, "no delete rule set"), (lambda m, k, held: False, "not allowed yet")])
+@pytest.mark.parametrize(
+    "rule, why", [(None, "no delete rule set"), (lambda m, k, held: False, "not allowed yet")]
+)
 def test_a_remote_delete_is_refused_without_a_rule_or_when_it_says_no(rule, why):
     a, b, c = cluster()
     with_job_run_cancel(a, b, c)
@@ -158,7 +167,10 @@ def test_a_refused_delete_is_accepted_later_through_a_full_exchange():
 
 def test_deleting_node_records_is_always_refused():
     a, b, c = cluster()
-    for update in (rogue_update(c.doc, {}, deletes=[("nodes", b.hex)]), rogue_update(c.doc, {}, deletes=[("nodes", c.hex)])):
+    for update in (
+        rogue_update(c.doc, {}, deletes=[("nodes", b.hex)]),
+        rogue_update(c.doc, {}, deletes=[("nodes", c.hex)]),
+    ):
         view = snapshot_view(c.doc)
         result = c.doc.apply_remote(update)
         assert not result.accepted and "deleting nodes entries is never accepted" in result.reason
@@ -216,8 +228,10 @@ def test_deleted_values_leave_the_encoded_state_and_the_store(tmp_path):
         store.snapshot(a.doc.full_state())
     assert b.doc.apply_remote(delete).accepted
     after_a, after_b = len(a.doc.full_state()), len(b.doc.full_state())
-    print(f"\nencoded state: {base} B with 2 nodes, {full} B with 40 jobs of 20 kB, "
-          f"{after_a} B after deleting them (replica: {after_b} B): {(after_a - base) / 40:.0f} B left per deleted job")
+    print(
+        f"\nencoded state: {base} B with 2 nodes, {full} B with 40 jobs of 20 kB, "
+        f"{after_a} B after deleting them (replica: {after_b} B): {(after_a - base) / 40:.0f} B left per deleted job"
+    )
     # pycrdt keeps a deleted map entry's id, origin and key text (64 hex characters here) as a
     # tombstone; the value itself is gone.
     assert after_a < base + 40 * 128 and after_b < base + 40 * 128
@@ -239,7 +253,11 @@ operations = st.lists(
     st.one_of(
         st.tuples(st.just("put_job"), st.integers(0, 2), st.integers(0, 3)),
         st.tuples(st.just("put_run"), st.integers(0, 2), st.integers(0, 3)),
-        st.tuples(st.just("delete"), st.integers(0, 2), st.sets(st.tuples(st.sampled_from(["jobs", "runs"]), st.integers(0, 3), st.integers(0, 2)))),
+        st.tuples(
+            st.just("delete"),
+            st.integers(0, 2),
+            st.sets(st.tuples(st.sampled_from(["jobs", "runs"]), st.integers(0, 3), st.integers(0, 2))),
+        ),
         st.tuples(st.just("deliver"), st.integers(0, 1000), st.booleans()),
     ),
     max_size=40,

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Map
+from test_crdt_support import FakeNode, rogue_update, snapshot_view
 
 from crdt_state.document import ClusterDocument, DocumentError
 from crdt_state.records import RecordError
 from crdt_state.signing import seal_record
-from test_crdt_support import FakeNode, rogue_update, snapshot_view
 
 JOB = "cd" * 32
 
@@ -118,9 +118,17 @@ def test_put_local_refuses_what_no_reader_would_accept():
 
 def _forgeries(a: FakeNode, b: FakeNode, victim: ClusterDocument):
     stranger = FakeNode.create()
-    yield "record signed by B under A's key", "another node's key", rogue_update(victim, {("nodes", a.hex): b.record(heartbeat=50).seal(b.key)})
-    yield "record for A signed by B", "signed by a different node", rogue_update(
-        victim, {("nodes", a.hex): seal_record(b.key, "node", a.record(heartbeat=50).to_body())}
+    yield (
+        "record signed by B under A's key",
+        "another node's key",
+        rogue_update(victim, {("nodes", a.hex): b.record(heartbeat=50).seal(b.key)}),
+    )
+    yield (
+        "record for A signed by B",
+        "signed by a different node",
+        rogue_update(
+            victim, {("nodes", a.hex): seal_record(b.key, "node", a.record(heartbeat=50).to_body())}
+        ),
     )
     tampered = bytearray(a.record(heartbeat=50).seal(a.key))
     tampered[-70] ^= 1
@@ -130,14 +138,30 @@ def _forgeries(a: FakeNode, b: FakeNode, victim: ClusterDocument):
     yield "nested map", "not a signed record", rogue_update(victim, {("nodes", a.hex): Map({"x": b"1"})})
     yield "deleted record", "deleting", rogue_update(victim, {}, deletes=[("nodes", b.hex)])
     yield "unknown top-level map", "unknown top-level", rogue_update(victim, {}, roots=["blobs"])
-    yield "job from a stranger", "unknown node", rogue_update(victim, {("jobs", JOB): seal_record(stranger.key, "job", {})})
-    yield "run written for another node", "not the node it names", rogue_update(
-        victim, {("runs", f"{JOB}:{b.hex}"): seal_record(a.key, "run", {})}
+    yield (
+        "job from a stranger",
+        "unknown node",
+        rogue_update(victim, {("jobs", JOB): seal_record(stranger.key, "job", {})}),
     )
-    yield "bad key", "not in the form", rogue_update(victim, {("jobs", "not-hex"): seal_record(a.key, "job", {})})
-    yield "cancel envelope in jobs", "expected a 'job' record", rogue_update(victim, {("jobs", JOB): seal_record(a.key, "cancel", {})})
-    yield "stranger's own node record under a wrong key", "another node's key", rogue_update(
-        victim, {("nodes", "00" * 32): stranger.record().seal(stranger.key)}
+    yield (
+        "run written for another node",
+        "not the node it names",
+        rogue_update(victim, {("runs", f"{JOB}:{b.hex}"): seal_record(a.key, "run", {})}),
+    )
+    yield (
+        "bad key",
+        "not in the form",
+        rogue_update(victim, {("jobs", "not-hex"): seal_record(a.key, "job", {})}),
+    )
+    yield (
+        "cancel envelope in jobs",
+        "expected a 'job' record",
+        rogue_update(victim, {("jobs", JOB): seal_record(a.key, "cancel", {})}),
+    )
+    yield (
+        "stranger's own node record under a wrong key",
+        "another node's key",
+        rogue_update(victim, {("nodes", "00" * 32): stranger.record().seal(stranger.key)}),
     )
 
 
@@ -313,7 +337,9 @@ def test_a_duplicate_is_answered_from_the_seen_digests_until_a_rebuild(monkeypat
     assert b.doc.apply_remote(update).added
     checked = []
     real_read = document_module.read_update
-    monkeypatch.setattr(document_module, "read_update", lambda update: checked.append(update) or real_read(update))
+    monkeypatch.setattr(
+        document_module, "read_update", lambda update: checked.append(update) or real_read(update)
+    )
     again = b.doc.apply_remote(update)
     assert again.accepted and not again.added and update not in checked  # never reached the shadow
     # A refusal rebuilds the shadow and forgets the digests: the same bytes take the full path,
@@ -371,7 +397,9 @@ def test_drained_updates_can_be_merged_into_one_that_peers_take_whole():
     (merged,) = a.doc.drain_local_updates()
     result = b.doc.apply_remote(merged)
     assert result.accepted and result.changed == frozenset(("jobs", key) for key in jobs)
-    assert b.doc.get("jobs", jobs[0]).body == {"n": "rewritten"} and b.doc.get("jobs", jobs[4]).body == {"n": 4}
+    assert b.doc.get("jobs", jobs[0]).body == {"n": "rewritten"} and b.doc.get("jobs", jobs[4]).body == {
+        "n": 4
+    }
     assert not a.doc.apply_remote(merged).added  # our own merged update coming back is a duplicate
     a.heartbeat()
     (single,) = a.doc.drain_local_updates()  # one write: passed on as it is

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Map
+from test_crdt_document import cluster
+from test_crdt_support import rogue_update, snapshot_view
 
 from crdt_state.document import MAP_NAMES, ClusterDocument
 from crdt_state.state_vector import decode_state_vector
 from crdt_state.update_gaps import clock_gap
-from test_crdt_document import cluster
-from test_crdt_support import rogue_update, snapshot_view
 
 
 def _writes(writer, steps: list[int]) -> list[bytes]:
@@ -78,8 +78,11 @@ def test_clock_gap_names_the_writer_that_skips_clocks_in_a_merged_update():
     b.heartbeat()
     _, second_of_b = b.doc.drain_local_updates()
     held = decode_state_vector(c.doc.state_vector())
-    b_client, b_clock = next((client, clock) for client, clock in decode_state_vector(b.doc.state_vector()).items()
-                             if clock > held.get(client, 0))
+    b_client, b_clock = next(
+        (client, clock)
+        for client, clock in decode_state_vector(b.doc.state_vector()).items()
+        if clock > held.get(client, 0)
+    )
     merged = pycrdt.merge_updates(from_a, second_of_b)
     state = c.doc.state_vector()
     gap = clock_gap(merged, state)

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_crdt_support import FakeNode
 
 from crdt_state.document import ClusterDocument
 from crdt_state.persistence import DocumentStore, StoreError
 from crdt_state.sync import decode_state_vector
-from test_crdt_support import FakeNode
 
 ENTRIES = [b"first", b"\x00" * 300, b"third entry"]
 

@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from test_crdt_support import FakeNode
 
 from crdt_state.records import NodeRecord, StaleRecord, check_address, open_node_record, verify_entry
 from crdt_state.signing import RecordError, seal_record
-from test_crdt_support import FakeNode
 
 A = FakeNode.create(1)
 B = FakeNode.create(2)

@@ -149,7 +149,9 @@ def test_a_signature_is_checked_once_per_envelope_and_forgeries_still_fail(monke
     assert open_record(envelope, "job") == open_record(envelope, "job")
     assert len(loads) == 1
     version, kind, public, body, signature = msgpack.unpackb(envelope)
-    forged = msgpack.packb([version, kind, public, msgpack.packb({"job": "evil"}), signature], use_bin_type=True)
+    forged = msgpack.packb(
+        [version, kind, public, msgpack.packb({"job": "evil"}), signature], use_bin_type=True
+    )
     with pytest.raises(RecordError, match="signature"):
         open_record(forged, "job")
     with pytest.raises(RecordError, match="signature"):

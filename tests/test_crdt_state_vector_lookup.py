@@ -9,7 +9,13 @@ import random
 import pycrdt
 import pytest
 
-from crdt_state.state_vector import StateVectorError, _write_varuint, clock_of, decode_state_vector, encode_state_vector
+from crdt_state.state_vector import (
+    StateVectorError,
+    _write_varuint,
+    clock_of,
+    decode_state_vector,
+    encode_state_vector,
+)
 
 
 def varint(value: int) -> bytes:
@@ -21,7 +27,10 @@ def varint(value: int) -> bytes:
 @pytest.mark.parametrize("seed", range(20))
 def test_clock_of_agrees_with_the_full_decode(seed):
     rng = random.Random(seed)
-    clocks = {rng.getrandbits(rng.choice((7, 14, 32))): rng.getrandbits(rng.choice((7, 14, 20))) for _ in range(rng.randint(0, 300))}
+    clocks = {
+        rng.getrandbits(rng.choice((7, 14, 32))): rng.getrandbits(rng.choice((7, 14, 20)))
+        for _ in range(rng.randint(0, 300))
+    }
     encoded = encode_state_vector(clocks)
     decoded = decode_state_vector(encoded)
     for client in list(clocks) + [rng.getrandbits(32) for _ in range(50)]:

@@ -26,7 +26,11 @@ class FakeNode:
 
     @classmethod
     def create(cls, seed: int | None = None) -> "FakeNode":
-        key = Ed25519PrivateKey.from_private_bytes(bytes([seed % 256]) * 32) if seed is not None else Ed25519PrivateKey.generate()
+        key = (
+            Ed25519PrivateKey.from_private_bytes(bytes([seed % 256]) * 32)
+            if seed is not None
+            else Ed25519PrivateKey.generate()
+        )
         return cls(key=key, doc=ClusterDocument(node_id_of(raw_public_key(key))))
 
     @property

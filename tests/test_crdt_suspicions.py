@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from test_crdt_document import cluster
+from test_crdt_support import rogue_update, snapshot_view
 
 from crdt_state.records import RecordError
 from crdt_state.signing import seal_record
 from crdt_state.suspicion_record import MAX_SUSPECTS, parse_suspicions, suspicion_body
-from daemon.suspicions import seal_suspicions, targets_of
-from test_crdt_document import cluster
-from test_crdt_support import rogue_update, snapshot_view
+from daemon.cluster.suspicions import seal_suspicions, targets_of
 
 
 def test_an_observer_writes_its_own_suspicions_and_everyone_reads_them():
@@ -28,9 +28,18 @@ def forged(a, b, c):
     return {
         "not that node": (("suspicions", a.hex), seal_suspicions(b.key, {c.node_id: (1, 1)})),
         "unknown node": (("suspicions", a.hex), seal_suspicions(stranger, {c.node_id: (1, 1)})),
-        "expected [incarnation, heartbeat]": (("suspicions", b.hex), seal_record(b.key, "suspicion", {"targets": {c.hex: [1]}})),
-        "only 'targets'": (("suspicions", b.hex), seal_record(b.key, "suspicion", {"targets": {}, "extra": 1})),
-        "not a node id": (("suspicions", b.hex), seal_record(b.key, "suspicion", {"targets": {"zz": [1, 1]}})),
+        "expected [incarnation, heartbeat]": (
+            ("suspicions", b.hex),
+            seal_record(b.key, "suspicion", {"targets": {c.hex: [1]}}),
+        ),
+        "only 'targets'": (
+            ("suspicions", b.hex),
+            seal_record(b.key, "suspicion", {"targets": {}, "extra": 1}),
+        ),
+        "not a node id": (
+            ("suspicions", b.hex),
+            seal_record(b.key, "suspicion", {"targets": {"zz": [1, 1]}}),
+        ),
         "expected a 'suspicion' record": (("suspicions", b.hex), seal_record(b.key, "run", {"targets": {}})),
         "signed record": (("suspicions", b.hex), "just text"),
     }
@@ -43,7 +52,9 @@ def test_forged_or_malformed_suspicions_are_refused_and_change_nothing(case):
     before = snapshot_view(c.doc)
     result = c.doc.apply_remote(rogue_update(c.doc, {where: value}))
     assert not result.accepted
-    assert case in result.reason or (case == "signed record" and "not a signed record" in result.reason), result.reason
+    assert case in result.reason or (case == "signed record" and "not a signed record" in result.reason), (
+        result.reason
+    )
     assert snapshot_view(c.doc) == before
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_crdt_support import FakeNode
 
 from crdt_state.document import ClusterDocument
 from crdt_state.sync import (
@@ -20,7 +21,6 @@ from crdt_state.sync import (
     handle,
     handle_message,
 )
-from test_crdt_support import FakeNode
 
 messages = st.one_of(
     st.builds(SyncStep2, st.binary(min_size=1, max_size=50)),

@@ -10,19 +10,19 @@ import pycrdt
 import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from procs import Cluster, all_see, wait_until
 
 from crdt_state import sync
 from crdt_state.records import NodeRecord
 from crdt_state.signing import node_id_of, raw_public_key, seal_record
-from daemon.frames import seal
-from daemon.gossip import pack_payload
-from daemon.keyring import Keyring
+from daemon.cluster.gossip import pack_payload
+from daemon.cluster.probe_wire import encode_ack, encode_ping
+from daemon.cluster.suspicions import seal_suspicions
 from daemon.identity import load_identity
-from daemon.net_transport import HELLO, NetTransport
-from daemon.probe_wire import encode_ack, encode_ping
-from daemon.suspicions import seal_suspicions
-from daemon.transport import TransportError
-from procs import Cluster, all_see, wait_until
+from daemon.transport.frames import seal
+from daemon.transport.interface import TransportError
+from daemon.transport.keyring import Keyring
+from daemon.transport.tcp import HELLO, NetTransport
 
 pytestmark = pytest.mark.slow
 _INNER = struct.Struct(">BQ")  # net_transport's sealed header: kind, request id
@@ -61,7 +61,9 @@ def drops(node) -> list[str]:
 def expect_one_more_drop(node, send, fragment: str) -> str:
     before = len(drops(node))
     send()
-    lines = wait_until(lambda: len(drops(node)) > before and drops(node), 10, f"a drop line with {fragment!r}")
+    lines = wait_until(
+        lambda: len(drops(node)) > before and drops(node), 10, f"a drop line with {fragment!r}"
+    )
     new = lines[before:]
     assert len(new) == 1, new
     assert fragment in new[0], new[0]
@@ -82,8 +84,12 @@ def test_garbage_truncated_oversized_wrong_key_and_replayed_frames_are_dropped(p
     expect_one_more_drop(a, lambda: blast(a.address, struct.pack(">I", 64) + os.urandom(64)), "")
     expect_one_more_drop(a, lambda: blast(a.address, struct.pack(">I", 500) + os.urandom(100)), "truncated")
     expect_one_more_drop(a, lambda: blast(a.address, b"\x00\x00"), "truncated")
-    expect_one_more_drop(a, lambda: blast(a.address, struct.pack(">I", 512 * 1024 * 1024) + os.urandom(1000)), "limit")
-    expect_one_more_drop(a, lambda: blast(a.address, raw_frame(Keyring.generate(), HELLO, b"127.0.0.1:9")), "key")
+    expect_one_more_drop(
+        a, lambda: blast(a.address, struct.pack(">I", 512 * 1024 * 1024) + os.urandom(1000)), "limit"
+    )
+    expect_one_more_drop(
+        a, lambda: blast(a.address, raw_frame(Keyring.generate(), HELLO, b"127.0.0.1:9")), "key"
+    )
     tampered = bytearray(raw_frame(keyring, HELLO, b"127.0.0.1:9"))
     tampered[-1] ^= 1
     expect_one_more_drop(a, lambda: blast(a.address, bytes(tampered)), "")
@@ -122,7 +128,10 @@ def forged_updates() -> dict[str, bytes]:
         # a valid record of the attacker, written under another node's key
         "another node's key": update(other_id.hex(), own),
         # a record that claims another node's id but carries (and is signed by) the attacker's key
-        "node_id": update(other_id.hex(), seal_record(attacker, "node", {**body(attacker_id, attacker_pub), "node_id": other_id})),
+        "node_id": update(
+            other_id.hex(),
+            seal_record(attacker, "node", {**body(attacker_id, attacker_pub), "node_id": other_id}),
+        ),
         # a signature that does not verify
         "signature": update(attacker_id.hex(), bytes(forged_signature)),
         # not a signed record at all
@@ -194,7 +203,7 @@ def test_bad_control_requests_get_errors_and_change_nothing(pair):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(10)
         sock.connect(str(a.socket))
-        sock.sendall(b"\x00\xffnot json\n{\"method\": \"nodes\"}\n")
+        sock.sendall(b'\x00\xffnot json\n{"method": "nodes"}\n')
         received = b""
         while received.count(b"\n") < 2:
             received += sock.recv(65536)
@@ -240,8 +249,17 @@ def test_malformed_probes_and_forged_suspicions_are_dropped(pair):
                 await transport.request(a.address, encode_ping(b_id), 5)  # a is not b: no ack
             # Suspicions of a: one signed by b under a's key, one by a node nobody knows.
             for update, fragment in [
-                (suspicion_update(a.node_id, seal_suspicions(b_identity.private_key, {a_id: (99, 99)})), "not that node"),
-                (suspicion_update(node_id_of(raw_public_key(stranger)).hex(), seal_suspicions(stranger, {b_id: (99, 99)})), "unknown node"),
+                (
+                    suspicion_update(a.node_id, seal_suspicions(b_identity.private_key, {a_id: (99, 99)})),
+                    "not that node",
+                ),
+                (
+                    suspicion_update(
+                        node_id_of(raw_public_key(stranger)).hex(),
+                        seal_suspicions(stranger, {b_id: (99, 99)}),
+                    ),
+                    "unknown node",
+                ),
             ]:
                 line = await push_until_refused(transport, a, update)
                 assert fragment in line, (fragment, line)

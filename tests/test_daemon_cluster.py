@@ -4,7 +4,6 @@ import signal
 import tomllib
 
 import pytest
-
 from procs import Cluster, Formd, all_see, wait_until
 
 pytestmark = pytest.mark.slow
@@ -68,7 +67,10 @@ def test_a_node_with_another_cluster_key_never_appears(cluster):
     for node in (a, b, c):
         assert intruder.node_id not in node.statuses()
     assert list(intruder.statuses()) == [intruder.node_id]
-    assert "unknown key" in a.log_text() or "key" in a.log_text().split("bad frame dropped", 1)[1].splitlines()[0]
+    assert (
+        "unknown key" in a.log_text()
+        or "key" in a.log_text().split("bad frame dropped", 1)[1].splitlines()[0]
+    )
     intruder.kill()
 
 
@@ -79,7 +81,9 @@ def test_kill9_marks_suspect_then_dead_and_a_restart_comes_back_intact(cluster):
     c.kill()
     wait_until(lambda: all_see([a, b], [c.node_id], "dead"), 30, "a and b to mark c dead")
     for node in (a, b):
-        text = wait_until(lambda: f"peer dead id={c.node_id[:12]}" in node.log_text() and node.log_text(), 5, "the log line")
+        text = wait_until(
+            lambda: f"peer dead id={c.node_id[:12]}" in node.log_text() and node.log_text(), 5, "the log line"
+        )
         suspect = text.rfind(f"peer suspect id={c.node_id[:12]}")
         dead = text.rfind(f"peer dead id={c.node_id[:12]}")
         assert 0 <= suspect < dead, "suspect is reported before dead"

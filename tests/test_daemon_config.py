@@ -4,14 +4,16 @@ import tomllib
 
 import pytest
 
+from crdt_state.signing import node_id_of
 from daemon import config
 from daemon.config import ConfigError, FormdConfig
 from daemon.identity import IdentityError, bump_incarnation, create_identity, load_identity
-from crdt_state.signing import node_id_of
 
 
 def test_defaults_round_trip_through_toml(tmp_path):
-    original = FormdConfig(listen="127.0.0.1:7000", seeds=("127.0.0.1:7001",), labels={"zone": "a \"b\" c", "disk": "ssd"}).validated()
+    original = FormdConfig(
+        listen="127.0.0.1:7000", seeds=("127.0.0.1:7001",), labels={"zone": 'a "b" c', "disk": "ssd"}
+    ).validated()
     config.save(tmp_path, original)
     assert config.load(tmp_path) == original
     # every setting is written out, so the file documents itself

@@ -2,15 +2,15 @@
 
 import json
 import os
-import stat
 import socket
+import stat
 
 import pytest
 import trio
 
 from cli.client import ClientError, call
-from daemon.control import ControlServer, param
-from daemon.control_protocol import MAX_LINE, ProtocolError, decode_reply, decode_request, encode_request
+from daemon.control.protocol import MAX_LINE, ProtocolError, decode_reply, decode_request, encode_request
+from daemon.control.server import ControlServer, param
 from daemon.log import EventLog
 
 
@@ -51,7 +51,9 @@ async def test_requests_and_bad_input_over_a_real_socket(tmp_path):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
 
         assert await trio.to_thread.run_sync(call, path, "echo", {"a": 1}) == {"a": 1}
-        assert await trio.to_thread.run_sync(call, path, "label.set", {"key": "zone", "value": "a"}) == {"zone": "a"}
+        assert await trio.to_thread.run_sync(call, path, "label.set", {"key": "zone", "value": "a"}) == {
+            "zone": "a"
+        }
 
         lines = (
             b"this is not json\n"
@@ -115,7 +117,10 @@ def test_client_reports_a_missing_socket(tmp_path):
 
 
 def test_protocol_round_trip_and_refusals():
-    assert decode_request(encode_request("cluster-key.add", {"key": "k"})) == ("cluster-key.add", {"key": "k"})
+    assert decode_request(encode_request("cluster-key.add", {"key": "k"})) == (
+        "cluster-key.add",
+        {"key": "k"},
+    )
     for bad in (b'{"method": "Bad Name"}', b'{"method": ""}', b"null", b'{"ok": true}'):
         with pytest.raises(ProtocolError):
             decode_request(bad)

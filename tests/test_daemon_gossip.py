@@ -1,9 +1,10 @@
 import random
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from daemon.gossip import (
+from daemon.cluster.gossip import (
     BroadcastQueue,
     PayloadError,
     anti_entropy_interval,

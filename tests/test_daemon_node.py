@@ -7,23 +7,33 @@ import random
 import pytest
 import trio
 import trio.testing
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crdt_state import sync
 from crdt_state.document import ClusterDocument
-from daemon.gossip import BroadcastQueue, unpack_payload
+from daemon.cluster.gossip import BroadcastQueue, unpack_payload
+from daemon.cluster.node import Node, NodeSettings
+from daemon.cluster.refutation import encode_notice
 from daemon.identity import Identity
 from daemon.log import EventLog
-from daemon.mem_transport import SimNetwork
-from daemon.node import Node, NodeSettings
-from daemon.refutation import encode_notice
-from simulations.sim.determinism import deterministic_trio
+from daemon.transport.memory import SimNetwork
 from metrics_agent.capabilities import NodeCapabilities
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from simulations.sim.determinism import deterministic_trio
 
-SETTINGS = NodeSettings(gossip_interval=0.2, tick_interval=1.0, anti_entropy_interval=10.0, request_timeout=1.0)
+SETTINGS = NodeSettings(
+    gossip_interval=0.2, tick_interval=1.0, anti_entropy_interval=10.0, request_timeout=1.0
+)
 CAPS = NodeCapabilities(
-    cpu_model="sim", logical_cores=4, physical_cores=4, cpu_millicores=4000, memory_bytes=8 << 30,
-    disk_bytes=100 << 30, arch="x86_64", os="sim", kernel="sim", executors=("wasm",),
+    cpu_model="sim",
+    logical_cores=4,
+    physical_cores=4,
+    cpu_millicores=4000,
+    memory_bytes=8 << 30,
+    disk_bytes=100 << 30,
+    arch="x86_64",
+    os="sim",
+    kernel="sim",
+    executors=("wasm",),
 )
 
 
@@ -90,10 +100,16 @@ class Sim:
         self.incarnations[address] = self.incarnations.get(address, 0) + 1
         self.network.restore(address)
         node = Node(
-            identity=identity, address=address, transport=self.network.transport(address),
+            identity=identity,
+            address=address,
+            transport=self.network.transport(address),
             document=ClusterDocument.from_updates(store.updates, identity.node_id, client_id=client_id),
-            capabilities=CAPS.with_labels(labels or {}), incarnation=self.incarnations[address],
-            rng=random.Random(self.rng.random()), settings=self.settings, seeds=seeds, store=store,
+            capabilities=CAPS.with_labels(labels or {}),
+            incarnation=self.incarnations[address],
+            rng=random.Random(self.rng.random()),
+            settings=self.settings,
+            seeds=seeds,
+            store=store,
             log=self.logs.setdefault(address, RecordingLog()),
             bump_incarnation=lambda at_least: self._bump_incarnation(address, at_least),
         )
@@ -125,7 +141,10 @@ class Sim:
 
     def statuses(self, observer):
         node = self.nodes[observer]
-        return {record.address: node.peer_status(node_id) for node_id, record in node.document.node_records().items()}
+        return {
+            record.address: node.peer_status(node_id)
+            for node_id, record in node.document.node_records().items()
+        }
 
     def everyone_sees(self, observers, targets, status="alive"):
         return all(self.statuses(o).get(t) == status for o in observers for t in targets)
@@ -161,7 +180,8 @@ async def test_ten_nodes_converge_and_a_label_spreads(autojump_clock):
 
         def seen():
             return all(
-                n.document.node_records()[sim.nodes[addresses[7]].identity.node_id].capabilities["labels"] == {"zone": "b"}
+                n.document.node_records()[sim.nodes[addresses[7]].identity.node_id].capabilities["labels"]
+                == {"zone": "b"}
                 for n in sim.nodes.values()
             )
 
@@ -174,7 +194,12 @@ async def test_lossy_network_still_converges(autojump_clock):
     async with running_cluster(1, 8, seed=5, latency=(0.001, 0.05), loss=0.2) as (sim, addresses):
         sim.nodes[addresses[3]].set_labels({"k": "v"})
         target = sim.nodes[addresses[3]].identity.node_id
-        await wait_for(lambda: all(n.document.node_records()[target].capabilities["labels"] == {"k": "v"} for n in sim.nodes.values()))
+        await wait_for(
+            lambda: all(
+                n.document.node_records()[target].capabilities["labels"] == {"k": "v"}
+                for n in sim.nodes.values()
+            )
+        )
 
 
 async def test_crash_suspect_dead_then_restart_rejoins_with_its_document(autojump_clock):
@@ -194,7 +219,11 @@ async def test_crash_suspect_dead_then_restart_rejoins_with_its_document(autojum
             # joined, then suspect and dead once; a record the victim wrote just before the
             # crash can arrive after a suspicion naming an older one: alive again, suspect again.
             seen = events(address)
-            assert seen[0] == "peer joined" and seen[-2:] == ["peer suspect", "peer dead"] and seen.count("peer dead") == 1
+            assert (
+                seen[0] == "peer joined"
+                and seen[-2:] == ["peer suspect", "peer dead"]
+                and seen.count("peer dead") == 1
+            )
             assert set(seen[1:-1]) <= {"peer suspect", "peer alive again"}
 
         node = await sim.start(victim, seeds=[addresses[0]])
@@ -205,7 +234,9 @@ async def test_crash_suspect_dead_then_restart_rejoins_with_its_document(autojum
         await trio.sleep(3)  # a few more ticks: nobody refuses anything along the way
         for address in addresses:
             assert [f for m, f in sim.logs[address].lines if m.startswith("bad")] == []
-            assert ("peer rejoined", {"id": old_id.hex()[:12], "addr": victim}) in sim.logs[address].lines or address == victim
+            assert ("peer rejoined", {"id": old_id.hex()[:12], "addr": victim}) in sim.logs[
+                address
+            ].lines or address == victim
 
 
 async def test_leave_is_seen_at_once(autojump_clock):
@@ -224,8 +255,12 @@ async def test_leave_is_seen_at_once(autojump_clock):
 EARLIER_LIFE_CLIENT = 1 << 31
 
 
-@pytest.mark.parametrize("fresh_client", [(1 << 32) - 5, 5], ids=["fresh-write-wins-the-crdt", "earlier-life-wins-the-crdt"])
-async def test_restart_with_the_key_but_without_the_state_moves_past_its_earlier_life(autojump_clock, fresh_client):
+@pytest.mark.parametrize(
+    "fresh_client", [(1 << 32) - 5, 5], ids=["fresh-write-wins-the-crdt", "earlier-life-wins-the-crdt"]
+)
+async def test_restart_with_the_key_but_without_the_state_moves_past_its_earlier_life(
+    autojump_clock, fresh_client
+):
     network = SimNetwork(seed=11)
     async with trio.open_nursery() as nursery:
         sim = Sim(nursery, network)
@@ -234,7 +269,9 @@ async def test_restart_with_the_key_but_without_the_state_moves_past_its_earlier
         peers = [a for a in addresses if a != victim]
         await sim.start(addresses[0])
         for address in addresses[1:]:
-            await sim.start(address, seeds=[addresses[0]], client_id=EARLIER_LIFE_CLIENT if address == victim else None)
+            await sim.start(
+                address, seeds=[addresses[0]], client_id=EARLIER_LIFE_CLIENT if address == victim else None
+            )
         await wait_for(lambda: sim.everyone_sees(addresses, addresses))
         # An earlier life with a restart that kept its state (incarnation 2) and some heartbeats.
         sim.crash(victim)
@@ -269,7 +306,9 @@ async def test_restart_with_the_key_but_without_the_state_moves_past_its_earlier
 
         shown = {p: sim.nodes[p].document.node_records()[victim_id].heartbeat for p in peers}
         # Later refreshes arrive (every 5/3 s for 5 nodes) and the old record does not come back.
-        await wait_for(lambda: all(sim.nodes[p].document.node_records()[victim_id].heartbeat > shown[p] for p in peers))
+        await wait_for(
+            lambda: all(sim.nodes[p].document.node_records()[victim_id].heartbeat > shown[p] for p in peers)
+        )
         for peer in peers:
             record = sim.nodes[peer].document.node_records()[victim_id]
             assert (record.incarnation, sim.nodes[peer].peer_status(victim_id)) == (node.incarnation, "alive")
@@ -294,9 +333,9 @@ async def test_record_notices_move_a_node_past_only_its_own_newer_records(autoju
         others = receiver.document.get("nodes", sender.identity.node_hex)
         forged = dataclasses.replace(own, incarnation=50).seal(Ed25519PrivateKey.generate())
         for payload in (
-            encode_notice(b"not a record"),        # refused
-            encode_notice(forged),                 # refused: not signed by the node it names
-            encode_notice(others.envelope),        # a record of another node: not ours to refute
+            encode_notice(b"not a record"),  # refused
+            encode_notice(forged),  # refused: not signed by the node it names
+            encode_notice(others.envelope),  # a record of another node: not ours to refute
             encode_notice(own.seal(receiver.identity.private_key)),  # ours, but not newer
         ):
             await sender.transport.send(b, payload)
@@ -310,7 +349,9 @@ async def test_record_notices_move_a_node_past_only_its_own_newer_records(autoju
         await sender.transport.send(b, encode_notice(newer))
         await wait_for(lambda: receiver.incarnation == 8, step=0.01)
         assert sim.incarnations[b] == 8
-        await wait_for(lambda: sender.document.node_records()[receiver.identity.node_id].incarnation == 8, step=0.01)
+        await wait_for(
+            lambda: sender.document.node_records()[receiver.identity.node_id].incarnation == 8, step=0.01
+        )
         assert sender.peer_status(receiver.identity.node_id) == "alive"
         nursery.cancel_scope.cancel()
 
@@ -329,13 +370,17 @@ async def test_a_push_taken_only_through_a_repair_is_still_passed_on(autojump_cl
         change = last_write_as_pushed(sim, addresses[0])
 
         def seen():
-            return all(n.document.node_records()[writer.identity.node_id].capabilities["labels"] == {"zone": "b"}
-                       for n in sim.nodes.values())
+            return all(
+                n.document.node_records()[writer.identity.node_id].capabilities["labels"] == {"zone": "b"}
+                for n in sim.nodes.values()
+            )
 
         await wait_for(seen, step=0.01)
         await trio.sleep(2.0)  # the forwarders' gossip rounds
         assert writer.updates_refused == 0
-        assert {address for address, sent in pushed.items() if any(change in m for _, m in sent)} == set(pushed)
+        assert {address for address, sent in pushed.items() if any(change in m for _, m in sent)} == set(
+            pushed
+        )
 
 
 def last_write_as_pushed(sim, address):

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 import trio
+from test_daemon_node import SETTINGS, Sim, autojump_clock, wait_for  # noqa: F401, F811 (autojump_clock: fixture)
 
-from daemon.gossip import BroadcastQueue
-from daemon.mem_transport import SimNetwork
-from test_daemon_node import SETTINGS, Sim, autojump_clock, wait_for  # noqa: F401 (autojump_clock: fixture)
+from daemon.cluster.gossip import BroadcastQueue
+from daemon.transport.memory import SimNetwork
 
 
 async def four_nodes(nursery, network, subnet):

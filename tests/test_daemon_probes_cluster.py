@@ -2,7 +2,6 @@
 with the heartbeat-silence backstop set so slow that it cannot be what found it."""
 
 import pytest
-
 from procs import Cluster, all_see, wait_until
 
 pytestmark = pytest.mark.slow
@@ -19,14 +18,19 @@ def test_kill9_is_found_by_probes_before_the_backstop_could(tmp_path):
         c = cluster.add("c", seed=a, settings=SLOW_REFRESH)
         ids = [a.node_id, b.node_id, c.node_id]
         wait_until(lambda: all_see([a, b, c], ids), 20, "all three alive everywhere")
-        wait_until(lambda: all(n["last_probe_ack_age_s"] is not None for n in a.nodes() if not n["self"]), 20,
-                   "a to have probed b and c")
+        wait_until(
+            lambda: all(n["last_probe_ack_age_s"] is not None for n in a.nodes() if not n["self"]),
+            20,
+            "a to have probed b and c",
+        )
         c.kill()
         wait_until(lambda: all_see([a, b], [c.node_id], "dead"), 30, "a and b to mark c dead")
         for observer in (a, b):
             entry = {n["id"]: n for n in observer.nodes()}[c.node_id]  # through `form nodes --json`
             assert entry["suspected_by"] >= 1
-            assert entry["last_heartbeat_age_s"] < 5 * 60  # silent for less than the backstop's suspect timeout
+            assert (
+                entry["last_heartbeat_age_s"] < 5 * 60
+            )  # silent for less than the backstop's suspect timeout
             log = observer.log_text()
             assert "peer suspect" in log and "peer dead" in log
         assert any("probe failed" in node.log_text() for node in (a, b))

@@ -16,8 +16,15 @@ DIGEST = "ab" * 32
 
 
 def run_spec(**changes):
-    fields = dict(kind="run", submitter=SUBMITTER, nonce=NONCE, image="localhost/formnet/busybox:latest",
-                  command=("echo", "hi"), inputs=(JobInput("in.txt", DIGEST),), env={"GREETING": "hello"})
+    fields = dict(
+        kind="run",
+        submitter=SUBMITTER,
+        nonce=NONCE,
+        image="localhost/formnet/busybox:latest",
+        command=("echo", "hi"),
+        inputs=(JobInput("in.txt", DIGEST),),
+        env={"GREETING": "hello"},
+    )
     fields.update(changes)
     return JobSpec(**fields)
 
@@ -36,7 +43,13 @@ def test_job_id_is_stable_and_depends_on_content():
     assert run_spec(command=("echo", "bye")).job_id() != spec.job_id()
 
 
-@given(st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,10}", fullmatch=True), st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20), max_size=6))
+@given(
+    st.dictionaries(
+        st.from_regex(r"[A-Z_][A-Z0-9_]{0,10}", fullmatch=True),
+        st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20),
+        max_size=6,
+    )
+)
 def test_encoding_is_canonical_whatever_the_env_order(env):
     forward = run_spec(env=dict(env))
     backward = run_spec(env=dict(reversed(list(env.items()))))
@@ -46,8 +59,14 @@ def test_encoding_is_canonical_whatever_the_env_order(env):
 def test_build_and_wasm_specs():
     build = JobSpec(kind="build", submitter=SUBMITTER, nonce=NONCE, context=DIGEST, keep_image=True)
     assert JobSpec.unpack(build.pack()) == build
-    wasm = JobSpec(kind="wasm", submitter=SUBMITTER, nonce=NONCE, context=DIGEST, module="bin/app.wasm",
-                   requirements=WorkloadRequirements(executor="wasm"))
+    wasm = JobSpec(
+        kind="wasm",
+        submitter=SUBMITTER,
+        nonce=NONCE,
+        context=DIGEST,
+        module="bin/app.wasm",
+        requirements=WorkloadRequirements(executor="wasm"),
+    )
     assert JobSpec.unpack(wasm.pack()).module == "bin/app.wasm"
 
 
@@ -80,7 +99,9 @@ def test_bad_specs_are_refused_with_the_field_named(changes, fragment):
 
 
 def test_wasm_module_path_needs_a_context_and_no_escape():
-    wasm = dict(kind="wasm", submitter=SUBMITTER, nonce=NONCE, requirements=WorkloadRequirements(executor="wasm"))
+    wasm = dict(
+        kind="wasm", submitter=SUBMITTER, nonce=NONCE, requirements=WorkloadRequirements(executor="wasm")
+    )
     with pytest.raises(JobSpecError, match="no context"):
         JobSpec(**wasm, module="app.wasm")
     with pytest.raises(JobSpecError, match="module"):
@@ -118,8 +139,13 @@ def test_garbage_bytes_are_refused(data):
 
 
 def test_pack_is_made_once_and_a_replaced_spec_packs_its_own_fields():
-    spec = JobSpec(kind="wasm", submitter=bytes(32), nonce=bytes(16), module="a" * 64,
-                   requirements=WorkloadRequirements.from_human(executor="wasm"))
+    spec = JobSpec(
+        kind="wasm",
+        submitter=bytes(32),
+        nonce=bytes(16),
+        module="a" * 64,
+        requirements=WorkloadRequirements.from_human(executor="wasm"),
+    )
     assert spec.pack() is spec.pack()
     other = dataclasses.replace(spec, nonce=b"\x01" * 16)
     assert other.pack() != spec.pack() and JobSpec.unpack(other.pack()) == other

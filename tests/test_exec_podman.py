@@ -13,11 +13,19 @@ import pytest
 import trio
 
 from pack_manager.base_image import BASE_IMAGE, ensure_base_image
-from pack_manager.executors import CANCELLED, FAILED, IMAGE_ARCHIVE, OUTPUTS_TAR, SUCCEEDED, TIMED_OUT, run_job
+from pack_manager.executors import (
+    CANCELLED,
+    FAILED,
+    IMAGE_ARCHIVE,
+    OUTPUTS_TAR,
+    SUCCEEDED,
+    TIMED_OUT,
+    run_job,
+)
 from pack_manager.executors.podman_executor import PodmanExecutor
 from pack_manager.executors.podman_options import job_tag
 from pack_manager.jobspec import JobInput, JobSpec
-from pack_manager.podman_service import podman_service, ping, start_service, stop_service
+from pack_manager.podman_service import ping, podman_service, start_service, stop_service
 from pack_manager.requirements import WorkloadRequirements
 
 pytestmark = pytest.mark.podman
@@ -35,14 +43,21 @@ def podman_url(tmp_path_factory):
 
 
 def podman_json(*args):
-    return json.loads(subprocess.run(["podman", *args, "--format", "json"], check=True,
-                                     capture_output=True, text=True).stdout or "[]")
+    return json.loads(
+        subprocess.run(
+            ["podman", *args, "--format", "json"], check=True, capture_output=True, text=True
+        ).stdout
+        or "[]"
+    )
 
 
 def leftovers():
     # Names and tags go with the ids so that a failure says whose they are: this check is
     # host-wide, and another test run on the same host at the same time also shows up.
-    containers = {c["Id"]: (c.get("Names"), c.get("Image"), c.get("Labels")) for c in podman_json("ps", "-a", "--external")}
+    containers = {
+        c["Id"]: (c.get("Names"), c.get("Image"), c.get("Labels"))
+        for c in podman_json("ps", "-a", "--external")
+    }
     images = {i["Id"]: i.get("Names") for i in podman_json("images", "-a")}
     return containers, images
 
@@ -93,15 +108,28 @@ async def execute(url, tmp_path, spec, blobs, cancel=None, on_line=None):
             on_line(line)
 
     work = tmp_path / "work"
-    result = await run_job(PodmanExecutor(url), spec, work, tmp_path / "result", blobs.path, log,
-                           cancel if cancel is not None else trio.Event())
+    result = await run_job(
+        PodmanExecutor(url),
+        spec,
+        work,
+        tmp_path / "result",
+        blobs.path,
+        log,
+        cancel if cancel is not None else trio.Event(),
+    )
     assert not work.exists(), "the work area must be removed"
     return result, lines
 
 
 def run_spec(command, **changes):
-    fields = dict(kind="run", submitter=bytes(32), nonce=blake3.blake3(repr(command).encode()).digest()[:16],
-                  image=BASE_IMAGE, command=tuple(command), timeout_ms=30_000)
+    fields = dict(
+        kind="run",
+        submitter=bytes(32),
+        nonce=blake3.blake3(repr(command).encode()).digest()[:16],
+        image=BASE_IMAGE,
+        command=tuple(command),
+        timeout_ms=30_000,
+    )
     fields.update(changes)
     return JobSpec(**fields)
 
@@ -115,13 +143,19 @@ def outputs_of(result):
 
 async def test_build_streams_logs_then_the_image_runs_what_the_build_wrote(podman_url, tmp_path, clean_check):
     blobs = Blobs(tmp_path / "blobs")
-    context = context_tar({"Containerfile": (
-        f"FROM {BASE_IMAGE}\n"
-        "RUN echo step-one && sleep 1 && echo step-two\n"
-        "RUN echo built-by-formnet > /greeting\n"
-        'CMD ["/bin/cat", "/greeting"]\n'
-    )})
-    spec = JobSpec(kind="build", submitter=bytes(32), nonce=b"b" * 16, context=blobs.put(context), keep_image=True)
+    context = context_tar(
+        {
+            "Containerfile": (
+                f"FROM {BASE_IMAGE}\n"
+                "RUN echo step-one && sleep 1 && echo step-two\n"
+                "RUN echo built-by-formnet > /greeting\n"
+                'CMD ["/bin/cat", "/greeting"]\n'
+            )
+        }
+    )
+    spec = JobSpec(
+        kind="build", submitter=bytes(32), nonce=b"b" * 16, context=blobs.put(context), keep_image=True
+    )
     build_done = False
     seen_while_building = []
 
@@ -144,11 +178,18 @@ async def test_build_streams_logs_then_the_image_runs_what_the_build_wrote(podma
         subprocess.run(["podman", "rmi", "-f", job_tag(spec)], capture_output=True)
 
 
-async def test_build_without_keep_saves_an_oci_archive_and_removes_the_image(podman_url, tmp_path, clean_check):
+async def test_build_without_keep_saves_an_oci_archive_and_removes_the_image(
+    podman_url, tmp_path, clean_check
+):
     blobs = Blobs(tmp_path / "blobs")
     context = context_tar({"Build.file": f"FROM {BASE_IMAGE}\nRUN echo hi > /hi\n"})
-    spec = JobSpec(kind="build", submitter=bytes(32), nonce=b"c" * 16, context=blobs.put(context),
-                   containerfile="Build.file")
+    spec = JobSpec(
+        kind="build",
+        submitter=bytes(32),
+        nonce=b"c" * 16,
+        context=blobs.put(context),
+        containerfile="Build.file",
+    )
     result, _ = await execute(podman_url, tmp_path, spec, blobs)
     assert result.state == SUCCEEDED, result.reason
     [archive] = result.outputs
@@ -174,13 +215,21 @@ async def test_cancelling_a_build_stops_its_running_step(podman_url, tmp_path, c
     context = context_tar({"Containerfile": f"FROM {BASE_IMAGE}\nRUN echo sleeping && sleep 300\n"})
     spec = JobSpec(kind="build", submitter=bytes(32), nonce=b"e" * 16, context=blobs.put(context))
     cancel = trio.Event()
-    result, _ = await execute(podman_url, tmp_path, spec, blobs, cancel=cancel,
-                              on_line=lambda line: line == "sleeping" and cancel.set())
+    result, _ = await execute(
+        podman_url,
+        tmp_path,
+        spec,
+        blobs,
+        cancel=cancel,
+        on_line=lambda line: line == "sleeping" and cancel.set(),
+    )
     assert result.state == CANCELLED
     assert list(Path("/sys/fs/cgroup/memory").glob("formnet-build-*")) == []
 
 
-async def test_build_context_breaking_the_rules_is_rejected_before_anything_runs(podman_url, tmp_path, clean_check):
+async def test_build_context_breaking_the_rules_is_rejected_before_anything_runs(
+    podman_url, tmp_path, clean_check
+):
     blobs = Blobs(tmp_path / "blobs")
     context = context_tar({"Containerfile": f"FROM {BASE_IMAGE}\n", "../escape": "x"})
     spec = JobSpec(kind="build", submitter=bytes(32), nonce=b"f" * 16, context=blobs.put(context))
@@ -192,9 +241,13 @@ async def test_build_context_breaking_the_rules_is_rejected_before_anything_runs
 async def test_inputs_are_read_only_and_outputs_come_back(podman_url, tmp_path, clean_check):
     blobs = Blobs(tmp_path / "blobs")
     spec = run_spec(
-        ["sh", "-c", "id -u; touch /data/inputs/x 2>/dev/null && echo writable || echo read-only; "
-                     "tr a-z A-Z < /data/inputs/words.txt > /data/outputs/WORDS.txt; mkdir /data/outputs/sub; "
-                     "echo nested > /data/outputs/sub/n.txt"],
+        [
+            "sh",
+            "-c",
+            "id -u; touch /data/inputs/x 2>/dev/null && echo writable || echo read-only; "
+            "tr a-z A-Z < /data/inputs/words.txt > /data/outputs/WORDS.txt; mkdir /data/outputs/sub; "
+            "echo nested > /data/outputs/sub/n.txt",
+        ],
         inputs=(JobInput("words.txt", blobs.put(b"hello inputs\n")),),
     )
     result, lines = await execute(podman_url, tmp_path, spec, blobs)
@@ -205,8 +258,10 @@ async def test_inputs_are_read_only_and_outputs_come_back(podman_url, tmp_path, 
 
 async def test_memory_limit_kills_an_allocation_past_it_as_out_of_memory(podman_url, tmp_path, clean_check):
     blobs = Blobs(tmp_path / "blobs")
-    spec = run_spec(["sh", "-c", "x=$(head -c 268435456 /dev/zero | tr '\\0' a); echo survived"],
-                    requirements=WorkloadRequirements.from_human(memory="64MiB"))
+    spec = run_spec(
+        ["sh", "-c", "x=$(head -c 268435456 /dev/zero | tr '\\0' a); echo survived"],
+        requirements=WorkloadRequirements.from_human(memory="64MiB"),
+    )
     result, lines = await execute(podman_url, tmp_path, spec, blobs)
     assert result.state == FAILED
     assert "survived" not in lines
@@ -235,21 +290,31 @@ async def test_cancel_stops_a_sleeping_container(podman_url, tmp_path, clean_che
     blobs = Blobs(tmp_path / "blobs")
     cancel = trio.Event()
     spec = run_spec(["sh", "-c", "echo ready; exec sleep 300"])
-    result, _ = await execute(podman_url, tmp_path, spec, blobs, cancel=cancel,
-                              on_line=lambda line: line == "ready" and cancel.set())
+    result, _ = await execute(
+        podman_url,
+        tmp_path,
+        spec,
+        blobs,
+        cancel=cancel,
+        on_line=lambda line: line == "ready" and cancel.set(),
+    )
     assert result.state == CANCELLED
 
 
 async def test_missing_image_is_a_clear_failure(podman_url, tmp_path, clean_check):
     blobs = Blobs(tmp_path / "blobs")
-    result, _ = await execute(podman_url, tmp_path, run_spec(["true"], image="localhost/formnet/nope:latest"), blobs)
+    result, _ = await execute(
+        podman_url, tmp_path, run_spec(["true"], image="localhost/formnet/nope:latest"), blobs
+    )
     assert result.state == FAILED
     assert "not on this node" in result.reason
 
 
 async def test_exit_code_is_reported(podman_url, tmp_path, clean_check):
     blobs = Blobs(tmp_path / "blobs")
-    result, lines = await execute(podman_url, tmp_path, run_spec(["sh", "-c", "echo out; echo err >&2; exit 4"]), blobs)
+    result, lines = await execute(
+        podman_url, tmp_path, run_spec(["sh", "-c", "echo out; echo err >&2; exit 4"]), blobs
+    )
     assert result.state == FAILED and result.exit_code == 4
     assert sorted(lines) == ["err", "out"]
 
@@ -271,7 +336,9 @@ async def test_exit_code_of_a_command_that_closes_its_output_early(podman_url, t
     # The output stream ends long before the exit: the executor must still wait for the
     # real exit and report its code.
     blobs = Blobs(tmp_path / "blobs")
-    spec = run_spec(["sh", "-c", "echo bye; exec >&- 2>&-; sleep 2; echo late > /data/outputs/late.txt; exit 5"])
+    spec = run_spec(
+        ["sh", "-c", "echo bye; exec >&- 2>&-; sleep 2; echo late > /data/outputs/late.txt; exit 5"]
+    )
     result, lines = await execute(podman_url, tmp_path, spec, blobs)
     assert lines == ["bye"]
     assert result.state == FAILED and result.exit_code == 5, result.reason

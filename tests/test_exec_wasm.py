@@ -61,12 +61,27 @@ class Blobs:
         return candidate if candidate.exists() else None
 
 
-async def execute(tmp_path, module_bytes: bytes, *, memory="128MiB", timeout_ms=10_000, inputs=(),
-                  command=(), cancel=None, blobs=None, executor=None):
+async def execute(
+    tmp_path,
+    module_bytes: bytes,
+    *,
+    memory="128MiB",
+    timeout_ms=10_000,
+    inputs=(),
+    command=(),
+    cancel=None,
+    blobs=None,
+    executor=None,
+):
     blobs = blobs or Blobs(tmp_path / "blobs")
     spec = JobSpec(
-        kind="wasm", submitter=bytes(32), nonce=bytes(16), module=blobs.put(module_bytes),
-        command=tuple(command), inputs=tuple(inputs), timeout_ms=timeout_ms,
+        kind="wasm",
+        submitter=bytes(32),
+        nonce=bytes(16),
+        module=blobs.put(module_bytes),
+        command=tuple(command),
+        inputs=tuple(inputs),
+        timeout_ms=timeout_ms,
         requirements=WorkloadRequirements.from_human(memory=memory, executor="wasm"),
     )
     lines = []
@@ -75,7 +90,15 @@ async def execute(tmp_path, module_bytes: bytes, *, memory="128MiB", timeout_ms=
         lines.append(line)
 
     work = tmp_path / "work"
-    result = await run_job(executor or WasmExecutor(), spec, work, tmp_path / "result", blobs.path, log, cancel if cancel is not None else trio.Event())
+    result = await run_job(
+        executor or WasmExecutor(),
+        spec,
+        work,
+        tmp_path / "result",
+        blobs.path,
+        log,
+        cancel if cancel is not None else trio.Event(),
+    )
     assert not work.exists(), "the work area must be removed"
     return result, lines
 
@@ -92,8 +115,11 @@ async def test_c_program_transforms_an_input_into_an_output(tmp_path, c_modules)
     blobs = Blobs(tmp_path / "blobs")
     text = b"formnet runs wasm\n"
     result, lines = await execute(
-        tmp_path, (c_modules / "upcase.wasm").read_bytes(), blobs=blobs,
-        inputs=[JobInput("notes.txt", blobs.put(text))], command=["notes.txt"],
+        tmp_path,
+        (c_modules / "upcase.wasm").read_bytes(),
+        blobs=blobs,
+        inputs=[JobInput("notes.txt", blobs.put(text))],
+        command=["notes.txt"],
     )
     assert result.state == SUCCEEDED, result.reason
     assert result.exit_code == 0
@@ -198,13 +224,21 @@ async def test_module_path_leaving_the_context_is_rejected_before_running(tmp_pa
         link = tarfile.TarInfo("app.wasm")
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         archive.addfile(link)
-    spec = JobSpec(kind="wasm", submitter=bytes(32), nonce=bytes(16), context=blobs.put(buffer.getvalue()),
-                   module="app.wasm", requirements=WorkloadRequirements(executor="wasm"))
+    spec = JobSpec(
+        kind="wasm",
+        submitter=bytes(32),
+        nonce=bytes(16),
+        context=blobs.put(buffer.getvalue()),
+        module="app.wasm",
+        requirements=WorkloadRequirements(executor="wasm"),
+    )
 
     async def log(line):
         raise AssertionError("nothing may run")
 
-    result = await run_job(WasmExecutor(), spec, tmp_path / "work", tmp_path / "result", blobs.path, log, trio.Event())
+    result = await run_job(
+        WasmExecutor(), spec, tmp_path / "work", tmp_path / "result", blobs.path, log, trio.Event()
+    )
     assert result.state == FAILED
     assert result.reason.startswith("rejected before running: context:")
     assert "outside" in result.reason
@@ -236,9 +270,17 @@ def test_a_module_that_is_a_plain_file_is_read_from_the_context_without_extracti
     link.type, link.linkname = tarfile.SYMTYPE, "bin/app.wat"
     linked = blobs.put(_context_tar([_file("bin/app.wat", module), (link, None)]))
     for name, context, module_name in (("plain", plain, "bin/app.wat"), ("linked", linked, "app.wat")):
-        spec = JobSpec(kind="wasm", submitter=bytes(32), nonce=bytes(16), context=context, module=module_name,
-                       requirements=WorkloadRequirements(executor="wasm"))
-        work = stage_work_area(spec, tmp_path / name / "work", tmp_path / name / "result", blobs.path, ExecutorLimits())
+        spec = JobSpec(
+            kind="wasm",
+            submitter=bytes(32),
+            nonce=bytes(16),
+            context=context,
+            module=module_name,
+            requirements=WorkloadRequirements(executor="wasm"),
+        )
+        work = stage_work_area(
+            spec, tmp_path / name / "work", tmp_path / name / "result", blobs.path, ExecutorLimits()
+        )
         if name == "plain":
             assert work.module_bytes == module and work.context_dir is None
             assert not (work.scratch_dir / "context").exists()  # nothing extracted
@@ -249,18 +291,34 @@ def test_a_module_that_is_a_plain_file_is_read_from_the_context_without_extracti
 async def test_a_wasm_job_runs_its_module_from_a_context(tmp_path):
     blobs = Blobs(tmp_path / "blobs")
     context = blobs.put(_context_tar([_file("app.wat", HELLO.encode())]))
-    spec = JobSpec(kind="wasm", submitter=bytes(32), nonce=bytes(16), context=context, module="app.wat",
-                   requirements=WorkloadRequirements(executor="wasm"))
+    spec = JobSpec(
+        kind="wasm",
+        submitter=bytes(32),
+        nonce=bytes(16),
+        context=context,
+        module="app.wat",
+        requirements=WorkloadRequirements(executor="wasm"),
+    )
     lines = []
 
     async def log(line):
         lines.append(line)
 
-    result = await run_job(WasmExecutor(), spec, tmp_path / "work", tmp_path / "result", blobs.path, log, trio.Event())
+    result = await run_job(
+        WasmExecutor(), spec, tmp_path / "work", tmp_path / "result", blobs.path, log, trio.Event()
+    )
     assert result.state == SUCCEEDED and lines == ["hello from wat", "partial"]
-    missing = JobSpec(kind="wasm", submitter=bytes(32), nonce=bytes(16), context=context, module="nope.wat",
-                      requirements=WorkloadRequirements(executor="wasm"))
-    refused = await run_job(WasmExecutor(), missing, tmp_path / "work2", tmp_path / "result2", blobs.path, log, trio.Event())
+    missing = JobSpec(
+        kind="wasm",
+        submitter=bytes(32),
+        nonce=bytes(16),
+        context=context,
+        module="nope.wat",
+        requirements=WorkloadRequirements(executor="wasm"),
+    )
+    refused = await run_job(
+        WasmExecutor(), missing, tmp_path / "work2", tmp_path / "result2", blobs.path, log, trio.Event()
+    )
     assert refused.state == FAILED and "is not a file in the context" in refused.reason
 
 

@@ -12,9 +12,18 @@ from pack_manager.requirements import WorkloadRequirements
 
 def node(memory=8 * GIB, gpus=(), executors=("podman", "wasm"), labels=None):
     return NodeCapabilities(
-        cpu_model="x", logical_cores=4, physical_cores=4, cpu_millicores=4000, memory_bytes=memory,
-        disk_bytes=100 * GIB, arch="x86_64", os="Debian", kernel="6.1", gpus=tuple(gpus),
-        executors=executors, labels=labels or {"zone": "a"},
+        cpu_model="x",
+        logical_cores=4,
+        physical_cores=4,
+        cpu_millicores=4000,
+        memory_bytes=memory,
+        disk_bytes=100 * GIB,
+        arch="x86_64",
+        os="Debian",
+        kernel="6.1",
+        gpus=tuple(gpus),
+        executors=executors,
+        labels=labels or {"zone": "a"},
     )
 
 
@@ -55,7 +64,11 @@ def test_never_fits_is_separate_from_not_now():
 
 def test_one_reason_per_failed_resource():
     caps = node(executors=("podman",))
-    verdict = check_fit(caps, free(caps), req(cpu="8", memory="9GiB", disk="1PiB", executor="wasm", labels=["zone=b", "ssd=yes"]))
+    verdict = check_fit(
+        caps,
+        free(caps),
+        req(cpu="8", memory="9GiB", disk="1PiB", executor="wasm", labels=["zone=b", "ssd=yes"]),
+    )
     assert verdict.never == (
         "executor: needs wasm, node offers podman",
         "label ssd: needs 'yes', node has no such label",
@@ -92,8 +105,10 @@ def test_gpu_model_is_case_insensitive_substring_and_memory_per_gpu():
     assert check_fit(caps, free(caps), req(gpu="1", gpu_model="a100")).fits_now
     assert check_fit(caps, free(caps), req(gpu="2", gpu_memory="16GiB")).fits_now
     verdict = check_fit(caps, free(caps), req(gpu="2", gpu_memory="20GiB"))
-    assert verdict.never == ("gpu: needs 2 GPUs ≥ 20.0 GiB each, node has 1 matching "
-                             "(NVIDIA A100-SXM4-40GB 40.0 GiB, Tesla T4 16.0 GiB)",)
+    assert verdict.never == (
+        "gpu: needs 2 GPUs ≥ 20.0 GiB each, node has 1 matching "
+        "(NVIDIA A100-SXM4-40GB 40.0 GiB, Tesla T4 16.0 GiB)",
+    )
     verdict = check_fit(node(), free(node()), req(gpu="1", gpu_model="H100"))
     assert verdict.never == ("gpu: needs 1 GPU model ~'H100', node has 0 matching (no GPUs)",)
 

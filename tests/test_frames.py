@@ -6,10 +6,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.frames import (
-    HEADER_BYTES, OVERHEAD, FrameError, ReplayGuard, check_frame_size, open_frame, seal,
+from daemon.transport.frames import (
+    HEADER_BYTES,
+    OVERHEAD,
+    FrameError,
+    ReplayGuard,
+    check_frame_size,
+    open_frame,
+    seal,
 )
-from daemon.keyring import Keyring
+from daemon.transport.keyring import Keyring
 
 NOW = 1_700_000_000.0
 
@@ -77,7 +83,7 @@ def test_tampered_header(ring, position):
         assert reason.startswith("unsupported frame version")
     elif position <= 8:
         assert reason.startswith("unknown key id")
-    else:   # the nonce: bound to the ciphertext as associated data
+    else:  # the nonce: bound to the ciphertext as associated data
         assert reason == "authentication failed"
 
 
@@ -135,7 +141,7 @@ def test_full_replay_guard_stays_bounded_and_still_refuses_replays(ring):
     for frame in frames:
         open_frame(ring, frame, NOW + 3, guard)
         assert len(guard) <= 10
-    for frame in frames:   # every one of them, forgotten or not, is still refused
+    for frame in frames:  # every one of them, forgotten or not, is still refused
         reason = refused(ring, frame, now=NOW + 3.5, guard=guard)
         assert reason in ("replayed frame", "frame too old to tell from a replay (replay memory is full)")
     # newer genuine frames keep flowing

@@ -1,8 +1,8 @@
-"""Pushed updates refused as missing, held until a repair covers them (daemon/held_back.py)."""
+"""Pushed updates refused as missing, held until a repair covers them (daemon/cluster/held_back.py)."""
 
 import pycrdt
 
-from daemon.held_back import MAX_PER_SENDER, MAX_SENDERS, HeldBack, covered
+from daemon.cluster.held_back import MAX_PER_SENDER, MAX_SENDERS, HeldBack, covered
 
 
 def two_writes():

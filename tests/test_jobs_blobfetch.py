@@ -1,4 +1,4 @@
-"""Blob fetch between nodes (daemon/blobfetch.py) over the simulated transport: verified while
+"""Blob fetch between nodes (daemon/jobs/blobfetch.py) over the simulated transport: verified while
 streaming, resumed on another holder when the first one dies half-way, a lying holder's bytes
 discarded."""
 
@@ -8,9 +8,9 @@ import pytest
 import trio
 import trio.testing
 
-from daemon.blobfetch import FETCH_CHUNK, BlobRequestError, FetchError, fetch_blob, serve_blob_request
-from daemon.blobstore import BlobStore
-from daemon.mem_transport import SimNetwork
+from daemon.jobs.blobfetch import FETCH_CHUNK, BlobRequestError, FetchError, fetch_blob, serve_blob_request
+from daemon.jobs.blobstore import BlobStore
+from daemon.transport.memory import SimNetwork
 
 DATA = os.urandom(2 * FETCH_CHUNK + 12345)
 

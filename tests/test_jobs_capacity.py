@@ -4,7 +4,6 @@ allocatable memory never run on one node at the same time."""
 from datetime import datetime
 
 import pytest
-
 from procs import Cluster, all_see, compile_wasi, wait_until
 from procs import job_status as status
 from test_jobs_failover import SLEEPER
@@ -27,18 +26,35 @@ def test_two_big_jobs_never_share_a_node_at_once(tmp_path):
         # allocatable memory seen once did not: other processes on the host freeing memory
         # made room for a second job. It needs that much available at start (true on this host).
         total = min(n["capabilities"]["memory_bytes"] for n in a.nodes())
-        assert total * 0.55 < min(n["capacity"]["allocatable_memory_bytes"] for n in a.nodes()), "host memory too busy for this test"
+        assert total * 0.55 < min(n["capacity"]["allocatable_memory_bytes"] for n in a.nodes()), (
+            "host memory too busy for this test"
+        )
         memory = f"{int(total * 0.55) // 1024**2}MiB"
         jobs = []
         for _ in range(4):
-            jobs.append(a.form("submit", str(context), "--kind", "wasm", "--module", "sleeper.wasm", "--cmd", "2",
-                               "--memory", memory).stdout.strip())
-        wait_until(lambda: all(status(a, j)["state"] == "succeeded" for j in jobs), 90, "all four jobs to finish")
+            jobs.append(
+                a.form(
+                    "submit",
+                    str(context),
+                    "--kind",
+                    "wasm",
+                    "--module",
+                    "sleeper.wasm",
+                    "--cmd",
+                    "2",
+                    "--memory",
+                    memory,
+                ).stdout.strip()
+            )
+        wait_until(
+            lambda: all(status(a, j)["state"] == "succeeded" for j in jobs), 90, "all four jobs to finish"
+        )
         spans: dict[str, list[tuple[datetime, datetime]]] = {}
         for job_id in jobs:
             seen = status(a, job_id)
             spans.setdefault(seen["node"], []).append(
-                (datetime.fromisoformat(seen["started_at"]), datetime.fromisoformat(seen["finished_at"])))
+                (datetime.fromisoformat(seen["started_at"]), datetime.fromisoformat(seen["finished_at"]))
+            )
         for node_spans in spans.values():
             node_spans.sort()
             for (_, end), (start, _) in zip(node_spans, node_spans[1:]):

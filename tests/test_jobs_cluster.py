@@ -9,13 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from cli.client import ClientError
-from daemon.blobstore import BlobStore
-from pack_manager.context_archive import file_digest, pack_context
-from pack_manager.placement import rank
 from procs import Cluster, all_see, wait_until
 from procs import job_status as status
+
+from cli.client import ClientError
+from daemon.jobs.blobstore import BlobStore
+from pack_manager.context_archive import file_digest, pack_context
+from pack_manager.placement import rank
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +45,20 @@ def wasm_context(tmp_path_factory):
 
 
 def submit_wasm(node, root: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    return node.form("submit", str(root / "context"), "--kind", "wasm", "--module", "upcase.wasm",
-                     "--input", str(root / "in.txt"), "--cmd", "in.txt", *extra, check=check)
+    return node.form(
+        "submit",
+        str(root / "context"),
+        "--kind",
+        "wasm",
+        "--module",
+        "upcase.wasm",
+        "--input",
+        str(root / "in.txt"),
+        "--cmd",
+        "in.txt",
+        *extra,
+        check=check,
+    )
 
 
 def top_ranked(cluster, job_id: str) -> str:
@@ -82,7 +94,7 @@ def test_a_wasm_job_runs_on_the_top_ranked_node_only_and_results_reach_any_node(
     assert runs[runner_id] == "succeeded"
     assert [n for n, state in runs.items() if state is not None] == [runner_id]  # nobody else wrote a run
     # The runner logs each run record it writes: a run this short writes only its result (its
-    # claim waits claim_quiet_s, see daemon/jobs.py); the others never claimed, ran or started it.
+    # claim waits claim_quiet_s, see daemon/jobs/loop.py); the others never claimed, ran or started it.
     assert f"job succeeded job={job_id[:12]}" in runner.log_text()
     for word in ("claimed", "running", "declined", "failed", "succeeded"):
         assert f"job {word} job={job_id[:12]}" not in a.log_text() + other.log_text()
@@ -123,12 +135,40 @@ def test_bad_input_is_refused_and_writes_nothing(cluster, wasm_context, tmp_path
         sparse.truncate(257 * 1024**2)  # sparse: over the 256 MiB context limit, costs no disk
     cases = [
         ("submit", str(huge), "--kind", "wasm", "--module", "big.bin"),
-        ("submit", str(wasm_context / "context"), "--kind", "wasm", "--module", "upcase.wasm", "--gpu-model", "H100",
-         "--replicas", "0"),
+        (
+            "submit",
+            str(wasm_context / "context"),
+            "--kind",
+            "wasm",
+            "--module",
+            "upcase.wasm",
+            "--gpu-model",
+            "H100",
+            "--replicas",
+            "0",
+        ),
         ("submit", str(wasm_context / "context"), "--kind", "wasm", "--module", "../escape.wasm"),
         ("submit", str(tmp_path / "missing"), "--kind", "wasm", "--module", "upcase.wasm"),
-        ("submit", str(wasm_context / "context"), "--kind", "wasm", "--module", "upcase.wasm", "--memory", "12 parsecs"),
-        ("submit", str(wasm_context / "context"), "--kind", "wasm", "--module", "upcase.wasm", "--timeout", "soon"),
+        (
+            "submit",
+            str(wasm_context / "context"),
+            "--kind",
+            "wasm",
+            "--module",
+            "upcase.wasm",
+            "--memory",
+            "12 parsecs",
+        ),
+        (
+            "submit",
+            str(wasm_context / "context"),
+            "--kind",
+            "wasm",
+            "--module",
+            "upcase.wasm",
+            "--timeout",
+            "soon",
+        ),
         ("submit", str(wasm_context / "context"), "--kind", "teleport"),
         ("submit", str(fresh), "--kind", "wasm", "--module", "upcase.wasm", "--memory", "12 parsecs"),
         ("submit", str(fresh), "--kind", "wasm", "--module", "upcase.wasm", "--replicas", "99"),
@@ -154,12 +194,16 @@ def test_cancel_from_a_node_that_does_not_run_it_stops_the_runner(cluster, tmp_p
     context = tmp_path / "loop"
     context.mkdir()
     (context / "loop.wat").write_text(LOOP_FOREVER)
-    job_id = a.form("submit", str(context), "--kind", "wasm", "--module", "loop.wat", "--timeout", "5m").stdout.strip()
+    job_id = a.form(
+        "submit", str(context), "--kind", "wasm", "--module", "loop.wat", "--timeout", "5m"
+    ).stdout.strip()
     wait_until(lambda: status(a, job_id)["state"] == "running", 30, "the job to be running")
     runner_id = status(a, job_id)["node"]
     canceller = next(n for n in (a, b, c) if n.node_id != runner_id)
     canceller.form("cancel", job_id[:12])
-    wait_until(lambda: all(status(n, job_id)["state"] == "cancelled" for n in (a, b, c)), 30, "cancelled everywhere")
+    wait_until(
+        lambda: all(status(n, job_id)["state"] == "cancelled" for n in (a, b, c)), 30, "cancelled everywhere"
+    )
     seen = status(canceller, job_id)
     assert seen["node"] == runner_id
     assert "cancel" in seen["reason"]
@@ -213,12 +257,17 @@ def test_submit_many_is_all_or_nothing_and_one_request_runs_every_job(cluster, w
     pack_context(wasm_context / "context", tar)
     data = tar.read_bytes()
     digest = file_digest(tar)
-    a.call("blob.put", {"digest": digest, "size": len(data), "offset": 0, "data": base64.b64encode(data).decode()})
+    a.call(
+        "blob.put",
+        {"digest": digest, "size": len(data), "offset": 0, "data": base64.b64encode(data).decode()},
+    )
     good = {"kind": "wasm", "context": digest, "module": "upcase.wasm", "command": ["missing.txt"]}
     before = a.call("job.list", {})
-    for bad, why in ((dict(good, requirements={"memory": "12 parsecs"}), "jobs[1]"),
-                     (dict(good, context="00" * 32), "not in this node's store"),
-                     ("not an object", "jobs[1]")):
+    for bad, why in (
+        (dict(good, requirements={"memory": "12 parsecs"}), "jobs[1]"),
+        (dict(good, context="00" * 32), "not in this node's store"),
+        ("not an object", "jobs[1]"),
+    ):
         with pytest.raises(ClientError) as refused:
             a.call("job.submit-many", {"jobs": [good, bad, good]})
         assert why in str(refused.value)
@@ -231,7 +280,9 @@ def test_submit_many_is_all_or_nothing_and_one_request_runs_every_job(cluster, w
     wait_until(lambda: all(status(a, j)["state"] == "failed" for j in ids), 60, "the three jobs to finish")
 
 
-def test_prefer_local_inputs_runs_on_a_node_the_document_says_holds_the_inputs(cluster, wasm_context, tmp_path):
+def test_prefer_local_inputs_runs_on_a_node_the_document_says_holds_the_inputs(
+    cluster, wasm_context, tmp_path
+):
     a, b, c = cluster.nodes[:3]
     ids = [bytes.fromhex(n.node_id) for n in (a, b, c)]
 
@@ -242,7 +293,9 @@ def test_prefer_local_inputs_runs_on_a_node_the_document_says_holds_the_inputs(c
         """A context and input no other job used: only this test's runs can hold them."""
         root = tmp_path / name
         (root / "context").mkdir(parents=True)
-        (root / "context" / "upcase.wasm").write_bytes((wasm_context / "context" / "upcase.wasm").read_bytes())
+        (root / "context" / "upcase.wasm").write_bytes(
+            (wasm_context / "context" / "upcase.wasm").read_bytes()
+        )
         (root / "context" / "marker").write_bytes(os.urandom(16))
         (root / "in.txt").write_bytes(os.urandom(8).hex().encode())
         return root
@@ -252,20 +305,32 @@ def test_prefer_local_inputs_runs_on_a_node_the_document_says_holds_the_inputs(c
         until placement alone would order the job's nodes as wanted."""
         for root in roots:
             job_id = submit_wasm(a, root, *extra).stdout.strip()
-            wait_until(lambda: all(status(n, job_id)["state"] == "succeeded" for n in (a, b, c)), 60, "the job to finish")
+            wait_until(
+                lambda: all(status(n, job_id)["state"] == "succeeded" for n in (a, b, c)),
+                60,
+                "the job to finish",
+            )
             if wanted_order(plain_order(job_id)):
                 return root, job_id
         raise AssertionError("placement never gave the wanted order")
 
     # First b runs a plain job (placement puts it there) on blobs nobody else has run with.
-    root, first = submit_until(lambda order: order[0] == b.node_id, (fresh_blobs(f"try{i}") for i in range(40)))
+    root, first = submit_until(
+        lambda order: order[0] == b.node_id, (fresh_blobs(f"try{i}") for i in range(40))
+    )
     assert status(a, first)["node"] == b.node_id
     # Then jobs on the same blobs that prefer holders, until one's plain order is c, b, a:
     # c holds nothing, a (the submitter) and b (it ran the first job) hold both blobs, and b
     # ranks before a: b must run it. (The earlier tries run on a or b, so c never holds.)
-    _, job_id = submit_until(lambda order: order == [c.node_id, b.node_id, a.node_id], [root] * 40, "--prefer-local-inputs")
+    _, job_id = submit_until(
+        lambda order: order == [c.node_id, b.node_id, a.node_id], [root] * 40, "--prefer-local-inputs"
+    )
     assert status(c, job_id)["node"] == b.node_id
     tables = [json.loads(n.form("explain", job_id, "--json").stdout) for n in (a, b, c)]
     for table in tables:  # every node computes the same ranking from the document
         assert table["prefer_local_inputs"] is True and table["blobs"] == 2
-        assert [(row["node"], row["holds"]) for row in table["nodes"]] == [(b.node_id, 2), (a.node_id, 2), (c.node_id, 0)]
+        assert [(row["node"], row["holds"]) for row in table["nodes"]] == [
+            (b.node_id, 2),
+            (a.node_id, 2),
+            (c.node_id, 0),
+        ]

@@ -5,10 +5,10 @@ yielded instead of running the job again."""
 import json
 
 import pytest
-
-from pack_manager.placement import rank
 from procs import Cluster, all_see, compile_wasi, wait_until
 from procs import job_status as status
+
+from pack_manager.placement import rank
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,9 @@ def test_kill9_of_the_runner_moves_the_job_to_the_next_ranked_node(tmp_path):
         wait_until(lambda: all_see(nodes, [n.node_id for n in nodes]), 30, "the cluster to be up")
         ids = [bytes.fromhex(n.node_id) for n in nodes]
         for _ in range(20):  # the submitter holds the context: the runner must be another node
-            job_id = a.form("submit", str(context), "--kind", "wasm", "--module", "sleeper.wasm", "--cmd", "8").stdout.strip()
+            job_id = a.form(
+                "submit", str(context), "--kind", "wasm", "--module", "sleeper.wasm", "--cmd", "8"
+            ).stdout.strip()
             order = [n.hex() for n in rank(bytes.fromhex(job_id), ids)]
             if order[0] != a.node_id:
                 break
@@ -56,7 +58,11 @@ def test_kill9_of_the_runner_moves_the_job_to_the_next_ranked_node(tmp_path):
         wait_until(lambda: "sleeping 8 s" in a.form("logs", job_id).stdout, 20, "the live log on a")
         runner.kill()
         survivors = [n for n in nodes if n is not runner]
-        wait_until(lambda: all(status(n, job_id)["state"] == "succeeded" for n in survivors), 60, "the successor to finish it")
+        wait_until(
+            lambda: all(status(n, job_id)["state"] == "succeeded" for n in survivors),
+            60,
+            "the successor to finish it",
+        )
         for node in survivors:
             seen = status(node, job_id)
             assert seen["node"] == successor
@@ -69,7 +75,9 @@ def test_kill9_of_the_runner_moves_the_job_to_the_next_ranked_node(tmp_path):
         runner.start()
 
         def old_claim_yielded():
-            row = {r["node"]: r for r in json.loads(a.form("explain", job_id, "--json").stdout)["nodes"]}[runner.node_id]
+            row = {r["node"]: r for r in json.loads(a.form("explain", job_id, "--json").stdout)["nodes"]}[
+                runner.node_id
+            ]
             return row["run"] == "yielded" and row["run_reason"] == "formd restarted during the run"
 
         wait_until(old_claim_yielded, 30, "the restarted node to mark its old claim yielded")

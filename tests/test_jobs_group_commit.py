@@ -1,4 +1,4 @@
-"""GroupCommit (daemon/group_commit.py): concurrent writers share fsyncs, and nobody returns
+"""GroupCommit (daemon/jobs/group_commit.py): concurrent writers share fsyncs, and nobody returns
 before an fsync that started after its own call has finished."""
 
 import os
@@ -7,7 +7,7 @@ import threading
 import pytest
 import trio
 
-from daemon.group_commit import GroupCommit, file_syncer
+from daemon.jobs.group_commit import GroupCommit, file_syncer
 
 
 class SlowSync:

@@ -1,4 +1,4 @@
-"""The job loop (daemon/jobs.py) on Node objects over the simulated network under MockClock.
+"""The job loop (daemon/jobs/loop.py) on Node objects over the simulated network under MockClock.
 
 The executor is a stand-in (a gate the test opens), because the subject here is the loop's
 protocol: who claims, who yields, who writes what; real executors are exercised by the
@@ -8,21 +8,21 @@ real-process tests (test_jobs_cluster.py) and the executor tests.
 import os
 
 import blake3
+import pytest
 import trio
 import trio.testing
-import pytest
+from test_daemon_node import ListStore, Sim, wait_for
 
 from crdt_state.signing import seal_record
-from daemon.blobstore import BlobStore
-from daemon.jobs import JobLoop
-from daemon.mem_transport import SimNetwork
-from pack_manager.executors.base import CANCELLED, SUCCEEDED, ExecutionResult
+from daemon.jobs.blobstore import BlobStore
+from daemon.jobs.loop import JobLoop
+from daemon.transport.memory import SimNetwork
 from pack_manager import scheduling
+from pack_manager.executors.base import CANCELLED, SUCCEEDED, ExecutionResult
 from pack_manager.jobspec import JobSpec
 from pack_manager.jobstate import RunReport
 from pack_manager.placement import rank
 from pack_manager.requirements import WorkloadRequirements
-from test_daemon_node import ListStore, Sim, wait_for
 
 MODULE = b'(module (memory (export "memory") 1) (func (export "_start")))'
 
@@ -45,13 +45,16 @@ class Gate:
         self.started += 1
         await log("started")
         async with trio.open_nursery() as nursery:
+
             async def watch(event):
                 await event.wait()
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch, self.opened)
             nursery.start_soon(watch, cancel)
-        return ExecutionResult(SUCCEEDED if self.opened.is_set() else CANCELLED, "gate" if self.opened.is_set() else "stopped")
+        return ExecutionResult(
+            SUCCEEDED if self.opened.is_set() else CANCELLED, "gate" if self.opened.is_set() else "stopped"
+        )
 
 
 def runs(node, job_hex):
@@ -97,10 +100,19 @@ async def start_node(nursery, sim, tmp_path, addresses, i, loops, gates, **loop_
 def submit(loop):
     import blake3
 
-    spec = JobSpec(kind="wasm", submitter=loop.me, nonce=os.urandom(16), module=blake3.blake3(MODULE).hexdigest(),
-                   requirements=WorkloadRequirements.from_human(executor="wasm"))
+    spec = JobSpec(
+        kind="wasm",
+        submitter=loop.me,
+        nonce=os.urandom(16),
+        module=blake3.blake3(MODULE).hexdigest(),
+        requirements=WorkloadRequirements.from_human(executor="wasm"),
+    )
     job_hex = spec.job_id().hex()
-    loop.node.document.put_local("jobs", job_hex, seal_record(loop.node.identity.private_key, "job", {"spec": spec.pack(), "submitted_ms": 1}))
+    loop.node.document.put_local(
+        "jobs",
+        job_hex,
+        seal_record(loop.node.identity.private_key, "job", {"spec": spec.pack(), "submitted_ms": 1}),
+    )
     loop.node.commit_local()
     loop.wake()
     return job_hex
@@ -127,14 +139,21 @@ async def test_only_the_top_ranked_node_claims_and_others_write_nothing(autojump
         await wait_for(lambda: gates[top].started == 1)
         gates[top].opened.set()
         top_hex = loops[top].node.identity.node_hex
-        await wait_for(lambda: all(runs(loops[a].node, job_hex).get(top_hex, RunReport("claimed", 1)).state == "succeeded" for a in addresses))
+        await wait_for(
+            lambda: all(
+                runs(loops[a].node, job_hex).get(top_hex, RunReport("claimed", 1)).state == "succeeded"
+                for a in addresses
+            )
+        )
         for address in addresses:
             assert list(runs(loops[address].node, job_hex)) == [top_hex]
             assert gates[address].started == (1 if address == top else 0)
         nursery.cancel_scope.cancel()
 
 
-async def test_a_partition_makes_two_claims_and_the_better_ranked_one_wins_after_healing(autojump_clock, tmp_path):
+async def test_a_partition_makes_two_claims_and_the_better_ranked_one_wins_after_healing(
+    autojump_clock, tmp_path
+):
     async with trio.open_nursery() as nursery:
         sim, network, addresses, loops, gates = await start_cluster(nursery, tmp_path)
         job_hex = submit(loops[addresses[0]])
@@ -153,11 +172,15 @@ async def test_a_partition_makes_two_claims_and_the_better_ranked_one_wins_after
         assert runs(loops[second].node, job_hex)[second_hex].attempt == 2
         network.heal()
         # Both claims meet: the better-ranked claimant keeps the job, the other stops and says why.
-        await wait_for(lambda: runs(loops[top].node, job_hex).get(second_hex, RunReport("claimed", 1)).state == "yielded")
+        await wait_for(
+            lambda: runs(loops[top].node, job_hex).get(second_hex, RunReport("claimed", 1)).state == "yielded"
+        )
         reason = runs(loops[top].node, job_hex)[second_hex].reason
         assert "ranks higher" in reason and loops[top].node.identity.node_hex[:12] in reason
         gates[top].opened.set()
-        await wait_for(lambda: all(runs(loops[a].node, job_hex)[top_hex].state == "succeeded" for a in addresses))
+        await wait_for(
+            lambda: all(runs(loops[a].node, job_hex)[top_hex].state == "succeeded" for a in addresses)
+        )
         assert runs(loops[second].node, job_hex)[top_hex].attempt == 1
         assert not loops[second].running and not loops[second].reservations
         nursery.cancel_scope.cancel()
@@ -169,7 +192,14 @@ def undecided(loop):
     nodes = loop.node_views()
     pending = {}
     for job_hex, job in loop.jobs().items():
-        action = scheduling.decide(job.view(), nodes, loop.me, loop.own_capacity(), policy=loop.policy, max_attempts=loop.max_attempts)
+        action = scheduling.decide(
+            job.view(),
+            nodes,
+            loop.me,
+            loop.own_capacity(),
+            policy=loop.policy,
+            max_attempts=loop.max_attempts,
+        )
         if action is not None and not (isinstance(action, scheduling.Claim) and job_hex in loop.running):
             pending[job_hex[:12]] = action
     return pending
@@ -184,16 +214,22 @@ async def test_the_incremental_loop_leaves_nothing_a_full_pass_would_do(autojump
         assert {a: undecided(loops[a]) for a in addresses} == {a: {} for a in addresses}
         for gate in gates.values():
             gate.opened.set()
+
         def all_succeeded():
             return all(
-                {r.state for r in runs(loops[a].node, j).values()} == {"succeeded"} for a in addresses for j in jobs
+                {r.state for r in runs(loops[a].node, j).values()} == {"succeeded"}
+                for a in addresses
+                for j in jobs
             )
+
         await wait_for(all_succeeded)
         assert {a: undecided(loops[a]) for a in addresses} == {a: {} for a in addresses}
         nursery.cancel_scope.cancel()
 
 
-async def test_a_claim_of_ours_that_comes_back_after_a_restart_without_state_is_yielded(autojump_clock, tmp_path):
+async def test_a_claim_of_ours_that_comes_back_after_a_restart_without_state_is_yielded(
+    autojump_clock, tmp_path
+):
     async with trio.open_nursery() as nursery:
         sim, network, addresses, loops, gates = await start_cluster(nursery, tmp_path)
         job_hex = submit(loops[addresses[0]])
@@ -215,7 +251,9 @@ async def test_a_claim_of_ours_that_comes_back_after_a_restart_without_state_is_
         # It is still the top-ranked node: it takes the job up again and runs it to the end.
         await wait_for(lambda: gates[top].started == 1)
         gates[top].opened.set()
-        await wait_for(lambda: all(runs(loops[a].node, job_hex)[top_hex].state == "succeeded" for a in addresses))
+        await wait_for(
+            lambda: all(runs(loops[a].node, job_hex)[top_hex].state == "succeeded" for a in addresses)
+        )
         nursery.cancel_scope.cancel()
 
 
@@ -223,7 +261,9 @@ def keys(loop):
     return {name: set(loop.node.document.items(name)) for name in ("jobs", "runs", "cancels")}
 
 
-async def test_finished_jobs_are_retired_once_everywhere_with_their_blobs_and_running_ones_never(autojump_clock, tmp_path):
+async def test_finished_jobs_are_retired_once_everywhere_with_their_blobs_and_running_ones_never(
+    autojump_clock, tmp_path
+):
     async with trio.open_nursery() as nursery:
         sim, network, addresses, loops, gates = await start_cluster(nursery, tmp_path, retention_s=30)
         first = addresses[0]
@@ -235,8 +275,12 @@ async def test_finished_jobs_are_retired_once_everywhere_with_their_blobs_and_ru
         await wait_for(lambda: gates[finisher].started >= 1 and gates[keeper].started >= 1)
         gates[finisher].opened.set()
         finisher_hex = loops[finisher].node.identity.node_hex
-        await wait_for(lambda: all(runs(loops[a].node, done).get(finisher_hex, RunReport("claimed", 1)).state == "succeeded"
-                                   for a in addresses))
+        await wait_for(
+            lambda: all(
+                runs(loops[a].node, done).get(finisher_hex, RunReport("claimed", 1)).state == "succeeded"
+                for a in addresses
+            )
+        )
         report = runs(loops[first].node, done)[finisher_hex]
         produced = [o.digest for o in report.outputs] + [report.log_digest]
         assert all(loops[finisher].blobs.has(d) for d in produced)
@@ -246,7 +290,9 @@ async def test_finished_jobs_are_retired_once_everywhere_with_their_blobs_and_ru
             assert not any(k.startswith(done) for k in loops[address].node.document.items("runs"))
             assert busy in loops[address].node.document.items("jobs")
             assert not any(loops[address].blobs.has(d) for d in produced)
-            assert loops[address].blobs.has(blake3.blake3(MODULE).hexdigest())  # the running job still needs it
+            assert loops[address].blobs.has(
+                blake3.blake3(MODULE).hexdigest()
+            )  # the running job still needs it
         assert len({frozenset((n, frozenset(k)) for n, k in keys(loops[a]).items()) for a in addresses}) == 1
         deleters = [a for a in addresses if any(line[0] == "jobs retired" for line in sim.logs[a].lines)]
         assert len(deleters) == 1  # one node wrote the delete, the others took it
@@ -320,8 +366,16 @@ async def test_a_cancel_stops_a_run_whose_claim_is_not_written_yet(autojump_cloc
         await wait_for(lambda: gates[top].started == 1)
         assert top_hex not in runs(other.node, job_hex)
         requested_ms = int(other.node.wall_clock() * 1000)  # a real stamp: retention counts from it
-        other.node.document.put_local("cancels", job_hex, seal_record(other.node.identity.private_key, "cancel", {"reason": "test", "requested_ms": requested_ms}))
+        other.node.document.put_local(
+            "cancels",
+            job_hex,
+            seal_record(
+                other.node.identity.private_key, "cancel", {"reason": "test", "requested_ms": requested_ms}
+            ),
+        )
         other.node.commit_local()
-        await wait_for(lambda: runs(other.node, job_hex).get(top_hex, RunReport("claimed", 1)).state == "cancelled")
+        await wait_for(
+            lambda: runs(other.node, job_hex).get(top_hex, RunReport("claimed", 1)).state == "cancelled"
+        )
         assert not loops[top].running and not loops[top].unpublished and not loops[top].reservations
         nursery.cancel_scope.cancel()

@@ -1,20 +1,28 @@
-"""PlacementOrders (daemon/placement_orders.py): the kept order is scheduling.order_nodes' own,
+"""PlacementOrders (daemon/jobs/placement_orders.py): the kept order is scheduling.order_nodes' own,
 and it is computed again whenever what it depends on changes."""
 
 import os
 
-from daemon.job_records import Job
-from daemon.placement_orders import PlacementOrders
+from test_scheduling import NODES, caps, cluster, view
+
+from daemon.jobs.placement_orders import PlacementOrders
+from daemon.jobs.records import Job
 from pack_manager.jobspec import JobSpec
 from pack_manager.requirements import WorkloadRequirements
 from pack_manager.scheduling import order_nodes
-from test_scheduling import NODES, caps, cluster, view
 
 
 def a_job(prefer="", prefer_local_inputs=False) -> Job:
     requirements = WorkloadRequirements.from_human(memory="1GiB", preferred=[prefer] if prefer else [])
-    spec = JobSpec(kind="run", submitter=NODES[0], nonce=os.urandom(16), image="localhost/formnet/busybox",
-                   command=("true",), requirements=requirements, prefer_local_inputs=prefer_local_inputs)
+    spec = JobSpec(
+        kind="run",
+        submitter=NODES[0],
+        nonce=os.urandom(16),
+        image="localhost/formnet/busybox",
+        command=("true",),
+        requirements=requirements,
+        prefer_local_inputs=prefer_local_inputs,
+    )
     return Job(spec.job_id().hex(), spec, 1)
 
 

@@ -4,11 +4,11 @@ can run it, wherever it is submitted; its outputs and log come back on the submi
 import json
 
 import pytest
+from procs import Cluster, all_see, wait_until
+from procs import job_status as status
 
 from pack_manager.base_image import BASE_IMAGE, ensure_base_image
 from pack_manager.podman_service import start_service, stop_service
-from procs import Cluster, all_see, wait_until
-from procs import job_status as status
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman]
 
@@ -27,17 +27,33 @@ def podman_url(tmp_path_factory):
 def test_a_podman_run_job_goes_to_the_podman_node_and_its_outputs_come_back(tmp_path, podman_url):
     with Cluster(tmp_path / "nodes") as cluster:
         a = cluster.add("a")
-        b = cluster.add("b", seed=a, settings={"executors": '["wasm", "podman"]', "podman_url": json.dumps(podman_url)})
+        b = cluster.add(
+            "b", seed=a, settings={"executors": '["wasm", "podman"]', "podman_url": json.dumps(podman_url)}
+        )
         nodes = (a, b)
         wait_until(lambda: all_see(nodes, [n.node_id for n in nodes]), 30, "the cluster to be up")
-        wait_until(lambda: "podman" in {n["id"]: n for n in a.nodes()}[b.node_id]["executors"], 30, "b to offer podman")
+        wait_until(
+            lambda: "podman" in {n["id"]: n for n in a.nodes()}[b.node_id]["executors"],
+            30,
+            "b to offer podman",
+        )
         context = tmp_path / "context"
         context.mkdir()
         (context / "note.txt").write_text("from the context\n")
         (tmp_path / "in.txt").write_text("an input\n")
-        job_id = a.form("submit", str(context), "--kind", "run", "--image", BASE_IMAGE, "--input", str(tmp_path / "in.txt"),
-                        "--cmd", "sh -c 'cat /data/inputs/in.txt > /data/outputs/copy.txt; echo copied'",
-                        "--wait").stdout.splitlines()[0]
+        job_id = a.form(
+            "submit",
+            str(context),
+            "--kind",
+            "run",
+            "--image",
+            BASE_IMAGE,
+            "--input",
+            str(tmp_path / "in.txt"),
+            "--cmd",
+            "sh -c 'cat /data/inputs/in.txt > /data/outputs/copy.txt; echo copied'",
+            "--wait",
+        ).stdout.splitlines()[0]
         seen = status(a, job_id)
         assert seen["state"] == "succeeded", seen
         assert seen["node"] == b.node_id

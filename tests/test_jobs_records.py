@@ -1,25 +1,32 @@
-"""JobRecords (daemon/job_records.py): the decoded jobs/runs/cancels follow the document, and
+"""JobRecords (daemon/jobs/records.py): the decoded jobs/runs/cancels follow the document, and
 `take_changed` names exactly the jobs whose records changed, appeared or went."""
 
 import os
 
 import pytest
+from test_crdt_support import FakeNode
 
 from crdt_state.signing import seal_record
-from daemon.job_records import JobRecords
+from daemon.jobs.records import JobRecords
 from pack_manager.jobspec import JobSpec, JobSpecError
 from pack_manager.jobstate import OutputRef, RunReport
 from pack_manager.requirements import WorkloadRequirements
-from test_crdt_support import FakeNode
 
 DIGEST = "ab" * 32
 
 
 def put_job(node: FakeNode) -> str:
-    spec = JobSpec(kind="wasm", submitter=node.node_id, nonce=os.urandom(16), module=DIGEST,
-                   requirements=WorkloadRequirements.from_human(executor="wasm"))
+    spec = JobSpec(
+        kind="wasm",
+        submitter=node.node_id,
+        nonce=os.urandom(16),
+        module=DIGEST,
+        requirements=WorkloadRequirements.from_human(executor="wasm"),
+    )
     job_hex = spec.job_id().hex()
-    node.doc.put_local("jobs", job_hex, seal_record(node.key, "job", {"spec": spec.pack(), "submitted_ms": 5}))
+    node.doc.put_local(
+        "jobs", job_hex, seal_record(node.key, "job", {"spec": spec.pack(), "submitted_ms": 5})
+    )
     return job_hex
 
 
@@ -81,7 +88,9 @@ def test_a_job_record_that_does_not_decode_is_reported_to_the_callback_once():
     node.heartbeat()
     bad = []
     records = JobRecords(node.doc, lambda key, reason: bad.append((key, reason)))
-    node.doc.put_local("jobs", "ee" * 32, seal_record(node.key, "job", {"spec": b"not a spec", "submitted_ms": 1}))
+    node.doc.put_local(
+        "jobs", "ee" * 32, seal_record(node.key, "job", {"spec": b"not a spec", "submitted_ms": 1})
+    )
     assert records.take_changed() == set()
     records.refresh()
     assert [key for key, _ in bad] == ["ee" * 32]
@@ -101,7 +110,11 @@ def test_the_document_says_who_holds_a_jobs_blobs():
     claimed = seal_record(runner.key, "run", RunReport("claimed", 1).to_wire())
     running = seal_record(runner.key, "run", RunReport("running", 1, started_ms=7).to_wire())
     out = "cd" * 32
-    done = seal_record(runner.key, "run", RunReport("succeeded", 1, started_ms=7, finished_ms=9, outputs=(OutputRef("o", out, 3),)).to_wire())
+    done = seal_record(
+        runner.key,
+        "run",
+        RunReport("succeeded", 1, started_ms=7, finished_ms=9, outputs=(OutputRef("o", out, 3),)).to_wire(),
+    )
     key = f"{job_hex}:{runner.hex}"
     for envelope, holders_of_input, holders_of_output in (
         (claimed, {submitter.node_id}, set()),
@@ -120,10 +133,18 @@ def test_the_document_says_who_holds_a_jobs_blobs():
 
 def test_holdings_are_filled_only_for_jobs_that_ask_and_follow_the_records():
     node, records = setup()
-    spec = JobSpec(kind="wasm", submitter=node.node_id, nonce=os.urandom(16), module=DIGEST,
-                   requirements=WorkloadRequirements.from_human(executor="wasm"), prefer_local_inputs=True)
+    spec = JobSpec(
+        kind="wasm",
+        submitter=node.node_id,
+        nonce=os.urandom(16),
+        module=DIGEST,
+        requirements=WorkloadRequirements.from_human(executor="wasm"),
+        prefer_local_inputs=True,
+    )
     job_hex = spec.job_id().hex()
-    node.doc.put_local("jobs", job_hex, seal_record(node.key, "job", {"spec": spec.pack(), "submitted_ms": 5}))
+    node.doc.put_local(
+        "jobs", job_hex, seal_record(node.key, "job", {"spec": spec.pack(), "submitted_ms": 5})
+    )
     plain = put_job(node)
     records.refresh()
     assert records.job(job_hex).view().holdings == {node.node_id: 1}
@@ -132,8 +153,13 @@ def test_holdings_are_filled_only_for_jobs_that_ask_and_follow_the_records():
 
 def test_prefer_local_inputs_is_on_the_wire_only_when_set():
     node = FakeNode.create()
-    base = dict(kind="wasm", submitter=node.node_id, nonce=b"n" * 16, module=DIGEST,
-                requirements=WorkloadRequirements.from_human(executor="wasm"))
+    base = dict(
+        kind="wasm",
+        submitter=node.node_id,
+        nonce=b"n" * 16,
+        module=DIGEST,
+        requirements=WorkloadRequirements.from_human(executor="wasm"),
+    )
     plain, preferring = JobSpec(**base), JobSpec(**base, prefer_local_inputs=True)
     assert "prefer_local_inputs" not in plain.to_wire()  # older specs keep their bytes and ids
     assert JobSpec.unpack(preferring.pack()) == preferring and preferring.job_id() != plain.job_id()
@@ -157,17 +183,31 @@ def test_after_the_first_walk_only_the_changed_keys_are_read(monkeypatch):
 
 def test_a_spec_this_node_wrote_is_taken_as_is_and_other_bytes_are_decoded():
     node, records = setup()
-    spec = JobSpec(kind="wasm", submitter=node.node_id, nonce=os.urandom(16), module=DIGEST,
-                   requirements=WorkloadRequirements.from_human(executor="wasm"))
+    spec = JobSpec(
+        kind="wasm",
+        submitter=node.node_id,
+        nonce=os.urandom(16),
+        module=DIGEST,
+        requirements=WorkloadRequirements.from_human(executor="wasm"),
+    )
     job_hex = spec.job_id().hex()
-    node.doc.put_local("jobs", job_hex, seal_record(node.key, "job", {"spec": spec.pack(), "submitted_ms": 7}))
+    node.doc.put_local(
+        "jobs", job_hex, seal_record(node.key, "job", {"spec": spec.pack(), "submitted_ms": 7})
+    )
     records.wrote(job_hex, spec)
     assert records.take_changed() == {job_hex}
     assert records.job(job_hex).spec is spec and records.job(job_hex).submitted_ms == 7
     # A hint whose bytes are not the record's is not trusted: the record itself is decoded.
-    other = JobSpec(kind="wasm", submitter=node.node_id, nonce=os.urandom(16), module=DIGEST,
-                    requirements=WorkloadRequirements.from_human(executor="wasm"))
-    node.doc.put_local("jobs", other.job_id().hex(), seal_record(node.key, "job", {"spec": other.pack(), "submitted_ms": 8}))
+    other = JobSpec(
+        kind="wasm",
+        submitter=node.node_id,
+        nonce=os.urandom(16),
+        module=DIGEST,
+        requirements=WorkloadRequirements.from_human(executor="wasm"),
+    )
+    node.doc.put_local(
+        "jobs", other.job_id().hex(), seal_record(node.key, "job", {"spec": other.pack(), "submitted_ms": 8})
+    )
     records.wrote(other.job_id().hex(), spec)  # wrong spec for that key
     assert records.take_changed() == {other.job_id().hex()}
     taken = records.job(other.job_id().hex())

@@ -7,12 +7,12 @@ import json
 
 import blake3
 import pytest
-
-from daemon.blobstore import BlobStore
-from pack_manager.context_archive import file_digest, pack_context
 from procs import Cluster, all_see, wait_until
 from procs import job_status as status
 from test_jobs_cluster import LOOP_FOREVER, TEXT, submit_wasm, wasm_context  # noqa: F401 - fixture
+
+from daemon.jobs.blobstore import BlobStore
+from pack_manager.context_archive import file_digest, pack_context
 
 pytestmark = pytest.mark.slow
 
@@ -40,9 +40,15 @@ def test_finished_jobs_and_their_blobs_are_retired_everywhere_running_ones_stay(
         loop_dir = tmp_path / "loop"
         loop_dir.mkdir()
         (loop_dir / "loop.wat").write_text(LOOP_FOREVER)
-        forever = a.form("submit", str(loop_dir), "--kind", "wasm", "--module", "loop.wat", "--timeout", "5m").stdout.strip()
+        forever = a.form(
+            "submit", str(loop_dir), "--kind", "wasm", "--module", "loop.wat", "--timeout", "5m"
+        ).stdout.strip()
         job_id = submit_wasm(a, wasm_context).stdout.strip()
-        wait_until(lambda: all(status(n, job_id)["state"] == "succeeded" for n in nodes), 60, "the job to succeed everywhere")
+        wait_until(
+            lambda: all(status(n, job_id)["state"] == "succeeded" for n in nodes),
+            60,
+            "the job to succeed everywhere",
+        )
         seen = status(a, job_id)
         runner = next(n for n in nodes if n.node_id == seen["node"])
         fetcher = next(n for n in nodes if n is not runner and n is not a) if runner is not a else b
@@ -67,5 +73,11 @@ def test_finished_jobs_and_their_blobs_are_retired_everywhere_running_ones_stay(
         assert all(forever in listed(n) and status(n, forever)["state"] == "running" for n in nodes)
         assert all(forever in r["jobs"] for r in records)
         a.form("cancel", forever)
-        wait_until(lambda: all(not listed(n) and n.call("job.records") == {"jobs": [], "runs": [], "cancels": []} for n in nodes),
-                   60, "the cancelled job to be retired too")
+        wait_until(
+            lambda: all(
+                not listed(n) and n.call("job.records") == {"jobs": [], "runs": [], "cancels": []}
+                for n in nodes
+            ),
+            60,
+            "the cancelled job to be retired too",
+        )

@@ -8,14 +8,15 @@ import stat
 
 import pytest
 
-from daemon.frames import FrameError, ReplayGuard, open_frame, seal
-from daemon.keyring import Keyring, KeyringError, decode_key, encode_key, generate_key, key_id_of
+from daemon.transport.frames import FrameError, ReplayGuard, open_frame, seal
+from daemon.transport.keyring import Keyring, KeyringError, decode_key, encode_key, generate_key, key_id_of
 
 NOW = 1_700_000_000.0
 
 
 def test_key_id_is_blake3_prefix():
     import blake3
+
     key = generate_key()
     assert key_id_of(key) == blake3.blake3(key).digest()[:8]
     assert Keyring(key).primary_id == key_id_of(key)
@@ -42,7 +43,7 @@ def test_rotation_add_use_remove(tmp_path):
 
     new_id = ring.add(new)
     assert ring.key_ids() == [key_id_of(old), new_id]
-    assert ring.add(new) == new_id and len(ring) == 2      # adding twice is a no-op
+    assert ring.add(new) == new_id and len(ring) == 2  # adding twice is a no-op
     # still sealing under old: a peer that has not added the new key yet can read us
     assert open_frame(peer, seal(ring, b"a", NOW), NOW, ReplayGuard()) == b"a"
 
@@ -99,7 +100,7 @@ def test_save_load_round_trip_with_mode_0600(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     loaded = Keyring.load(path)
     assert loaded.key_ids() == [key_id_of(b), key_id_of(a)]
-    assert [p.name for p in tmp_path.iterdir()] == ["keyring"]   # no temp file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["keyring"]  # no temp file left behind
     # describe() never shows key material
     assert all(set(entry) == {"key_id", "primary"} for entry in loaded.describe())
     assert encode_key(a) not in repr(loaded.describe())
@@ -112,12 +113,15 @@ def test_single_line_cluster_key_file(tmp_path):
     assert Keyring.load(path).key_ids() == [key_id_of(key)]
 
 
-@pytest.mark.parametrize("content, reason", [
-    ("", "holds no key"),
-    ("# only a comment\n", "holds no key"),
-    ("bm90IGEga2V5\n", "line 1: cluster key must be 32 bytes"),
-    (encode_key(b"k" * 32) + "\n%%%\n", "line 2"),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        ("", "holds no key"),
+        ("# only a comment\n", "holds no key"),
+        ("bm90IGEga2V5\n", "line 1: cluster key must be 32 bytes"),
+        (encode_key(b"k" * 32) + "\n%%%\n", "line 2"),
+    ],
+)
 def test_bad_key_files(tmp_path, content, reason):
     path = tmp_path / "cluster.key"
     path.write_text(content)

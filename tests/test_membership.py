@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.membership import Membership, MembershipConfig
+from daemon.cluster.membership import Membership, MembershipConfig
 
 SELF = b"\x00" * 32
 A = b"\xaa" * 32
@@ -44,10 +44,16 @@ def test_record_refresh_and_the_silence_backstop_follow_the_cluster_wide_write_r
     assert MembershipConfig(refresh_rate=100).suspect_timeout(100) == pytest.approx(8.0)
 
 
-@pytest.mark.parametrize("bad", [
-    dict(heartbeat_interval=0), dict(suspect_mult=-1), dict(dead_mult=1.0), dict(probe_interval=0),
-    dict(refresh_rate=0),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(heartbeat_interval=0),
+        dict(suspect_mult=-1),
+        dict(dead_mult=1.0),
+        dict(probe_interval=0),
+        dict(refresh_rate=0),
+    ],
+)
 def test_config_refuses_nonsense(bad):
     with pytest.raises(ValueError):
         MembershipConfig(**bad)
@@ -83,8 +89,8 @@ def test_a_repeated_or_older_record_is_not_an_advance():
     m = Membership(SELF)
     m.observe(A, 2, 10, "alive", now=0.0)
     m.tick(0.0, cluster_size=2)
-    m.observe(A, 2, 10, "alive", now=3.0)   # same record gossiped again
-    m.observe(A, 1, 99, "alive", now=3.5)   # older incarnation, bigger counter
+    m.observe(A, 2, 10, "alive", now=3.0)  # same record gossiped again
+    m.observe(A, 1, 99, "alive", now=3.5)  # older incarnation, bigger counter
     assert m.status(A, 4.0) == "suspect"
     assert m.since_heartbeat(A, 4.0) == pytest.approx(4.0)
 
@@ -121,7 +127,7 @@ def test_dead_node_that_comes_back_with_a_new_incarnation_rejoins():
     m.tick(0.0, cluster_size=3)
     m.tick(5.0)
     assert kinds(m.tick(20.0)) == [("dead", A)]
-    m.observe(A, 2, 0, "alive", now=30.0)   # restarted: heartbeat counter starts over
+    m.observe(A, 2, 0, "alive", now=30.0)  # restarted: heartbeat counter starts over
     events = m.tick(30.0)
     assert kinds(events) == [("rejoined", A)]
     assert events[0].previous == "dead"
@@ -142,7 +148,7 @@ def test_graceful_leave_is_immediate_and_a_restart_rejoins():
     m.observe(A, 1, 8, "left", now=1.0)
     assert m.status(A, 1.0) == "left"
     assert kinds(m.tick(1.0)) == [("left", A)]
-    assert m.tick(500.0) == []              # a left node never turns suspect or dead
+    assert m.tick(500.0) == []  # a left node never turns suspect or dead
     assert m.status(A, 500.0) == "left"
     m.observe(A, 2, 0, "alive", now=600.0)
     assert kinds(m.tick(600.0)) == [("rejoined", A)]
@@ -151,7 +157,7 @@ def test_graceful_leave_is_immediate_and_a_restart_rejoins():
 def test_stale_left_record_cannot_hide_a_newer_alive_one():
     m = Membership(SELF)
     m.observe(A, 3, 1, "alive", now=0.0)
-    m.observe(A, 2, 9, "left", now=0.5)     # the previous incarnation's goodbye, arriving late
+    m.observe(A, 2, 9, "left", now=0.5)  # the previous incarnation's goodbye, arriving late
     assert m.status(A, 0.5) == "alive"
 
 
@@ -187,19 +193,33 @@ def test_forget_removes_a_node():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 30), st.integers(0, 3), st.integers(0, 5),
-                          st.sampled_from(["alive", "left"])), max_size=40))
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 30), st.integers(0, 3), st.integers(0, 5), st.sampled_from(["alive", "left"])),
+        max_size=40,
+    )
+)
 def test_event_stream_follows_the_state_machine(observations):
     """Whatever arrives, events chain: each event's `previous` is the last reported state."""
     m = Membership(SELF)
     now = 0.0
     reported: dict[bytes, str | None] = {}
     allowed = {
-        "joined": {None}, "suspect": {"alive"}, "dead": {"suspect"},
-        "alive": {"suspect"}, "rejoined": {"dead", "left"}, "left": {"alive", "suspect", "dead"},
+        "joined": {None},
+        "suspect": {"alive"},
+        "dead": {"suspect"},
+        "alive": {"suspect"},
+        "rejoined": {"dead", "left"},
+        "left": {"alive", "suspect", "dead"},
     }
-    target = {"joined": "alive", "suspect": "suspect", "dead": "dead",
-              "alive": "alive", "rejoined": "alive", "left": "left"}
+    target = {
+        "joined": "alive",
+        "suspect": "suspect",
+        "dead": "dead",
+        "alive": "alive",
+        "rejoined": "alive",
+        "left": "left",
+    }
     for step, inc, beat, status in observations:
         now += step
         m.observe(A, inc, beat, status, now)
@@ -220,7 +240,7 @@ def test_take_events_reports_observed_transitions_at_once_and_only_once():
     m.observe(A, 1, 2, "left", now=0.5)
     assert kinds(m.take_events()) == [("left", A)]
     assert m.take_events() == []
-    assert m.tick(0.5, cluster_size=2) == []      # already taken: not reported twice
+    assert m.tick(0.5, cluster_size=2) == []  # already taken: not reported twice
     m.observe(B, 1, 1, "alive", now=1.0)
-    assert kinds(m.take_events()) == [("joined", B)]   # no timeouts applied, however late we ask
+    assert kinds(m.take_events()) == [("joined", B)]  # no timeouts applied, however late we ask
     assert kinds(m.tick(100.0)) == [("suspect", B), ("dead", B)]

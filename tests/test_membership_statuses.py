@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.membership import Membership, MembershipConfig
+from daemon.cluster.membership import Membership, MembershipConfig
 
 SELF = b"\x00" * 32
 PEERS = [bytes([n]) * 32 for n in range(1, 7)]
@@ -38,8 +38,10 @@ def test_statuses_always_equal_status_member_by_member(steps):
         elif kind == 4:
             membership.tick(now, 1 + amount * 3)
             # What a tick leaves behind: every member's reported status is its status now.
-            assert all(member.status == membership.status(member.node_id, now)
-                       for member in map(membership.member, membership.known_ids()))
+            assert all(
+                member.status == membership.status(member.node_id, now)
+                for member in map(membership.member, membership.known_ids())
+            )
         elif kind == 5:
             membership.forget(peer)
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.membership import Membership, MembershipConfig
+from daemon.cluster.membership import Membership, MembershipConfig
 
 SELF = b"\x00" * 32
 A = b"\xaa" * 32
@@ -111,8 +111,8 @@ def test_suspecting_lists_what_an_observer_should_keep_in_its_value():
         m.observe(node, *freshness, "alive", now=0.0)
     m.tick(0.0, cluster_size=4)
     m.observe_suspicions(SELF, {A: (1, 5), B: (1, 5), C: (1, 5), b"\xdd" * 32: (1, 1)}, now=0.0)
-    m.observe(B, 1, 6, "alive", now=1.0)   # refuted
-    m.observe(C, 1, 6, "left", now=1.0)    # left
+    m.observe(B, 1, 6, "alive", now=1.0)  # refuted
+    m.observe(C, 1, 6, "left", now=1.0)  # left
     assert list(m.suspecting(SELF, 1.0)) == [A]  # the unknown one is not kept either
     m.tick(4.0)
     assert m.status(A, 4.0) == "dead"
@@ -142,10 +142,11 @@ def test_a_late_record_still_named_by_the_suspicion_does_not_restart_its_timer()
 
 
 def test_refutation_goes_past_whatever_freshness_the_suspicion_names():
-    from daemon.suspicions import names_me, refutation_point
+    from daemon.cluster.suspicions import names_me, refutation_point
+
     assert names_me({A: (1, 5)}, A, (1, 5)) == (1, 5)
     assert names_me({A: (1, 4)}, A, (1, 5)) is None
     assert names_me({B: (1, 9)}, A, (1, 5)) is None
-    assert refutation_point((1, 5), (1, 5)) == (1, 5)        # publish (1, 6)
-    assert refutation_point((1, 99), (1, 5)) == (1, 99)      # a made-up heartbeat: jump past it
-    assert refutation_point((3, 0), (1, 5)) is None          # a later incarnation: take a new one
+    assert refutation_point((1, 5), (1, 5)) == (1, 5)  # publish (1, 6)
+    assert refutation_point((1, 99), (1, 5)) == (1, 99)  # a made-up heartbeat: jump past it
+    assert refutation_point((3, 0), (1, 5)) is None  # a later incarnation: take a new one

@@ -4,10 +4,10 @@ import logging
 
 import msgpack
 import pytest
+from fake_nvml import FakeGpu, FakeNvml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fake_nvml import FakeGpu, FakeNvml
 from metrics_agent.capabilities import GpuInfo, NodeCapabilities
 from metrics_agent.capacity import GpuUsage, NodeCapacity, Reservation, apply_reservations
 from metrics_agent.collect import collect_capabilities, sample_capacity
@@ -18,10 +18,12 @@ from metrics_agent.wire import WireError
 
 
 def two_gpus():
-    return FakeNvml([
-        FakeGpu("NVIDIA A100-SXM4-40GB", 40 * GIB, 38 * GIB, util=7, uuid="GPU-a", cc=(8, 0)),
-        FakeGpu("NVIDIA Tesla T4", 16 * GIB, 15 * GIB, util=55, uuid="GPU-b", cc=(7, 5)),
-    ])
+    return FakeNvml(
+        [
+            FakeGpu("NVIDIA A100-SXM4-40GB", 40 * GIB, 38 * GIB, util=7, uuid="GPU-a", cc=(8, 0)),
+            FakeGpu("NVIDIA Tesla T4", 16 * GIB, 15 * GIB, util=55, uuid="GPU-b", cc=(7, 5)),
+        ]
+    )
 
 
 def test_real_host_figures_are_integers_and_sane(tmp_path):
@@ -30,7 +32,12 @@ def test_real_host_figures_are_integers_and_sane(tmp_path):
     assert caps.memory_bytes > 0 and caps.disk_bytes > 0 and caps.arch and caps.kernel
     assert caps.labels == {"zone": "a"} and caps.executors == ("wasm",) and caps.gpus == ()
     cap = sample_capacity(tmp_path, caps, [], nvml=FakeNvml([]))
-    for value in (cap.cpu_millicores_idle, cap.memory_available_bytes, cap.disk_free_bytes, *cap.load_avg_milli):
+    for value in (
+        cap.cpu_millicores_idle,
+        cap.memory_available_bytes,
+        cap.disk_free_bytes,
+        *cap.load_avg_milli,
+    ):
         assert isinstance(value, int) and value >= 0
     assert 0 <= cap.cpu_millicores_idle <= caps.cpu_millicores
     assert 0 < cap.memory_available_bytes <= caps.memory_bytes
@@ -80,9 +87,17 @@ def test_a_gpu_that_fails_inventory_is_left_out():
 
 def caps_of(**overrides):
     values = dict(
-        cpu_model="x", logical_cores=4, physical_cores=2, cpu_millicores=4000, memory_bytes=8 * GIB,
-        disk_bytes=100 * GIB, arch="x86_64", os="Debian", kernel="6.1",
-        gpus=(GpuInfo(0, "nvidia", "T4", 16 * GIB, "GPU-0", "550", "7.5"),), executors=("podman", "wasm"),
+        cpu_model="x",
+        logical_cores=4,
+        physical_cores=2,
+        cpu_millicores=4000,
+        memory_bytes=8 * GIB,
+        disk_bytes=100 * GIB,
+        arch="x86_64",
+        os="Debian",
+        kernel="6.1",
+        gpus=(GpuInfo(0, "nvidia", "T4", 16 * GIB, "GPU-0", "550", "7.5"),),
+        executors=("podman", "wasm"),
         labels={"zone": "a"},
     )
     values.update(overrides)
@@ -91,12 +106,20 @@ def caps_of(**overrides):
 
 def test_reservations_are_subtracted():
     caps = caps_of()
-    observed = NodeCapacity(cpu_millicores_idle=3900, memory_available_bytes=7 * GIB, disk_free_bytes=90 * GIB,
-                            gpus=(GpuUsage(0, 16 * GIB, 0),))
+    observed = NodeCapacity(
+        cpu_millicores_idle=3900,
+        memory_available_bytes=7 * GIB,
+        disk_free_bytes=90 * GIB,
+        gpus=(GpuUsage(0, 16 * GIB, 0),),
+    )
     held = [Reservation(1500, 2 * GIB, 10 * GIB, (0,)), Reservation(500, 1 * GIB)]
     cap = apply_reservations(caps, observed, held)
     assert cap.running_jobs == 2
-    assert (cap.reserved_cpu_millicores, cap.reserved_memory_bytes, cap.reserved_disk_bytes) == (2000, 3 * GIB, 10 * GIB)
+    assert (cap.reserved_cpu_millicores, cap.reserved_memory_bytes, cap.reserved_disk_bytes) == (
+        2000,
+        3 * GIB,
+        10 * GIB,
+    )
     assert cap.allocatable_cpu_millicores == 2000
     # Unreserved memory is 5 GiB; the host says 7 GiB is available: the smaller wins.
     assert cap.allocatable_memory_bytes == 5 * GIB
@@ -113,24 +136,49 @@ def test_memory_actually_used_by_others_limits_allocatable():
 
 
 texts = st.text(max_size=30)
-gpu_infos = st.builds(GpuInfo, index=st.integers(0, 1023), vendor=texts, model=texts,
-                      memory_bytes=st.integers(0, 2**62), uuid=texts, driver_version=texts,
-                      compute_capability=st.text(max_size=8))
+gpu_infos = st.builds(
+    GpuInfo,
+    index=st.integers(0, 1023),
+    vendor=texts,
+    model=texts,
+    memory_bytes=st.integers(0, 2**62),
+    uuid=texts,
+    driver_version=texts,
+    compute_capability=st.text(max_size=8),
+)
 capabilities = st.builds(
-    NodeCapabilities, cpu_model=texts, logical_cores=st.integers(0, 10**6), physical_cores=st.integers(0, 10**6),
-    cpu_millicores=st.integers(0, 2**62), memory_bytes=st.integers(0, 2**62), disk_bytes=st.integers(0, 2**62),
-    arch=texts, os=texts, kernel=texts, gpus=st.lists(gpu_infos, max_size=4).map(tuple),
+    NodeCapabilities,
+    cpu_model=texts,
+    logical_cores=st.integers(0, 10**6),
+    physical_cores=st.integers(0, 10**6),
+    cpu_millicores=st.integers(0, 2**62),
+    memory_bytes=st.integers(0, 2**62),
+    disk_bytes=st.integers(0, 2**62),
+    arch=texts,
+    os=texts,
+    kernel=texts,
+    gpus=st.lists(gpu_infos, max_size=4).map(tuple),
     executors=st.lists(st.sampled_from(["podman", "wasm"]), unique=True).map(tuple),
     labels=st.dictionaries(st.text(max_size=10), texts, max_size=4),
 )
 small_ints = st.integers(0, 2**62)
 capacities = st.builds(
-    NodeCapacity, cpu_millicores_idle=small_ints, memory_available_bytes=small_ints, disk_free_bytes=small_ints,
-    gpus=st.lists(st.builds(GpuUsage, st.integers(0, 1023), small_ints, st.integers(0, 100)), max_size=4).map(tuple),
+    NodeCapacity,
+    cpu_millicores_idle=small_ints,
+    memory_available_bytes=small_ints,
+    disk_free_bytes=small_ints,
+    gpus=st.lists(st.builds(GpuUsage, st.integers(0, 1023), small_ints, st.integers(0, 100)), max_size=4).map(
+        tuple
+    ),
     load_avg_milli=st.tuples(small_ints, small_ints, small_ints).filter(lambda t: max(t) < 2**40),
-    running_jobs=st.integers(0, 1000), reserved_cpu_millicores=small_ints, reserved_memory_bytes=small_ints,
-    reserved_disk_bytes=small_ints, reserved_gpu_indices=st.lists(st.integers(0, 1023), max_size=4).map(tuple),
-    allocatable_cpu_millicores=small_ints, allocatable_memory_bytes=small_ints, allocatable_disk_bytes=small_ints,
+    running_jobs=st.integers(0, 1000),
+    reserved_cpu_millicores=small_ints,
+    reserved_memory_bytes=small_ints,
+    reserved_disk_bytes=small_ints,
+    reserved_gpu_indices=st.lists(st.integers(0, 1023), max_size=4).map(tuple),
+    allocatable_cpu_millicores=small_ints,
+    allocatable_memory_bytes=small_ints,
+    allocatable_disk_bytes=small_ints,
     allocatable_gpu_indices=st.lists(st.integers(0, 1023), max_size=4).map(tuple),
 )
 

@@ -12,9 +12,9 @@ import pytest
 import trio
 import trio.testing
 
-from daemon.keyring import Keyring
-from daemon.mem_transport import SimNetwork
-from daemon.transport import TransportError
+from daemon.transport.interface import TransportError
+from daemon.transport.keyring import Keyring
+from daemon.transport.memory import SimNetwork
 
 
 class Node:
@@ -93,7 +93,7 @@ async def test_lost_request_times_out(autojump_clock):
 async def test_partition_blocks_across_groups_and_heals(autojump_clock):
     network = SimNetwork(seed=5)
     async with cluster(network, 4) as (a, b, c, d):
-        network.partition({a.address, b.address}, {c.address})   # d is in the implicit rest group
+        network.partition({a.address, b.address}, {c.address})  # d is in the implicit rest group
         assert await a.transport.request(b.address, b"ab", timeout=1) == b"re:ab"
         for target in (c, d):
             with pytest.raises(TransportError):
@@ -145,14 +145,14 @@ async def test_no_reply_and_handler_failure_reach_the_requester(autojump_clock):
 async def test_unknown_address_and_closed_transport(autojump_clock):
     network = SimNetwork(seed=9)
     async with cluster(network, 1) as (a,):
-        assert await a.transport.send("10.9.9.9:1", b"nobody") is True   # handed to the network
+        assert await a.transport.send("10.9.9.9:1", b"nobody") is True  # handed to the network
         assert network.stats.blocked == 1
         with pytest.raises(ValueError, match="already in use"):
             network.transport(a.address)
     assert await a.transport.send("10.0.0.1:7946", b"x") is False
     with pytest.raises(TransportError, match="not serving"):
         await a.transport.request("10.0.0.1:7946", b"x", timeout=1)
-    network.transport(a.address)   # a restarted node may take its old address again
+    network.transport(a.address)  # a restarted node may take its old address again
 
 
 async def test_sealed_network_drops_a_node_with_another_key(autojump_clock):
@@ -194,7 +194,7 @@ async def test_hours_of_simulated_traffic_run_quickly(autojump_clock):
                 failed += 1
             await trio.sleep(1)
         assert answered + failed >= 3_000
-        assert 0 < failed < answered * 0.05   # about 2% of round trips lose one of two messages
+        assert 0 < failed < answered * 0.05  # about 2% of round trips lose one of two messages
 
 
 def test_exact_latencies_without_resolution_and_a_fresh_trio_run_per_use():
@@ -210,7 +210,7 @@ def test_exact_latencies_without_resolution_and_a_fresh_trio_run_per_use():
             await a.transport.aclose()
             await b.transport.aclose()
 
-    for _ in range(2):   # the network's scheduler lives in one trio.run; a second run gets its own
+    for _ in range(2):  # the network's scheduler lives in one trio.run; a second run gets its own
         trio.run(one_run, clock=trio.testing.MockClock(autojump_threshold=0))
         network._transports.clear()
     assert arrivals == [pytest.approx(0.0123, abs=1e-9)] * 2
@@ -226,7 +226,9 @@ def test_same_seed_same_history():
             for round_number in range(50):
                 for node in nodes:
                     target = network.random.choice(nodes)
-                    await node.transport.send(target.address, b"%s %d" % (node.address.encode(), round_number))
+                    await node.transport.send(
+                        target.address, b"%s %d" % (node.address.encode(), round_number)
+                    )
                 await trio.sleep(0.01)
             await trio.sleep(1)
             return sorted((n.address, p, round(t - start, 9)) for n in nodes for _, p, t in n.received)
@@ -237,4 +239,4 @@ def test_same_seed_same_history():
     first, again, other = run(1), run(1), run(2)
     assert first == again
     assert first != other
-    assert 100 < len(first) < 200   # 200 sent, about 20% lost
+    assert 100 < len(first) < 200  # 200 sent, about 20% lost

@@ -14,10 +14,10 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from daemon.frames import seal
-from daemon.keyring import Keyring, generate_key
-from daemon.net_transport import HELLO, REQUEST, SEND, NetTransport
-from daemon.transport import TransportError
+from daemon.transport.frames import seal
+from daemon.transport.interface import TransportError
+from daemon.transport.keyring import Keyring, generate_key
+from daemon.transport.tcp import HELLO, REQUEST, SEND, NetTransport
 
 GUARD = 20
 
@@ -84,14 +84,18 @@ def port_of(transport: NetTransport) -> int:
     return int(transport.local_address.rsplit(":", 1)[1])
 
 
-def raw_frame(keyring: Keyring, kind: int, body: bytes, request_id: int = 0, now: float | None = None) -> bytes:
+def raw_frame(
+    keyring: Keyring, kind: int, body: bytes, request_id: int = 0, now: float | None = None
+) -> bytes:
     frame = seal(keyring, struct.pack(">BQ", kind, request_id) + body, time.time() if now is None else now)
     return struct.pack(">I", len(frame)) + frame
 
 
 async def assert_still_serving(server: NetTransport, keyring: Keyring) -> None:
     async with serving(keyring) as client:
-        assert await client.request(server.local_address, b"still there?", timeout=GUARD) == b"echo:still there?"
+        assert (
+            await client.request(server.local_address, b"still there?", timeout=GUARD) == b"echo:still there?"
+        )
 
 
 async def test_request_reply_and_one_way_send():
@@ -102,8 +106,10 @@ async def test_request_reply_and_one_way_send():
         assert await client.send(server.local_address, b"fire and forget") is True
         await server.inbox.wait_for(2)
         # the sender is named by its serving address, not its ephemeral port
-        assert server.inbox.items == [(client.local_address, b"hello"),
-                                      (client.local_address, b"fire and forget")]
+        assert server.inbox.items == [
+            (client.local_address, b"hello"),
+            (client.local_address, b"fire and forget"),
+        ]
         assert server.drops.reasons == [] and client.drops.reasons == []
 
 
@@ -186,10 +192,14 @@ async def test_oversized_payloads_are_refused_by_the_sender():
         assert await client.send(server.local_address, b"x" * 70_000) is False
         with pytest.raises(TransportError, match="over the frame limit"):
             await client.request(server.local_address, b"x" * 70_000, timeout=GUARD)
-        assert await client.request(server.local_address, b"x" * 60_000, timeout=GUARD) == b"echo:" + b"x" * 60_000
+        assert (
+            await client.request(server.local_address, b"x" * 60_000, timeout=GUARD)
+            == b"echo:" + b"x" * 60_000
+        )
 
 
 # -- bad peers: each is dropped with one reason, nothing reaches the handler, serving goes on --
+
 
 async def raw_connection(server: NetTransport) -> trio.SocketStream:
     return await trio.open_tcp_stream("127.0.0.1", port_of(server))
@@ -213,8 +223,9 @@ async def test_garbage_stream():
         await stream.send_all(b"\x00\x00\x01\x00" + os.urandom(256))
         await server.drops.wait_for(1)
         assert await closed_by_server(stream)
-        assert server.drops.reasons[0][1] in ("authentication failed",) or \
-            server.drops.reasons[0][1].startswith(("unknown key id", "unsupported frame version"))
+        assert server.drops.reasons[0][1] in ("authentication failed",) or server.drops.reasons[0][
+            1
+        ].startswith(("unknown key id", "unsupported frame version"))
         await assert_still_serving(server, ring)
         assert len(server.drops.reasons) == 1
         assert [p for _, p in server.inbox.items] == [b"still there?"]
@@ -224,7 +235,7 @@ async def test_oversized_length_prefix_is_refused_before_reading_the_body():
     ring = Keyring.generate()
     async with serving(ring) as server:
         stream = await raw_connection(server)
-        await stream.send_all(struct.pack(">I", 9 * 1024 * 1024))   # and no body at all
+        await stream.send_all(struct.pack(">I", 9 * 1024 * 1024))  # and no body at all
         await server.drops.wait_for(1)
         assert server.drops.reasons[0][1] == "frame of 9 MiB over the 4 MiB limit"
         assert await closed_by_server(stream)
@@ -264,7 +275,7 @@ async def test_replayed_frames_are_refused():
         await first.send_all(recorded)
         await server.inbox.wait_for(1)
         second = await raw_connection(server)
-        await second.send_all(recorded)   # an eavesdropper replays the whole recording
+        await second.send_all(recorded)  # an eavesdropper replays the whole recording
         await server.drops.wait_for(1)
         assert server.drops.reasons[0][1] == "replayed frame"
         assert await closed_by_server(second)
@@ -299,7 +310,9 @@ async def test_default_drop_log_line(caplog):
             await server.aclose()
     lines = [r.getMessage() for r in caplog.records if r.name == "formd.transport"]
     assert len(lines) == 1
-    assert lines[0].startswith("bad frame dropped: truncated frame (5 bytes") and " from 127.0.0.1:" in lines[0]
+    assert (
+        lines[0].startswith("bad frame dropped: truncated frame (5 bytes") and " from 127.0.0.1:" in lines[0]
+    )
     assert server.dropped == 1
 
 
@@ -311,7 +324,7 @@ async def test_key_rotation_without_restart():
         new = generate_key()
         server_ring.add(new)
         new_id = client_ring.add(new)
-        client_ring.use(new_id)                    # the client now seals under the new key
+        client_ring.use(new_id)  # the client now seals under the new key
         assert await client.request(server.local_address, b"b", timeout=GUARD) == b"echo:b"
         server_ring.use(new_id)
         server_ring.remove(Keyring(old).primary_id)
@@ -358,10 +371,10 @@ async def test_frames_queued_just_before_shutdown_still_go_out():
         leaving = NetTransport(ring, "127.0.0.1:0")
         async with trio.open_nursery() as nursery:
             await nursery.start(leaving.serve, Inbox())
-            await leaving.request(server.local_address, b"hello", timeout=GUARD)   # connection is up
+            await leaving.request(server.local_address, b"hello", timeout=GUARD)  # connection is up
             for i in range(8):
                 assert await leaving.send(server.local_address, b"%d" % i + b"." * big) is True
-            nursery.cancel_scope.cancel()    # what the daemon does on SIGTERM
+            nursery.cancel_scope.cancel()  # what the daemon does on SIGTERM
         await server.inbox.wait_for(9)
         assert [p[:1] for _, p in server.inbox.items][1:] == [b"%d" % i for i in range(8)]
         assert server.drops.reasons == []
@@ -370,13 +383,14 @@ async def test_frames_queued_just_before_shutdown_still_go_out():
 def reset(stream: trio.SocketStream) -> None:
     """Make the coming close an RST, like a peer killed with kill -9 mid-conversation."""
     import socket
+
     stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 async def test_connection_reset_by_a_client_costs_only_that_connection():
     ring = Keyring.generate()
     async with serving(ring) as server:
-        for cut in (None, 30):   # between frames, then in the middle of one
+        for cut in (None, 30):  # between frames, then in the middle of one
             stream = await raw_connection(server)
             hello = raw_frame(ring, HELLO, b"127.0.0.1:9") + raw_frame(ring, REQUEST, b"slow", request_id=1)
             await stream.send_all(hello if cut is None else hello[:cut])

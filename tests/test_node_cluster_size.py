@@ -5,10 +5,9 @@ fresh count of the records does."""
 import random
 
 import trio
-
 from test_daemon_node import SETTINGS, Sim, wait_for
 
-from daemon.mem_transport import SimNetwork
+from daemon.transport.memory import SimNetwork
 
 
 def fresh_count(node):
@@ -28,7 +27,9 @@ async def test_cluster_size_follows_joins_and_leaves(autojump_clock):
         assert [sim.nodes[a].cluster_size() for a in addresses] == [5] * 5
         await sim.nodes[addresses[4]].leave()
         sim.crash(addresses[4])
-        await wait_for(lambda: all(sim.nodes[a].cluster_size() == 4 for a in addresses[:4]), step=SETTINGS.tick_interval)
+        await wait_for(
+            lambda: all(sim.nodes[a].cluster_size() == 4 for a in addresses[:4]), step=SETTINGS.tick_interval
+        )
         assert all(sim.nodes[a].cluster_size() == fresh_count(sim.nodes[a]) == 4 for a in addresses[:4])
         nursery.cancel_scope.cancel()
 

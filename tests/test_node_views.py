@@ -1,4 +1,4 @@
-"""daemon/node_views.py: the job loop's node views, kept by changes instead of rebuilt every
+"""daemon/jobs/node_views.py: the job loop's node views, kept by changes instead of rebuilt every
 pass, must always equal a rebuild from scratch, and report every change of shape."""
 
 from __future__ import annotations
@@ -8,20 +8,27 @@ from types import SimpleNamespace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_crdt_support import FakeNode
 
-from crdt_state.document import ClusterDocument
 from crdt_state.records import NodeRecord
-from daemon.membership import Membership, MembershipConfig
-from daemon.node import static_capacity
-from daemon.node_views import NodeViews
+from daemon.cluster.membership import Membership, MembershipConfig
+from daemon.cluster.node import static_capacity
+from daemon.jobs.node_views import NodeViews
 from metrics_agent.capabilities import NodeCapabilities
 from metrics_agent.capacity import NodeCapacity
 from pack_manager import scheduling
-from test_crdt_support import FakeNode
 
 BASE = NodeCapabilities(
-    cpu_model="test", logical_cores=4, physical_cores=4, cpu_millicores=4000, memory_bytes=8 << 30,
-    disk_bytes=100 << 30, arch="x86_64", os="linux", kernel="test", executors=("wasm",),
+    cpu_model="test",
+    logical_cores=4,
+    physical_cores=4,
+    cpu_millicores=4000,
+    memory_bytes=8 << 30,
+    disk_bytes=100 << 30,
+    arch="x86_64",
+    os="linux",
+    kernel="test",
+    executors=("wasm",),
 )
 
 
@@ -59,8 +66,12 @@ def test_kept_views_equal_a_rebuild_and_report_every_change(steps):
     writers = [FakeNode.create() for _ in range(4)]
     me = writers[0]
     node = SimpleNamespace(
-        document=me.doc, membership=Membership(me.node_id, MembershipConfig()), capabilities=BASE,
-        status="alive", identity=SimpleNamespace(node_id=me.node_id), clock=0.0,
+        document=me.doc,
+        membership=Membership(me.node_id, MembershipConfig()),
+        capabilities=BASE,
+        status="alive",
+        identity=SimpleNamespace(node_id=me.node_id),
+        clock=0.0,
     )
     views = NodeViews(node, lambda: node.clock)
     beats = {w.node_id: 0 for w in writers}
@@ -68,9 +79,16 @@ def test_kept_views_equal_a_rebuild_and_report_every_change(steps):
     def write(writer, capabilities, capacity) -> None:
         beats[writer.node_id] += 1
         record = NodeRecord(
-            node_id=writer.node_id, public_key=writer.record().public_key, address="127.0.0.1:1",
-            incarnation=1, heartbeat=beats[writer.node_id], status="alive", capabilities=capabilities,
-            capacity=capacity, version="t", updated_ms=1_700_000_000_000 + beats[writer.node_id],
+            node_id=writer.node_id,
+            public_key=writer.record().public_key,
+            address="127.0.0.1:1",
+            incarnation=1,
+            heartbeat=beats[writer.node_id],
+            status="alive",
+            capabilities=capabilities,
+            capacity=capacity,
+            version="t",
+            updated_ms=1_700_000_000_000 + beats[writer.node_id],
         )
         envelope = record.seal(writer.key)
         if writer is me:
@@ -97,7 +115,9 @@ def test_kept_views_equal_a_rebuild_and_report_every_change(steps):
             node.clock += amount / 10
             node.membership.tick(node.clock, 4)
         elif kind == 3:
-            node.membership.observe_suspicions(writers[(number + 1) % 4].node_id, {writer.node_id: (1, beats[writer.node_id])}, node.clock)
+            node.membership.observe_suspicions(
+                writers[(number + 1) % 4].node_id, {writer.node_id: (1, beats[writer.node_id])}, node.clock
+            )
         elif kind == 4:
             node.capabilities = replace(BASE, labels={"own": str(amount)})
         elif kind == 5:

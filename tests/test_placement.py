@@ -94,8 +94,11 @@ def test_deterministic_and_order_independent(job, nodes, data):
         assert top_k(job, shuffled, k, policy) == rank(job, nodes, policy)[:k]
 
 
-@given(jobs=st.lists(ids, min_size=20, max_size=20), nodes=st.lists(ids, min_size=2, max_size=12, unique=True),
-       newcomer=ids)
+@given(
+    jobs=st.lists(ids, min_size=20, max_size=20),
+    nodes=st.lists(ids, min_size=2, max_size=12, unique=True),
+    newcomer=ids,
+)
 def test_adding_a_node_moves_jobs_only_to_it(jobs, nodes, newcomer):
     if newcomer in nodes:
         return
@@ -105,8 +108,11 @@ def test_adding_a_node_moves_jobs_only_to_it(jobs, nodes, newcomer):
         assert after in (before, newcomer)
 
 
-@given(jobs=st.lists(ids, min_size=20, max_size=20), nodes=st.lists(ids, min_size=3, max_size=12, unique=True),
-       data=st.data())
+@given(
+    jobs=st.lists(ids, min_size=20, max_size=20),
+    nodes=st.lists(ids, min_size=3, max_size=12, unique=True),
+    data=st.data(),
+)
 def test_removing_a_node_moves_only_its_jobs(jobs, nodes, data):
     gone = data.draw(st.sampled_from(nodes))
     rest = [n for n in nodes if n != gone]

@@ -6,9 +6,19 @@ import random
 
 import pytest
 
-from daemon.probe_order import ProbeOrder
-from daemon.probe_wire import (NACK, Ping, PingRequest, ProbeError, decode_probe, encode_ack, encode_ping,
-                               encode_ping_request, is_ack_from, is_probe)
+from daemon.cluster.probe_order import ProbeOrder
+from daemon.cluster.probe_wire import (
+    NACK,
+    Ping,
+    PingRequest,
+    ProbeError,
+    decode_probe,
+    encode_ack,
+    encode_ping,
+    encode_ping_request,
+    is_ack_from,
+    is_probe,
+)
 
 PEERS = [bytes([n]) * 32 for n in range(1, 9)]
 
@@ -58,17 +68,20 @@ def test_probe_payloads_round_trip():
     assert not is_ack_from(encode_ack(PEERS[1]), target) and not is_ack_from(NACK, target)
 
 
-@pytest.mark.parametrize("payload, fragment", [
-    (b"\xc2", "ping of 1 bytes"),
-    (b"\xc2" + b"x" * 31, "ping of 32 bytes"),
-    (b"\xc2" + b"x" * 33, "ping of 34 bytes"),
-    (b"\xc3" + b"x" * 32, "does not hold"),
-    (b"\xc3" + b"x" * 32 + b"a" * 400, "does not hold"),
-    (b"\xc3" + b"x" * 32 + b"no-port", "not host:port"),
-    (b"\xc3" + b"x" * 32 + b"\xff\xfe:1", "not host:port"),
-    (b"\xc3" + b"x" * 32 + b"::1:80", "not host:port"),
-    (b"\xc4" + b"x" * 32, "not a probe"),
-])
+@pytest.mark.parametrize(
+    "payload, fragment",
+    [
+        (b"\xc2", "ping of 1 bytes"),
+        (b"\xc2" + b"x" * 31, "ping of 32 bytes"),
+        (b"\xc2" + b"x" * 33, "ping of 34 bytes"),
+        (b"\xc3" + b"x" * 32, "does not hold"),
+        (b"\xc3" + b"x" * 32 + b"a" * 400, "does not hold"),
+        (b"\xc3" + b"x" * 32 + b"no-port", "not host:port"),
+        (b"\xc3" + b"x" * 32 + b"\xff\xfe:1", "not host:port"),
+        (b"\xc3" + b"x" * 32 + b"::1:80", "not host:port"),
+        (b"\xc4" + b"x" * 32, "not a probe"),
+    ],
+)
 def test_malformed_probe_payloads_are_refused_with_a_reason(payload, fragment):
     with pytest.raises(ProbeError, match=fragment):
         decode_probe(payload)

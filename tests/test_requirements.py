@@ -16,8 +16,15 @@ from pack_manager.requirements import (
 
 def test_from_human_parses_every_field():
     req = WorkloadRequirements.from_human(
-        cpu="1.5", memory="4GiB", disk="10GB", gpu="2", gpu_model="A100", gpu_memory="40GiB",
-        executor="podman", labels=["zone=a", "disk=ssd"], preferred=["rack=r1"],
+        cpu="1.5",
+        memory="4GiB",
+        disk="10GB",
+        gpu="2",
+        gpu_model="A100",
+        gpu_memory="40GiB",
+        executor="podman",
+        labels=["zone=a", "disk=ssd"],
+        preferred=["rack=r1"],
     )
     assert req.cpu_millicores == 1500
     assert req.memory_bytes == 4 * GIB
@@ -29,7 +36,11 @@ def test_from_human_parses_every_field():
 
 def test_defaults():
     req = WorkloadRequirements.from_human()
-    assert (req.cpu_millicores, req.memory_bytes, req.executor) == (DEFAULT_CPU_MILLICORES, DEFAULT_MEMORY_BYTES, "podman")
+    assert (req.cpu_millicores, req.memory_bytes, req.executor) == (
+        DEFAULT_CPU_MILLICORES,
+        DEFAULT_MEMORY_BYTES,
+        "podman",
+    )
 
 
 @pytest.mark.parametrize(
@@ -65,7 +76,11 @@ requirements = st.builds(
     gpu_model=st.none() | st.text(min_size=1, max_size=20),
     gpu_memory_bytes=st.integers(0, 1024**5),
     executor=st.just("podman"),
-    labels=st.dictionaries(st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True), st.text(max_size=10).filter(lambda v: "\n" not in v and "\r" not in v and "\x00" not in v), max_size=3),
+    labels=st.dictionaries(
+        st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True),
+        st.text(max_size=10).filter(lambda v: "\n" not in v and "\r" not in v and "\x00" not in v),
+        max_size=3,
+    ),
 )
 
 

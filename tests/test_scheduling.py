@@ -11,17 +11,45 @@ from metrics_agent.capacity import NodeCapacity, Reservation, apply_reservations
 from metrics_agent.units import GIB
 from pack_manager.jobspec import JobSpec
 from pack_manager.jobstate import (
-    CLAIMED, DECLINED, FAILED, RUNNING, SUCCEEDED, YIELDED, RunReport, TransitionError, advance,
+    CLAIMED,
+    DECLINED,
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    YIELDED,
+    RunReport,
+    TransitionError,
+    advance,
 )
 from pack_manager.requirements import WorkloadRequirements
 from pack_manager.scheduling import (
-    Claim, Decline, GiveUp, JobView, NodeView, Stop, Yield, decide, job_status, order_nodes,
+    Claim,
+    Decline,
+    GiveUp,
+    JobView,
+    NodeView,
+    Stop,
+    Yield,
+    decide,
+    job_status,
+    order_nodes,
 )
 
 
 def caps(memory=8 * GIB, labels=None, executors=("podman", "wasm")):
-    return NodeCapabilities("x", 4, 4, 4000, memory, 100 * GIB, "x86_64", "Debian", "6.1",
-                            executors=executors, labels=labels or {})
+    return NodeCapabilities(
+        "x",
+        4,
+        4,
+        4000,
+        memory,
+        100 * GIB,
+        "x86_64",
+        "Debian",
+        "6.1",
+        executors=executors,
+        labels=labels or {},
+    )
 
 
 def capacity(c, held=()):
@@ -36,8 +64,15 @@ def view(c=None, status="alive", held=(), reported_ms=1000):
 
 def spec(memory="1GiB", replicas=1, **req):
     requirements = WorkloadRequirements.from_human(memory=memory, **req)
-    return JobSpec(kind="run", submitter=b"s" * 32, nonce=os.urandom(16), image="localhost/formnet/busybox",
-                   command=("true",), requirements=requirements, replicas=replicas)
+    return JobSpec(
+        kind="run",
+        submitter=b"s" * 32,
+        nonce=os.urandom(16),
+        image="localhost/formnet/busybox",
+        command=("true",),
+        requirements=requirements,
+        replicas=replicas,
+    )
 
 
 def job(s=None, runs=None, cancelled=False):
@@ -212,8 +247,15 @@ def test_on_one_view_at_most_k_nodes_claim(n, replicas, dead, busy, seed):
     for i, node_id in enumerate(ids):
         held = [Reservation(memory_bytes=7 * GIB)] if i in busy else []
         nodes[node_id] = view(status="dead" if i in dead else "alive", held=held)
-    s = JobSpec(kind="run", submitter=b"s" * 32, nonce=seed, image="img", command=("true",),
-                requirements=WorkloadRequirements.from_human(memory="2GiB"), replicas=replicas)
+    s = JobSpec(
+        kind="run",
+        submitter=b"s" * 32,
+        nonce=seed,
+        image="img",
+        command=("true",),
+        requirements=WorkloadRequirements.from_human(memory="2GiB"),
+        replicas=replicas,
+    )
     j = job(s)
     result = actions(j, nodes)
     claims = [x for x in result.values() if isinstance(x, Claim)]
@@ -224,8 +266,16 @@ def test_on_one_view_at_most_k_nodes_claim(n, replicas, dead, busy, seed):
 
 def prefer_local_spec(**req):
     requirements = WorkloadRequirements.from_human(memory="1GiB", **req)
-    return JobSpec(kind="run", submitter=NODES[0], nonce=os.urandom(16), image="localhost/formnet/busybox",
-                   command=("true",), requirements=requirements, context="ab" * 32, prefer_local_inputs=True)
+    return JobSpec(
+        kind="run",
+        submitter=NODES[0],
+        nonce=os.urandom(16),
+        image="localhost/formnet/busybox",
+        command=("true",),
+        requirements=requirements,
+        context="ab" * 32,
+        prefer_local_inputs=True,
+    )
 
 
 def test_prefer_local_inputs_ranks_holders_first_and_claims_there():
@@ -243,10 +293,23 @@ def test_more_held_blobs_rank_higher_and_without_the_option_holdings_are_ignored
     s = prefer_local_spec()
     plain = order_nodes(job(s), cluster())
     holdings = {plain[2]: 2, plain[1]: 1}
-    assert order_nodes(JobView(s.job_id(), s, {}, holdings=holdings), cluster()) == [plain[2], plain[1], plain[0]]
-    unset = JobSpec(kind="run", submitter=NODES[0], nonce=s.nonce, image="localhost/formnet/busybox", command=("true",),
-                    requirements=s.requirements, context="ab" * 32)
-    assert order_nodes(JobView(unset.job_id(), unset, {}, holdings=holdings), cluster()) == order_nodes(job(unset), cluster())
+    assert order_nodes(JobView(s.job_id(), s, {}, holdings=holdings), cluster()) == [
+        plain[2],
+        plain[1],
+        plain[0],
+    ]
+    unset = JobSpec(
+        kind="run",
+        submitter=NODES[0],
+        nonce=s.nonce,
+        image="localhost/formnet/busybox",
+        command=("true",),
+        requirements=s.requirements,
+        context="ab" * 32,
+    )
+    assert order_nodes(JobView(unset.job_id(), unset, {}, holdings=holdings), cluster()) == order_nodes(
+        job(unset), cluster()
+    )
 
 
 def test_a_preferred_label_outweighs_any_number_of_held_blobs():
@@ -270,8 +333,12 @@ def test_the_order_with_holdings_does_not_depend_on_the_order_of_the_views(held,
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=40, unique=True),
-       st.lists(st.sampled_from(["a", "b"]), max_size=40), st.booleans(), st.sampled_from(["hashed-xor", "xor"]))
+@given(
+    st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=40, unique=True),
+    st.lists(st.sampled_from(["a", "b"]), max_size=40),
+    st.booleans(),
+    st.sampled_from(["hashed-xor", "xor"]),
+)
 def test_order_nodes_is_labels_first_then_the_policy_with_or_without_preferences(ids, labels, prefer, policy):
     from pack_manager.placement import rank, rank_with_preferences
 

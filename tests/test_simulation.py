@@ -29,8 +29,17 @@ def without_cost(report):
 
 
 def test_small_cluster_with_loss_and_a_crash_keeps_every_invariant():
-    options = SimOptions(nodes=20, seconds=60, seed=3, jobs=40, loss=0.01, crash=Amount(count=1), restart=1.0,
-                         restart_after=25, plots=False)
+    options = SimOptions(
+        nodes=20,
+        seconds=60,
+        seed=3,
+        jobs=40,
+        loss=0.01,
+        crash=Amount(count=1),
+        restart=1.0,
+        restart_after=25,
+        plots=False,
+    )
     report, ok = run_session(options, say=quiet)
     assert ok and report["invariants_ok"]
     assert all(section["ok"] and section["count"] == 0 for section in report["invariants"].values())
@@ -50,12 +59,28 @@ def test_small_cluster_with_loss_and_a_crash_keeps_every_invariant():
 
 def test_wiped_restarts_a_partition_and_a_slow_node_keep_every_invariant():
     """A wiped machine comes back as a new node; the old identity's claims must be taken over."""
-    options = SimOptions(nodes=8, seconds=40, quiet=6, seed=1, jobs=40, crash=Amount(count=3), restart=1.0,
-                         restart_after=12, wipe=1.0, partitions=(Partition(24, 8, 0.25),), slow=Amount(count=1),
-                         loss=0.01, plots=False)
+    options = SimOptions(
+        nodes=8,
+        seconds=40,
+        quiet=6,
+        seed=1,
+        jobs=40,
+        crash=Amount(count=3),
+        restart=1.0,
+        restart_after=12,
+        wipe=1.0,
+        partitions=(Partition(24, 8, 0.25),),
+        slow=Amount(count=1),
+        loss=0.01,
+        plots=False,
+    )
     report, ok = run_session(options, say=quiet)
     assert ok, report["invariants"]
-    assert report["faults"]["wiped_restarts"] == 3 and report["faults"]["slow_nodes"] and report["faults"]["partitions"]
+    assert (
+        report["faults"]["wiped_restarts"] == 3
+        and report["faults"]["slow_nodes"]
+        and report["faults"]["partitions"]
+    )
     jobs = report["jobs"]
     assert jobs["succeeded"] + jobs["failed"] + jobs["lost_with_submitter"] == jobs["submitted"] == 40
     assert jobs["reassignments"] >= 1
@@ -64,12 +89,23 @@ def test_wiped_restarts_a_partition_and_a_slow_node_keep_every_invariant():
 
 
 def test_restarts_that_keep_the_key_but_lose_the_state_keep_every_invariant():
-    # Found by this simulation (fixed in daemon/refutation.py): such a node started again at
+    # Found by this simulation (fixed in daemon/cluster/refutation.py): such a node started again at
     # incarnation 1 while peers kept showing its earlier life's record (stale rule), so they
     # took it for dead while it ran jobs: duplicate successes, views that differed.
     for seed in (1, 2):
-        options = SimOptions(nodes=8, seconds=40, quiet=6, seed=seed, jobs=40, crash=Amount(count=3), restart=1.0,
-                             restart_after=12, wipe=1.0, wipe_keeps_key=True, plots=False)
+        options = SimOptions(
+            nodes=8,
+            seconds=40,
+            quiet=6,
+            seed=seed,
+            jobs=40,
+            crash=Amount(count=3),
+            restart=1.0,
+            restart_after=12,
+            wipe=1.0,
+            wipe_keeps_key=True,
+            plots=False,
+        )
         report, ok = run_session(options, say=quiet)
         assert ok, report["invariants"]
         assert report["faults"]["wiped_restarts"] == 3
@@ -78,8 +114,17 @@ def test_restarts_that_keep_the_key_but_lose_the_state_keep_every_invariant():
 def test_slow_nodes_still_declare_a_crashed_node_dead_in_time():
     """A slow node ticks late but keeps formd's failure-detection timeouts, so every crash
     is seen dead everywhere (slow nodes included) before the node comes back."""
-    options = SimOptions(nodes=10, seconds=60, quiet=5, seed=9, crash=Amount(count=2), restart=1.0, restart_after=30,
-                         slow=Amount(count=3), plots=False)
+    options = SimOptions(
+        nodes=10,
+        seconds=60,
+        quiet=5,
+        seed=9,
+        crash=Amount(count=2),
+        restart=1.0,
+        restart_after=30,
+        slow=Amount(count=3),
+        plots=False,
+    )
     report, ok = run_session(options, say=quiet)
     assert ok
     detection = report["failure_detection"]
@@ -89,8 +134,17 @@ def test_slow_nodes_still_declare_a_crashed_node_dead_in_time():
 
 
 def test_same_seed_same_report_other_seed_other_report():
-    options = SimOptions(nodes=8, seconds=30, seed=5, jobs=15, loss=0.02, crash=Amount(count=1), quiet=8,
-                         partitions=(Partition(14, 6),), plots=False)
+    options = SimOptions(
+        nodes=8,
+        seconds=30,
+        seed=5,
+        jobs=15,
+        loss=0.02,
+        crash=Amount(count=1),
+        quiet=8,
+        partitions=(Partition(14, 6),),
+        plots=False,
+    )
     first, _ = run_session(options, say=quiet)
     second, _ = run_session(options, say=quiet)
     assert "cost" in first and first["cost"]["real_s"] > 0
@@ -105,9 +159,33 @@ def test_same_seed_same_report_across_processes(tmp_path):
     for hash_seed in ("1", "2"):
         out = tmp_path / hash_seed
         subprocess.run(
-            [sys.executable, "-m", "simulations.run", "--nodes", "6", "--seconds", "20s", "--quiet", "6s",
-             "--jobs", "8", "--crash", "1", "--loss", "2%", "--seed", "11", "--report", str(out), "--no-plots"],
-            cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": hash_seed}, check=True, capture_output=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "simulations.run",
+                "--nodes",
+                "6",
+                "--seconds",
+                "20s",
+                "--quiet",
+                "6s",
+                "--jobs",
+                "8",
+                "--crash",
+                "1",
+                "--loss",
+                "2%",
+                "--seed",
+                "11",
+                "--report",
+                str(out),
+                "--no-plots",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         reports.append(without_cost(json.loads((out / "report.json").read_text())))
     assert reports[0] == reports[1]
@@ -115,8 +193,25 @@ def test_same_seed_same_report_across_processes(tmp_path):
 
 
 def test_the_checker_catches_an_injected_duplicate_success(tmp_path, capsys):
-    code = main(["--nodes", "6", "--seconds", "20s", "--quiet", "6s", "--jobs", "6", "--seed", "2",
-                 "--inject", "duplicate-success", "--report", str(tmp_path), "--no-plots"])
+    code = main(
+        [
+            "--nodes",
+            "6",
+            "--seconds",
+            "20s",
+            "--quiet",
+            "6s",
+            "--jobs",
+            "6",
+            "--seed",
+            "2",
+            "--inject",
+            "duplicate-success",
+            "--report",
+            str(tmp_path),
+            "--no-plots",
+        ]
+    )
     assert code == 1
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["invariants_ok"] is False
@@ -131,26 +226,46 @@ def test_the_checker_catches_an_injected_duplicate_success(tmp_path, capsys):
 
 
 def test_the_checker_catches_an_injected_orphan_claim(tmp_path, capsys):
-    code = main(["--nodes", "6", "--seconds", "20s", "--quiet", "6s", "--jobs", "6", "--seed", "2",
-                 "--inject", "orphan-claim", "--report", str(tmp_path), "--no-plots"])
+    code = main(
+        [
+            "--nodes",
+            "6",
+            "--seconds",
+            "20s",
+            "--quiet",
+            "6s",
+            "--jobs",
+            "6",
+            "--seed",
+            "2",
+            "--inject",
+            "orphan-claim",
+            "--report",
+            str(tmp_path),
+            "--no-plots",
+        ]
+    )
     assert code == 1
     report = json.loads((tmp_path / "report.json").read_text())
     assert [n for n, s in report["invariants"].items() if not s["ok"]] == ["claims_backed"]
     assert "holds an active claim" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--latency", "20ms..1ms"], "--latency"),
-    (["--crash", "lots"], "--crash"),
-    (["--partition", "30s"], "DURATION@START"),
-    (["--partition", "30s@50s"], "past --seconds"),
-    (["--loss", "100%"], "--loss"),
-    (["--seconds", "soon"], "--seconds"),
-    (["--nodes", "0"], "--nodes"),
-    (["--job-cpu", "lots"], "--job-cpu"),
-    (["--fanout", "0"], "--fanout must be at least 1"),
-    (["--tick", "0s"], "--tick must be positive"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--latency", "20ms..1ms"], "--latency"),
+        (["--crash", "lots"], "--crash"),
+        (["--partition", "30s"], "DURATION@START"),
+        (["--partition", "30s@50s"], "past --seconds"),
+        (["--loss", "100%"], "--loss"),
+        (["--seconds", "soon"], "--seconds"),
+        (["--nodes", "0"], "--nodes"),
+        (["--job-cpu", "lots"], "--job-cpu"),
+        (["--fanout", "0"], "--fanout must be at least 1"),
+        (["--tick", "0s"], "--tick must be positive"),
+    ],
+)
 def test_bad_options_are_refused_with_a_reason(args, message, capsys, tmp_path):
     assert main(["--seconds", "60s", *args, "--report", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
@@ -158,7 +273,9 @@ def test_bad_options_are_refused_with_a_reason(args, message, capsys, tmp_path):
 
 
 def test_a_size_sweep_that_includes_the_main_size_reports_every_size(tmp_path):
-    options = SimOptions(nodes=4, seconds=6, quiet=6, probes=2, seed=8, sizes=(3, 4), report_dir=tmp_path, plots=True)
+    options = SimOptions(
+        nodes=4, seconds=6, quiet=6, probes=2, seed=8, sizes=(3, 4), report_dir=tmp_path, plots=True
+    )
     report, ok = run_session(options, say=quiet)
     assert ok
     written = json.loads((tmp_path / "report.json").read_text())
@@ -168,7 +285,9 @@ def test_a_size_sweep_that_includes_the_main_size_reports_every_size(tmp_path):
 
 
 def test_a_warm_start_begins_with_every_node_knowing_every_node():
-    options = SimOptions(nodes=12, seconds=10, quiet=6, probes=2, seed=4, jobs=6, warm_start=True, plots=False)
+    options = SimOptions(
+        nodes=12, seconds=10, quiet=6, probes=2, seed=4, jobs=6, warm_start=True, plots=False
+    )
     report, ok = run_session(options, say=quiet)
     assert ok and report["jobs"]["succeeded"] + report["jobs"]["failed"] == 6
     # Every node started at once (a restart of a formed cluster) and the boot check passed the
@@ -212,10 +331,18 @@ def test_document_growth_writes_a_record_when_formd_would():
 
 
 def test_probes_not_heartbeat_silence_find_a_crashed_node():
-    """SWIM probes (daemon/probes.py) run in the simulation: a crashed node is marked dead by
+    """SWIM probes (daemon/cluster/probes.py) run in the simulation: a crashed node is marked dead by
     every live node well before the heartbeat-silence backstop could have done it."""
-    options = SimOptions(nodes=12, seconds=40, quiet=5, seed=11, crash=Amount(count=1), restart=0.0,
-                         warm_start=True, plots=False)
+    options = SimOptions(
+        nodes=12,
+        seconds=40,
+        quiet=5,
+        seed=11,
+        crash=Amount(count=1),
+        restart=0.0,
+        warm_start=True,
+        plots=False,
+    )
     report, ok = run_session(options, say=quiet)
     assert ok
     detection = report["failure_detection"]
@@ -226,8 +353,18 @@ def test_probes_not_heartbeat_silence_find_a_crashed_node():
 
 
 def test_compare_policies_runs_the_same_jobs_under_each_policy(tmp_path):
-    options = SimOptions(nodes=8, seconds=20, quiet=4, probes=1, seed=5, jobs=30, warm_start=True, compare_policies=True,
-                         report_dir=tmp_path, plots=True)
+    options = SimOptions(
+        nodes=8,
+        seconds=20,
+        quiet=4,
+        probes=1,
+        seed=5,
+        jobs=30,
+        warm_start=True,
+        compare_policies=True,
+        report_dir=tmp_path,
+        plots=True,
+    )
     report, ok = run_session(options, say=quiet)
     assert ok
     by_policy = json.loads((tmp_path / "report.json").read_text())["placement_by_policy"]

@@ -1,7 +1,14 @@
 """The simulation's invariant checks on hand-made end states: each one can fail, and says why."""
 
 from pack_manager.jobstate import RunReport
-from simulations.sim.invariants import FinalFacts, JobFacts, PartitionSpan, check_all, duplicate_successes, lost_with_submitter
+from simulations.sim.invariants import (
+    FinalFacts,
+    JobFacts,
+    PartitionSpan,
+    check_all,
+    duplicate_successes,
+    lost_with_submitter,
+)
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 NAMES = {A: "n0", B: "n1", C: "n2"}
@@ -13,14 +20,20 @@ def run(state, attempt=1, finished_ms=0):
 
 def facts(jobs, *, up=(A, B, C), documents=None, partitions=(), orphans=()):
     return FinalFacts(
-        jobs={job.job_hex: job for job in jobs}, up=set(up), capable_survivor=bool(up),
+        jobs={job.job_hex: job for job in jobs},
+        up=set(up),
+        capable_survivor=bool(up),
         documents=documents if documents is not None else {n: ((("1", 1),), "same") for n in up},
-        partitions=list(partitions), orphan_claims=list(orphans), names=NAMES,
+        partitions=list(partitions),
+        orphan_claims=list(orphans),
+        names=NAMES,
     )
 
 
 def job(name, submitter=A, present=True, **runs):
-    return JobFacts(name * 64, submitter, 1_000, present=present, runs={NAMES_BY[n]: r for n, r in runs.items()})
+    return JobFacts(
+        name * 64, submitter, 1_000, present=present, runs={NAMES_BY[n]: r for n, r in runs.items()}
+    )
 
 
 NAMES_BY = {"n0": A, "n1": B, "n2": C}
@@ -31,8 +44,17 @@ def broken(end_state):
 
 
 def test_a_clean_end_state_breaks_nothing():
-    assert broken(facts([job("1", n0=run("succeeded", finished_ms=5_000)),
-                         job("2", n1=run("failed", finished_ms=5_000), n2=run("yielded"))])) == {}
+    assert (
+        broken(
+            facts(
+                [
+                    job("1", n0=run("succeeded", finished_ms=5_000)),
+                    job("2", n1=run("failed", finished_ms=5_000), n2=run("yielded")),
+                ]
+            )
+        )
+        == {}
+    )
 
 
 def test_an_unfinished_job_is_named_with_its_runs():
@@ -62,7 +84,9 @@ def test_two_successes_are_a_violation_unless_a_partition_separated_the_nodes():
     assert "succeeded on 2 nodes (n0, n1)" in found["no_duplicate_success"][0]
     split = PartitionSpan(2_000, 8_000, frozenset({A}))
     assert broken(facts([doubled], partitions=[split])) == {}
-    assert duplicate_successes(facts([doubled], partitions=[split]))[1] == ["job 111111111111 succeeded on n0, n1 (a partition separated them)"]
+    assert duplicate_successes(facts([doubled], partitions=[split]))[1] == [
+        "job 111111111111 succeeded on n0, n1 (a partition separated them)"
+    ]
     # A partition that kept both on the same side, or came after the job, explains nothing.
     same_side = PartitionSpan(2_000, 8_000, frozenset({A, B}))
     later = PartitionSpan(20_000, 30_000, frozenset({A}))
@@ -73,7 +97,10 @@ def test_documents_that_differ_are_a_violation():
     documents = {A: ((("1", 5),), "x"), B: ((("1", 5),), "x"), C: ((("1", 6),), "y")}
     found = broken(facts([], documents=documents))
     assert list(found) == ["documents_identical"]
-    assert "2 different documents among 3 live nodes" in found["documents_identical"][0] and "n2" in found["documents_identical"][0]
+    assert (
+        "2 different documents among 3 live nodes" in found["documents_identical"][0]
+        and "n2" in found["documents_identical"][0]
+    )
 
 
 def test_a_claim_left_on_a_dead_node_is_a_violation():

@@ -12,8 +12,16 @@ from simulations.sim.world import SEEDS
 
 
 def test_fault_plan_spares_the_seeds_and_follows_the_shares():
-    options = SimOptions(nodes=40, seconds=100, quiet=10, crash=Amount(share=0.25), restart=1.0, wipe=0.5,
-                         slow=Amount(count=3), partitions=(Partition(60, 20, 0.25),))
+    options = SimOptions(
+        nodes=40,
+        seconds=100,
+        quiet=10,
+        crash=Amount(share=0.25),
+        restart=1.0,
+        wipe=0.5,
+        slow=Amount(count=3),
+        partitions=(Partition(60, 20, 0.25),),
+    )
     plan = plan_faults(options, random.Random(1))
     assert len(plan.crashes) == 10 and len(plan.slow) == 3
     assert all(c.machine >= SEEDS for c in plan.crashes) and all(i >= SEEDS for i in plan.slow)
@@ -30,7 +38,9 @@ def test_no_restart_means_crashed_nodes_stay_down():
 
 
 def test_job_plan_stays_inside_its_window_and_uses_the_cpu_choices():
-    options = SimOptions(nodes=10, seconds=100, quiet=20, jobs=300, job_duration=(2.0, 4.0), job_cpu=(250, 2000))
+    options = SimOptions(
+        nodes=10, seconds=100, quiet=20, jobs=300, job_duration=(2.0, 4.0), job_cpu=(250, 2000)
+    )
     plan = plan_jobs(options, random.Random(5))
     assert len(plan) == 300 and [s.at_s for s in plan] == sorted(s.at_s for s in plan)
     assert all(20 <= s.at_s <= 20 + 0.6 * 80 for s in plan)
@@ -40,9 +50,14 @@ def test_job_plan_stays_inside_its_window_and_uses_the_cpu_choices():
     assert len(ids) == 300
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("1ms..20ms", (0.001, 0.02)), ("5ms", (0.005, 0.005)), ("0..1s", (0.0, 1.0)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("1ms..20ms", (0.001, 0.02)),
+        ("5ms", (0.005, 0.005)),
+        ("0..1s", (0.0, 1.0)),
+    ],
+)
 def test_latency_forms(text, expected):
     assert parse.latency_range(text) == pytest.approx(expected)
 
@@ -51,7 +66,11 @@ def test_amounts_partitions_and_their_errors():
     assert parse.amount("5%", "--crash").of(1000) == 50 and parse.amount("3", "--crash").of(2) == 2
     assert parse.partition("30s@60s") == Partition(60.0, 30.0, 0.5)
     assert parse.partition("10s@5s/30%") == Partition(5.0, 10.0, 0.3)
-    for bad, message in (("0s@5s", "lasts no time"), ("10s@5s/0.7", "smaller side"), ("10s", "DURATION@START")):
+    for bad, message in (
+        ("0s@5s", "lasts no time"),
+        ("10s@5s/0.7", "smaller side"),
+        ("10s", "DURATION@START"),
+    ):
         with pytest.raises(OptionError, match=message):
             parse.partition(bad)
     with pytest.raises(OptionError, match="neither a percentage"):

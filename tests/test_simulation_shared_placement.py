@@ -15,15 +15,32 @@ from simulations.sim.shared_placement import shared_placement
 def nodes(count, zone_of=lambda i: "a"):
     out = {}
     for i in range(count):
-        caps = NodeCapabilities("x", 4, 4, 4000, 8 * GIB, 100 * GIB, "x86_64", "Debian", "6.1",
-                                executors=("podman", "wasm"), labels={"zone": zone_of(i)})
+        caps = NodeCapabilities(
+            "x",
+            4,
+            4,
+            4000,
+            8 * GIB,
+            100 * GIB,
+            "x86_64",
+            "Debian",
+            "6.1",
+            executors=("podman", "wasm"),
+            labels={"zone": zone_of(i)},
+        )
         out[os.urandom(32)] = scheduling.NodeView(caps, NodeCapacity(4000, 8 * GIB, 100 * GIB), "alive", 0)
     return out
 
 
 def job(**req):
-    spec = JobSpec(kind="run", submitter=b"s" * 32, nonce=os.urandom(16), image="localhost/formnet/busybox",
-                   command=("true",), requirements=WorkloadRequirements.from_human(**req))
+    spec = JobSpec(
+        kind="run",
+        submitter=b"s" * 32,
+        nonce=os.urandom(16),
+        image="localhost/formnet/busybox",
+        command=("true",),
+        requirements=WorkloadRequirements.from_human(**req),
+    )
     return scheduling.JobView(spec.job_id(), spec, {})
 
 

@@ -18,7 +18,15 @@ from metrics_agent.units import (
 
 @pytest.mark.parametrize(
     "text, millicores",
-    [("500m", 500), ("2", 2000), ("1.5", 1500), (" 0.25 ", 250), ("100000", 100_000_000), (3, 3000), ("0", 0)],
+    [
+        ("500m", 500),
+        ("2", 2000),
+        ("1.5", 1500),
+        (" 0.25 ", 250),
+        ("100000", 100_000_000),
+        (3, 3000),
+        ("0", 0),
+    ],
 )
 def test_cpu_forms(text, millicores):
     assert parse_cpu(text) == millicores
@@ -87,7 +95,9 @@ def test_bools_are_not_numbers():
         parse_cpu(True)
 
 
-@pytest.mark.parametrize("text, seconds", [("90s", 90), ("10m", 600), ("2h", 7200), ("1500ms", 1.5), ("30", 30)])
+@pytest.mark.parametrize(
+    "text, seconds", [("90s", 90), ("10m", 600), ("2h", 7200), ("1500ms", 1.5), ("30", 30)]
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 

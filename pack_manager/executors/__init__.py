@@ -19,7 +19,20 @@ from .job_runner import run_job
 from .staging import StagingError, stage_work_area
 
 __all__ = [
-    "CANCELLED", "FAILED", "FINAL_STATES", "IMAGE_ARCHIVE", "OUTPUTS_TAR", "SUCCEEDED", "TIMED_OUT",
-    "ExecutionResult", "Executor", "ExecutorLimits", "LogSink", "OutputFile", "WorkArea",
-    "StagingError", "stage_work_area", "run_job",
+    "CANCELLED",
+    "FAILED",
+    "FINAL_STATES",
+    "IMAGE_ARCHIVE",
+    "OUTPUTS_TAR",
+    "SUCCEEDED",
+    "TIMED_OUT",
+    "ExecutionResult",
+    "Executor",
+    "ExecutorLimits",
+    "LogSink",
+    "OutputFile",
+    "WorkArea",
+    "StagingError",
+    "stage_work_area",
+    "run_job",
 ]

@@ -28,13 +28,17 @@ async def run_job(
     """
     limits = limits or ExecutorLimits()
     if executor.name != spec.requirements.executor:
-        return ExecutionResult(FAILED, f"rejected: the job needs the {spec.requirements.executor} executor, not {executor.name}")
+        return ExecutionResult(
+            FAILED, f"rejected: the job needs the {spec.requirements.executor} executor, not {executor.name}"
+        )
     run_whole = getattr(executor, "run_whole", None)
     if run_whole is not None:  # stages, runs and cleans up itself, in fewer thread trips (WASM)
         return await run_whole(spec, work_root, result_dir, blob_path, log, cancel, limits)
     try:
         try:
-            work = await trio.to_thread.run_sync(stage_work_area, spec, work_root, result_dir, blob_path, limits)
+            work = await trio.to_thread.run_sync(
+                stage_work_area, spec, work_root, result_dir, blob_path, limits
+            )
         except StagingError as exc:
             return ExecutionResult(FAILED, f"rejected before running: {exc}")
         return await executor.execute(spec, work, log, cancel)

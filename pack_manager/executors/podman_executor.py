@@ -54,7 +54,9 @@ class PodmanExecutor:
         self.url = url
         self.limits = limits or ExecutorLimits()
 
-    async def execute(self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event) -> ExecutionResult:
+    async def execute(
+        self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event
+    ) -> ExecutionResult:
         started = time.monotonic()
         try:
             if spec.kind == "run":
@@ -82,7 +84,8 @@ class PodmanExecutor:
                 await trio.to_thread.run_sync(self._launch, spec, work, job)
             except _NoImage:
                 return ExecutionResult(
-                    FAILED, f"image {spec.image!r} is not on this node (no registry is reachable: build or load it first)"
+                    FAILED,
+                    f"image {spec.image!r} is not on this node (no registry is reachable: build or load it first)",
                 )
             container, attached, watch = job.container, job.attached, job.watch
             assert container is not None and watch is not None
@@ -91,17 +94,23 @@ class PodmanExecutor:
 
             async def run_to_exit() -> None:
                 await self._pump(lambda send: self._read_stream(attached, send), log)
-                final_state.append(await trio.to_thread.run_sync(_exit_state, container, abandon_on_cancel=True))
+                final_state.append(
+                    await trio.to_thread.run_sync(_exit_state, container, abandon_on_cancel=True)
+                )
 
             outcome = await supervise(run_to_exit, spec.timeout_s, cancel)
             if outcome == CANCELLED:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(lambda: container.stop(timeout=max(1, int(self.limits.stop_grace_s))))
+                    await trio.to_thread.run_sync(
+                        lambda: container.stop(timeout=max(1, int(self.limits.stop_grace_s)))
+                    )
                 return ExecutionResult(CANCELLED, "cancelled: the container was stopped")
             if outcome == TIMED_OUT:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(lambda: _kill_quietly(container))
-                return ExecutionResult(TIMED_OUT, f"timed out after {spec.timeout_s:g} s: the container was killed")
+                return ExecutionResult(
+                    TIMED_OUT, f"timed out after {spec.timeout_s:g} s: the container was killed"
+                )
 
             state = final_state[0]
             code = int(state.get("ExitCode", -1))
@@ -132,7 +141,9 @@ class PodmanExecutor:
             raise _NoImage from None
         user = podman_options.choose_user(image.attrs.get("Config", {}).get("User"), self.limits)
         name = f"formnet-{spec.job_id().hex()[:12]}-{secrets.token_hex(3)}"
-        container = job.container = _create(client, podman_options.run_options(spec, work, self.limits, user, name))
+        container = job.container = _create(
+            client, podman_options.run_options(spec, work, self.limits, user, name)
+        )
         # Attaching to a created container initialises it (runc create: cgroup and
         # process exist, the command has not run), so the OOM watch is armed before the
         # job can allocate anything, without a separate init call.
@@ -140,16 +151,25 @@ class PodmanExecutor:
         job.watch = OomWatch(_initialised_pid(container))
         container.start()
 
-    async def _run_result(self, spec: JobSpec, work: WorkArea, code: int, oom: bool, oom_known: bool) -> ExecutionResult:
+    async def _run_result(
+        self, spec: JobSpec, work: WorkArea, code: int, oom: bool, oom_known: bool
+    ) -> ExecutionResult:
         memory = spec.requirements.memory_bytes
         if code != 0:
             if oom:
-                reason = f"out of memory: killed at the {format_bytes(memory)} memory limit (exit code {code})"
+                reason = (
+                    f"out of memory: killed at the {format_bytes(memory)} memory limit (exit code {code})"
+                )
             elif code == 137 and memory and not oom_known:
-                reason = f"killed by SIGKILL (exit code 137); most likely out of memory at the {format_bytes(memory)} limit"
+                reason = (
+                    "killed by SIGKILL (exit code 137); most likely out of memory at the "
+                    f"{format_bytes(memory)} limit"
+                )
             else:
                 reason = f"the command exited with code {code}"
-            return ExecutionResult(FAILED, reason, exit_code=code, outputs=await collect_outputs(work, self.limits, strict=False))
+            return ExecutionResult(
+                FAILED, reason, exit_code=code, outputs=await collect_outputs(work, self.limits, strict=False)
+            )
         try:
             outputs = await collect_outputs(work, self.limits, strict=True)
         except ArchiveError as exc:
@@ -183,7 +203,12 @@ class PodmanExecutor:
         def send(line: str) -> None:
             try:
                 trio.from_thread.run(send_channel.send, line)
-            except (trio.Cancelled, trio.ClosedResourceError, trio.RunFinishedError, trio.BrokenResourceError):
+            except (
+                trio.Cancelled,
+                trio.ClosedResourceError,
+                trio.RunFinishedError,
+                trio.BrokenResourceError,
+            ):
                 pass  # nobody is listening any more; keep draining the stream
 
         async def deliver() -> None:
@@ -199,7 +224,9 @@ class PodmanExecutor:
 
     # ---- build -------------------------------------------------------------------------
 
-    async def _build(self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event) -> ExecutionResult:
+    async def _build(
+        self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event
+    ) -> ExecutionResult:
         assert work.context_tar is not None  # staging guarantees it for builds
         tag = podman_options.job_tag(spec)
         cgroup_parent = podman_options.build_cgroup_parent(spec, secrets.token_hex(4))
@@ -212,7 +239,12 @@ class PodmanExecutor:
         def send(line: str) -> None:
             try:
                 trio.from_thread.run(send_channel.send, line)
-            except (trio.Cancelled, trio.ClosedResourceError, trio.RunFinishedError, trio.BrokenResourceError):
+            except (
+                trio.Cancelled,
+                trio.ClosedResourceError,
+                trio.RunFinishedError,
+                trio.BrokenResourceError,
+            ):
                 pass
 
         async def build_thread() -> None:
@@ -246,7 +278,9 @@ class PodmanExecutor:
                     await trio.to_thread.run_sync(_remove_image_quietly, client, tag)
                 if outcome == CANCELLED:
                     return ExecutionResult(CANCELLED, "cancelled: the build was stopped")
-                return ExecutionResult(TIMED_OUT, f"timed out after {spec.timeout_s:g} s: the build was stopped")
+                return ExecutionResult(
+                    TIMED_OUT, f"timed out after {spec.timeout_s:g} s: the build was stopped"
+                )
             if errors:
                 await trio.to_thread.run_sync(_remove_image_quietly, client, tag)
                 return ExecutionResult(FAILED, f"build failed: {errors[-1].strip()}")
@@ -255,26 +289,43 @@ class PodmanExecutor:
             except (ImageNotFound, NotFound):
                 return ExecutionResult(FAILED, "build failed: Podman reported no error but produced no image")
             if spec.keep_image:
-                return ExecutionResult(SUCCEEDED, f"built {tag} (kept on this node)", exit_code=0, image_id=image.id)
+                return ExecutionResult(
+                    SUCCEEDED, f"built {tag} (kept on this node)", exit_code=0, image_id=image.id
+                )
             try:
                 archive = await self._save_image(client, image.id, work)
             finally:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(_remove_image_quietly, client, tag)
-            return ExecutionResult(SUCCEEDED, "built; image saved as an OCI archive", exit_code=0,
-                                   outputs=(archive,), image_id=image.id)
+            return ExecutionResult(
+                SUCCEEDED,
+                "built; image saved as an OCI archive",
+                exit_code=0,
+                outputs=(archive,),
+                image_id=image.id,
+            )
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(remove_cgroup, cgroup_parent)
                 await trio.to_thread.run_sync(client.close)
 
-    def _stream_build(self, params: dict[str, Any], work: WorkArea, send: Callable[[str], None],
-                      responses: list[Any], errors: list[str]) -> None:
+    def _stream_build(
+        self,
+        params: dict[str, Any],
+        work: WorkArea,
+        send: Callable[[str], None],
+        responses: list[Any],
+        errors: list[str],
+    ) -> None:
         client = self._client()
         try:
             with open(work.context_tar, "rb") as body:  # type: ignore[arg-type]
                 response = client.api.post(
-                    "/build", params=params, data=body, headers={"Content-type": "application/x-tar"}, stream=True
+                    "/build",
+                    params=params,
+                    data=body,
+                    headers={"Content-type": "application/x-tar"},
+                    stream=True,
                 )
                 responses.append(response)
                 if response.status_code >= 400:
@@ -316,7 +367,9 @@ class PodmanExecutor:
         target = work.result_dir / IMAGE_ARCHIVE
 
         def save() -> None:
-            response = client.api.get(f"/images/{image_id}/get", params={"format": "oci-archive"}, stream=True)
+            response = client.api.get(
+                f"/images/{image_id}/get", params={"format": "oci-archive"}, stream=True
+            )
             response.raise_for_status()
             with open(target, "wb") as handle:
                 for chunk in response.iter_content(chunk_size=1 << 20):

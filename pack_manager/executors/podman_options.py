@@ -42,7 +42,9 @@ def ulimits(limits: ExecutorLimits) -> list[dict[str, Any]]:
     ]
 
 
-def run_options(spec: JobSpec, work: WorkArea, limits: ExecutorLimits, user: str, name: str) -> dict[str, Any]:
+def run_options(
+    spec: JobSpec, work: WorkArea, limits: ExecutorLimits, user: str, name: str
+) -> dict[str, Any]:
     req = spec.requirements
     options: dict[str, Any] = {
         "image": spec.image,

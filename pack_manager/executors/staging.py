@@ -39,7 +39,9 @@ def stage_work_area(
         raise
 
 
-def _stage(spec: JobSpec, root: Path, result_dir: Path, blob_path: BlobLookup, limits: ExecutorLimits) -> WorkArea:
+def _stage(
+    spec: JobSpec, root: Path, result_dir: Path, blob_path: BlobLookup, limits: ExecutorLimits
+) -> WorkArea:
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     # The container user is not root: it must be able to reach and read the data dirs.
     os.chmod(root, 0o711)
@@ -78,7 +80,9 @@ def _stage(spec: JobSpec, root: Path, result_dir: Path, blob_path: BlobLookup, l
         source = _need_blob(blob_path, item.digest, f"input {item.name!r}")
         total += source.stat().st_size
         if total > limits.max_input_bytes:
-            raise StagingError(f"inputs: together over the limit of {limits.max_input_bytes} bytes at {item.name!r}")
+            raise StagingError(
+                f"inputs: together over the limit of {limits.max_input_bytes} bytes at {item.name!r}"
+            )
         target = inputs_dir / item.name
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         shutil.copyfile(source, target)

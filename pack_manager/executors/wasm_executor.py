@@ -27,7 +27,17 @@ from metrics_agent.units import format_bytes
 
 from ..context_archive import ArchiveError
 from ..jobspec import JobSpec
-from .base import CANCELLED, FAILED, SUCCEEDED, TIMED_OUT, ExecutionResult, ExecutorLimits, LineSplitter, LogSink, WorkArea
+from .base import (
+    CANCELLED,
+    FAILED,
+    SUCCEEDED,
+    TIMED_OUT,
+    ExecutionResult,
+    ExecutorLimits,
+    LineSplitter,
+    LogSink,
+    WorkArea,
+)
 from .outputs import pack_outputs
 from .podman_options import INPUTS_MOUNT, OUTPUTS_MOUNT
 from .staging import BlobLookup, StagingError, remove_tree, stage_work_area
@@ -51,14 +61,26 @@ class WasmExecutor:
         self.modules = CompiledModules()
         self.engines = ThreadEngines()
 
-    async def execute(self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event) -> ExecutionResult:
+    async def execute(
+        self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event
+    ) -> ExecutionResult:
         """The Executor contract: a work area staged by the caller."""
         if spec.kind != "wasm" or work.module_path is None:
-            return ExecutionResult(FAILED, f"the wasm executor runs wasm jobs with a staged module, not {spec.kind}")
-        return await self._supervised(spec, log, cancel, lambda guest, send: self._guest_and_outputs(guest, spec, work, send))
+            return ExecutionResult(
+                FAILED, f"the wasm executor runs wasm jobs with a staged module, not {spec.kind}"
+            )
+        return await self._supervised(
+            spec, log, cancel, lambda guest, send: self._guest_and_outputs(guest, spec, work, send)
+        )
 
     async def run_whole(
-        self, spec: JobSpec, work_root: Path, result_dir: Path, blob_path: BlobLookup, log: LogSink, cancel: trio.Event,
+        self,
+        spec: JobSpec,
+        work_root: Path,
+        result_dir: Path,
+        blob_path: BlobLookup,
+        log: LogSink,
+        cancel: trio.Event,
         limits: ExecutorLimits,
     ) -> ExecutionResult:
         """run_job's work in one thread trip: stage, run, pack the outputs, remove work_root."""
@@ -70,14 +92,18 @@ class WasmExecutor:
                 except StagingError as exc:
                     return ExecutionResult(FAILED, f"rejected before running: {exc}")
                 if work.module_path is None:
-                    return ExecutionResult(FAILED, f"the wasm executor runs wasm jobs with a staged module, not {spec.kind}")
+                    return ExecutionResult(
+                        FAILED, f"the wasm executor runs wasm jobs with a staged module, not {spec.kind}"
+                    )
                 return self._guest_and_outputs(guest, spec, work, send)
             finally:
                 remove_tree(work_root)
 
         return await self._supervised(spec, log, cancel, body)
 
-    async def _supervised(self, spec: JobSpec, log: LogSink, cancel: trio.Event, body: Body) -> ExecutionResult:
+    async def _supervised(
+        self, spec: JobSpec, log: LogSink, cancel: trio.Event, body: Body
+    ) -> ExecutionResult:
         """Run body in a worker thread under the job's deadline and cancel event; its log
         lines go to `log` as they come."""
         started = time.monotonic()
@@ -91,7 +117,12 @@ class WasmExecutor:
             # wasmtime may call the output hooks from threads of its own, hence the token.
             try:
                 trio.from_thread.run(send_channel.send, line, trio_token=token)
-            except (trio.Cancelled, trio.ClosedResourceError, trio.RunFinishedError, trio.BrokenResourceError):
+            except (
+                trio.Cancelled,
+                trio.ClosedResourceError,
+                trio.RunFinishedError,
+                trio.BrokenResourceError,
+            ):
                 pass
 
         async def run_body() -> None:
@@ -122,10 +153,14 @@ class WasmExecutor:
             if ended_by == CANCELLED:
                 result = ExecutionResult(CANCELLED, "cancelled: the module was interrupted")
             else:
-                result = ExecutionResult(TIMED_OUT, f"timed out after {spec.timeout_s:g} s: the module was interrupted")
+                result = ExecutionResult(
+                    TIMED_OUT, f"timed out after {spec.timeout_s:g} s: the module was interrupted"
+                )
         return replace(result, duration_s=time.monotonic() - started)
 
-    def _guest_and_outputs(self, guest: GuestHandle, spec: JobSpec, work: WorkArea, send: Callable[[str], None]) -> ExecutionResult:
+    def _guest_and_outputs(
+        self, guest: GuestHandle, spec: JobSpec, work: WorkArea, send: Callable[[str], None]
+    ) -> ExecutionResult:
         """Blocking: run the guest, then pack what it left in its outputs dir."""
         state, reason, code = self._run_module(guest, spec, work, send)
         if guest.stopped:  # interrupted: the caller says why, and nothing of it is kept
@@ -137,7 +172,11 @@ class WasmExecutor:
         return ExecutionResult(state, reason, exit_code=code, outputs=outputs)
 
     def _run_module(
-        self, guest: GuestHandle, spec: JobSpec, work: WorkArea, send: Callable[[str], None],
+        self,
+        guest: GuestHandle,
+        spec: JobSpec,
+        work: WorkArea,
+        send: Callable[[str], None],
     ) -> tuple[str, str, int | None]:
         """Blocking: instantiate and run _start on this thread's engine. Returns (state, reason, exit code)."""
         engine = self.engines.current()
@@ -154,6 +193,7 @@ class WasmExecutor:
             def write(data: bytes) -> None:
                 for line in splitter.feed(data):
                     send(prefix + line)
+
             return write
 
         try:
@@ -175,8 +215,14 @@ class WasmExecutor:
             except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
                 text = _first_line(exc)
                 if "memory" in text and ("limit" in text or "exceeds" in text or "minimum" in text):
-                    return FAILED, (f"memory limit: the module needs more than the "
-                                    f"{format_bytes(spec.requirements.memory_bytes)} cap ({text})"), None
+                    return (
+                        FAILED,
+                        (
+                            f"memory limit: the module needs more than the "
+                            f"{format_bytes(spec.requirements.memory_bytes)} cap ({text})"
+                        ),
+                        None,
+                    )
                 return FAILED, f"could not instantiate the module: {text}", None
             start = instance.exports(store).get("_start")
             if not isinstance(start, wasmtime.Func):

@@ -51,7 +51,9 @@ class ControlView:
 
 
 class FormdCluster:
-    def __init__(self, root: Path, size: int, settings: dict[str, str], say: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, root: Path, size: int, settings: dict[str, str], say: Callable[[str], None] = print
+    ) -> None:
         self.root = root
         self.settings = settings
         self.say = say
@@ -67,7 +69,12 @@ class FormdCluster:
         seed = self.nodes[0]
         seed.init(settings=self.settings)
         with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(lambda n: n.init(seeds=[seed.address], key_file=seed.key_file, settings=self.settings), self.nodes[1:]))
+            list(
+                pool.map(
+                    lambda n: n.init(seeds=[seed.address], key_file=seed.key_file, settings=self.settings),
+                    self.nodes[1:],
+                )
+            )
         began = time.monotonic()
         self._start_node(seed)
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -76,7 +83,9 @@ class FormdCluster:
         converged = time.monotonic() - began
         for node in self.nodes:  # once through the real CLI, as a user would check
             listed = json.loads(node.form("nodes", "--json").stdout)
-            assert len(listed) == len(self.nodes) and all(n["status"] == "alive" for n in listed), f"{node.name}: {listed}"
+            assert len(listed) == len(self.nodes) and all(n["status"] == "alive" for n in listed), (
+                f"{node.name}: {listed}"
+            )
         return converged
 
     def _start_node(self, node: Formd) -> None:
@@ -97,7 +106,9 @@ class FormdCluster:
                     return False
             return True
 
-        wait_until(everyone_sees_everyone, timeout, f"{len(ids)} formd nodes to see each other alive", interval=0.2)
+        wait_until(
+            everyone_sees_everyone, timeout, f"{len(ids)} formd nodes to see each other alive", interval=0.2
+        )
 
     # ---- views and changes --------------------------------------------------------------------
 
@@ -139,7 +150,9 @@ class FormdCluster:
     def stop(self) -> dict[str, int]:
         """SIGTERM every running node, wait for them together, SIGKILL the process group of any
         straggler. Returns how many left gracefully and how many had to be killed."""
-        return self.stopped.add(stop_processes([n.process for n in self.nodes if n.process is not None], STOP_GRACE_S))
+        return self.stopped.add(
+            stop_processes([n.process for n in self.nodes if n.process is not None], STOP_GRACE_S)
+        )
 
 
 def process_entry(name: str, process: subprocess.Popen, kind: str) -> dict[str, Any]:
@@ -176,7 +189,9 @@ class StopTally(dict):
         return dict(self)
 
 
-def stop_processes(processes: list[subprocess.Popen], grace: float, signum: int = signal.SIGTERM) -> dict[str, int]:
+def stop_processes(
+    processes: list[subprocess.Popen], grace: float, signum: int = signal.SIGTERM
+) -> dict[str, int]:
     """Each process leads its own process group (start_new_session)."""
     running = [p for p in processes if p.poll() is None]
     for process in running:

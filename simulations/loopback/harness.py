@@ -69,24 +69,42 @@ class Harness:
     def run(self) -> dict[str, Any]:
         began = time.monotonic()
         say = self.options.say
-        self.report = {"harness": "loopback", "nodes": self.options.nodes, "profile": self.options.profile,
-                       "settings": self.settings, "workload": None, "serf": None, "comparison": None, "jobs": None,
-                       "machine": {"cpus": os.cpu_count(), "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]},
-                       "code": code_version(),
-                       "root": str(self.root)}
+        self.report = {
+            "harness": "loopback",
+            "nodes": self.options.nodes,
+            "profile": self.options.profile,
+            "settings": self.settings,
+            "workload": None,
+            "serf": None,
+            "comparison": None,
+            "jobs": None,
+            "machine": {"cpus": os.cpu_count(), "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]},
+            "code": code_version(),
+            "root": str(self.root),
+        }
         try:
             self.report["error"] = "run did not complete"  # cleared at the end of a complete run
-            say(f"starting {self.options.nodes} formd nodes under {self.root} (profile {self.options.profile})")
+            say(
+                f"starting {self.options.nodes} formd nodes under {self.root} (profile {self.options.profile})"
+            )
             self.report["started_s"] = round(self.formd.start(), 3)
-            say(f"converged: every node lists all {self.options.nodes} alive, {self.report['started_s']:.2f}s after the first start")
+            say(
+                f"converged: every node lists all {self.options.nodes} alive, "
+                f"{self.report['started_s']:.2f}s after the first start"
+            )
             self.report.update(self._steady_bytes())
-            self.report["convergence"] = self._label_changes(self.formd.observers, self._formd_label, self._formd_label_seen)
+            self.report["convergence"] = self._label_changes(
+                self.formd.observers, self._formd_label, self._formd_label_seen
+            )
             runner = WorkloadRunner(self.formd, self.root / "scratch", say, self.stop)
             if self.options.steps:
                 runner.run(self.options.steps)
                 self.report["jobs"] = runner.account(self.options.drain_s)
-                self.report["workload"] = {"file": self.options.workload, "steps": runner.steps,
-                                           "label_changes": runner.label_changes}
+                self.report["workload"] = {
+                    "file": self.options.workload,
+                    "steps": runner.steps,
+                    "label_changes": runner.label_changes,
+                }
             if self.options.serf:
                 self._compare_with_serf(runner)
             self.report["failure_detection"] = runner.failures
@@ -118,12 +136,20 @@ class Harness:
         second = self.formd.counters()
         elapsed = time.monotonic() - t0
         sent = [(second[k]["bytes_sent"] - first[k]["bytes_sent"]) / elapsed for k in first if k in second]
-        received = [(second[k]["bytes_received"] - first[k]["bytes_received"]) / elapsed for k in first if k in second]
+        received = [
+            (second[k]["bytes_received"] - first[k]["bytes_received"]) / elapsed for k in first if k in second
+        ]
         mean_sent = round(statistics.mean(sent), 1)
         self.options.say(f"steady state: {mean_sent / 1024:.2f} KiB/s sent per node over {elapsed:.1f}s")
-        return {"bytes_per_node_per_s": mean_sent,
-                "bytes": {"sent_per_node_per_s": mean_sent, "sent_max_node_per_s": round(max(sent), 1),
-                          "received_per_node_per_s": round(statistics.mean(received), 1), "window_s": round(elapsed, 2)}}
+        return {
+            "bytes_per_node_per_s": mean_sent,
+            "bytes": {
+                "sent_per_node_per_s": mean_sent,
+                "sent_max_node_per_s": round(max(sent), 1),
+                "received_per_node_per_s": round(statistics.mean(received), 1),
+                "window_s": round(elapsed, 2),
+            },
+        }
 
     def _label_changes(self, observers, change, seen_check) -> dict[str, Any]:
         """`changes` times: one node changes a label (tag), time until every node shows it."""
@@ -134,10 +160,14 @@ class Harness:
             start = time.monotonic()
             target = change(index, value)
             request_s = round(time.monotonic() - start, 4)
-            times = time_until_seen(observers(), seen_check(target, value), start=start, timeout=CHANGE_TIMEOUT_S, stop=self.stop)
+            times = time_until_seen(
+                observers(), seen_check(target, value), start=start, timeout=CHANGE_TIMEOUT_S, stop=self.stop
+            )
             results.append({"node": index, "request_s": request_s, **spread(times)})
-            self.options.say(f"change {number + 1}/{self.options.changes} on node {index}: all nodes after "
-                             f"{_fmt(results[-1]['all_s'])} (50% {_fmt(results[-1]['p50_s'])})")
+            self.options.say(
+                f"change {number + 1}/{self.options.changes} on node {index}: all nodes after "
+                f"{_fmt(results[-1]['all_s'])} (50% {_fmt(results[-1]['p50_s'])})"
+            )
             self.stop.wait(0.3)  # let the cluster settle so changes do not overlap
         return summarise(results)
 
@@ -157,6 +187,7 @@ class Harness:
     def _serf_tag_seen(target: str, value: str):
         def seen(members: list[dict]) -> bool:
             return any(m["Name"] == target and m["Tags"].get(LABEL) == value for m in members)
+
         return seen
 
     # ---- the Serf comparison ---------------------------------------------------------------------
@@ -175,11 +206,17 @@ class Harness:
 
         say(f"starting {self.options.nodes} serf agents")
         self.serf = SerfCluster(self.root / "serf", self.options.nodes, say)
-        serf_report: dict[str, Any] = {"nodes": self.options.nodes, "settings": SERF_LAN_DEFAULTS, "encrypted": True,
-                                       "bytes_per_node_per_s": None}
+        serf_report: dict[str, Any] = {
+            "nodes": self.options.nodes,
+            "settings": SERF_LAN_DEFAULTS,
+            "encrypted": True,
+            "bytes_per_node_per_s": None,
+        }
         serf_report["started_s"] = round(self.serf.start(), 3)
         say(f"serf converged after {serf_report['started_s']:.2f}s")
-        serf_report["convergence"] = self._label_changes(self.serf.observers, self._serf_tag, self._serf_tag_seen)
+        serf_report["convergence"] = self._label_changes(
+            self.serf.observers, self._serf_tag, self._serf_tag_seen
+        )
         serf_kill = None
         if victim is not None:
             say(f"comparison: kill -9 serf s{victim}")
@@ -191,7 +228,12 @@ class Harness:
             def failed(members: list[dict]) -> bool:
                 return any(m["Name"] == name and m["Status"] == "failed" for m in members)
 
-            serf_kill = {"node": name, "failed": spread(time_until_seen(observers, failed, start=start, timeout=120, stop=self.stop))}
+            serf_kill = {
+                "node": name,
+                "failed": spread(
+                    time_until_seen(observers, failed, start=start, timeout=120, stop=self.stop)
+                ),
+            }
             say(f"           {name} failed on every other agent after {_fmt(serf_kill['failed']['all_s'])}")
         serf_report["failure_detection"] = {"kill": [serf_kill] if serf_kill else []}
         self.report["serf"] = serf_report
@@ -202,9 +244,21 @@ class Harness:
         formd_dead = formd_kill["dead"]["all_s"] if formd_kill else None
         serf_failed = serf_kill["failed"]["all_s"] if serf_kill else None
         return {
-            "label_change_all_s": {"formd": formd_conv["all_s"], "serf": serf_conv["all_s"], "ratio": ratio(formd_conv["all_s"], serf_conv["all_s"])},
-            "label_change_p50_s": {"formd": formd_conv["p50_s"], "serf": serf_conv["p50_s"], "ratio": ratio(formd_conv["p50_s"], serf_conv["p50_s"])},
-            "kill_detected_all_s": {"formd": formd_dead, "serf": serf_failed, "ratio": ratio(formd_dead, serf_failed)},
+            "label_change_all_s": {
+                "formd": formd_conv["all_s"],
+                "serf": serf_conv["all_s"],
+                "ratio": ratio(formd_conv["all_s"], serf_conv["all_s"]),
+            },
+            "label_change_p50_s": {
+                "formd": formd_conv["p50_s"],
+                "serf": serf_conv["p50_s"],
+                "ratio": ratio(formd_conv["p50_s"], serf_conv["p50_s"]),
+            },
+            "kill_detected_all_s": {
+                "formd": formd_dead,
+                "serf": serf_failed,
+                "ratio": ratio(formd_dead, serf_failed),
+            },
             "explanation": explain_timings(self.settings, self.options.nodes),
         }
 
@@ -217,17 +271,26 @@ def explain_timings(settings: dict[str, str], size: int) -> dict[str, str]:
     serf = SERF_LAN_DEFAULTS
     serf_min = serf["suspicion_mult"] * max(1.0, math.log10(max(size, 1))) * serf["probe_interval_ms"] / 1000
     return {
-        "formd": (f"a change is queued and pushed on the next gossip round (every {settings['gossip_interval_ms']} ms, to "
-                  f"{settings['gossip_fanout']} random peers, each receiver passing it on); active probe of one peer every "
-                  f"{probe:g} s (timeout {settings.get('probe_timeout_ms', '500')} ms, then {settings.get('indirect_probes', '3')} "
-                  f"indirect probes); a failed probe writes a suspicion into the document, and a suspected node is dead after "
-                  f"{settings['suspect_mult']} x log10(max(n,10)) probe intervals = {suspicion:.1f} s unless it refutes "
-                  f"(heartbeat silence remains a slower backstop)"),
-        "serf": (f"a tag change is queued and piggybacked on the next gossip round (every {serf['gossip_interval_ms']} ms, to "
-                 f"{serf['gossip_nodes']} random peers, each receiver passing it on); "
-                 f"active probe of one peer every {serf['probe_interval_ms'] / 1000:g} s (timeout {serf['probe_timeout_ms']} ms, "
-                 f"then indirect probes); a failed probe makes the node suspect, and the suspicion times out after "
-                 f"{serf_min:.1f} s to {serf_min * serf['suspicion_max_timeout_mult']:.1f} s (shorter the more peers confirm) -> failed"),
+        "formd": (
+            f"a change is queued and pushed on the next gossip round (every {settings['gossip_interval_ms']} ms, to "
+            f"{settings['gossip_fanout']} random peers, each receiver passing it on); active probe of one peer every "
+            f"{probe:g} s (timeout {settings.get('probe_timeout_ms', '500')} ms, then "
+            f"{settings.get('indirect_probes', '3')} "
+            "indirect probes); a failed probe writes a suspicion into the document, and a "
+            "suspected node is dead after "
+            f"{settings['suspect_mult']} x log10(max(n,10)) probe intervals = {suspicion:.1f} s unless it refutes "
+            f"(heartbeat silence remains a slower backstop)"
+        ),
+        "serf": (
+            "a tag change is queued and piggybacked on the next gossip round (every "
+            f"{serf['gossip_interval_ms']} ms, to "
+            f"{serf['gossip_nodes']} random peers, each receiver passing it on); "
+            f"active probe of one peer every {serf['probe_interval_ms'] / 1000:g} s (timeout "
+            f"{serf['probe_timeout_ms']} ms, "
+            f"then indirect probes); a failed probe makes the node suspect, and the suspicion times out after "
+            f"{serf_min:.1f} s to {serf_min * serf['suspicion_max_timeout_mult']:.1f} s (shorter "
+            "the more peers confirm) -> failed"
+        ),
     }
 
 
@@ -235,8 +298,16 @@ def code_version() -> dict[str, Any]:
     """The commit the figures were measured on, and whether the working tree differed from it."""
     repo = Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
-        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
+        )
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return {"commit": None, "dirty": None}
     if commit.returncode != 0:

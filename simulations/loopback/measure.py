@@ -18,7 +18,6 @@ from typing import Any, Callable, Protocol
 POLL_INTERVAL_S = 0.01
 
 
-
 class ViewSource(Protocol):
     """One persistent connection to one node, opened by the observer thread that uses it."""
 
@@ -34,8 +33,15 @@ class Observer:
     running: Callable[[], bool]  # False once this observer was killed: it stops counting
 
 
-def time_until_seen(observers: list[Observer], seen: Callable[[Any], bool], *, start: float, timeout: float,
-                    interval: float = POLL_INTERVAL_S, stop: threading.Event | None = None) -> dict[str, float | None]:
+def time_until_seen(
+    observers: list[Observer],
+    seen: Callable[[Any], bool],
+    *,
+    start: float,
+    timeout: float,
+    interval: float = POLL_INTERVAL_S,
+    stop: threading.Event | None = None,
+) -> dict[str, float | None]:
     """Seconds from `start` (a time.monotonic value) until each observer's view satisfied `seen`;
     None for an observer that never did within `timeout`. An observer that stopped running
     meanwhile (killed by the schedule) is left out: it no longer counts as a node to reach."""
@@ -60,7 +66,9 @@ def time_until_seen(observers: list[Observer], seen: Callable[[Any], bool], *, s
         finally:
             _closed(source)
 
-    threads = [threading.Thread(target=watch, args=(o,), daemon=True, name=f"watch-{o.name}") for o in observers]
+    threads = [
+        threading.Thread(target=watch, args=(o,), daemon=True, name=f"watch-{o.name}") for o in observers
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -87,12 +95,19 @@ def spread(times: dict[str, float | None]) -> dict[str, Any]:
         needed = max(1, math.ceil(fraction * total))
         return round(seen[needed - 1], 4) if len(seen) >= needed else None
 
-    return {"p50_s": share(0.50), "p99_s": share(0.99), "all_s": share(1.0), "observers": total, "saw": len(seen)}
+    return {
+        "p50_s": share(0.50),
+        "p99_s": share(0.99),
+        "all_s": share(1.0),
+        "observers": total,
+        "saw": len(seen),
+    }
 
 
 def summarise(changes: list[dict[str, Any]]) -> dict[str, Any]:
     """Several changes -> the median of each share over the changes (the field names the simulation
     uses), the worst all_s, and every change's own figures."""
+
     def median_of(key: str) -> float | None:
         values = [c[key] for c in changes if c[key] is not None]
         return round(statistics.median(values), 4) if len(values) == len(changes) and values else None

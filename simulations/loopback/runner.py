@@ -26,16 +26,22 @@ FINAL_JOB_STATES = ("succeeded", "failed", "cancelled", "timed_out")
 def status_of(target_id: str, wanted: tuple[str, ...]) -> Callable[[list[dict]], bool]:
     def seen(view: list[dict]) -> bool:
         return any(entry["id"] == target_id and entry["status"] in wanted for entry in view)
+
     return seen
 
 
-def labels_of(target_id: str, set_labels: dict[str, str], removed: tuple[str, ...]) -> Callable[[list[dict]], bool]:
+def labels_of(
+    target_id: str, set_labels: dict[str, str], removed: tuple[str, ...]
+) -> Callable[[list[dict]], bool]:
     def seen(view: list[dict]) -> bool:
         for entry in view:
             if entry["id"] == target_id:
                 labels = entry["labels"]
-                return all(labels.get(k) == v for k, v in set_labels.items()) and not any(k in labels for k in removed)
+                return all(labels.get(k) == v for k, v in set_labels.items()) and not any(
+                    k in labels for k in removed
+                )
         return False
+
     return seen
 
 
@@ -46,7 +52,9 @@ def expected_dead_s(settings: dict[str, str], size: int) -> float:
 
 
 class WorkloadRunner:
-    def __init__(self, cluster: FormdCluster, scratch: Path, say: Callable[[str], None], stop: threading.Event) -> None:
+    def __init__(
+        self, cluster: FormdCluster, scratch: Path, say: Callable[[str], None], stop: threading.Event
+    ) -> None:
         self.cluster = cluster
         self.scratch = scratch
         self.say = say
@@ -128,7 +136,14 @@ class WorkloadRunner:
             if done.returncode != 0:
                 self.submit_errors.append(f"{node.name}: {done.stderr.strip() or done.stdout.strip()}")
                 continue
-            self.jobs.append({"id": json.loads(done.stdout)["id"], "via": node.name, "at_s": self._now(), "replicas": replicas})
+            self.jobs.append(
+                {
+                    "id": json.loads(done.stdout)["id"],
+                    "via": node.name,
+                    "at_s": self._now(),
+                    "replicas": replicas,
+                }
+            )
 
     def _submitter(self, step: Step):
         if step.node != ANY_NODE:
@@ -165,7 +180,14 @@ class WorkloadRunner:
         if step.do == "restart":  # timed from the moment it serves its control socket again
             began = time.monotonic()
             self.cluster.restart(step.node)
-            self._watch("restart", node, ("alive",), time.monotonic(), at_s=self._now(), serving_s=round(time.monotonic() - began, 3))
+            self._watch(
+                "restart",
+                node,
+                ("alive",),
+                time.monotonic(),
+                at_s=self._now(),
+                serving_s=round(time.monotonic() - began, 3),
+            )
             return
         start = time.monotonic()
         if step.do == "kill":
@@ -175,8 +197,15 @@ class WorkloadRunner:
             self.cluster.term(step.node)
             self._watch("term", node, ("left",), start)
 
-    def _watch(self, kind: str, node, wanted: tuple[str, ...], start: float, also: tuple[str, tuple[str, ...]] | None = None,
-               **extra: Any) -> None:
+    def _watch(
+        self,
+        kind: str,
+        node,
+        wanted: tuple[str, ...],
+        start: float,
+        also: tuple[str, tuple[str, ...]] | None = None,
+        **extra: Any,
+    ) -> None:
         """Measure in the background how long until every other running node shows `node` as
         `wanted` (and, for a kill, when each first suspected it)."""
         observers = [o for o in self.cluster.observers() if o.name != node.name]
@@ -186,12 +215,22 @@ class WorkloadRunner:
         key = {"kill": "dead", "term": "left", "restart": "alive"}[kind]
 
         def measure(name: str, statuses: tuple[str, ...]) -> None:
-            times = time_until_seen(observers, status_of(node.node_id, statuses), start=start, timeout=self.detect_timeout, stop=self.stop)
+            times = time_until_seen(
+                observers,
+                status_of(node.node_id, statuses),
+                start=start,
+                timeout=self.detect_timeout,
+                stop=self.stop,
+            )
             entry[name] = spread(times)
-            self.say(f"           {node.name} {name} on every other node after {_seconds(entry[name]['all_s'])}")
+            self.say(
+                f"           {node.name} {name} on every other node after {_seconds(entry[name]['all_s'])}"
+            )
 
         for name, statuses in [(key, wanted)] + ([also] if also else []):
-            thread = threading.Thread(target=measure, args=(name, statuses), daemon=True, name=f"{kind}-{node.name}-{name}")
+            thread = threading.Thread(
+                target=measure, args=(name, statuses), daemon=True, name=f"{kind}-{node.name}-{name}"
+            )
             thread.start()
             self._watchers.append(thread)
 
@@ -240,7 +279,9 @@ class WorkloadRunner:
                 successes = sum(1 for row in explained["nodes"] if row["run"] == "succeeded")
                 duplicates += max(0, successes - job["replicas"])
         others = [self.job_states(node) for node in self.cluster.running()[1:]]
-        disagreements = sum(1 for job in self.jobs if any(view.get(job["id"]) != states.get(job["id"]) for view in others))
+        disagreements = sum(
+            1 for job in self.jobs if any(view.get(job["id"]) != states.get(job["id"]) for view in others)
+        )
         return {
             "submitted": len(self.jobs),
             "succeeded": counts["succeeded"],

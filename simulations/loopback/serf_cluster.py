@@ -101,12 +101,24 @@ class SerfAgent:
         return self.process is not None and self.process.poll() is None
 
     def start(self, key: str, join: "SerfAgent | None") -> None:
-        command = [SERF, "agent", "-node", self.name, "-bind", f"{self.bind[0]}:{self.bind[1]}",
-                   "-rpc-addr", f"{self.rpc[0]}:{self.rpc[1]}", "-encrypt", key]
+        command = [
+            SERF,
+            "agent",
+            "-node",
+            self.name,
+            "-bind",
+            f"{self.bind[0]}:{self.bind[1]}",
+            "-rpc-addr",
+            f"{self.rpc[0]}:{self.rpc[1]}",
+            "-encrypt",
+            key,
+        ]
         if join is not None:
             command += ["-join", f"{join.bind[0]}:{join.bind[1]}"]
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+            )
 
     def wait_ready(self) -> None:
         def answers() -> bool:
@@ -148,7 +160,9 @@ class SerfCluster:
                     return False
             return True
 
-        wait_until(everyone_sees_everyone, timeout, f"{len(names)} serf agents to see each other alive", interval=0.2)
+        wait_until(
+            everyone_sees_everyone, timeout, f"{len(names)} serf agents to see each other alive", interval=0.2
+        )
         return time.monotonic() - began
 
     def _start_agent(self, agent: SerfAgent, join: SerfAgent | None) -> None:
@@ -173,4 +187,6 @@ class SerfCluster:
 
     def stop(self) -> dict[str, int]:
         # SIGTERM: Serf shuts down at once without a leave (leave_on_terminate is off by default).
-        return self.stopped.add(stop_processes([a.process for a in self.agents if a.process is not None], STOP_GRACE_S))
+        return self.stopped.add(
+            stop_processes([a.process for a in self.agents if a.process is not None], STOP_GRACE_S)
+        )

@@ -67,7 +67,9 @@ class Step:
         if self.do == "submit":
             return f"submit {self.count} via {'any node' if self.node == ANY_NODE else f'n{self.node}'}"
         if self.do == "label":
-            changes = [f"{k}={v}" for k, v in sorted(self.set_labels.items())] + [f"-{k}" for k in self.remove_labels]
+            changes = [f"{k}={v}" for k, v in sorted(self.set_labels.items())] + [
+                f"-{k}" for k in self.remove_labels
+            ]
             return f"label n{self.node} {' '.join(changes)}"
         if self.do == "wait":
             return f"wait for jobs (up to {self.timeout_s:g}s)"
@@ -93,11 +95,16 @@ def load_workload(path: Path, nodes: int) -> list[Step]:
         raise WorkloadError(f"workload {path}: not valid TOML: {exc}") from None
     unknown = set(data) - {"step", "description"}
     if unknown:
-        raise WorkloadError(f"workload {path}: unknown top-level key(s) {', '.join(sorted(unknown))}; expected [[step]] tables")
+        raise WorkloadError(
+            f"workload {path}: unknown top-level key(s) {', '.join(sorted(unknown))}; expected [[step]] tables"
+        )
     raw_steps = data.get("step", [])
     if not isinstance(raw_steps, list) or not raw_steps:
         raise WorkloadError(f"workload {path}: no [[step]] tables")
-    return [_parse_step(raw, path.parent, nodes, f"workload {path}, step {number}") for number, raw in enumerate(raw_steps, 1)]
+    return [
+        _parse_step(raw, path.parent, nodes, f"workload {path}, step {number}")
+        for number, raw in enumerate(raw_steps, 1)
+    ]
 
 
 def _parse_step(raw: object, base: Path, nodes: int, where: str) -> Step:
@@ -127,8 +134,10 @@ def _parse_step(raw: object, base: Path, nodes: int, where: str) -> Step:
 def _label_step(raw: dict, at_s: float, node: int | str, where: str) -> Step:
     set_labels = raw.get("set", {})
     remove = raw.get("remove", [])
-    if not isinstance(set_labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in set_labels.items()):
-        raise WorkloadError(f"{where}: `set` must be a table of strings, e.g. set = {{zone = \"b\"}}")
+    if not isinstance(set_labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in set_labels.items()
+    ):
+        raise WorkloadError(f'{where}: `set` must be a table of strings, e.g. set = {{zone = "b"}}')
     if not isinstance(remove, list) or not all(isinstance(k, str) for k in remove):
         raise WorkloadError(f"{where}: `remove` must be a list of label keys")
     if not set_labels and not remove:
@@ -144,14 +153,25 @@ def _submit_step(raw: dict, at_s: float, node: int | str, base: Path, where: str
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise WorkloadError(f"{where}: args must be a list of strings (form submit arguments)")
     if ("context" in raw) == ("wasm_c" in raw):
-        raise WorkloadError(f"{where}: give exactly one of `context` (a directory) or `wasm_c` (a C file compiled to WASM)")
+        raise WorkloadError(
+            f"{where}: give exactly one of `context` (a directory) or `wasm_c` (a C file compiled to WASM)"
+        )
     context = _existing(base, raw.get("context"), where, "context", directory=True)
     wasm_c = _existing(base, raw.get("wasm_c"), where, "wasm_c", directory=False)
     inputs = raw.get("inputs", [])
     if not isinstance(inputs, list):
         raise WorkloadError(f"{where}: inputs must be a list of file paths")
     files = tuple(_existing(base, item, where, "input", directory=False) for item in inputs)
-    return Step(do="submit", at_s=at_s, node=node, count=count, args=tuple(args), context=context, wasm_c=wasm_c, inputs=files)
+    return Step(
+        do="submit",
+        at_s=at_s,
+        node=node,
+        count=count,
+        args=tuple(args),
+        context=context,
+        wasm_c=wasm_c,
+        inputs=files,
+    )
 
 
 def _existing(base: Path, value: object, where: str, what: str, *, directory: bool) -> Path | None:
@@ -161,7 +181,9 @@ def _existing(base: Path, value: object, where: str, what: str, *, directory: bo
         raise WorkloadError(f"{where}: {what} must be a path")
     path = (base / value).resolve()
     if not (path.is_dir() if directory else path.is_file()):
-        raise WorkloadError(f"{where}: {what} {value!r} is not {'a directory' if directory else 'a file'} (looked at {path})")
+        raise WorkloadError(
+            f"{where}: {what} {value!r} is not {'a directory' if directory else 'a file'} (looked at {path})"
+        )
     return path
 
 

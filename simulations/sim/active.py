@@ -44,7 +44,10 @@ async def active_phase(world: World, run: RunRecord, jobs: list[Submission]) -> 
         if crash.restart_at_s is not None:
             at(crash.restart_at_s, _restart_action(world, run, crash.machine))
     for partition in run.plan.partitions:
-        at(partition.start_s, _partition_action(world, run, partition.minority, partition.end_s - partition.start_s))
+        at(
+            partition.start_s,
+            _partition_action(world, run, partition.minority, partition.end_s - partition.start_s),
+        )
         at(partition.end_s, world.network.heal)
     for job in jobs:
         at(job.at_s, _submit_action(world, run, job))
@@ -72,11 +75,17 @@ class Sampler:
         up = self.world.up()
         since, before = self.last
         if up and now > since:
-            self.run.traffic.append((round(now - self.run.active_start, 3), (sent - before) / len(up) / (now - since)))
+            self.run.traffic.append(
+                (round(now - self.run.active_start, 3), (sent - before) / len(up) / (now - since))
+            )
         self.last = (now, sent)
         self.run.progress("active")
         elapsed = now - self.run.active_start
-        if up and up[0].node is not None and round(elapsed / SAMPLE_EVERY_S) % round(DOC_SIZE_EVERY_S / SAMPLE_EVERY_S) == 0:
+        if (
+            up
+            and up[0].node is not None
+            and round(elapsed / SAMPLE_EVERY_S) % round(DOC_SIZE_EVERY_S / SAMPLE_EVERY_S) == 0
+        ):
             self.run.doc_sizes.append((round(elapsed, 3), len(up[0].node.document.full_state())))
 
     def steady_start(self) -> None:
@@ -86,8 +95,12 @@ class Sampler:
         if self.steady is None:
             return
         since, before = self.steady
-        self.run.steady_bytes = (since - self.run.active_start, trio.current_time() - self.run.active_start,
-                                 self.world.network.stats.bytes - before, len(self.world.up()))
+        self.run.steady_bytes = (
+            since - self.run.active_start,
+            trio.current_time() - self.run.active_start,
+            self.world.network.stats.bytes - before,
+            len(self.world.up()),
+        )
 
 
 def probe(world: World, run: RunRecord) -> None:
@@ -104,7 +117,9 @@ def _crash_action(world: World, run: RunRecord, index: int, wipe: bool) -> Calla
         machine = world.machines[index]
         if machine.up:
             node_hex = machine.identity.node_hex
-            run.crashes.append(CrashRecord(index, node_hex, trio.current_time(), world.crash(machine, wipe=wipe), wipe))
+            run.crashes.append(
+                CrashRecord(index, node_hex, trio.current_time(), world.crash(machine, wipe=wipe), wipe)
+            )
 
     return crash
 
@@ -123,13 +138,17 @@ def _restart_action(world: World, run: RunRecord, index: int) -> Callable[[], Aw
     return restart
 
 
-def _partition_action(world: World, run: RunRecord, minority: tuple[int, ...], length: float) -> Callable[[], None]:
+def _partition_action(
+    world: World, run: RunRecord, minority: tuple[int, ...], length: float
+) -> Callable[[], None]:
     def split() -> None:
         small = {world.machines[i].address for i in minority}
         rest = [m.address for m in world.machines if m.address not in small]
         world.network.partition(small, rest)
         now = trio.current_time()
-        run.partitions.append((now, now + length, frozenset(world.machines[i].identity.node_hex for i in minority)))
+        run.partitions.append(
+            (now, now + length, frozenset(world.machines[i].identity.node_hex for i in minority))
+        )
 
     return split
 
@@ -140,8 +159,15 @@ def _submit_action(world: World, run: RunRecord, job: Submission) -> Callable[[]
         for offset in range(count):
             machine = world.machines[(job.machine + offset) % count]
             if machine.up:
-                run.submitted.append(Submitted(submit(machine, job), job, machine.index, machine.identity.node_hex,
-                                               trio.current_time()))
+                run.submitted.append(
+                    Submitted(
+                        submit(machine, job),
+                        job,
+                        machine.index,
+                        machine.identity.node_hex,
+                        trio.current_time(),
+                    )
+                )
                 return
         run.not_accepted += 1
 

@@ -69,10 +69,18 @@ def inject(world: World, run: RunRecord, name: str) -> str:
                 continue
             loop = machine.loop
             assert loop is not None
-            report = loop.write_run(job_hex, None, CLAIMED, attempt=1, reason=f"injected by the simulation ({name})")
+            report = loop.write_run(
+                job_hex, None, CLAIMED, attempt=1, reason=f"injected by the simulation ({name})"
+            )
             if name == "duplicate-success":
                 report = loop.write_run(job_hex, report, RUNNING, reason="injected")
-                loop.write_run(job_hex, report, SUCCEEDED, reason="injected", result_digest=job_runs[winners[0]].result_digest)
+                loop.write_run(
+                    job_hex,
+                    report,
+                    SUCCEEDED,
+                    reason="injected",
+                    result_digest=job_runs[winners[0]].result_digest,
+                )
             return f"{name}: n{machine.index} on job {job_hex[:12]}"
     return f"{name}: no succeeded job to inject into"
 

@@ -16,7 +16,16 @@ from __future__ import annotations
 
 import trio
 
-from pack_manager.executors.base import CANCELLED, FAILED, SUCCEEDED, TIMED_OUT, ExecutionResult, ExecutorLimits, LogSink, WorkArea
+from pack_manager.executors.base import (
+    CANCELLED,
+    FAILED,
+    SUCCEEDED,
+    TIMED_OUT,
+    ExecutionResult,
+    ExecutorLimits,
+    LogSink,
+    WorkArea,
+)
 from pack_manager.executors.outputs import collect_outputs
 from pack_manager.jobspec import JobSpec
 
@@ -31,7 +40,9 @@ class SimulatedExecutor:
         self.limits = limits or ExecutorLimits()
         self.started = 0
 
-    async def execute(self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event) -> ExecutionResult:
+    async def execute(
+        self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event
+    ) -> ExecutionResult:
         self.started += 1
         duration = int(spec.env.get(DURATION_ENV, "1000")) / 1000
         exit_code = int(spec.env.get(EXIT_ENV, "0"))
@@ -41,9 +52,15 @@ class SimulatedExecutor:
             await cancel.wait()
             return ExecutionResult(CANCELLED, "cancelled while running", duration_s=0.0)
         if duration > spec.timeout_s:
-            return ExecutionResult(TIMED_OUT, f"ran past its {spec.timeout_s:g} s timeout", duration_s=spec.timeout_s)
+            return ExecutionResult(
+                TIMED_OUT, f"ran past its {spec.timeout_s:g} s timeout", duration_s=spec.timeout_s
+            )
         if exit_code != 0:
-            return ExecutionResult(FAILED, f"exited with code {exit_code}", exit_code=exit_code, duration_s=duration)
+            return ExecutionResult(
+                FAILED, f"exited with code {exit_code}", exit_code=exit_code, duration_s=duration
+            )
         (work.outputs_dir / "result.txt").write_text(f"result of {spec.job_id().hex()}\n", encoding="utf-8")
         outputs = await collect_outputs(work, self.limits, strict=True)
-        return ExecutionResult(SUCCEEDED, "simulated run finished", exit_code=0, duration_s=duration, outputs=outputs)
+        return ExecutionResult(
+            SUCCEEDED, "simulated run finished", exit_code=0, duration_s=duration, outputs=outputs
+        )

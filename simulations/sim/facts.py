@@ -12,8 +12,8 @@ from metrics_agent.wire import WireError
 from pack_manager.jobstate import RunReport
 
 from .invariants import FinalFacts, JobFacts, PartitionSpan
-from .world import EPOCH, World
 from .workload import Submission
+from .world import EPOCH, World
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,13 @@ def runs_by_job(document: ClusterDocument) -> dict[str, dict[str, RunReport]]:
     return runs
 
 
-def collect(world: World, submitted: list[Submitted], partitions: list[tuple[float, float, frozenset[str]]],
-            orphans: list[tuple[str, str]], lost_state: dict[str, list[float]]) -> FinalFacts:
+def collect(
+    world: World,
+    submitted: list[Submitted],
+    partitions: list[tuple[float, float, frozenset[str]]],
+    orphans: list[tuple[str, str]],
+    lost_state: dict[str, list[float]],
+) -> FinalFacts:
     up = world.up()
     reference = up[0].node.document if up else None
     runs = runs_by_job(reference) if reference is not None else {}

@@ -35,7 +35,11 @@ class GcTimer:
         gc.unfreeze()  # a later run in this process (--sizes, --compare-policies) starts clean
 
     def figures(self) -> dict[str, Any]:
-        return {"gc_s": round(self.seconds, 3), "gc_collections": self.collections, "frozen_objects": gc.get_freeze_count()}
+        return {
+            "gc_s": round(self.seconds, 3),
+            "gc_collections": self.collections,
+            "frozen_objects": gc.get_freeze_count(),
+        }
 
 
 def freeze_survivors() -> None:

@@ -9,7 +9,7 @@ sequence of writes it stores, and that part is simulated exactly:
   heartbeat + 1, updated_ms = the simulated wall clock), signed (NodeRecord.seal) and written
   with the real ClusterDocument.put_local, when formd's tick would write it: on a tick where
   daemon/record_refresh.record_due says the refresh is due (every refresh_interval(n) of
-  daemon/membership.py; capacity does not change here), starting at a random phase of the
+  daemon/cluster/membership.py; capacity does not change here), starting at a random phase of the
   interval as Node.run does; `refresh_s` overrides the interval (the tick: the old rule);
 - every tick the writers due write in a freshly shuffled order (seeded), and an observer
   applies each resulting update to its document in that order, as a peer receives them;
@@ -31,9 +31,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pycrdt import Doc, Map
 
 from crdt_state.document import MAP_NAMES
+from daemon.cluster.membership import MembershipConfig
+from daemon.cluster.record_refresh import record_due
 from daemon.identity import Identity
-from daemon.membership import MembershipConfig
-from daemon.record_refresh import record_due
 
 from .record_writer import RecordWriter
 from .world import address_of
@@ -46,11 +46,21 @@ def writer(index: int, rng: random.Random) -> RecordWriter:
     return RecordWriter(identity, address_of(index), rng.getrandbits(32) | 1)
 
 
-def heartbeat_growth(nodes: int, hours: float, seed: int, tick_s: float = 1.0, samples: int = 48,
-                     refresh_s: float | None = None) -> dict[str, Any]:
+def heartbeat_growth(
+    nodes: int,
+    hours: float,
+    seed: int,
+    tick_s: float = 1.0,
+    samples: int = 48,
+    refresh_s: float | None = None,
+) -> dict[str, Any]:
     rng = random.Random(seed)
     writers = [writer(i, rng) for i in range(nodes)]
-    refresh = refresh_s if refresh_s is not None else MembershipConfig(heartbeat_interval=tick_s).refresh_interval(nodes)
+    refresh = (
+        refresh_s
+        if refresh_s is not None
+        else MembershipConfig(heartbeat_interval=tick_s).refresh_interval(nodes)
+    )
     last_write = [-rng.random() * refresh for _ in writers]  # Node.run spreads the first refreshes
     observer = Doc({name: Map() for name in MAP_NAMES})
     ticks = max(1, int(hours * 3600 / tick_s))
@@ -85,6 +95,6 @@ def heartbeat_growth(nodes: int, hours: float, seed: int, tick_s: float = 1.0, s
         "size_bytes_series_hours": series,
         "writes": writes,
         "method": "real signed node records written with ClusterDocument.put_local by each writer when "
-                  "record_due says so; the observer applies the updates (shuffled order per tick) to a plain pycrdt Doc",
+        "record_due says so; the observer applies the updates (shuffled order per tick) to a plain pycrdt Doc",
         "real_s": real,  # moved to `cost` by the caller
     }

@@ -56,7 +56,9 @@ class FinalFacts:
     documents: dict[str, tuple]  # node hex -> (state vector as sorted items, content digest)
     partitions: list[PartitionSpan]
     orphan_claims: list[tuple[str, str]]  # (node hex, job hex): active claim, nothing running
-    lost_state_ms: dict[str, list[int]] = field(default_factory=dict)  # node hex -> when its state dir was lost
+    lost_state_ms: dict[str, list[int]] = field(
+        default_factory=dict
+    )  # node hex -> when its state dir was lost
     names: dict[str, str] = field(default_factory=dict)  # node hex -> "n17" for messages
 
 
@@ -73,18 +75,27 @@ def every_job_final(facts: FinalFacts) -> list[str]:
             continue
         if not job.present:
             if not submitter_lost_it(facts, job):
-                violations.append(f"job {job.job_hex[:12]} was accepted by {_name(facts, job.submitter)}, which is up, "
-                                  "but is not in the final document")
+                violations.append(
+                    f"job {job.job_hex[:12]} was accepted by {_name(facts, job.submitter)}, which is up, "
+                    "but is not in the final document"
+                )
             continue  # lost with its submitter: reported, not a protocol violation
-        runs = ", ".join(f"{_name(facts, n)} {r.state} (attempt {r.attempt}, {'up' if n in facts.up else 'down'})"
-                         for n, r in sorted(job.runs.items())) or "no run records"
+        runs = (
+            ", ".join(
+                f"{_name(facts, n)} {r.state} (attempt {r.attempt}, {'up' if n in facts.up else 'down'})"
+                for n, r in sorted(job.runs.items())
+            )
+            or "no run records"
+        )
         violations.append(f"job {job.job_hex[:12]} never reached a final state: {runs}")
     return violations
 
 
 def submitter_lost_it(facts: FinalFacts, job: JobFacts) -> bool:
     """The submitter is down for good, or lost its state dir after accepting the job."""
-    return job.submitter not in facts.up or any(t >= job.submitted_ms for t in facts.lost_state_ms.get(job.submitter, ()))
+    return job.submitter not in facts.up or any(
+        t >= job.submitted_ms for t in facts.lost_state_ms.get(job.submitter, ())
+    )
 
 
 def lost_with_submitter(facts: FinalFacts) -> list[str]:
@@ -93,8 +104,10 @@ def lost_with_submitter(facts: FinalFacts) -> list[str]:
 
 def separated(facts: FinalFacts, a: str, b: str, start_ms: int, end_ms: int) -> bool:
     """Were a and b on different sides of a partition at some point in [start_ms, end_ms]?"""
-    return any(p.start_ms <= end_ms and p.end_ms >= start_ms and ((a in p.minority) != (b in p.minority))
-               for p in facts.partitions)
+    return any(
+        p.start_ms <= end_ms and p.end_ms >= start_ms and ((a in p.minority) != (b in p.minority))
+        for p in facts.partitions
+    )
 
 
 def duplicate_successes(facts: FinalFacts) -> tuple[list[str], list[str]]:
@@ -105,13 +118,15 @@ def duplicate_successes(facts: FinalFacts) -> tuple[list[str], list[str]]:
         if len(winners) <= job.replicas:
             continue
         finished = max(job.runs[n].finished_ms or job.runs[n].updated_ms for n in winners)
-        pairs = [(a, b) for i, a in enumerate(winners) for b in winners[i + 1:]]
+        pairs = [(a, b) for i, a in enumerate(winners) for b in winners[i + 1 :]]
         names = ", ".join(_name(facts, n) for n in winners)
         if all(separated(facts, a, b, job.submitted_ms, finished) for a, b in pairs):
             explained.append(f"job {job.job_hex[:12]} succeeded on {names} (a partition separated them)")
         else:
-            unexplained.append(f"job {job.job_hex[:12]} succeeded on {len(winners)} nodes ({names}) "
-                               f"but asked for {job.replicas}, and no partition separated them")
+            unexplained.append(
+                f"job {job.job_hex[:12]} succeeded on {len(winners)} nodes ({names}) "
+                f"but asked for {job.replicas}, and no partition separated them"
+            )
     return unexplained, explained
 
 
@@ -126,9 +141,11 @@ def documents_identical(facts: FinalFacts) -> list[str]:
     if len(groups) <= 1:
         return []
     ranked = sorted(groups.values(), key=len, reverse=True)
-    return [f"{len(groups)} different documents among {len(facts.documents)} live nodes; "
-            f"the largest group has {len(ranked[0])}, the others: "
-            + "; ".join(", ".join(g[:10]) + (" ..." if len(g) > 10 else "") for g in ranked[1:5])]
+    return [
+        f"{len(groups)} different documents among {len(facts.documents)} live nodes; "
+        f"the largest group has {len(ranked[0])}, the others: "
+        + "; ".join(", ".join(g[:10]) + (" ..." if len(g) > 10 else "") for g in ranked[1:5])
+    ]
 
 
 def no_dead_claims(facts: FinalFacts) -> list[str]:
@@ -138,14 +155,18 @@ def no_dead_claims(facts: FinalFacts) -> list[str]:
             continue
         for node_hex, run in sorted(job.runs.items()):
             if run.state in ACTIVE_STATES and node_hex not in facts.up:
-                violations.append(f"job {job.job_hex[:12]} is still {run.state} by {_name(facts, node_hex)}, "
-                                  "which is down, and nobody took it over")
+                violations.append(
+                    f"job {job.job_hex[:12]} is still {run.state} by {_name(facts, node_hex)}, "
+                    "which is down, and nobody took it over"
+                )
     return violations
 
 
 def claims_backed(facts: FinalFacts) -> list[str]:
-    return [f"{_name(facts, n)} holds an active claim on job {j[:12]} but is not running it"
-            for n, j in sorted(facts.orphan_claims)]
+    return [
+        f"{_name(facts, n)} holds an active claim on job {j[:12]} but is not running it"
+        for n, j in sorted(facts.orphan_claims)
+    ]
 
 
 def check_all(facts: FinalFacts) -> dict[str, list[str]]:

@@ -1,13 +1,13 @@
 """The simulated network, plus per-node extra latency for slow nodes.
 
-daemon.mem_transport.SimNetwork draws one latency per message from a network-wide range;
+daemon.transport.memory.SimNetwork draws one latency per message from a network-wide range;
 a slow node (an overloaded machine, a congested uplink) adds `extra` seconds to every
 message it sends or receives. The draw itself still comes from the network's seeded Random.
 """
 
 from __future__ import annotations
 
-from daemon.mem_transport import SimNetwork
+from daemon.transport.memory import SimNetwork
 
 
 class SlowLinkNetwork(SimNetwork):

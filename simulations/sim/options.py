@@ -89,7 +89,9 @@ class SimOptions:
     quiet: float = 15.0  # start of the active phase with neither jobs nor faults: steady traffic, probes
     probes: int = 5
     settle: float = 120.0  # after the active phase, at most this long for the jobs to finish
-    join_over: float | None = None  # nodes start spread over this long (default 5 ms per node; 0 with warm_start)
+    join_over: float | None = (
+        None  # nodes start spread over this long (default 5 ms per node; 0 with warm_start)
+    )
     warm_start: bool = False  # every node starts from the document of a cluster that already formed
     # extras
     sizes: tuple[int, ...] = ()  # convergence-only runs at these sizes, for the size plot
@@ -112,8 +114,11 @@ class SimOptions:
         for name in ("fanout", "retransmit_mult", "heartbeat_retransmit_mult"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1")
-        for name, flag in (("gossip_interval", "--gossip-interval"), ("tick_interval", "--tick"),
-                           ("anti_entropy_interval", "--anti-entropy")):
+        for name, flag in (
+            ("gossip_interval", "--gossip-interval"),
+            ("tick_interval", "--tick"),
+            ("anti_entropy_interval", "--anti-entropy"),
+        ):
             if getattr(self, name) <= 0:
                 problems.append(f"{flag} must be positive")
         if self.probes < 0 or self.slow_factor < 1:
@@ -123,13 +128,17 @@ class SimOptions:
         if self.policy not in POLICIES:
             problems.append(f"--policy must be one of {', '.join(POLICIES)}")
         if self.quiet >= self.seconds and (self.jobs or self.crash.of(self.nodes) or self.partitions):
-            problems.append(f"--quiet ({self.quiet:g} s) leaves no time for jobs and faults in --seconds ({self.seconds:g} s)")
+            problems.append(
+                f"--quiet ({self.quiet:g} s) leaves no time for jobs and faults in --seconds ({self.seconds:g} s)"
+            )
         for name in ("restart", "wipe"):
             if not 0 <= getattr(self, name) <= 1:
                 problems.append(f"--{name} must be a share between 0% and 100%")
         for partition in self.partitions:
             if partition.end_s > self.seconds:
-                problems.append(f"--partition ending at {partition.end_s:g} s is past --seconds {self.seconds:g}")
+                problems.append(
+                    f"--partition ending at {partition.end_s:g} s is past --seconds {self.seconds:g}"
+                )
         for name in self.inject:
             if name not in INJECTIONS:
                 problems.append(f"--inject {name!r}: one of {', '.join(INJECTIONS)}")

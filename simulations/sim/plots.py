@@ -20,10 +20,15 @@ def write_plots(report: dict[str, Any], directory: Path) -> list[str]:
     if "convergence" not in report:  # a document-only report
         drawers = (("document_growth_24h.png", _growth),)
     else:
-        drawers = (("convergence.png", _convergence), ("convergence_vs_size.png", _by_size),
-                   ("placement.png", _placement), ("document_size.png", _document),
-                   ("document_growth_24h.png", _growth), ("traffic.png", _traffic),
-                   ("placement_by_policy.png", _by_policy))
+        drawers = (
+            ("convergence.png", _convergence),
+            ("convergence_vs_size.png", _by_size),
+            ("placement.png", _placement),
+            ("document_size.png", _document),
+            ("document_growth_24h.png", _growth),
+            ("traffic.png", _traffic),
+            ("placement_by_policy.png", _by_policy),
+        )
     for name, draw in drawers:
         figure, axes = plt.subplots(figsize=(7, 4.2))
         if draw(report, axes):
@@ -41,7 +46,13 @@ def _convergence(report: dict[str, Any], axes: Any) -> bool:
     for probe in probes:
         points = [(0.0, 0.0), (probe["p50_s"], 0.5), (probe["p99_s"], 0.99), (probe["all_s"], 1.0)]
         points = [(t, share) for t, share in points if t is not None]
-        axes.plot([t for t, _ in points], [s for _, s in points], marker="o", alpha=0.7, label=f"from {probe['from']}")
+        axes.plot(
+            [t for t, _ in points],
+            [s for _, s in points],
+            marker="o",
+            alpha=0.7,
+            label=f"from {probe['from']}",
+        )
     axes.axvline(2.0, color="grey", linestyle="--", label="goal: all within 2.0 s")
     axes.set_xlabel("seconds after the change (simulated)")
     axes.set_ylabel("share of live nodes holding it")
@@ -91,11 +102,18 @@ def _by_policy(report: dict[str, Any], axes: Any) -> bool:
         return False
     for policy, figures in by_policy.items():
         histogram = figures["histogram"]
-        axes.plot([int(k) for k in histogram], list(histogram.values()), marker="o", alpha=0.8,
-                  label=f"{policy}: max/mean {figures['max_over_mean']}, {figures['succeeded']} succeeded")
+        axes.plot(
+            [int(k) for k in histogram],
+            list(histogram.values()),
+            marker="o",
+            alpha=0.8,
+            label=f"{policy}: max/mean {figures['max_over_mean']}, {figures['succeeded']} succeeded",
+        )
     axes.set_xlabel("succeeded runs per node")
     axes.set_ylabel("nodes")
-    axes.set_title(f"Jobs per node by placement policy ({report['options']['nodes']} nodes, same seed)", fontsize=9)
+    axes.set_title(
+        f"Jobs per node by placement policy ({report['options']['nodes']} nodes, same seed)", fontsize=9
+    )
     axes.legend(fontsize=8)
     return True
 
@@ -120,7 +138,9 @@ def _growth(report: dict[str, Any], axes: Any) -> bool:
     axes.axhline(GOAL_DOC_MIB, color="grey", linestyle="--", label="goal: 1 MiB")
     axes.set_xlabel("simulated hours of heartbeats")
     axes.set_ylabel("document size (MiB)")
-    axes.set_title(f"Document growth, {growth['nodes']} nodes, each record rewritten every {growth['refresh_s']:g} s")
+    axes.set_title(
+        f"Document growth, {growth['nodes']} nodes, each record rewritten every {growth['refresh_s']:g} s"
+    )
     axes.legend(fontsize=8)
     return True
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from crdt_state.document import ClusterDocument
 from crdt_state.records import NodeRecord
+from daemon.cluster.node import static_capacity
 from daemon.identity import Identity
-from daemon.node import static_capacity
 
 from .world import CAPABILITIES, EPOCH
 
@@ -29,9 +29,16 @@ class RecordWriter:
         """Write the next heartbeat at simulated time `now`; returns the document updates."""
         self.heartbeat += 1
         record = NodeRecord(
-            node_id=self.identity.node_id, public_key=self.identity.public_key, address=self.address,
-            incarnation=incarnation, heartbeat=self.heartbeat, status="alive", capabilities=self.capabilities,
-            capacity=self.capacity, version="sim", updated_ms=int((EPOCH + now) * 1000),
+            node_id=self.identity.node_id,
+            public_key=self.identity.public_key,
+            address=self.address,
+            incarnation=incarnation,
+            heartbeat=self.heartbeat,
+            status="alive",
+            capabilities=self.capabilities,
+            capacity=self.capacity,
+            version="sim",
+            updated_ms=int((EPOCH + now) * 1000),
         )
         self.document.put_local("nodes", self.identity.node_hex, record.seal(self.identity.private_key))
         return self.document.drain_local_updates()

@@ -44,7 +44,9 @@ class Probe:
 
 class Recorder:
     def __init__(self) -> None:
-        self.verdicts: dict[tuple[str, str], list[tuple[float, int]]] = {}  # (verdict, short id) -> [(t, observer)]
+        self.verdicts: dict[
+            tuple[str, str], list[tuple[float, int]]
+        ] = {}  # (verdict, short id) -> [(t, observer)]
         self.warnings: Counter[str] = Counter()
         self.examples: dict[str, list[dict[str, Any]]] = {}
         self.probes: list[Probe] = []
@@ -59,8 +61,13 @@ class Recorder:
             self.warnings[message] += 1
             kept = self.examples.setdefault(message, [])
             if len(kept) < KEPT_EXAMPLES:
-                kept.append({"node": index, "at_s": round(trio.current_time(), 3),
-                             **{k: str(v)[:300] for k, v in fields.items()}})
+                kept.append(
+                    {
+                        "node": index,
+                        "at_s": round(trio.current_time(), 3),
+                        **{k: str(v)[:300] for k, v in fields.items()},
+                    }
+                )
 
     def first_verdict(self, verdict: str, node_hex: str, observer: int, after: float) -> float | None:
         for at, who in self.verdicts.get((verdict, node_hex[:12]), ()):
@@ -72,8 +79,13 @@ class Recorder:
 
     def start_probe(self, target: Machine, observers: list[Machine]) -> Probe:
         assert target.node is not None
-        probe = Probe(len(self.probes), target, str(len(self.probes)), trio.current_time(),
-                      {m.index for m in observers if m is not target})
+        probe = Probe(
+            len(self.probes),
+            target,
+            str(len(self.probes)),
+            trio.current_time(),
+            {m.index for m in observers if m is not target},
+        )
         self.probes.append(probe)
         self._open.append(probe)
         target.node.set_labels({**target.node.capabilities.labels, PROBE_LABEL: probe.value})

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
-from daemon.membership import MembershipConfig
+from daemon.cluster.membership import MembershipConfig
 from pack_manager.jobstate import CANCELLED, DECLINED, FAILED, FINAL_STATES, SUCCEEDED, TIMED_OUT, YIELDED
 from pack_manager.placement import POLICIES, top_k
 from simulations.loopback.measure import spread, summarise
@@ -50,7 +50,9 @@ def convergence(run: RunRecord) -> dict[str, Any]:
     changes = []
     for probe in run.recorder.probes:
         figures = spread({str(i): probe.seen.get(i) for i in sorted(probe.observers)})
-        changes.append({"from": f"n{probe.target.index}", "at_s": r4(probe.started - run.active_start), **figures})
+        changes.append(
+            {"from": f"n{probe.target.index}", "at_s": r4(probe.started - run.active_start), **figures}
+        )
     summary = summarise(changes)
     summary.pop("poll_interval_s", None)  # the simulation notes exact times, it does not poll
     summary["method"] = "label change on one node; exact simulated time each other live node first holds it"
@@ -73,8 +75,10 @@ def traffic(run: RunRecord) -> dict[str, Any]:
         "bytes_per_node_per_s_active_mean": r4(statistics.fmean(overall)) if overall else None,
         "bytes_per_node_per_s_active_max": r4(max(overall)) if overall else None,
         "series": [[t, r4(v)] for t, v in run.traffic],
-        "messages_sent": stats.sent, "messages_delivered": stats.delivered,
-        "messages_lost": stats.lost, "messages_blocked": stats.blocked,
+        "messages_sent": stats.sent,
+        "messages_delivered": stats.delivered,
+        "messages_lost": stats.lost,
+        "messages_blocked": stats.blocked,
         "sealed_frames": run.options.seal,
     }
 
@@ -128,10 +132,13 @@ def placement(run: RunRecord) -> dict[str, Any]:
     for policy in POLICIES:
         top = Counter(top_k(bytes.fromhex(job), ids, 1, policy)[0] for job in facts.jobs)
         ranked[policy] = _evenness([top[i] for i in ids])
-    return {"policy": run.options.policy, **_evenness(counts),
-            "top_ranked_by_policy": ranked,
-            "note": "actual: succeeded runs per node (capacity declines and failover included); "
-                    "top_ranked_by_policy: how the same job ids rank over the same node ids"}
+    return {
+        "policy": run.options.policy,
+        **_evenness(counts),
+        "top_ranked_by_policy": ranked,
+        "note": "actual: succeeded runs per node (capacity declines and failover included); "
+        "top_ranked_by_policy: how the same job ids rank over the same node ids",
+    }
 
 
 def _evenness(counts: list[int]) -> dict[str, Any]:
@@ -147,8 +154,10 @@ def _evenness(counts: list[int]) -> dict[str, Any]:
 
 
 def _down_at(run: RunRecord, index: int, t: float) -> bool:
-    return any(c.machine == index and c.at <= t < (c.restarted_at if c.restarted_at is not None else math.inf)
-               for c in run.crashes)
+    return any(
+        c.machine == index and c.at <= t < (c.restarted_at if c.restarted_at is not None else math.inf)
+        for c in run.crashes
+    )
 
 
 def failure_detection(run: RunRecord) -> dict[str, Any]:
@@ -157,9 +166,13 @@ def failure_detection(run: RunRecord) -> dict[str, Any]:
     dead_times, rerun_times, crashes = [], [], []
     for crash in run.crashes:
         until = crash.restarted_at if crash.restarted_at is not None else run.end
-        observers = [m.index for m in world.machines
-                     if m.index != crash.machine and not _down_at(run, m.index, crash.at)
-                     and not any(c.machine == m.index and crash.at <= c.at <= until for c in run.crashes)]
+        observers = [
+            m.index
+            for m in world.machines
+            if m.index != crash.machine
+            and not _down_at(run, m.index, crash.at)
+            and not any(c.machine == m.index and crash.at <= c.at <= until for c in run.crashes)
+        ]
         seen = [run.recorder.first_verdict("peer dead", crash.node_hex, o, crash.at) for o in observers]
         dead_s = None
         if observers and all(t is not None and t <= until for t in seen):
@@ -168,20 +181,30 @@ def failure_detection(run: RunRecord) -> dict[str, Any]:
         reruns = []
         for job_hex in crash.running:
             job = facts.jobs.get(job_hex)
-            starts = [r.started_ms for n, r in (job.runs.items() if job else ())
-                      if n != crash.node_hex and r.started_ms >= to_ms(crash.at)]
+            starts = [
+                r.started_ms
+                for n, r in (job.runs.items() if job else ())
+                if n != crash.node_hex and r.started_ms >= to_ms(crash.at)
+            ]
             if starts:
                 reruns.append((min(starts) - to_ms(crash.at)) / 1000)
         rerun_times.extend(reruns)
-        crashes.append({"node": f"n{crash.machine}", "at_s": r4(crash.at - run.active_start),
-                        "restarted_at_s": r4(crash.restarted_at - run.active_start) if crash.restarted_at else None,
-                        "wiped": crash.wiped, "dead_everywhere_s": r4(dead_s),
-                        "jobs_running": len(crash.running), "running_elsewhere_s": [r4(v) for v in reruns]})
+        crashes.append(
+            {
+                "node": f"n{crash.machine}",
+                "at_s": r4(crash.at - run.active_start),
+                "restarted_at_s": r4(crash.restarted_at - run.active_start) if crash.restarted_at else None,
+                "wiped": crash.wiped,
+                "dead_everywhere_s": r4(dead_s),
+                "jobs_running": len(crash.running),
+                "running_elsewhere_s": [r4(v) for v in reruns],
+            }
+        )
     config = MembershipConfig(run.options.tick_interval)
     return {
         "dead_everywhere_s": quantiles(dead_times),
         "job_running_elsewhere_s": quantiles(rerun_times),
-        # Probes' suspicions decide (daemon/membership.py); heartbeat silence is the backstop.
+        # Probes' suspicions decide (daemon/cluster/membership.py); heartbeat silence is the backstop.
         "expected_dead_timeout_s": r4(config.suspicion_timeout(run.options.nodes)),
         "backstop_dead_timeout_s": r4(config.dead_timeout(run.options.nodes)),
         "crashes": crashes,
@@ -189,13 +212,21 @@ def failure_detection(run: RunRecord) -> dict[str, Any]:
 
 
 def document(run: RunRecord) -> dict[str, Any]:
-    return {"size_bytes_final": run.doc_sizes[-1][1] if run.doc_sizes else None,
-            "size_bytes_series": [[t, size] for t, size in run.doc_sizes]}
+    return {
+        "size_bytes_final": run.doc_sizes[-1][1] if run.doc_sizes else None,
+        "size_bytes_series": [[t, size] for t, size in run.doc_sizes],
+    }
 
 
 def invariants(run: RunRecord) -> dict[str, Any]:
-    return {name: {"ok": not run.violations.get(name), "count": len(run.violations.get(name, [])),
-                   "violations": run.violations.get(name, [])[:KEPT_VIOLATIONS]} for name in CHECKS}
+    return {
+        name: {
+            "ok": not run.violations.get(name),
+            "count": len(run.violations.get(name, [])),
+            "violations": run.violations.get(name, [])[:KEPT_VIOLATIONS],
+        }
+        for name in CHECKS
+    }
 
 
 def faults(run: RunRecord) -> dict[str, Any]:
@@ -203,8 +234,10 @@ def faults(run: RunRecord) -> dict[str, Any]:
         "crashes": len(run.crashes),
         "restarts": sum(1 for c in run.crashes if c.restarted_at is not None),
         "wiped_restarts": sum(1 for c in run.crashes if c.wiped and c.restarted_at is not None),
-        "partitions": [{"start_s": r4(s - run.active_start), "end_s": r4(e - run.active_start), "minority": len(m)}
-                       for s, e, m in run.partitions],
+        "partitions": [
+            {"start_s": r4(s - run.active_start), "end_s": r4(e - run.active_start), "minority": len(m)}
+            for s, e, m in run.partitions
+        ],
         "slow_nodes": [f"n{i}" for i in run.plan.slow],
         "injected": run.injected,
     }
@@ -217,7 +250,8 @@ def build(run: RunRecord) -> dict[str, Any]:
     sections = invariants(run)
     return {
         "options": options_section(run),
-        "convergence": {k: conv[k] for k in ("p50_s", "p99_s", "all_s", "all_s_max", "samples")} | {"probes": conv["changes"], "method": conv["method"]},
+        "convergence": {k: conv[k] for k in ("p50_s", "p99_s", "all_s", "all_s_max", "samples")}
+        | {"probes": conv["changes"], "method": conv["method"]},
         "bytes_per_node_per_s": net["bytes_per_node_per_s_steady"],
         "jobs": jobs(run),
         "placement": placement(run),
@@ -230,7 +264,9 @@ def build(run: RunRecord) -> dict[str, Any]:
         "phases_s": {
             "joined_at": r4(run.joined_at),
             "active_start": r4(run.active_start),
-            "settled_after_active_s": r4(max(0.0, run.settled_at - run.active_start - run.options.seconds)) if run.settled_at else None,
+            "settled_after_active_s": r4(max(0.0, run.settled_at - run.active_start - run.options.seconds))
+            if run.settled_at
+            else None,
             "converge_rounds": run.converge_rounds,
             "end": r4(run.end),
         },
@@ -246,5 +282,7 @@ def broken(report: dict[str, Any]) -> list[str]:
         for violation in section["violations"]:
             lines.append(f"INVARIANT BROKEN {name}: {violation}")
         if section["count"] > len(section["violations"]):
-            lines.append(f"INVARIANT BROKEN {name}: ... and {section['count'] - len(section['violations'])} more")
+            lines.append(
+                f"INVARIANT BROKEN {name}: ... and {section['count'] - len(section['violations'])} more"
+            )
     return lines

@@ -40,7 +40,9 @@ class RunRecord:
     submitted: list[Submitted] = field(default_factory=list)
     not_accepted: int = 0  # submissions that found no machine up
     crashes: list[CrashRecord] = field(default_factory=list)
-    partitions: list[tuple[float, float, frozenset[str]]] = field(default_factory=list)  # (from, to, minority ids)
+    partitions: list[tuple[float, float, frozenset[str]]] = field(
+        default_factory=list
+    )  # (from, to, minority ids)
     settled_at: float | None = None
     converge_rounds: int | None = None
     injected: list[str] = field(default_factory=list)
@@ -55,8 +57,12 @@ class RunRecord:
         own), so asking for progress does not change the run."""
         if self.options.progress:
             up = len(self.world.up()) if self.world is not None else 0
-            print(f"[sim {trio.current_time():8.1f} s | real {time.perf_counter() - self.real_start:8.1f} s] "
-                  f"{phase}, {up} nodes up", file=sys.stderr, flush=True)
+            print(
+                f"[sim {trio.current_time():8.1f} s | real {time.perf_counter() - self.real_start:8.1f} s] "
+                f"{phase}, {up} nodes up",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def lost_state(run: RunRecord) -> dict[str, list[float]]:

@@ -1,12 +1,12 @@
 """One simulation run, phase by phase, inside trio under MockClock.
 
-    boot      machines start one after another over the join window (seeds first) and
-              join through the seeds; the phase ends when every node sees every node alive
-    active    `--seconds` of scheduled events (active.py): the quiet part (steady-state
-              traffic, convergence probes), then job submissions, crashes, restarts and
-              partitions as planned
-    settle, inject, freeze, converge   (ending.py; freezing is world.freeze)
-    facts     the end state is read out for the invariant checks and the report
+boot      machines start one after another over the join window (seeds first) and
+          join through the seeds; the phase ends when every node sees every node alive
+active    `--seconds` of scheduled events (active.py): the quiet part (steady-state
+          traffic, convergence probes), then job submissions, crashes, restarts and
+          partitions as planned
+settle, inject, freeze, converge   (ending.py; freezing is world.freeze)
+facts     the end state is read out for the invariant checks and the report
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from .gc_cost import freeze_survivors
 from .invariants import check_all
 from .options import SimOptions
 from .run_record import RunRecord, lost_state
-from .workload import plan_jobs
 from .warm_start import warm_start
+from .workload import plan_jobs
 from .world import World
 
 

@@ -20,9 +20,8 @@ from typing import Any, Callable
 import trio
 import trio.testing
 
-from simulations.loopback.harness import code_version
-
 from pack_manager.placement import POLICIES
+from simulations.loopback.harness import code_version
 
 from . import report as sections
 from .determinism import deterministic_trio
@@ -36,9 +35,13 @@ from .shared_verify import shared_verification
 
 
 def simulate_once(options: SimOptions) -> tuple[RunRecord, dict[str, Any]]:
-    with tempfile.TemporaryDirectory(prefix="formnet-sim-") as scratch, \
-            deterministic_trio(options.seed), shared_verification() as cache, shared_placement() as orders, \
-            GcTimer() as gc_timer:
+    with (
+        tempfile.TemporaryDirectory(prefix="formnet-sim-") as scratch,
+        deterministic_trio(options.seed),
+        shared_verification() as cache,
+        shared_placement() as orders,
+        GcTimer() as gc_timer,
+    ):
         started, cpu_started = time.perf_counter(), time.process_time()
         run = trio.run(simulate, options, Path(scratch), clock=trio.testing.MockClock(autojump_threshold=0))
         real, cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -61,28 +64,48 @@ def simulate_once(options: SimOptions) -> tuple[RunRecord, dict[str, Any]]:
 def placement_figures(report: dict[str, Any]) -> dict[str, Any]:
     """One policy's line of placement_by_policy: how the jobs actually run spread over the nodes."""
     placement, jobs = report["placement"], report["jobs"]
-    return {**{k: placement[k] for k in ("max_over_mean", "min_over_mean", "mean", "histogram")},
-            **{k: jobs[k] for k in ("submitted", "succeeded", "lost", "duplicates", "reassignments", "declines_standing")},
-            "invariants_ok": report["invariants_ok"]}
+    return {
+        **{k: placement[k] for k in ("max_over_mean", "min_over_mean", "mean", "histogram")},
+        **{
+            k: jobs[k]
+            for k in ("submitted", "succeeded", "lost", "duplicates", "reassignments", "declines_standing")
+        },
+        "invariants_ok": report["invariants_ok"],
+    }
 
 
-def compare_policies(options: SimOptions, report: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
+def compare_policies(
+    options: SimOptions, report: dict[str, Any], say: Callable[[str], None]
+) -> dict[str, Any]:
     """The same seed (same nodes, jobs and faults) under every other placement policy."""
     by_policy, costs = {options.policy: placement_figures(report)}, {}
     for policy in POLICIES:
         if policy == options.policy:
             continue
         say(f"  the same run with --policy {policy} ...")
-        other_run, costs[policy] = simulate_once(replace(options, policy=policy, sizes=(), doc_hours=0.0,
-                                                         compare_policies=False, report_dir=None))
+        other_run, costs[policy] = simulate_once(
+            replace(options, policy=policy, sizes=(), doc_hours=0.0, compare_policies=False, report_dir=None)
+        )
         by_policy[policy] = placement_figures(sections.build(other_run))
     return {"by_policy": by_policy, "cost": costs}
 
 
 def convergence_only(options: SimOptions, nodes: int) -> SimOptions:
     """The same network and settings at another size, with no jobs and no faults."""
-    return replace(options, nodes=nodes, jobs=0, crash=NONE, slow=NONE, partitions=(), inject=(), sizes=(),
-                   doc_hours=0.0, seconds=options.quiet, settle=0.0, report_dir=None)
+    return replace(
+        options,
+        nodes=nodes,
+        jobs=0,
+        crash=NONE,
+        slow=NONE,
+        partitions=(),
+        inject=(),
+        sizes=(),
+        doc_hours=0.0,
+        seconds=options.quiet,
+        settle=0.0,
+        report_dir=None,
+    )
 
 
 def document_growth(options: SimOptions, say: Callable[[str], None]) -> tuple[dict[str, Any], float]:
@@ -94,10 +117,15 @@ def document_growth(options: SimOptions, say: Callable[[str], None]) -> tuple[di
 def run_document_only(options: SimOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
     """`--doc-only`: document_growth.json (+ its plot), no network simulation."""
     growth, real = document_growth(options, say)
-    report = {"document_growth": growth, "cost": {"document_growth_real_s": real, "python": platform.python_version()}}
+    report = {
+        "document_growth": growth,
+        "cost": {"document_growth_real_s": real, "python": platform.python_version()},
+    }
     if options.report_dir is not None:
         options.report_dir.mkdir(parents=True, exist_ok=True)
-        (options.report_dir / "document_growth.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (options.report_dir / "document_growth.json").write_text(
+            json.dumps(report, indent=2) + "\n", encoding="utf-8"
+        )
         if options.plots:
             from .plots import write_plots  # noqa: PLC0415
 
@@ -111,7 +139,10 @@ def run_session(options: SimOptions, say: Callable[[str], None] = print) -> tupl
     run, cost = simulate_once(options)
     report = sections.build(run)
     report["cost"] = cost
-    say(f"  done in {cost['real_s']:.1f} s real ({cost['node_simulated_s_per_real_s']} node-simulated-seconds per real second)")
+    say(
+        f"  done in {cost['real_s']:.1f} s real ({cost['node_simulated_s_per_real_s']} "
+        "node-simulated-seconds per real second)"
+    )
     if options.sizes:
         by_size, size_cost = {}, {}
         for nodes in options.sizes:
@@ -121,8 +152,10 @@ def run_session(options: SimOptions, say: Callable[[str], None] = print) -> tupl
                 say(f"  convergence at {nodes} nodes ...")
                 sized_run, sized_cost = simulate_once(convergence_only(options, nodes))
                 sized = sections.build(sized_run)
-            by_size[str(nodes)] = {**{k: sized["convergence"][k] for k in ("p50_s", "p99_s", "all_s", "all_s_max", "samples")},
-                                   "bytes_per_node_per_s": sized["bytes_per_node_per_s"]}
+            by_size[str(nodes)] = {
+                **{k: sized["convergence"][k] for k in ("p50_s", "p99_s", "all_s", "all_s_max", "samples")},
+                "bytes_per_node_per_s": sized["bytes_per_node_per_s"],
+            }
             size_cost[str(nodes)] = sized_cost
         report["convergence_by_size"] = by_size
         cost["by_size"] = size_cost
@@ -135,7 +168,9 @@ def run_session(options: SimOptions, say: Callable[[str], None] = print) -> tupl
     cost["code"] = code  # the commit measured (and whether the tree differed from it)
     if options.report_dir is not None:
         write(report, options.report_dir, options.plots, say)
-    ok = report["invariants_ok"] and all(f["invariants_ok"] for f in report.get("placement_by_policy", {}).values())
+    ok = report["invariants_ok"] and all(
+        f["invariants_ok"] for f in report.get("placement_by_policy", {}).values()
+    )
     return report, ok
 
 
@@ -160,7 +195,8 @@ def summary(report: dict[str, Any]) -> list[str]:
         f"({report['traffic']['kbps_per_node_steady']} kbps; goal 300)",
         f"jobs: {jobs['submitted']} submitted, {jobs['succeeded']} succeeded, {jobs['failed']} failed, "
         f"{jobs['lost']} lost ({jobs['lost_with_submitter']} with their submitter), {jobs['duplicates']} duplicates "
-        f"(+{jobs['duplicates_explained_by_partition']} explained by a partition), {jobs['reassignments']} reassignments",
+        f"(+{jobs['duplicates_explained_by_partition']} explained by a partition), "
+        f"{jobs['reassignments']} reassignments",
         f"placement ({placement['policy']}): max/mean {placement['max_over_mean']}; top-ranked max/mean "
         + ", ".join(f"{p} {f['max_over_mean']}" for p, f in placement["top_ranked_by_policy"].items()),
         f"failure detection: dead everywhere p50 {detection['dead_everywhere_s']['p50']} s "
@@ -171,12 +207,19 @@ def summary(report: dict[str, Any]) -> list[str]:
         lines.append(f"document: {report['document']['size_bytes_final']} bytes at the end")
     growth = report.get("document_growth")
     if growth:
-        lines.append(f"document growth: {growth['size_bytes_final']} bytes after {growth['hours']:g} h of "
-                     f"{growth['nodes']} nodes' heartbeats (goal {growth['goal_bytes']})")
+        lines.append(
+            f"document growth: {growth['size_bytes_final']} bytes after {growth['hours']:g} h of "
+            f"{growth['nodes']} nodes' heartbeats (goal {growth['goal_bytes']})"
+        )
     for size, figures in report.get("convergence_by_size", {}).items():
-        lines.append(f"convergence at {size} nodes: 50% {figures['p50_s']} s, 99% {figures['p99_s']} s, 100% {figures['all_s']} s")
+        lines.append(
+            f"convergence at {size} nodes: 50% {figures['p50_s']} s, 99% {figures['p99_s']} s, 100% "
+            f"{figures['all_s']} s"
+        )
     for policy, figures in report.get("placement_by_policy", {}).items():
-        lines.append(f"placement with {policy}: max/mean {figures['max_over_mean']} over {figures['succeeded']} succeeded runs, "
-                     f"{figures['duplicates']} duplicates, {figures['lost']} lost")
+        lines.append(
+            f"placement with {policy}: max/mean {figures['max_over_mean']} over {figures['succeeded']} succeeded runs, "
+            f"{figures['duplicates']} duplicates, {figures['lost']} lost"
+        )
     lines.append("invariants: " + ("all hold" if report["invariants_ok"] else "BROKEN"))
     return lines

@@ -1,6 +1,6 @@
 """One placement order per job for the whole simulated cluster, not one per node.
 
-Every node ranks every job it sees over every node it knows (daemon/placement_orders.py ->
+Every node ranks every job it sees over every node it knows (daemon/jobs/placement_orders.py ->
 scheduling.order_nodes): with N nodes that is N rankings of N nodes per job, 45 % of a
 1000-node run with jobs. For a job without preferred labels (or input holdings to weigh) the
 order is a pure function of the job id, the policy and the set of node ids, so every node
@@ -31,7 +31,9 @@ class SharedOrders:
         self.misses = 0
 
     def wrap(self, order_nodes: Any) -> Any:
-        def shared(job: scheduling.JobView, nodes: Any, policy: str = scheduling.DEFAULT_POLICY) -> list[bytes]:
+        def shared(
+            job: scheduling.JobView, nodes: Any, policy: str = scheduling.DEFAULT_POLICY
+        ) -> list[bytes]:
             if job.spec.requirements.preferred_labels or (job.spec.prefer_local_inputs and job.holdings):
                 return order_nodes(job, nodes, policy)  # depends on more than the ids
             key = (job.job_id, policy, frozenset(nodes))

@@ -6,7 +6,7 @@ nodes decline and the next ranked node takes over, and a nonce from the seeded R
 job id is blake3 of the spec, so ids are the same in every run of a seed). Submission times
 are spread over the first 60% of the fault window, leaving time for failover to finish.
 
-Submitting is what `form submit` makes the submitter's formd do (daemon/jobs_api.py): the
+Submitting is what `form submit` makes the submitter's formd do (daemon/control/jobs_api.py): the
 module blob goes into its blob store, the signed job record into its document, the update
 into its store and gossip queue, and its job loop is woken. Runners fetch the module from
 the submitter over the simulated transport with the real blob fetch.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import blake3
 
 from crdt_state.signing import seal_record
-from daemon.jobs import node_now_ms
+from daemon.jobs.loop import node_now_ms
 from pack_manager.jobspec import JobSpec
 from pack_manager.requirements import WorkloadRequirements
 
@@ -45,7 +45,10 @@ class Submission:
 
     def spec(self, submitter: bytes) -> JobSpec:
         return JobSpec(
-            kind="wasm", submitter=submitter, nonce=self.nonce, module=MODULE_DIGEST,
+            kind="wasm",
+            submitter=submitter,
+            nonce=self.nonce,
+            module=MODULE_DIGEST,
             requirements=WorkloadRequirements(cpu_millicores=self.cpu_millicores, executor="wasm"),
             timeout_ms=TIMEOUT_MS,
             env={DURATION_ENV: str(self.duration_ms), EXIT_ENV: str(self.exit_code)},
@@ -58,14 +61,16 @@ def plan_jobs(options: SimOptions, rng: random.Random) -> list[Submission]:
     low, high = options.job_duration
     plan = []
     for _ in range(options.jobs):
-        plan.append(Submission(
-            at_s=round(rng.uniform(start, end), 3),
-            machine=rng.randrange(options.nodes),
-            nonce=rng.randbytes(16),
-            duration_ms=int(rng.uniform(low, high) * 1000),
-            cpu_millicores=rng.choice(options.job_cpu),
-            exit_code=1 if rng.random() < FAILING_SHARE else 0,
-        ))
+        plan.append(
+            Submission(
+                at_s=round(rng.uniform(start, end), 3),
+                machine=rng.randrange(options.nodes),
+                nonce=rng.randbytes(16),
+                duration_ms=int(rng.uniform(low, high) * 1000),
+                cpu_millicores=rng.choice(options.job_cpu),
+                exit_code=1 if rng.random() < FAILING_SHARE else 0,
+            )
+        )
     plan.sort(key=lambda s: s.at_s)
     return plan
 
@@ -77,7 +82,9 @@ def submit(machine: Machine, submission: Submission) -> str:
     loop.blobs.put_bytes(MODULE)
     spec = submission.spec(node.identity.node_id)
     job_hex = spec.job_id().hex()
-    envelope = seal_record(node.identity.private_key, "job", {"spec": spec.pack(), "submitted_ms": node_now_ms(node)})
+    envelope = seal_record(
+        node.identity.private_key, "job", {"spec": spec.pack(), "submitted_ms": node_now_ms(node)}
+    )
     node.document.put_local("jobs", job_hex, envelope)
     node.commit_local(durable=True)
     loop.wake()

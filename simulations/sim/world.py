@@ -34,15 +34,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crdt_state.document import ClusterDocument
 from crdt_state.records import NodeRecord
-from daemon.blobstore import BlobStore
+from daemon.cluster.membership import MembershipConfig
+from daemon.cluster.node import Node, NodeSettings, static_capacity
 from daemon.config import FormdConfig
 from daemon.identity import Identity
-from daemon.jobs import JobLoop
-from daemon.keyring import Keyring
+from daemon.jobs.blobstore import BlobStore
+from daemon.jobs.loop import JobLoop
 from daemon.log import EventLog
-from daemon.membership import MembershipConfig
-from daemon.node import Node, NodeSettings, static_capacity
 from daemon.runtime import node_settings
+from daemon.transport.keyring import Keyring
 from metrics_agent.capabilities import NodeCapabilities
 from metrics_agent.capacity import apply_reservations
 
@@ -53,8 +53,16 @@ from .options import SimOptions
 EPOCH = 1_700_000_000.0  # the simulated wall clock reads EPOCH + trio.current_time()
 SEEDS = 3  # the first machines are every node's seeds
 CAPABILITIES = NodeCapabilities(
-    cpu_model="simulated", logical_cores=4, physical_cores=4, cpu_millicores=4000, memory_bytes=8 << 30,
-    disk_bytes=100 << 30, arch="x86_64", os="linux", kernel="simulated", executors=("wasm",),
+    cpu_model="simulated",
+    logical_cores=4,
+    physical_cores=4,
+    cpu_millicores=4000,
+    memory_bytes=8 << 30,
+    disk_bytes=100 << 30,
+    arch="x86_64",
+    os="linux",
+    kernel="simulated",
+    executors=("wasm",),
 )
 
 
@@ -179,8 +187,15 @@ class Machine:
 
 
 class World:
-    def __init__(self, options: SimOptions, rng: random.Random, root: Path, nursery: trio.Nursery,
-                 log_sink: Callable[[int, int, str, dict], None], on_change: Callable[["Machine"], None]) -> None:
+    def __init__(
+        self,
+        options: SimOptions,
+        rng: random.Random,
+        root: Path,
+        nursery: trio.Nursery,
+        log_sink: Callable[[int, int, str, dict], None],
+        on_change: Callable[["Machine"], None],
+    ) -> None:
         self.options = options
         self.rng = rng
         self.root = root
@@ -189,14 +204,22 @@ class World:
         self.on_change = on_change
         self.network = SlowLinkNetwork(seed=rng.getrandbits(64), latency=options.latency, loss=options.loss)
         self.keyring = Keyring(rng.randbytes(32)) if options.seal else None
-        self.settings = node_settings(replace(
-            FormdConfig(), gossip_interval_ms=round(options.gossip_interval * 1000), gossip_fanout=options.fanout,
-            tick_interval_ms=round(options.tick_interval * 1000), anti_entropy_interval_s=options.anti_entropy_interval,
-            retransmit_mult=options.retransmit_mult, heartbeat_retransmit_mult=options.heartbeat_retransmit_mult,
-        ))  # the same mapping `formd run` applies to formd.toml
+        self.settings = node_settings(
+            replace(
+                FormdConfig(),
+                gossip_interval_ms=round(options.gossip_interval * 1000),
+                gossip_fanout=options.fanout,
+                tick_interval_ms=round(options.tick_interval * 1000),
+                anti_entropy_interval_s=options.anti_entropy_interval,
+                retransmit_mult=options.retransmit_mult,
+                heartbeat_retransmit_mult=options.heartbeat_retransmit_mult,
+            )
+        )  # the same mapping `formd run` applies to formd.toml
         self.machines: list[Machine] = []
         for index in range(options.nodes):
-            self.machines.append(Machine(index, address_of(index), [self._new_identity()], root / f"n{index}"))
+            self.machines.append(
+                Machine(index, address_of(index), [self._new_identity()], root / f"n{index}")
+            )
         self.seeds = [m.address for m in self.machines[:SEEDS]]
 
     def _new_identity(self) -> Identity:
@@ -215,7 +238,9 @@ class World:
 
     async def start(self, machine: Machine) -> None:
         identity = machine.identity
-        document = ClusterDocument.from_updates(machine.saved, identity.node_id, client_id=self.rng.getrandbits(32) | 1)
+        document = ClusterDocument.from_updates(
+            machine.saved, identity.node_id, client_id=self.rng.getrandbits(32) | 1
+        )
         held = document.get("nodes", identity.node_hex)
         held_record = held.node if held is not None else None
         # --warm-start: the first start continues a process that was already running (warm_start.py),
@@ -228,8 +253,14 @@ class World:
         settings = self.settings
         if machine.slow:
             factor = self.options.slow_factor
-            settings = SlowedSettings(**{**asdict(settings), "tick_interval": settings.tick_interval * factor,
-                                         "gossip_interval": settings.gossip_interval * factor}, slowdown=factor)
+            settings = SlowedSettings(
+                **{
+                    **asdict(settings),
+                    "tick_interval": settings.tick_interval * factor,
+                    "gossip_interval": settings.gossip_interval * factor,
+                },
+                slowdown=factor,
+            )
         loop: JobLoop | None = None
 
         def sample(capabilities: NodeCapabilities):
@@ -238,17 +269,34 @@ class World:
 
         self.network.restore(machine.address)
         node = SimNode(
-            identity=identity, address=machine.address,
-            transport=self.network.transport(machine.address, keyring=self.keyring, on_drop=self._dropped(machine)),
-            document=document, capabilities=CAPABILITIES, incarnation=incarnation,
-            rng=random.Random(self.rng.getrandbits(64)), settings=settings, seeds=self.seeds,
-            sample_capacity=sample, store=MemoryStore(), bump_incarnation=machine.bump_incarnation,
-            wall_clock=sim_wall_clock, log=SimLog(self.log_sink, machine.index), version="sim",
+            identity=identity,
+            address=machine.address,
+            transport=self.network.transport(
+                machine.address, keyring=self.keyring, on_drop=self._dropped(machine)
+            ),
+            document=document,
+            capabilities=CAPABILITIES,
+            incarnation=incarnation,
+            rng=random.Random(self.rng.getrandbits(64)),
+            settings=settings,
+            seeds=self.seeds,
+            sample_capacity=sample,
+            store=MemoryStore(),
+            bump_incarnation=machine.bump_incarnation,
+            wall_clock=sim_wall_clock,
+            log=SimLog(self.log_sink, machine.index),
+            version="sim",
         )
         if resumed:
             node.resume(held_record)
-        loop = JobLoop(node, BlobStore(machine.root / "blobs"), machine.root / "work",
-                       {"wasm": machine.executor}, policy=self.options.policy, retention_s=FormdConfig().job_retention_s)
+        loop = JobLoop(
+            node,
+            BlobStore(machine.root / "blobs"),
+            machine.root / "work",
+            {"wasm": machine.executor},
+            policy=self.options.policy,
+            retention_s=FormdConfig().job_retention_s,
+        )
 
         def changed() -> None:
             loop.wake()

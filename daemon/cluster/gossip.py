@@ -18,7 +18,7 @@ because a local update carries only its own transaction's inserts and deletes
 (crdt_state/document.py): a receiver that missed another writer's newer version never sees an
 old version deleted under it, so a heartbeat that arrives out of order is accepted, or at
 worst asked for again as missing, never refused. A push refused as missing is passed
-on once the repair exchange filled its gap (daemon/held_back.py), so repairs do not thin out
+on once the repair exchange filled its gap (daemon/cluster/held_back.py), so repairs do not thin out
 the epidemic. Anti-entropy (a state-vector exchange
 with one random peer) repairs whatever the epidemic missed (a lost frame, a node that was
 down), so the queue may drop things when full without harming convergence.

@@ -44,9 +44,17 @@ from typing import Callable, Iterable
 
 import trio
 
-from daemon.frames import MAX_FRAME, OVERHEAD, REPLAY_WINDOW, FrameError, ReplayGuard, open_frame, seal
-from daemon.keyring import Keyring
-from daemon.transport import DropCallback, Handler, ReplyWaiter, Transport, TransportError
+from daemon.transport.frames import (
+    MAX_FRAME,
+    OVERHEAD,
+    REPLAY_WINDOW,
+    FrameError,
+    ReplayGuard,
+    open_frame,
+    seal,
+)
+from daemon.transport.interface import DropCallback, Handler, ReplyWaiter, Transport, TransportError
+from daemon.transport.keyring import Keyring
 
 log = logging.getLogger("formd.transport")
 
@@ -57,16 +65,23 @@ Latency = tuple[float, float] | Callable[[random.Random], float]
 
 @dataclass
 class NetworkStats:
-    sent: int = 0          # messages handed to the network
-    delivered: int = 0     # messages that reached a serving receiver
-    lost: int = 0          # dropped by random loss
-    blocked: int = 0       # dropped by a partition, a crash, or nobody serving there
+    sent: int = 0  # messages handed to the network
+    delivered: int = 0  # messages that reached a serving receiver
+    lost: int = 0  # dropped by random loss
+    blocked: int = 0  # dropped by a partition, a crash, or nobody serving there
     bytes: int = 0
 
 
 class SimNetwork:
-    def __init__(self, seed: int = 0, latency: Latency = (0.001, 0.005), loss: float = 0.0,
-                 *, max_frame: int = MAX_FRAME, resolution: float = 0.001) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        latency: Latency = (0.001, 0.005),
+        loss: float = 0.0,
+        *,
+        max_frame: int = MAX_FRAME,
+        resolution: float = 0.001,
+    ) -> None:
         if not 0.0 <= loss <= 1.0:
             raise ValueError("loss is a probability between 0 and 1")
         if isinstance(latency, tuple) and not 0 <= latency[0] <= latency[1]:
@@ -80,7 +95,7 @@ class SimNetwork:
         self._transports: dict[str, MemTransport] = {}
         self._group: dict[str, int] = {}
         self._crashed: set[str] = set()
-        self._due: list[tuple] = []   # heap of (due, sequence, receiver, sender, data, size)
+        self._due: list[tuple] = []  # heap of (due, sequence, receiver, sender, data, size)
         self._sequence = itertools.count()
         self._scheduler_token: object | None = None
         self._waiting_until = math.inf
@@ -88,8 +103,9 @@ class SimNetwork:
 
     # -- nodes ---------------------------------------------------------------------------
 
-    def transport(self, address: str, *, keyring: Keyring | None = None,
-                  on_drop: DropCallback | None = None) -> "MemTransport":
+    def transport(
+        self, address: str, *, keyring: Keyring | None = None, on_drop: DropCallback | None = None
+    ) -> "MemTransport":
         existing = self._transports.get(address)
         if existing is not None and not existing.closed:
             raise ValueError(f"address {address} is already in use on this network")
@@ -137,11 +153,17 @@ class SimNetwork:
         low, high = self.latency
         return low if low == high else self.random.uniform(low, high)
 
-    def _dispatch(self, source: "MemTransport", target: str, kind: int, request_id: int, payload: bytes) -> None:
+    def _dispatch(
+        self, source: "MemTransport", target: str, kind: int, request_id: int, payload: bytes
+    ) -> None:
         data: bytes | tuple[int, int, bytes]
         if source.keyring is not None:
-            data = seal(source.keyring, _INNER.pack(kind, request_id) + payload, trio.current_time(),
-                        max_frame=self.max_frame)
+            data = seal(
+                source.keyring,
+                _INNER.pack(kind, request_id) + payload,
+                trio.current_time(),
+                max_frame=self.max_frame,
+            )
             size = len(data)
         else:
             data = (kind, request_id, payload)
@@ -170,7 +192,7 @@ class SimNetwork:
 
     def _ensure_scheduler(self) -> None:
         token = trio.lowlevel.current_trio_token()
-        if self._scheduler_token is not token:   # first use, or a new trio.run
+        if self._scheduler_token is not token:  # first use, or a new trio.run
             self._scheduler_token = token
             self._due = []
             self._waiting_until = math.inf
@@ -190,7 +212,7 @@ class SimNetwork:
                 self._wake = trio.Event()
                 with trio.move_on_at(self._waiting_until):
                     await self._wake.wait()
-                self._waiting_until = -math.inf   # delivering: new messages need no wake-up
+                self._waiting_until = -math.inf  # delivering: new messages need no wake-up
                 continue
             now = trio.current_time()
             while due and due[0][0] <= now:
@@ -202,8 +224,14 @@ class SimNetwork:
 
 
 class MemTransport(Transport):
-    def __init__(self, network: SimNetwork, address: str, *, keyring: Keyring | None = None,
-                 on_drop: DropCallback | None = None) -> None:
+    def __init__(
+        self,
+        network: SimNetwork,
+        address: str,
+        *,
+        keyring: Keyring | None = None,
+        on_drop: DropCallback | None = None,
+    ) -> None:
         super().__init__(on_drop)
         self.network = network
         self.local_address = address
@@ -321,8 +349,10 @@ class MemTransport(Transport):
             return data
         if self.keyring is None or self._replay is None:
             raise FrameError("sealed frame, this node has no keyring")
-        inner = open_frame(self.keyring, data, trio.current_time(), self._replay, max_frame=self.network.max_frame)
+        inner = open_frame(
+            self.keyring, data, trio.current_time(), self._replay, max_frame=self.network.max_frame
+        )
         if len(inner) < _INNER.size:
             raise FrameError("sealed frame too short for its kind and request id")
         kind, request_id = _INNER.unpack_from(inner)
-        return kind, request_id, inner[_INNER.size:]
+        return kind, request_id, inner[_INNER.size :]

@@ -1,12 +1,12 @@
 """SWIM probes (memberlist's probe and indirect probe): a thin trio driver over Transport.request.
 
 Every probe_interval the node pings the next peer of a shuffled round robin
-(daemon/probe_order.py) over the ordinary sealed transport (payloads: daemon/probe_wire.py).
+(daemon/cluster/probe_order.py) over the ordinary sealed transport (payloads: daemon/cluster/probe_wire.py).
 No ack within probe_timeout: it asks `indirect_probes` other live peers to ping the target
 for it, and pings it directly once more meanwhile (a lost frame is the usual cause); no ack
 from anyone by the end of the probe interval: the target is reported to `on_failed`, which
-writes a suspicion into the document (daemon/node.py). What a suspicion means is decided by
-daemon/membership.py, not here.
+writes a suspicion into the document (daemon/cluster/node.py). What a suspicion means is decided by
+daemon/cluster/membership.py, not here.
 
 A probe payload that is malformed is dropped with one log line; the requester gets the reason.
 """
@@ -19,11 +19,20 @@ from typing import Callable, Mapping
 
 import trio
 
-from .gossip import pick
-from .log import EventLog
-from .probe_order import ProbeOrder
-from .probe_wire import NACK, Ping, ProbeError, decode_probe, encode_ack, encode_ping, encode_ping_request, is_ack_from
-from .transport import Transport, TransportError
+from daemon.cluster.gossip import pick
+from daemon.cluster.probe_order import ProbeOrder
+from daemon.cluster.probe_wire import (
+    NACK,
+    Ping,
+    ProbeError,
+    decode_probe,
+    encode_ack,
+    encode_ping,
+    encode_ping_request,
+    is_ack_from,
+)
+from daemon.log import EventLog
+from daemon.transport.interface import Transport, TransportError
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,9 @@ class Prober:
         deadline = trio.current_time() + self.settings.probe_interval
         if await self._ping(peers[target], target, self.settings.probe_timeout):
             return
-        helpers = pick(self.rng, [a for node_id, a in peers.items() if node_id != target], self.settings.indirect_probes)
+        helpers = pick(
+            self.rng, [a for node_id, a in peers.items() if node_id != target], self.settings.indirect_probes
+        )
         acked = False
         async with trio.open_nursery() as nursery:
 

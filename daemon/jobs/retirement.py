@@ -20,20 +20,28 @@ from typing import TYPE_CHECKING, Callable
 
 import trio
 
+from daemon.jobs.blobstore import BlobStore
+from daemon.jobs.records import JobRecords
 from pack_manager import scheduling
 from pack_manager.retention import RetentionRule, accepts_remote_delete, deletes_now, job_retirable, stamp_ms
-
-from .blobstore import BlobStore
-from .job_records import JobRecords
 
 if TYPE_CHECKING:
     from crdt_state.records import SignedEntry
 
 
 class Retirement:
-    def __init__(self, records: JobRecords, blobs: BlobStore, me: bytes, rule: RetentionRule, *,
-                 now_ms: Callable[[], int], in_use: Callable[[str], bool], policy: str,
-                 pending_uploads: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        records: JobRecords,
+        blobs: BlobStore,
+        me: bytes,
+        rule: RetentionRule,
+        *,
+        now_ms: Callable[[], int],
+        in_use: Callable[[str], bool],
+        policy: str,
+        pending_uploads: dict[str, float] | None = None,
+    ) -> None:
         self.records = records
         self.blobs = blobs
         self.me = me
@@ -75,7 +83,9 @@ class Retirement:
         return max(stamps) + self.rule.retention_ms if stamps else None
 
     def _stamps(self, job_hex: str) -> list[int]:
-        stamps = [stamp_ms("runs", report.to_wire()) for report in self.records.runs.get(job_hex, {}).values()]
+        stamps = [
+            stamp_ms("runs", report.to_wire()) for report in self.records.runs.get(job_hex, {}).values()
+        ]
         if job_hex in self.records.specs:
             stamps.append(self.records.specs[job_hex][1])
         if job_hex in self.records.cancels:
@@ -84,7 +94,9 @@ class Retirement:
 
     # ---- retiring ---------------------------------------------------------------------------
 
-    def due_deletes(self, nodes: dict[bytes, scheduling.NodeView], running: set[str]) -> list[tuple[str, str]]:
+    def due_deletes(
+        self, nodes: dict[bytes, scheduling.NodeView], running: set[str]
+    ) -> list[tuple[str, str]]:
         """The (map, key) entries this node should delete now."""
         now = self.now_ms()
         live = [node_id for node_id, view in nodes.items() if view.live]
@@ -108,7 +120,9 @@ class Retirement:
         if job is None:
             return bool(self._stamps(job_hex)) and now >= max(self._stamps(job_hex)) + self.rule.retention_ms
         state = scheduling.job_status(job.view(), nodes, self.policy).state
-        live_claims = sum(1 for node_id, run in job.runs.items() if run.active and node_id in nodes and nodes[node_id].live)
+        live_claims = sum(
+            1 for node_id, run in job.runs.items() if run.active and node_id in nodes and nodes[node_id].live
+        )
         return job_retirable(state, live_claims, self._stamps(job_hex), now, self.rule)
 
     def _later(self, job_hex: str, when: int) -> None:

@@ -22,7 +22,7 @@ from pack_manager import scheduling
 
 class NodeViews:
     def __init__(self, node: Any, now: Callable[[], float]) -> None:
-        self.node = node  # daemon.node.Node: document, membership, own capabilities and status
+        self.node = node  # daemon.cluster.node.Node: document, membership, own capabilities and status
         self._now = now
         self._views: dict[bytes, scheduling.NodeView] = {}
         self._dirty: set[bytes] | None = None  # None: every node (at the start, after a rebuild)
@@ -107,7 +107,9 @@ class NodeViews:
 # objects of the envelopes they all open (simulations/sim/shared_verify.py), decodes each once
 # for all of them instead of once per node (a million decodes at a 1000-node start).
 DECODED_KEPT = 8192
-_decoded: OrderedDict[int, tuple[object, NodeCapabilities, NodeCapacity | None] | tuple[object, None, None]] = OrderedDict()
+_decoded: OrderedDict[
+    int, tuple[object, NodeCapabilities, NodeCapacity | None] | tuple[object, None, None]
+] = OrderedDict()
 
 
 def _decode(record) -> tuple[object, NodeCapabilities, NodeCapacity | None] | None:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from crdt_state.records import check_address
 from crdt_state.signing import RecordError
+from daemon.cluster.wire import ACK, PING, PING_REQ
 
-PING, PING_REQ, ACK, NACK = b"\xc2", b"\xc3", b"\xc4", b"\xc5"
 PROBE_TAGS = (PING, PING_REQ)
 ID_SIZE = 32
 MAX_ADDRESS = 300

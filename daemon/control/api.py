@@ -12,7 +12,7 @@ returns something JSON can carry, or raises ControlError with a one-line reason.
     label.set    {"labels": {k: v}}    -> {"labels": {...all labels now}}
     label.remove {"keys": [k, ...]}    -> {"labels": {...}}
 
-Job and blob methods: see daemon/jobs_api.py.
+Job and blob methods: see daemon/control/jobs_api.py.
 
 Key and label changes are saved (cluster.key, formd.toml) before the reply, so they survive
 a restart.
@@ -24,20 +24,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from daemon import config as config_file
+from daemon.cluster.node import Node
+from daemon.config import FormdConfig
+from daemon.control.jobs_api import JobsApi
+from daemon.control.server import ControlError, Handler, param
+from daemon.jobs.loop import JobLoop
+from daemon.transport.keyring import Keyring, KeyringError, decode_key, parse_key_id
 from pack_manager.requirements import RequirementsError, parse_labels
-
-from . import config as config_file
-from .config import FormdConfig
-from .control import ControlError, Handler, param
-from .keyring import Keyring, KeyringError, decode_key, parse_key_id
-from .jobs import JobLoop
-from .jobs_api import JobsApi
-from .node import Node
 
 
 class DaemonApi:
-    def __init__(self, node: Node, keyring: Keyring, keyring_path: Path, state_dir: Path, config: FormdConfig,
-                 jobs: "JobLoop | None" = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        keyring: Keyring,
+        keyring_path: Path,
+        state_dir: Path,
+        config: FormdConfig,
+        jobs: "JobLoop | None" = None,
+    ) -> None:
         self.node = node
         self.jobs_api = JobsApi(jobs) if jobs is not None else None
         self.keyring = keyring
@@ -98,7 +104,9 @@ class DaemonApi:
         try:
             self.keyring.save(self.keyring_path)
         except OSError as exc:
-            raise ControlError(f"the keyring changed but could not be saved to {self.keyring_path}: {exc.strerror}") from None
+            raise ControlError(
+                f"the keyring changed but could not be saved to {self.keyring_path}: {exc.strerror}"
+            ) from None
         return result
 
     # ---- labels -------------------------------------------------------------------------

@@ -25,8 +25,7 @@ publishes by then and is ignored.
 from __future__ import annotations
 
 from crdt_state.records import NodeRecord, RecordError, open_node_record
-
-NOTICE_PREFIX = b"\xc0"
+from daemon.cluster.wire import NOTICE as NOTICE_PREFIX
 
 
 class NoticeError(ValueError):
@@ -44,7 +43,7 @@ def is_notice(payload: bytes) -> bool:
 def decode_notice(payload: bytes) -> NodeRecord:
     """The verified node record a notice carries (signature, schema, signer owns the id)."""
     try:
-        return open_node_record(payload[len(NOTICE_PREFIX):])
+        return open_node_record(payload[len(NOTICE_PREFIX) :])
     except RecordError as exc:
         raise NoticeError(f"record notice: {exc.reason}") from None
 

@@ -2,7 +2,7 @@
 
 An eagerly pushed update that skips clocks of its writer (we missed that writer's previous
 write, e.g. a heartbeat sent with few retransmits) is refused as missing and answered by a
-state-vector exchange with its sender (daemon/node.py). The exchange brings the update's
+state-vector exchange with its sender (daemon/cluster/node.py). The exchange brings the update's
 content too, but as part of a diff, which is not passed on. Before this, every node that
 needed such a repair dropped out of the epidemic for that update: at 50 nodes a third of the
 receivers of a label change, which left some nodes that no one pushed it to until the writer's

@@ -17,10 +17,10 @@ from typing import Any, Iterable
 import msgpack
 import trio
 
-from .blobstore import CHUNK, BlobError, BlobStore, check_digest
-from .transport import Transport, TransportError
+from daemon.cluster.wire import SIDE_REQUEST as BLOB_PREFIX
+from daemon.jobs.blobstore import CHUNK, BlobError, BlobStore, check_digest
+from daemon.transport.interface import Transport, TransportError
 
-BLOB_PREFIX = b"\xc1"
 FETCH_CHUNK = 4 * CHUNK  # 1 MiB per request: well under the frame limit
 
 
@@ -62,12 +62,18 @@ def _decode_reply(reply: bytes) -> tuple[int, bytes]:
     if not is_blob_request(reply):
         raise BlobError("reply is not a blob chunk")
     value: Any = msgpack.unpackb(reply[1:], raw=False)
-    if not isinstance(value, dict) or not isinstance(value.get("size"), int) or not isinstance(value.get("data"), bytes):
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("size"), int)
+        or not isinstance(value.get("data"), bytes)
+    ):
         raise BlobError("reply is not a blob chunk")
     return value["size"], value["data"]
 
 
-async def fetch_blob(store: BlobStore, transport: Transport, digest: str, holders: Iterable[str], timeout: float) -> None:
+async def fetch_blob(
+    store: BlobStore, transport: Transport, digest: str, holders: Iterable[str], timeout: float
+) -> None:
     """Make `digest` local, from the first holder (address) that delivers it whole."""
     check_digest(digest)
     if store.has(digest):
@@ -81,15 +87,21 @@ async def fetch_blob(store: BlobStore, transport: Transport, digest: str, holder
             failures.append(f"{address}: {exc}")
     if store.has(digest):
         return
-    raise FetchError(f"blob {digest[:12]}: no holder delivered it ({'; '.join(failures) or 'no holders known'})")
+    raise FetchError(
+        f"blob {digest[:12]}: no holder delivered it ({'; '.join(failures) or 'no holders known'})"
+    )
 
 
-async def _fetch_from(store: BlobStore, transport: Transport, digest: str, address: str, timeout: float) -> None:
+async def _fetch_from(
+    store: BlobStore, transport: Transport, digest: str, address: str, timeout: float
+) -> None:
     writer = None
     partial = store._tmp / f"{digest}.partial"
     offset = partial.stat().st_size if partial.exists() else 0  # resume where an earlier holder stopped
     while True:
-        request = BLOB_PREFIX + msgpack.packb({"op": "blob", "digest": digest, "offset": offset, "length": FETCH_CHUNK}, use_bin_type=True)
+        request = BLOB_PREFIX + msgpack.packb(
+            {"op": "blob", "digest": digest, "offset": offset, "length": FETCH_CHUNK}, use_bin_type=True
+        )
         reply = await transport.request(address, request, timeout)
         total, data = _decode_reply(reply)
         if writer is None:

@@ -16,8 +16,8 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import trio
 
-from .control_protocol import MAX_LINE, ProtocolError, decode_request, encode_error, encode_result
-from .log import EventLog
+from daemon.control.protocol import MAX_LINE, ProtocolError, decode_request, encode_error, encode_result
+from daemon.log import EventLog
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -28,7 +28,9 @@ class ControlError(Exception):
     """The request was understood but cannot be done; the text goes back to the caller."""
 
 
-def param(params: dict[str, Any], name: str, kind: type, *, optional: bool = False, default: Any = None) -> Any:
+def param(
+    params: dict[str, Any], name: str, kind: type, *, optional: bool = False, default: Any = None
+) -> Any:
     """Read one parameter with a clear error when it is missing or of the wrong type."""
     if name not in params or params[name] is None:
         if optional:

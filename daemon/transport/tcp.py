@@ -1,7 +1,7 @@
 """The real Transport: sealed frames over trio TCP streams.
 
 On the wire every message is a 4-byte big-endian length followed by one sealed frame
-(daemon/frames.py). Inside the seal:
+(daemon/transport/frames.py). Inside the seal:
 
     kind (1 byte) | request id (8 bytes, 0 when unused) | body
 
@@ -43,13 +43,26 @@ from typing import Callable
 
 import trio
 
-from daemon.frames import (
-    MAX_FRAME, OVERHEAD, REPLAY_WINDOW, FrameError, ReplayGuard, check_frame_size, open_frame, seal,
+from daemon.transport.frames import (
+    MAX_FRAME,
+    OVERHEAD,
+    REPLAY_WINDOW,
+    FrameError,
+    ReplayGuard,
+    check_frame_size,
+    open_frame,
+    seal,
 )
-from daemon.keyring import Keyring
-from daemon.transport import (
-    DropCallback, Handler, ReplyWaiter, Transport, TransportError, format_address, parse_address,
+from daemon.transport.interface import (
+    DropCallback,
+    Handler,
+    ReplyWaiter,
+    Transport,
+    TransportError,
+    format_address,
+    parse_address,
 )
+from daemon.transport.keyring import Keyring
 
 log = logging.getLogger("formd.transport")
 
@@ -130,8 +143,8 @@ class _FrameReader:
             raise FrameError(f"truncated frame (connection closed after {closed.args[0]} bytes)") from None
         except trio.TooSlowError:
             raise FrameError(f"truncated frame (nothing more for {body_timeout:g} s)") from None
-        frame = bytes(self._buffer[_LENGTH.size:_LENGTH.size + size])
-        del self._buffer[:_LENGTH.size + size]
+        frame = bytes(self._buffer[_LENGTH.size : _LENGTH.size + size])
+        del self._buffer[: _LENGTH.size + size]
         return frame
 
 
@@ -274,7 +287,9 @@ class NetTransport(Transport):
         return connection
 
     def _seal(self, kind: int, request_id: int, body: bytes) -> bytes:
-        frame = seal(self.keyring, _INNER.pack(kind, request_id) + body, self.clock(), max_frame=self.max_frame)
+        frame = seal(
+            self.keyring, _INNER.pack(kind, request_id) + body, self.clock(), max_frame=self.max_frame
+        )
         return _LENGTH.pack(len(frame)) + frame
 
     async def _write(self, stream: trio.SocketStream, kind: int, request_id: int, body: bytes) -> None:
@@ -294,7 +309,7 @@ class NetTransport(Transport):
         if len(inner) < _INNER.size:
             raise FrameError("sealed frame too short for its kind and request id")
         kind, request_id = _INNER.unpack_from(inner)
-        return kind, request_id, inner[_INNER.size:]
+        return kind, request_id, inner[_INNER.size :]
 
     async def _run_outbound(self, connection: _Outbound, host: str, port: int) -> None:
         reason = f"connection to {connection.address} lost"
@@ -326,8 +341,9 @@ class NetTransport(Transport):
             del self._outbound[connection.address]
         connection.queue_in.close()
 
-    async def _outbound_writer(self, stream: trio.SocketStream, connection: _Outbound,
-                               scope: trio.CancelScope) -> None:
+    async def _outbound_writer(
+        self, stream: trio.SocketStream, connection: _Outbound, scope: trio.CancelScope
+    ) -> None:
         try:
             while True:
                 with trio.move_on_after(self.outbound_idle_timeout) as idle:
@@ -403,8 +419,14 @@ class NetTransport(Transport):
             async with sends_in:  # closed on return: what is queued is still handled, then the task ends
                 await self._read_inbound(_FrameReader(self, stream), remote, handlers, requests, sends_in)
 
-    async def _read_inbound(self, reader: _FrameReader, remote: str, handlers: trio.Nursery,
-                            requests: "_InboundRequests", sends_in: trio.MemorySendChannel) -> None:
+    async def _read_inbound(
+        self,
+        reader: _FrameReader,
+        remote: str,
+        handlers: trio.Nursery,
+        requests: "_InboundRequests",
+        sends_in: trio.MemorySendChannel,
+    ) -> None:
         sender: str | None = None
         while True:
             # Back-pressure: no more reading while this peer has enough requests in progress
@@ -412,8 +434,9 @@ class NetTransport(Transport):
             await requests.in_flight.acquire()
             requests.in_flight.release()
             try:
-                frame = await reader.read(self.idle_timeout if sender else self.frame_timeout,
-                                          self.frame_timeout)
+                frame = await reader.read(
+                    self.idle_timeout if sender else self.frame_timeout, self.frame_timeout
+                )
                 if frame is None:
                     return  # a clean close: let handlers already running finish
                 kind, request_id, body = self._open(frame)
@@ -440,7 +463,9 @@ class NetTransport(Transport):
             async for sender, body in sends_out:
                 await self._call_handler(sender, body)  # one-way: the reply is dropped
 
-    async def _handle_request(self, requests: "_InboundRequests", sender: str, request_id: int, body: bytes) -> None:
+    async def _handle_request(
+        self, requests: "_InboundRequests", sender: str, request_id: int, body: bytes
+    ) -> None:
         try:
             reply = await self._call_handler(sender, body)
             if reply is None:

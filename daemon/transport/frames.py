@@ -26,7 +26,7 @@ import struct
 
 from cryptography.exceptions import InvalidTag
 
-from daemon.keyring import KEY_ID_BYTES, Keyring
+from daemon.transport.keyring import KEY_ID_BYTES, Keyring
 
 VERSION = 1
 NONCE_BYTES = 12
@@ -67,8 +67,9 @@ def check_frame_size(size: int, max_frame: int = MAX_FRAME) -> None:
         raise FrameError(f"truncated frame ({size} bytes, a frame has at least {OVERHEAD})")
 
 
-def seal(keyring: Keyring, payload: bytes, now: float, *, max_frame: int = MAX_FRAME,
-         nonce: bytes | None = None) -> bytes:
+def seal(
+    keyring: Keyring, payload: bytes, now: float, *, max_frame: int = MAX_FRAME, nonce: bytes | None = None
+) -> bytes:
     """Seal payload under the primary key, stamped with `now` (wall-clock seconds)."""
     size = OVERHEAD + len(payload)
     if size > max_frame:
@@ -82,8 +83,9 @@ def seal(keyring: Keyring, payload: bytes, now: float, *, max_frame: int = MAX_F
     return header + cipher.encrypt(nonce, _TIMESTAMP.pack(now) + payload, header)
 
 
-def open_frame(keyring: Keyring, frame: bytes, now: float, replay: "ReplayGuard", *,
-               max_frame: int = MAX_FRAME) -> bytes:
+def open_frame(
+    keyring: Keyring, frame: bytes, now: float, replay: "ReplayGuard", *, max_frame: int = MAX_FRAME
+) -> bytes:
     """Authenticate, decrypt and replay-check one frame; return its payload or raise FrameError.
 
     Nothing is remembered unless the frame is accepted, so a forged frame cannot fill the
@@ -93,19 +95,19 @@ def open_frame(keyring: Keyring, frame: bytes, now: float, replay: "ReplayGuard"
     version = frame[0]
     if version != VERSION:
         raise FrameError(f"unsupported frame version {version} (this node speaks {VERSION})")
-    key_id = frame[1:1 + KEY_ID_BYTES]
+    key_id = frame[1 : 1 + KEY_ID_BYTES]
     cipher = keyring.cipher(key_id)
     if cipher is None:
         raise FrameError(f"unknown key id {key_id.hex()[:8]}...")
     header = frame[:HEADER_BYTES]
-    nonce = frame[1 + KEY_ID_BYTES:HEADER_BYTES]
+    nonce = frame[1 + KEY_ID_BYTES : HEADER_BYTES]
     try:
         plaintext = cipher.decrypt(nonce, frame[HEADER_BYTES:], header)
     except InvalidTag:
         raise FrameError("authentication failed") from None
     (sent_at,) = _TIMESTAMP.unpack_from(plaintext)
     replay.check(nonce, sent_at, now)
-    return plaintext[_TIMESTAMP.size:]
+    return plaintext[_TIMESTAMP.size :]
 
 
 class ReplayGuard:

@@ -3,7 +3,7 @@
 On every document change and every tick it asks scheduling.decide what *this* node should do
 about the jobs that may need it, and does only that: writes its own run record, starts or
 stops its executor task, holds a reservation while the job runs. Nodes that are not
-responsible write nothing. A pass re-decides only what may have changed (daemon/job_records.py
+responsible write nothing. A pass re-decides only what may have changed (daemon/jobs/records.py
 says which jobs' records changed): those jobs, every open job when a node record or a node's
 liveness changed, and the jobs this node declined when its own capacity grew; the decision is
 a pure function of those inputs, so the rest would come out the same.
@@ -27,6 +27,22 @@ import trio
 
 from crdt_state.records import RecordError
 from crdt_state.signing import seal_record
+from daemon.cluster.node import Node
+from daemon.jobs.blobfetch import (
+    BLOB_PREFIX,
+    FETCH_CHUNK,
+    BlobRequestError,
+    FetchError,
+    fetch_blob,
+    serve_blob_request,
+)
+from daemon.jobs.blobstore import BlobStore
+from daemon.jobs.group_commit import GroupCommit
+from daemon.jobs.node_views import NodeViews
+from daemon.jobs.placement_orders import PlacementOrders
+from daemon.jobs.records import Job, JobRecords, spec_blobs
+from daemon.jobs.retirement import Retirement
+from daemon.transport.interface import TransportError
 from metrics_agent.capacity import NodeCapacity, Reservation, apply_reservations
 from metrics_agent.wire import WireError
 from pack_manager import scheduling
@@ -49,16 +65,6 @@ from pack_manager.jobstate import (
 )
 from pack_manager.placement import DEFAULT_POLICY
 from pack_manager.retention import RetentionRule
-
-from .blobfetch import BLOB_PREFIX, FETCH_CHUNK, BlobRequestError, FetchError, fetch_blob, serve_blob_request
-from .blobstore import BlobStore
-from .group_commit import GroupCommit
-from .job_records import Job, JobRecords, spec_blobs
-from .job_retention import Retirement
-from .node import Node
-from .node_views import NodeViews
-from .placement_orders import PlacementOrders
-from .transport import TransportError
 
 RESTARTED = "formd restarted during the run"
 # A first claim of a job is written only when its run still goes on this long after the claim
@@ -118,10 +124,17 @@ class JobLoop:
         self.live_logs: dict[str, Path] = {}  # job hex -> the log file of a run in progress here
         self._fetching: dict[str, trio.Lock] = {}  # one fetch per digest: they share its partial file
         self.records = JobRecords(node.document, self._bad_job)
-        self.pending_uploads: dict[str, float] = {}  # digest -> when blob.put stored it; no submit named it yet
+        self.pending_uploads: dict[
+            str, float
+        ] = {}  # digest -> when blob.put stored it; no submit named it yet
         self.retirement = Retirement(
-            self.records, blobs, self.me, RetentionRule(int(retention_s * 1000)), now_ms=lambda: node_now_ms(node),
-            in_use=lambda digest: digest in self._fetching or digest in self.pending_uploads, policy=policy,
+            self.records,
+            blobs,
+            self.me,
+            RetentionRule(int(retention_s * 1000)),
+            now_ms=lambda: node_now_ms(node),
+            in_use=lambda digest: digest in self._fetching or digest in self.pending_uploads,
+            policy=policy,
             pending_uploads=self.pending_uploads,
         )
         node.document.may_delete = self.retirement.may_delete
@@ -164,11 +177,15 @@ class JobLoop:
 
     # ---- writing our run records ------------------------------------------------------------
 
-    def write_run(self, job_hex: str, current: RunReport | None, state: str, *, durable: bool = False, **changes: Any) -> RunReport | None:
+    def write_run(
+        self, job_hex: str, current: RunReport | None, state: str, *, durable: bool = False, **changes: Any
+    ) -> RunReport | None:
         report = self._next_report(job_hex, current, state, **changes)
         return self._put_run(job_hex, report, durable=durable) if report is not None else None
 
-    def _next_report(self, job_hex: str, current: RunReport | None, state: str, **changes: Any) -> RunReport | None:
+    def _next_report(
+        self, job_hex: str, current: RunReport | None, state: str, **changes: Any
+    ) -> RunReport | None:
         changes.setdefault("updated_ms", node_now_ms(self.node))
         try:
             return advance(current, state, **changes)
@@ -181,11 +198,15 @@ class JobLoop:
             envelope = seal_record(self.node.identity.private_key, "run", report.to_wire())
             self.node.document.put_local("runs", f"{job_hex}:{self.node.identity.node_hex}", envelope)
         except RecordError as exc:
-            self.node.log.error("run record not written", job=job_hex[:12], state=report.state, reason=str(exc))
+            self.node.log.error(
+                "run record not written", job=job_hex[:12], state=report.state, reason=str(exc)
+            )
             return None
         if durable or not self._in_pass:
             self.node.commit_local(durable=durable)
-        self.node.log.info("job " + report.state, job=job_hex[:12], attempt=report.attempt, reason=report.reason[:200])
+        self.node.log.info(
+            "job " + report.state, job=job_hex[:12], attempt=report.attempt, reason=report.reason[:200]
+        )
         return report
 
     def _publish_due_claims(self) -> None:
@@ -287,7 +308,11 @@ class JobLoop:
             todo = changed & self._open
         if self._capacity_freed:
             self._capacity_freed = False
-            todo |= {h for h in self._open if (run := self.records.runs.get(h, {}).get(self.me)) is not None and run.state == DECLINED}
+            todo |= {
+                h
+                for h in self._open
+                if (run := self.records.runs.get(h, {}).get(self.me)) is not None and run.state == DECLINED
+            }
         self._own_capacity = self.own_capacity()
         orders = self.orders.for_nodes(nodes)
         for job_hex in sorted(todo, key=lambda h: (self.records.specs[h][1], h)):  # oldest first
@@ -301,7 +326,12 @@ class JobLoop:
                 self.write_run(job_hex, own, YIELDED, reason=RESTARTED)
                 continue
             action = scheduling.decide(
-                job.view(), nodes, self.me, self._own_capacity, policy=self.policy, max_attempts=self.max_attempts,
+                job.view(),
+                nodes,
+                self.me,
+                self._own_capacity,
+                policy=self.policy,
+                max_attempts=self.max_attempts,
                 order=orders.order(job),
             )
             if action is not None:
@@ -332,7 +362,9 @@ class JobLoop:
         now = trio.current_time()
         shape_changed, changed = self.views.take_changes()
         self._views_changed = self._views_changed or changed
-        if not shape_changed and (not self._views_changed or now - self._last_full_pass < self.node.settings.tick_interval):
+        if not shape_changed and (
+            not self._views_changed or now - self._last_full_pass < self.node.settings.tick_interval
+        ):
             return False
         self._views_changed, self._last_full_pass = False, now
         return True
@@ -355,9 +387,19 @@ class JobLoop:
                 return
             # With every input here there is nothing to fetch: the claim starts as running.
             now_running = all(self.blobs.has(d) for d in self.spec_blobs(job.spec))
-            report = self._next_report(job_hex, own, RUNNING if now_running else CLAIMED, attempt=action.attempt, reason=action.reason,
-                                       started_ms=node_now_ms(self.node) if now_running else 0, finished_ms=0, exit_code=None,
-                                       outputs=(), result_digest=None, log_digest=None)
+            report = self._next_report(
+                job_hex,
+                own,
+                RUNNING if now_running else CLAIMED,
+                attempt=action.attempt,
+                reason=action.reason,
+                started_ms=node_now_ms(self.node) if now_running else 0,
+                finished_ms=0,
+                exit_code=None,
+                outputs=(),
+                result_digest=None,
+                log_digest=None,
+            )
             if report is not None and own is None and self.claim_quiet_s > 0:
                 self.unpublished[job_hex] = (trio.current_time() + self.claim_quiet_s, report)
             elif report is not None:
@@ -384,7 +426,14 @@ class JobLoop:
             elif own is not None and own.active:
                 self.write_run(job_hex, own, state, reason=action.reason, finished_ms=node_now_ms(self.node))
         elif isinstance(action, scheduling.GiveUp):
-            self.write_run(job_hex, own, FAILED, attempt=max(1, action.attempt), reason=action.reason, finished_ms=node_now_ms(self.node))
+            self.write_run(
+                job_hex,
+                own,
+                FAILED,
+                attempt=max(1, action.attempt),
+                reason=action.reason,
+                finished_ms=node_now_ms(self.node),
+            )
 
     # ---- one run ----------------------------------------------------------------------------
 
@@ -398,8 +447,14 @@ class JobLoop:
             current = self._own_current(job_hex, report)
             self.unpublished.pop(job_hex, None)  # the result carries the claim's attempt and start
             self.write_run(
-                job_hex, current, state, reason=reason, exit_code=result.exit_code,
-                finished_ms=node_now_ms(self.node), outputs=tuple(outputs), result_digest=_result_digest(outputs) if state == SUCCEEDED else None,
+                job_hex,
+                current,
+                state,
+                reason=reason,
+                exit_code=result.exit_code,
+                finished_ms=node_now_ms(self.node),
+                outputs=tuple(outputs),
+                result_digest=_result_digest(outputs) if state == SUCCEEDED else None,
                 log_digest=log_digest,
             )
             await self.commit_durably()
@@ -408,19 +463,31 @@ class JobLoop:
             current = self._own_current(job_hex, report)
             self.unpublished.pop(job_hex, None)
             if current.active:
-                self.write_run(job_hex, current, FAILED, reason=f"formd error: {type(exc).__name__}: {exc}", finished_ms=node_now_ms(self.node))
+                self.write_run(
+                    job_hex,
+                    current,
+                    FAILED,
+                    reason=f"formd error: {type(exc).__name__}: {exc}",
+                    finished_ms=node_now_ms(self.node),
+                )
         finally:
             self.unpublished.pop(job_hex, None)
             self._capacity_freed = self.reservations.pop(job_hex, None) is not None or self._capacity_freed
             self.running.pop(job_hex, None)
             self.wake()
 
-    async def _run(self, job: Job, report: RunReport, running: Running) -> tuple[ExecutionResult, str | None, list[OutputRef]]:
+    async def _run(
+        self, job: Job, report: RunReport, running: Running
+    ) -> tuple[ExecutionResult, str | None, list[OutputRef]]:
         """The result, the log's digest and the stored outputs."""
         spec = job.spec
         executor = self.executors().get(spec.requirements.executor)
         if executor is None:
-            return ExecutionResult(FAILED, f"this node has no {spec.requirements.executor} executor"), None, []
+            return (
+                ExecutionResult(FAILED, f"this node has no {spec.requirements.executor} executor"),
+                None,
+                [],
+            )
         try:
             await self.fetch_inputs(spec, job)
         except FetchError as exc:
@@ -433,7 +500,11 @@ class JobLoop:
             held = self.unpublished.get(job.job_hex)
             if held is None:
                 self.write_run(job.job_hex, current, RUNNING, reason=reason, started_ms=started_ms)
-            elif (running_report := self._next_report(job.job_hex, current, RUNNING, reason=reason, started_ms=started_ms)) is not None:
+            elif (
+                running_report := self._next_report(
+                    job.job_hex, current, RUNNING, reason=reason, started_ms=started_ms
+                )
+            ) is not None:
                 self.unpublished[job.job_hex] = (held[0], running_report)
         elif current.state != RUNNING:
             return ExecutionResult(CANCELLED, "claim no longer held"), None, []
@@ -448,7 +519,16 @@ class JobLoop:
 
         self.live_logs[job.job_hex] = log_path
         try:
-            result = await run_job(executor, spec, run_dir / "work", run_dir / "result", self._blob_path, log, running.cancel, self.limits)
+            result = await run_job(
+                executor,
+                spec,
+                run_dir / "work",
+                run_dir / "result",
+                self._blob_path,
+                log,
+                running.cancel,
+                self.limits,
+            )
         finally:
             log_file.close()
             self.live_logs.pop(job.job_hex, None)
@@ -456,7 +536,10 @@ class JobLoop:
         def store() -> tuple[str, list[OutputRef]]:  # one trip to a worker thread for every file
             try:
                 log_digest = self.blobs.put_file(log_path)
-                return log_digest, [OutputRef(item.name, self.blobs.put_file(item.path, item.digest), item.size) for item in result.outputs]
+                return log_digest, [
+                    OutputRef(item.name, self.blobs.put_file(item.path, item.digest), item.size)
+                    for item in result.outputs
+                ]
             finally:  # the result dir (outputs.tar, image archives) was left behind for every run
                 log_path.unlink(missing_ok=True)
                 remove_tree(run_dir)
@@ -499,9 +582,13 @@ class JobLoop:
         addresses = self.addresses([node_id])
         if not addresses:
             return None
-        request = BLOB_PREFIX + msgpack.packb({"op": "log", "job": job_hex, "offset": offset}, use_bin_type=True)
+        request = BLOB_PREFIX + msgpack.packb(
+            {"op": "log", "job": job_hex, "offset": offset}, use_bin_type=True
+        )
         try:
-            reply = await self.node.transport.request(addresses[0], request, self.node.settings.request_timeout)
+            reply = await self.node.transport.request(
+                addresses[0], request, self.node.settings.request_timeout
+            )
             value = msgpack.unpackb(reply[1:], raw=False) if reply[:1] == BLOB_PREFIX else None
         except (TransportError, ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
             return None
@@ -515,7 +602,11 @@ class JobLoop:
 
     async def fetch_inputs(self, spec: JobSpec, job: Job | None = None) -> None:
         """From the submitter first, then from nodes that ran the job before (they fetched it)."""
-        ran = [n for n, r in (job.runs.items() if job else ()) if r.state not in (DECLINED, CLAIMED) and n != spec.submitter]
+        ran = [
+            n
+            for n, r in (job.runs.items() if job else ())
+            if r.state not in (DECLINED, CLAIMED) and n != spec.submitter
+        ]
         holders = self.addresses([spec.submitter, *ran])
         for digest in self.spec_blobs(spec):
             if not self.blobs.has(digest):  # held already (often: contexts repeat): no lock, no fetch
@@ -526,7 +617,9 @@ class JobLoop:
         lock = self._fetching.setdefault(digest, trio.Lock())
         try:
             async with lock:
-                await fetch_blob(self.blobs, self.node.transport, digest, holders, self.node.settings.request_timeout * 5)
+                await fetch_blob(
+                    self.blobs, self.node.transport, digest, holders, self.node.settings.request_timeout * 5
+                )
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._fetching.pop(digest, None)

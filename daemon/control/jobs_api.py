@@ -1,20 +1,20 @@
-"""Control methods for jobs and blobs (registered by daemon/api.py).
+"""Control methods for jobs and blobs (registered by daemon/control/api.py).
 
-    blob.put   {"digest", "size", "offset", "data": b64}  -> {"offset", "complete"}  (size <= the larger job limit)
-    blob.read  {"digest", "offset", "length"}              -> {"size", "data": b64}
-    job.limits {}                                       -> {"max_context_bytes", "max_input_bytes"}
-    job.submit {"kind", "context", "containerfile", "image", "command", "module", "inputs": [[name, digest]],
-                "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer"},
-                "timeout_ms", "env", "network", "replicas", "prefer_local_inputs"}  -> {"id"}   (durable before the reply)
-    job.submit-many {"jobs": [job.submit params, ...]}    -> {"ids": [...]}  (all or none; one fsync)
-    job.status {"job": id or prefix >= 8 hex}              -> status object (see `status_object`)
-    job.list   {"state": optional}                         -> [status object, ...]
-    job.cancel {"job"}                                     -> {"id", "cancelled": true}
-    job.explain {"job"}                                    -> {"id", "policy", "state", "reason", "nodes": [...]}
-    job.files  {"job", "which": "outputs" | "log"}         -> [{"name", "digest", "size"}] (fetched here first)
-    job.log    {"job", "offset"}                           -> {"data": b64, "offset", "done", "state"}
-                 live from the runner while it runs, then from the stored log blob; done = final and all sent
-    job.records {}                                         -> {"jobs": [key], "runs": [key], "cancels": [key]}
+blob.put   {"digest", "size", "offset", "data": b64}  -> {"offset", "complete"}  (size <= the larger job limit)
+blob.read  {"digest", "offset", "length"}              -> {"size", "data": b64}
+job.limits {}                                       -> {"max_context_bytes", "max_input_bytes"}
+job.submit {"kind", "context", "containerfile", "image", "command", "module", "inputs": [[name, digest]],
+            "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer"},
+            "timeout_ms", "env", "network", "replicas", "prefer_local_inputs"}  -> {"id"}   (durable before the reply)
+job.submit-many {"jobs": [job.submit params, ...]}    -> {"ids": [...]}  (all or none; one fsync)
+job.status {"job": id or prefix >= 8 hex}              -> status object (see `status_object`)
+job.list   {"state": optional}                         -> [status object, ...]
+job.cancel {"job"}                                     -> {"id", "cancelled": true}
+job.explain {"job"}                                    -> {"id", "policy", "state", "reason", "nodes": [...]}
+job.files  {"job", "which": "outputs" | "log"}         -> [{"name", "digest", "size"}] (fetched here first)
+job.log    {"job", "offset"}                           -> {"data": b64, "offset", "done", "state"}
+             live from the runner while it runs, then from the stored log blob; done = final and all sent
+job.records {}                                         -> {"jobs": [key], "runs": [key], "cancels": [key]}
 """
 
 from __future__ import annotations
@@ -30,16 +30,15 @@ import trio
 
 from crdt_state.records import RecordError
 from crdt_state.signing import seal_record
+from daemon.control.server import ControlError, Handler, param
+from daemon.jobs.blobfetch import FetchError
+from daemon.jobs.blobstore import BlobError, BlobWriter
+from daemon.jobs.loop import JobLoop, node_now_ms
 from pack_manager import scheduling
 from pack_manager.fit import check_capabilities, check_capacity
 from pack_manager.jobspec import JobInput, JobSpec, JobSpecError, is_digest
 from pack_manager.jobstate import JOB_STATES
 from pack_manager.requirements import RequirementsError, WorkloadRequirements
-
-from .blobfetch import FetchError
-from .blobstore import BlobError, BlobWriter
-from .control import ControlError, Handler, param
-from .jobs import JobLoop, node_now_ms
 
 MIN_PREFIX = 8
 MAX_BATCH = 1000  # jobs per job.submit-many request
@@ -48,7 +47,9 @@ MAX_BATCH = 1000  # jobs per job.submit-many request
 def _iso(ms: int | None) -> str | None:
     if not ms:
         return None
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).isoformat(
+        timespec="milliseconds"
+    )
 
 
 class JobsApi:
@@ -89,7 +90,9 @@ class JobsApi:
             raise ControlError("parameter 'data': not base64") from None
         largest = max(self.jobs.limits.max_context_bytes, self.jobs.limits.max_input_bytes)
         if size > largest:
-            raise ControlError(f"blob of {size:,} bytes is over this node's {largest:,}-byte limit for contexts and inputs")
+            raise ControlError(
+                f"blob of {size:,} bytes is over this node's {largest:,}-byte limit for contexts and inputs"
+            )
         try:
             if self.blobs.has(digest):
                 self.uploads[digest] = trio.current_time()  # kept for the submit that names it
@@ -123,7 +126,10 @@ class JobsApi:
     # ---- submit ------------------------------------------------------------------------------
 
     async def limits(self, params: dict[str, Any]) -> Any:
-        return {"max_context_bytes": self.jobs.limits.max_context_bytes, "max_input_bytes": self.jobs.limits.max_input_bytes}
+        return {
+            "max_context_bytes": self.jobs.limits.max_context_bytes,
+            "max_input_bytes": self.jobs.limits.max_input_bytes,
+        }
 
     async def submit(self, params: dict[str, Any]) -> Any:
         with self._discarding_uploads_on_refusal([params]):
@@ -179,12 +185,19 @@ class JobsApi:
         raw_req = param(params, "requirements", dict, optional=True, default={})
         try:
             requirements = WorkloadRequirements.from_human(
-                cpu=_opt_str(raw_req, "cpu"), memory=_opt_str(raw_req, "memory"), disk=_opt_str(raw_req, "disk"),
-                gpu=raw_req.get("gpu"), gpu_model=_opt_str(raw_req, "gpu_model"), gpu_memory=_opt_str(raw_req, "gpu_memory"),
+                cpu=_opt_str(raw_req, "cpu"),
+                memory=_opt_str(raw_req, "memory"),
+                disk=_opt_str(raw_req, "disk"),
+                gpu=raw_req.get("gpu"),
+                gpu_model=_opt_str(raw_req, "gpu_model"),
+                gpu_memory=_opt_str(raw_req, "gpu_memory"),
                 executor="wasm" if kind == "wasm" else "podman",
-                labels=raw_req.get("labels") or [], preferred=raw_req.get("prefer") or [],
+                labels=raw_req.get("labels") or [],
+                preferred=raw_req.get("prefer") or [],
             )
-            inputs = tuple(JobInput(str(n), str(d)) for n, d in param(params, "inputs", list, optional=True, default=[]))
+            inputs = tuple(
+                JobInput(str(n), str(d)) for n, d in param(params, "inputs", list, optional=True, default=[])
+            )
             spec = JobSpec(
                 kind=kind,
                 submitter=self.node.identity.node_id,
@@ -207,17 +220,27 @@ class JobsApi:
         limits = self.jobs.limits
         for digest in self.jobs.spec_blobs(spec):
             if not self.blobs.has(digest):
-                raise ControlError(f"blob {digest[:12]} is not in this node's store; upload it first (blob.put)")
+                raise ControlError(
+                    f"blob {digest[:12]} is not in this node's store; upload it first (blob.put)"
+                )
         if spec.context is not None and self.blobs.size(spec.context) > limits.max_context_bytes:
-            raise ControlError(f"context is {self.blobs.size(spec.context):,} bytes, over the {limits.max_context_bytes:,}-byte limit")
+            raise ControlError(
+                f"context is {self.blobs.size(spec.context):,} bytes, over the {limits.max_context_bytes:,}-byte limit"
+            )
         total_inputs = sum(self.blobs.size(i.digest) for i in spec.inputs)
         if total_inputs > limits.max_input_bytes:
-            raise ControlError(f"inputs are {total_inputs:,} bytes together, over the {limits.max_input_bytes:,}-byte limit")
+            raise ControlError(
+                f"inputs are {total_inputs:,} bytes together, over the {limits.max_input_bytes:,}-byte limit"
+            )
         return spec
 
     def _seal(self, spec: JobSpec) -> bytes:
         try:
-            return seal_record(self.node.identity.private_key, "job", {"spec": spec.pack(), "submitted_ms": node_now_ms(self.node)})
+            return seal_record(
+                self.node.identity.private_key,
+                "job",
+                {"spec": spec.pack(), "submitted_ms": node_now_ms(self.node)},
+            )
         except RecordError as exc:
             raise ControlError(f"job record refused: {exc}") from None
 
@@ -235,13 +258,17 @@ class JobsApi:
     def _resolve(self, params: dict[str, Any]) -> tuple[Any, dict]:
         text = param(params, "job", str).strip().lower()
         if len(text) < MIN_PREFIX or any(c not in "0123456789abcdef" for c in text) or len(text) > 64:
-            raise ControlError(f"job id {text!r:.80}: give the 64-hex id or a unique prefix of at least {MIN_PREFIX} hex digits")
+            raise ControlError(
+                f"job id {text!r:.80}: give the 64-hex id or a unique prefix of at least {MIN_PREFIX} hex digits"
+            )
         jobs = self.jobs.jobs()
         found = [k for k in jobs if k.startswith(text)]
         if not found:
             raise ControlError(f"no job {text} known on this node")
         if len(found) > 1:
-            raise ControlError(f"job prefix {text} is ambiguous: {', '.join(k[:16] for k in sorted(found)[:5])}")
+            raise ControlError(
+                f"job prefix {text} is ambiguous: {', '.join(k[:16] for k in sorted(found)[:5])}"
+            )
         return jobs[found[0]], jobs
 
     def status_object(self, job, nodes, orders=None) -> dict[str, Any]:
@@ -263,7 +290,9 @@ class JobsApi:
             "exit_code": run.exit_code if run else None,
             "outputs": [o.to_wire() for o in run.outputs] if run else [],
             "log": run.log_digest if run else None,
-            "replicas": [{"node": r.node.hex(), "state": r.state, "digest": r.digest} for r in status.replicas],
+            "replicas": [
+                {"node": r.node.hex(), "state": r.state, "digest": r.digest} for r in status.replicas
+            ],
             "verified": status.verified,
         }
 
@@ -290,7 +319,11 @@ class JobsApi:
         job, _ = self._resolve(params)
         if job.cancelled:
             return {"id": job.job_hex, "cancelled": True}
-        envelope = seal_record(self.node.identity.private_key, "cancel", {"reason": "cancelled by request", "requested_ms": node_now_ms(self.node)})
+        envelope = seal_record(
+            self.node.identity.private_key,
+            "cancel",
+            {"reason": "cancelled by request", "requested_ms": node_now_ms(self.node)},
+        )
         try:
             self.node.document.put_local("cancels", job.job_hex, envelope)
         except RecordError as exc:
@@ -310,25 +343,38 @@ class JobsApi:
         for rank, node_id in enumerate(order, 1):
             node = nodes[node_id]
             never = check_capabilities(node.capabilities, job.spec.requirements)
-            now = check_capacity(node.capabilities, node.capacity, job.spec.requirements) if node.capacity and not never else ()
+            now = (
+                check_capacity(node.capabilities, node.capacity, job.spec.requirements)
+                if node.capacity and not never
+                else ()
+            )
             run = job.runs.get(node_id)
-            rows.append({
-                "rank": rank,
-                "node": node_id.hex(),
-                "address": records[node_id].address if node_id in records else None,
-                "self": node_id == self.jobs.me,
-                "status": node.status,
-                "live": node.live,
-                "fits": not never,
-                "fits_now": not never and not now,
-                "reasons": list(never) + list(now),
-                "holds": holdings.get(node_id, 0),
-                "run": run.state if run else None,
-                "run_reason": run.reason if run else None,
-            })
+            rows.append(
+                {
+                    "rank": rank,
+                    "node": node_id.hex(),
+                    "address": records[node_id].address if node_id in records else None,
+                    "self": node_id == self.jobs.me,
+                    "status": node.status,
+                    "live": node.live,
+                    "fits": not never,
+                    "fits_now": not never and not now,
+                    "reasons": list(never) + list(now),
+                    "holds": holdings.get(node_id, 0),
+                    "run": run.state if run else None,
+                    "run_reason": run.reason if run else None,
+                }
+            )
         status = self.status_object(job, nodes)
-        return {"id": job.job_hex, "policy": self.jobs.policy, "prefer_local_inputs": job.spec.prefer_local_inputs,
-                "blobs": len(set(self.jobs.spec_blobs(job.spec))), "state": status["state"], "reason": status["reason"], "nodes": rows}
+        return {
+            "id": job.job_hex,
+            "policy": self.jobs.policy,
+            "prefer_local_inputs": job.spec.prefer_local_inputs,
+            "blobs": len(set(self.jobs.spec_blobs(job.spec))),
+            "state": status["state"],
+            "reason": status["reason"],
+            "nodes": rows,
+        }
 
     async def log(self, params: dict[str, Any]) -> Any:
         job, _ = self._resolve(params)
@@ -340,7 +386,12 @@ class JobsApi:
             data, done = await _log_chunk(self, job, status, offset)
         except (FetchError, BlobError) as exc:
             raise ControlError(str(exc)) from None
-        return {"data": base64.b64encode(data).decode("ascii"), "offset": offset + len(data), "done": done, "state": status["state"]}
+        return {
+            "data": base64.b64encode(data).decode("ascii"),
+            "offset": offset + len(data),
+            "done": done,
+            "state": status["state"],
+        }
 
     async def files(self, params: dict[str, Any]) -> Any:
         job, _ = self._resolve(params)

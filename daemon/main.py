@@ -21,14 +21,18 @@ from typing import Any, Optional
 import trio
 import typer
 
+from daemon import config as config_file
+from daemon.config import CONFIG_NAME, DEFAULT_PORT, ConfigError, from_mapping, split_address
+from daemon.identity import IdentityError, create_identity
+from daemon.transport.keyring import Keyring, KeyringError
 from pack_manager.requirements import RequirementsError, parse_labels
 
-from . import config as config_file
-from .config import CONFIG_NAME, DEFAULT_PORT, ConfigError, from_mapping, split_address
-from .identity import IdentityError, create_identity
-from .keyring import Keyring, KeyringError
-
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="formd: the formnet peer daemon.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="formd: the formnet peer daemon.",
+)
 
 DEFAULT_STATE_DIR = Path("/var/lib/formd")
 
@@ -60,18 +64,28 @@ def _default_advertise(listen: str) -> str:
     try:
         address = socket.gethostbyname(socket.gethostname())
     except OSError as exc:
-        raise ConfigError("listen is 0.0.0.0 and this host's name does not resolve; pass --advertise host:port") from exc
+        raise ConfigError(
+            "listen is 0.0.0.0 and this host's name does not resolve; pass --advertise host:port"
+        ) from exc
     return f"{address}:{port}"
 
 
 @app.command()
 def init(
-    state_dir: Path = typer.Option(DEFAULT_STATE_DIR, "--state-dir", help="where formd keeps its key, config and document"),
+    state_dir: Path = typer.Option(
+        DEFAULT_STATE_DIR, "--state-dir", help="where formd keeps its key, config and document"
+    ),
     listen: str = typer.Option(f"0.0.0.0:{DEFAULT_PORT}", "--listen", help="host:port to serve gossip on"),
-    advertise: Optional[str] = typer.Option(None, "--advertise", help="host:port peers dial (default: the listen address)"),
+    advertise: Optional[str] = typer.Option(
+        None, "--advertise", help="host:port peers dial (default: the listen address)"
+    ),
     seeds: list[str] = typer.Option([], "--seed", help="host:port of a node to join through (repeatable)"),
-    cluster_key_file: Optional[Path] = typer.Option(None, "--cluster-key-file", help="the cluster's key file"),
-    new_cluster_key: bool = typer.Option(False, "--new-cluster-key", help="start a new cluster with a fresh key"),
+    cluster_key_file: Optional[Path] = typer.Option(
+        None, "--cluster-key-file", help="the cluster's key file"
+    ),
+    new_cluster_key: bool = typer.Option(
+        False, "--new-cluster-key", help="start a new cluster with a fresh key"
+    ),
     labels: list[str] = typer.Option([], "--label", help="key=value label of this node (repeatable)"),
     settings: list[str] = typer.Option([], "--set", help="any formd.toml setting as key=value (repeatable)"),
 ) -> None:
@@ -107,12 +121,14 @@ def init(
 
 @app.command()
 def run(
-    state_dir: Path = typer.Option(DEFAULT_STATE_DIR, "--state-dir", help="the directory `formd init` prepared"),
+    state_dir: Path = typer.Option(
+        DEFAULT_STATE_DIR, "--state-dir", help="the directory `formd init` prepared"
+    ),
     log_level: Optional[str] = typer.Option(None, "--log-level", help="debug, info, notice, warning, error"),
 ) -> None:
     """Run the node in the foreground (what the systemd unit runs)."""
-    from .log import EventLog, setup_logging  # noqa: PLC0415
-    from .runtime import run_daemon  # noqa: PLC0415 - trio-heavy, only for `run`
+    from daemon.log import EventLog, setup_logging  # noqa: PLC0415
+    from daemon.runtime import run_daemon  # noqa: PLC0415 - trio-heavy, only for `run`
 
     try:
         config = config_file.load(state_dir)

@@ -159,7 +159,9 @@ class BlobWriter:
 
     def __init__(self, store: BlobStore, digest: str, size: int) -> None:
         if not 0 <= size <= store.max_blob_bytes:
-            raise BlobError(f"blob {digest[:12]} of {size:,} bytes is over the {store.max_blob_bytes:,}-byte limit")
+            raise BlobError(
+                f"blob {digest[:12]} of {size:,} bytes is over the {store.max_blob_bytes:,}-byte limit"
+            )
         self.store, self.digest, self.size = store, digest, size
         self.partial = store._tmp / f"{digest}.partial"
         self._hasher = blake3()
@@ -177,7 +179,9 @@ class BlobWriter:
     def write(self, chunk: bytes) -> None:
         if self.offset + len(chunk) > self.size:
             self.discard()
-            raise BlobError(f"blob {self.digest[:12]}: the holder sent more than the {self.size:,} bytes announced")
+            raise BlobError(
+                f"blob {self.digest[:12]}: the holder sent more than the {self.size:,} bytes announced"
+            )
         with open(self.partial, "ab") as out:
             out.write(chunk)
         self._hasher.update(chunk)

@@ -4,13 +4,13 @@ time passed in).
 Two signals, both timed with our own monotonic clock (never a remote wall clock):
 
 - suspicions (primary, memberlist's SWIM): a node whose probes of a peer fail, directly and
-  through `indirect_probes` others (daemon/probes.py), lists the peer with the freshness
+  through `indirect_probes` others (daemon/cluster/probes.py), lists the peer with the freshness
   (incarnation, heartbeat) it held for it in its own signed value of the `suspicions` map. A
   live peer named at a freshness >= the one we hold becomes suspect at once, and dead after
   suspicion_timeout(n) without an advance. The suspicion latches: the observer dropping the
   target from its value later (it keeps values small) does not clear it; only an advance of
   the peer's freshness does. The suspected node refutes by publishing its record at once with
-  the next heartbeat (daemon/node.py), which clears the suspicion everywhere it arrives.
+  the next heartbeat (daemon/cluster/node.py), which clears the suspicion everywhere it arrives.
 - heartbeat silence (backstop): every node rewrites its signed record at least every
   refresh_interval(n); a peer whose freshness has not advanced for suspect_timeout(n) is
   suspect, for dead_timeout(n) dead.
@@ -104,7 +104,7 @@ class MembershipConfig:
 class MembershipEvent:
     kind: EventKind
     node_id: bytes
-    at: float                # local monotonic time the transition happened
+    at: float  # local monotonic time the transition happened
     previous: Status | None  # state before (None when first seen)
 
     def describe(self) -> str:
@@ -126,8 +126,8 @@ class Member:
     node_id: bytes
     incarnation: int
     heartbeat: int
-    record_status: str       # "alive" | "left", as the peer's own record says
-    last_advance: float      # local monotonic time freshness last went up
+    record_status: str  # "alive" | "left", as the peer's own record says
+    last_advance: float  # local monotonic time freshness last went up
     status: Status = "alive"
     suspected_since: float | None = None  # when a suspicion at the current freshness first counted
     last_status_change: float = 0.0
@@ -139,7 +139,6 @@ class Member:
     @property
     def is_suspected(self) -> bool:
         return self.suspected_since is not None
-
 
 
 @dataclass
@@ -183,8 +182,9 @@ class Membership:
             return
         member = self._members.get(node_id)
         if member is None:
-            member = Member(node_id, incarnation, heartbeat, status, now,
-                            "left" if status == "left" else "alive")
+            member = Member(
+                node_id, incarnation, heartbeat, status, now, "left" if status == "left" else "alive"
+            )
             self._members[node_id] = member
             self.version += 1
             if status != "left":
@@ -296,7 +296,9 @@ class Membership:
         version, valid_until = self._statuses_key
         if version == self.version and now < valid_until:
             return self._statuses
-        self._statuses = {node_id: self._timed_status(member, now) for node_id, member in self._members.items()}
+        self._statuses = {
+            node_id: self._timed_status(member, now) for node_id, member in self._members.items()
+        }
         deadlines = (self._next_timeout(member, now) for member in self._members.values())
         self._statuses_key = (self.version, min(deadlines, default=float("inf")))
         return self._statuses
@@ -343,7 +345,10 @@ class Membership:
         size: asked for every member whenever statuses are computed (each has a log10)."""
         if self._timeouts_for[0] != self._cluster_size:
             config, n = self.config, self._cluster_size
-            self._timeouts_for = (n, (config.dead_timeout(n), config.suspicion_timeout(n), config.suspect_timeout(n)))
+            self._timeouts_for = (
+                n,
+                (config.dead_timeout(n), config.suspicion_timeout(n), config.suspect_timeout(n)),
+            )
         return self._timeouts_for[1]
 
     def _next_timeout(self, member: Member, now: float) -> float:
@@ -361,7 +366,11 @@ class Membership:
 
     def _apply_named(self, member: Member, now: float) -> None:
         """Start the suspicion of a live member some observer names at its current freshness."""
-        if member.suspected_since is not None or member.record_status == "left" or member.status in ("dead", "left"):
+        if (
+            member.suspected_since is not None
+            or member.record_status == "left"
+            or member.status in ("dead", "left")
+        ):
             return
         if any(named.get(member.node_id, (-1, -1)) >= member.freshness for named in self._named.values()):
             member.suspected_since = now

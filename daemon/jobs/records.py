@@ -6,7 +6,8 @@ of jobs O(jobs²). `refresh()` walks the three maps and compares each entry with
 decoded before by identity (the document makes a new entry object whenever a value changes),
 decodes only what is new, and remembers which jobs changed until the loop takes them
 (`take_changed`). After the first walk it looks only at the keys the document said changed
-(ClusterDocument.watch): walking 1500 records per pass cost more than the pass itself. Readers that are not the loop (the control API) may refresh at any time
+(ClusterDocument.watch): walking 1500 records per pass costs more than the pass itself.
+Readers that are not the loop (the control API) may refresh at any time
 without hiding changes from it.
 
 Records (bodies; envelopes are signed by their writer):
@@ -40,7 +41,9 @@ class Job:
     holdings: dict[bytes, int] = field(default_factory=dict)  # only filled for prefer_local_inputs
 
     def view(self) -> scheduling.JobView:
-        return scheduling.JobView(bytes.fromhex(self.job_hex), self.spec, self.runs, self.cancelled, self.holdings)
+        return scheduling.JobView(
+            bytes.fromhex(self.job_hex), self.spec, self.runs, self.cancelled, self.holdings
+        )
 
 
 def spec_blobs(spec: JobSpec) -> list[str]:
@@ -66,12 +69,16 @@ def submitted_ms(body: dict) -> int:
 
 
 class JobRecords:
-    def __init__(self, document: ClusterDocument, on_bad_job: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self, document: ClusterDocument, on_bad_job: Callable[[str, str], None] | None = None
+    ) -> None:
         self.document = document
         self._on_bad_job = on_bad_job
         self._seen: dict[str, dict[str, object]] = {name: {} for name in MAPS}
         self.specs: dict[str, tuple[JobSpec, int]] = {}
-        self.runs: dict[str, dict[bytes, RunReport]] = {}  # job hex -> node id -> report, with or without a job record
+        self.runs: dict[
+            str, dict[bytes, RunReport]
+        ] = {}  # job hex -> node id -> report, with or without a job record
         self.cancels: dict[str, int] = {}  # job hex -> the cancel's stamp (pack_manager.retention.stamp_ms)
         self._changed: set[str] = set()
         self.released: set[str] = set()  # digests no record names any more (their jobs retired)
@@ -98,7 +105,9 @@ class JobRecords:
             self._walk_all()
             return
         dirty, self._dirty = self._dirty, set()
-        for map_name, key in sorted(dirty, key=lambda change: MAPS.index(change[0])):  # jobs before their runs
+        for map_name, key in sorted(
+            dirty, key=lambda change: MAPS.index(change[0])
+        ):  # jobs before their runs
             entry = self.document.get(map_name, key)
             seen = self._seen[map_name]
             if entry is None:
@@ -248,7 +257,9 @@ class JobRecords:
             return None
         spec = held[0]
         holdings = self.holdings(spec) if spec.prefer_local_inputs else {}
-        return Job(job_hex, spec, held[1], dict(self.runs.get(job_hex, {})), job_hex in self.cancels, holdings)
+        return Job(
+            job_hex, spec, held[1], dict(self.runs.get(job_hex, {})), job_hex in self.cancels, holdings
+        )
 
     def jobs(self) -> dict[str, Job]:
         self.refresh()

@@ -6,10 +6,10 @@ injected random.Random, metrics and persistence are injected, and there is no gl
 
 What it does, every so often:
 - tick (tick_interval): sample capacity; write our own signed record (next heartbeat) as one
-  whole value when it is due (daemon/record_refresh.py: every refresh_interval(n), which grows
+  whole value when it is due (daemon/cluster/record_refresh.py: every refresh_interval(n), which grows
   with the cluster, or early when our reservations changed); drop suspicions of ours that no
   longer count; let membership turn suspicions and silence into suspect/dead events.
-- probe (probe_interval, daemon/probes.py): ping one peer, indirectly through others when it
+- probe (probe_interval, daemon/cluster/probes.py): ping one peer, indirectly through others when it
   does not answer; a peer no one reached is written into our value of the `suspicions` map.
   A suspicion of this node at or past the freshness it last pushed with full retransmits is
   refuted by publishing at once, with full retransmits.
@@ -19,13 +19,13 @@ What it does, every so often:
   one random live peer, and with one dead one to notice it is back (or a seed when alone).
 - join: the same exchange with the seeds until some peer answers.
 
-Messages (daemon/gossip.py payloads of crdt_state/sync.py messages):
+Messages (daemon/cluster/gossip.py payloads of crdt_state/sync.py messages):
 - request [SyncStep1(our sv)] -> reply [SyncStep2(what we lack), SyncStep1(their sv)];
   we then send [SyncStep2(what they lack)] when that is not empty.
 - send [Update, Update, ...]: eager push. An update that depends on changes we have not
   seen is answered by the exchange above with its sender, so a lost frame heals at once;
-  the update is kept until then and passed on like any other (daemon/held_back.py).
-- notice [0xc0 + a node's signed record] (daemon/refutation.py): sent to a node whose newest
+  the update is kept until then and passed on like any other (daemon/cluster/held_back.py).
+- notice [0xc0 + a node's signed record] (daemon/cluster/refutation.py): sent to a node whose newest
   write lost to a newer record of it that we show (ApplyResult.stale). A node that sees a
   record of its own newer than its last write, so told or in its own document, takes the next
   incarnation and republishes at once (memberlist's refutation).
@@ -44,21 +44,29 @@ import trio
 from crdt_state import sync
 from crdt_state.document import ApplyResult, ClusterDocument
 from crdt_state.records import NodeRecord
+from daemon.cluster.gossip import (
+    BroadcastQueue,
+    PayloadError,
+    anti_entropy_interval,
+    own_write_limit,
+    pack_payload,
+    pick,
+    retransmit_limit,
+    unpack_payload,
+)
+from daemon.cluster.held_back import HeldBack
+from daemon.cluster.membership import Membership, MembershipConfig
+from daemon.cluster.probe_wire import is_probe
+from daemon.cluster.probes import Prober, ProbeSettings
+from daemon.cluster.record_refresh import record_due, reservations_changed
+from daemon.cluster.refutation import NoticeError, decode_notice, encode_notice, is_notice, outlives
+from daemon.cluster.suspicions import kept, names_me, refutation_point, seal_suspicions, targets_of
+from daemon.cluster.wire import SIDE_REQUEST, tag_of
+from daemon.identity import Identity
+from daemon.log import EventLog
+from daemon.transport.interface import Transport, TransportError
 from metrics_agent.capabilities import NodeCapabilities
 from metrics_agent.capacity import GpuUsage, NodeCapacity, apply_reservations
-
-from .held_back import HeldBack
-from .gossip import (BroadcastQueue, PayloadError, anti_entropy_interval, own_write_limit, pack_payload, pick, retransmit_limit,
-                     unpack_payload)
-from .identity import Identity
-from .log import EventLog
-from .membership import Membership, MembershipConfig
-from .probe_wire import is_probe
-from .probes import Prober, ProbeSettings
-from .record_refresh import record_due, reservations_changed
-from .suspicions import kept, names_me, refutation_point, seal_suspicions, targets_of
-from .refutation import NoticeError, decode_notice, encode_notice, is_notice, outlives
-from .transport import Transport, TransportError
 
 EMPTY_UPDATES = (b"", b"\x00\x00")  # pycrdt's encoding of "nothing"
 REPAIR_ROUNDS = 3  # exchanges per repair while pushes from that peer stay uncovered
@@ -77,15 +85,20 @@ class NodeSettings:
     probe_interval: float = 1.0
     probe_timeout: float = 0.5
     indirect_probes: int = 3
-    refresh_rate: float = 3.0  # cluster-wide record refreshes per tick (daemon/record_refresh.py)
+    refresh_rate: float = 3.0  # cluster-wide record refreshes per tick (daemon/cluster/record_refresh.py)
     request_timeout: float = 2.0
     push_budget_bytes: int = 1024 * 1024  # per peer per gossip round; the rest waits a round
     join_retry_interval: float = 1.0
     leave_timeout: float = 2.0
 
     def membership_config(self) -> MembershipConfig:
-        return MembershipConfig(heartbeat_interval=self.tick_interval, suspect_mult=self.suspect_mult, dead_mult=self.dead_mult,
-                                probe_interval=self.probe_interval, refresh_rate=self.refresh_rate)
+        return MembershipConfig(
+            heartbeat_interval=self.tick_interval,
+            suspect_mult=self.suspect_mult,
+            dead_mult=self.dead_mult,
+            probe_interval=self.probe_interval,
+            refresh_rate=self.refresh_rate,
+        )
 
     def probe_settings(self) -> ProbeSettings:
         return ProbeSettings(self.probe_interval, self.probe_timeout, self.indirect_probes)
@@ -167,12 +180,17 @@ class Node:
         self._spread: tuple[int, int] = (incarnation, 0)
         self.refutations = 0
         self.prober = Prober(
-            node_id=identity.node_id, transport=transport, rng=rng, settings=settings.probe_settings(),
-            candidates=self._probe_candidates, on_failed=self._suspect, log=self.log,
+            node_id=identity.node_id,
+            transport=transport,
+            rng=rng,
+            settings=settings.probe_settings(),
+            candidates=self._probe_candidates,
+            on_failed=self._suspect,
+            log=self.log,
         )
         self._nursery: trio.Nursery | None = None
         # Set by the job loop: told of every accepted change to jobs/runs/cancels/nodes, and
-        # the handler for blob requests (payloads starting with 0xc1, see daemon/blobfetch.py).
+        # the handler for blob requests (payloads starting with 0xc1, see daemon/jobs/blobfetch.py).
         self.on_change: Callable[[], None] | None = None
         self.side_handler: Callable[[bytes], Any] | None = None
         now = trio.current_time()
@@ -194,7 +212,9 @@ class Node:
             self.started_at = trio.current_time()
             self.publish()
             # Spread the periodic writes of nodes started together over the refresh interval.
-            self._last_write -= self.rng.random() * self.membership.config.refresh_interval(self.cluster_size())
+            self._last_write -= self.rng.random() * self.membership.config.refresh_interval(
+                self.cluster_size()
+            )
             nursery.start_soon(self._tick_loop)
             nursery.start_soon(self.prober.run)
             nursery.start_soon(self._gossip_loop)
@@ -235,7 +255,11 @@ class Node:
         Every write advances the heartbeat: peers treat a record that is not fresher than the
         one they hold as old news."""
         held = self.document.get("nodes", self.identity.node_hex)
-        if held is not None and held.node is not None and outlives(held.node, self.incarnation, self.heartbeat):
+        if (
+            held is not None
+            and held.node is not None
+            and outlives(held.node, self.incarnation, self.heartbeat)
+        ):
             self._move_past(held.node.incarnation)
         self.heartbeat += 1
         if self.capacity is None:
@@ -275,7 +299,7 @@ class Node:
 
     def _move_past(self, earlier: int) -> None:
         """Refute a record (or a suspicion) of ours newer than the last one we wrote, from an
-        earlier life whose state this process lost (see daemon/refutation.py): take an
+        earlier life whose state this process lost (see daemon/cluster/refutation.py): take an
         incarnation above `earlier`, stored durably so a later restart starts above it too.
         The caller publishes."""
         self.incarnation = self._bump_incarnation(earlier)
@@ -308,9 +332,13 @@ class Node:
         if is_notice(payload):
             self._handle_notice(payload, sender)
             return None
-        if payload[:1] == b"\xc1":
+        if tag_of(payload) == SIDE_REQUEST:
             try:
-                return self.side_handler(payload) if self.side_handler is not None else "blob requests not served here"
+                return (
+                    self.side_handler(payload)
+                    if self.side_handler is not None
+                    else "blob requests not served here"
+                )
             except ValueError as exc:
                 self.updates_refused += 1
                 self.log.warning("bad message dropped", reason=str(exc), **{"from": sender})
@@ -347,7 +375,7 @@ class Node:
             self._refute(record)
 
     def _tell_stale(self, stale_keys: frozenset[str], sender: str) -> None:
-        """A node's newest write lost to a newer record of it that we show (daemon/refutation.py):
+        """A node's newest write lost to a newer record of it that we show (daemon/cluster/refutation.py):
         hand it that record. Sent to the address it had and to whoever passed us the update,
         often the node itself, which may be back at another address; a relay ignores it."""
         if self._nursery is None:
@@ -371,7 +399,9 @@ class Node:
             self.log.warning("bad message dropped", reason=str(exc), **{"from": sender})
             return []
 
-    def _handle_message(self, message: sync.Message, sender: str) -> tuple[list[sync.Message], ApplyResult | None]:
+    def _handle_message(
+        self, message: sync.Message, sender: str
+    ) -> tuple[list[sync.Message], ApplyResult | None]:
         if not isinstance(message, sync.SyncStep1) and message.update in EMPTY_UPDATES:
             return [], None
         try:
@@ -382,7 +412,9 @@ class Node:
             return [], None
         if result is not None:
             self._accepted(message, result, sender)
-        return [r for r in replies if not (isinstance(r, sync.SyncStep2) and r.update in EMPTY_UPDATES)], result
+        return [
+            r for r in replies if not (isinstance(r, sync.SyncStep2) and r.update in EMPTY_UPDATES)
+        ], result
 
     def _accepted(self, message: sync.Message, result: ApplyResult, sender: str) -> None:
         if not result.accepted:
@@ -418,7 +450,9 @@ class Node:
                 record = entry.node
                 if record.node_id == self.identity.node_id:
                     ours = record
-                self.membership.observe(record.node_id, record.incarnation, record.heartbeat, record.status, now)
+                self.membership.observe(
+                    record.node_id, record.incarnation, record.heartbeat, record.status, now
+                )
                 significant = self._note_shape(record) or significant
         # Joins, leaves and rejoins are logged the moment they are seen, not at the next tick.
         self._log_membership(self.membership.take_events())
@@ -431,7 +465,7 @@ class Node:
         if named_me:
             self._refute_suspicion(max(named_me))
 
-    # ---- suspicions (daemon/probes.py, daemon/suspicions.py) ---------------------------------
+    # ---- suspicions (daemon/cluster/probes.py, daemon/cluster/suspicions.py) ---------------------------------
 
     def _observe_suspicions(self, key: str, now: float) -> tuple[int, int] | None:
         """Take a changed suspicions value; the freshness it names for this node when that
@@ -457,7 +491,9 @@ class Node:
         else:
             self.heartbeat = point[1]
         self.refutations += 1
-        self.log.notice("suspected by a peer: refuting", incarnation=self.incarnation, heartbeat=self.heartbeat + 1)
+        self.log.notice(
+            "suspected by a peer: refuting", incarnation=self.incarnation, heartbeat=self.heartbeat + 1
+        )
         self.publish(significant=True)
 
     def _probe_candidates(self) -> dict[bytes, str]:
@@ -471,26 +507,30 @@ class Node:
         self._write_suspicions({**self._suspects, target: member.freshness})
 
     def _prune_suspicions(self) -> None:
-        remaining = kept(self._suspects, self.membership.suspecting(self.identity.node_id, trio.current_time()))
+        remaining = kept(
+            self._suspects, self.membership.suspecting(self.identity.node_id, trio.current_time())
+        )
         if remaining != self._suspects:
             self._write_suspicions(remaining)
 
     def _write_suspicions(self, targets: dict[bytes, tuple[int, int]]) -> None:
         self._suspects = targets
-        self.document.put_local("suspicions", self.identity.node_hex, seal_suspicions(self.identity.private_key, targets))
+        self.document.put_local(
+            "suspicions", self.identity.node_hex, seal_suspicions(self.identity.private_key, targets)
+        )
         self.membership.observe_suspicions(self.identity.node_id, targets, trio.current_time())
         self._log_membership(self.membership.take_events())
         self.commit_local()
 
     def _transmit_limit(self, significant: bool) -> int:
-        """See daemon/gossip.py: full retransmits for what changes a node's identity or
+        """See daemon/cluster/gossip.py: full retransmits for what changes a node's identity or
         abilities, fewer for a heartbeat that only says "still here"."""
         mult = self.settings.retransmit_mult if significant else self.settings.heartbeat_retransmit_mult
         return retransmit_limit(mult, self.cluster_size())
 
     async def _repair(self, peer: str) -> None:
         """Exchange with a peer whose push we could not take, then pass on the pushes whose gap
-        the exchange filled (daemon/held_back.py). With full retransmits: which keys a push
+        the exchange filled (daemon/cluster/held_back.py). With full retransmits: which keys a push
         touches is not known without applying it, and a significant change passed on with
         heartbeat retransmits left nodes without it (50 simulated nodes: 2 of 49 had not seen
         a label change 3.3 s later). Again while pushes from that peer stay uncovered (they
@@ -549,8 +589,14 @@ class Node:
             record = records.get(event.node_id)
             address = record.address if record is not None else "?"
             fields = {"id": event.node_id.hex()[:12], "addr": address}
-            words = {"joined": "peer joined", "suspect": "peer suspect", "dead": "peer dead",
-                     "alive": "peer alive again", "rejoined": "peer rejoined", "left": "peer left"}
+            words = {
+                "joined": "peer joined",
+                "suspect": "peer suspect",
+                "dead": "peer dead",
+                "alive": "peer alive again",
+                "rejoined": "peer rejoined",
+                "left": "peer left",
+            }
             level = self.log.warning if event.kind in ("suspect", "dead") else self.log.info
             level(words[event.kind], **fields)
 
@@ -599,7 +645,9 @@ class Node:
                     nursery.start_soon(try_seed, seed)
             if any(results):
                 self.joined = True
-                self.log.info("joined the cluster", seeds=",".join(self.seeds), nodes=len(self.document.node_records()))
+                self.log.info(
+                    "joined the cluster", seeds=",".join(self.seeds), nodes=len(self.document.node_records())
+                )
                 return
             if self.peer_addresses(include_dead=False):
                 return  # someone found us first; anti-entropy takes it from here
@@ -629,14 +677,17 @@ class Node:
         found = {
             node_id: record.address
             for node_id, record in self.document.node_records().items()
-            if node_id != self.identity.node_id and record.address != self.address
+            if node_id != self.identity.node_id
+            and record.address != self.address
             and statuses.get(node_id, "dead") in wanted
         }
         self._peers[wanted] = (statuses, self._shapes_version, found)
         return found
 
     def peer_addresses(self, *, include_dead: bool) -> list[str]:
-        return list(self.peers(("alive", "suspect", "dead") if include_dead else ("alive", "suspect")).values())
+        return list(
+            self.peers(("alive", "suspect", "dead") if include_dead else ("alive", "suspect")).values()
+        )
 
     def describe_nodes(self) -> list[dict[str, Any]]:
         """What `form nodes --json` prints: one object per known node, this one first."""
@@ -646,25 +697,28 @@ class Node:
             capabilities = record.capabilities if isinstance(record.capabilities, dict) else {}
             age = self.membership.since_heartbeat(node_id, now)
             acked = self.prober.last_ack.get(node_id)
-            nodes.append({
-                "id": node_id.hex(),
-                "short_id": node_id.hex()[:12],
-                "self": node_id == self.identity.node_id,
-                "address": record.address,
-                "status": self.peer_status(node_id, now),
-                "last_heartbeat_age_s": None if age is None else round(age, 3),
-                "last_probe_ack_age_s": None if acked is None else round(now - acked, 3),
-                "suspected_by": self.membership.suspected_by(node_id),
-                "incarnation": record.incarnation,
-                "heartbeat": record.heartbeat,
-                "version": record.version,
-                "updated_ms": record.updated_ms,
-                "labels": _text_map(capabilities.get("labels")),
-                "executors": [e for e in capabilities.get("executors", []) if isinstance(e, str)]
-                if isinstance(capabilities.get("executors"), list) else [],
-                "capabilities": record.capabilities,
-                "capacity": record.capacity,
-            })
+            nodes.append(
+                {
+                    "id": node_id.hex(),
+                    "short_id": node_id.hex()[:12],
+                    "self": node_id == self.identity.node_id,
+                    "address": record.address,
+                    "status": self.peer_status(node_id, now),
+                    "last_heartbeat_age_s": None if age is None else round(age, 3),
+                    "last_probe_ack_age_s": None if acked is None else round(now - acked, 3),
+                    "suspected_by": self.membership.suspected_by(node_id),
+                    "incarnation": record.incarnation,
+                    "heartbeat": record.heartbeat,
+                    "version": record.version,
+                    "updated_ms": record.updated_ms,
+                    "labels": _text_map(capabilities.get("labels")),
+                    "executors": [e for e in capabilities.get("executors", []) if isinstance(e, str)]
+                    if isinstance(capabilities.get("executors"), list)
+                    else [],
+                    "capabilities": record.capabilities,
+                    "capacity": record.capacity,
+                }
+            )
         nodes.sort(key=lambda n: (not n["self"], n["id"]))
         return nodes
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from daemon.jobs.records import Job
 from pack_manager import scheduling
-
-from .job_records import Job
 
 
 class PlacementOrders:

@@ -1,8 +1,8 @@
 """This node's own value in the `suspicions` map (crdt_state/suspicion_record.py), and reading
 the others' (pure: the node writes and gossips).
 
-The node adds a target when its probes fail (daemon/probes.py) and drops the ones membership
-no longer counts (daemon/membership.py: Membership.suspecting), so the value stays a handful
+The node adds a target when its probes fail (daemon/cluster/probes.py) and drops the ones membership
+no longer counts (daemon/cluster/membership.py: Membership.suspecting), so the value stays a handful
 of entries; it writes the value again only when the set changed.
 """
 
