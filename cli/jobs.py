@@ -86,6 +86,9 @@ def submit(
     prefer_local_inputs: bool = typer.Option(
         False, "--prefer-local-inputs", help="rank nodes that already hold the context/inputs first"
     ),
+    dataset: list[str] = typer.Option(
+        [], "--dataset", help="run on a node holding this dataset, mounted at /data/datasets/NAME"
+    ),
     wait: bool = typer.Option(False, "--wait", help="wait for a final state; exit 1 unless it succeeded"),
     follow: bool = typer.Option(False, "--follow", help="stream the log meanwhile (implies --wait)"),
     as_json: bool = typer.Option(False, "--json"),
@@ -151,6 +154,7 @@ def submit(
         "network": network,
         "replicas": replicas,
         "prefer_local_inputs": prefer_local_inputs,
+        "datasets": dataset,
     }
     job_id = _call(ctx, "job.submit", params)["id"]
     if not (wait or follow):

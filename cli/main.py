@@ -16,6 +16,7 @@ from typing import Any, Optional
 import typer
 
 from .client import SOCKET_ENV, ClientError, call, default_socket
+from .datasets import register as register_dataset_commands
 from .jobs import job_status
 from .jobs import register as register_job_commands
 from .render import keys_table, nodes_table, print_table
@@ -176,6 +177,7 @@ def label_remove(ctx: typer.Context, keys: list[str] = typer.Argument(..., help=
 
 
 register_job_commands(app)
+register_dataset_commands(app)
 
 
 def main() -> None:

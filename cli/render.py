@@ -129,3 +129,19 @@ def explain_table(rows: list[dict[str, Any]]) -> Table:
             "; ".join(row["reasons"]) or (row["run_reason"] or ""),
         )
     return table
+
+
+def datasets_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("NAME", "DIGEST", "FILES", "SIZE", "HOLDERS", "DESCRIPTION"):
+        table.add_column(column, no_wrap=column != "DESCRIPTION")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            row["digest"][:12],
+            str(row["files"]),
+            format_bytes(row["size"]),
+            ", ".join(h["node"][:12] for h in row["holders"]),
+            row["description"],
+        )
+    return table

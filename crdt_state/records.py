@@ -1,6 +1,6 @@
 """Typed records of the replicated document and the rule of who may write which key.
 
-The document has five maps; every value is a signed envelope (signing.py) of the kind the map
+The document has six maps; every value is a signed envelope (signing.py) of the kind the map
 holds. A value counts only when its signer owns the key:
 
   map         key                      kind       signer must be
@@ -9,6 +9,7 @@ holds. A value counts only when its signer owns the key:
   runs        f"{job_hex}:{node_hex}"  run        node_hex, and known
   cancels     job id hex               cancel     any known node
   suspicions  node id hex              suspicion  that node, and known (suspicion_record.py)
+  datasets    f"{name}:{node_hex}"     dataset    node_hex, and known (the node holding that data)
 
 "Known" means the nodes map holds a verified record for the signer. Every rule is a function
 of the value and the (only ever growing) set of known nodes, never of which of two concurrent
@@ -30,11 +31,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from crdt_state.signing import RecordError, node_id_of, open_record, seal_record
 from crdt_state.suspicion_record import parse_suspicions
 
-MAP_KINDS = {"nodes": "node", "jobs": "job", "runs": "run", "cancels": "cancel", "suspicions": "suspicion"}
+MAP_KINDS = {
+    "nodes": "node",
+    "jobs": "job",
+    "runs": "run",
+    "cancels": "cancel",
+    "suspicions": "suspicion",
+    "datasets": "dataset",
+}
 NODE_STATUSES = ("alive", "left")
 MAX_INT = 2**63 - 1
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _RUN_KEY = re.compile(r"([0-9a-f]{64}):([0-9a-f]{64})")
+_DATASET_KEY = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,63}):([0-9a-f]{64})")
+_KEY_SHAPES = {"runs": _RUN_KEY, "datasets": _DATASET_KEY}
 
 
 def _need_int(body: Mapping[str, Any], key: str) -> int:
@@ -176,7 +186,7 @@ def check_key_shape(map_name: str, key: str) -> None:
         raise RecordError(f"unknown map {map_name!r}")
     if not isinstance(key, str):
         raise RecordError("keys are text")
-    pattern = _RUN_KEY if map_name == "runs" else _HEX64
+    pattern = _KEY_SHAPES.get(map_name, _HEX64)
     if not pattern.fullmatch(key):
         raise RecordError(f"{map_name} key {key[:80]!r} is not in the form that map requires")
 
@@ -202,8 +212,10 @@ def verify_entry(
     signer, body = open_record(envelope, MAP_KINDS[map_name])
     if signer not in known_nodes:
         raise RecordError(f"{map_name} entry {key[:12]} signed by unknown node {signer.hex()[:12]}")
-    if map_name == "runs" and _RUN_KEY.fullmatch(key).group(2) != signer.hex():
-        raise RecordError(f"run {key[:12]}... written by {signer.hex()[:12]}, not the node it names")
+    if map_name in _KEY_SHAPES and _KEY_SHAPES[map_name].fullmatch(key).group(2) != signer.hex():
+        raise RecordError(
+            f"{map_name} entry {key[:24]}... written by {signer.hex()[:12]}, not the node it names"
+        )
     if map_name == "suspicions":
         if key != signer.hex():
             raise RecordError(f"suspicions of {key[:12]} written by {signer.hex()[:12]}, not that node")

@@ -28,6 +28,7 @@ from daemon.control.api import DaemonApi
 from daemon.control.server import ControlServer
 from daemon.identity import bump_incarnation, load_identity
 from daemon.jobs.blobstore import BlobStore
+from daemon.jobs.dataset_store import DatasetStore
 from daemon.jobs.group_commit import file_syncer
 from daemon.jobs.loop import JobLoop
 from daemon.log import EventLog
@@ -169,6 +170,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         limits=limits,
         sync_log=file_syncer(store.log_path),
         retention_s=config.job_retention_s,
+        datasets=DatasetStore(state_dir),
     )
     node.on_change = jobs.wake
     node.side_handler = jobs.serve_peer_request

@@ -27,6 +27,7 @@ MAX_COMMAND_ARGS = 256
 MAX_ARG_CHARS = 4096
 MAX_INPUTS = 256
 MAX_REPLICAS = 16
+MAX_DATASETS = 16
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -34,6 +35,8 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _INPUT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}(/[A-Za-z0-9._-]{1,128}){0,7}$")
 # Local image references: name[:tag] or an image id; no registries are reachable anyway.
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
+# Dataset names become directory names under /data/datasets (pack_manager/datasets.py).
+DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class JobSpecError(ValueError):
@@ -66,6 +69,9 @@ class JobSpec:
     # Rank nodes that already hold the job's blobs first (after preferred labels); who holds
     # what comes from the document (see pack_manager.scheduling.order_nodes).
     prefer_local_inputs: bool = False
+    # Datasets the job reads, mounted read-only at /data/datasets/NAME on a node holding them
+    # all (pack_manager/datasets.py); the job runs nowhere else.
+    datasets: tuple[str, ...] = ()
     # pack()'s bytes, made once (a spec is not changed once made): a submit packs it to seal
     # the record and again to name the job.
     _packed: bytes | None = field(default=None, init=False, repr=False, compare=False)
@@ -97,6 +103,7 @@ class JobSpec:
             "keep_image": self.keep_image,
             # Written only when set, so specs without it keep the bytes (and ids) they had.
             **({"prefer_local_inputs": True} if self.prefer_local_inputs else {}),
+            **({"datasets": list(self.datasets)} if self.datasets else {}),
         }
 
     @classmethod
@@ -136,6 +143,7 @@ class JobSpec:
                 prefer_local_inputs=_need_bool(record, "prefer_local_inputs")
                 if "prefer_local_inputs" in record
                 else False,
+                datasets=_need_names(record, "datasets") if "datasets" in record else (),
             )
         except (WireError, RequirementsError) as exc:
             raise JobSpecError(f"job spec: {exc}") from exc
@@ -178,6 +186,13 @@ def _need_bool(record: Mapping[str, Any], key: str) -> bool:
     if not isinstance(value, bool):
         raise WireError(f"{key}: expected true or false, got {type(value).__name__}")
     return value
+
+
+def _need_names(record: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    names = need_list(record, key, limit=MAX_DATASETS)
+    if not all(isinstance(name, str) for name in names):
+        raise WireError(f"{key}: every entry must be text")
+    return tuple(names)
 
 
 def _clean_text(value: object) -> bool:
@@ -259,7 +274,20 @@ def _check(spec: JobSpec) -> None:
         if item.name in seen:
             raise JobSpecError(f"inputs: {item.name!r} given twice")
         seen.add(item.name)
+    _check_datasets(spec)
     _check_kind(spec)
+
+
+def _check_datasets(spec: JobSpec) -> None:
+    if not isinstance(spec.datasets, tuple) or len(spec.datasets) > MAX_DATASETS:
+        raise JobSpecError(f"datasets: at most {MAX_DATASETS} names")
+    for name in spec.datasets:
+        if not isinstance(name, str) or not DATASET_NAME.fullmatch(name):
+            raise JobSpecError(f"datasets: {name!r:.80} is not a dataset name")
+    if len(set(spec.datasets)) != len(spec.datasets):
+        raise JobSpecError("datasets: a name is given twice")
+    if spec.datasets and spec.kind == "build":
+        raise JobSpecError("datasets: a build job cannot read datasets; use a run or wasm job")
 
 
 def _check_kind(spec: JobSpec) -> None:

@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 from metrics_agent.capabilities import NodeCapabilities
 from metrics_agent.capacity import NodeCapacity
 
+from .datasets import Catalog, dataset_reasons, refused_everywhere
 from .fit import check_capabilities, check_capacity, check_fit, preference_score
 from .jobspec import JobSpec
 from .jobstate import (
@@ -63,6 +64,8 @@ class JobView:
     # node id -> how many of the job's blobs (context, module, inputs) the document says that
     # node holds; consulted only when the spec asks for prefer_local_inputs.
     holdings: Mapping[bytes, int] = field(default_factory=dict)
+    # The job's datasets: name -> holder -> record (pack_manager.datasets); empty without any.
+    datasets: Catalog = field(default_factory=dict)
 
 
 # What a node should do about a job. The daemon turns these into run records and executor calls.
@@ -115,6 +118,14 @@ def order_nodes(job: JobView, nodes: Mapping[bytes, NodeView], policy: str = DEF
         weight = 1 + max(job.holdings.values())  # a label match outweighs any number of blobs
         scores = {node_id: score * weight + job.holdings.get(node_id, 0) for node_id, score in scores.items()}
     return rank_with_preferences(job.job_id, scores, policy)
+
+
+def never_reasons(job: JobView, node_id: bytes, view: NodeView) -> tuple[str, ...]:
+    """Why the node can never run the job: its capabilities, then the job's datasets."""
+    reasons = check_capabilities(view.capabilities, job.spec.requirements)
+    if job.spec.datasets:
+        reasons += dataset_reasons(job.spec, node_id, job.datasets)
+    return reasons
 
 
 def _holders(job: JobView, nodes: Mapping[bytes, NodeView]) -> set[bytes]:
@@ -191,11 +202,15 @@ def decide(
     if free_slots <= 0:
         return None
     req = job.spec.requirements
+    if job.spec.datasets and not holders:
+        refused = refused_everywhere(job.spec, job.datasets, [n for n in order if nodes[n].live])
+        if refused is not None:
+            return GiveUp(own.attempt if own else 1, refused[1]) if refused[0] == self_id else None
     for node_id in order:
         if node_id in holders:
             continue
         view = nodes[node_id]
-        if not view.live or check_capabilities(view.capabilities, req):
+        if not view.live or never_reasons(job, node_id, view):
             continue
         if node_id == self_id:
             attempt, abandoned = _next_attempt(job, nodes)
@@ -294,12 +309,11 @@ def job_status(
         run = job.runs[lead]
         return JobStatus(run.state, run.reason, lead, run.attempt, run, replicas)
 
-    req = job.spec.requirements
     never: list[str] = []
     candidates = []
     for node_id in order:
         view = nodes[node_id]
-        reasons = check_capabilities(view.capabilities, req)
+        reasons = never_reasons(job, node_id, view)
         if not view.live:
             continue
         if reasons:

@@ -12,7 +12,7 @@ returns something JSON can carry, or raises ControlError with a one-line reason.
     label.set    {"labels": {k: v}}    -> {"labels": {...all labels now}}
     label.remove {"keys": [k, ...]}    -> {"labels": {...}}
 
-Job and blob methods: see daemon/control/jobs_api.py.
+Job and blob methods: see daemon/control/jobs_api.py; datasets: daemon/control/datasets_api.py.
 
 Key and label changes are saved (cluster.key, formd.toml) before the reply, so they survive
 a restart.
@@ -27,6 +27,7 @@ from typing import Any, Callable
 from daemon import config as config_file
 from daemon.cluster.node import Node
 from daemon.config import FormdConfig
+from daemon.control.datasets_api import DatasetsApi
 from daemon.control.jobs_api import JobsApi
 from daemon.control.server import ControlError, Handler, param
 from daemon.jobs.loop import JobLoop
@@ -46,6 +47,9 @@ class DaemonApi:
     ) -> None:
         self.node = node
         self.jobs_api = JobsApi(jobs) if jobs is not None else None
+        self.datasets_api = (
+            DatasetsApi(jobs, jobs.datasets) if jobs is not None and jobs.datasets is not None else None
+        )
         self.keyring = keyring
         self.keyring_path = keyring_path
         self.state_dir = state_dir
@@ -62,6 +66,7 @@ class DaemonApi:
             "label.set": self.label_set,
             "label.remove": self.label_remove,
             **(self.jobs_api.methods() if self.jobs_api is not None else {}),
+            **(self.datasets_api.methods() if self.datasets_api is not None else {}),
         }
 
     async def nodes(self, params: dict[str, Any]) -> Any:

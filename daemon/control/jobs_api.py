@@ -1,11 +1,12 @@
 """Control methods for jobs and blobs (registered by daemon/control/api.py).
 
 blob.put   {"digest", "size", "offset", "data": b64}  -> {"offset", "complete"}  (size <= the larger job limit)
-blob.read  {"digest", "offset", "length"}              -> {"size", "data": b64}
+blob.read  {"digest", "offset", "length"}              -> {"size", "data": b64}  (never a dataset's)
 job.limits {}                                       -> {"max_context_bytes", "max_input_bytes"}
 job.submit {"kind", "context", "containerfile", "image", "command", "module", "inputs": [[name, digest]],
             "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer"},
-            "timeout_ms", "env", "network", "replicas", "prefer_local_inputs"}  -> {"id"}   (durable before the reply)
+            "timeout_ms", "env", "network", "replicas", "prefer_local_inputs", "datasets": [name]}
+            -> {"id"}   (durable before the reply)
 job.submit-many {"jobs": [job.submit params, ...]}    -> {"ids": [...]}  (all or none; one fsync)
 job.status {"job": id or prefix >= 8 hex}              -> status object (see `status_object`)
 job.list   {"state": optional}                         -> [status object, ...]
@@ -35,7 +36,7 @@ from daemon.jobs.blobfetch import FetchError
 from daemon.jobs.blobstore import BlobError, BlobWriter
 from daemon.jobs.loop import JobLoop, node_now_ms
 from pack_manager import scheduling
-from pack_manager.fit import check_capabilities, check_capacity
+from pack_manager.fit import check_capacity
 from pack_manager.jobspec import JobInput, JobSpec, JobSpecError, is_digest
 from pack_manager.jobstate import JOB_STATES
 from pack_manager.requirements import RequirementsError, WorkloadRequirements
@@ -117,6 +118,9 @@ class JobsApi:
         digest = param(params, "digest", str)
         offset = param(params, "offset", int)
         length = min(param(params, "length", int), 512 * 1024)
+        if self.jobs.never_served(digest):
+            self.node.log.warning("dataset blob refused to a client", digest=digest[:12])
+            raise ControlError(f"blob {digest[:12]} belongs to a dataset; datasets never leave their holder")
         try:
             data = self.blobs.read_chunk(digest, offset, length)
             return {"size": self.blobs.size(digest), "data": base64.b64encode(data).decode("ascii")}
@@ -214,9 +218,14 @@ class JobsApi:
                 network=param(params, "network", bool, optional=True, default=False),
                 replicas=param(params, "replicas", int, optional=True, default=1),
                 prefer_local_inputs=param(params, "prefer_local_inputs", bool, optional=True, default=False),
+                datasets=tuple(param(params, "datasets", list, optional=True, default=[])),
             )
         except (RequirementsError, JobSpecError, TypeError, ValueError) as exc:
             raise ControlError(str(exc)) from None
+        catalog = self.jobs.dataset_catalog.catalog()
+        unknown = [name for name in spec.datasets if not catalog.get(name)]
+        if unknown:
+            raise ControlError(f"no node holds dataset {', '.join(unknown)} (see form datasets)")
         limits = self.jobs.limits
         for digest in self.jobs.spec_blobs(spec):
             if not self.blobs.has(digest):
@@ -342,7 +351,7 @@ class JobsApi:
         rows = []
         for rank, node_id in enumerate(order, 1):
             node = nodes[node_id]
-            never = check_capabilities(node.capabilities, job.spec.requirements)
+            never = scheduling.never_reasons(view, node_id, node)
             now = (
                 check_capacity(node.capabilities, node.capacity, job.spec.requirements)
                 if node.capacity and not never

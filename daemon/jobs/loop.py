@@ -37,6 +37,9 @@ from daemon.jobs.blobfetch import (
     serve_blob_request,
 )
 from daemon.jobs.blobstore import BlobStore
+from daemon.jobs.dataset_catalog import DatasetCatalog
+from daemon.jobs.dataset_gate import Refused, admit, cap_refusal
+from daemon.jobs.dataset_store import DatasetStore
 from daemon.jobs.group_commit import GroupCommit
 from daemon.jobs.node_views import NodeViews
 from daemon.jobs.placement_orders import PlacementOrders
@@ -98,8 +101,11 @@ class JobLoop:
         sync_log: Callable[[], None] | None = None,
         retention_s: float = 86_400.0,
         claim_quiet_s: float = CLAIM_QUIET_S,
+        datasets: DatasetStore | None = None,
     ) -> None:
         self.node = node
+        self.datasets = datasets  # the datasets this node holds (None: it keeps none)
+        self.dataset_catalog = DatasetCatalog(node.document, self._bad_dataset)
         self.blobs = blobs
         self.work_dir = work_dir
         self._executors = executors
@@ -124,7 +130,7 @@ class JobLoop:
         self._nursery: trio.Nursery | None = None
         self.live_logs: dict[str, Path] = {}  # job hex -> the log file of a run in progress here
         self._fetching: dict[str, trio.Lock] = {}  # one fetch per digest: they share its partial file
-        self.records = JobRecords(node.document, self._bad_job)
+        self.records = JobRecords(node.document, self._bad_job, self.dataset_catalog)
         self.pending_uploads: dict[
             str, float
         ] = {}  # digest -> when blob.put stored it; no submit named it yet
@@ -167,6 +173,16 @@ class JobLoop:
 
     def _bad_job(self, key: str, reason: str) -> None:
         self.node.log.warning("job record ignored", job=key[:12], reason=reason)
+
+    def _bad_dataset(self, key: str, reason: str) -> None:
+        self.node.log.warning("dataset record ignored", dataset=key[:80], reason=reason)
+
+    def never_served(self, digest: object) -> bool:
+        """A dataset's digest or one of its files' here: it never leaves this node."""
+        if not isinstance(digest, str):
+            return False
+        local = self.datasets.protected() if self.datasets is not None else frozenset()
+        return digest in local or digest in self.dataset_catalog.digests()
 
     def node_views(self) -> dict[bytes, scheduling.NodeView]:
         return self.views.current()
@@ -265,7 +281,18 @@ class JobLoop:
     def wake(self) -> None:
         self._wake.set()
 
+    def sweep_work_dir(self) -> None:
+        """Remove run dirs a previous process left (it was killed mid-run): nothing of a job
+        it ran, a dataset job's staged algorithm included, outlives the run."""
+        if self.work_dir.is_dir():
+            for leftover in self.work_dir.iterdir():
+                if leftover.is_dir():
+                    remove_tree(leftover)
+                else:
+                    leftover.unlink(missing_ok=True)
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self.sweep_work_dir()
         self.yield_leftovers()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -303,7 +330,8 @@ class JobLoop:
                 self._open.add(job_hex)
             else:
                 self._open.discard(job_hex)
-        if self._nodes_changed(nodes):
+        nodes_changed = self._nodes_changed(nodes)
+        if self.dataset_catalog.take_changed() or nodes_changed:
             todo = set(self._open)
         else:
             todo = changed & self._open
@@ -489,6 +517,13 @@ class JobLoop:
                 None,
                 [],
             )
+        admission = None
+        if spec.datasets:
+            try:
+                image_id = getattr(executor, "image_id", None)
+                admission = await admit(spec, self.me, self.datasets, job.datasets, image_id)
+            except Refused as exc:
+                return ExecutionResult(FAILED, str(exc)), None, []
         try:
             await self.fetch_inputs(spec, job)
         except FetchError as exc:
@@ -529,10 +564,17 @@ class JobLoop:
                 log,
                 running.cancel,
                 self.limits,
+                admission.mounts if admission is not None else None,
             )
         finally:
             log_file.close()
             self.live_logs.pop(job.job_hex, None)
+        over_cap = cap_refusal(admission.cap, result.outputs, log_path) if admission is not None else None
+        if over_cap is not None:
+            self.node.log.warning("job outputs withheld", job=job.job_hex[:12], reason=over_cap)
+            log_path.unlink(missing_ok=True)
+            await trio.to_thread.run_sync(remove_tree, run_dir)
+            return ExecutionResult(FAILED, over_cap, exit_code=result.exit_code), None, []
 
         def store() -> tuple[str, list[OutputRef]]:  # one trip to a worker thread for every file
             try:
@@ -575,6 +617,10 @@ class JobLoop:
             if data is None:
                 return f"job {job_hex[:12]} is not running here"
             return BLOB_PREFIX + msgpack.packb({"data": data}, use_bin_type=True)
+        if isinstance(request, dict) and self.never_served(request.get("digest")):
+            digest = str(request.get("digest"))
+            self.node.log.warning("dataset blob refused to a peer", digest=digest[:12])
+            return f"blob {digest[:12]} belongs to a dataset; datasets never leave their holder"
         return serve_blob_request(self.blobs, payload)
 
     async def fetch_live_log(self, node_id: bytes, job_hex: str, offset: int) -> bytes | None:

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from crdt_state.document import ClusterDocument
+from daemon.jobs.dataset_catalog import DatasetCatalog
 from metrics_agent.wire import WireError
 from pack_manager import scheduling
+from pack_manager.datasets import Catalog, job_catalog
 from pack_manager.jobspec import JobSpec, JobSpecError, is_digest
 from pack_manager.jobstate import RunReport
 from pack_manager.retention import stamp_ms
@@ -39,10 +41,11 @@ class Job:
     runs: dict[bytes, RunReport] = field(default_factory=dict)
     cancelled: bool = False
     holdings: dict[bytes, int] = field(default_factory=dict)  # only filled for prefer_local_inputs
+    datasets: Catalog = field(default_factory=dict)  # only filled for jobs naming datasets
 
     def view(self) -> scheduling.JobView:
         return scheduling.JobView(
-            bytes.fromhex(self.job_hex), self.spec, self.runs, self.cancelled, self.holdings
+            bytes.fromhex(self.job_hex), self.spec, self.runs, self.cancelled, self.holdings, self.datasets
         )
 
 
@@ -70,9 +73,13 @@ def submitted_ms(body: dict) -> int:
 
 class JobRecords:
     def __init__(
-        self, document: ClusterDocument, on_bad_job: Callable[[str, str], None] | None = None
+        self,
+        document: ClusterDocument,
+        on_bad_job: Callable[[str, str], None] | None = None,
+        datasets: DatasetCatalog | None = None,
     ) -> None:
         self.document = document
+        self.datasets = datasets
         self._on_bad_job = on_bad_job
         self._seen: dict[str, dict[str, object]] = {name: {} for name in MAPS}
         self.specs: dict[str, tuple[JobSpec, int]] = {}
@@ -257,8 +264,15 @@ class JobRecords:
             return None
         spec = held[0]
         holdings = self.holdings(spec) if spec.prefer_local_inputs else {}
+        datasets = job_catalog(spec, self.datasets.catalog()) if spec.datasets and self.datasets else {}
         return Job(
-            job_hex, spec, held[1], dict(self.runs.get(job_hex, {})), job_hex in self.cancels, holdings
+            job_hex,
+            spec,
+            held[1],
+            dict(self.runs.get(job_hex, {})),
+            job_hex in self.cancels,
+            holdings,
+            datasets,
         )
 
     def jobs(self) -> dict[str, Job]:

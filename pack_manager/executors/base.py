@@ -8,9 +8,9 @@ whatever it started before returning, also when it is itself cancelled.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 import trio
 
@@ -90,6 +90,9 @@ class WorkArea:
     # without extracting the context (the guest sees only inputs and outputs); module_path is
     # then where it would be, for its name.
     module_bytes: bytes | None = None
+    # Datasets held on this node (name -> its directory), mounted read-only at
+    # /data/datasets/NAME; never copied into the work area, so never packed into outputs.
+    datasets: Mapping[str, Path] = field(default_factory=dict)
 
 
 class Executor(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import trio
 
@@ -20,8 +21,10 @@ async def run_job(
     log: LogSink,
     cancel: trio.Event,
     limits: ExecutorLimits | None = None,
+    datasets: Mapping[str, Path] | None = None,
 ) -> ExecutionResult:
     """work_root is created and removed here; result_dir (outputs.tar, image archives) stays.
+    datasets: name -> directory for the job's datasets (mounted read-only, never copied).
 
     Bad input (a context that breaks the archive rules, a missing blob, a module outside the
     context) is a FAILED result whose reason starts with "rejected", and nothing has run.
@@ -33,11 +36,11 @@ async def run_job(
         )
     run_whole = getattr(executor, "run_whole", None)
     if run_whole is not None:  # stages, runs and cleans up itself, in fewer thread trips (WASM)
-        return await run_whole(spec, work_root, result_dir, blob_path, log, cancel, limits)
+        return await run_whole(spec, work_root, result_dir, blob_path, log, cancel, limits, datasets)
     try:
         try:
             work = await trio.to_thread.run_sync(
-                stage_work_area, spec, work_root, result_dir, blob_path, limits
+                stage_work_area, spec, work_root, result_dir, blob_path, limits, datasets
             )
         except StagingError as exc:
             return ExecutionResult(FAILED, f"rejected before running: {exc}")

@@ -72,6 +72,17 @@ class PodmanExecutor:
     def _client(self) -> PodmanClient:
         return PodmanClient(base_url=self.url, timeout=60)
 
+    def image_id(self, reference: str) -> str | None:
+        """Blocking: the id of the local image a name stands for, None when there is none
+        (a dataset's policy may allow images by id)."""
+        client = self._client()
+        try:
+            return client.images.get(reference).id
+        except (ImageNotFound, NotFound, *_CLIENT_ERRORS):
+            return None
+        finally:
+            client.close()
+
     # ---- run ---------------------------------------------------------------------------
 
     async def _run(self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event) -> ExecutionResult:

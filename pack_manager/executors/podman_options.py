@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..datasets import DATASET_MOUNT
 from ..jobspec import JobSpec
 from .base import ExecutorLimits, WorkArea
 
@@ -55,6 +56,10 @@ def run_options(
         "mounts": [
             {"type": "bind", "source": str(work.inputs_dir), "target": INPUTS_MOUNT, "read_only": True},
             {"type": "bind", "source": str(work.outputs_dir), "target": OUTPUTS_MOUNT},
+            *(
+                {"type": "bind", "source": str(path), "target": f"{DATASET_MOUNT}/{name}", "read_only": True}
+                for name, path in sorted(work.datasets.items())
+            ),
         ],
         "pids_limit": limits.pids_limit,
         "ulimits": ulimits(limits),

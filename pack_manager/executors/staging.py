@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from ..context_archive import ArchiveError, check_archive, extract_archive, read_regular_member
 from ..jobspec import JobSpec, JobSpecError, check_relative_path, is_digest
@@ -25,12 +26,21 @@ class StagingError(ValueError):
 
 
 def stage_work_area(
-    spec: JobSpec, root: Path, result_dir: Path, blob_path: BlobLookup, limits: ExecutorLimits
+    spec: JobSpec,
+    root: Path,
+    result_dir: Path,
+    blob_path: BlobLookup,
+    limits: ExecutorLimits,
+    datasets: Mapping[str, Path] | None = None,
 ) -> WorkArea:
+    """datasets: name -> directory of each dataset the job names (mounted, not copied)."""
     if root.exists() and any(root.iterdir()):
         raise StagingError(f"work area {root} already exists and is not empty")
+    missing = set(spec.datasets) - set(datasets or {})
+    if missing:
+        raise StagingError(f"datasets {', '.join(sorted(missing))} are not held on this node")
     try:
-        return _stage(spec, root, result_dir, blob_path, limits)
+        return replace(_stage(spec, root, result_dir, blob_path, limits), datasets=dict(datasets or {}))
     except OSError as exc:
         remove_tree(root)
         raise StagingError(f"staging: {exc}") from exc

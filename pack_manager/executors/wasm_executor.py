@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import trio
 import wasmtime
@@ -26,6 +26,7 @@ import wasmtime
 from metrics_agent.units import format_bytes
 
 from ..context_archive import ArchiveError
+from ..datasets import DATASET_MOUNT
 from ..jobspec import JobSpec
 from .base import (
     CANCELLED,
@@ -82,13 +83,14 @@ class WasmExecutor:
         log: LogSink,
         cancel: trio.Event,
         limits: ExecutorLimits,
+        datasets: Mapping[str, Path] | None = None,
     ) -> ExecutionResult:
         """run_job's work in one thread trip: stage, run, pack the outputs, remove work_root."""
 
         def body(guest: GuestHandle, send: Callable[[str], None]) -> ExecutionResult:
             try:
                 try:
-                    work = stage_work_area(spec, work_root, result_dir, blob_path, limits)
+                    work = stage_work_area(spec, work_root, result_dir, blob_path, limits, datasets)
                 except StagingError as exc:
                     return ExecutionResult(FAILED, f"rejected before running: {exc}")
                 if work.module_path is None:
@@ -202,6 +204,8 @@ class WasmExecutor:
             wasi.env = list(spec.env.items())
             wasi.preopen_dir(str(work.inputs_dir), INPUTS_MOUNT, False)
             wasi.preopen_dir(str(work.outputs_dir), OUTPUTS_MOUNT, True)
+            for name, directory in sorted(work.datasets.items()):
+                wasi.preopen_dir(str(directory), f"{DATASET_MOUNT}/{name}", False)
             wasi.stdout_custom = emit(out, "")
             wasi.stderr_custom = emit(err, "stderr: ")
             store.set_wasi(wasi)
