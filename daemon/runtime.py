@@ -241,7 +241,12 @@ async def _offer_podman(
         if "podman" in offered:
             from pack_manager.executors.podman_executor import PodmanExecutor  # noqa: PLC0415
 
-            executors["podman"] = PodmanExecutor(url, limits)
+            podman = PodmanExecutor(url, limits, node=node.identity.node_hex)
+            # Containers a killed formd of this node left running: no run of theirs goes on.
+            removed = await trio.to_thread.run_sync(podman.remove_leftovers)
+            if removed:
+                log.info("leftover containers removed", count=removed)
+            executors["podman"] = podman
         if offered != node.capabilities.executors:
             node.capabilities = replace(node.capabilities, executors=offered)
             node.publish()

@@ -301,7 +301,7 @@ def test_nothing_is_left_after_any_end(cluster, patients, context):
     left = work_leftovers(a)
     assert left != []  # what the killed process left
     a.start()
-    assert not any(p.exists() for p in left)  # swept before the new process serves anything
+    wait_until(lambda: not any(p.exists() for p in left), 30, "the killed run's work dir to go")
     c.form("cancel", crashing)
     assert final(c, crashing)["state"] == "cancelled"
     wait_until(lambda: work_leftovers(a) == [], 30, "a's work dir to be empty")

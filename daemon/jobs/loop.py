@@ -414,6 +414,10 @@ class JobLoop:
         if isinstance(action, scheduling.Claim):
             if job_hex in self.running:
                 return
+            if job.spec.requirements.executor not in self.executors():
+                # Offered by our record but not started yet (Podman comes up after a restart):
+                # claim on a later pass rather than fail the job here.
+                return
             # With every input here there is nothing to fetch: the claim starts as running.
             now_running = all(self.blobs.has(d) for d in self.spec_blobs(job.spec))
             report = self._next_report(

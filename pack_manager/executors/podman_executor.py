@@ -50,9 +50,28 @@ BUILD_STOP_WAIT_S = 15.0
 class PodmanExecutor:
     name = "podman"
 
-    def __init__(self, url: str, limits: ExecutorLimits | None = None) -> None:
+    def __init__(self, url: str, limits: ExecutorLimits | None = None, node: str | None = None) -> None:
+        """node: this formd's node id, put on its containers so a restart finds its leftovers."""
         self.url = url
         self.limits = limits or ExecutorLimits()
+        self.node = node
+
+    def remove_leftovers(self) -> int:
+        """Blocking: remove every container labelled with this node (a killed formd's runs)."""
+        if self.node is None:
+            return 0
+        client = self._client()
+        try:
+            leftovers = client.containers.list(
+                all=True, filters={"label": f"{podman_options.NODE_LABEL}={self.node}"}
+            )
+            for container in leftovers:
+                _remove_quietly(container)
+            return len(leftovers)
+        except _CLIENT_ERRORS:
+            return 0
+        finally:
+            client.close()
 
     async def execute(
         self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event
@@ -153,7 +172,7 @@ class PodmanExecutor:
         user = podman_options.choose_user(image.attrs.get("Config", {}).get("User"), self.limits)
         name = f"formnet-{spec.job_id().hex()[:12]}-{secrets.token_hex(3)}"
         container = job.container = _create(
-            client, podman_options.run_options(spec, work, self.limits, user, name)
+            client, podman_options.run_options(spec, work, self.limits, user, name, self.node)
         )
         # Attaching to a created container initialises it (runc create: cgroup and
         # process exist, the command has not run), so the OOM watch is armed before the

@@ -15,6 +15,7 @@ from .base import ExecutorLimits, WorkArea
 INPUTS_MOUNT = "/data/inputs"
 OUTPUTS_MOUNT = "/data/outputs"
 JOB_LABEL = "formnet.job"
+NODE_LABEL = "formnet.node"  # the node id of the formd that made the container
 CPU_PERIOD_US = 100_000
 
 
@@ -44,14 +45,14 @@ def ulimits(limits: ExecutorLimits) -> list[dict[str, Any]]:
 
 
 def run_options(
-    spec: JobSpec, work: WorkArea, limits: ExecutorLimits, user: str, name: str
+    spec: JobSpec, work: WorkArea, limits: ExecutorLimits, user: str, name: str, node: str | None = None
 ) -> dict[str, Any]:
     req = spec.requirements
     options: dict[str, Any] = {
         "image": spec.image,
         "name": name,
         "environment": dict(spec.env),
-        "labels": {JOB_LABEL: spec.job_id().hex()},
+        "labels": {JOB_LABEL: spec.job_id().hex(), **({NODE_LABEL: node} if node else {})},
         "network_mode": "bridge" if spec.network else "none",
         "mounts": [
             {"type": "bind", "source": str(work.inputs_dir), "target": INPUTS_MOUNT, "read_only": True},
