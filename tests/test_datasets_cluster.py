@@ -308,3 +308,40 @@ def test_nothing_is_left_after_any_end(cluster, patients, context):
     wait_until(
         lambda: all_see(cluster.nodes, [n.node_id for n in cluster.nodes]), 30, "the cluster to be whole"
     )
+
+
+def test_bad_dataset_requests_are_refused_and_change_nothing(cluster, patients, context, tmp_path):
+    a, b, c = cluster.nodes
+    before = json.loads(c.form("datasets", "--json").stdout)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "records.csv").write_bytes(b"different content\n")
+    for node, params, fragment in [
+        (a, {"name": "x", "path": "relative/dir"}, "absolute"),
+        (a, {"name": "x", "path": str(tmp_path / "missing")}, "No such file"),
+        (a, {"name": "bad name", "path": str(other)}, "dataset name"),
+        (a, {"name": "x", "path": str(other), "max_output": "lots"}, "max_output"),
+        (a, {"name": "x", "path": str(other), "allow_clients": ["me"]}, "allow_clients"),
+        (b, {"name": "patients", "path": str(other)}, "other content"),
+    ]:
+        with pytest.raises(ClientError, match=fragment):
+            node.call("dataset.add", params)
+    with pytest.raises(ClientError, match="not held on this node"):
+        b.call("dataset.remove", {"name": "patients"})
+    refused = submit(c, context, "--dataset", "nowhere", check=False)
+    assert refused.returncode == 1 and "no node holds dataset nowhere" in refused.stderr
+    refused = c.form("submit", str(context), "--kind", "build", "--dataset", "patients", check=False)
+    assert refused.returncode == 1 and "build job cannot read datasets" in refused.stderr
+    assert json.loads(c.form("datasets", "--json").stdout) == before
+    assert all(node.running() for node in cluster.nodes)
+
+
+def test_a_removed_dataset_is_no_longer_offered(cluster, patients, context):
+    a, b, c = cluster.nodes
+    a.form("dataset", "add", "leaving", str(patients))
+    wait_until(lambda: "leaving" in c.form("datasets").stdout, 30, "c to list the dataset")
+    a.form("dataset", "remove", "leaving")
+    wait_until(lambda: "leaving" not in c.form("datasets").stdout, 30, "c to drop the dataset")
+    refused = submit(c, context, "--dataset", "leaving", check=False)
+    assert refused.returncode == 1 and "no node holds dataset leaving" in refused.stderr
+    assert patients.exists()  # the owner's files are left alone
