@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import random
 
+from crdt_nodes import FakeNode, cluster, rogue_update, snapshot_view
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Array, Doc, Map, Text
-from test_crdt_document import cluster
-from test_crdt_support import FakeNode, rogue_update, snapshot_view
 
 from crdt_state.document import ClusterDocument
 from crdt_state.signing import seal_record

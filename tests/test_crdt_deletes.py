@@ -4,9 +4,9 @@ convergence under any delivery order, and deleted content really leaving the sto
 from __future__ import annotations
 
 import pytest
+from crdt_nodes import FakeNode, rogue_update, snapshot_view
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_crdt_support import FakeNode, rogue_update, snapshot_view
 
 from crdt_state.document import ClusterDocument
 from crdt_state.persistence import DocumentStore

@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from crdt_nodes import FakeNode, cluster, exchange, rogue_update, snapshot_view
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Map
-from test_crdt_support import FakeNode, rogue_update, snapshot_view
 
 from crdt_state.document import ClusterDocument, DocumentError
 from crdt_state.records import RecordError
 from crdt_state.signing import seal_record
 
 JOB = "cd" * 32
-
-
-def exchange(*nodes: FakeNode) -> None:
-    """Hand every node's pending local updates to every other node; all must be accepted."""
-    for sender in nodes:
-        for update in sender.doc.drain_local_updates():
-            for receiver in nodes:
-                if receiver is not sender:
-                    result = receiver.doc.apply_remote(update)
-                    assert result.accepted, result.reason
-
-
-def cluster(count: int = 3) -> list[FakeNode]:
-    nodes = [FakeNode.create() for _ in range(count)]
-    for node in nodes:
-        node.heartbeat()
-    exchange(*nodes)
-    return nodes
 
 
 def test_records_spread_and_are_readable_everywhere():

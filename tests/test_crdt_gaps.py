@@ -7,11 +7,10 @@ import random
 
 import pycrdt
 import pytest
+from crdt_nodes import cluster, rogue_update, snapshot_view
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Map
-from test_crdt_document import cluster
-from test_crdt_support import rogue_update, snapshot_view
 
 from crdt_state.document import MAP_NAMES, ClusterDocument
 from crdt_state.state_vector import decode_state_vector

@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from crdt_nodes import FakeNode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_crdt_support import FakeNode
 
 from crdt_state.document import ClusterDocument
 from crdt_state.persistence import DocumentStore, StoreError

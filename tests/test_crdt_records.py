@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from crdt_nodes import FakeNode
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from test_crdt_support import FakeNode
 
 from crdt_state.records import NodeRecord, StaleRecord, check_address, open_node_record, verify_entry
 from crdt_state.signing import RecordError, seal_record

@@ -4,9 +4,8 @@ malformed values are refused and change nothing."""
 from __future__ import annotations
 
 import pytest
+from crdt_nodes import cluster, rogue_update, snapshot_view
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from test_crdt_document import cluster
-from test_crdt_support import rogue_update, snapshot_view
 
 from crdt_state.records import RecordError
 from crdt_state.signing import seal_record

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from crdt_nodes import FakeNode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_crdt_support import FakeNode
 
 from crdt_state.document import ClusterDocument
 from crdt_state.sync import (

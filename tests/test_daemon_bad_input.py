@@ -11,6 +11,7 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from procs import Cluster, all_see, wait_until
+from tcp_frames import raw_frame
 
 from crdt_state import sync
 from crdt_state.records import NodeRecord
@@ -19,13 +20,11 @@ from daemon.cluster.gossip import pack_payload
 from daemon.cluster.probe_wire import encode_ack, encode_ping
 from daemon.cluster.suspicions import seal_suspicions
 from daemon.identity import load_identity
-from daemon.transport.frames import seal
 from daemon.transport.interface import TransportError
 from daemon.transport.keyring import Keyring
 from daemon.transport.tcp import HELLO, NetTransport
 
 pytestmark = pytest.mark.slow
-_INNER = struct.Struct(">BQ")  # net_transport's sealed header: kind, request id
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +34,6 @@ def pair(tmp_path_factory):
         b = cluster.add("b", seed=a)
         wait_until(lambda: all_see([a, b], [a.node_id, b.node_id]), 20, "a and b to see each other")
         yield a, b
-
-
-def raw_frame(keyring: Keyring, kind: int, body: bytes, now: float | None = None) -> bytes:
-    frame = seal(keyring, _INNER.pack(kind, 0) + body, time.time() if now is None else now)
-    return struct.pack(">I", len(frame)) + frame
 
 
 def blast(address: str, data: bytes) -> None:

@@ -9,25 +9,16 @@ from procs import Cluster, Formd, all_see, wait_until
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with Cluster(tmp_path_factory.mktemp("cluster")) as cluster:
-        seed = cluster.add("a", labels=["zone=a"])
-        cluster.add("b", seed=seed)
-        cluster.add("c", seed=seed)
-        yield cluster
-
-
 def ids(cluster: Cluster) -> list[str]:
     return [node.node_id for node in cluster.nodes[:3]]
 
 
-def test_three_nodes_with_one_seed_converge(cluster):
-    a, b, c = cluster.nodes[:3]
-    wait_until(lambda: all_see([a, b, c], ids(cluster)), 20, "every node to see all three alive")
+def test_three_nodes_with_one_seed_converge(formd_cluster):
+    a, b, c = formd_cluster.nodes[:3]
+    wait_until(lambda: all_see([a, b, c], ids(formd_cluster)), 20, "every node to see all three alive")
     for node in (a, b, c):
         listed = node.nodes()  # through the real `form nodes --json`
-        assert sorted(n["id"] for n in listed) == sorted(ids(cluster))
+        assert sorted(n["id"] for n in listed) == sorted(ids(formd_cluster))
         for entry in listed:
             assert entry["status"] == "alive"
             assert entry["address"].startswith("127.0.0.1:")
@@ -38,9 +29,9 @@ def test_three_nodes_with_one_seed_converge(cluster):
         assert by_id[a.node_id]["labels"] == {"zone": "a"}
 
 
-def test_a_label_change_reaches_every_node(cluster):
-    a, b, c = cluster.nodes[:3]
-    wait_until(lambda: all_see([a, b, c], ids(cluster)), 20, "the cluster to be up")
+def test_a_label_change_reaches_every_node(formd_cluster):
+    a, b, c = formd_cluster.nodes[:3]
+    wait_until(lambda: all_see([a, b, c], ids(formd_cluster)), 20, "the formd_cluster to be up")
     c.form("label", "set", "zone=c", "disk=ssd")
 
     def everyone_sees_it():
@@ -54,11 +45,11 @@ def test_a_label_change_reaches_every_node(cluster):
     assert saved["labels"] == {"zone": "c", "disk": "ssd"}
 
 
-def test_a_node_with_another_cluster_key_never_appears(cluster):
-    a, b, c = cluster.nodes[:3]
-    # Its own fresh key (--new-cluster-key), but a's address as seed.
-    intruder = Formd(cluster.root / "intruder", "intruder")
-    cluster.nodes.append(intruder)
+def test_a_node_with_another_cluster_key_never_appears(formd_cluster):
+    a, b, c = formd_cluster.nodes[:3]
+    # Its own fresh key (--new-formd_cluster-key), but a's address as seed.
+    intruder = Formd(formd_cluster.root / "intruder", "intruder")
+    formd_cluster.nodes.append(intruder)
     intruder.init(seeds=[a.address])
     intruder.start()
     # It keeps knocking; a refuses each frame (the intruder cannot read a's replies either).
@@ -74,9 +65,9 @@ def test_a_node_with_another_cluster_key_never_appears(cluster):
     intruder.kill()
 
 
-def test_kill9_marks_suspect_then_dead_and_a_restart_comes_back_intact(cluster):
-    a, b, c = cluster.nodes[:3]
-    wait_until(lambda: all_see([a, b, c], ids(cluster)), 20, "the cluster to be up")
+def test_kill9_marks_suspect_then_dead_and_a_restart_comes_back_intact(formd_cluster):
+    a, b, c = formd_cluster.nodes[:3]
+    wait_until(lambda: all_see([a, b, c], ids(formd_cluster)), 20, "the formd_cluster to be up")
     before = c.call("status")
     c.kill()
     wait_until(lambda: all_see([a, b], [c.node_id], "dead"), 30, "a and b to mark c dead")
@@ -94,14 +85,14 @@ def test_kill9_marks_suspect_then_dead_and_a_restart_comes_back_intact(cluster):
     assert after["incarnation"] > before["incarnation"]
     # Its document survived: right after start it still knows the nodes it knew, and its labels.
     assert after["known_nodes"] >= 3 and after["labels"] == before["labels"]
-    wait_until(lambda: all_see([a, b, c], ids(cluster)), 20, "c to be alive again everywhere")
+    wait_until(lambda: all_see([a, b, c], ids(formd_cluster)), 20, "c to be alive again everywhere")
     for node in (a, b):
         wait_until(lambda: f"peer rejoined id={c.node_id[:12]}" in node.log_text(), 5, "the rejoined line")
 
 
-def test_sigterm_leaves_at_once(cluster):
-    a, b, c = cluster.nodes[:3]
-    wait_until(lambda: all_see([a, b, c], ids(cluster)), 20, "the cluster to be up")
+def test_sigterm_leaves_at_once(formd_cluster):
+    a, b, c = formd_cluster.nodes[:3]
+    wait_until(lambda: all_see([a, b, c], ids(formd_cluster)), 20, "the formd_cluster to be up")
     b.signal(signal.SIGTERM)
     assert b.wait() == 0
     # Left well before the 1 s suspect timeout could even fire.
@@ -110,4 +101,4 @@ def test_sigterm_leaves_at_once(cluster):
         text = node.log_text()
         assert f"peer left id={b.node_id[:12]}" in text
         assert f"peer dead id={b.node_id[:12]}" not in text  # no timeout was involved
-    assert "left the cluster" in b.log_text()
+    assert "left the formd_cluster" in b.log_text()

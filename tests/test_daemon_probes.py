@@ -6,24 +6,13 @@ import dataclasses
 
 import pytest
 import trio
-from test_daemon_node import SETTINGS, Sim, autojump_clock, wait_for  # noqa: F401, F811 (autojump_clock: fixture)
+from sim_nodes import SETTINGS, running_cluster, wait_for
 
 from daemon.cluster.gossip import BroadcastQueue
-from daemon.transport.memory import SimNetwork
-
-
-async def four_nodes(nursery, network, subnet):
-    """Four nodes joined through the first, once every one sees every other alive."""
-    sim = Sim(nursery, network)
-    addresses = [f"10.0.{subnet}.{i}:7946" for i in range(4)]
-    await sim.start_cluster(addresses)
-    return sim, addresses
 
 
 async def test_a_node_whose_probe_replies_are_lost_refutes_every_suspicion_and_stays_alive(autojump_clock):
-    network = SimNetwork(seed=21)
-    async with trio.open_nursery() as nursery:
-        sim, addresses = await four_nodes(nursery, network, 7)
+    async with running_cluster(7, 4, seed=21) as (sim, addresses):
         victim = sim.nodes[addresses[1]]
         others = [a for a in addresses if a != addresses[1]]
         short = victim.identity.node_hex[:12]
@@ -51,13 +40,10 @@ async def test_a_node_whose_probe_replies_are_lost_refutes_every_suspicion_and_s
             events = [m for m, f in sim.logs[address].lines if f.get("id") == short]
             assert "peer dead" not in events and "peer suspect" in events
             assert [f for m, f in sim.logs[address].lines if m.startswith("bad")] == []
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_crashed_node_is_found_by_probes_long_before_the_silence_backstop(autojump_clock):
-    network = SimNetwork(seed=23)
-    async with trio.open_nursery() as nursery:
-        sim, addresses = await four_nodes(nursery, network, 8)
+    async with running_cluster(8, 4, seed=23) as (sim, addresses):
         victim = sim.nodes[addresses[2]]
         others = [a for a in addresses if a != addresses[2]]
         sim.crash(addresses[2])
@@ -69,20 +55,16 @@ async def test_a_crashed_node_is_found_by_probes_long_before_the_silence_backsto
         assert took < config.dead_timeout(4)
         for address in others:
             assert sim.nodes[address].membership.suspected_by(victim.identity.node_id) >= 1
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_suspicion_naming_a_made_up_freshness_is_refuted_past_it(autojump_clock):
-    network = SimNetwork(seed=25)
-    async with trio.open_nursery() as nursery:
-        sim, addresses = await four_nodes(nursery, network, 9)
+    async with running_cluster(9, 4, seed=25) as (sim, addresses):
         liar, target = sim.nodes[addresses[0]], sim.nodes[addresses[1]]
         liar._write_suspicions({target.identity.node_id: (target.incarnation, 500)})
         await wait_for(lambda: target.heartbeat > 500, limit=5)
         await trio.sleep(2 * liar.membership.config.suspicion_timeout(4))
         await wait_for(lambda: sim.everyone_sees(addresses, addresses))
         assert target.incarnation == 1 and target.refutations == 1
-        nursery.cancel_scope.cancel()
 
 
 # As at scale (1000 nodes: a record refresh every 333 s, a suspicion timeout of 12 s), and no
@@ -96,12 +78,8 @@ async def test_a_suspicion_naming_a_write_that_did_not_spread_is_still_refuted(a
     retransmits: one at 4 nodes), then an observer's probes fail and it names the freshness it
     holds, one behind the victim's own. That suspicion must still be refuted: every observer
     holds exactly the freshness it names, and nothing else would advance it before they all
-    show the victim dead. (Before the fix the victim took it as answered by its later write.)"""
-    network = SimNetwork(seed=seed)
-    async with trio.open_nursery() as nursery:
-        sim = Sim(nursery, network, seed=seed, settings=SLOW_REFRESH)
-        addresses = [f"10.0.10.{i}:7946" for i in range(4)]
-        await sim.start_cluster(addresses)
+    show the victim dead, so the victim must not take it as answered by its later write."""
+    async with running_cluster(10, 4, sim_seed=seed, settings=SLOW_REFRESH, seed=seed) as (sim, addresses):
         victim, observer = sim.nodes[addresses[1]], sim.nodes[addresses[2]]
         victim.publish()
         victim.queue = BroadcastQueue()  # that write's push was lost everywhere
@@ -116,4 +94,3 @@ async def test_a_suspicion_naming_a_write_that_did_not_spread_is_still_refuted(a
                 assert sim.nodes[address].peer_status(victim.identity.node_id) != "dead", address
         assert victim.refutations == 1
         await wait_for(lambda: sim.everyone_sees(addresses, addresses), limit=5)
-        nursery.cancel_scope.cancel()

@@ -11,8 +11,9 @@ from pathlib import Path
 import blake3
 import pytest
 import trio
+from executor_blobs import Blobs
 
-from pack_manager.base_image import BASE_IMAGE, ensure_base_image
+from pack_manager.base_image import BASE_IMAGE
 from pack_manager.executors import (
     CANCELLED,
     FAILED,
@@ -25,21 +26,10 @@ from pack_manager.executors import (
 from pack_manager.executors.podman_executor import PodmanExecutor
 from pack_manager.executors.podman_options import job_tag
 from pack_manager.jobspec import JobInput, JobSpec
-from pack_manager.podman_service import ping, podman_service, start_service, stop_service
+from pack_manager.podman_service import ping, podman_service
 from pack_manager.requirements import WorkloadRequirements
 
 pytestmark = pytest.mark.podman
-
-
-@pytest.fixture(scope="module")
-def podman_url(tmp_path_factory):
-    state = tmp_path_factory.mktemp("podman-state")
-    process, url = start_service(state)
-    try:
-        ensure_base_image(url)
-        yield url
-    finally:
-        stop_service(process, state)
 
 
 def podman_json(*args):
@@ -71,21 +61,6 @@ def clean_check(podman_url):
     new_images = {key: value for key, value in images.items() if key not in before[1]}
     assert new_containers == {}, "containers left behind"
     assert new_images == {}, "images left behind"
-
-
-class Blobs:
-    def __init__(self, root: Path):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-
-    def put(self, data: bytes) -> str:
-        digest = blake3.blake3(data).hexdigest()
-        (self.root / digest).write_bytes(data)
-        return digest
-
-    def path(self, digest):
-        candidate = self.root / digest
-        return candidate if candidate.exists() else None
 
 
 def context_tar(files: dict) -> bytes:

@@ -4,20 +4,18 @@ modules for the failure modes (deadline, memory cap, traps, exit codes, cancel).
 import io
 import subprocess
 import tarfile
-from pathlib import Path
 
 import blake3
 import pytest
 import trio
+from executor_blobs import Blobs
+from wasm_jobs import LOOP_FOREVER, WASM_DIR
 
 from pack_manager.executors import CANCELLED, FAILED, OUTPUTS_TAR, SUCCEEDED, TIMED_OUT, run_job
 from pack_manager.executors.wasm_executor import WasmExecutor
 from pack_manager.jobspec import JobInput, JobSpec
 from pack_manager.requirements import WorkloadRequirements
 
-WASM_DIR = Path(__file__).parent / "wasm"
-
-LOOP_FOREVER = '(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))'
 TRAP = '(module (memory (export "memory") 1) (func (export "_start") unreachable))'
 BIG_MEMORY = '(module (memory (export "memory") 1024) (func (export "_start")))'  # 64 MiB
 GROW_PAST_CAP = """(module (memory (export "memory") 1)
@@ -42,23 +40,6 @@ def c_modules(tmp_path_factory):
     out = tmp_path_factory.mktemp("wasm-build")
     subprocess.run(["bash", str(WASM_DIR / "build.sh"), str(out)], check=True)
     return out
-
-
-class Blobs:
-    """A stand-in for the daemon's blob store: digest -> file."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-
-    def put(self, data: bytes) -> str:
-        digest = blake3.blake3(data).hexdigest()
-        (self.root / digest).write_bytes(data)
-        return digest
-
-    def path(self, digest: str):
-        candidate = self.root / digest
-        return candidate if candidate.exists() else None
 
 
 async def execute(

@@ -6,7 +6,6 @@ import os
 
 import pytest
 import trio
-import trio.testing
 
 from daemon.jobs.blobfetch import FETCH_CHUNK, BlobRequestError, FetchError, fetch_blob, serve_blob_request
 from daemon.jobs.blobstore import BlobStore
@@ -17,11 +16,6 @@ DATA = os.urandom(2 * FETCH_CHUNK + 12345)
 
 async def ignore(sender, payload):
     return None
-
-
-@pytest.fixture
-def autojump_clock():
-    return trio.testing.MockClock(autojump_threshold=0)
 
 
 async def serve(nursery, network, address, handler):

@@ -6,7 +6,7 @@ from datetime import datetime
 import pytest
 from procs import Cluster, all_see, compile_wasi, wait_until
 from procs import job_status as status
-from test_jobs_failover import SLEEPER
+from wasm_jobs import SLEEPER
 
 pytestmark = pytest.mark.slow
 

@@ -5,12 +5,11 @@ everywhere, the outputs come back byte-identical on a third node; bad input chan
 import base64
 import json
 import os
-import subprocess
-from pathlib import Path
 
 import pytest
-from procs import Cluster, all_see, wait_until
 from procs import job_status as status
+from procs import wait_until
+from wasm_jobs import LOOP_FOREVER, TEXT, submit_wasm
 
 from cli.client import ClientError
 from daemon.jobs.blobstore import BlobStore
@@ -19,64 +18,23 @@ from pack_manager.placement import rank
 
 pytestmark = pytest.mark.slow
 
-WASM_DIR = Path(__file__).parent / "wasm"
-TEXT = b"hello formnet\nsecond line\n"
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with Cluster(tmp_path_factory.mktemp("jobs")) as cluster:
-        seed = cluster.add("a")
-        cluster.add("b", seed=seed)
-        cluster.add("c", seed=seed)
-        ids = [n.node_id for n in cluster.nodes]
-        wait_until(lambda: all_see(cluster.nodes, ids), 30, "all three nodes to see each other")
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def wasm_context(tmp_path_factory):
-    root = tmp_path_factory.mktemp("wasm-job")
-    context = root / "context"
-    context.mkdir()
-    subprocess.run(["bash", str(WASM_DIR / "build.sh"), str(context)], check=True)
-    (root / "in.txt").write_bytes(TEXT)
-    return root
-
-
-def submit_wasm(node, root: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    return node.form(
-        "submit",
-        str(root / "context"),
-        "--kind",
-        "wasm",
-        "--module",
-        "upcase.wasm",
-        "--input",
-        str(root / "in.txt"),
-        "--cmd",
-        "in.txt",
-        *extra,
-        check=check,
-    )
-
 
 def top_ranked(cluster, job_id: str) -> str:
     ids = [bytes.fromhex(n.node_id) for n in cluster.nodes[:3]]
     return rank(bytes.fromhex(job_id), ids)[0].hex()
 
 
-def test_a_wasm_job_runs_on_the_top_ranked_node_only_and_results_reach_any_node(cluster, wasm_context):
-    a, b, c = cluster.nodes[:3]
+def test_a_wasm_job_runs_on_the_top_ranked_node_only_and_results_reach_any_node(formd_cluster, wasm_context):
+    a, b, c = formd_cluster.nodes[:3]
     # The job id carries a random nonce: submit until placement puts one on a node other than
     # the submitter (each earlier one is a real job too, run by a itself).
     for _ in range(20):
         job_id = submit_wasm(a, wasm_context).stdout.strip().splitlines()[-1]
-        runner_id = top_ranked(cluster, job_id)
+        runner_id = top_ranked(formd_cluster, job_id)
         if runner_id != a.node_id:
             break
     assert runner_id != a.node_id
-    runner = next(n for n in cluster.nodes if n.node_id == runner_id)
+    runner = next(n for n in formd_cluster.nodes if n.node_id == runner_id)
     other = next(n for n in (b, c) if n is not runner)
 
     def succeeded_everywhere():
@@ -106,8 +64,8 @@ def test_a_wasm_job_runs_on_the_top_ranked_node_only_and_results_reach_any_node(
     assert "inputs are read-only" in log
 
 
-def test_a_job_no_node_can_fit_is_unschedulable_with_reasons(cluster, wasm_context):
-    a, b, c = cluster.nodes[:3]
+def test_a_job_no_node_can_fit_is_unschedulable_with_reasons(formd_cluster, wasm_context):
+    a, b, c = formd_cluster.nodes[:3]
     job_id = submit_wasm(b, wasm_context, "--memory", "64GiB").stdout.strip()
     wait_until(lambda: status(c, job_id)["state"] == "unschedulable", 30, "c to see the job unschedulable")
     seen = status(b, job_id)
@@ -121,8 +79,8 @@ def test_a_job_no_node_can_fit_is_unschedulable_with_reasons(cluster, wasm_conte
     assert refused.returncode != 0 and "gpu" in refused.stderr  # WASM has no GPUs: refused at submit
 
 
-def test_bad_input_is_refused_and_writes_nothing(cluster, wasm_context, tmp_path):
-    a = cluster.nodes[0]
+def test_bad_input_is_refused_and_writes_nothing(formd_cluster, wasm_context, tmp_path):
+    a = formd_cluster.nodes[0]
     before = a.call("job.list", {})
     blobs_before = set(BlobStore(a.state_dir / "blobs").digests())
     fresh = tmp_path / "fresh"  # a context no job has used: its upload must not stay behind
@@ -186,11 +144,8 @@ def test_bad_input_is_refused_and_writes_nothing(cluster, wasm_context, tmp_path
     assert set(BlobStore(a.state_dir / "blobs").digests()) == blobs_before
 
 
-LOOP_FOREVER = '(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))'
-
-
-def test_cancel_from_a_node_that_does_not_run_it_stops_the_runner(cluster, tmp_path):
-    a, b, c = cluster.nodes[:3]
+def test_cancel_from_a_node_that_does_not_run_it_stops_the_runner(formd_cluster, tmp_path):
+    a, b, c = formd_cluster.nodes[:3]
     context = tmp_path / "loop"
     context.mkdir()
     (context / "loop.wat").write_text(LOOP_FOREVER)
@@ -209,8 +164,8 @@ def test_cancel_from_a_node_that_does_not_run_it_stops_the_runner(cluster, tmp_p
     assert "cancel" in seen["reason"]
 
 
-def test_replicas_two_run_on_two_nodes_and_are_verified(cluster, wasm_context):
-    a, b, c = cluster.nodes[:3]
+def test_replicas_two_run_on_two_nodes_and_are_verified(formd_cluster, wasm_context):
+    a, b, c = formd_cluster.nodes[:3]
     job_id = submit_wasm(c, wasm_context, "--replicas", "2").stdout.strip()
     wait_until(lambda: status(a, job_id)["verified"], 60, "two matching replicas")
     seen = status(b, job_id)
@@ -223,8 +178,8 @@ def test_replicas_two_run_on_two_nodes_and_are_verified(cluster, wasm_context):
     assert {r["node"] for r in replicas} == {n.hex() for n in rank(bytes.fromhex(job_id), ids)[:2]}
 
 
-def test_an_ambiguous_or_unknown_prefix_is_a_clear_error(cluster):
-    a = cluster.nodes[0]
+def test_an_ambiguous_or_unknown_prefix_is_a_clear_error(formd_cluster):
+    a = formd_cluster.nodes[0]
     listed = a.call("job.list", {})
     assert len(listed) >= 2
     ids = sorted(job["id"] for job in listed)
@@ -239,8 +194,8 @@ def test_an_ambiguous_or_unknown_prefix_is_a_clear_error(cluster):
     assert done and all(job["state"] == "succeeded" for job in done)
 
 
-def test_submit_follow_streams_the_log_and_waits(cluster, wasm_context):
-    b = cluster.nodes[1]
+def test_submit_follow_streams_the_log_and_waits(formd_cluster, wasm_context):
+    b = formd_cluster.nodes[1]
     result = submit_wasm(b, wasm_context, "--follow")
     lines = result.stdout.splitlines()
     assert len(lines[0]) == 64
@@ -251,8 +206,8 @@ def test_submit_follow_streams_the_log_and_waits(cluster, wasm_context):
     assert failing.stdout.splitlines()[-1].startswith("failed: ")
 
 
-def test_submit_many_is_all_or_nothing_and_one_request_runs_every_job(cluster, wasm_context, tmp_path):
-    a = cluster.nodes[0]
+def test_submit_many_is_all_or_nothing_and_one_request_runs_every_job(formd_cluster, wasm_context, tmp_path):
+    a = formd_cluster.nodes[0]
     tar = tmp_path / "context.tar"
     pack_context(wasm_context / "context", tar)
     data = tar.read_bytes()
@@ -281,9 +236,9 @@ def test_submit_many_is_all_or_nothing_and_one_request_runs_every_job(cluster, w
 
 
 def test_prefer_local_inputs_runs_on_a_node_the_document_says_holds_the_inputs(
-    cluster, wasm_context, tmp_path
+    formd_cluster, wasm_context, tmp_path
 ):
-    a, b, c = cluster.nodes[:3]
+    a, b, c = formd_cluster.nodes[:3]
     ids = [bytes.fromhex(n.node_id) for n in (a, b, c)]
 
     def plain_order(job_id):

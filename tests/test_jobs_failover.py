@@ -7,27 +7,11 @@ import json
 import pytest
 from procs import Cluster, all_see, compile_wasi, wait_until
 from procs import job_status as status
+from wasm_jobs import SLEEPER
 
 from pack_manager.placement import rank
 
 pytestmark = pytest.mark.slow
-
-SLEEPER = r"""
-#include <stdio.h>
-#include <stdlib.h>
-#include <unistd.h>
-int main(int argc, char **argv) {
-    int seconds = argc > 1 ? atoi(argv[1]) : 1;
-    printf("sleeping %d s\n", seconds);
-    fflush(stdout);
-    sleep(seconds);
-    FILE *out = fopen("/data/outputs/done.txt", "w");
-    if (!out) return 1;
-    fprintf(out, "slept %d\n", seconds);
-    fclose(out);
-    return 0;
-}
-"""
 
 
 def test_kill9_of_the_runner_moves_the_job_to_the_next_ranked_node(tmp_path):

@@ -8,10 +8,8 @@ real-process tests (test_jobs_cluster.py) and the executor tests.
 import os
 
 import blake3
-import pytest
 import trio
-import trio.testing
-from test_daemon_node import ListStore, Sim, wait_for
+from sim_nodes import ListStore, Sim, wait_for
 
 from crdt_state.signing import seal_record
 from daemon.jobs.blobstore import BlobStore
@@ -25,11 +23,6 @@ from pack_manager.placement import rank
 from pack_manager.requirements import WorkloadRequirements
 
 MODULE = b'(module (memory (export "memory") 1) (func (export "_start")))'
-
-
-@pytest.fixture
-def autojump_clock():
-    return trio.testing.MockClock(autojump_threshold=0)
 
 
 class Gate:

@@ -3,7 +3,7 @@ and it is computed again whenever what it depends on changes."""
 
 import os
 
-from test_scheduling import NODES, caps, cluster, view
+from scheduling_views import NODES, caps, cluster, view
 
 from daemon.jobs.placement_orders import PlacementOrders
 from daemon.jobs.records import Job

@@ -7,21 +7,9 @@ import pytest
 from procs import Cluster, all_see, wait_until
 from procs import job_status as status
 
-from pack_manager.base_image import BASE_IMAGE, ensure_base_image
-from pack_manager.podman_service import start_service, stop_service
+from pack_manager.base_image import BASE_IMAGE
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman]
-
-
-@pytest.fixture(scope="module")
-def podman_url(tmp_path_factory):
-    state = tmp_path_factory.mktemp("podman-state")
-    process, url = start_service(state)
-    try:
-        ensure_base_image(url)
-        yield url
-    finally:
-        stop_service(process, state)
 
 
 def test_a_podman_run_job_goes_to_the_podman_node_and_its_outputs_come_back(tmp_path, podman_url):

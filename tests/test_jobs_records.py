@@ -4,7 +4,7 @@
 import os
 
 import pytest
-from test_crdt_support import FakeNode
+from crdt_nodes import FakeNode
 
 from crdt_state.signing import seal_record
 from daemon.jobs.records import JobRecords

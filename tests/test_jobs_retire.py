@@ -9,7 +9,7 @@ import blake3
 import pytest
 from procs import Cluster, all_see, wait_until
 from procs import job_status as status
-from test_jobs_cluster import LOOP_FOREVER, TEXT, submit_wasm, wasm_context  # noqa: F401 - fixture
+from wasm_jobs import LOOP_FOREVER, TEXT, submit_wasm
 
 from daemon.jobs.blobstore import BlobStore
 from pack_manager.context_archive import file_digest, pack_context
@@ -29,7 +29,7 @@ def stored(node) -> set[str]:
     return set(BlobStore(node.state_dir / "blobs").digests())
 
 
-def test_finished_jobs_and_their_blobs_are_retired_everywhere_running_ones_stay(wasm_context, tmp_path):  # noqa: F811
+def test_finished_jobs_and_their_blobs_are_retired_everywhere_running_ones_stay(wasm_context, tmp_path):
     with Cluster(tmp_path / "nodes") as cluster:
         a = cluster.add("a", settings=RETENTION)
         b = cluster.add("b", seed=a, settings=RETENTION)

@@ -13,8 +13,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+from tcp_frames import raw_frame
 
-from daemon.transport.frames import seal
 from daemon.transport.interface import TransportError
 from daemon.transport.keyring import Keyring, generate_key
 from daemon.transport.tcp import HELLO, REQUEST, SEND, NetTransport
@@ -82,13 +82,6 @@ async def serving(keyring: Keyring, handler=None, **options):
 
 def port_of(transport: NetTransport) -> int:
     return int(transport.local_address.rsplit(":", 1)[1])
-
-
-def raw_frame(
-    keyring: Keyring, kind: int, body: bytes, request_id: int = 0, now: float | None = None
-) -> bytes:
-    frame = seal(keyring, struct.pack(">BQ", kind, request_id) + body, time.time() if now is None else now)
-    return struct.pack(">I", len(frame)) + frame
 
 
 async def assert_still_serving(server: NetTransport, keyring: Keyring) -> None:

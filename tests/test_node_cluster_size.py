@@ -5,7 +5,7 @@ fresh count of the records does."""
 import random
 
 import trio
-from test_daemon_node import SETTINGS, Sim, wait_for
+from sim_nodes import SETTINGS, Sim, wait_for
 
 from daemon.transport.memory import SimNetwork
 

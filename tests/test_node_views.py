@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 from types import SimpleNamespace
 
+from crdt_nodes import FakeNode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_crdt_support import FakeNode
 
 from crdt_state.records import NodeRecord
 from daemon.cluster.membership import Membership, MembershipConfig

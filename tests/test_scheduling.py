@@ -5,9 +5,9 @@ import os
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scheduling_views import NODES, capacity, caps, cluster, view
 
-from metrics_agent.capabilities import NodeCapabilities
-from metrics_agent.capacity import NodeCapacity, Reservation, apply_reservations
+from metrics_agent.capacity import Reservation
 from metrics_agent.units import GIB
 from pack_manager.jobspec import JobSpec
 from pack_manager.jobstate import (
@@ -27,39 +27,12 @@ from pack_manager.scheduling import (
     Decline,
     GiveUp,
     JobView,
-    NodeView,
     Stop,
     Yield,
     decide,
     job_status,
     order_nodes,
 )
-
-
-def caps(memory=8 * GIB, labels=None, executors=("podman", "wasm")):
-    return NodeCapabilities(
-        "x",
-        4,
-        4,
-        4000,
-        memory,
-        100 * GIB,
-        "x86_64",
-        "Debian",
-        "6.1",
-        executors=executors,
-        labels=labels or {},
-    )
-
-
-def capacity(c, held=()):
-    observed = NodeCapacity(c.cpu_millicores, c.memory_bytes, c.disk_bytes)
-    return apply_reservations(c, observed, held)
-
-
-def view(c=None, status="alive", held=(), reported_ms=1000):
-    c = c or caps()
-    return NodeView(c, capacity(c, held), status, reported_ms)
 
 
 def spec(memory="1GiB", replicas=1, **req):
@@ -78,15 +51,6 @@ def spec(memory="1GiB", replicas=1, **req):
 def job(s=None, runs=None, cancelled=False):
     s = s or spec()
     return JobView(s.job_id(), s, runs or {}, cancelled)
-
-
-NODES = [bytes([i]) * 32 for i in range(1, 4)]
-
-
-def cluster(**overrides):
-    nodes = {n: view() for n in NODES}
-    nodes.update(overrides)
-    return nodes
 
 
 def actions(j, nodes, **kwargs):

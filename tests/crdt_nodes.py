@@ -1,5 +1,6 @@
-"""Shared helpers for the crdt_state tests (no tests here): nodes with real Ed25519 keys, and
-a 'rogue' that writes raw pycrdt updates the way a cluster member with a bad daemon could."""
+"""Documents of in-process nodes for the crdt_state tests: nodes with real Ed25519 keys, a small
+cluster of them that exchanges updates, and a 'rogue' that writes raw pycrdt updates the way a
+cluster member with a bad daemon could."""
 
 from __future__ import annotations
 
@@ -90,3 +91,21 @@ def snapshot_view(doc: ClusterDocument) -> tuple:
         {name: {k: e.envelope for k, e in doc.items(name).items()} for name in MAP_NAMES},
         doc.full_state(),
     )
+
+
+def exchange(*nodes: FakeNode) -> None:
+    """Hand every node's pending local updates to every other node; all must be accepted."""
+    for sender in nodes:
+        for update in sender.doc.drain_local_updates():
+            for receiver in nodes:
+                if receiver is not sender:
+                    result = receiver.doc.apply_remote(update)
+                    assert result.accepted, result.reason
+
+
+def cluster(count: int = 3) -> list[FakeNode]:
+    nodes = [FakeNode.create() for _ in range(count)]
+    for node in nodes:
+        node.heartbeat()
+    exchange(*nodes)
+    return nodes
