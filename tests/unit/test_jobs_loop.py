@@ -2,7 +2,7 @@
 
 The executor is a stand-in (a gate the test opens), because the subject here is the loop's
 protocol: who claims, who yields, who writes what; real executors are exercised by the
-real-process tests (test_jobs_cluster.py) and the executor tests.
+real-process tests (tests/integration/test_jobs_loop_cluster.py) and the executor tests.
 """
 
 import os

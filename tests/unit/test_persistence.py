@@ -169,7 +169,7 @@ def test_kill_9_at_any_moment_loses_no_acknowledged_append(tmp_path, acknowledge
     child = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(tmp_path)],
         stdout=subprocess.PIPE,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     try:
         acknowledged = 0

@@ -17,7 +17,7 @@ from simulations.sim.heartbeat_doc import heartbeat_growth
 from simulations.sim.options import Amount, Partition, SimOptions
 from simulations.sim.session import run_session, simulate_once
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def quiet(_line):

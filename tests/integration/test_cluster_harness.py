@@ -21,7 +21,7 @@ from simulations.loopback.formd_cluster import STOP_GRACE_S, leftovers
 from simulations.loopback.harness import Harness, Options
 from simulations.loopback.workload import Step, WorkloadError, load_workload, parse_fault
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 UPCASE_C = REPO / "tests" / "wasm" / "upcase.c"
 EXAMPLE = REPO / "simulations" / "workloads" / "wasm-kill.toml"
 
