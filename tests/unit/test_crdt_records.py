@@ -78,6 +78,8 @@ def test_node_record_signed_by_another_key_is_rejected():
 def test_check_address_accepts_usual_forms():
     for address in ("127.0.0.1:7946", "node-1.example:1", "[fe80::1]:65535"):
         check_address(address)
+        record = A.record(address=address)
+        assert open_node_record(record.seal(A.key)).address == address  # a record may carry it
 
 
 KNOWN = {A.node_id: object(), B.node_id: object()}
@@ -122,7 +124,8 @@ def test_a_job_may_be_rewritten_by_any_known_node():
 
 def test_cancel_may_come_from_any_known_node():
     held = verify_entry("cancels", JOB, seal_record(A.key, "cancel", {}), KNOWN)
-    verify_entry("cancels", JOB, seal_record(B.key, "cancel", {}), KNOWN, held)
+    entry = verify_entry("cancels", JOB, seal_record(B.key, "cancel", {}), KNOWN, held)
+    assert entry.signer_id == B.node_id
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,8 @@ async def test_lossy_network_still_converges(autojump_clock):
                 for n in sim.nodes.values()
             )
         )
+        stats = sim.network.stats
+        assert 0.1 < stats.lost / stats.sent < 0.3  # the network really lost about a fifth
 
 
 async def test_crash_suspect_dead_then_restart_rejoins_with_its_document(autojump_clock):

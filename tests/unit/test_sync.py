@@ -60,9 +60,10 @@ def test_garbage_decodes_to_a_sync_error_or_a_message_never_a_crash(data):
 @given(st.binary(max_size=80))
 def test_garbage_batches_are_sync_errors(data):
     try:
-        decode_batch(data)
+        messages = decode_batch(data)
     except SyncError:
-        pass
+        return
+    assert decode_batch(encode_batch(messages)) == messages  # what decodes is a real batch
 
 
 @pytest.mark.parametrize(
