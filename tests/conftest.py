@@ -1,11 +1,6 @@
-"""Fixtures that tests in both folders share: tests/unit runs inside the pytest process,
-tests/integration starts real formd processes and Podman.
-
-Helpers that are not fixtures sit next to this file (importable because pyproject puts tests/
-on pytest's pythonpath): procs.py (formd processes), sim_nodes.py (nodes on the simulated
-network), crdt_nodes.py, scheduling_views.py, executor_blobs.py, tcp_frames.py, wasm_jobs.py
-and fake_nvml.py.
-"""
+"""Fixtures that tests in both folders share (tests/unit runs inside the pytest process,
+tests/integration starts real formd processes and Podman). Helpers that are not fixtures sit
+next to this file; tests/README.md says what is where."""
 
 import subprocess
 

@@ -4,12 +4,14 @@ tests/wasm/build.sh), a module that loops until cancelled, and a C program that 
 import subprocess
 from pathlib import Path
 
+from procs import compile_wasi
+
 WASM_DIR = Path(__file__).parent / "wasm"
 TEXT = b"hello formnet\nsecond line\n"  # what the wasm_context fixture gives upcase as in.txt
 LOOP_FOREVER = '(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))'
 
 # Sleeps argv[1] seconds, then writes outputs/done.txt: a job that is still running when a
-# test kills its node or submits a second one. Compile it with procs.compile_wasi.
+# test kills its node or submits a second one.
 SLEEPER = r"""
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,3 +46,12 @@ def submit_wasm(node, root: Path, *extra: str, check: bool = True) -> subprocess
         *extra,
         check=check,
     )
+
+
+def sleeper_context(root: Path) -> Path:
+    """root/context holding sleeper.wasm, compiled from SLEEPER."""
+    context = root / "context"
+    context.mkdir()
+    (root / "sleeper.c").write_text(SLEEPER)
+    compile_wasi(root / "sleeper.c", context / "sleeper.wasm")
+    return context

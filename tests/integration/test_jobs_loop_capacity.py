@@ -4,18 +4,15 @@ allocatable memory never run on one node at the same time."""
 from datetime import datetime
 
 import pytest
-from procs import Cluster, all_see, compile_wasi, wait_until
+from procs import Cluster, all_see, wait_until
 from procs import job_status as status
-from wasm_jobs import SLEEPER
+from wasm_jobs import sleeper_context
 
 pytestmark = pytest.mark.slow
 
 
 def test_two_big_jobs_never_share_a_node_at_once(tmp_path):
-    context = tmp_path / "context"
-    context.mkdir()
-    (tmp_path / "sleeper.c").write_text(SLEEPER)
-    compile_wasi(tmp_path / "sleeper.c", context / "sleeper.wasm")
+    context = sleeper_context(tmp_path)
     with Cluster(tmp_path / "nodes") as cluster:
         a = cluster.add("a")
         b = cluster.add("b", seed=a)

@@ -5,9 +5,9 @@ yielded instead of running the job again."""
 import json
 
 import pytest
-from procs import Cluster, all_see, compile_wasi, wait_until
+from procs import Cluster, all_see, wait_until
 from procs import job_status as status
-from wasm_jobs import SLEEPER
+from wasm_jobs import sleeper_context
 
 from pack_manager.placement import rank
 
@@ -15,10 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_kill9_of_the_runner_moves_the_job_to_the_next_ranked_node(tmp_path):
-    context = tmp_path / "context"
-    context.mkdir()
-    (tmp_path / "sleeper.c").write_text(SLEEPER)
-    compile_wasi(tmp_path / "sleeper.c", context / "sleeper.wasm")
+    context = sleeper_context(tmp_path)
     with Cluster(tmp_path / "nodes") as cluster:
         a = cluster.add("a")
         b = cluster.add("b", seed=a)

@@ -31,7 +31,7 @@ def test_three_nodes_with_one_seed_converge(formd_cluster):
 
 def test_a_label_change_reaches_every_node(formd_cluster):
     a, b, c = formd_cluster.nodes[:3]
-    wait_until(lambda: all_see([a, b, c], ids(formd_cluster)), 20, "the formd_cluster to be up")
+    wait_until(lambda: all_see([a, b, c], ids(formd_cluster)), 20, "the cluster to be up")
     c.form("label", "set", "zone=c", "disk=ssd")
 
     def everyone_sees_it():
@@ -47,7 +47,7 @@ def test_a_label_change_reaches_every_node(formd_cluster):
 
 def test_a_node_with_another_cluster_key_never_appears(formd_cluster):
     a, b, c = formd_cluster.nodes[:3]
-    # Its own fresh key (--new-formd_cluster-key), but a's address as seed.
+    # Its own fresh key (--new-cluster-key), but a's address as seed.
     intruder = Formd(formd_cluster.root / "intruder", "intruder")
     formd_cluster.nodes.append(intruder)
     intruder.init(seeds=[a.address])
@@ -67,7 +67,7 @@ def test_a_node_with_another_cluster_key_never_appears(formd_cluster):
 
 def test_kill9_marks_suspect_then_dead_and_a_restart_comes_back_intact(formd_cluster):
     a, b, c = formd_cluster.nodes[:3]
-    wait_until(lambda: all_see([a, b, c], ids(formd_cluster)), 20, "the formd_cluster to be up")
+    wait_until(lambda: all_see([a, b, c], ids(formd_cluster)), 20, "the cluster to be up")
     before = c.call("status")
     c.kill()
     wait_until(lambda: all_see([a, b], [c.node_id], "dead"), 30, "a and b to mark c dead")
@@ -92,7 +92,7 @@ def test_kill9_marks_suspect_then_dead_and_a_restart_comes_back_intact(formd_clu
 
 def test_sigterm_leaves_at_once(formd_cluster):
     a, b, c = formd_cluster.nodes[:3]
-    wait_until(lambda: all_see([a, b, c], ids(formd_cluster)), 20, "the formd_cluster to be up")
+    wait_until(lambda: all_see([a, b, c], ids(formd_cluster)), 20, "the cluster to be up")
     b.signal(signal.SIGTERM)
     assert b.wait() == 0
     # Left well before the 1 s suspect timeout could even fire.
@@ -101,4 +101,4 @@ def test_sigterm_leaves_at_once(formd_cluster):
         text = node.log_text()
         assert f"peer left id={b.node_id[:12]}" in text
         assert f"peer dead id={b.node_id[:12]}" not in text  # no timeout was involved
-    assert "left the formd_cluster" in b.log_text()
+    assert "left the cluster" in b.log_text()
