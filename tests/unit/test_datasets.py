@@ -6,9 +6,9 @@ import os
 from dataclasses import replace
 
 import pytest
+from crdt_nodes import FakeNode
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from test_crdt_support import FakeNode
-from test_scheduling import NODES, caps, cluster, view
+from scheduling_views import NODES, caps, cluster, view
 
 from crdt_state.records import verify_entry
 from crdt_state.signing import RecordError, seal_record

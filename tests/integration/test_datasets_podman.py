@@ -11,26 +11,14 @@ import pytest
 from procs import Cluster, all_see, wait_until
 from procs import job_status as status
 
-from pack_manager.base_image import BASE_IMAGE, ensure_base_image
+from pack_manager.base_image import BASE_IMAGE
 from pack_manager.context_archive import pack_context
-from pack_manager.podman_service import start_service, stop_service
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman]
 
 MARKER = b"podman-dataset-4b1d-secret"
 ROWS = b"".join(b"%d,%s\n" % (i, MARKER) for i in range(300))
 FINAL = ("succeeded", "failed", "cancelled", "timed_out")
-
-
-@pytest.fixture(scope="module")
-def podman_url(tmp_path_factory):
-    state = tmp_path_factory.mktemp("podman-state")
-    process, url = start_service(state)
-    try:
-        ensure_base_image(url)
-        yield url
-    finally:
-        stop_service(process, state)
 
 
 @pytest.fixture(scope="module")

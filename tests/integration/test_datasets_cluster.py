@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from procs import Cluster, all_see, compile_wasi, wait_until
+from procs import all_see, compile_wasi, wait_until
 from procs import job_status as status
 
 from cli.client import ClientError
@@ -61,17 +61,6 @@ int main(int argc, char **argv) {
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with Cluster(tmp_path_factory.mktemp("datasets")) as cluster:
-        seed = cluster.add("a")
-        cluster.add("b", seed=seed)
-        cluster.add("c", seed=seed)
-        ids = [n.node_id for n in cluster.nodes]
-        wait_until(lambda: all_see(cluster.nodes, ids), 30, "all three nodes to see each other")
-        yield cluster
-
-
-@pytest.fixture(scope="module")
 def context(tmp_path_factory):
     root = tmp_path_factory.mktemp("algorithm")
     (root / "context").mkdir()
@@ -81,13 +70,13 @@ def context(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def patients(cluster, tmp_path_factory):
+def patients(formd_cluster, tmp_path_factory):
     """The dataset `patients` on A: a directory of two files."""
     data = tmp_path_factory.mktemp("hospital") / "patients"
     (data / "notes").mkdir(parents=True)
     (data / "records.csv").write_bytes(ROWS)
     (data / "notes" / "readme.txt").write_bytes(b"about " + MARKER + b"\n")
-    a = cluster.nodes[0]
+    a = formd_cluster.nodes[0]
     a.form("dataset", "add", "patients", str(data), "--description", "synthetic patient rows")
     return data
 
@@ -130,8 +119,8 @@ def work_leftovers(node) -> list[Path]:
     return list(work.iterdir()) if work.exists() else []
 
 
-def test_a_dataset_added_on_a_is_listed_on_b_and_c(cluster, patients):
-    a, b, c = cluster.nodes
+def test_a_dataset_added_on_a_is_listed_on_b_and_c(formd_cluster, patients):
+    a, b, c = formd_cluster.nodes
     for node in (b, c):
         listed = wait_until(
             lambda node=node: [
@@ -147,9 +136,11 @@ def test_a_dataset_added_on_a_is_listed_on_b_and_c(cluster, patients):
     assert "patients" in c.form("datasets").stdout
 
 
-def test_a_job_with_a_dataset_runs_on_its_holder_and_results_come_back(cluster, patients, context, tmp_path):
-    a, b, c = cluster.nodes
-    ids = [bytes.fromhex(n.node_id) for n in cluster.nodes]
+def test_a_job_with_a_dataset_runs_on_its_holder_and_results_come_back(
+    formd_cluster, patients, context, tmp_path
+):
+    a, b, c = formd_cluster.nodes
+    ids = [bytes.fromhex(n.node_id) for n in formd_cluster.nodes]
     # Submit until the ranking puts another node first: the dataset still keeps it on A.
     for _ in range(20):
         job_id = job_id_of(submit(c, context, "--dataset", "patients", "--cmd", "count patients"))
@@ -177,8 +168,8 @@ def test_a_job_with_a_dataset_runs_on_its_holder_and_results_come_back(cluster, 
     assert work_leftovers(a) == []
 
 
-def test_a_direct_fetch_of_the_dataset_is_refused(cluster, patients):
-    a, b, c = cluster.nodes
+def test_a_direct_fetch_of_the_dataset_is_refused(formd_cluster, patients):
+    a, b, c = formd_cluster.nodes
     digest = json.loads(b.form("datasets", "--json").stdout)[0]["digest"]
     with pytest.raises(ClientError, match="belongs to a dataset"):
         b.call("blob.read", {"digest": digest, "offset": 0, "length": 100})
@@ -213,8 +204,8 @@ def test_a_direct_fetch_of_the_dataset_is_refused(cluster, patients):
     assert "dataset blob refused to a client" in b.log_text()
 
 
-def test_policies_refuse_with_their_reason_and_nothing_runs(cluster, patients, context, tmp_path):
-    a, b, c = cluster.nodes
+def test_policies_refuse_with_their_reason_and_nothing_runs(formd_cluster, patients, context, tmp_path):
+    a, b, c = formd_cluster.nodes
     other = tmp_path / "other"
     other.mkdir()
     (other / "x").write_text("another algorithm")
@@ -256,8 +247,8 @@ def test_policies_refuse_with_their_reason_and_nothing_runs(cluster, patients, c
     assert work_leftovers(a) == []
 
 
-def test_the_output_cap_holds(cluster, patients, context, tmp_path):
-    a, b, c = cluster.nodes
+def test_the_output_cap_holds(formd_cluster, patients, context, tmp_path):
+    a, b, c = formd_cluster.nodes
     a.form(
         "dataset", "add", "capped", str(patients), "--max-output", "12KiB"
     )  # one small file packs to 10 KiB
@@ -279,8 +270,8 @@ def test_the_output_cap_holds(cluster, patients, context, tmp_path):
     assert holds_marker(a.state_dir / "blobs") == []
 
 
-def test_nothing_is_left_after_any_end(cluster, patients, context):
-    a, b, c = cluster.nodes
+def test_nothing_is_left_after_any_end(formd_cluster, patients, context):
+    a, b, c = formd_cluster.nodes
     failed = final(c, job_id_of(submit(c, context, "--dataset", "patients", "--cmd", "fail patients")))
     assert failed["state"] == "failed" and "code 3" in failed["reason"]
     assert work_leftovers(a) == []
@@ -306,12 +297,14 @@ def test_nothing_is_left_after_any_end(cluster, patients, context):
     assert final(c, crashing)["state"] == "cancelled"
     wait_until(lambda: work_leftovers(a) == [], 30, "a's work dir to be empty")
     wait_until(
-        lambda: all_see(cluster.nodes, [n.node_id for n in cluster.nodes]), 30, "the cluster to be whole"
+        lambda: all_see(formd_cluster.nodes, [n.node_id for n in formd_cluster.nodes]),
+        30,
+        "the cluster to be whole",
     )
 
 
-def test_bad_dataset_requests_are_refused_and_change_nothing(cluster, patients, context, tmp_path):
-    a, b, c = cluster.nodes
+def test_bad_dataset_requests_are_refused_and_change_nothing(formd_cluster, patients, context, tmp_path):
+    a, b, c = formd_cluster.nodes
     before = json.loads(c.form("datasets", "--json").stdout)
     other = tmp_path / "other"
     other.mkdir()
@@ -333,11 +326,11 @@ def test_bad_dataset_requests_are_refused_and_change_nothing(cluster, patients, 
     refused = c.form("submit", str(context), "--kind", "build", "--dataset", "patients", check=False)
     assert refused.returncode == 1 and "build job cannot read datasets" in refused.stderr
     assert json.loads(c.form("datasets", "--json").stdout) == before
-    assert all(node.running() for node in cluster.nodes)
+    assert all(node.running() for node in formd_cluster.nodes)
 
 
-def test_a_removed_dataset_is_no_longer_offered(cluster, patients, context):
-    a, b, c = cluster.nodes
+def test_a_removed_dataset_is_no_longer_offered(formd_cluster, patients, context):
+    a, b, c = formd_cluster.nodes
     a.form("dataset", "add", "leaving", str(patients))
     wait_until(lambda: "leaving" in c.form("datasets").stdout, 30, "c to list the dataset")
     a.form("dataset", "remove", "leaving")
