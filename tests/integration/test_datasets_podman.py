@@ -42,7 +42,13 @@ def cluster(tmp_path_factory, podman_url):
         (data / "rows.csv").write_bytes(ROWS)
         a.form("dataset", "add", "ward", str(data))
         wait_until(lambda: "ward" in c.form("datasets").stdout, 30, "c to list the dataset")
-        yield cluster
+        try:
+            yield cluster
+        finally:  # a failed test may leave a run behind when the nodes are killed
+            cluster.close()
+            for node in cluster.nodes:
+                for container in containers_of(node):
+                    subprocess.run(["podman", "rm", "-f", container["Id"]], capture_output=True)
 
 
 @pytest.fixture(scope="module")
