@@ -18,16 +18,34 @@ import typer
 from .client import SOCKET_ENV, ClientError, call, default_socket
 from .jobs import job_status
 from .jobs import register as register_job_commands
-from .render import keys_table, nodes_table, print_table
+from .remote import (
+    DEFAULT_KEY,
+    FINGERPRINT_ENV,
+    KEY_ENV,
+    REMOTE_ENV,
+    RemoteError,
+    RemoteTarget,
+    generate_key,
+    load_key,
+)
+from .render import acl_table, keys_table, nodes_table, print_table
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Talk to the local formd.")
+app = typer.Typer(
+    no_args_is_help=True, help="Talk to formd: the local socket, or a node's HTTPS API with --remote."
+)
 cluster_key_app = typer.Typer(
     no_args_is_help=True, help="Rotate the cluster key on this node (repeat on every node)."
 )
 label_app = typer.Typer(
     no_args_is_help=True, help="Change this node's labels at runtime (persisted to formd.toml)."
 )
+key_app = typer.Typer(no_args_is_help=True, help="Client keys for the HTTPS API (form --remote).")
+acl_app = typer.Typer(
+    no_args_is_help=True, help="Which client keys may do what (admin; spreads to every node)."
+)
 app.add_typer(cluster_key_app, name="cluster-key")
+app.add_typer(key_app, name="key")
+app.add_typer(acl_app, name="acl")
 app.add_typer(label_app, name="label")
 
 
@@ -56,7 +74,29 @@ def options(
         "-s",
         help=f"formd control socket (env {SOCKET_ENV}, default /var/lib/formd/formd.sock)",
     ),
+    remote: Optional[str] = typer.Option(
+        None,
+        "--remote",
+        envvar=REMOTE_ENV,
+        help="a node's HTTPS API, https://HOST:PORT, instead of the socket",
+    ),
+    key: Path = typer.Option(DEFAULT_KEY, "--key", envvar=KEY_ENV, help="client key for --remote"),
+    fingerprint: str = typer.Option(
+        "",
+        "--fingerprint",
+        envvar=FINGERPRINT_ENV,
+        help="SHA-256 of the node's certificate (form status shows it)",
+    ),
 ) -> None:
+    if remote and socket is None:  # an explicit --socket wins over FORM_REMOTE
+        try:
+            ctx.obj = {"socket": RemoteTarget(remote, load_key(key), fingerprint)}
+        except RemoteError as exc:
+            if ctx.invoked_subcommand == "key":
+                ctx.obj = {"socket": None}
+                return
+            _fail(str(exc))
+        return
     ctx.obj = {"socket": socket or default_socket()}
 
 
@@ -173,6 +213,51 @@ def label_remove(ctx: typer.Context, keys: list[str] = typer.Argument(..., help=
     """Remove labels from this node."""
     result = _call(ctx, "label.remove", {"keys": keys})
     typer.echo(",".join(f"{k}={v}" for k, v in sorted(result["labels"].items())) or "(no labels)")
+
+
+@key_app.command("generate")
+def key_generate(
+    output: Path = typer.Option(DEFAULT_KEY, "--output", "-o", help="where to write the key (mode 0600)"),
+) -> None:
+    """Make an Ed25519 client key; prints its public key last (give that to an admin)."""
+    try:
+        public = generate_key(output)
+    except (RemoteError, OSError) as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {output.expanduser()}")
+    typer.echo(public)
+
+
+@acl_app.command("grant")
+def acl_grant(
+    ctx: typer.Context,
+    public_key: str = typer.Argument(..., help="the client's public key (64 hex)"),
+    role: str = typer.Option(..., "--role", help="read, submit or admin"),
+    max_running: Optional[int] = typer.Option(
+        None, "--max-running", help="at most this many queued+running jobs"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Give a client key a role (replaces its earlier grant)."""
+    result = _call(ctx, "acl.grant", {"key": public_key, "role": role, "max_running": max_running})
+    _print_json(result) if as_json else typer.echo(f"{result['key'][:16]} {result['role']}")
+
+
+@acl_app.command("revoke")
+def acl_revoke(ctx: typer.Context, public_key: str = typer.Argument(...)) -> None:
+    """Take every role from a client key."""
+    result = _call(ctx, "acl.revoke", {"key": public_key})
+    typer.echo(f"{result['key'][:16]} revoked")
+
+
+@acl_app.command("list")
+def acl_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every grant the cluster holds."""
+    rows = _call(ctx, "acl.list")
+    if as_json:
+        _print_json(rows)
+        return
+    print_table(acl_table(rows))
 
 
 register_job_commands(app)

@@ -23,6 +23,7 @@ import typer
 
 from daemon import config as config_file
 from daemon.config import CONFIG_NAME, DEFAULT_PORT, ConfigError, from_mapping, split_address
+from daemon.control.tls import create_certificate
 from daemon.identity import IdentityError, create_identity
 from daemon.transport.keyring import Keyring, KeyringError
 from pack_manager.requirements import RequirementsError, parse_labels
@@ -76,6 +77,9 @@ def init(
         DEFAULT_STATE_DIR, "--state-dir", help="where formd keeps its key, config and document"
     ),
     listen: str = typer.Option(f"0.0.0.0:{DEFAULT_PORT}", "--listen", help="host:port to serve gossip on"),
+    http_listen: Optional[str] = typer.Option(
+        None, "--http-listen", help='host:port of the HTTPS API (default 127.0.0.1:7947; "" turns it off)'
+    ),
     advertise: Optional[str] = typer.Option(
         None, "--advertise", help="host:port peers dial (default: the listen address)"
     ),
@@ -98,6 +102,8 @@ def init(
     try:
         raw: dict[str, Any] = _parse_set(settings)
         raw.update({"listen": listen, "seeds": list(seeds)})
+        if http_listen is not None:
+            raw["http_listen"] = http_listen
         raw["labels"] = parse_labels(labels, "--label")
         raw["advertise"] = advertise or _default_advertise(listen)
         config = from_mapping(raw)
@@ -110,12 +116,19 @@ def init(
         keyring.save(keyring_path)
         config_file.save(state_dir, config)
         identity = create_identity(config.path(state_dir, config.node_key_file))
+        hosts = [split_address(config.advertise_address, "advertise")[0]]
+        if config.http_address:
+            hosts.append(split_address(config.http_address, "http_advertise")[0])
+        fingerprint = create_certificate(state_dir, identity.node_hex, sorted(set(hosts)))
     except (OSError, IdentityError, KeyringError) as exc:
         _fail(str(exc))
     typer.echo(f"wrote {state_dir / CONFIG_NAME}")
     if new_cluster_key:
         typer.echo(f"new cluster key in {keyring_path} (give it to other nodes with --cluster-key-file)")
     typer.echo(f"listening on {config.listen}, advertising {config.advertise_address}")
+    if config.http_address:
+        typer.echo(f"HTTPS API on {config.http_listen}: https://{config.http_address}")
+    typer.echo(f"certificate fingerprint (SHA-256): {fingerprint}")
     typer.echo(identity.node_hex)
 
 

@@ -24,12 +24,17 @@ from crdt_state.document import ClusterDocument
 from crdt_state.persistence import DocumentStore
 from daemon.cluster.node import Node, NodeSettings
 from daemon.config import FormdConfig
+from daemon.control.acl_api import AclApi, grant_of
 from daemon.control.api import DaemonApi
+from daemon.control.http_api import HttpApi
+from daemon.control.http_server import serve_http
+from daemon.control.metrics import render_metrics
 from daemon.control.server import ControlServer
+from daemon.control.tls import load_fingerprint
 from daemon.identity import bump_incarnation, load_identity
 from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.group_commit import file_syncer
-from daemon.jobs.loop import JobLoop
+from daemon.jobs.loop import JobLoop, node_now_ms
 from daemon.log import EventLog
 from daemon.systemd import notify
 from daemon.transport.keyring import Keyring, KeyringError
@@ -129,6 +134,10 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         lambda: tuple(e for e in probe_executors(config.podman_url or None) if e in config.executors)
     )
     capabilities = await trio.to_thread.run_sync(collect_capabilities, state_dir, config.labels, executors)
+    if config.http_listen:
+        capabilities = replace(
+            capabilities, http_api=config.http_address, tls_fingerprint=load_fingerprint(state_dir)
+        )
 
     jobs: JobLoop | None = None
 
@@ -173,13 +182,24 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
     node.on_change = jobs.wake
     node.side_handler = jobs.serve_peer_request
     api = DaemonApi(node, keyring, keyring_path, state_dir, config, jobs=jobs)
-    control = ControlServer(api.methods(), log)
+    acl = AclApi(node, lambda: node_now_ms(node))
+    methods = {**api.methods(), **acl.methods()}
+    control = ControlServer(methods, log)
+    http = HttpApi(
+        methods,
+        lambda key: grant_of(node, key),
+        log,
+        metrics=lambda: render_metrics(methods),
+        metrics_allow=config.metrics_allow,
+    )
     socket_path = config.path(state_dir, config.socket)
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             await nursery.start(control.serve, socket_path, config.socket_permissions)
+            if config.http_listen:
+                await nursery.start(serve_http, http, config.http_listen, state_dir)
             await nursery.start(jobs.run)
             nursery.start_soon(_snapshots, store, document, config.snapshot_interval_s)
             nursery.start_soon(_offer_podman, state_dir, config, node, log, executors, limits)

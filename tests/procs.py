@@ -99,6 +99,8 @@ class Formd:
         self.state_dir = state_dir
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.http_port = free_port()
+        self.http_url = f"https://127.0.0.1:{self.http_port}"
         self.socket = state_dir / "formd.sock"
         self.log_path = state_dir / "formd.log"
         self.process: subprocess.Popen | None = None
@@ -118,7 +120,8 @@ class Formd:
         args += ["--cluster-key-file", str(key_file)] if key_file else ["--new-cluster-key"]
         for label in labels:
             args += ["--label", label]
-        for key, value in {**TEST_SETTINGS, **(settings or {})}.items():
+        defaults = {**TEST_SETTINGS, "http_listen": f"127.0.0.1:{self.http_port}"}
+        for key, value in {**defaults, **(settings or {})}.items():
             args += ["--set", f"{key}={value}"]
         result = formd_init(self.state_dir, *args)
         self.node_id = result.stdout.strip().splitlines()[-1]
@@ -180,6 +183,15 @@ class Formd:
         from cli.client import call  # noqa: PLC0415
 
         return call(self.socket, method, params, timeout=10)
+
+    def form_remote(
+        self, key: str, fingerprint: str, *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        """`form --remote` against this node's HTTPS API with a client key."""
+        remote = ["--remote", self.http_url, "--key", key, "--fingerprint", fingerprint]
+        return subprocess.run(
+            [*FORM, *remote, *args], capture_output=True, text=True, check=check, timeout=120
+        )
 
     def form(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return form(self.socket, *args, check=check)

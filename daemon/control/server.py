@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import trio
 
+from daemon.control.access import Forbidden
 from daemon.control.protocol import MAX_LINE, ProtocolError, decode_request, encode_error, encode_result
 from daemon.log import EventLog
 
@@ -58,7 +59,7 @@ class ControlServer:
             return encode_error(f"unknown method {method!r} (known: {', '.join(sorted(self.methods))})")
         try:
             result = await handler(params)
-        except ControlError as exc:
+        except (ControlError, Forbidden) as exc:
             return encode_error(str(exc))
         except Exception as exc:  # a bug in a handler must not take the daemon down
             self.log.error("control request failed", method=method, error=f"{type(exc).__name__}: {exc}")
