@@ -103,7 +103,8 @@ class RemoteTarget:
             )
         if seen != wanted:
             raise RemoteError(
-                f"{self.url} presents a certificate with fingerprint {seen}, not the pinned {wanted}: refusing to talk to it"
+                f"{self.url} presents a certificate with fingerprint {seen}, not the pinned {wanted}: "
+                "refusing to talk to it"
             )
         context = ssl.create_default_context(cadata=ssl.DER_cert_to_PEM_cert(der))
         context.check_hostname = False  # the pinned certificate is the identity, whatever its name
