@@ -11,6 +11,7 @@ cluster that flaps.
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import os
 import tomllib
@@ -103,6 +104,18 @@ class FormdConfig:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     @property
+    def socket_gid(self) -> int | None:
+        """The gid of socket_group (a name or a number), None when unset."""
+        if not self.socket_group:
+            return None
+        if self.socket_group.isdigit():
+            return int(self.socket_group)
+        try:
+            return grp.getgrnam(self.socket_group).gr_gid
+        except KeyError:
+            raise ConfigError(f"socket_group: no group {self.socket_group!r} on this host") from None
+
+    @property
     def socket_permissions(self) -> int:
         text = self.socket_mode
         if (
@@ -164,6 +177,7 @@ class FormdConfig:
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format: {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
         self.socket_permissions  # raises ConfigError when not octal
+        self.socket_gid  # raises ConfigError for an unknown group
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         if self.policy not in POLICIES:

@@ -30,7 +30,6 @@ from pack_manager.requirements import RequirementsError, parse_labels
 
 app = typer.Typer(
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     help="formd: the formnet peer daemon.",
 )
@@ -149,7 +148,7 @@ def run(
             config = replace(config, log_level=log_level).validated()
     except ConfigError as exc:
         _fail(str(exc))
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, log_format=config.log_format)
     log = EventLog()
     try:
         code = trio.run(run_daemon, state_dir, config, log)

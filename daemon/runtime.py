@@ -197,7 +197,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
-            await nursery.start(control.serve, socket_path, config.socket_permissions)
+            await nursery.start(control.serve, socket_path, config.socket_permissions, config.socket_gid)
             if config.http_listen:
                 await nursery.start(serve_http, http, config.http_listen, state_dir)
             await nursery.start(jobs.run)

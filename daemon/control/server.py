@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import socket as stdlib_socket
+import stat
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
@@ -98,8 +99,17 @@ class ControlServer:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
 
-    async def serve(self, path: Path, mode: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, path: Path, mode: int, group: int | None = None, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """group: the socket belongs to it, and its folder lets it pass (g+x, not g+r), so its
+        members reach the socket and nothing else in the folder."""
         listener = await _bind_unix(path, mode)
+        if group is not None:
+            os.chown(path, -1, group)
+            folder = path.parent
+            os.chown(folder, -1, group)
+            os.chmod(folder, stat.S_IMODE(folder.stat().st_mode) | stat.S_IXGRP)
         try:
             task_status.started(path)
             await trio.serve_listeners(self.handle_connection, [listener])
