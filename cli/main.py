@@ -15,6 +15,8 @@ from typing import Any, Optional
 
 import typer
 
+from metrics_agent.units import UnitError, parse_duration
+
 from .client import SOCKET_ENV, ClientError, call, default_socket
 from .jobs import job_status
 from .jobs import register as register_job_commands
@@ -45,7 +47,9 @@ acl_app = typer.Typer(
 )
 app.add_typer(cluster_key_app, name="cluster-key")
 app.add_typer(key_app, name="key")
+token_app = typer.Typer(no_args_is_help=True, help="Short-lived read tokens for the dashboard.")
 app.add_typer(acl_app, name="acl")
+app.add_typer(token_app, name="token")
 app.add_typer(label_app, name="label")
 
 
@@ -248,6 +252,26 @@ def acl_revoke(ctx: typer.Context, public_key: str = typer.Argument(...)) -> Non
     """Take every role from a client key."""
     result = _call(ctx, "acl.revoke", {"key": public_key})
     typer.echo(f"{result['key'][:16]} revoked")
+
+
+@token_app.command("create")
+def token_create(
+    ctx: typer.Context,
+    role: str = typer.Option("read", "--role", help="read (the only role a token may carry)"),
+    ttl: str = typer.Option("1h", "--ttl", help="how long it works: 90s, 30m, 1h, 2d"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """A short-lived read token for the dashboard; prints the dashboard URL with it."""
+    try:
+        ttl_ms = int(parse_duration(ttl) * 1000)
+    except UnitError as exc:
+        _fail(f"--ttl: {exc}")
+    result = _call(ctx, "token.create", {"role": role, "ttl_ms": ttl_ms})
+    if as_json:
+        _print_json(result)
+        return
+    typer.echo(f"valid until {result['expires_at']}")
+    typer.echo(result["url"] or result["token"])
 
 
 @acl_app.command("list")

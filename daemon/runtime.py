@@ -191,6 +191,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         log,
         metrics=lambda: render_metrics(methods),
         metrics_allow=config.metrics_allow,
+        token_caller=acl.token_caller,
     )
     socket_path = config.path(state_dir, config.socket)
 

@@ -316,3 +316,27 @@ def test_hostile_requests_get_clear_errors_and_change_nothing(cluster, keys):
         assert response.status_code == 400
     assert (a.call("job.list"), a.call("acl.list"), a.call("status")["labels"]) == before
     assert a.running()
+
+
+def test_a_dashboard_token_reads_on_every_node_and_changes_nothing(cluster):
+    a, b = cluster.nodes
+    made = json.loads(a.form("token", "create", "--role", "read", "--ttl", "10m", "--json").stdout)
+    assert made["url"] == f"https://127.0.0.1:{a.http_port}/#token={made['token']}"
+    bearer = {"authorization": f"Bearer {made['token']}"}
+    for node in (a, b):
+        nodes = httpx.get(f"{node.http_url}/v1/nodes", headers=bearer, verify=False)
+        assert nodes.status_code == 200 and len(nodes.json()) == 2
+        assert (
+            httpx.put(
+                f"{node.http_url}/v1/labels", json={"labels": {"t": "1"}}, headers=bearer, verify=False
+            ).status_code
+            == 403
+        )
+    refused = a.form("token", "create", "--role", "admin", check=False)
+    assert refused.returncode == 1 and "only the read role" in refused.stderr
+    for bad in (made["token"][:-4] + "AAAA", "x" * 3000, "not a token"):
+        response = httpx.get(
+            f"{a.http_url}/v1/nodes", headers={"authorization": f"Bearer {bad}"}, verify=False
+        )
+        assert response.status_code == 401 and response.json()["error"]
+    assert "t" not in a.call("status")["labels"]

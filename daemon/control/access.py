@@ -30,6 +30,7 @@ METHOD_ROLES: dict[str, str] = {
     "job.plan": "read",
     "blob.read": "read",
     "acl.whoami": "read",
+    "token.create": "admin",
     "job.submit": "submit",
     "job.submit-many": "submit",
     "job.cancel": "submit",

@@ -21,6 +21,7 @@ from crdt_state.signing import seal_record
 from daemon.cluster.node import Node
 from daemon.control.access import ROLES, Caller, current_caller
 from daemon.control.server import ControlError, Handler, param
+from daemon.control.tokens import TokenError, check_token, make_token
 
 _KEY = re.compile(r"[0-9a-f]{64}")
 
@@ -47,7 +48,30 @@ class AclApi:
             "acl.revoke": self.revoke,
             "acl.list": self.list,
             "acl.whoami": self.whoami,
+            "token.create": self.token_create,
         }
+
+    async def token_create(self, params: dict[str, Any]) -> Any:
+        """A read token for the dashboard: {"role", "ttl_ms"} -> {"token", "url", "expires_at"}."""
+        role = param(params, "role", str, optional=True, default="read")
+        ttl_ms = param(params, "ttl_ms", int, optional=True, default=3_600_000)
+        try:
+            token = make_token(self.node.identity.private_key, role, ttl_ms, self.now_ms())
+        except TokenError as exc:
+            raise ControlError(str(exc)) from None
+        address = self.node.capabilities.http_api
+        expires = datetime.datetime.fromtimestamp((self.now_ms() + ttl_ms) / 1000, datetime.timezone.utc)
+        return {
+            "token": token,
+            "url": f"https://{address}/#token={token}" if address else None,
+            "expires_at": expires.isoformat(timespec="seconds"),
+        }
+
+    def token_caller(self, token: str) -> Caller:
+        """The caller a dashboard token acts as, or TokenError."""
+        known = self.node.document.node_records()
+        role = check_token(token, lambda signer: signer in known, self.now_ms())
+        return Caller(role=role)
 
     async def grant(self, params: dict[str, Any]) -> Any:
         key = _client_key(params)

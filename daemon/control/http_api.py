@@ -42,6 +42,7 @@ import trio
 from daemon.control.access import Caller, Forbidden, authorize, current_caller
 from daemon.control.request_signing import STREAM, AuthError, ReplayGuard, body_digest, verify_request
 from daemon.control.server import ControlError, Handler
+from daemon.control.tokens import TokenError
 from daemon.log import EventLog
 
 MAX_BODY = 1024 * 1024
@@ -119,6 +120,7 @@ class HttpApi:
         metrics: Callable[[], Awaitable[bytes]] | None = None,
         metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128"),
         pages: Mapping[str, tuple[str, bytes]] | None = None,
+        token_caller: Callable[[str], Caller] | None = None,
         now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.methods = dict(methods)
@@ -127,6 +129,7 @@ class HttpApi:
         self.metrics = metrics
         self.metrics_allow = tuple(ipaddress.ip_network(n, strict=False) for n in metrics_allow)
         self.pages = dict(pages or {})
+        self.token_caller = token_caller
         self.now_ms = now_ms
         self.replay = ReplayGuard()
         self.requests = 0
@@ -194,6 +197,12 @@ class HttpApi:
     # ---- authentication -----------------------------------------------------------------------
 
     def _authenticate(self, request: Request, digest: str) -> Caller:
+        bearer = request.headers.get("authorization", "")
+        if bearer.startswith("Bearer ") and self.token_caller is not None:
+            try:
+                return self.token_caller(bearer[len("Bearer ") :].strip())
+            except TokenError as exc:
+                raise HttpError(401, str(exc)) from None
         try:
             key = verify_request(
                 request.headers, request.method, request.target, digest, self.now_ms(), self.replay
