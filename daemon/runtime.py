@@ -26,6 +26,7 @@ from daemon.cluster.node import Node, NodeSettings
 from daemon.config import FormdConfig
 from daemon.control.acl_api import AclApi, grant_of
 from daemon.control.api import DaemonApi
+from daemon.control.dashboard import dashboard_pages
 from daemon.control.http_api import HttpApi
 from daemon.control.http_server import serve_http
 from daemon.control.metrics import render_metrics
@@ -192,6 +193,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         metrics=lambda: render_metrics(methods),
         metrics_allow=config.metrics_allow,
         token_caller=acl.token_caller,
+        pages=dashboard_pages(),
     )
     socket_path = config.path(state_dir, config.socket)
 

@@ -1,7 +1,8 @@
 """The node's HTTPS certificate: made once by `formd init`, pinned by clients by fingerprint.
 
-A self-signed Ed25519 certificate (the node's API has no name a public CA could vouch for);
-clients trust it by its SHA-256 fingerprint, which `formd init` and `form status` print and
+A self-signed certificate: the node's API has no name a public CA could vouch for. Its key is
+ECDSA P-256, which every TLS stack and browser accepts (Chromium refuses Ed25519 server
+certificates). Clients trust it by its SHA-256 fingerprint, which `formd init` and `form status` print and
 the node's signed record carries, so trusting one node's fingerprint lets a client check
 every other node's from that node's view.
 """
@@ -15,8 +16,8 @@ import os
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 CERT_NAME = "https.crt"
@@ -38,7 +39,7 @@ def fingerprint_of_pem(pem: bytes) -> str:
 
 def create_certificate(state_dir: Path, node_hex: str, hosts: list[str]) -> str:
     """Write the certificate and its key (0600) into the state dir; return the fingerprint."""
-    key = Ed25519PrivateKey.generate()
+    key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"formd {node_hex[:12]}")])
     alt_names: list[x509.GeneralName] = [x509.DNSName("localhost")]
     for host in hosts:
@@ -58,7 +59,7 @@ def create_certificate(state_dir: Path, node_hex: str, hosts: list[str]) -> str:
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         # A trust anchor of its own: clients load exactly this certificate as their CA.
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(key, None)
+        .sign(key, hashes.SHA256())
     )
     key_path = state_dir / KEY_NAME
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
