@@ -37,7 +37,7 @@ PRINT_THEN_SLEEP = """(module
     (i32.store16 (i32.const 40) (i32.const 0))
     (drop (call $poll (i32.const 0) (i32.const 300) (i32.const 1) (i32.const 400)))))
 """
-SCREENSHOT_DIR = Path(__file__).resolve().parent.parent / "out"
+SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / "out"
 
 
 @pytest.fixture
