@@ -40,11 +40,13 @@ from daemon.config import FormdConfig
 from daemon.identity import Identity
 from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.loop import JobLoop
+from daemon.jobs.peer_requests import LiveLogs, PeerRequests
+from daemon.jobs.wakeup import Wakeup
 from daemon.log import EventLog
 from daemon.runtime import node_settings
 from daemon.transport.keyring import Keyring
 from metrics_agent.capabilities import NodeCapabilities
-from metrics_agent.capacity import apply_reservations
+from metrics_agent.capacity import Reservation, apply_reservations
 
 from .executor import SimulatedExecutor
 from .network import SlowLinkNetwork
@@ -261,11 +263,17 @@ class World:
                 },
                 slowdown=factor,
             )
-        loop: JobLoop | None = None
+        blobs = BlobStore(machine.root / "blobs")
+        live_logs = LiveLogs()
+        wakeup = Wakeup()
+        reservations: dict[str, Reservation] = {}
 
         def sample(capabilities: NodeCapabilities):
-            reservations = loop.reservations.values() if loop is not None else ()
-            return apply_reservations(capabilities, static_capacity(capabilities), reservations)
+            return apply_reservations(capabilities, static_capacity(capabilities), reservations.values())
+
+        def changed() -> None:
+            wakeup.set()
+            self.on_change(machine)
 
         self.network.restore(machine.address)
         node = SimNode(
@@ -286,24 +294,23 @@ class World:
             wall_clock=sim_wall_clock,
             log=SimLog(self.log_sink, machine.index),
             version="sim",
+            on_change=changed,
+            side_handler=PeerRequests(blobs, live_logs).serve,
         )
         if resumed:
             node.resume(held_record)
         loop = JobLoop(
             node,
-            BlobStore(machine.root / "blobs"),
+            blobs,
             machine.root / "work",
             {"wasm": machine.executor},
             policy=self.options.policy,
             retention_s=FormdConfig().job_retention_s,
+            wakeup=wakeup,
+            live_logs=live_logs,
+            reservations=reservations,
         )
-
-        def changed() -> None:
-            loop.wake()
-            self.on_change(machine)
-
-        node.on_change = changed
-        node.side_handler = loop.serve_peer_request
+        loop.configure_document()
         machine.node, machine.loop = node, loop
         machine.scope, machine.loop_scope = trio.CancelScope(), trio.CancelScope()
         machine.starts += 1
