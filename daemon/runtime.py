@@ -164,7 +164,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         max_context_bytes=config.max_context_bytes, max_input_bytes=config.max_input_bytes
     )
     executors: dict = {}
-    if "wasm" in executors_offered(capabilities):
+    if "wasm" in capabilities.executors:
         from pack_manager.executors.wasm_executor import WasmExecutor  # noqa: PLC0415 - wasmtime is heavy
 
         executors["wasm"] = WasmExecutor(limits)
@@ -228,10 +228,6 @@ async def _snapshots(store: DocumentStore, document: ClusterDocument, interval: 
         if since >= interval or store.log_bytes > SNAPSHOT_LOG_BYTES:
             store.snapshot(document.full_state())
             since = 0.0
-
-
-def executors_offered(capabilities) -> tuple[str, ...]:
-    return tuple(capabilities.executors)
 
 
 async def _offer_podman(

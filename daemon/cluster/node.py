@@ -578,10 +578,7 @@ class Node:
             if record_due(now, self._last_write, refresh, moved, min_gap=5 * self.settings.tick_interval):
                 self.publish()
             self._prune_suspicions()
-            self._report_membership()
-
-    def _report_membership(self) -> None:
-        self._log_membership(self.membership.tick(trio.current_time(), self.cluster_size()))
+            self._log_membership(self.membership.tick(trio.current_time(), self.cluster_size()))
 
     def _log_membership(self, events) -> None:
         # node_records() builds a dict of every node: once per batch, not per event (a node

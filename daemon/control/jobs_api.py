@@ -33,6 +33,7 @@ from daemon.control.server import ControlError, Handler, param
 from daemon.jobs.blobfetch import FetchError
 from daemon.jobs.blobstore import BlobError, BlobWriter
 from daemon.jobs.loop import JobLoop
+from daemon.jobs.records import spec_blobs
 from pack_manager import scheduling
 from pack_manager.fit import check_capabilities, check_capacity
 from pack_manager.jobspec import JobInput, JobSpec, JobSpecError, is_digest
@@ -216,7 +217,7 @@ class JobsApi:
         except (RequirementsError, JobSpecError, TypeError, ValueError) as exc:
             raise ControlError(str(exc)) from None
         limits = self.jobs.limits
-        for digest in self.jobs.spec_blobs(spec):
+        for digest in spec_blobs(spec):
             if not self.blobs.has(digest):
                 raise ControlError(
                     f"blob {digest[:12]} is not in this node's store; upload it first (blob.put)"
@@ -361,7 +362,7 @@ class JobsApi:
             "id": job.job_hex,
             "policy": self.jobs.policy,
             "prefer_local_inputs": job.spec.prefer_local_inputs,
-            "blobs": len(set(self.jobs.spec_blobs(job.spec))),
+            "blobs": len(set(spec_blobs(job.spec))),
             "state": status["state"],
             "reason": status["reason"],
             "nodes": rows,

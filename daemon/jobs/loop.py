@@ -32,7 +32,7 @@ from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.group_commit import GroupCommit
 from daemon.jobs.node_views import NodeViews
 from daemon.jobs.peer_requests import LiveLogs, request_live_log
-from daemon.jobs.placement_orders import PlacementOrders
+from daemon.jobs.placement_orders import OrderNodes, PlacementOrders
 from daemon.jobs.records import Job, JobRecords, spec_blobs
 from daemon.jobs.retirement import Retirement
 from daemon.jobs.wakeup import Wakeup
@@ -95,6 +95,7 @@ class JobLoop:
         wakeup: Wakeup | None = None,
         live_logs: LiveLogs | None = None,
         reservations: dict[str, Reservation] | None = None,
+        order_nodes: OrderNodes = scheduling.order_nodes,
     ) -> None:
         self.node = node
         self.blobs = blobs
@@ -134,6 +135,7 @@ class JobLoop:
             in_use=lambda digest: digest in self._fetching or digest in self.pending_uploads,
             policy=policy,
             pending_uploads=self.pending_uploads,
+            order_nodes=order_nodes,
         )
         # fsync of the document log, shared by concurrent writers; without one, each durable
         # write fsyncs through the node's store on its own.
@@ -145,7 +147,7 @@ class JobLoop:
         self._views_changed = False  # figures changed since the last full pass
         self._capacity_freed = False
         self._own_capacity: NodeCapacity | None = None
-        self.orders = PlacementOrders(policy)
+        self.orders = PlacementOrders(policy, order_nodes)
         self._in_pass = False  # a pass writes its records, then stores and pushes them as one update
 
     def configure_document(self) -> None:
@@ -426,7 +428,7 @@ class JobLoop:
             if job_hex in self.running:
                 return
             # With every input here there is nothing to fetch: the claim starts as running.
-            now_running = all(self.blobs.has(d) for d in self.spec_blobs(job.spec))
+            now_running = all(self.blobs.has(d) for d in spec_blobs(job.spec))
             report = self._next_report(
                 job_hex,
                 own,
@@ -601,9 +603,6 @@ class JobLoop:
     def _blob_path(self, digest: str) -> Path | None:
         return self.blobs.path(digest) if self.blobs.has(digest) else None
 
-    def spec_blobs(self, spec: JobSpec) -> list[str]:
-        return spec_blobs(spec)
-
     async def fetch_inputs(self, spec: JobSpec, job: Job | None = None) -> None:
         """From the submitter first, then from nodes that ran the job before (they fetched it)."""
         ran = [
@@ -612,7 +611,7 @@ class JobLoop:
             if r.state not in (DECLINED, CLAIMED) and n != spec.submitter
         ]
         holders = self.addresses([spec.submitter, *ran])
-        for digest in self.spec_blobs(spec):
+        for digest in spec_blobs(spec):
             if not self.blobs.has(digest):  # held already (often: contexts repeat): no lock, no fetch
                 await self.fetch(digest, holders)
 

@@ -33,7 +33,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crdt_state.document import ClusterDocument
-from crdt_state.records import NodeRecord
+from crdt_state.records import DIRECT, NodeRecord, Openers
 from daemon.cluster.membership import MembershipConfig
 from daemon.cluster.node import Node, NodeSettings, static_capacity
 from daemon.config import FormdConfig
@@ -41,12 +41,14 @@ from daemon.identity import Identity
 from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.loop import JobLoop
 from daemon.jobs.peer_requests import LiveLogs, PeerRequests
+from daemon.jobs.placement_orders import OrderNodes
 from daemon.jobs.wakeup import Wakeup
 from daemon.log import EventLog
 from daemon.runtime import node_settings
 from daemon.transport.keyring import Keyring
 from metrics_agent.capabilities import NodeCapabilities
 from metrics_agent.capacity import Reservation, apply_reservations
+from pack_manager import scheduling
 
 from .executor import SimulatedExecutor
 from .network import SlowLinkNetwork
@@ -197,8 +199,13 @@ class World:
         nursery: trio.Nursery,
         log_sink: Callable[[int, int, str, dict], None],
         on_change: Callable[["Machine"], None],
+        *,
+        openers: Openers = DIRECT,
+        order_nodes: OrderNodes = scheduling.order_nodes,
     ) -> None:
         self.options = options
+        self.openers = openers  # every node's document verifies records with these
+        self.order_nodes = order_nodes  # every node's job loop ranks nodes with this
         self.rng = rng
         self.root = root
         self.nursery = nursery
@@ -241,7 +248,7 @@ class World:
     async def start(self, machine: Machine) -> None:
         identity = machine.identity
         document = ClusterDocument.from_updates(
-            machine.saved, identity.node_id, client_id=self.rng.getrandbits(32) | 1
+            machine.saved, identity.node_id, client_id=self.rng.getrandbits(32) | 1, openers=self.openers
         )
         held = document.get("nodes", identity.node_hex)
         held_record = held.node if held is not None else None
@@ -309,6 +316,7 @@ class World:
             wakeup=wakeup,
             live_logs=live_logs,
             reservations=reservations,
+            order_nodes=self.order_nodes,
         )
         loop.configure_document()
         machine.node, machine.loop = node, loop
