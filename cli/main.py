@@ -17,7 +17,8 @@ import typer
 
 from metrics_agent.units import UnitError, parse_duration
 
-from .client import SOCKET_ENV, ClientError, call, default_socket
+from .client import SOCKET_ENV, default_socket
+from .command import fail, request
 from .jobs import job_status
 from .jobs import register as register_job_commands
 from .remote import (
@@ -51,18 +52,6 @@ token_app = typer.Typer(no_args_is_help=True, help="Short-lived read tokens for 
 app.add_typer(acl_app, name="acl")
 app.add_typer(token_app, name="token")
 app.add_typer(label_app, name="label")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"form: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _call(ctx: typer.Context, method: str, params: dict[str, Any] | None = None) -> Any:
-    try:
-        return call(ctx.obj["socket"], method, params)
-    except ClientError as exc:
-        _fail(str(exc))
 
 
 def _print_json(value: Any) -> None:
@@ -99,7 +88,7 @@ def options(
             if ctx.invoked_subcommand == "key":
                 ctx.obj = {"socket": None}
                 return
-            _fail(str(exc))
+            fail(str(exc))
         return
     ctx.obj = {"socket": socket or default_socket()}
 
@@ -109,7 +98,7 @@ def nodes(
     ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print a JSON list")
 ) -> None:
     """Every node this formd knows: status, capabilities, free capacity, labels."""
-    result = _call(ctx, "nodes")
+    result = request(ctx, "nodes")
     if as_json:
         _print_json(result)
     else:
@@ -128,7 +117,7 @@ def status(
     if job is not None:
         job_status(ctx, job, as_json)
         return
-    result = _call(ctx, "status")
+    result = request(ctx, "status")
     if as_json:
         _print_json(result)
         return
@@ -151,9 +140,9 @@ def cluster_key_generate(
     try:
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        _fail(f"{output} exists; refusing to overwrite a key")
+        fail(f"{output} exists; refusing to overwrite a key")
     except OSError as exc:
-        _fail(f"cannot write {output}: {exc.strerror}")
+        fail(f"cannot write {output}: {exc.strerror}")
     with os.fdopen(fd, "w") as handle:
         handle.write(text + "\n")
     typer.echo(f"wrote {output}")
@@ -162,7 +151,7 @@ def cluster_key_generate(
 @cluster_key_app.command("list")
 def cluster_key_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """Key ids in this node's keyring and which one seals outgoing frames."""
-    result = _call(ctx, "cluster-key.list")
+    result = request(ctx, "cluster-key.list")
     if as_json:
         _print_json(result)
     else:
@@ -178,8 +167,8 @@ def cluster_key_add(
     try:
         text = sys.stdin.read() if str(key_file) == "-" else key_file.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"cannot read {key_file}: {getattr(exc, 'strerror', None) or exc}")
-    result = _call(ctx, "cluster-key.add", {"key": text.strip()})
+        fail(f"cannot read {key_file}: {getattr(exc, 'strerror', None) or exc}")
+    result = request(ctx, "cluster-key.add", {"key": text.strip()})
     typer.echo(result["key_id"])
 
 
@@ -188,14 +177,14 @@ def cluster_key_use(
     ctx: typer.Context, key_id: str = typer.Argument(..., help="key id (hex) from `form cluster-key list`")
 ) -> None:
     """Make a key in the keyring the primary (it seals from now on)."""
-    _call(ctx, "cluster-key.use", {"key_id": key_id})
+    request(ctx, "cluster-key.use", {"key_id": key_id})
     typer.echo(f"primary key is now {key_id}")
 
 
 @cluster_key_app.command("remove")
 def cluster_key_remove(ctx: typer.Context, key_id: str = typer.Argument(...)) -> None:
     """Drop a key that is no longer primary: frames under it are refused from now on."""
-    _call(ctx, "cluster-key.remove", {"key_id": key_id})
+    request(ctx, "cluster-key.remove", {"key_id": key_id})
     typer.echo(f"removed {key_id}")
 
 
@@ -206,16 +195,16 @@ def label_set(ctx: typer.Context, pairs: list[str] = typer.Argument(..., help="k
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            _fail(f"{pair!r} is not key=value")
+            fail(f"{pair!r} is not key=value")
         labels[key] = value
-    result = _call(ctx, "label.set", {"labels": labels})
+    result = request(ctx, "label.set", {"labels": labels})
     typer.echo(",".join(f"{k}={v}" for k, v in sorted(result["labels"].items())) or "(no labels)")
 
 
 @label_app.command("remove")
 def label_remove(ctx: typer.Context, keys: list[str] = typer.Argument(..., help="label keys")) -> None:
     """Remove labels from this node."""
-    result = _call(ctx, "label.remove", {"keys": keys})
+    result = request(ctx, "label.remove", {"keys": keys})
     typer.echo(",".join(f"{k}={v}" for k, v in sorted(result["labels"].items())) or "(no labels)")
 
 
@@ -227,7 +216,7 @@ def key_generate(
     try:
         public = generate_key(output)
     except (RemoteError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"wrote {output.expanduser()}")
     typer.echo(public)
 
@@ -243,14 +232,14 @@ def acl_grant(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Give a client key a role (replaces its earlier grant)."""
-    result = _call(ctx, "acl.grant", {"key": public_key, "role": role, "max_running": max_running})
+    result = request(ctx, "acl.grant", {"key": public_key, "role": role, "max_running": max_running})
     _print_json(result) if as_json else typer.echo(f"{result['key'][:16]} {result['role']}")
 
 
 @acl_app.command("revoke")
 def acl_revoke(ctx: typer.Context, public_key: str = typer.Argument(...)) -> None:
     """Take every role from a client key."""
-    result = _call(ctx, "acl.revoke", {"key": public_key})
+    result = request(ctx, "acl.revoke", {"key": public_key})
     typer.echo(f"{result['key'][:16]} revoked")
 
 
@@ -265,8 +254,8 @@ def token_create(
     try:
         ttl_ms = int(parse_duration(ttl) * 1000)
     except UnitError as exc:
-        _fail(f"--ttl: {exc}")
-    result = _call(ctx, "token.create", {"role": role, "ttl_ms": ttl_ms})
+        fail(f"--ttl: {exc}")
+    result = request(ctx, "token.create", {"role": role, "ttl_ms": ttl_ms})
     if as_json:
         _print_json(result)
         return
@@ -277,7 +266,7 @@ def token_create(
 @acl_app.command("list")
 def acl_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """Every grant the cluster holds."""
-    rows = _call(ctx, "acl.list")
+    rows = request(ctx, "acl.list")
     if as_json:
         _print_json(rows)
         return
