@@ -77,9 +77,12 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval
         time.sleep(interval)
 
 
-def formd_init(state_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def formd_init(
+    state_dir: Path, *args: str, check: bool = True, enter: Iterable[str] = ()
+) -> subprocess.CompletedProcess:
+    """enter: a command prefix that puts formd somewhere else (a host's network namespace)."""
     return subprocess.run(
-        [*FORMD, "init", "--state-dir", str(state_dir), *args],
+        [*enter, *FORMD, "init", "--state-dir", str(state_dir), *args],
         capture_output=True,
         text=True,
         check=check,
@@ -98,7 +101,9 @@ class Formd:
         self.name = name
         self.state_dir = state_dir
         self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = f"127.0.0.1:{self.port}"  # what peers dial
+        self.listen = self.address
+        self.enter: list[str] = []  # command prefix for init and run (simulations/netns)
         self.socket = state_dir / "formd.sock"
         self.log_path = state_dir / "formd.log"
         self.process: subprocess.Popen | None = None
@@ -112,7 +117,7 @@ class Formd:
         labels: Iterable[str] = (),
         settings: dict[str, str] | None = None,
     ) -> str:
-        args = ["--listen", self.address]
+        args = ["--listen", self.listen]
         for seed in seeds:
             args += ["--seed", seed]
         args += ["--cluster-key-file", str(key_file)] if key_file else ["--new-cluster-key"]
@@ -120,7 +125,7 @@ class Formd:
             args += ["--label", label]
         for key, value in {**TEST_SETTINGS, **(settings or {})}.items():
             args += ["--set", f"{key}={value}"]
-        result = formd_init(self.state_dir, *args)
+        result = formd_init(self.state_dir, *args, enter=self.enter)
         self.node_id = result.stdout.strip().splitlines()[-1]
         return self.node_id
 
@@ -135,7 +140,7 @@ class Formd:
         log = open(self.log_path, "ab")
         try:
             self.process = subprocess.Popen(
-                [*FORMD, "run", "--state-dir", str(self.state_dir)],
+                [*self.enter, *FORMD, "run", "--state-dir", str(self.state_dir)],
                 stdout=log,
                 stderr=log,
                 start_new_session=new_session,

@@ -1,0 +1,132 @@
+"""Separate "hosts" on one machine: one network namespace per host, all on one bridge.
+
+    hub namespace   br0 10.251.X.1/24 (every host's gateway; it routes nowhere else)
+    host i          eth0 10.251.X.(10+i)/24, default route via 10.251.X.1
+
+The bridge lives in a namespace of its own, so no interface or address appears on the
+machine's real network and no packet can leave it. Namespace names carry a random run id, so
+runs side by side never meet. Processes enter a host with `nsenter --net=...`, which changes
+only the network namespace: `ip netns exec` also remounts /sys, and then runc finds no cgroup
+tree and every container fails.
+
+Needs root (ip netns). close() deletes every namespace this Network made (with them go the
+veth pairs and the bridge); it is safe to call twice and after a failed start.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+NETNS_DIR = Path("/run/netns")
+FIRST_HOST = 10
+
+
+class NetworkError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str  # the network namespace
+    address: str  # its one address on the bridge
+
+    @property
+    def enter(self) -> list[str]:
+        """The command prefix that runs a program inside this host's network."""
+        return ["nsenter", f"--net={NETNS_DIR / self.name}"]
+
+
+def unavailable() -> str | None:
+    """Why namespaces cannot be made here, or None when they can."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    for tool in ("ip", "nsenter"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None
+
+
+class Network:
+    def __init__(self, size: int, run_id: str | None = None, subnet: int | None = None) -> None:
+        if not 1 <= size <= 200:
+            raise NetworkError("a network holds 1 to 200 hosts")
+        self.run_id = run_id or f"{random.getrandbits(24):06x}"
+        self.prefix = f"10.251.{subnet if subnet is not None else random.randrange(1, 255)}"
+        self.hub = f"formnet-{self.run_id}-hub"
+        self.gateway = f"{self.prefix}.1"
+        self.hosts = [
+            Host(f"formnet-{self.run_id}-h{i}", f"{self.prefix}.{FIRST_HOST + i}") for i in range(size)
+        ]
+        self.made: list[str] = []  # namespaces created, deleted by close()
+
+    def __enter__(self) -> "Network":
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        reason = unavailable()
+        if reason:
+            raise NetworkError(reason)
+        self._namespace(self.hub)
+        _ip("-n", self.hub, "link", "set", "lo", "up")
+        _ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
+        _ip("-n", self.hub, "addr", "add", f"{self.gateway}/24", "dev", "br0")
+        _ip("-n", self.hub, "link", "set", "br0", "up")
+        for index, host in enumerate(self.hosts):
+            self._namespace(host.name)
+            port = f"v{index}"
+            _ip(
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                host.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                port,
+                "netns",
+                self.hub,
+            )
+            _ip("-n", self.hub, "link", "set", port, "master", "br0", "up")
+            _ip("-n", host.name, "link", "set", "lo", "up")
+            _ip("-n", host.name, "addr", "add", f"{host.address}/24", "dev", "eth0")
+            _ip("-n", host.name, "link", "set", "eth0", "up")
+            _ip("-n", host.name, "route", "add", "default", "via", self.gateway)
+
+    def _namespace(self, name: str) -> None:
+        _ip("netns", "add", name)
+        self.made.append(name)
+
+    def close(self) -> list[str]:
+        """Delete every namespace made; returns the ones that would not go (still in use)."""
+        stuck = []
+        for name in reversed(self.made):
+            done = subprocess.run(["ip", "netns", "delete", name], capture_output=True, text=True)
+            if done.returncode != 0 and (NETNS_DIR / name).exists():
+                stuck.append(f"{name}: {done.stderr.strip()}")
+        self.made = []
+        return stuck
+
+    def exists(self) -> list[str]:
+        """The namespaces of this run still present (empty after close())."""
+        return [h for h in [self.hub, *(host.name for host in self.hosts)] if (NETNS_DIR / h).exists()]
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise NetworkError(f"ip {' '.join(args)}: {done.stderr.strip()}")
