@@ -89,7 +89,7 @@ def init(
         raw: dict[str, Any] = _parse_set(settings)
         raw.update({"listen": listen, "seeds": list(seeds)})
         raw["labels"] = parse_labels(labels, "--label")
-        raw["advertise"] = advertise or default_advertise(listen, seeds)
+        raw["advertise"] = advertise or raw.get("advertise") or default_advertise(listen, seeds)
         config = from_mapping(raw)
         keyring = Keyring.load(cluster_key_file) if cluster_key_file is not None else Keyring.generate()
     except (ConfigError, RequirementsError, KeyringError) as exc:

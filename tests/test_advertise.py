@@ -5,9 +5,10 @@ local address would you send from to this target" (the real one is exercised on 
 namespaces in test_netns_cluster.py)."""
 
 import errno
+import json
 
 import pytest
-from procs import formd_init
+from procs import Formd, formd_init
 
 from daemon.advertise import advertise_problem, choose_advertise, is_local_address, kernel_route_source
 from daemon.config import ConfigError
@@ -95,3 +96,16 @@ def test_init_with_explicit_advertise_keeps_it(tmp_path):
         "--new-cluster-key",
     )
     assert "advertising 192.0.2.7:7946" in result.stdout
+
+
+@pytest.mark.slow
+def test_formd_run_warns_once_when_the_advertised_address_is_not_its_own(tmp_path):
+    node = Formd(tmp_path / "n", "n")
+    node.init(settings={"advertise": json.dumps(f"192.0.2.7:{node.port}")})
+    try:
+        node.start()
+        log = node.log_text()
+        assert log.count("advertised address is not local") == 1, log
+        assert "192.0.2.7 is not an address of this host" in log
+    finally:
+        node.kill()

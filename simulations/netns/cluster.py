@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from procs import TEST_SETTINGS, Formd  # noqa: E402
 
 PORT = 7946
+RUNROOTS = Path("/run")  # runtime state (a tmpfs), short paths
 LISTEN = f"0.0.0.0:{PORT}"
 
 
@@ -66,7 +67,12 @@ class NetnsCluster:
         self.network = Network(size)
         self.nodes = [host_formd(root / f"n{i}", f"n{i}", host) for i, host in enumerate(self.network.hosts)]
         self.stores: dict[int, PodmanStore] = {
-            i: PodmanStore(root / f"podman-{i}", self.network.hosts[i].enter) for i in sorted(set(podman))
+            i: PodmanStore(
+                root / f"podman-{i}",
+                self.network.hosts[i].enter,
+                RUNROOTS / f"formnet-{self.network.run_id}-{i}",
+            )
+            for i in sorted(set(podman))
         }
         self.base_image = sorted(set(base_image))
         if not set(self.base_image) <= set(self.stores):

@@ -12,7 +12,7 @@ on a fresh runroot re-creates that segment, which would pull the locks from unde
 Podman on the machine.
 
 close() stops the service, unmounts what the overlay driver left mounted and removes the
-directory; containers() says what is left in the store before that (a clean run leaves none).
+directory and the runroot; containers() says what is left in the store before that (a clean run leaves none).
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def store_conf(base: Path = FORMNET_CONF) -> str:
 
 
 class PodmanStore:
-    def __init__(self, directory: Path, enter: list[str]) -> None:
+    def __init__(self, directory: Path, enter: list[str], runroot: Path) -> None:
         self.directory = directory
+        self.runroot = runroot  # Podman refuses a runroot path longer than 50 characters
         self.enter = enter  # the command prefix into the host's network namespace
         self.socket = directory / "podman.sock"
         self.url = f"unix://{self.socket}"
@@ -61,7 +62,7 @@ class PodmanStore:
     @property
     def storage_args(self) -> list[str]:
         d = self.directory
-        return ["--root", str(d / "root"), "--runroot", str(d / "runroot"), "--tmpdir", str(d / "tmp")]
+        return ["--root", str(d / "root"), "--runroot", str(self.runroot), "--tmpdir", str(d / "tmp")]
 
     @property
     def env(self) -> dict[str, str]:
@@ -88,9 +89,8 @@ class PodmanStore:
             if ping(self.url, timeout=1.0):
                 return self.url
             time.sleep(0.05)
-        raise PodmanStoreError(
-            f"podman service did not answer on {self.socket}; see {self.directory}/service.log"
-        )
+        log_tail = (self.directory / "service.log").read_text(errors="replace").strip()[-600:]
+        raise PodmanStoreError(f"podman service did not answer on {self.socket}: {log_tail}")
 
     def podman(self, *args: str) -> subprocess.CompletedProcess:
         """The podman CLI on this store (same root, same settings), outside any namespace."""
@@ -119,9 +119,10 @@ class PodmanStore:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
-        for mount in reversed(mounts_under(self.directory)):
-            subprocess.run(["umount", "-l", mount], capture_output=True)
-        shutil.rmtree(self.directory, ignore_errors=True)
+        for place in (self.directory, self.runroot):
+            for mount in reversed(mounts_under(place)):
+                subprocess.run(["umount", "-l", mount], capture_output=True)
+            shutil.rmtree(place, ignore_errors=True)
 
 
 def mounts_under(directory: Path) -> list[str]:

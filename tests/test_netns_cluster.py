@@ -1,0 +1,153 @@
+"""Three formd nodes on three separate hosts (network namespaces on one bridge, each host with
+its own Podman service and image store), deployed with the README's commands:
+
+    host 0:  formd init --listen 0.0.0.0:7946 --new-cluster-key
+    host i:  formd init --listen 0.0.0.0:7946 --seed <host 0>:7946 --cluster-key-file cluster.key
+
+No --advertise: each node must work out the address the others dial. Needs root (CI runs as root)."""
+
+import subprocess
+
+import pytest
+from procs import FORMD, compile_wasi, wait_until
+from procs import job_status as status
+from test_jobs_failover import SLEEPER
+
+from pack_manager.base_image import BASE_IMAGE
+from simulations.netns.cluster import LISTEN, NetnsCluster
+from simulations.netns.network import Network, unavailable
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(unavailable() is not None, reason=f"no network namespaces: {unavailable()}"),
+]
+
+LABELS = {0: ["host=a"], 1: ["host=b", "spare=yes"], 2: ["host=c", "spare=yes"]}
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    """Every host runs Podman on its own store; only host C holds the base image."""
+    with NetnsCluster(tmp_path_factory.mktemp("netns"), 3, podman=[0, 1, 2], base_image=[2]) as cluster:
+        cluster.init_all(labels=LABELS)
+        cluster.start_all()
+        yield cluster
+        assert cluster.leftover_containers() == {}
+    assert cluster.network.exists() == []
+
+
+def converged(hosts) -> bool:
+    ids = {n.node_id for n in hosts.nodes}
+    return all({e["id"] for e in n.call("nodes") if e["status"] == "alive"} >= ids for n in hosts.nodes)
+
+
+def test_three_hosts_with_the_default_init_flags_converge_on_their_own_addresses(hosts):
+    wait_until(lambda: converged(hosts), 30, "every host to see the three alive")
+    expected = {n.node_id: f"{host.address}:7946" for n, host in zip(hosts.nodes, hosts.hosts)}
+    for node in hosts.nodes:
+        listed = node.nodes()  # `form nodes --json`
+        assert {e["id"]: e["address"] for e in listed} == expected
+        assert all(e["status"] == "alive" for e in listed)
+        assert f'listen = "{LISTEN}"' in (node.state_dir / "formd.toml").read_text()
+    wait_until(
+        lambda: (
+            {e["id"]: e["executors"] for e in hosts.nodes[0].nodes()}[hosts.nodes[2].node_id]
+            == ["podman", "wasm"]
+        ),
+        30,
+        "host C to offer podman",
+    )
+    assert BASE_IMAGE in hosts.stores[2].images()
+    assert BASE_IMAGE not in hosts.stores[0].images() + hosts.stores[1].images()
+
+
+@pytest.mark.podman
+def test_a_job_submitted_on_a_runs_on_c_and_its_result_comes_back_through_b(hosts, tmp_path):
+    wait_until(lambda: converged(hosts), 30, "the cluster to be up")
+    a, b, c = hosts.nodes
+    wait_until(lambda: "podman" in {e["id"]: e for e in a.nodes()}[c.node_id]["executors"], 30, "C's podman")
+    context = tmp_path / "context"
+    context.mkdir()
+    (tmp_path / "note.txt").write_text("from host A\n")
+    job_id = a.form(
+        "submit",
+        str(context),
+        "--kind",
+        "run",
+        "--image",
+        BASE_IMAGE,
+        "--input",
+        str(tmp_path / "note.txt"),
+        "--label",
+        "host=c",
+        "--cmd",
+        "sh -c 'cat /data/inputs/note.txt > /data/outputs/copy.txt; echo ran'",
+    ).stdout.strip()
+    wait_until(lambda: status(b, job_id)["state"] == "succeeded", 60, "B to see the job succeed")
+    assert status(b, job_id)["node"] == c.node_id
+    out = tmp_path / "out"
+    b.form("result", job_id, "-o", str(out))
+    assert (out / "copy.txt").read_text() == "from host A\n"
+    assert "ran" in b.form("logs", job_id).stdout
+    wait_until(lambda: hosts.leftover_containers() == {}, 30, "C to remove the job's container")
+
+
+@pytest.mark.wasi
+def test_kill9_of_the_runner_on_one_host_fails_over_to_another_host(hosts, tmp_path):
+    wait_until(lambda: converged(hosts), 30, "the cluster to be up")
+    context = tmp_path / "context"
+    context.mkdir()
+    (tmp_path / "sleeper.c").write_text(SLEEPER)
+    compile_wasi(tmp_path / "sleeper.c", context / "sleeper.wasm")
+    a = hosts.nodes[0]
+    # B and C qualify; A, which holds the context, must outlive the runner.
+    job_id = a.form(
+        "submit",
+        str(context),
+        "--kind",
+        "wasm",
+        "--module",
+        "sleeper.wasm",
+        "--cmd",
+        "6",
+        "--label",
+        "spare=yes",
+    ).stdout.strip()
+    wait_until(lambda: status(a, job_id)["state"] == "running", 30, "the job to be running")
+    runner = next(n for n in hosts.nodes if n.node_id == status(a, job_id)["node"])
+    other = next(n for n in hosts.nodes[1:] if n is not runner)
+    runner.kill()
+    wait_until(lambda: status(a, job_id)["state"] == "succeeded", 60, "the other host to finish it")
+    for node in (a, other):
+        seen = status(node, job_id)
+        assert seen["node"] == other.node_id and seen["attempt"] == 2
+    runner.start(new_session=True)  # the module's cluster stays whole for whoever runs next
+    wait_until(lambda: converged(hosts), 30, "the restarted host to rejoin")
+
+
+def test_init_on_a_host_advertises_its_routed_address_and_asks_for_advertise_without_a_route(tmp_path):
+    with Network(1) as network:
+        host = network.hosts[0]
+
+        def init(name: str, *args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [*host.enter, *FORMD, "init", "--state-dir", str(tmp_path / name), *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        first = init("first", "--listen", LISTEN, "--new-cluster-key")
+        assert first.returncode == 0, first.stderr
+        assert f"advertising {host.address}:7946" in first.stdout  # the default route's source
+        towards_seed = init(
+            "second", "--listen", LISTEN, "--seed", f"{network.gateway}:7946", "--new-cluster-key"
+        )
+        assert f"advertising {host.address}:7946" in towards_seed.stdout
+        subprocess.run(["ip", "-n", host.name, "route", "del", "default"], check=True)
+        lost = init("third", "--listen", LISTEN, "--new-cluster-key")
+        assert lost.returncode == 1 and "pass --advertise HOST:PORT" in lost.stderr, lost.stderr
+        assert not (tmp_path / "third").exists()
+        unrouted = init("fourth", "--listen", LISTEN, "--seed", "192.168.77.1:7946", "--new-cluster-key")
+        assert unrouted.returncode == 1 and "towards the seed 192.168.77.1:7946" in unrouted.stderr
+    assert network.exists() == []
