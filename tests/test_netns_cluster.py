@@ -6,7 +6,9 @@ its own Podman service and image store), deployed with the README's commands:
 
 No --advertise: each node must work out the address the others dial. Needs root (CI runs as root)."""
 
+import json
 import subprocess
+from pathlib import Path
 
 import pytest
 from procs import FORMD, compile_wasi, wait_until
@@ -14,6 +16,7 @@ from procs import job_status as status
 from test_jobs_failover import SLEEPER
 
 from pack_manager.base_image import BASE_IMAGE
+from simulations.cluster import main as cluster_main
 from simulations.netns.cluster import LISTEN, NetnsCluster
 from simulations.netns.network import Network, unavailable
 
@@ -151,3 +154,13 @@ def test_init_on_a_host_advertises_its_routed_address_and_asks_for_advertise_wit
         unrouted = init("fourth", "--listen", LISTEN, "--seed", "192.168.77.1:7946", "--new-cluster-key")
         assert unrouted.returncode == 1 and "towards the seed 192.168.77.1:7946" in unrouted.stderr
     assert network.exists() == []
+
+
+def test_the_cluster_harness_runs_on_hosts_of_their_own_and_removes_them(tmp_path):
+    report_dir = tmp_path / "report"
+    argv = ["--nodes", "3", "--netns", "--profile", "fast", "--steady", "1s", "--changes", "1"]
+    assert cluster_main([*argv, "--report", str(report_dir), "--root", str(tmp_path / "root")]) == 0
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["harness"] == "netns" and report["convergence"]["changes"][0]["saw"] == 3
+    assert report["shutdown"]["namespaces_stuck"] == [] and report["shutdown"]["left_behind"] == 0
+    assert not any(Path("/run/netns", name).exists() for name in report["network"]["namespaces"])
