@@ -18,9 +18,7 @@ from dataclasses import dataclass
 
 from crdt_state.records import check_address
 from crdt_state.signing import RecordError
-from daemon.cluster.wire import ACK, NACK, PING, PING_REQ
-
-__all__ = ["NACK"]  # the nack reply is the bare tag: callers send and compare it as is
+from daemon.cluster.wire import ACK, PING, PING_REQ
 
 PROBE_TAGS = (PING, PING_REQ)
 ID_SIZE = 32
