@@ -28,6 +28,57 @@ pytestmark = [
 LABELS = {0: ["host=a"], 1: ["host=b", "spare=yes"], 2: ["host=c", "spare=yes"]}
 
 
+def test_init_on_a_host_advertises_its_routed_address_and_asks_for_advertise_without_a_route(tmp_path):
+    with Network(1) as network:
+        host = network.hosts[0]
+
+        def init(name: str, *args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [*host.enter, *FORMD, "init", "--state-dir", str(tmp_path / name), *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        first = init("first", "--listen", LISTEN, "--new-cluster-key")
+        assert first.returncode == 0, first.stderr
+        assert f"advertising {host.address}:7946" in first.stdout  # the default route's source
+        towards_seed = init(
+            "second", "--listen", LISTEN, "--seed", f"{network.gateway}:7946", "--new-cluster-key"
+        )
+        assert f"advertising {host.address}:7946" in towards_seed.stdout
+        subprocess.run(["ip", "-n", host.name, "route", "del", "default"], check=True)
+        lost = init("third", "--listen", LISTEN, "--new-cluster-key")
+        assert lost.returncode == 1 and "pass --advertise HOST:PORT" in lost.stderr, lost.stderr
+        assert not (tmp_path / "third").exists()
+        unrouted = init("fourth", "--listen", LISTEN, "--seed", "192.168.77.1:7946", "--new-cluster-key")
+        assert unrouted.returncode == 1 and "towards the seed 192.168.77.1:7946" in unrouted.stderr
+    assert network.exists() == []
+
+
+def test_the_cluster_harness_runs_on_hosts_of_their_own_with_delay_and_loss_and_removes_them(tmp_path):
+    report_dir = tmp_path / "report"
+    argv = ["--nodes", "3", "--netns", "--delay", "40ms", "--loss", "1%", "--profile", "fast"]
+    argv += [
+        "--steady",
+        "1s",
+        "--changes",
+        "1",
+        "--report",
+        str(report_dir),
+        "--root",
+        str(tmp_path / "root"),
+    ]
+    assert cluster_main(argv) == 0
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["harness"] == "netns" and report["network"]["delay_ms"] == 40.0
+    change = report["convergence"]["changes"][0]
+    assert change["saw"] == 3
+    assert change["all_s"] >= 0.040  # the other hosts hear of it through a delay relay at least once
+    assert report["shutdown"]["namespaces_stuck"] == [] and report["shutdown"]["left_behind"] == 0
+    assert not any(Path("/run/netns", name).exists() for name in report["network"]["namespaces"])
+
+
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory):
     """Every host runs Podman on its own store; only host C holds the base image."""
@@ -112,55 +163,19 @@ def test_kill9_of_the_runner_on_one_host_fails_over_to_another_host(hosts, tmp_p
         "--module",
         "sleeper.wasm",
         "--cmd",
-        "6",
+        "8",
         "--label",
         "spare=yes",
     ).stdout.strip()
     wait_until(lambda: status(a, job_id)["state"] == "running", 30, "the job to be running")
     runner = next(n for n in hosts.nodes if n.node_id == status(a, job_id)["node"])
     other = next(n for n in hosts.nodes[1:] if n is not runner)
+    # Its live log, from the runner: the job is in its 8 s sleep there now (A's view may lag).
+    wait_until(lambda: "sleeping 8 s" in runner.form("logs", job_id).stdout, 20, "the job's live log")
     runner.kill()
     wait_until(lambda: status(a, job_id)["state"] == "succeeded", 60, "the other host to finish it")
     for node in (a, other):
         seen = status(node, job_id)
-        assert seen["node"] == other.node_id and seen["attempt"] == 2
+        assert seen["node"] == other.node_id and seen["attempt"] == 2, (runner.name, seen)
     runner.start(new_session=True)  # the module's cluster stays whole for whoever runs next
     wait_until(lambda: converged(hosts), 30, "the restarted host to rejoin")
-
-
-def test_init_on_a_host_advertises_its_routed_address_and_asks_for_advertise_without_a_route(tmp_path):
-    with Network(1) as network:
-        host = network.hosts[0]
-
-        def init(name: str, *args: str) -> subprocess.CompletedProcess:
-            return subprocess.run(
-                [*host.enter, *FORMD, "init", "--state-dir", str(tmp_path / name), *args],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-
-        first = init("first", "--listen", LISTEN, "--new-cluster-key")
-        assert first.returncode == 0, first.stderr
-        assert f"advertising {host.address}:7946" in first.stdout  # the default route's source
-        towards_seed = init(
-            "second", "--listen", LISTEN, "--seed", f"{network.gateway}:7946", "--new-cluster-key"
-        )
-        assert f"advertising {host.address}:7946" in towards_seed.stdout
-        subprocess.run(["ip", "-n", host.name, "route", "del", "default"], check=True)
-        lost = init("third", "--listen", LISTEN, "--new-cluster-key")
-        assert lost.returncode == 1 and "pass --advertise HOST:PORT" in lost.stderr, lost.stderr
-        assert not (tmp_path / "third").exists()
-        unrouted = init("fourth", "--listen", LISTEN, "--seed", "192.168.77.1:7946", "--new-cluster-key")
-        assert unrouted.returncode == 1 and "towards the seed 192.168.77.1:7946" in unrouted.stderr
-    assert network.exists() == []
-
-
-def test_the_cluster_harness_runs_on_hosts_of_their_own_and_removes_them(tmp_path):
-    report_dir = tmp_path / "report"
-    argv = ["--nodes", "3", "--netns", "--profile", "fast", "--steady", "1s", "--changes", "1"]
-    assert cluster_main([*argv, "--report", str(report_dir), "--root", str(tmp_path / "root")]) == 0
-    report = json.loads((report_dir / "report.json").read_text())
-    assert report["harness"] == "netns" and report["convergence"]["changes"][0]["saw"] == 3
-    assert report["shutdown"]["namespaces_stuck"] == [] and report["shutdown"]["left_behind"] == 0
-    assert not any(Path("/run/netns", name).exists() for name in report["network"]["namespaces"])

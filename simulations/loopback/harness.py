@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..netns.cluster import PORT
 from ..netns.network import Network
 from .formd_cluster import PROFILES, FormdCluster, leftovers
 from .measure import ratio, spread, summarise, time_until_seen
@@ -50,6 +51,8 @@ class Options:
     keep: bool = False
     root: Path | None = None
     netns: bool = False  # each node on a host of its own (a network namespace), not 127.0.0.1
+    delay_ms: float = 0.0  # netns only: one-way delay on every connection to a node
+    loss: float = 0.0  # netns only: chance that a packet to a host is dropped
     say: Callable[[str], None] = print
 
 
@@ -90,8 +93,11 @@ class Harness:
             self.report["error"] = "run did not complete"  # cleared at the end of a complete run
             if self.network is not None:
                 self.network.start()
+                self.network.impair(PORT, self.options.delay_ms, self.options.loss)
                 self.report["network"] = {
                     "subnet": f"{self.network.prefix}.0/24",
+                    "delay_ms": self.options.delay_ms,
+                    "loss": self.options.loss,
                     "namespaces": [self.network.hub, *(h.name for h in self.network.hosts)],
                 }
                 say(f"{self.options.nodes} hosts (network namespaces) on {self.network.prefix}.0/24")

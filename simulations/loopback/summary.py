@@ -24,6 +24,9 @@ def render(report: dict[str, Any]) -> str:
         f"x {report['settings']['gossip_fanout']}); {report['machine']['cpus']} CPUs, load "
         f"{report['machine']['load_avg_at_start']}"
     ]
+    if report.get("network"):
+        network = report["network"]
+        lines[0] += f"; {network['subnet']}, delay {network['delay_ms']:g} ms, loss {network['loss']:.1%}"
     if "started_s" in report:
         lines.append(f"  start -> all alive everywhere: {report['started_s']:.2f} s")
     if "convergence" in report:

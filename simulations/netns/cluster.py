@@ -14,9 +14,9 @@ Everything is undone on exit, on an error and on a failed start: formd processes
 Podman services stopped, stores unmounted and removed, namespaces (with the bridge) deleted,
 the state root removed unless keep.
 
-Delay and loss: this kernel has no sch_netem, so the links are plain veth pairs; delay and
-loss on real processes are not simulated here (the in-process simulation, simulations.run,
-models them).
+Delay and loss (delay_ms, loss): this kernel has no sch_netem, so loss is an iptables rule
+and delay a relay in each host that inbound formd connections are redirected through
+(Network.impair).
 """
 
 from __future__ import annotations
@@ -60,10 +60,15 @@ class NetnsCluster:
         *,
         podman: Iterable[int] = (),
         base_image: Iterable[int] = (),
+        delay_ms: float = 0.0,
+        loss: float = 0.0,
         keep: bool = False,
     ) -> None:
+        """delay_ms/loss: see Network.impair (one-way delay on every connection to a node, and
+        the chance of each inbound packet being dropped)."""
         self.root = root
         self.keep = keep
+        self.impairment = {"delay_ms": delay_ms, "loss": loss}
         self.network = Network(size)
         self.nodes = [host_formd(root / f"n{i}", f"n{i}", host) for i, host in enumerate(self.network.hosts)]
         self.stores: dict[int, PodmanStore] = {
@@ -97,6 +102,7 @@ class NetnsCluster:
         """Namespaces and bridge, then each Podman store (seeded with the base image if asked)."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.network.start()
+        self.network.impair(PORT, **self.impairment)
         for index, store in self.stores.items():
             store.start()
             if index in self.base_image:

@@ -9,21 +9,30 @@ runs side by side never meet. Processes enter a host with `nsenter --net=...`, w
 only the network namespace: `ip netns exec` also remounts /sys, and then runc finds no cgroup
 tree and every container fails.
 
-Needs root (ip netns). close() deletes every namespace this Network made (with them go the
-veth pairs and the bridge); it is safe to call twice and after a failed start.
+Delay and loss (impair()): this kernel has no sch_netem, so loss is an iptables rule dropping
+inbound packets at random, and delay a relay process in each host that every inbound
+connection for one TCP port is redirected through (simulations/netns/delay_relay.py).
+
+Needs root (ip netns). close() stops the relays and deletes every namespace this Network made
+(with them go the veth pairs, the bridge and the iptables rules); it is safe to call twice and
+after a failed start.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import select
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 NETNS_DIR = Path("/run/netns")
 FIRST_HOST = 10
+RELAY_PORT_OFFSET = 10_000  # the delay relay listens on the delayed port + this
+RELAY_START_TIMEOUT_S = 20.0
 
 
 class NetworkError(RuntimeError):
@@ -63,6 +72,7 @@ class Network:
             Host(f"formnet-{self.run_id}-h{i}", f"{self.prefix}.{FIRST_HOST + i}") for i in range(size)
         ]
         self.made: list[str] = []  # namespaces created, deleted by close()
+        self.relays: list[subprocess.Popen] = []  # delay relays, stopped by close()
 
     def __enter__(self) -> "Network":
         try:
@@ -111,8 +121,56 @@ class Network:
         _ip("netns", "add", name)
         self.made.append(name)
 
+    def impair(self, port: int, delay_ms: float = 0.0, loss: float = 0.0) -> None:
+        """Delay and loss on every host, where this kernel allows them (it has no sch_netem):
+        loss drops each inbound packet on eth0 with that probability (iptables statistic);
+        delay sends every inbound TCP connection for `port` through a delay relay in the host
+        (iptables REDIRECT to simulations/netns/delay_relay.py), `delay_ms` each way."""
+        if not 0.0 <= loss < 1.0:
+            raise NetworkError("loss is a probability from 0 to below 1")
+        if delay_ms < 0:
+            raise NetworkError("delay must not be negative")
+        for host in self.hosts:
+            if delay_ms > 0:
+                self._delay(host, port, delay_ms)
+            if loss > 0:
+                rule = ["-i", "eth0", "-m", "statistic", "--mode", "random", "--probability", f"{loss:.6f}"]
+                _run([*host.enter, "iptables", "-A", "INPUT", *rule, "-j", "DROP"])
+
+    def _delay(self, host: Host, port: int, delay_ms: float) -> None:
+        relay_port = port + RELAY_PORT_OFFSET
+        process = subprocess.Popen(
+            [*host.enter, sys.executable, "-m", "simulations.netns.delay_relay", "--port", str(relay_port)]
+            + ["--to-port", str(port), "--delay-ms", str(delay_ms)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.relays.append(process)
+        ready, _, _ = select.select([process.stdout], [], [], RELAY_START_TIMEOUT_S)
+        if not ready or process.stdout.readline().strip() != b"listening":
+            raise NetworkError(f"the delay relay in {host.name} did not start")
+        redirect = [
+            "-p",
+            "tcp",
+            "-i",
+            "eth0",
+            "--dport",
+            str(port),
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            str(relay_port),
+        ]
+        _run([*host.enter, "iptables", "-t", "nat", "-A", "PREROUTING", *redirect])
+
     def close(self) -> list[str]:
         """Delete every namespace made; returns the ones that would not go (still in use)."""
+        for process in self.relays:
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
+        self.relays = []
         stuck = []
         for name in reversed(self.made):
             done = subprocess.run(["ip", "netns", "delete", name], capture_output=True, text=True)
@@ -127,6 +185,10 @@ class Network:
 
 
 def _ip(*args: str) -> None:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    _run(["ip", *args])
+
+
+def _run(command: list[str]) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30)
     if done.returncode != 0:
-        raise NetworkError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+        raise NetworkError(f"{' '.join(command)}: {done.stderr.strip()}")
