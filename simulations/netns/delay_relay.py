@@ -48,23 +48,37 @@ async def pump(source: trio.SocketStream, sink: trio.SocketStream, delay: float,
 
 
 async def relay(
-    port: int, to_port: int, delay: float, window: int, task_status=trio.TASK_STATUS_IGNORED
+    port: int,
+    to_port: int,
+    delay: float,
+    window: int,
+    host: str = "0.0.0.0",
+    task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Serve on host:port (0: any free port, handed to task_status.started)."""
+
     async def handle(inbound: trio.SocketStream) -> None:
         try:
             outbound = await trio.open_tcp_stream("127.0.0.1", to_port)
         except OSError:
             await inbound.aclose()
             return
-        async with inbound, outbound:
-            async with trio.open_nursery() as nursery:
+        try:
+            async with inbound, outbound, trio.open_nursery() as nursery:
                 nursery.start_soon(pump, inbound, outbound, delay, window)
                 nursery.start_soon(pump, outbound, inbound, delay, window)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # one connection going wrong must not stop the relay
 
-    listeners = await trio.open_tcp_listeners(port, host="0.0.0.0")
-    print("listening", flush=True)  # the harness waits for this line
-    task_status.started()
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    task_status.started(listeners[0].socket.getsockname()[1])
     await trio.serve_listeners(handle, listeners)
+
+
+async def serve(port: int, to_port: int, delay: float, window: int) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay, port, to_port, delay, window)
+        print("listening", flush=True)  # the harness waits for this line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=4 * 1024 * 1024, help="bytes held per direction")
     args = parser.parse_args(argv)
     try:
-        trio.run(relay, args.port, args.to_port, args.delay_ms / 1000, args.window)
+        trio.run(serve, args.port, args.to_port, args.delay_ms / 1000, args.window)
     except KeyboardInterrupt:
         return 0
     return 0
