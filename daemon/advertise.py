@@ -23,7 +23,8 @@ WILDCARDS = ("0.0.0.0", "::")
 # kernel picks for them is the default route.
 DEFAULT_ROUTE_PROBES = {"0.0.0.0": ("192.0.2.1",), "::": ("2001:db8::1", "192.0.2.1")}
 
-RouteSource = Callable[[str, int], str]
+# (host, port, family) -> the local address the kernel would send from; OSError when unroutable.
+RouteSource = Callable[[str, int, int], str]
 
 
 def format_address(host: str, port: int) -> str:
@@ -47,6 +48,8 @@ def choose_advertise(listen: str, seeds: tuple[str, ...] | list[str], route_sour
     host, port = split_address(listen, "listen")
     if host not in WILDCARDS:
         return ""
+    # 0.0.0.0 accepts IPv4 only, so only an IPv4 route will do; :: takes either.
+    family = socket.AF_INET if host == "0.0.0.0" else socket.AF_UNSPEC
     if seeds:
         seed_host, seed_port = split_address(seeds[0], "seeds")
         targets, towards = ((seed_host, seed_port),), f"the seed {seeds[0]}"
@@ -55,7 +58,7 @@ def choose_advertise(listen: str, seeds: tuple[str, ...] | list[str], route_sour
     reasons = []
     for target in targets:
         try:
-            local = route_source(*target)
+            local = route_source(*target, family)
         except OSError as exc:
             reasons.append(exc.strerror or str(exc))
             continue
@@ -71,9 +74,9 @@ def choose_advertise(listen: str, seeds: tuple[str, ...] | list[str], route_sour
     )
 
 
-def kernel_route_source(host: str, port: int) -> str:
+def kernel_route_source(host: str, port: int, family: int = socket.AF_UNSPEC) -> str:
     """The local address the kernel would send from to host:port (no packet leaves)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
     last: OSError = OSError(f"{host} does not resolve")
     for family, kind, proto, _, target in infos:
         with socket.socket(family, kind, proto) as probe:

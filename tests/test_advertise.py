@@ -6,6 +6,7 @@ namespaces in test_netns_cluster.py)."""
 
 import errno
 import json
+import socket
 
 import pytest
 from procs import Formd, formd_init
@@ -15,10 +16,11 @@ from daemon.config import ConfigError
 
 
 def routes(table: dict[str, str]):
-    def route_source(host: str, port: int) -> str:
-        if host not in table:
+    def route_source(host: str, port: int, family: int) -> str:
+        local = table.get(host)
+        if local is None or (family == socket.AF_INET and ":" in local):
             raise OSError(errno.ENETUNREACH, "Network is unreachable")
-        return table[host]
+        return local
 
     return route_source
 
@@ -59,8 +61,17 @@ def test_no_routable_address_asks_for_advertise(seeds, table, fragment):
     assert fragment in str(caught.value) and "pass --advertise HOST:PORT" in str(caught.value)
 
 
+def test_an_ipv4_wildcard_takes_no_ipv6_route():
+    with pytest.raises(ConfigError, match="towards the seed"):
+        choose_advertise("0.0.0.0:7946", ["[fd00::1]:7946"], routes({"fd00::1": "fd00::5"}))
+    assert (
+        choose_advertise("[::]:7946", ["[fd00::1]:7946"], routes({"fd00::1": "fd00::5"})) == "[fd00::5]:7946"
+    )
+
+
 def test_the_kernel_answers_for_loopback_without_sending():
     assert kernel_route_source("127.0.0.1", 9) == "127.0.0.1"
+    assert kernel_route_source("localhost", 9, socket.AF_INET) == "127.0.0.1"
 
 
 def test_an_advertised_address_this_host_does_not_own_is_a_problem():

@@ -93,9 +93,14 @@ class PodmanStore:
         raise PodmanStoreError(f"podman service did not answer on {self.socket}: {log_tail}")
 
     def podman(self, *args: str) -> subprocess.CompletedProcess:
-        """The podman CLI on this store (same root, same settings), outside any namespace."""
+        """The podman CLI on this store (same root, same settings) in the host's network, where
+        a container's network lives when it has one."""
         return subprocess.run(
-            ["podman", *self.storage_args, *args], capture_output=True, text=True, env=self.env, timeout=60
+            [*self.enter, "podman", *self.storage_args, *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
         )
 
     def containers(self) -> list[str]:
@@ -113,6 +118,8 @@ class PodmanStore:
 
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            # A job's container outlives a formd killed mid-run; it and its conmon go first.
+            self.podman("rm", "--all", "--force", "--time", "0")
             self.process.terminate()
             try:
                 self.process.wait(15)
