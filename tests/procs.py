@@ -1,7 +1,8 @@
 """Real formd processes on 127.0.0.1 for integration tests and benchmarks.
 
 Each Formd gets a temp state dir made by the real `formd init`, a free port, fast test
-timings, and its stderr in <state>/formd.log. Cluster (a context manager) kills every
+timings, and its stderr in <state>/formd.log. `listen` and `enter` (a command prefix for init
+and run) let simulations/netns put a node on a host of its own. Cluster (a context manager) kills every
 process it started, whatever happens in the test.
 """
 
