@@ -8,6 +8,7 @@ No --advertise: each node must work out the address the others dial. Needs root 
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,33 @@ def test_init_on_a_host_advertises_its_routed_address_and_asks_for_advertise_wit
         unrouted = init("fourth", "--listen", LISTEN, "--seed", "192.168.77.1:7946", "--new-cluster-key")
         assert unrouted.returncode == 1 and "towards the seed 192.168.77.1:7946" in unrouted.stderr
     assert network.exists() == []
+
+
+ABANDONED_RUN = """
+import subprocess, time
+from simulations.netns.network import Network
+network = Network(1)
+network.start()
+subprocess.Popen([*network.hosts[0].enter, "sleep", "300"], start_new_session=True)
+print(network.hub, network.hosts[0].name, flush=True)
+time.sleep(300)
+"""
+
+
+def test_namespaces_of_a_run_killed_with_sigkill_are_swept_by_the_next_run():
+    creator = subprocess.Popen([sys.executable, "-c", ABANDONED_RUN], stdout=subprocess.PIPE, text=True)
+    names = creator.stdout.readline().split()
+    creator.kill()
+    creator.wait()
+    sleeper = subprocess.run(["ip", "netns", "pids", names[1]], capture_output=True, text=True).stdout.split()
+    assert len(names) == 2 and all(Path("/run/netns", n).exists() for n in names) and len(sleeper) == 1
+    with Network(1) as network:
+        assert network.exists() == [network.hub, network.hosts[0].name]
+    assert not any(Path("/run/netns", n).exists() for n in names)
+    assert (
+        not Path(f"/proc/{sleeper[0]}").exists()
+        or "sleep" not in Path(f"/proc/{sleeper[0]}/cmdline").read_text()
+    )
 
 
 def test_the_cluster_harness_runs_on_hosts_of_their_own_with_delay_and_loss_and_removes_them(tmp_path):

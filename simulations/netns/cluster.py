@@ -30,7 +30,7 @@ from typing import Any, Iterable
 
 from pack_manager.base_image import ensure_base_image
 
-from .network import Host, Network
+from .network import RUN_DIRS, Host, Network
 from .podman_store import PodmanStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from procs import TEST_SETTINGS, Formd  # noqa: E402
 
 PORT = 7946
-RUNROOTS = Path("/run")  # runtime state (a tmpfs), short paths
 LISTEN = f"0.0.0.0:{PORT}"
 
 
@@ -75,7 +74,7 @@ class NetnsCluster:
             i: PodmanStore(
                 root / f"podman-{i}",
                 self.network.hosts[i].enter,
-                RUNROOTS / f"formnet-{self.network.run_id}-{i}",
+                RUN_DIRS / f"formnet-{self.network.run_id}-{i}",
             )
             for i in sorted(set(podman))
         }

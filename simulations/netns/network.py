@@ -4,8 +4,9 @@
     host i          eth0 10.251.X.(10+i)/24, default route via 10.251.X.1
 
 The bridge lives in a namespace of its own, so no interface or address appears on the
-machine's real network and no packet can leave it. Namespace names carry a random run id, so
-runs side by side never meet. Processes enter a host with `nsenter --net=...`, which changes
+machine's real network and no packet can leave it. Namespace names carry a run id (the
+creating process's pid and a random part), so runs side by side never meet, and start() first
+sweeps away what runs whose process is gone left behind. Processes enter a host with `nsenter --net=...`, which changes
 only the network namespace: `ip netns exec` also remounts /sys, and then runc finds no cgroup
 tree and every container fails.
 
@@ -22,8 +23,10 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import select
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -33,6 +36,8 @@ NETNS_DIR = Path("/run/netns")
 FIRST_HOST = 10
 RELAY_PORT_OFFSET = 10_000  # the delay relay listens on the delayed port + this
 RELAY_START_TIMEOUT_S = 20.0
+RUN_DIRS = Path("/run")  # where per-run runtime dirs go (Podman runroots: short paths, a tmpfs)
+ABANDONED_NAME = re.compile(r"formnet-(?P<pid>\d+)-[0-9a-f]{4}-.+")
 
 
 class NetworkError(RuntimeError):
@@ -64,7 +69,8 @@ class Network:
     def __init__(self, size: int, run_id: str | None = None, subnet: int | None = None) -> None:
         if not 1 <= size <= 200:
             raise NetworkError("a network holds 1 to 200 hosts")
-        self.run_id = run_id or f"{random.getrandbits(24):06x}"
+        # The creating process's pid first: sweep_abandoned() knows a run whose creator is gone.
+        self.run_id = run_id or f"{os.getpid()}-{random.getrandbits(16):04x}"
         self.prefix = f"10.251.{subnet if subnet is not None else random.randrange(1, 255)}"
         self.hub = f"formnet-{self.run_id}-hub"
         self.gateway = f"{self.prefix}.1"
@@ -89,6 +95,7 @@ class Network:
         reason = unavailable()
         if reason:
             raise NetworkError(reason)
+        sweep_abandoned()
         self._namespace(self.hub)
         _ip("-n", self.hub, "link", "set", "lo", "up")
         _ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
@@ -182,6 +189,34 @@ class Network:
     def exists(self) -> list[str]:
         """The namespaces of this run still present (empty after close())."""
         return [h for h in [self.hub, *(host.name for host in self.hosts)] if (NETNS_DIR / h).exists()]
+
+
+def sweep_abandoned() -> list[str]:
+    """Remove what runs whose creating process no longer exists left behind (a harness killed
+    with SIGKILL cannot clean up): the processes in their namespaces, the namespaces, and
+    their runtime dirs under /run. Runs of live processes are never touched."""
+    swept = []
+    names = [p.name for p in NETNS_DIR.iterdir()] if NETNS_DIR.is_dir() else []
+    leftovers = [p.name for p in RUN_DIRS.glob("formnet-*")]
+    for name in names + leftovers:
+        match = ABANDONED_NAME.fullmatch(name)
+        if match is None or Path(f"/proc/{match['pid']}").exists():
+            continue
+        if name in names:
+            pids = subprocess.run(
+                ["ip", "netns", "pids", name], capture_output=True, text=True
+            ).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+        else:
+            subprocess.run(["umount", "-R", "-l", str(RUN_DIRS / name)], capture_output=True)
+            shutil.rmtree(RUN_DIRS / name, ignore_errors=True)
+        swept.append(name)
+    return swept
 
 
 def _ip(*args: str) -> None:
