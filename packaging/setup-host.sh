@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Prepare a Debian host for formnet: the packages it uses and the Podman settings this kind
 # of VM needs. Idempotent; called by `make test` and `make demo`. Needs root for apt-get.
-#   --runtime   only what a node needs to run formd (packaging/install.sh): Podman, runc and
-#               busybox-static (the base image jobs build FROM); without it also the tools the
-#               tests and benchmarks use (the wasm32-wasi C toolchain, serf, systemd-analyze).
+#   --runtime   only what a node needs to run formd (packaging/install.sh): Podman, runc,
+#               busybox-static (the base image jobs build FROM) and python3-venv; without it,
+#               also the tools the tests and benchmarks use (the wasm32-wasi C toolchain, serf,
+#               systemd-analyze).
 set -euo pipefail
 
 runtime_only=0
@@ -13,6 +14,7 @@ need=()
 command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null || need+=(runc)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)  # make install, make venv
 if [ "$runtime_only" = 0 ]; then
   command -v clang >/dev/null || need+=(clang)
   command -v wasm-ld >/dev/null || dpkg -s lld >/dev/null 2>&1 || need+=(lld)
