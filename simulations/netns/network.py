@@ -6,9 +6,9 @@
 The bridge lives in a namespace of its own, so no interface or address appears on the
 machine's real network and no packet can leave it. Namespace names carry a run id (the
 creating process's pid and a random part), so runs side by side never meet, and start() first
-sweeps away what runs whose process is gone left behind. Processes enter a host with `nsenter --net=...`, which changes
-only the network namespace: `ip netns exec` also remounts /sys, and then runc finds no cgroup
-tree and every container fails.
+sweeps away what runs whose process is gone left behind. Processes enter a host with
+`nsenter --net=...`, which changes only the network namespace: `ip netns exec` also remounts
+/sys, and then runc finds no cgroup tree and every container fails.
 
 Delay and loss (impair()): this kernel has no sch_netem, so loss is an iptables rule dropping
 inbound packets at random, and delay a relay process in each host that every inbound
@@ -104,20 +104,7 @@ class Network:
         for index, host in enumerate(self.hosts):
             self._namespace(host.name)
             port = f"v{index}"
-            _ip(
-                "link",
-                "add",
-                "eth0",
-                "netns",
-                host.name,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                port,
-                "netns",
-                self.hub,
-            )
+            _ip(*f"link add eth0 netns {host.name} type veth peer name {port} netns {self.hub}".split())
             _ip("-n", self.hub, "link", "set", port, "master", "br0", "up")
             _ip("-n", host.name, "link", "set", "lo", "up")
             _ip("-n", host.name, "addr", "add", f"{host.address}/24", "dev", "eth0")
