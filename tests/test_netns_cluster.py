@@ -4,7 +4,10 @@ its own Podman service and image store), deployed with the README's commands:
     host 0:  formd init --listen 0.0.0.0:7946 --new-cluster-key
     host i:  formd init --listen 0.0.0.0:7946 --seed <host 0>:7946 --cluster-key-file cluster.key
 
-No --advertise: each node must work out the address the others dial. Needs root (CI runs as root)."""
+(plus `--label host=a|b|c` and `--set` for the tests' fast timings). No --advertise: each node
+must work out the address the others dial. Also here: `formd init` on a namespace host with and
+without a route, the cluster harness with --netns, delay and loss, and the sweep of a run killed
+with SIGKILL. Needs root (CI runs as root)."""
 
 import json
 import subprocess
