@@ -2,14 +2,13 @@
 
 The routing table is this test's input: `routes` stands in for the kernel's answer to "which
 local address would you send from to this target" (the real one is exercised on network
-namespaces in test_netns_cluster.py)."""
+namespaces in integration/test_netns_cluster.py, `formd init` and `formd run` in
+integration/test_advertise_formd.py)."""
 
 import errno
-import json
 import socket
 
 import pytest
-from procs import Formd, formd_init
 
 from daemon.advertise import advertise_problem, choose_advertise, is_local_address, kernel_route_source
 from daemon.config import ConfigError
@@ -78,45 +77,3 @@ def test_an_advertised_address_this_host_does_not_own_is_a_problem():
     assert advertise_problem("127.0.0.1:7946", is_local_address) is None
     problem = advertise_problem("192.0.2.77:7946", is_local_address)
     assert problem is not None and "not an address of this host" in problem
-
-
-def test_init_with_a_loopback_seed_and_wildcard_listen_asks_for_advertise(tmp_path):
-    result = formd_init(
-        tmp_path / "s",
-        "--listen",
-        "0.0.0.0:7946",
-        "--seed",
-        "127.0.0.1:7947",
-        "--new-cluster-key",
-        check=False,
-    )
-    assert result.returncode == 1
-    assert "pass --advertise HOST:PORT" in result.stderr and "loopback" in result.stderr
-    assert not (tmp_path / "s").exists()  # nothing written
-
-
-def test_init_with_explicit_advertise_keeps_it(tmp_path):
-    result = formd_init(
-        tmp_path / "s",
-        "--listen",
-        "0.0.0.0:7946",
-        "--advertise",
-        "192.0.2.7:7946",
-        "--seed",
-        "127.0.0.1:7947",
-        "--new-cluster-key",
-    )
-    assert "advertising 192.0.2.7:7946" in result.stdout
-
-
-@pytest.mark.slow
-def test_formd_run_warns_once_when_the_advertised_address_is_not_its_own(tmp_path):
-    node = Formd(tmp_path / "n", "n")
-    node.init(settings={"advertise": json.dumps(f"192.0.2.7:{node.port}")})
-    try:
-        node.start()
-        log = node.log_text()
-        assert log.count("advertised address is not local") == 1, log
-        assert "192.0.2.7 is not an address of this host" in log
-    finally:
-        node.kill()

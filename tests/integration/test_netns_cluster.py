@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from procs import FORMD, compile_wasi, wait_until
+from procs import FORMD, wait_until
 from procs import job_status as status
-from test_jobs_failover import SLEEPER
+from wasm_jobs import sleeper_context
 
 from pack_manager.base_image import BASE_IMAGE
 from simulations.cluster import main as cluster_main
@@ -180,10 +180,7 @@ def test_a_job_submitted_on_a_runs_on_c_and_its_result_comes_back_through_b(host
 @pytest.mark.wasi
 def test_kill9_of_the_runner_on_one_host_fails_over_to_another_host(hosts, tmp_path):
     wait_until(lambda: converged(hosts), 30, "the cluster to be up")
-    context = tmp_path / "context"
-    context.mkdir()
-    (tmp_path / "sleeper.c").write_text(SLEEPER)
-    compile_wasi(tmp_path / "sleeper.c", context / "sleeper.wasm")
+    context = sleeper_context(tmp_path)
     a = hosts.nodes[0]
     # B and C qualify; A, which holds the context, must outlive the runner.
     job_id = a.form(
