@@ -191,19 +191,20 @@ def test_kill9_of_the_runner_on_one_host_fails_over_to_another_host(hosts, tmp_p
         "--module",
         "sleeper.wasm",
         "--cmd",
-        "8",
+        "10",
         "--label",
         "spare=yes",
     ).stdout.strip()
     wait_until(lambda: status(a, job_id)["state"] == "running", 30, "the job to be running")
     runner = next(n for n in hosts.nodes if n.node_id == status(a, job_id)["node"])
     other = next(n for n in hosts.nodes[1:] if n is not runner)
-    # Its live log, from the runner: the job is in its 8 s sleep there now (A's view may lag).
-    wait_until(lambda: "sleeping 8 s" in runner.form("logs", job_id).stdout, 20, "the job's live log")
+    # Its live log, from the runner: the job is in its 10 s sleep there now (A's view may lag).
+    wait_until(lambda: "sleeping 10 s" in runner.form("logs", job_id).stdout, 20, "the job's live log")
     runner.kill()
     wait_until(lambda: status(a, job_id)["state"] == "succeeded", 60, "the other host to finish it")
     for node in (a, other):
         seen = status(node, job_id)
-        assert seen["node"] == other.node_id and seen["attempt"] == 2, (runner.name, seen)
+        why = (runner.name, seen, a.form("explain", job_id).stdout)
+        assert seen["node"] == other.node_id and seen["attempt"] >= 2, why
     runner.start(new_session=True)  # the module's cluster stays whole for whoever runs next
     wait_until(lambda: converged(hosts), 30, "the restarted host to rejoin")
