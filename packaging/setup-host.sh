@@ -22,6 +22,8 @@ if [ "$runtime_only" = 0 ]; then
   dpkg -s libclang-rt-14-dev-wasm32 >/dev/null 2>&1 || need+=(libclang-rt-14-dev-wasm32)
   command -v serf >/dev/null || need+=(serf)
   command -v systemd-analyze >/dev/null || need+=(systemd)  # checks the installed unit
+  command -v ip >/dev/null || need+=(iproute2)              # namespace hosts (simulations/netns)
+  command -v iptables >/dev/null || need+=(iptables)        # their delay and loss
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
