@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .jobs import _call
+from .command import fail, request
 
 dataset_app = typer.Typer(
     no_args_is_help=True, help="Offer data on this node to jobs that come to it; it never leaves."
@@ -30,7 +30,7 @@ def dataset_add(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Hash NAME's files and publish a signed record of it (the data stays here)."""
-    result = _call(
+    result = request(
         ctx,
         "dataset.add",
         {
@@ -54,13 +54,13 @@ def dataset_add(
 @dataset_app.command("remove")
 def dataset_remove(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
     """Stop offering NAME from this node (its files are left alone)."""
-    _call(ctx, "dataset.remove", {"name": name})
+    request(ctx, "dataset.remove", {"name": name})
     typer.echo(f"removed {name}")
 
 
 def datasets(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """Every dataset in the cluster and the nodes holding it."""
-    result = _call(ctx, "dataset.list")
+    result = request(ctx, "dataset.list")
     if as_json:
         typer.echo(json.dumps(result, indent=2, sort_keys=True))
         return
@@ -79,8 +79,7 @@ def context_digest(directory: Path = typer.Argument(..., help="a job's context d
         try:
             digest, _ = pack_context(directory, Path(tmp) / "context.tar")
         except (ArchiveError, OSError) as exc:
-            typer.echo(f"form: context {directory}: {exc}", err=True)
-            raise typer.Exit(1) from None
+            fail(f"context {directory}: {exc}")
     typer.echo(digest)
 
 

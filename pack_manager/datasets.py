@@ -11,7 +11,8 @@ Policy (each list empty = anyone):
     allow_images      image names (matched after normalising the tag and default registry)
                       or image ids (12+ hex, a prefix of the id)
     allow_algorithms  blake3 digests of the job's algorithm: its module blob, else its context
-    allow_clients     submitting node ids (hex), until client keys exist
+    allow_clients     client public keys (hex) of jobs submitted through the HTTPS API; the
+                      submitting node's id for jobs submitted on a node's own socket
     max_output        bytes a job may bring back (outputs and log together); 0 = no cap
 """
 
@@ -168,6 +169,11 @@ class DatasetRecord:
 Catalog = Mapping[str, Mapping[bytes, DatasetRecord]]
 
 
+def client_of(spec: JobSpec) -> str:
+    """Who asks: the client key that submitted the job through the HTTPS API, else the node."""
+    return spec.client if spec.client is not None else spec.submitter.hex()
+
+
 def algorithm_digest(spec: JobSpec) -> str | None:
     """What identifies the job's algorithm: its module blob, else its context."""
     if spec.module is not None and is_digest(spec.module):
@@ -219,8 +225,9 @@ def policy_refusal(record: DatasetRecord, spec: JobSpec, image_id: str | None = 
             )
         if algorithm not in policy.allow_algorithms:
             return prefix + f"algorithm {algorithm[:12]} is not allowed"
-    if policy.allow_clients and spec.submitter.hex() not in policy.allow_clients:
-        return prefix + f"client {spec.submitter.hex()[:12]} is not allowed"
+    client = client_of(spec)
+    if policy.allow_clients and client not in policy.allow_clients:
+        return prefix + f"client {client[:12]} is not allowed"
     return None
 
 

@@ -118,6 +118,12 @@ def test_algorithms_and_clients_are_checked():
     assert f"client {SUBMITTER.hex()[:12]} is not allowed" in policy_refusal(
         record(allow_clients=("f" * 64,)), spec()
     )
+    # A job submitted through the HTTPS API is its client key's, not its node's.
+    key = "a" * 64
+    assert policy_refusal(record(allow_clients=(key,)), spec(client=key)) is None
+    assert "client aaaaaaaaaaaa is not allowed" in policy_refusal(
+        record(allow_clients=(SUBMITTER.hex(),)), spec(client=key)
+    )
     with pytest.raises(DatasetError, match="allow_clients"):
         DatasetPolicy(allow_clients=("me",))
 
