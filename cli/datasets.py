@@ -25,7 +25,9 @@ def dataset_add(
     allow_algorithm: list[str] = typer.Option(
         [], "--allow-algorithm", help="blake3 of an allowed context or module (form context-digest DIR)"
     ),
-    allow_client: list[str] = typer.Option([], "--allow-client", help="node id that may submit jobs"),
+    allow_client: list[str] = typer.Option(
+        [], "--allow-client", help="client key (HTTPS) or node id that may submit jobs"
+    ),
     max_output: Optional[str] = typer.Option(None, "--max-output", help="cap on outputs + log, e.g. 10MiB"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
