@@ -20,10 +20,9 @@ from typing import Any
 import trio
 
 from crdt_state.records import RecordError
-from crdt_state.signing import seal_record
 from daemon.control.server import ControlError, Handler, param
 from daemon.jobs.dataset_store import DatasetStore
-from daemon.jobs.loop import JobLoop, node_now_ms
+from daemon.jobs.loop import JobLoop
 from metrics_agent.units import UnitError, parse_bytes
 from pack_manager.datasets import DatasetError, DatasetPolicy, DatasetRecord, check_name
 
@@ -40,7 +39,6 @@ def _texts(params: dict[str, Any], key: str) -> tuple[str, ...]:
 class DatasetsApi:
     def __init__(self, jobs: JobLoop, store: DatasetStore) -> None:
         self.jobs = jobs
-        self.node = jobs.node
         self.store = store
         self.catalog = jobs.dataset_catalog
 
@@ -82,7 +80,7 @@ class DatasetsApi:
             files=len(manifest.files),
             description=description,
             policy=policy,
-            added_ms=node_now_ms(self.node),
+            added_ms=self.jobs.now_ms(),
         )
         try:
             await trio.to_thread.run_sync(self.store.save, manifest)
@@ -90,7 +88,7 @@ class DatasetsApi:
             raise ControlError(f"dataset {name}: {exc}") from None
         self._publish(record)
         await self.jobs.commit_durably()
-        self.node.log.info(
+        self.jobs.log.info(
             "dataset added", dataset=name, digest=manifest.digest[:12], files=len(manifest.files)
         )
         self.jobs.wake()
@@ -116,20 +114,19 @@ class DatasetsApi:
                 files=held.files,
                 description=held.description,
                 policy=held.policy,
-                added_ms=node_now_ms(self.node),
+                added_ms=self.jobs.now_ms(),
                 removed=True,
             )
         )
         self.store.remove(name)
         await self.jobs.commit_durably()
-        self.node.log.info("dataset removed", dataset=name)
+        self.jobs.log.info("dataset removed", dataset=name)
         self.jobs.wake()
         return {"name": name, "removed": True}
 
     def _publish(self, record: DatasetRecord) -> None:
         try:
-            envelope = seal_record(self.node.identity.private_key, "dataset", record.to_wire())
-            self.node.document.put_local("datasets", record.key, envelope)
+            self.jobs.write_dataset(record.key, self.jobs.sign("dataset", record.to_wire()))
         except RecordError as exc:
             raise ControlError(f"dataset record refused: {exc}") from None
 

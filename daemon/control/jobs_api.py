@@ -120,7 +120,7 @@ class JobsApi:
         offset = param(params, "offset", int)
         length = min(param(params, "length", int), 512 * 1024)
         if self.jobs.never_served(digest):
-            self.node.log.warning("dataset blob refused to a client", digest=digest[:12])
+            self.jobs.log.warning("dataset blob refused to a client", digest=digest[:12])
             raise ControlError(f"blob {digest[:12]} belongs to a dataset; datasets never leave their holder")
         try:
             data = self.blobs.read_chunk(digest, offset, length)

@@ -218,6 +218,10 @@ class JobLoop:
         """Put a cancel record this node sealed; committed by commit_durably (RecordError if refused)."""
         self.node.document.put_local("cancels", job_hex, envelope)
 
+    def write_dataset(self, key: str, envelope: bytes) -> None:
+        """Put a dataset record this node sealed; committed by commit_durably (RecordError if refused)."""
+        self.node.document.put_local("datasets", key, envelope)
+
     def job_keys(self) -> dict[str, list[str]]:
         """The keys of the job-related maps of this node's document."""
         return {name: sorted(self.node.document.items(name)) for name in ("jobs", "runs", "cancels")}
