@@ -11,7 +11,6 @@ identity, and prints the node id (64 hex) as its last line. Exit status: 0 ok, 1
 
 from __future__ import annotations
 
-import socket
 import sys
 import tomllib
 from dataclasses import replace
@@ -22,6 +21,7 @@ import trio
 import typer
 
 from daemon import config as config_file
+from daemon.advertise import default_advertise
 from daemon.config import CONFIG_NAME, DEFAULT_PORT, ConfigError, from_mapping, split_address
 from daemon.control.tls import create_certificate
 from daemon.identity import IdentityError, create_identity
@@ -57,19 +57,6 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     return values
 
 
-def _default_advertise(listen: str) -> str:
-    host, port = split_address(listen, "listen")
-    if host not in ("0.0.0.0", "::"):
-        return ""
-    try:
-        address = socket.gethostbyname(socket.gethostname())
-    except OSError as exc:
-        raise ConfigError(
-            "listen is 0.0.0.0 and this host's name does not resolve; pass --advertise host:port"
-        ) from exc
-    return f"{address}:{port}"
-
-
 @app.command()
 def init(
     state_dir: Path = typer.Option(
@@ -80,7 +67,10 @@ def init(
         None, "--http-listen", help='host:port of the HTTPS API (default 127.0.0.1:7947; "" turns it off)'
     ),
     advertise: Optional[str] = typer.Option(
-        None, "--advertise", help="host:port peers dial (default: the listen address)"
+        None,
+        "--advertise",
+        help="host:port peers dial (default: the listen address; with 0.0.0.0 or :: the local address the "
+        "kernel routes towards the first seed, or the default route's)",
     ),
     seeds: list[str] = typer.Option([], "--seed", help="host:port of a node to join through (repeatable)"),
     cluster_key_file: Optional[Path] = typer.Option(
@@ -104,7 +94,7 @@ def init(
         if http_listen is not None:
             raw["http_listen"] = http_listen
         raw["labels"] = parse_labels(labels, "--label")
-        raw["advertise"] = advertise or _default_advertise(listen)
+        raw["advertise"] = advertise or raw.get("advertise") or default_advertise(listen, seeds)
         config = from_mapping(raw)
         keyring = Keyring.load(cluster_key_file) if cluster_key_file is not None else Keyring.generate()
     except (ConfigError, RequirementsError, KeyringError) as exc:

@@ -22,6 +22,7 @@ import trio
 
 from crdt_state.document import ClusterDocument
 from crdt_state.persistence import DocumentStore
+from daemon.advertise import advertise_problem, is_local_address
 from daemon.cluster.node import Node, NodeSettings
 from daemon.config import FormdConfig
 from daemon.control.acl_api import AclApi, grant_of
@@ -127,6 +128,9 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
     held = document.get("nodes", identity.node_hex)
     incarnation = bump_incarnation(state_dir, at_least=held.node.incarnation if held and held.node else 0)
 
+    problem = await trio.to_thread.run_sync(advertise_problem, config.advertise_address, is_local_address)
+    if problem is not None:
+        log.warning("advertised address is not local", addr=config.advertise_address, reason=problem)
     transport = NetTransport(
         keyring,
         config.listen,
