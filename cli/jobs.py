@@ -31,7 +31,8 @@ _call = functools.partial(request, timeout=120)
 
 
 def _upload(ctx: typer.Context, path: Path, as_json: bool = False) -> str:
-    """Stream a file into the daemon's blob store in chunks; returns its digest."""
+    """Stream a file into the daemon's blob store (as one PUT body over HTTPS with --remote, in
+    chunks over the socket); returns its digest."""
     target = ctx.obj["socket"]
     if isinstance(target, RemoteTarget):
         return _remote(remote_blobs.upload, target, path, as_json=as_json)
