@@ -21,8 +21,7 @@ def target(tmp_path_factory):
         a = cluster.add("a")
         wait_until(lambda: len(a.nodes()) == 1, 30, "the node to be up")
         key = root / "client.key"
-        public = a.form("key", "generate", "-o", str(key)).stdout.strip().splitlines()[-1]
-        a.form("acl", "grant", public, "--role", "submit")
+        a.grant_new_client_key(key, "submit")
         remote = RemoteTarget(a.http_url, load_key(key), a.call("status")["tls_fingerprint"])
         yield a, remote
         remote.close()

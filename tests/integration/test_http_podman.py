@@ -30,8 +30,7 @@ def podman_cluster(tmp_path_factory, podman_url):
             "b to offer podman",
         )
         key = root / "client.key"
-        public = a.form("key", "generate", "-o", str(key)).stdout.strip().splitlines()[-1]
-        a.form("acl", "grant", public, "--role", "submit")
+        a.grant_new_client_key(key, "submit")
         yield cluster, key
 
 

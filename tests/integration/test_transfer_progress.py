@@ -58,8 +58,7 @@ def node_and_key(tmp_path_factory, wasm_context):
         a = cluster.add("a")
         wait_until(lambda: len(a.nodes()) == 1, 30, "the node to be up")
         key = root / "client.key"
-        public = a.form("key", "generate", "-o", str(key)).stdout.strip().splitlines()[-1]
-        a.form("acl", "grant", public, "--role", "submit")
+        a.grant_new_client_key(key, "submit")
         (root / "big.txt").write_bytes(b"progress bar text\n" * (BIG // 18 + 1))
         yield a, key, root / "big.txt"
 
