@@ -15,6 +15,8 @@ from procs import all_see, compile_wasi, wait_until
 from procs import job_status as status
 
 from cli.client import ClientError
+from cli.remote import RemoteError, RemoteTarget, load_key
+from cli.remote_blobs import download
 from daemon.jobs.blobfetch import FetchError, fetch_blob
 from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.dataset_store import DatasetStore
@@ -338,3 +340,43 @@ def test_a_removed_dataset_is_no_longer_offered(formd_cluster, patients, context
     refused = submit(c, context, "--dataset", "leaving", check=False)
     assert refused.returncode == 1 and "no node holds dataset leaving" in refused.stderr
     assert patients.exists()  # the owner's files are left alone
+
+
+def test_over_https_the_client_key_is_the_client_and_the_dataset_is_not_downloadable(
+    formd_cluster, patients, context, tmp_path
+):
+    a, b, c = formd_cluster.nodes
+    key = tmp_path / "client.key"
+    public = b.grant_new_client_key(key, "submit")
+    fingerprint = b.call("status")["tls_fingerprint"]
+    a.form("dataset", "add", "for-key", str(patients), "--allow-client", public)
+    wait_until(lambda: "for-key" in b.form("datasets").stdout, 30, "b to list the dataset")
+    # The key may use it from any node's API; node B's own socket may not.
+    remote = b.form_remote(
+        str(key),
+        fingerprint,
+        "submit",
+        str(context),
+        "--kind",
+        "wasm",
+        "--module",
+        "reader.wasm",
+        "--dataset",
+        "for-key",
+        "--cmd",
+        "count for-key",
+    )
+    allowed = final(b, job_id_of(remote))
+    assert allowed["state"] == "succeeded" and allowed["node"] == a.node_id, allowed
+    refused = final(b, job_id_of(submit(b, context, "--dataset", "for-key", "--cmd", "count for-key")))
+    assert refused["state"] == "failed" and f"client {b.node_id[:12]} is not allowed" in refused["reason"]
+    digest = [d for d in json.loads(b.form("datasets", "--json").stdout) if d["name"] == "for-key"][0][
+        "digest"
+    ]
+    target = RemoteTarget(b.http_url, load_key(key), fingerprint)
+    try:
+        with pytest.raises(RemoteError, match="belongs to a dataset"):
+            download(target, digest, tmp_path / "stolen")
+    finally:
+        target.close()
+    assert not (tmp_path / "stolen").exists() or (tmp_path / "stolen").read_bytes() == b""
