@@ -19,6 +19,7 @@ from metrics_agent.capacity import NodeCapacity
 from metrics_agent.units import format_bytes, format_cpu
 
 from .requirements import WorkloadRequirements
+from .selectors import selector_failures
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,7 @@ def check_capabilities(caps: NodeCapabilities, req: WorkloadRequirements) -> tup
                 if have is not None
                 else f"label {key}: needs {wanted!r}, node has no such label"
             )
+    reasons.extend(selector_failures(req.selectors, caps.labels))
     if req.cpu_millicores > caps.cpu_millicores:
         reasons.append(
             f"cpu: needs {format_cpu(req.cpu_millicores)}, node has {format_cpu(caps.cpu_millicores)}"

@@ -4,7 +4,7 @@ blob.put   {"digest", "size", "offset", "data": b64}  -> {"offset", "complete"} 
 blob.read  {"digest", "offset", "length"}              -> {"size", "data": b64}
 job.limits {}                                       -> {"max_context_bytes", "max_input_bytes"}
 job.submit {"kind", "context", "containerfile", "image", "command", "module", "inputs": [[name, digest]],
-            "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer"},
+            "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer", "select"},
             "timeout_ms", "env", "network", "replicas", "prefer_local_inputs"}  -> {"id"}   (durable before the reply)
 job.submit-many {"jobs": [job.submit params, ...]}    -> {"ids": [...]}  (all or none; one fsync)
 job.status {"job": id or prefix >= 8 hex}              -> status object (see `status_object`)
@@ -194,6 +194,7 @@ class JobsApi:
                 executor="wasm" if kind == "wasm" else "podman",
                 labels=raw_req.get("labels") or [],
                 preferred=raw_req.get("prefer") or [],
+                select=_opt_list(raw_req, "select"),
             )
             inputs = tuple(
                 JobInput(str(n), str(d)) for n, d in param(params, "inputs", list, optional=True, default=[])
@@ -449,6 +450,13 @@ def _named_digests(request: Any) -> set[str]:
     if isinstance(inputs, list):
         named += [item[1] for item in inputs if isinstance(item, (list, tuple)) and len(item) == 2]
     return {d for d in named if isinstance(d, str) and is_digest(d)}
+
+
+def _opt_list(raw: dict, key: str) -> list[str]:
+    value = raw.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise RequirementsError(f"{key}: expected a list of text")
+    return value
 
 
 def _opt_str(raw: dict, key: str) -> str | None:
