@@ -129,6 +129,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         lambda: tuple(e for e in probe_executors(config.podman_url or None) if e in config.executors)
     )
     capabilities = await trio.to_thread.run_sync(collect_capabilities, state_dir, config.labels, executors)
+    capabilities = replace(capabilities, region=config.region).with_named(config.named_capabilities)
 
     jobs: JobLoop | None = None
 

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
+from .named_capabilities import CapabilityNameError, check_named
 from .wire import WireError, need_int, need_list, need_map, need_str, need_str_map
 
 KNOWN_EXECUTORS = ("podman", "wasm")
+MAX_REGION = 64
+_REGION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_region(region: object, what: str = "region") -> str:
+    if not isinstance(region, str) or not _REGION.match(region):
+        raise ValueError(
+            f"{what}: {region!r} is not a region name (letters, digits, '.', '_', '-'; at most {MAX_REGION})"
+        )
+    return region
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +71,9 @@ class NodeCapabilities:
     gpus: tuple[GpuInfo, ...] = ()
     executors: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    region: str = ""  # "" when the node names none
+    # Named capabilities (metrics_agent/named_capabilities.py) -> max_concurrency (slots).
+    named: Mapping[str, int] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -74,6 +89,9 @@ class NodeCapabilities:
             "gpus": [gpu.to_wire() for gpu in self.gpus],
             "executors": list(self.executors),
             "labels": dict(self.labels),
+            # Written only when set, so a node without them keeps the record it had.
+            **({"region": self.region} if self.region else {}),
+            **({"named": dict(self.named)} if self.named else {}),
         }
 
     @classmethod
@@ -95,7 +113,31 @@ class NodeCapabilities:
             gpus=tuple(GpuInfo.from_wire(gpu) for gpu in need_list(record, "gpus", limit=64)),
             executors=tuple(executors),
             labels=need_str_map(record, "labels"),
+            region=_region(record),
+            named=_named(record),
         )
 
     def with_labels(self, labels: Mapping[str, str]) -> "NodeCapabilities":
         return replace(self, labels=dict(labels))
+
+    def with_named(self, named: Mapping[str, int]) -> "NodeCapabilities":
+        return replace(self, named=dict(sorted(named.items())))
+
+
+def _region(record: Mapping[str, Any]) -> str:
+    if "region" not in record:
+        return ""
+    try:
+        return check_region(record.get("region"))
+    except ValueError as exc:
+        raise WireError(str(exc)) from exc
+
+
+def _named(record: Mapping[str, Any]) -> dict[str, int]:
+    if "named" not in record:
+        return {}
+    raw = need_map(record.get("named"), "named")
+    try:
+        return check_named(raw, "named")
+    except CapabilityNameError as exc:
+        raise WireError(str(exc)) from exc

@@ -11,7 +11,8 @@ from typing import Any, Mapping
 
 import msgpack
 
-from metrics_agent.capabilities import KNOWN_EXECUTORS
+from metrics_agent.capabilities import KNOWN_EXECUTORS, MAX_REGION, check_region
+from metrics_agent.named_capabilities import MAX_NAMED, check_pattern
 from metrics_agent.units import MAX_BYTES, MAX_MILLICORES, UnitError, parse_bytes, parse_cpu
 from metrics_agent.wire import WireError, need_int, need_list, need_map, need_str, need_str_map
 
@@ -38,6 +39,8 @@ class WorkloadRequirements:
     labels: Mapping[str, str] = field(default_factory=dict)  # required: k=v must match
     preferred_labels: Mapping[str, str] = field(default_factory=dict)  # break ties, never exclude
     selectors: tuple[Selector, ...] = ()  # required: every one must hold (pack_manager.selectors)
+    capabilities: tuple[str, ...] = ()  # named-capability patterns, one slot of each (sorted, unique)
+    region: str | None = None
 
     def __post_init__(self) -> None:
         _check(self)
@@ -56,6 +59,8 @@ class WorkloadRequirements:
         labels: list[str] | Mapping[str, str] = (),
         preferred: list[str] | Mapping[str, str] = (),
         select: list[str] | tuple[str, ...] = (),
+        capabilities: list[str] | tuple[str, ...] = (),
+        region: str | None = None,
     ) -> "WorkloadRequirements":
         try:
             return cls(
@@ -69,6 +74,8 @@ class WorkloadRequirements:
                 labels=parse_labels(labels, "label"),
                 preferred_labels=parse_labels(preferred, "prefer"),
                 selectors=parse_selectors(list(select)),
+                capabilities=tuple(sorted(set(capabilities))),
+                region=region or None,
             )
         except (UnitError, SelectorError) as exc:
             raise RequirementsError(str(exc)) from exc
@@ -86,6 +93,8 @@ class WorkloadRequirements:
             "preferred_labels": dict(self.preferred_labels),
             # Written only when set, so specs without them keep the bytes (and ids) they had.
             **({"selectors": [s.text for s in self.selectors]} if self.selectors else {}),
+            **({"capabilities": list(self.capabilities)} if self.capabilities else {}),
+            **({"region": self.region} if self.region else {}),
         }
 
     @classmethod
@@ -103,6 +112,10 @@ class WorkloadRequirements:
                 labels=need_str_map(record, "labels"),
                 preferred_labels=need_str_map(record, "preferred_labels"),
                 selectors=_wire_selectors(record),
+                capabilities=tuple(need_list(record, "capabilities", limit=MAX_NAMED))
+                if "capabilities" in record
+                else (),
+                region=need_str(record, "region", limit=MAX_REGION) if "region" in record else None,
             )
         except (WireError, SelectorError) as exc:
             raise RequirementsError(f"requirements: {exc}") from exc
@@ -140,6 +153,20 @@ def parse_labels(items: list[str] | Mapping[str, str], what: str) -> dict[str, s
             raise RequirementsError(f"{what}: {key!r} given twice with different values")
         labels[key] = value
     return labels
+
+
+def _check_named(req: WorkloadRequirements) -> None:
+    if not isinstance(req.capabilities, tuple) or len(req.capabilities) > MAX_NAMED:
+        raise RequirementsError(f"capability: at most {MAX_NAMED} named capabilities")
+    try:
+        for pattern in req.capabilities:
+            check_pattern(pattern)
+        if req.region is not None:
+            check_region(req.region)
+    except ValueError as exc:
+        raise RequirementsError(str(exc)) from exc
+    if list(req.capabilities) != sorted(set(req.capabilities)):
+        raise RequirementsError("capability: names must be sorted without duplicates")
 
 
 def _wire_selectors(record: Mapping[str, Any]) -> tuple[Selector, ...]:
@@ -180,6 +207,7 @@ def _check(req: WorkloadRequirements) -> None:
     # Re-validate label maps so a directly-constructed value obeys the same rules as parsed input.
     parse_labels(dict(req.labels), "label")
     parse_labels(dict(req.preferred_labels), "prefer")
+    _check_named(req)
     if not isinstance(req.selectors, tuple) or not all(isinstance(s, Selector) for s in req.selectors):
         raise RequirementsError("select: expected a tuple of parsed selectors")
     try:

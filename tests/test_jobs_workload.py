@@ -2,21 +2,28 @@
 selectors, named capabilities with concurrency slots, region, placement keys."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from procs import Cluster, all_see, wait_until
 from procs import job_status as status
 from test_jobs_cluster import LOOP_FOREVER, submit_wasm, wasm_context  # noqa: F401 - fixture
 
+from daemon.config import load as load_config
+
 pytestmark = pytest.mark.slow
+LLAMA = "inference:llama3"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     with Cluster(tmp_path_factory.mktemp("workload")) as cluster:
-        seed = cluster.add("a", labels=["zone=a", "gpus=1"])
-        cluster.add("b", seed=seed, labels=["zone=b", "gpus=4"])
-        cluster.add("c", seed=seed, labels=["zone=c"])
+        seed = cluster.add(
+            "a", labels=["zone=a", "gpus=1"], init_args=["--region", "eu", "--capability", f"{LLAMA}=2"]
+        )
+        cluster.add("b", seed=seed, labels=["zone=b", "gpus=4"], init_args=["--region", "us"])
+        cluster.add("c", seed=seed, labels=["zone=c"], init_args=["--region", "eu"])
         ids = [n.node_id for n in cluster.nodes]
         wait_until(lambda: all_see(cluster.nodes, ids), 30, "all three nodes to see each other")
         yield cluster
@@ -51,3 +58,97 @@ def test_selectors_choose_the_node_and_name_the_failed_requirement(cluster, wasm
     assert refused.returncode == 1
     assert "select 'gpus>many': > compares whole numbers" in refused.stderr
     assert json.loads(a.form("jobs", "--json").stdout)  # formd still answers
+
+
+def loop_context(tmp_path: Path) -> Path:
+    context = tmp_path / "loop"
+    context.mkdir()
+    (context / "loop.wat").write_text(LOOP_FOREVER)
+    return context
+
+
+def submit_loop(node, context: Path, *extra: str) -> str:
+    return node.form("submit", str(context), "--kind", "wasm", "--module", "loop.wat", *extra).stdout.strip()
+
+
+def most_at_once(intervals: list[tuple[str, str]]) -> int:
+    """The largest number of [start, end] intervals that overlap (ISO times sort as text)."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_capability_slots_are_respected_under_concurrent_submits(cluster, tmp_path):
+    a, b, c = cluster.nodes[:3]
+    context = loop_context(tmp_path)
+    with ThreadPoolExecutor(6) as pool:  # from two nodes at once; only a offers the capability
+        ids = list(
+            pool.map(
+                lambda node: submit_loop(node, context, "--capability", LLAMA, "--timeout", "5s"),
+                [b, c, b, c, b],
+            )
+        )
+
+    def someone_waits_for_a_slot():
+        jobs = b.call("job.list", {})
+        return any(
+            "capability inference:llama3: 2 of 2 in use" in j["reason"] for j in jobs if j["id"] in ids
+        )
+
+    wait_until(someone_waits_for_a_slot, 60, "a job to wait for a capability slot")
+    published = wait_until(
+        lambda: next(n for n in b.call("nodes") if n["id"] == a.node_id)["capacity"].get(
+            "capabilities_in_use"
+        ),
+        30,
+        "b to see a's slots in use",
+    )
+    assert 1 <= published[LLAMA] <= 2
+    table = c.form("nodes").stdout
+    assert "inference:llama3" in table and "eu" in table
+    ended = [
+        wait_until(lambda j=j: (s := status(c, j))["state"] == "timed_out" and s, 90, "the loops to time out")
+        for j in ids
+    ]
+    assert {s["node"] for s in ended} == {a.node_id}
+    assert most_at_once([(s["started_at"], s["finished_at"]) for s in ended]) == 2
+
+
+def test_region_limits_where_a_job_runs(cluster, wasm_context):  # noqa: F811
+    a, b, c = cluster.nodes[:3]
+    seen = final(a, submit_wasm(a, wasm_context, "--region", "us").stdout.strip())
+    assert (seen["state"], seen["node"]) == ("succeeded", b.node_id)
+    seen = final(c, submit_wasm(a, wasm_context, "--region", "mars").stdout.strip())
+    assert seen["state"] == "unschedulable"
+    assert all("region: needs 'mars'" in reason for reason in seen["reasons"])
+
+
+def test_capabilities_set_at_runtime_are_persisted_published_and_removable(cluster, wasm_context):  # noqa: F811
+    a, b, c = cluster.nodes[:3]
+    assert c.form("capability", "set", "video:h264", "--max", "1").stdout.strip() == "video:h264=1"
+    assert load_config(c.state_dir).named_capabilities == {"video:h264": 1}
+    wait_until(
+        lambda: next(n for n in a.nodes() if n["id"] == c.node_id)["capabilities"].get("named"),
+        30,
+        "a to see c's capability",
+    )
+    seen = final(b, submit_wasm(a, wasm_context, "--capability", "video:*").stdout.strip())
+    assert (seen["state"], seen["node"]) == ("succeeded", c.node_id)
+
+    refused = c.form("capability", "set", "video h264", "--max", "1", check=False)
+    assert refused.returncode == 1 and "not a capability name" in refused.stderr
+    assert c.form("capability", "remove", "video:h264").stdout.strip() == "(no capabilities)"
+    assert load_config(c.state_dir).named_capabilities == {}
+    wait_until(
+        lambda: not next(n for n in a.nodes() if n["id"] == c.node_id)["capabilities"].get("named"),
+        30,
+        "a to see c's capability gone",
+    )
+    seen = final(a, submit_wasm(a, wasm_context, "--capability", "video:*").stdout.strip())
+    assert seen["state"] == "unschedulable"
+    assert (
+        f"node {c.node_id[:12]}: capability video:*: node does not offer it (offers none)" in seen["reasons"]
+    )

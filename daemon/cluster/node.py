@@ -324,6 +324,10 @@ class Node:
         self.capabilities = self.capabilities.with_labels(labels)
         self.publish(durable=True)
 
+    def set_named_capabilities(self, named: dict[str, int]) -> None:
+        self.capabilities = self.capabilities.with_named(named)
+        self.publish(durable=True)
+
     # ---- incoming -----------------------------------------------------------------------------
 
     async def handle(self, sender: str, payload: bytes) -> bytes | str | None:
@@ -712,6 +716,9 @@ class Node:
                     "version": record.version,
                     "updated_ms": record.updated_ms,
                     "labels": _text_map(capabilities.get("labels")),
+                    "region": capabilities.get("region")
+                    if isinstance(capabilities.get("region"), str)
+                    else "",
                     "executors": [e for e in capabilities.get("executors", []) if isinstance(e, str)]
                     if isinstance(capabilities.get("executors"), list)
                     else [],
@@ -747,6 +754,8 @@ class Node:
             "bytes_received": self.transport.bytes_received,
             "frames_dropped": self.transport.dropped,
             "labels": dict(self.capabilities.labels),
+            "region": self.capabilities.region,
+            "capabilities": dict(self.capabilities.named),
         }
 
 

@@ -4,7 +4,8 @@ blob.put   {"digest", "size", "offset", "data": b64}  -> {"offset", "complete"} 
 blob.read  {"digest", "offset", "length"}              -> {"size", "data": b64}
 job.limits {}                                       -> {"max_context_bytes", "max_input_bytes"}
 job.submit {"kind", "context", "containerfile", "image", "command", "module", "inputs": [[name, digest]],
-            "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer", "select"},
+            "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer", "select",
+                             "capabilities", "region"},
             "timeout_ms", "env", "network", "replicas", "prefer_local_inputs"}  -> {"id"}   (durable before the reply)
 job.submit-many {"jobs": [job.submit params, ...]}    -> {"ids": [...]}  (all or none; one fsync)
 job.status {"job": id or prefix >= 8 hex}              -> status object (see `status_object`)
@@ -195,6 +196,8 @@ class JobsApi:
                 labels=raw_req.get("labels") or [],
                 preferred=raw_req.get("prefer") or [],
                 select=_opt_list(raw_req, "select"),
+                capabilities=_opt_list(raw_req, "capabilities"),
+                region=_opt_str(raw_req, "region"),
             )
             inputs = tuple(
                 JobInput(str(n), str(d)) for n, d in param(params, "inputs", list, optional=True, default=[])

@@ -49,6 +49,7 @@ from pack_manager import scheduling
 from pack_manager.executors import run_job
 from pack_manager.executors.base import ExecutionResult, Executor, ExecutorLimits
 from pack_manager.executors.staging import remove_tree
+from pack_manager.fit import capability_slots
 from pack_manager.jobspec import JobSpec
 from pack_manager.jobstate import (
     CANCELLED,
@@ -407,7 +408,14 @@ class JobLoop:
             if report is None:
                 return
             req = job.spec.requirements
-            self.reservations[job_hex] = Reservation(req.cpu_millicores, req.memory_bytes, req.disk_bytes)
+            slots = (
+                capability_slots(self.node.capabilities, self._own_capacity, req)
+                if self._own_capacity
+                else ()
+            )
+            self.reservations[job_hex] = Reservation(
+                req.cpu_millicores, req.memory_bytes, req.disk_bytes, capabilities=slots
+            )
             self._own_capacity = self.own_capacity()
             running = Running(trio.Event())
             self.running[job_hex] = running
