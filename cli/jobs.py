@@ -97,6 +97,11 @@ def submit(
     prefer_local_inputs: bool = typer.Option(
         False, "--prefer-local-inputs", help="rank nodes that already hold the context/inputs first"
     ),
+    placement_key: Optional[str] = typer.Option(
+        None,
+        "--placement-key",
+        help="rank nodes by this key instead of the job id (jobs sharing it land together)",
+    ),
     wait: bool = typer.Option(False, "--wait", help="wait for a final state; exit 1 unless it succeeded"),
     follow: bool = typer.Option(False, "--follow", help="stream the log meanwhile (implies --wait)"),
     as_json: bool = typer.Option(False, "--json"),
@@ -165,6 +170,7 @@ def submit(
         "network": network,
         "replicas": replicas,
         "prefer_local_inputs": prefer_local_inputs,
+        "placement_key": placement_key,
     }
     job_id = _call(ctx, "job.submit", params)["id"]
     if not (wait or follow):
@@ -261,6 +267,8 @@ def explain(
     from .render import explain_table, print_table  # noqa: PLC0415
 
     prefer = "  prefer-local-inputs" if result.get("prefer_local_inputs") else ""
+    if result.get("placement_key") is not None:
+        prefer += f"  placement-key {result['placement_key']!r}"
     typer.echo(
         f"job {result['id']}  policy {result['policy']}{prefer}  state {result['state']}: {result['reason']}"
     )

@@ -17,6 +17,7 @@ import msgpack
 
 from metrics_agent.wire import WireError, need_int, need_list, need_map, need_str, need_str_map
 
+from .placement import MAX_KEY_CHARS
 from .requirements import RequirementsError, WorkloadRequirements
 
 KINDS = ("build", "run", "wasm")
@@ -66,6 +67,8 @@ class JobSpec:
     # Rank nodes that already hold the job's blobs first (after preferred labels); who holds
     # what comes from the document (see pack_manager.scheduling.order_nodes).
     prefer_local_inputs: bool = False
+    # Rank nodes by this key instead of the job id (pack_manager.placement.ranking_id).
+    placement_key: str | None = None
     # pack()'s bytes, made once (a spec is not changed once made): a submit packs it to seal
     # the record and again to name the job.
     _packed: bytes | None = field(default=None, init=False, repr=False, compare=False)
@@ -97,6 +100,7 @@ class JobSpec:
             "keep_image": self.keep_image,
             # Written only when set, so specs without it keep the bytes (and ids) they had.
             **({"prefer_local_inputs": True} if self.prefer_local_inputs else {}),
+            **({"placement_key": self.placement_key} if self.placement_key is not None else {}),
         }
 
     @classmethod
@@ -136,6 +140,7 @@ class JobSpec:
                 prefer_local_inputs=_need_bool(record, "prefer_local_inputs")
                 if "prefer_local_inputs" in record
                 else False,
+                placement_key=need_str(record, "placement_key", limit=MAX_KEY_CHARS, optional=True),
             )
         except (WireError, RequirementsError) as exc:
             raise JobSpecError(f"job spec: {exc}") from exc
@@ -215,6 +220,10 @@ def _check(spec: JobSpec) -> None:
         raise JobSpecError("nonce: must be 16 bytes")
     if not isinstance(spec.prefer_local_inputs, bool):
         raise JobSpecError("prefer_local_inputs: expected true or false")
+    if spec.placement_key is not None and (
+        not _clean_text(spec.placement_key) or not 1 <= len(spec.placement_key) <= MAX_KEY_CHARS
+    ):
+        raise JobSpecError(f"placement_key: 1 to {MAX_KEY_CHARS} characters of text without NUL")
     if spec.context is not None and not is_digest(spec.context):
         raise JobSpecError(f"context: {spec.context!r} is not a blake3 hex digest")
     check_relative_path(spec.containerfile, "containerfile")

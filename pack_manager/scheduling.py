@@ -35,7 +35,7 @@ from .jobstate import (
     UNSCHEDULABLE,
     RunReport,
 )
-from .placement import DEFAULT_POLICY, rank, rank_with_preferences
+from .placement import DEFAULT_POLICY, rank, rank_with_preferences, ranking_id
 
 LIVE_STATUSES = ("alive", "suspect")  # a suspect node keeps its place until it is declared dead
 
@@ -101,7 +101,8 @@ def _short(node_id: bytes) -> str:
 
 
 def order_nodes(job: JobView, nodes: Mapping[bytes, NodeView], policy: str = DEFAULT_POLICY) -> list[bytes]:
-    """Every known node in placement order, capable or not: nodes matching more preferred
+    """Every known node in placement order (by the job's placement key when it has one, else
+    its id), capable or not: nodes matching more preferred
     labels first; among those, with prefer_local_inputs, nodes holding more of the job's blobs
     (so the inputs need not travel); then the policy's order. Holdings come from the
     replicated document, never from a node's own disk, so every node orders alike."""
@@ -109,12 +110,12 @@ def order_nodes(job: JobView, nodes: Mapping[bytes, NodeView], policy: str = DEF
     if not req.preferred_labels and not (job.spec.prefer_local_inputs and job.holdings):
         # Every score would be 0: the policy's order alone, sorted in C rather than by a Python
         # key per node (half the cost at 1000 nodes; every node ranks every job it sees).
-        return rank(job.job_id, nodes.keys(), policy)
+        return rank(ranking_id(job.job_id, job.spec.placement_key), nodes.keys(), policy)
     scores = {node_id: preference_score(view.capabilities, req) for node_id, view in nodes.items()}
     if job.spec.prefer_local_inputs and job.holdings:
         weight = 1 + max(job.holdings.values())  # a label match outweighs any number of blobs
         scores = {node_id: score * weight + job.holdings.get(node_id, 0) for node_id, score in scores.items()}
-    return rank_with_preferences(job.job_id, scores, policy)
+    return rank_with_preferences(ranking_id(job.job_id, job.spec.placement_key), scores, policy)
 
 
 def _holders(job: JobView, nodes: Mapping[bytes, NodeView]) -> set[bytes]:

@@ -11,6 +11,7 @@ from procs import job_status as status
 from test_jobs_cluster import LOOP_FOREVER, submit_wasm, wasm_context  # noqa: F401 - fixture
 
 from daemon.config import load as load_config
+from pack_manager.placement import rank, ranking_id
 
 pytestmark = pytest.mark.slow
 LLAMA = "inference:llama3"
@@ -152,3 +153,19 @@ def test_capabilities_set_at_runtime_are_persisted_published_and_removable(clust
     assert (
         f"node {c.node_id[:12]}: capability video:*: node does not offer it (offers none)" in seen["reasons"]
     )
+
+
+def test_jobs_sharing_a_placement_key_land_on_the_same_node(cluster, wasm_context):  # noqa: F811
+    a, b, c = cluster.nodes[:3]
+    ids = [bytes.fromhex(n.node_id) for n in (a, b, c)]
+    # Two keys whose first-ranked node differs, so the test shows the key (not chance) decides.
+    keys = {}
+    for number in range(50):
+        keys.setdefault(rank(ranking_id(b"", f"dataset-{number}"), ids)[0].hex(), f"dataset-{number}")
+    assert len(keys) >= 2
+    for runner, key in list(keys.items())[:2]:
+        jobs = [submit_wasm(node, wasm_context, "--placement-key", key).stdout.strip() for node in (a, b, c)]
+        assert {final(a, job_id)["node"] for job_id in jobs} == {runner}
+        explained = json.loads(b.form("explain", jobs[0], "--json").stdout)
+        assert explained["placement_key"] == key
+        assert explained["nodes"][0]["node"] == runner

@@ -6,7 +6,7 @@ job.limits {}                                       -> {"max_context_bytes", "ma
 job.submit {"kind", "context", "containerfile", "image", "command", "module", "inputs": [[name, digest]],
             "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer", "select",
                              "capabilities", "region"},
-            "timeout_ms", "env", "network", "replicas", "prefer_local_inputs"}  -> {"id"}   (durable before the reply)
+            "timeout_ms", "env", "network", "replicas", "prefer_local_inputs", "placement_key"}  -> {"id"}   (durable before the reply)
 job.submit-many {"jobs": [job.submit params, ...]}    -> {"ids": [...]}  (all or none; one fsync)
 job.status {"job": id or prefix >= 8 hex}              -> status object (see `status_object`)
 job.list   {"state": optional}                         -> [status object, ...]
@@ -218,6 +218,7 @@ class JobsApi:
                 network=param(params, "network", bool, optional=True, default=False),
                 replicas=param(params, "replicas", int, optional=True, default=1),
                 prefer_local_inputs=param(params, "prefer_local_inputs", bool, optional=True, default=False),
+                placement_key=param(params, "placement_key", str, optional=True),
             )
         except (RequirementsError, JobSpecError, TypeError, ValueError) as exc:
             raise ControlError(str(exc)) from None
@@ -374,6 +375,7 @@ class JobsApi:
             "id": job.job_hex,
             "policy": self.jobs.policy,
             "prefer_local_inputs": job.spec.prefer_local_inputs,
+            "placement_key": job.spec.placement_key,
             "blobs": len(set(self.jobs.spec_blobs(job.spec))),
             "state": status["state"],
             "reason": status["reason"],
