@@ -4,9 +4,10 @@ blob.put   {"digest", "size", "offset", "data": b64}  -> {"offset", "complete"} 
 blob.read  {"digest", "offset", "length"}              -> {"size", "data": b64}
 job.limits {}                                       -> {"max_context_bytes", "max_input_bytes"}
 job.submit {"kind", "context", "containerfile", "image", "command", "module", "inputs": [[name, digest]],
-            "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer", "select",
-                             "capabilities", "region"},
-            "timeout_ms", "env", "network", "replicas", "prefer_local_inputs", "placement_key"}  -> {"id"}   (durable before the reply)
+            "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer",
+                             "select", "capabilities", "region"},
+            "timeout_ms", "env", "network", "replicas", "prefer_local_inputs", "placement_key"}
+           -> {"id"}   (durable before the reply)
 job.submit-many {"jobs": [job.submit params, ...]}    -> {"ids": [...]}  (all or none; one fsync)
 job.status {"job": id or prefix >= 8 hex}              -> status object (see `status_object`)
 job.list   {"state": optional}                         -> [status object, ...]
