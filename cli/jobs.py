@@ -59,19 +59,51 @@ def _upload(ctx: typer.Context, path: Path) -> str:
             offset = reply["offset"]
 
 
+# Submit options a job file may set too (pack_manager/jobfile.py), with their defaults.
+SUBMIT_DEFAULTS: dict[str, Any] = {
+    "context": None,
+    "file": "Containerfile",
+    "kind": "build",
+    "image": None,
+    "cmd": None,
+    "module": None,
+    "input": [],
+    "cpu": None,
+    "memory": None,
+    "disk": None,
+    "gpu": None,
+    "gpu_model": None,
+    "gpu_memory": None,
+    "label": [],
+    "prefer": [],
+    "select": [],
+    "capability": [],
+    "region": None,
+    "placement_key": None,
+    "env": [],
+    "timeout": "1h",
+    "replicas": 1,
+    "network": False,
+    "prefer_local_inputs": False,
+}
+
+
 def submit(
     ctx: typer.Context,
-    context_dir: Path = typer.Argument(..., help="directory packed as the job's context"),
-    containerfile: str = typer.Option(
-        "Containerfile", "-f", "--file", help="Containerfile inside the context (build)"
+    context: Optional[Path] = typer.Argument(
+        None, help="directory packed as the job's context (with --spec: default the file's directory)"
     ),
-    kind: str = typer.Option("build", "--kind", help="build | run | wasm"),
+    job_file: Optional[Path] = typer.Option(
+        None, "--spec", help="job file (TOML): keys named like these options; flags given here override it"
+    ),
+    file: Optional[str] = typer.Option(None, "-f", "--file", help="Containerfile inside the context (build)"),
+    kind: Optional[str] = typer.Option(None, "--kind", help="build | run | wasm"),
     image: Optional[str] = typer.Option(None, "--image", help="local image (run)"),
     cmd: Optional[str] = typer.Option(
         None, "--cmd", help="command, split like a shell would (run; wasm arguments)"
     ),
     module: Optional[str] = typer.Option(None, "--module", help="wasm module: a path inside the context"),
-    inputs: list[Path] = typer.Option([], "--input", help="file placed at /data/inputs/<name>"),
+    input: list[Path] = typer.Option([], "--input", help="file placed at /data/inputs/<name>"),
     cpu: Optional[str] = typer.Option(None, "--cpu"),
     memory: Optional[str] = typer.Option(None, "--memory"),
     disk: Optional[str] = typer.Option(None, "--disk"),
@@ -91,88 +123,34 @@ def submit(
         help="named capability the node must offer, one slot held while it runs; prefix:* matches",
     ),
     region: Optional[str] = typer.Option(None, "--region", help="the region the node must be in"),
-    timeout: str = typer.Option("1h", "--timeout"),
-    replicas: int = typer.Option(1, "--replicas"),
-    network: bool = typer.Option(False, "--network"),
-    prefer_local_inputs: bool = typer.Option(
-        False, "--prefer-local-inputs", help="rank nodes that already hold the context/inputs first"
-    ),
     placement_key: Optional[str] = typer.Option(
         None,
         "--placement-key",
         help="rank nodes by this key instead of the job id (jobs sharing it land together)",
     ),
+    env: list[str] = typer.Option([], "--env", help="K=V set in the job's environment (repeatable)"),
+    timeout: Optional[str] = typer.Option(None, "--timeout", help="default 1h"),
+    replicas: Optional[int] = typer.Option(None, "--replicas"),
+    network: Optional[bool] = typer.Option(None, "--network/--no-network"),
+    prefer_local_inputs: Optional[bool] = typer.Option(
+        None,
+        "--prefer-local-inputs/--no-prefer-local-inputs",
+        help="rank nodes that already hold the context/inputs first",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="write nothing; print the ranked table this node computes for the job"
+    ),
     wait: bool = typer.Option(False, "--wait", help="wait for a final state; exit 1 unless it succeeded"),
     follow: bool = typer.Option(False, "--follow", help="stream the log meanwhile (implies --wait)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Pack CONTEXT_DIR (and inputs) into the local store, write the signed job, print its id."""
-    from metrics_agent.units import UnitError, parse_duration  # noqa: PLC0415
-
-    try:
-        timeout_s = parse_duration(timeout)
-    except UnitError as exc:
-        _fail(f"--timeout: {exc}")
-    if not context_dir.is_dir():
-        _fail(f"context {context_dir} is not a directory")
-    try:
-        command = shlex.split(cmd) if cmd else []
-    except ValueError as exc:
-        _fail(f"--cmd: {exc}")
-    for item in inputs:
-        if not item.is_file():
-            _fail(f"input {item} is not a file")
-    # The daemon's limits (formd.toml), checked here first so nothing is uploaded in vain.
-    limits = _call(ctx, "job.limits")
-    max_context, max_inputs = limits["max_context_bytes"], limits["max_input_bytes"]
-    total_inputs = sum(item.stat().st_size for item in inputs)
-    if total_inputs > max_inputs:
-        _fail(f"inputs hold {total_inputs:,} bytes together, over the node's {max_inputs:,}-byte limit")
-    content = _content_bytes(context_dir)
-    if content > max_context:
-        _fail(
-            f"context {context_dir} holds {content:,} bytes of files, over the node's {max_context:,}-byte limit"
-        )
-    with tempfile.TemporaryDirectory(prefix="form-submit-") as tmp:
-        tar = Path(tmp) / "context.tar"
-        try:
-            _, size = pack_context(context_dir, tar)
-        except (ArchiveError, OSError) as exc:
-            _fail(f"context {context_dir}: {exc}")
-        if size > max_context:
-            _fail(
-                f"context {context_dir} packs to {size:,} bytes, over the node's {max_context:,}-byte limit"
-            )
-        context = _upload(ctx, tar)
-    uploaded = [[item.name, _upload(ctx, item)] for item in inputs]
-    params = {
-        "kind": kind,
-        "context": context,
-        "containerfile": containerfile,
-        "image": image,
-        "command": command,
-        "module": module,
-        "inputs": uploaded,
-        "requirements": {
-            "cpu": cpu,
-            "memory": memory,
-            "disk": disk,
-            "gpu": gpu,
-            "gpu_model": gpu_model,
-            "gpu_memory": gpu_memory,
-            "labels": label,
-            "prefer": prefer,
-            "select": select,
-            "capabilities": capability,
-            "region": region,
-        },
-        "timeout_ms": int(timeout_s * 1000),
-        "network": network,
-        "replicas": replicas,
-        "prefer_local_inputs": prefer_local_inputs,
-        "placement_key": placement_key,
-    }
-    job_id = _call(ctx, "job.submit", params)["id"]
+    """Pack the context (and inputs) into the local store, write the signed job, print its id."""
+    given = {key: value for key, value in locals().items() if key in SUBMIT_DEFAULTS}
+    options = _submit_options(given, job_file)
+    if dry_run:
+        _dry_run(ctx, options, as_json)
+        return
+    job_id = _call(ctx, "job.submit", _submit_params(ctx, options, upload=True))["id"]
     if not (wait or follow):
         typer.echo(json.dumps({"id": job_id}) if as_json else job_id)
         return
@@ -187,6 +165,115 @@ def submit(
         typer.echo(f"{status['state']}: {status['reason']}")
     if status["state"] != "succeeded":
         raise typer.Exit(1)
+
+
+def _submit_options(given: dict[str, Any], job_file: Path | None) -> dict[str, Any]:
+    """The job file's values, the flags given on top, the defaults for the rest."""
+    from pack_manager.jobfile import JobFileError, load_job_file  # noqa: PLC0415
+
+    options = dict(SUBMIT_DEFAULTS)
+    if job_file is not None:
+        try:
+            from_file = load_job_file(job_file)
+        except JobFileError as exc:
+            _fail(str(exc))
+        if "env" in from_file:
+            from_file["env"] = [f"{k}={v}" for k, v in from_file["env"].items()]
+        options.update(from_file)
+    options.update({key: value for key, value in given.items() if value is not None and value != []})
+    if isinstance(options["cmd"], str):
+        try:
+            options["cmd"] = shlex.split(options["cmd"])
+        except ValueError as exc:
+            _fail(f"--cmd: {exc}")
+    if options["context"] is None:
+        _fail("give the context directory (or --spec FILE, whose directory is the default)")
+    return options
+
+
+def _dry_run(ctx: typer.Context, options: dict[str, Any], as_json: bool) -> None:
+    result = _call(ctx, "job.plan", _submit_params(ctx, options, upload=False))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    from .render import explain_table, print_table  # noqa: PLC0415
+
+    typer.echo(f"dry run: nothing written; {result['note']}")
+    print_table(explain_table(result["nodes"]))
+
+
+def _submit_params(ctx: typer.Context, options: dict[str, Any], *, upload: bool) -> dict[str, Any]:
+    """job.submit's params; with upload, the context and inputs go into the daemon's store,
+    without, only their digests are computed here (a dry run writes nothing)."""
+    from metrics_agent.units import UnitError, parse_duration  # noqa: PLC0415
+
+    context_dir, inputs = Path(options["context"]), [Path(p) for p in options["input"]]
+    try:
+        timeout_s = parse_duration(options["timeout"])
+    except UnitError as exc:
+        _fail(f"--timeout: {exc}")
+    if not context_dir.is_dir():
+        _fail(f"context {context_dir} is not a directory")
+    for item in inputs:
+        if not item.is_file():
+            _fail(f"input {item} is not a file")
+    env = {}
+    for pair in options["env"]:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            _fail(f"--env: {pair!r} is not K=V")
+        env[key] = value
+    # The daemon's limits (formd.toml), checked here first so nothing is uploaded in vain.
+    limits = _call(ctx, "job.limits")
+    max_context, max_inputs = limits["max_context_bytes"], limits["max_input_bytes"]
+    total_inputs = sum(item.stat().st_size for item in inputs)
+    if total_inputs > max_inputs:
+        _fail(f"inputs hold {total_inputs:,} bytes together, over the node's {max_inputs:,}-byte limit")
+    content = _content_bytes(context_dir)
+    if content > max_context:
+        _fail(
+            f"context {context_dir} holds {content:,} bytes of files, over the node's {max_context:,}-byte limit"
+        )
+    store = (lambda path: _upload(ctx, path)) if upload else file_digest
+    with tempfile.TemporaryDirectory(prefix="form-submit-") as tmp:
+        tar = Path(tmp) / "context.tar"
+        try:
+            _, size = pack_context(context_dir, tar)
+        except (ArchiveError, OSError) as exc:
+            _fail(f"context {context_dir}: {exc}")
+        if size > max_context:
+            _fail(
+                f"context {context_dir} packs to {size:,} bytes, over the node's {max_context:,}-byte limit"
+            )
+        context_digest = store(tar)
+    return {
+        "kind": options["kind"],
+        "context": context_digest,
+        "containerfile": options["file"],
+        "image": options["image"],
+        "command": options["cmd"] or [],
+        "module": options["module"],
+        "inputs": [[item.name, store(item)] for item in inputs],
+        "requirements": {
+            "cpu": None if options["cpu"] is None else str(options["cpu"]),
+            "memory": options["memory"],
+            "disk": options["disk"],
+            "gpu": options["gpu"],
+            "gpu_model": options["gpu_model"],
+            "gpu_memory": options["gpu_memory"],
+            "labels": options["label"],
+            "prefer": options["prefer"],
+            "select": options["select"],
+            "capabilities": options["capability"],
+            "region": options["region"],
+        },
+        "timeout_ms": int(timeout_s * 1000),
+        "env": env,
+        "network": options["network"],
+        "replicas": options["replicas"],
+        "prefer_local_inputs": options["prefer_local_inputs"],
+        "placement_key": options["placement_key"],
+    }
 
 
 def _content_bytes(root: Path) -> int:

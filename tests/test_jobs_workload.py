@@ -169,3 +169,57 @@ def test_jobs_sharing_a_placement_key_land_on_the_same_node(cluster, wasm_contex
         explained = json.loads(b.form("explain", jobs[0], "--json").stdout)
         assert explained["placement_key"] == key
         assert explained["nodes"][0]["node"] == runner
+
+
+HELLO = Path(__file__).parent.parent / "examples" / "hello-wasm" / "job.toml"
+
+
+def test_a_job_file_runs_with_flags_overriding_it(cluster):
+    a, b, c = cluster.nodes[:3]
+    job_id = a.form("submit", "--spec", str(HELLO), "--select", "zone=c").stdout.strip()
+    seen = final(b, job_id)
+    assert (seen["state"], seen["node"], seen["kind"]) == ("succeeded", c.node_id, "wasm")
+    assert b.form("logs", job_id).stdout == "hello from formnet\n"
+
+
+def test_a_bad_job_file_is_refused_naming_the_key_and_writes_nothing(cluster, tmp_path):
+    a = cluster.nodes[0]
+    before = a.call("job.records")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('kind = "wasm"\nmodule = "x.wat"\nretries = "often"\n')
+    refused = a.form("submit", "--spec", str(bad), check=False)
+    assert refused.returncode == 1 and "unknown key 'retries'" in refused.stderr
+    bad.write_text('kind = "wasm"\nmodule = "x.wat"\nmemory = "lots"\n')
+    refused = a.form("submit", "--spec", str(bad), check=False)
+    assert refused.returncode == 1 and "memory" in refused.stderr
+    assert a.call("job.records") == before
+
+
+def test_a_dry_run_prints_the_ranked_table_and_writes_nothing(cluster):
+    a, b, c = cluster.nodes[:3]
+    blobs = sorted(p.name for p in (a.state_dir / "blobs").rglob("*"))
+    before = a.call("job.records")
+    plan = json.loads(
+        a.form(
+            "submit",
+            "--spec",
+            str(HELLO),
+            "--dry-run",
+            "--json",
+            "--select",
+            "zone!=a",
+            "--placement-key",
+            "k",
+        ).stdout
+    )
+    assert [row["rank"] for row in plan["nodes"]] == [1, 2, 3]
+    ranked = [bytes.fromhex(n.node_id) for n in (a, b, c)]
+    assert [row["node"] for row in plan["nodes"]] == [n.hex() for n in rank(ranking_id(b"", "k"), ranked)]
+    fits = {row["node"]: (row["fits"], row["fits_now"], row["reasons"]) for row in plan["nodes"]}
+    assert fits[a.node_id] == (False, False, ["select zone!=a: node has 'a'"])
+    assert fits[b.node_id] == (True, True, []) and fits[c.node_id] == (True, True, [])
+    table = a.form("submit", "--spec", str(HELLO), "--dry-run", "--capability", "gpu:*").stdout
+    assert table.startswith("dry run: nothing written")
+    assert "never" in table and "capability gpu:*: node does not offer it" in table
+    assert a.call("job.records") == before
+    assert sorted(p.name for p in (a.state_dir / "blobs").rglob("*")) == blobs

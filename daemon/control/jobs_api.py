@@ -13,6 +13,8 @@ job.status {"job": id or prefix >= 8 hex}              -> status object (see `st
 job.list   {"state": optional}                         -> [status object, ...]
 job.cancel {"job"}                                     -> {"id", "cancelled": true}
 job.explain {"job"}                                    -> {"id", "policy", "state", "reason", "nodes": [...]}
+job.plan   {job.submit params; blobs need not be stored} -> {"policy", "placement_key", "note", "nodes": [...]}
+             a dry run: explain's rows for the job as submitted; writes nothing
 job.files  {"job", "which": "outputs" | "log"}         -> [{"name", "digest", "size"}] (fetched here first)
 job.log    {"job", "offset"}                           -> {"data": b64, "offset", "done", "state"}
              live from the runner while it runs, then from the stored log blob; done = final and all sent
@@ -75,6 +77,7 @@ class JobsApi:
             "job.list": self.list,
             "job.cancel": self.cancel,
             "job.explain": self.explain,
+            "job.plan": self.plan,
             "job.files": self.files,
             "job.log": self.log,
             "job.records": self.records,
@@ -181,8 +184,9 @@ class JobsApi:
             for digest in _named_digests(request):
                 self.uploads.pop(digest, None)
 
-    def _accept(self, params: dict[str, Any]) -> JobSpec:
-        """The signed-to-be spec for submit params, or ControlError saying what is wrong."""
+    def _accept(self, params: dict[str, Any], *, stored: bool = True) -> JobSpec:
+        """The signed-to-be spec for submit params, or ControlError saying what is wrong.
+        stored=False (a dry run): the blobs it names need not be in this node's store."""
         kind = param(params, "kind", str)
         raw_req = param(params, "requirements", dict, optional=True, default={})
         try:
@@ -223,6 +227,8 @@ class JobsApi:
             )
         except (RequirementsError, JobSpecError, TypeError, ValueError) as exc:
             raise ControlError(str(exc)) from None
+        if not stored:
+            return spec
         limits = self.jobs.limits
         for digest in self.jobs.spec_blobs(spec):
             if not self.blobs.has(digest):
@@ -341,20 +347,52 @@ class JobsApi:
     async def explain(self, params: dict[str, Any]) -> Any:
         job, _ = self._resolve(params)
         nodes = self.jobs.node_views()
-        view = job.view()
+        status = self.status_object(job, nodes)
+        return {
+            "id": job.job_hex,
+            "policy": self.jobs.policy,
+            "prefer_local_inputs": job.spec.prefer_local_inputs,
+            "placement_key": job.spec.placement_key,
+            "blobs": len(set(self.jobs.spec_blobs(job.spec))),
+            "state": status["state"],
+            "reason": status["reason"],
+            "nodes": self._ranked_rows(job.view(), nodes),
+        }
+
+    async def plan(self, params: dict[str, Any]) -> Any:
+        """A dry run: the ranked table for a job as submit would write it. Writes nothing; the
+        blobs it names need not have been uploaded."""
+        spec = self._accept(params, stored=False)
+        view = scheduling.JobView(spec.job_id(), spec, {})
+        note = (
+            f"ranked by placement key {spec.placement_key!r}, as the job will be"
+            if spec.placement_key is not None
+            else "ranked by a provisional job id; the submitted job gets its own id and may rank "
+            "other nodes first (use --placement-key for a fixed order)"
+        )
+        return {
+            "policy": self.jobs.policy,
+            "placement_key": spec.placement_key,
+            "note": note,
+            "nodes": self._ranked_rows(view, self.jobs.node_views()),
+        }
+
+    def _ranked_rows(self, view: scheduling.JobView, nodes: dict) -> list[dict[str, Any]]:
+        """One row per known node, in placement order: fits ever, fits now, why not, its run."""
+        requirements = view.spec.requirements
         order = scheduling.order_nodes(view, nodes, self.jobs.policy)
-        holdings = self.jobs.records.holdings(job.spec)  # shown whether or not the job prefers holders
+        holdings = self.jobs.records.holdings(view.spec)  # shown whether or not the job prefers holders
         records = self.node.document.node_records()
         rows = []
         for rank, node_id in enumerate(order, 1):
             node = nodes[node_id]
-            never = check_capabilities(node.capabilities, job.spec.requirements)
+            never = check_capabilities(node.capabilities, requirements)
             now = (
-                check_capacity(node.capabilities, node.capacity, job.spec.requirements)
+                check_capacity(node.capabilities, node.capacity, requirements)
                 if node.capacity and not never
                 else ()
             )
-            run = job.runs.get(node_id)
+            run = view.runs.get(node_id)
             rows.append(
                 {
                     "rank": rank,
@@ -371,17 +409,7 @@ class JobsApi:
                     "run_reason": run.reason if run else None,
                 }
             )
-        status = self.status_object(job, nodes)
-        return {
-            "id": job.job_hex,
-            "policy": self.jobs.policy,
-            "prefer_local_inputs": job.spec.prefer_local_inputs,
-            "placement_key": job.spec.placement_key,
-            "blobs": len(set(self.jobs.spec_blobs(job.spec))),
-            "state": status["state"],
-            "reason": status["reason"],
-            "nodes": rows,
-        }
+        return rows
 
     async def log(self, params: dict[str, Any]) -> Any:
         job, _ = self._resolve(params)
