@@ -80,6 +80,9 @@ SUBMIT_DEFAULTS: dict[str, Any] = {
     "capability": [],
     "region": None,
     "placement_key": None,
+    "retries": 0,
+    "retry_delay": "1s",
+    "queue_timeout": None,
     "env": [],
     "timeout": "1h",
     "replicas": 1,
@@ -127,6 +130,15 @@ def submit(
         None,
         "--placement-key",
         help="rank nodes by this key instead of the job id (jobs sharing it land together)",
+    ),
+    retries: Optional[int] = typer.Option(
+        None, "--retries", help="retry a failed or timed-out run on the next ranked node, up to N times"
+    ),
+    retry_delay: Optional[str] = typer.Option(
+        None, "--retry-delay", help="wait before the first retry, doubling for each next (default 1s)"
+    ),
+    queue_timeout: Optional[str] = typer.Option(
+        None, "--queue-timeout", help="fail the job when no run has started this long after submit"
     ),
     env: list[str] = typer.Option([], "--env", help="K=V set in the job's environment (repeatable)"),
     timeout: Optional[str] = typer.Option(None, "--timeout", help="default 1h"),
@@ -208,10 +220,13 @@ def _submit_params(ctx: typer.Context, options: dict[str, Any], *, upload: bool)
     from metrics_agent.units import UnitError, parse_duration  # noqa: PLC0415
 
     context_dir, inputs = Path(options["context"]), [Path(p) for p in options["input"]]
-    try:
-        timeout_s = parse_duration(options["timeout"])
-    except UnitError as exc:
-        _fail(f"--timeout: {exc}")
+    durations = {}
+    for key in ("timeout", "retry_delay", "queue_timeout"):
+        try:
+            if options[key] is not None:
+                durations[key] = int(parse_duration(options[key]) * 1000)
+        except UnitError as exc:
+            _fail(f"--{key.replace('_', '-')}: {exc}")
     if not context_dir.is_dir():
         _fail(f"context {context_dir} is not a directory")
     for item in inputs:
@@ -267,7 +282,10 @@ def _submit_params(ctx: typer.Context, options: dict[str, Any], *, upload: bool)
             "capabilities": options["capability"],
             "region": options["region"],
         },
-        "timeout_ms": int(timeout_s * 1000),
+        "timeout_ms": durations["timeout"],
+        "retries": options["retries"],
+        "retry_delay_ms": durations["retry_delay"] if options["retries"] else 0,
+        "queue_timeout_ms": durations.get("queue_timeout"),
         "env": env,
         "network": options["network"],
         "replicas": options["replicas"],

@@ -28,6 +28,8 @@ MAX_COMMAND_ARGS = 256
 MAX_ARG_CHARS = 4096
 MAX_INPUTS = 256
 MAX_REPLICAS = 16
+MAX_RETRIES = 16
+MAX_RETRY_DELAY_MS = 86400 * 1000
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -69,6 +71,12 @@ class JobSpec:
     prefer_local_inputs: bool = False
     # Rank nodes by this key instead of the job id (pack_manager.placement.ranking_id).
     placement_key: str | None = None
+    # A run that fails or times out is retried on the next ranked node that has not tried the
+    # job, up to `retries` times, the n-th retry retry_delay_ms x 2^(n-1) after the failure.
+    retries: int = 0
+    retry_delay_ms: int = 0
+    # Fail the job when no run has started this long after it was submitted (None: wait forever).
+    queue_timeout_ms: int | None = None
     # pack()'s bytes, made once (a spec is not changed once made): a submit packs it to seal
     # the record and again to name the job.
     _packed: bytes | None = field(default=None, init=False, repr=False, compare=False)
@@ -101,6 +109,8 @@ class JobSpec:
             # Written only when set, so specs without it keep the bytes (and ids) they had.
             **({"prefer_local_inputs": True} if self.prefer_local_inputs else {}),
             **({"placement_key": self.placement_key} if self.placement_key is not None else {}),
+            **({"retries": self.retries, "retry_delay_ms": self.retry_delay_ms} if self.retries else {}),
+            **({"queue_timeout_ms": self.queue_timeout_ms} if self.queue_timeout_ms is not None else {}),
         }
 
     @classmethod
@@ -141,6 +151,13 @@ class JobSpec:
                 if "prefer_local_inputs" in record
                 else False,
                 placement_key=need_str(record, "placement_key", limit=MAX_KEY_CHARS, optional=True),
+                retries=need_int(record, "retries", high=MAX_RETRIES) if "retries" in record else 0,
+                retry_delay_ms=need_int(record, "retry_delay_ms", high=MAX_RETRY_DELAY_MS)
+                if "retries" in record
+                else 0,
+                queue_timeout_ms=need_int(record, "queue_timeout_ms", low=1, high=MAX_TIMEOUT_MS)
+                if "queue_timeout_ms" in record
+                else None,
             )
         except (WireError, RequirementsError) as exc:
             raise JobSpecError(f"job spec: {exc}") from exc
@@ -241,6 +258,12 @@ def _check(spec: JobSpec) -> None:
         or not 1 <= spec.replicas <= MAX_REPLICAS
     ):
         raise JobSpecError(f"replicas: {spec.replicas!r} is outside 1..{MAX_REPLICAS}")
+    _check_int("retries", spec.retries, 0, MAX_RETRIES)
+    _check_int("retry_delay", spec.retry_delay_ms, 0, MAX_RETRY_DELAY_MS)
+    if spec.retry_delay_ms and not spec.retries:
+        raise JobSpecError("retry_delay: applies only with retries (--retries N)")
+    if spec.queue_timeout_ms is not None:
+        _check_int("queue_timeout", spec.queue_timeout_ms, 1, MAX_TIMEOUT_MS)
     if not isinstance(spec.network, bool) or not isinstance(spec.keep_image, bool):
         raise JobSpecError("network and keep_image must be true or false")
     if len(spec.command) > MAX_COMMAND_ARGS or any(
@@ -269,6 +292,11 @@ def _check(spec: JobSpec) -> None:
             raise JobSpecError(f"inputs: {item.name!r} given twice")
         seen.add(item.name)
     _check_kind(spec)
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise JobSpecError(f"{name}: {value!r} is outside {low}..{high}")
 
 
 def _check_kind(spec: JobSpec) -> None:

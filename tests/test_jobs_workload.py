@@ -186,9 +186,9 @@ def test_a_bad_job_file_is_refused_naming_the_key_and_writes_nothing(cluster, tm
     a = cluster.nodes[0]
     before = a.call("job.records")
     bad = tmp_path / "bad.toml"
-    bad.write_text('kind = "wasm"\nmodule = "x.wat"\nretries = "often"\n')
+    bad.write_text('kind = "wasm"\nmodule = "x.wat"\ncolour = "red"\n')
     refused = a.form("submit", "--spec", str(bad), check=False)
-    assert refused.returncode == 1 and "unknown key 'retries'" in refused.stderr
+    assert refused.returncode == 1 and "unknown key 'colour'" in refused.stderr
     bad.write_text('kind = "wasm"\nmodule = "x.wat"\nmemory = "lots"\n')
     refused = a.form("submit", "--spec", str(bad), check=False)
     assert refused.returncode == 1 and "memory" in refused.stderr
@@ -223,3 +223,50 @@ def test_a_dry_run_prints_the_ranked_table_and_writes_nothing(cluster):
     assert "never" in table and "capability gpu:*: node does not offer it" in table
     assert a.call("job.records") == before
     assert sorted(p.name for p in (a.state_dir / "blobs").rglob("*")) == blobs
+
+
+EXIT_1 = """(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (call $exit (i32.const 1))))"""
+
+
+def test_a_failing_job_is_retried_on_each_next_ranked_node(cluster, tmp_path):
+    a, b, c = cluster.nodes[:3]
+    context = tmp_path / "exit1"
+    context.mkdir()
+    (context / "exit1.wat").write_text(EXIT_1)
+    job_id = a.form(
+        "submit",
+        str(context),
+        "--kind",
+        "wasm",
+        "--module",
+        "exit1.wat",
+        "--retries",
+        "2",
+        "--retry-delay",
+        "200ms",
+    ).stdout.strip()
+    seen = wait_until(
+        lambda: (s := status(b, job_id))["state"] == "failed" and len(s["attempts"]) == 3 and s,
+        60,
+        "three attempts",
+    )
+    order = [row["node"] for row in json.loads(b.form("explain", job_id, "--json").stdout)["nodes"]]
+    assert [(x["attempt"], x["node"], x["state"]) for x in seen["attempts"]] == [
+        (1, order[0], "failed"),
+        (2, order[1], "failed"),
+        (3, order[2], "failed"),
+    ]
+    assert (seen["node"], seen["attempt"], seen["exit_code"]) == (order[2], 3, 1)
+
+
+def test_a_job_no_node_starts_fails_at_its_queue_timeout(cluster, wasm_context):  # noqa: F811
+    a, b, _ = cluster.nodes[:3]
+    job_id = submit_wasm(
+        a, wasm_context, "--capability", "nothing:here", "--queue-timeout", "2s"
+    ).stdout.strip()
+    seen = wait_until(lambda: (s := status(b, job_id))["state"] == "failed" and s, 60, "the queue timeout")
+    assert seen["reason"] == "queue timeout: no run started within 2 s"
+    assert [x["state"] for x in seen["attempts"]] == ["failed"] and seen["started_at"] is None

@@ -6,7 +6,8 @@ job.limits {}                                       -> {"max_context_bytes", "ma
 job.submit {"kind", "context", "containerfile", "image", "command", "module", "inputs": [[name, digest]],
             "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer",
                              "select", "capabilities", "region"},
-            "timeout_ms", "env", "network", "replicas", "prefer_local_inputs", "placement_key"}
+            "timeout_ms", "env", "network", "replicas", "prefer_local_inputs", "placement_key",
+            "retries", "retry_delay_ms", "queue_timeout_ms"}
            -> {"id"}   (durable before the reply)
 job.submit-many {"jobs": [job.submit params, ...]}    -> {"ids": [...]}  (all or none; one fsync)
 job.status {"job": id or prefix >= 8 hex}              -> status object (see `status_object`)
@@ -224,6 +225,9 @@ class JobsApi:
                 replicas=param(params, "replicas", int, optional=True, default=1),
                 prefer_local_inputs=param(params, "prefer_local_inputs", bool, optional=True, default=False),
                 placement_key=param(params, "placement_key", str, optional=True),
+                retries=param(params, "retries", int, optional=True, default=0),
+                retry_delay_ms=param(params, "retry_delay_ms", int, optional=True, default=0),
+                queue_timeout_ms=param(params, "queue_timeout_ms", int, optional=True),
             )
         except (RequirementsError, JobSpecError, TypeError, ValueError) as exc:
             raise ControlError(str(exc)) from None
@@ -306,6 +310,10 @@ class JobsApi:
                 {"node": r.node.hex(), "state": r.state, "digest": r.digest} for r in status.replicas
             ],
             "verified": status.verified,
+            "attempts": [
+                {"attempt": a.attempt, "node": a.node.hex(), "state": a.state, "reason": a.reason}
+                for a in status.attempts
+            ],
         }
 
     async def status(self, params: dict[str, Any]) -> Any:

@@ -307,6 +307,10 @@ class JobLoop:
             todo = set(self._open)
         else:
             todo = changed & self._open
+        # Retry delays and queue timeouts come due with time alone: decide those jobs every pass.
+        todo |= {
+            h for h in self._open if h in self.records.specs and _waits_on_time(self.records.specs[h][0])
+        }
         if self._capacity_freed:
             self._capacity_freed = False
             todo |= {
@@ -334,6 +338,7 @@ class JobLoop:
                 policy=self.policy,
                 max_attempts=self.max_attempts,
                 order=orders.order(job),
+                now_ms=node_now_ms(self.node),
             )
             if action is not None:
                 self.act(job, job.runs.get(self.me), action)
@@ -379,7 +384,7 @@ class JobLoop:
             return True
         if job.cancelled:
             return False
-        return sum(r.final for r in job.runs.values()) < job.spec.replicas  # else finished by others
+        return not scheduling.settled(job.spec, job.runs)  # else finished by others
 
     def act(self, job: Job, own: RunReport | None, action: scheduling.Action) -> None:
         job_hex = job.job_hex
@@ -635,6 +640,10 @@ class JobLoop:
     def addresses(self, node_ids: list[bytes]) -> list[str]:
         records = self.node.document.node_records()
         return [records[n].address for n in node_ids if n in records and n != self.me]
+
+
+def _waits_on_time(spec: JobSpec) -> bool:
+    return spec.retries > 0 or spec.queue_timeout_ms is not None
 
 
 def _result_digest(outputs: list[OutputRef]) -> str:
