@@ -318,6 +318,33 @@ class JobStatus:
     verified: bool = False
     reasons: tuple[str, ...] = field(default=())  # per-node reasons when unschedulable
     attempts: tuple[Attempt, ...] = ()  # every run that got past a decline, by attempt
+    verify_reason: str = ""  # why a replicated job is not verified
+
+
+def _more_can_run(
+    job: JobView, nodes: Mapping[bytes, NodeView], holders: set[bytes] | list[bytes], retrying: set[bytes]
+) -> bool:
+    """Some live capable node holds no replica yet and may still run one."""
+    req = job.spec.requirements
+    return any(
+        view.live
+        and node_id not in holders
+        and node_id not in retrying
+        and not check_capabilities(view.capabilities, req)
+        for node_id, view in nodes.items()
+    )
+
+
+def _verify_reason(job: JobView, chosen: list[bytes], needed: int) -> str:
+    runs = [(node_id, job.runs[node_id]) for node_id in chosen]
+    if len(chosen) < needed:
+        return f"only {len(chosen)} of {needed} replicas ran (no other capable node is live)"
+    failed = [f"{_short(n)} {run.state}" for n, run in runs if run.state != SUCCEEDED]
+    if failed:
+        return "replicas did not all succeed: " + ", ".join(failed)
+    return "replicas differ: " + ", ".join(
+        f"node {_short(n)} digest {(run.result_digest or '-')[:12]}" for n, run in runs
+    )
 
 
 def job_status(
@@ -349,7 +376,13 @@ def job_status(
         if run.state != DECLINED
     )
 
-    if finished and (len(finished) >= needed or not any(job.runs[n].active for n in holders)):
+    # A replicated job is final only when every replica is: when enough runs have ended, or
+    # none runs and no live capable node is left to run one (or the job was cancelled).
+    idle = not any(job.runs[n].active for n in holders)
+    if finished and (
+        len(finished) >= needed
+        or (idle and (job.cancelled or not _more_can_run(job, nodes, holders, retrying)))
+    ):
         chosen = finished[:needed]
         states = {job.runs[n].state for n in chosen}
         # One failure spoils a replicated result; otherwise the best-ranked replica speaks.
@@ -364,7 +397,15 @@ def job_status(
             and None not in digests
         )
         return JobStatus(
-            run.state, run.reason, worst, run.attempt, run, replicas, verified, attempts=attempts
+            run.state,
+            run.reason,
+            worst,
+            run.attempt,
+            run,
+            replicas,
+            verified,
+            attempts=attempts,
+            verify_reason=_verify_reason(job, chosen, needed) if needed > 1 and not verified else "",
         )
 
     active = [n for n in holders if job.runs[n].active]

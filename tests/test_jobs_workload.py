@@ -270,3 +270,12 @@ def test_a_job_no_node_starts_fails_at_its_queue_timeout(cluster, wasm_context):
     seen = wait_until(lambda: (s := status(b, job_id))["state"] == "failed" and s, 60, "the queue timeout")
     assert seen["reason"] == "queue timeout: no run started within 2 s"
     assert [x["state"] for x in seen["attempts"]] == ["failed"] and seen["started_at"] is None
+
+
+def test_replicas_wait_returns_once_every_replica_has_finished(cluster, wasm_context):  # noqa: F811
+    a = cluster.nodes[0]
+    done = submit_wasm(a, wasm_context, "--replicas", "2", "--wait", "--json")
+    seen = json.loads(done.stdout)
+    assert seen["state"] == "succeeded"
+    assert [r["state"] for r in seen["replicas"]] == ["succeeded", "succeeded"]
+    assert (seen["verified"], seen["verify_reason"]) == (True, "")

@@ -310,6 +310,7 @@ class JobsApi:
                 {"node": r.node.hex(), "state": r.state, "digest": r.digest} for r in status.replicas
             ],
             "verified": status.verified,
+            "verify_reason": status.verify_reason,
             "attempts": [
                 {"attempt": a.attempt, "node": a.node.hex(), "state": a.state, "reason": a.reason}
                 for a in status.attempts
