@@ -83,6 +83,8 @@ SUBMIT_DEFAULTS: dict[str, Any] = {
     "retries": 0,
     "retry_delay": "1s",
     "queue_timeout": None,
+    "shards": 0,
+    "split_inputs": False,
     "env": [],
     "timeout": "1h",
     "replicas": 1,
@@ -140,6 +142,12 @@ def submit(
     queue_timeout: Optional[str] = typer.Option(
         None, "--queue-timeout", help="fail the job when no run has started this long after submit"
     ),
+    shards: Optional[int] = typer.Option(
+        None, "--shards", help="run as N shards on the first N ranked capable nodes (FORM_SHARD_INDEX/COUNT)"
+    ),
+    split_inputs: Optional[bool] = typer.Option(
+        None, "--split-inputs/--no-split-inputs", help="with --shards: shard i gets inputs i, i+N, ..."
+    ),
     env: list[str] = typer.Option([], "--env", help="K=V set in the job's environment (repeatable)"),
     timeout: Optional[str] = typer.Option(None, "--timeout", help="default 1h"),
     replicas: Optional[int] = typer.Option(None, "--replicas"),
@@ -162,9 +170,10 @@ def submit(
     if dry_run:
         _dry_run(ctx, options, as_json)
         return
-    job_id = _call(ctx, "job.submit", _submit_params(ctx, options, upload=True))["id"]
+    submitted = _call(ctx, "job.submit", _submit_params(ctx, options, upload=True))
+    job_id = submitted["id"]
     if not (wait or follow):
-        typer.echo(json.dumps({"id": job_id}) if as_json else job_id)
+        typer.echo(json.dumps(submitted) if as_json else job_id)
         return
     if not as_json:
         typer.echo(job_id)
@@ -291,6 +300,8 @@ def _submit_params(ctx: typer.Context, options: dict[str, Any], *, upload: bool)
         "replicas": options["replicas"],
         "prefer_local_inputs": options["prefer_local_inputs"],
         "placement_key": options["placement_key"],
+        "shards": options["shards"],
+        "split_inputs": options["split_inputs"],
     }
 
 
@@ -336,6 +347,10 @@ def job_status(
         typer.echo(f"{key}: {result[key]}")
     for out in result["outputs"]:
         typer.echo(f"output: {out['name']} {out['size']} bytes {out['digest']}")
+    for shard in result.get("shards", []):
+        typer.echo(
+            f"shard {shard['index']}: {shard['state']} on {(shard['node'] or '-')[:12]} ({shard['id']})"
+        )
 
 
 def jobs(
@@ -415,9 +430,25 @@ def logs(
     ctx: typer.Context,
     job: str = typer.Argument(...),
     follow: bool = typer.Option(False, "--follow", "-f", help="keep printing until the job ends"),
+    shard: Optional[int] = typer.Option(None, "--shard", help="of a sharded job: this shard's log"),
 ) -> None:
     """The job's log (stdout and stderr): live from the runner, or stored once it ended."""
-    _stream_log(ctx, job, follow)
+    _stream_log(ctx, _shard_job(ctx, job, shard), follow)
+
+
+def _shard_job(ctx: typer.Context, job: str, shard: int | None) -> str:
+    """The job id to read: JOB itself, or with --shard the id of that shard of JOB."""
+    status = _call(ctx, "job.status", {"job": job})
+    shards = status.get("shards")
+    if shard is None:
+        if shards:
+            _fail(f"job {job} has {len(shards)} shards: give --shard 0..{len(shards) - 1}")
+        return job
+    if not shards:
+        _fail(f"job {job} is not sharded (no --shard)")
+    if not 0 <= shard < len(shards):
+        _fail(f"--shard: {shard} is outside 0..{len(shards) - 1}")
+    return shards[shard]["id"]
 
 
 def result(
@@ -426,12 +457,23 @@ def result(
     output: Path = typer.Option(..., "-o", "--output"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Fetch the outputs into DIR (outputs.tar is unpacked; image archives are saved as files)."""
+    """Fetch the outputs into DIR (outputs.tar is unpacked; image archives are saved as files);
+    a sharded job's into DIR/shard-<i>/."""
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         _fail(f"{output} exists and is not an empty directory")
+    shards = _call(ctx, "job.status", {"job": job}).get("shards")
+    parts = [(s["id"], output / f"shard-{s['index']}") for s in shards] if shards else [(job, output)]
+    written = []
+    for part, directory in parts:
+        written += _fetch_outputs(ctx, part, directory)
+    typer.echo(
+        json.dumps(written, indent=2) if as_json else f"fetched {len(written)} output(s) into {output}"
+    )
+
+
+def _fetch_outputs(ctx: typer.Context, job: str, output: Path) -> list[dict]:
     files = _call(ctx, "job.files", {"job": job, "which": "outputs"})
     output.mkdir(parents=True, exist_ok=True)
-    written = []
     with tempfile.TemporaryDirectory(prefix="form-result-") as tmp:
         for item in files:
             if item["name"] != "outputs.tar":
@@ -445,10 +487,7 @@ def result(
                 _fail(f"outputs: {exc}")
             for entry in (Path(tmp) / "outputs").iterdir():
                 entry.rename(output / entry.name)
-        written = files
-    typer.echo(
-        json.dumps(written, indent=2) if as_json else f"fetched {len(written)} output(s) into {output}"
-    )
+    return files
 
 
 def register(app: typer.Typer) -> None:

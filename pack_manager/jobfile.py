@@ -48,6 +48,8 @@ KEYS = {
     "retries": INTEGER,
     "retry_delay": TEXT,
     "queue_timeout": TEXT,
+    "shards": INTEGER,
+    "split_inputs": BOOLEAN,
     "env": TABLE,
     "timeout": TEXT,
     "replicas": INTEGER,

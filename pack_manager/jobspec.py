@@ -29,6 +29,7 @@ MAX_ARG_CHARS = 4096
 MAX_INPUTS = 256
 MAX_REPLICAS = 16
 MAX_RETRIES = 16
+MAX_SHARDS = 64
 MAX_RETRY_DELAY_MS = 86400 * 1000
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -77,6 +78,11 @@ class JobSpec:
     retry_delay_ms: int = 0
     # Fail the job when no run has started this long after it was submitted (None: wait forever).
     queue_timeout_ms: int | None = None
+    # One shard of a sharded job: shard_index of shard_count, all shards naming the same
+    # shard_group (32 bytes), which ranks the nodes for them all (pack_manager.scheduling).
+    shard_index: int = 0
+    shard_count: int = 0  # 0: not sharded
+    shard_group: bytes | None = None
     # pack()'s bytes, made once (a spec is not changed once made): a submit packs it to seal
     # the record and again to name the job.
     _packed: bytes | None = field(default=None, init=False, repr=False, compare=False)
@@ -111,6 +117,7 @@ class JobSpec:
             **({"placement_key": self.placement_key} if self.placement_key is not None else {}),
             **({"retries": self.retries, "retry_delay_ms": self.retry_delay_ms} if self.retries else {}),
             **({"queue_timeout_ms": self.queue_timeout_ms} if self.queue_timeout_ms is not None else {}),
+            **({"shard": [self.shard_index, self.shard_count, self.shard_group]} if self.shard_count else {}),
         }
 
     @classmethod
@@ -158,6 +165,7 @@ class JobSpec:
                 queue_timeout_ms=need_int(record, "queue_timeout_ms", low=1, high=MAX_TIMEOUT_MS)
                 if "queue_timeout_ms" in record
                 else None,
+                **_wire_shard(record),
             )
         except (WireError, RequirementsError) as exc:
             raise JobSpecError(f"job spec: {exc}") from exc
@@ -186,6 +194,16 @@ def _sorted(value: Any) -> Any:
     if isinstance(value, list):
         return [_sorted(item) for item in value]
     return value
+
+
+def _wire_shard(record: Mapping[str, Any]) -> dict[str, Any]:
+    if "shard" not in record:
+        return {}
+    value = record["shard"]
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise WireError("shard: expected [index, count, group]")
+    index, count, group = value
+    return {"shard_index": index, "shard_count": count, "shard_group": group}
 
 
 def _need_bytes(record: Mapping[str, Any], key: str) -> bytes:
@@ -264,6 +282,13 @@ def _check(spec: JobSpec) -> None:
         raise JobSpecError("retry_delay: applies only with retries (--retries N)")
     if spec.queue_timeout_ms is not None:
         _check_int("queue_timeout", spec.queue_timeout_ms, 1, MAX_TIMEOUT_MS)
+    if spec.shard_count or spec.shard_index or spec.shard_group is not None:
+        _check_int("shards", spec.shard_count, 1, MAX_SHARDS)
+        _check_int("shard index", spec.shard_index, 0, spec.shard_count - 1)
+        if not isinstance(spec.shard_group, bytes) or len(spec.shard_group) != 32:
+            raise JobSpecError("shard group: must be 32 bytes")
+        if spec.replicas != 1:
+            raise JobSpecError("shards: a sharded job runs each shard once (no --replicas)")
     if not isinstance(spec.network, bool) or not isinstance(spec.keep_image, bool):
         raise JobSpecError("network and keep_image must be true or false")
     if len(spec.command) > MAX_COMMAND_ARGS or any(

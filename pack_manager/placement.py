@@ -102,3 +102,16 @@ def rank_with_preferences(
     keys = _sort_keys(job_id, ids, policy)
     keys.sort(key=lambda key: (-scores[key[ID_BYTES:]], key))
     return [key[ID_BYTES:] for key in keys]
+
+
+def shard_rotation(order: list[bytes], capable: list[bytes], index: int) -> list[bytes]:
+    """The order for shard `index` of a sharded job: the capable nodes (in `order`'s order)
+    starting at capable[index mod len(capable)] and wrapping round, then the others. With at
+    least N capable nodes the N shards start on N distinct nodes; with fewer they go round
+    robin, as the Formation plan says; a shard whose node fails goes on round the same ring."""
+    if not capable:
+        return list(order)
+    start = index % len(capable)
+    ring = capable[start:] + capable[:start]
+    chosen = set(capable)
+    return ring + [n for n in order if n not in chosen]

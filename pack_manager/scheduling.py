@@ -37,7 +37,7 @@ from .jobstate import (
     UNSCHEDULABLE,
     RunReport,
 )
-from .placement import DEFAULT_POLICY, rank, rank_with_preferences, ranking_id
+from .placement import DEFAULT_POLICY, rank, rank_with_preferences, ranking_id, shard_rotation
 
 LIVE_STATUSES = ("alive", "suspect")  # a suspect node keeps its place until it is declared dead
 
@@ -105,20 +105,30 @@ def _short(node_id: bytes) -> str:
 
 def order_nodes(job: JobView, nodes: Mapping[bytes, NodeView], policy: str = DEFAULT_POLICY) -> list[bytes]:
     """Every known node in placement order (by the job's placement key when it has one, else
-    its id), capable or not: nodes matching more preferred
+    its shard group's id or its own; a shard rotated to its own start), capable or not: nodes matching more preferred
     labels first; among those, with prefer_local_inputs, nodes holding more of the job's blobs
     (so the inputs need not travel); then the policy's order. Holdings come from the
     replicated document, never from a node's own disk, so every node orders alike."""
     req = job.spec.requirements
+    ranked_by = ranking_id(job.spec.shard_group or job.job_id, job.spec.placement_key)
     if not req.preferred_labels and not (job.spec.prefer_local_inputs and job.holdings):
         # Every score would be 0: the policy's order alone, sorted in C rather than by a Python
         # key per node (half the cost at 1000 nodes; every node ranks every job it sees).
-        return rank(ranking_id(job.job_id, job.spec.placement_key), nodes.keys(), policy)
+        return _for_shard(job, nodes, rank(ranked_by, nodes.keys(), policy))
     scores = {node_id: preference_score(view.capabilities, req) for node_id, view in nodes.items()}
     if job.spec.prefer_local_inputs and job.holdings:
         weight = 1 + max(job.holdings.values())  # a label match outweighs any number of blobs
         scores = {node_id: score * weight + job.holdings.get(node_id, 0) for node_id, score in scores.items()}
-    return rank_with_preferences(ranking_id(job.job_id, job.spec.placement_key), scores, policy)
+    return _for_shard(job, nodes, rank_with_preferences(ranked_by, scores, policy))
+
+
+def _for_shard(job: JobView, nodes: Mapping[bytes, NodeView], order: list[bytes]) -> list[bytes]:
+    """Shard i of a sharded job starts at the i-th capable node of the group's order and goes
+    round it from there (pack_manager.placement.shard_rotation); other jobs keep the order."""
+    if not job.spec.shard_count:
+        return order
+    capable = [n for n in order if not check_capabilities(nodes[n].capabilities, job.spec.requirements)]
+    return shard_rotation(order, capable, job.spec.shard_index)
 
 
 def _holders(job: JobView, nodes: Mapping[bytes, NodeView], retrying: set[bytes] = frozenset()) -> set[bytes]:

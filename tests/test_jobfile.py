@@ -58,7 +58,7 @@ def test_paths_are_relative_to_the_file_and_shapes_are_normalised(tmp_path):
 @pytest.mark.parametrize(
     "text, fragment",
     [
-        ("shards = 3", "unknown key 'shards'"),
+        ("colour = 3", "unknown key 'colour'"),
         ("kind = 3", "kind: expected text"),
         ('replicas = "2"', "replicas: expected an integer"),
         ('network = "yes"', "network: expected true or false"),

@@ -9,8 +9,10 @@ job.submit {"kind", "context", "containerfile", "image", "command", "module", "i
             "timeout_ms", "env", "network", "replicas", "prefer_local_inputs", "placement_key",
             "retries", "retry_delay_ms", "queue_timeout_ms"}
            -> {"id"}   (durable before the reply)
+           with "shards": N [, "split_inputs": true]: N shard jobs -> {"id": group, "shards": [ids]}
 job.submit-many {"jobs": [job.submit params, ...]}    -> {"ids": [...]}  (all or none; one fsync)
-job.status {"job": id or prefix >= 8 hex}              -> status object (see `status_object`)
+job.status {"job": id or prefix >= 8 hex}              -> status object (see `status_object`);
+             for a shard group, the group's (pack_manager/shards.py group_status)
 job.list   {"state": optional}                         -> [status object, ...]
 job.cancel {"job"}                                     -> {"id", "cancelled": true}
 job.explain {"job"}                                    -> {"id", "policy", "state", "reason", "nodes": [...]}
@@ -44,6 +46,7 @@ from pack_manager.fit import check_capabilities, check_capacity
 from pack_manager.jobspec import JobInput, JobSpec, JobSpecError, is_digest
 from pack_manager.jobstate import JOB_STATES
 from pack_manager.requirements import RequirementsError, WorkloadRequirements
+from pack_manager.shards import group_status, shard_specs
 
 MIN_PREFIX = 8
 MAX_BATCH = 1000  # jobs per job.submit-many request
@@ -138,13 +141,26 @@ class JobsApi:
         }
 
     async def submit(self, params: dict[str, Any]) -> Any:
+        """One job; with "shards": N, N shard jobs of one group, written together (all or none)."""
+        shards = param(params, "shards", int, optional=True, default=0)
+        split = param(params, "split_inputs", bool, optional=True, default=False)
         with self._discarding_uploads_on_refusal([params]):
             spec = self._accept(params)
-            job_hex = self._write_job(spec, self._seal(spec))
+            if shards or split:
+                try:
+                    specs = shard_specs(spec, shards, split)
+                except JobSpecError as exc:
+                    raise ControlError(str(exc)) from None
+                sealed = [(shard, self._seal(shard)) for shard in specs]
+                ids = [self._write_job(shard, envelope) for shard, envelope in sealed]
+            else:
+                ids = [self._write_job(spec, self._seal(spec))]
         await self.jobs.commit_durably()  # on disk before we answer
-        self.node.log.info("job submitted", job=job_hex[:12], kind=spec.kind)
+        self.node.log.info("job submitted", job=ids[0][:12], kind=spec.kind, shards=shards)
         self.jobs.wake()
-        return {"id": job_hex}
+        if shards:
+            return {"id": specs[0].shard_group.hex(), "shards": ids}
+        return {"id": ids[0]}
 
     async def submit_many(self, params: dict[str, Any]) -> Any:
         """Several jobs in one request, all or none: every spec is checked before any is
@@ -318,8 +334,27 @@ class JobsApi:
         }
 
     async def status(self, params: dict[str, Any]) -> Any:
+        group = self._group(params)
+        if group is not None:
+            nodes = self.jobs.node_views()
+            orders = self.jobs.orders.for_nodes(nodes)
+            return group_status(group[0], [self.status_object(job, nodes, orders) for job in group[1]])
         job, _ = self._resolve(params)
         return self.status_object(job, self.jobs.node_views())
+
+    def _group(self, params: dict[str, Any]) -> tuple[str, list] | None:
+        """(group id, its shard jobs by index) when the id names a sharded job's group."""
+        text = param(params, "job", str).strip().lower()
+        if len(text) < MIN_PREFIX:
+            return None
+        groups: dict[str, list] = {}
+        for job in self.jobs.jobs().values():
+            if job.spec.shard_group is not None and job.spec.shard_group.hex().startswith(text):
+                groups.setdefault(job.spec.shard_group.hex(), []).append(job)
+        if len(groups) != 1:
+            return None
+        ((group_hex, jobs),) = groups.items()
+        return group_hex, sorted(jobs, key=lambda job: job.spec.shard_index)
 
     async def list(self, params: dict[str, Any]) -> Any:
         wanted = param(params, "state", str, optional=True)
@@ -337,6 +372,11 @@ class JobsApi:
         return {name: sorted(self.node.document.items(name)) for name in ("jobs", "runs", "cancels")}
 
     async def cancel(self, params: dict[str, Any]) -> Any:
+        group = self._group(params)
+        if group is not None:
+            for job in group[1]:
+                await self.cancel({"job": job.job_hex})
+            return {"id": group[0], "cancelled": True}
         job, _ = self._resolve(params)
         if job.cancelled:
             return {"id": job.job_hex, "cancelled": True}
