@@ -61,10 +61,10 @@ def test_selectors_choose_the_node_and_name_the_failed_requirement(cluster, wasm
     assert json.loads(a.form("jobs", "--json").stdout)  # formd still answers
 
 
-def loop_context(tmp_path: Path) -> Path:
-    context = tmp_path / "loop"
+def loop_context(tmp_path: Path, name: str = "loop") -> Path:
+    context = tmp_path / name
     context.mkdir()
-    (context / "loop.wat").write_text(LOOP_FOREVER)
+    (context / "loop.wat").write_text(f";; {name}\n{LOOP_FOREVER}")
     return context
 
 
@@ -84,12 +84,14 @@ def most_at_once(intervals: list[tuple[str, str]]) -> int:
 
 def test_capability_slots_are_respected_under_concurrent_submits(cluster, tmp_path):
     a, b, c = cluster.nodes[:3]
-    context = loop_context(tmp_path)
-    with ThreadPoolExecutor(6) as pool:  # from two nodes at once; only a offers the capability
+    # From two nodes at once (one context each); only a offers the capability.
+    contexts = [loop_context(tmp_path, f"loop{i}") for i in range(5)]
+    with ThreadPoolExecutor(5) as pool:
         ids = list(
             pool.map(
-                lambda node: submit_loop(node, context, "--capability", LLAMA, "--timeout", "5s"),
+                lambda node, context: submit_loop(node, context, "--capability", LLAMA, "--timeout", "5s"),
                 [b, c, b, c, b],
+                contexts,
             )
         )
 
