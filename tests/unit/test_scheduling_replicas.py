@@ -1,9 +1,9 @@
 """A replicated job is final only when every replica is (what `form submit --wait` waits for)."""
 
-from test_scheduling import caps, cluster, job, order_nodes, spec, view
+from scheduling_views import caps, cluster, job, spec, view
 
 from pack_manager.jobstate import RUNNING, SUCCEEDED, RunReport
-from pack_manager.scheduling import job_status
+from pack_manager.scheduling import job_status, order_nodes
 
 D1, D2 = "ab" * 32, "cd" * 32
 

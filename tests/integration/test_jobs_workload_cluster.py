@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from procs import Cluster, all_see, wait_until
 from procs import job_status as status
-from test_jobs_cluster import LOOP_FOREVER, submit_wasm, wasm_context  # noqa: F401 - fixture
+from wasm_jobs import LOOP_FOREVER, submit_wasm
 
 from daemon.config import load as load_config
 from pack_manager.placement import rank, ranking_id
@@ -38,7 +38,7 @@ def final(node, job_id: str) -> dict:
     )
 
 
-def test_selectors_choose_the_node_and_name_the_failed_requirement(cluster, wasm_context):  # noqa: F811
+def test_selectors_choose_the_node_and_name_the_failed_requirement(cluster, wasm_context):
     a, b, c = cluster.nodes[:3]
     job_id = submit_wasm(a, wasm_context, "--select", "zone in (b,c)", "--select", "gpus>=2").stdout.strip()
     seen = final(c, job_id)
@@ -120,7 +120,7 @@ def test_capability_slots_are_respected_under_concurrent_submits(cluster, tmp_pa
     assert most_at_once([(s["started_at"], s["finished_at"]) for s in ended]) == 2
 
 
-def test_region_limits_where_a_job_runs(cluster, wasm_context):  # noqa: F811
+def test_region_limits_where_a_job_runs(cluster, wasm_context):
     a, b, c = cluster.nodes[:3]
     seen = final(a, submit_wasm(a, wasm_context, "--region", "us").stdout.strip())
     assert (seen["state"], seen["node"]) == ("succeeded", b.node_id)
@@ -129,7 +129,7 @@ def test_region_limits_where_a_job_runs(cluster, wasm_context):  # noqa: F811
     assert all("region: needs 'mars'" in reason for reason in seen["reasons"])
 
 
-def test_capabilities_set_at_runtime_are_persisted_published_and_removable(cluster, wasm_context):  # noqa: F811
+def test_capabilities_set_at_runtime_are_persisted_published_and_removable(cluster, wasm_context):
     a, b, c = cluster.nodes[:3]
     assert c.form("capability", "set", "video:h264", "--max", "1").stdout.strip() == "video:h264=1"
     assert load_config(c.state_dir).named_capabilities == {"video:h264": 1}
@@ -157,7 +157,7 @@ def test_capabilities_set_at_runtime_are_persisted_published_and_removable(clust
     )
 
 
-def test_jobs_sharing_a_placement_key_land_on_the_same_node(cluster, wasm_context):  # noqa: F811
+def test_jobs_sharing_a_placement_key_land_on_the_same_node(cluster, wasm_context):
     a, b, c = cluster.nodes[:3]
     ids = [bytes.fromhex(n.node_id) for n in (a, b, c)]
     # Two keys whose first-ranked node differs, so the test shows the key (not chance) decides.
@@ -173,7 +173,7 @@ def test_jobs_sharing_a_placement_key_land_on_the_same_node(cluster, wasm_contex
         assert explained["nodes"][0]["node"] == runner
 
 
-HELLO = Path(__file__).parent.parent / "examples" / "hello-wasm" / "job.toml"
+HELLO = Path(__file__).parents[2] / "examples" / "hello-wasm" / "job.toml"
 
 
 def test_a_job_file_runs_with_flags_overriding_it(cluster):
@@ -264,7 +264,7 @@ def test_a_failing_job_is_retried_on_each_next_ranked_node(cluster, tmp_path):
     assert (seen["node"], seen["attempt"], seen["exit_code"]) == (order[2], 3, 1)
 
 
-def test_a_job_no_node_starts_fails_at_its_queue_timeout(cluster, wasm_context):  # noqa: F811
+def test_a_job_no_node_starts_fails_at_its_queue_timeout(cluster, wasm_context):
     a, b, _ = cluster.nodes[:3]
     job_id = submit_wasm(
         a, wasm_context, "--capability", "nothing:here", "--queue-timeout", "2s"
@@ -274,7 +274,7 @@ def test_a_job_no_node_starts_fails_at_its_queue_timeout(cluster, wasm_context):
     assert [x["state"] for x in seen["attempts"]] == ["failed"] and seen["started_at"] is None
 
 
-def test_replicas_wait_returns_once_every_replica_has_finished(cluster, wasm_context):  # noqa: F811
+def test_replicas_wait_returns_once_every_replica_has_finished(cluster, wasm_context):
     a = cluster.nodes[0]
     done = submit_wasm(a, wasm_context, "--replicas", "2", "--wait", "--json")
     seen = json.loads(done.stdout)

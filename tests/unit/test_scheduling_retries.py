@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from hypothesis import given
 from hypothesis import strategies as st
-from test_scheduling import NODES, actions, caps, cluster, job, spec, view
+from scheduling_views import NODES, actions, caps, cluster, job, spec, view
 
 from pack_manager.jobstate import CANCELLED, FAILED, RUNNING, SUCCEEDED, TIMED_OUT, RunReport
 from pack_manager.scheduling import (

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_scheduling import actions, cluster, job, spec
+from scheduling_views import actions, cluster, job, spec
 
 from pack_manager.jobspec import JobSpec, JobSpecError
 from pack_manager.placement import rank, ranking_id

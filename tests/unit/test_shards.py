@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_scheduling import actions, caps, job, spec, view
+from scheduling_views import actions, caps, job, spec, view
 
 from pack_manager.jobspec import JobInput, JobSpec, JobSpecError
 from pack_manager.placement import rank, ranking_id, shard_rotation

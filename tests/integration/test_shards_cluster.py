@@ -5,12 +5,11 @@ import json
 
 import pytest
 from procs import Cluster, all_see, wait_until
-from test_jobs_cluster import wasm_context  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
 
 
-def test_a_three_shard_job_survives_a_runner_killed_mid_run(tmp_path, wasm_context):  # noqa: F811
+def test_a_three_shard_job_survives_a_runner_killed_mid_run(tmp_path, wasm_context):
     with Cluster(tmp_path / "cluster") as cluster:
         seed = cluster.add("a")
         cluster.add("b", seed=seed)

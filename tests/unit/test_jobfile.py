@@ -7,7 +7,7 @@ import pytest
 from pack_manager.jobfile import KEYS, JobFileError, load_job_file
 from pack_manager.requirements import WorkloadRequirements
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 def write(tmp_path: Path, text: str) -> Path:
