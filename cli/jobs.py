@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import shlex
@@ -16,23 +17,13 @@ from typing import Any, Optional
 import typer
 
 from pack_manager.context_archive import ArchiveError, extract_archive, file_digest, pack_context
+from pack_manager.jobstate import FINAL_STATES
 
-from .client import ClientError, call
+from .command import fail, request
 
-FINAL = ("succeeded", "failed", "cancelled", "timed_out")
 UPLOAD_CHUNK = 512 * 1024
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"form: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _call(ctx: typer.Context, method: str, params: dict[str, Any] | None = None) -> Any:
-    try:
-        return call(ctx.obj["socket"], method, params, timeout=120)
-    except ClientError as exc:
-        _fail(str(exc))
+# Job requests may wait for blob fetches and fsyncs on a busy node: more patience than the default.
+_call = functools.partial(request, timeout=120)
 
 
 def _upload(ctx: typer.Context, path: Path) -> str:
@@ -197,7 +188,7 @@ def _submit_options(given: dict[str, Any], job_file: Path | None) -> dict[str, A
         try:
             from_file = load_job_file(job_file)
         except JobFileError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         if "env" in from_file:
             from_file["env"] = [f"{k}={v}" for k, v in from_file["env"].items()]
         options.update(from_file)
@@ -206,9 +197,9 @@ def _submit_options(given: dict[str, Any], job_file: Path | None) -> dict[str, A
         try:
             options["cmd"] = shlex.split(options["cmd"])
         except ValueError as exc:
-            _fail(f"--cmd: {exc}")
+            fail(f"--cmd: {exc}")
     if options["context"] is None:
-        _fail("give the context directory (or --spec FILE, whose directory is the default)")
+        fail("give the context directory (or --spec FILE, whose directory is the default)")
     return options
 
 
@@ -235,27 +226,27 @@ def _submit_params(ctx: typer.Context, options: dict[str, Any], *, upload: bool)
             if options[key] is not None:
                 durations[key] = int(parse_duration(options[key]) * 1000)
         except UnitError as exc:
-            _fail(f"--{key.replace('_', '-')}: {exc}")
+            fail(f"--{key.replace('_', '-')}: {exc}")
     if not context_dir.is_dir():
-        _fail(f"context {context_dir} is not a directory")
+        fail(f"context {context_dir} is not a directory")
     for item in inputs:
         if not item.is_file():
-            _fail(f"input {item} is not a file")
+            fail(f"input {item} is not a file")
     env = {}
     for pair in options["env"]:
         key, sep, value = pair.partition("=")
         if not sep:
-            _fail(f"--env: {pair!r} is not K=V")
+            fail(f"--env: {pair!r} is not K=V")
         env[key] = value
     # The daemon's limits (formd.toml), checked here first so nothing is uploaded in vain.
     limits = _call(ctx, "job.limits")
     max_context, max_inputs = limits["max_context_bytes"], limits["max_input_bytes"]
     total_inputs = sum(item.stat().st_size for item in inputs)
     if total_inputs > max_inputs:
-        _fail(f"inputs hold {total_inputs:,} bytes together, over the node's {max_inputs:,}-byte limit")
+        fail(f"inputs hold {total_inputs:,} bytes together, over the node's {max_inputs:,}-byte limit")
     content = _content_bytes(context_dir)
     if content > max_context:
-        _fail(
+        fail(
             f"context {context_dir} holds {content:,} bytes of files, over the node's {max_context:,}-byte limit"
         )
     store = (lambda path: _upload(ctx, path)) if upload else file_digest
@@ -264,11 +255,9 @@ def _submit_params(ctx: typer.Context, options: dict[str, Any], *, upload: bool)
         try:
             _, size = pack_context(context_dir, tar)
         except (ArchiveError, OSError) as exc:
-            _fail(f"context {context_dir}: {exc}")
+            fail(f"context {context_dir}: {exc}")
         if size > max_context:
-            _fail(
-                f"context {context_dir} packs to {size:,} bytes, over the node's {max_context:,}-byte limit"
-            )
+            fail(f"context {context_dir} packs to {size:,} bytes, over the node's {max_context:,}-byte limit")
         context_digest = store(tar)
     return {
         "kind": options["kind"],
@@ -319,7 +308,7 @@ def _content_bytes(root: Path) -> int:
 def _wait(ctx: typer.Context, job_id: str) -> dict:
     while True:
         status = _call(ctx, "job.status", {"job": job_id})
-        if status["state"] in FINAL or status["state"] == "unschedulable":
+        if status["state"] in FINAL_STATES or status["state"] == "unschedulable":
             return status
         time.sleep(0.2)
 
@@ -407,7 +396,7 @@ def _download(ctx: typer.Context, digest: str, dest: Path) -> None:
                 break
     if file_digest(dest) != digest:
         dest.unlink()
-        _fail(f"download of {digest[:12]} does not match its digest")
+        fail(f"download of {digest[:12]} does not match its digest")
 
 
 def _stream_log(ctx: typer.Context, job: str, follow: bool) -> str:
@@ -442,12 +431,12 @@ def _shard_job(ctx: typer.Context, job: str, shard: int | None) -> str:
     shards = status.get("shards")
     if shard is None:
         if shards:
-            _fail(f"job {job} has {len(shards)} shards: give --shard 0..{len(shards) - 1}")
+            fail(f"job {job} has {len(shards)} shards: give --shard 0..{len(shards) - 1}")
         return job
     if not shards:
-        _fail(f"job {job} is not sharded (no --shard)")
+        fail(f"job {job} is not sharded (no --shard)")
     if not 0 <= shard < len(shards):
-        _fail(f"--shard: {shard} is outside 0..{len(shards) - 1}")
+        fail(f"--shard: {shard} is outside 0..{len(shards) - 1}")
     return shards[shard]["id"]
 
 
@@ -460,7 +449,7 @@ def result(
     """Fetch the outputs into DIR (outputs.tar is unpacked; image archives are saved as files);
     a sharded job's into DIR/shard-<i>/."""
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        _fail(f"{output} exists and is not an empty directory")
+        fail(f"{output} exists and is not an empty directory")
     shards = _call(ctx, "job.status", {"job": job}).get("shards")
     parts = [(s["id"], output / f"shard-{s['index']}") for s in shards] if shards else [(job, output)]
     written = []
@@ -484,7 +473,7 @@ def _fetch_outputs(ctx: typer.Context, job: str, output: Path) -> list[dict]:
             try:
                 extract_archive(tar, Path(tmp) / "outputs", limit_bytes=1 << 40)
             except ArchiveError as exc:
-                _fail(f"outputs: {exc}")
+                fail(f"outputs: {exc}")
             for entry in (Path(tmp) / "outputs").iterdir():
                 entry.rename(output / entry.name)
     return files

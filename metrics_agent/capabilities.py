@@ -74,6 +74,10 @@ class NodeCapabilities:
     region: str = ""  # "" when the node names none
     # Named capabilities (metrics_agent/named_capabilities.py) -> max_concurrency (slots).
     named: Mapping[str, int] = field(default_factory=dict)
+    # The node's HTTPS API ("host:port", empty when off) and the SHA-256 fingerprint of its
+    # certificate, so a client that trusts one node can check every other.
+    http_api: str = ""
+    tls_fingerprint: str = ""
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -92,6 +96,8 @@ class NodeCapabilities:
             # Written only when set, so a node without them keeps the record it had.
             **({"region": self.region} if self.region else {}),
             **({"named": dict(self.named)} if self.named else {}),
+            "http_api": self.http_api,
+            "tls_fingerprint": self.tls_fingerprint,
         }
 
     @classmethod
@@ -115,6 +121,10 @@ class NodeCapabilities:
             labels=need_str_map(record, "labels"),
             region=_region(record),
             named=_named(record),
+            http_api=need_str(record, "http_api", limit=300) if "http_api" in record else "",
+            tls_fingerprint=need_str(record, "tls_fingerprint", limit=64)
+            if "tls_fingerprint" in record
+            else "",
         )
 
     def with_labels(self, labels: Mapping[str, str]) -> "NodeCapabilities":

@@ -83,6 +83,9 @@ class JobSpec:
     shard_index: int = 0
     shard_count: int = 0  # 0: not sharded
     shard_group: bytes | None = None
+    # The client key (raw Ed25519 public key, hex) that submitted the job through the HTTP API;
+    # None for the local socket. Cancels by other clients are refused; quotas count by it.
+    client: str | None = None
     # pack()'s bytes, made once (a spec is not changed once made): a submit packs it to seal
     # the record and again to name the job.
     _packed: bytes | None = field(default=None, init=False, repr=False, compare=False)
@@ -118,6 +121,7 @@ class JobSpec:
             **({"retries": self.retries, "retry_delay_ms": self.retry_delay_ms} if self.retries else {}),
             **({"queue_timeout_ms": self.queue_timeout_ms} if self.queue_timeout_ms is not None else {}),
             **({"shard": [self.shard_index, self.shard_count, self.shard_group]} if self.shard_count else {}),
+            **({"client": self.client} if self.client is not None else {}),
         }
 
     @classmethod
@@ -166,6 +170,7 @@ class JobSpec:
                 if "queue_timeout_ms" in record
                 else None,
                 **_wire_shard(record),
+                client=need_str(record, "client", limit=64) if "client" in record else None,
             )
         except (WireError, RequirementsError) as exc:
             raise JobSpecError(f"job spec: {exc}") from exc
@@ -249,6 +254,8 @@ def check_relative_path(text: str, what: str) -> None:
 def _check(spec: JobSpec) -> None:
     if spec.kind not in KINDS:
         raise JobSpecError(f"kind: {spec.kind!r} is not one of {', '.join(KINDS)}")
+    if spec.client is not None and not re.fullmatch(r"[0-9a-f]{64}", spec.client):
+        raise JobSpecError("client: must be a client public key (64 hex)")
     if not isinstance(spec.submitter, bytes) or len(spec.submitter) != 32:
         raise JobSpecError("submitter: must be a 32-byte node id")
     if not isinstance(spec.nonce, bytes) or len(spec.nonce) != 16:
