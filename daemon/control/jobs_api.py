@@ -415,6 +415,10 @@ class JobsApi:
         return {"id": job.job_hex, "cancelled": True}
 
     async def explain(self, params: dict[str, Any]) -> Any:
+        group = self._group(params)
+        if group is not None:
+            shards = ", ".join(f"{job.spec.shard_index}: {job.job_hex[:16]}" for job in group[1])
+            raise ControlError(f"job {group[0][:16]} is sharded: explain one of its shards ({shards})")
         job, _ = self._resolve(params)
         nodes = self.jobs.node_views()
         status = self.status_object(job, nodes)

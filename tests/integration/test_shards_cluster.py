@@ -78,3 +78,7 @@ def test_a_three_shard_job_survives_a_runner_killed_mid_run(tmp_path, wasm_conte
         refused = a.form("logs", group, check=False)
         assert refused.returncode == 1 and "give --shard 0..2" in refused.stderr
         assert json.loads(a.form("status", group, "--json").stdout)["state"] == "succeeded"
+        refused = a.form("explain", group, check=False)
+        assert refused.returncode == 1 and "is sharded: explain one of its shards" in refused.stderr
+        shard = json.loads(a.form("explain", submitted["shards"][0], "--json").stdout)
+        assert shard["nodes"][0]["node"] == nodes_at_start[0]  # shard 0 starts at the group's first node
