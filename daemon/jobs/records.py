@@ -45,7 +45,13 @@ class Job:
 
     def view(self) -> scheduling.JobView:
         return scheduling.JobView(
-            bytes.fromhex(self.job_hex), self.spec, self.runs, self.cancelled, self.holdings, self.datasets
+            bytes.fromhex(self.job_hex),
+            self.spec,
+            self.runs,
+            self.cancelled,
+            self.holdings,
+            self.submitted_ms,
+            self.datasets,
         )
 
 
