@@ -54,7 +54,7 @@ def view_of(s: JobSpec, *records: DatasetRecord, runs=None) -> JobView:
     catalog: dict = {}
     for r in records:
         catalog.setdefault(r.name, {})[r.holder] = r
-    return JobView(s.job_id(), s, runs or {}, False, {}, catalog)
+    return JobView(s.job_id(), s, runs or {}, False, datasets=catalog)
 
 
 def test_a_dataset_record_round_trips_and_is_written_only_by_its_holder():
