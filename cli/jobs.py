@@ -66,7 +66,19 @@ def submit(
         "Containerfile", "-f", "--file", help="Containerfile inside the context (build)"
     ),
     kind: str = typer.Option("build", "--kind", help="build | run | wasm"),
-    image: Optional[str] = typer.Option(None, "--image", help="local image (run)"),
+    image: Optional[str] = typer.Option(
+        None,
+        "--image",
+        help="image (run): NAME[:TAG], registry/path[:TAG] or an id; fetched from a node that holds it",
+    ),
+    pull: str = typer.Option(
+        "missing", "--pull", help="run: missing (registry only when no node holds it) | always | never"
+    ),
+    tag: Optional[str] = typer.Option(
+        None,
+        "--tag",
+        help="build: keep the built image on the builder as NAME[:TAG] (runs elsewhere fetch it)",
+    ),
     cmd: Optional[str] = typer.Option(
         None, "--cmd", help="command, split like a shell would (run; wasm arguments)"
     ),
@@ -84,7 +96,7 @@ def submit(
     replicas: int = typer.Option(1, "--replicas"),
     network: bool = typer.Option(False, "--network"),
     prefer_local_inputs: bool = typer.Option(
-        False, "--prefer-local-inputs", help="rank nodes that already hold the context/inputs first"
+        False, "--prefer-local-inputs", help="rank nodes that already hold the context/inputs/image first"
     ),
     wait: bool = typer.Option(False, "--wait", help="wait for a final state; exit 1 unless it succeeded"),
     follow: bool = typer.Option(False, "--follow", help="stream the log meanwhile (implies --wait)"),
@@ -151,6 +163,8 @@ def submit(
         "network": network,
         "replicas": replicas,
         "prefer_local_inputs": prefer_local_inputs,
+        "pull": pull,
+        "tag": tag,
     }
     job_id = _call(ctx, "job.submit", params)["id"]
     if not (wait or follow):

@@ -18,7 +18,7 @@ import typer
 from .client import SOCKET_ENV, ClientError, call, default_socket
 from .jobs import job_status
 from .jobs import register as register_job_commands
-from .render import keys_table, nodes_table, print_table
+from .render import images_table, keys_table, nodes_table, print_table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Talk to the local formd.")
 cluster_key_app = typer.Typer(
@@ -70,6 +70,18 @@ def nodes(
         _print_json(result)
     else:
         print_table(nodes_table(result))
+
+
+@app.command()
+def images(
+    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print a JSON list")
+) -> None:
+    """Every image the cluster's nodes publish (names, id, size) and the nodes that hold it."""
+    result = _call(ctx, "images")
+    if as_json:
+        _print_json(result)
+    else:
+        print_table(images_table(result))
 
 
 @app.command()

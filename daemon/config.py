@@ -74,6 +74,12 @@ class FormdConfig:
     max_input_bytes: int = 1024**3  # all of a job's inputs together
     # Finished jobs stay in the document this long, then are retired with their blobs.
     job_retention_s: float = 86_400.0
+    # Images (daemon/jobs/images.py): Podman's auth.json for registry pulls (empty: none), how
+    # long one pull may take, and the bytes of images formd itself added (loaded from a peer,
+    # pulled, built with --tag) kept before the least recently used go.
+    registry_auth_file: str = ""
+    registry_timeout_s: float = 300.0
+    image_cache_bytes: int = 10 * 1024**3
 
     @property
     def advertise_address(self) -> str:
@@ -129,6 +135,8 @@ class FormdConfig:
         _range("max_context_bytes", self.max_context_bytes, 1024, 64 * 1024**3)
         _range("max_input_bytes", self.max_input_bytes, 0, 1024**4)
         _range("job_retention_s", self.job_retention_s, 1, 365 * 86_400)
+        _range("registry_timeout_s", self.registry_timeout_s, 1, 86_400)
+        _range("image_cache_bytes", self.image_cache_bytes, 0, 1024**5)
         self.socket_permissions  # raises ConfigError when not octal
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")

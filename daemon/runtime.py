@@ -29,6 +29,7 @@ from daemon.control.server import ControlServer
 from daemon.identity import bump_incarnation, load_identity
 from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.group_commit import file_syncer
+from daemon.jobs.images import NodeImages
 from daemon.jobs.loop import JobLoop
 from daemon.log import EventLog
 from daemon.systemd import notify
@@ -169,6 +170,18 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         limits=limits,
         sync_log=file_syncer(store.log_path),
         retention_s=config.job_retention_s,
+    )
+    podman = executors  # the podman executor appears here once _offer_podman finds Podman
+    jobs.images = NodeImages(
+        node,
+        blobs,
+        state_dir,
+        lambda: getattr(podman.get("podman"), "url", None),
+        jobs.fetch,
+        jobs.pending_uploads,
+        auth_file=config.path(state_dir, config.registry_auth_file) if config.registry_auth_file else None,
+        pull_timeout_s=config.registry_timeout_s,
+        cache_bytes=config.image_cache_bytes,
     )
     node.on_change = jobs.wake
     node.side_handler = jobs.serve_peer_request

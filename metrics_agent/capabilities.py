@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
+from .images import HeldImage, images_from_wire
 from .wire import WireError, need_int, need_list, need_map, need_str, need_str_map
 
 KNOWN_EXECUTORS = ("podman", "wasm")
@@ -59,6 +60,8 @@ class NodeCapabilities:
     gpus: tuple[GpuInfo, ...] = ()
     executors: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    # The images this node's Podman holds (metrics_agent/images.py: bounded, compact).
+    images: tuple[HeldImage, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -74,6 +77,8 @@ class NodeCapabilities:
             "gpus": [gpu.to_wire() for gpu in self.gpus],
             "executors": list(self.executors),
             "labels": dict(self.labels),
+            # Only when there are some: a node without images writes the record it always wrote.
+            **({"images": [image.to_wire() for image in self.images]} if self.images else {}),
         }
 
     @classmethod
@@ -95,7 +100,11 @@ class NodeCapabilities:
             gpus=tuple(GpuInfo.from_wire(gpu) for gpu in need_list(record, "gpus", limit=64)),
             executors=tuple(executors),
             labels=need_str_map(record, "labels"),
+            images=images_from_wire(record.get("images")),
         )
 
     def with_labels(self, labels: Mapping[str, str]) -> "NodeCapabilities":
         return replace(self, labels=dict(labels))
+
+    def with_images(self, images: tuple[HeldImage, ...]) -> "NodeCapabilities":
+        return replace(self, images=tuple(images))

@@ -17,6 +17,7 @@ import msgpack
 
 from metrics_agent.wire import WireError, need_int, need_list, need_map, need_str, need_str_map
 
+from .image_refs import DEFAULT_PULL, PULL_POLICIES
 from .requirements import RequirementsError, WorkloadRequirements
 
 KINDS = ("build", "run", "wasm")
@@ -32,8 +33,10 @@ _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Input names become file names under /data/inputs: one relative path, no tricks.
 _INPUT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}(/[A-Za-z0-9._-]{1,128}){0,7}$")
-# Local image references: name[:tag] or an image id; no registries are reachable anyway.
+# Image references: name[:tag], registry/path[:tag|@digest] or an image id.
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
+# A build's --tag: name[:tag], kept on the builder (pack_manager/image_refs.py says how it is stored).
+_TAG = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,200}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$")
 
 
 class JobSpecError(ValueError):
@@ -66,6 +69,10 @@ class JobSpec:
     # Rank nodes that already hold the job's blobs first (after preferred labels); who holds
     # what comes from the document (see pack_manager.scheduling.order_nodes).
     prefer_local_inputs: bool = False
+    # run: when to pull the image from a registry (missing: only when no node holds it).
+    pull: str = DEFAULT_PULL
+    # build: the name the built image keeps on the builder (besides the archive output).
+    tag: str | None = None
     # pack()'s bytes, made once (a spec is not changed once made): a submit packs it to seal
     # the record and again to name the job.
     _packed: bytes | None = field(default=None, init=False, repr=False, compare=False)
@@ -97,6 +104,8 @@ class JobSpec:
             "keep_image": self.keep_image,
             # Written only when set, so specs without it keep the bytes (and ids) they had.
             **({"prefer_local_inputs": True} if self.prefer_local_inputs else {}),
+            **({"pull": self.pull} if self.pull != DEFAULT_PULL else {}),
+            **({"tag": self.tag} if self.tag is not None else {}),
         }
 
     @classmethod
@@ -136,6 +145,8 @@ class JobSpec:
                 prefer_local_inputs=_need_bool(record, "prefer_local_inputs")
                 if "prefer_local_inputs" in record
                 else False,
+                pull=need_str(record, "pull", limit=16) if "pull" in record else DEFAULT_PULL,
+                tag=need_str(record, "tag", limit=330, optional=True),
             )
         except (WireError, RequirementsError) as exc:
             raise JobSpecError(f"job spec: {exc}") from exc
@@ -288,3 +299,12 @@ def _check_kind(spec: JobSpec) -> None:
         raise JobSpecError(f"requirements: a {spec.kind} job needs the {wanted!r} executor, not {executor!r}")
     if spec.keep_image and spec.kind != "build":
         raise JobSpecError("keep_image: applies to build jobs only")
+    if spec.pull not in PULL_POLICIES:
+        raise JobSpecError(f"pull: {spec.pull!r} is not one of {', '.join(PULL_POLICIES)}")
+    if spec.pull != DEFAULT_PULL and spec.kind != "run":
+        raise JobSpecError("pull: applies to run jobs only")
+    if spec.tag is not None:
+        if spec.kind != "build":
+            raise JobSpecError("tag: applies to build jobs only")
+        if not isinstance(spec.tag, str) or not _TAG.match(spec.tag):
+            raise JobSpecError(f"tag: {spec.tag!r} is not NAME[:TAG] (lowercase name)")

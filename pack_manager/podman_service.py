@@ -58,19 +58,35 @@ def find_running_service() -> str | None:
     return None
 
 
-def service_command(socket_path: Path) -> list[str]:
+def storage_options(storage: Path) -> list[str]:
+    """A Podman image store of its own under `storage` (one per node when several nodes share a
+    machine, as separate hosts would have)."""
+    return [
+        "--root",
+        str(storage / "root"),
+        "--runroot",
+        str(storage / "run"),
+        "--tmpdir",
+        str(storage / "tmp"),
+    ]
+
+
+def service_command(socket_path: Path, storage: Path | None = None) -> list[str]:
     podman = shutil.which("podman")
     if podman is None:
         raise FileNotFoundError("podman is not installed (packaging/setup-host.sh installs it)")
     command = [podman]
+    if storage is not None:
+        command += storage_options(storage)
     if shutil.which("runc"):
         command += ["--runtime", "runc"]
     command += ["--cgroup-manager", "cgroupfs", "system", "service", "--time=0", f"unix://{socket_path}"]
     return command
 
 
-def start_service(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the service on <state_dir>/podman.sock and wait until it answers."""
+def start_service(state_dir: Path, storage: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the service on <state_dir>/podman.sock and wait until it answers; `storage`: a
+    separate image store (see storage_options) instead of the host's."""
     state_dir.mkdir(parents=True, exist_ok=True)
     socket_path = state_dir / SOCKET_NAME
     _stop_stale(state_dir)
@@ -81,7 +97,7 @@ def start_service(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         # has removed its containers through it. cwd is the state dir: conmon drops files
         # ("oom" markers) into its working directory.
         process = subprocess.Popen(
-            service_command(socket_path),
+            service_command(socket_path, storage),
             stdout=service_log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

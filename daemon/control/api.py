@@ -11,6 +11,8 @@ returns something JSON can carry, or raises ControlError with a one-line reason.
     cluster-key.remove {"key_id": hex} -> {"key_id": hex16}
     label.set    {"labels": {k: v}}    -> {"labels": {...all labels now}}
     label.remove {"keys": [k, ...]}    -> {"labels": {...}}
+    images                             -> [{"id", "names", "size", "holders": [{"id", "short_id",
+                                           "status"}]}, ...]  (what the node records publish)
 
 Job and blob methods: see daemon/control/jobs_api.py.
 
@@ -29,6 +31,7 @@ from daemon.cluster.node import Node
 from daemon.config import FormdConfig
 from daemon.control.jobs_api import JobsApi
 from daemon.control.server import ControlError, Handler, param
+from daemon.jobs.images import cluster_images
 from daemon.jobs.loop import JobLoop
 from daemon.transport.keyring import Keyring, KeyringError, decode_key, parse_key_id
 from pack_manager.requirements import RequirementsError, parse_labels
@@ -61,11 +64,15 @@ class DaemonApi:
             "cluster-key.remove": self.key_remove,
             "label.set": self.label_set,
             "label.remove": self.label_remove,
+            "images": self.images,
             **(self.jobs_api.methods() if self.jobs_api is not None else {}),
         }
 
     async def nodes(self, params: dict[str, Any]) -> Any:
         return self.node.describe_nodes()
+
+    async def images(self, params: dict[str, Any]) -> Any:
+        return cluster_images(self.node)
 
     async def status(self, params: dict[str, Any]) -> Any:
         status = self.node.describe_self()

@@ -5,7 +5,8 @@ blob.read  {"digest", "offset", "length"}              -> {"size", "data": b64}
 job.limits {}                                       -> {"max_context_bytes", "max_input_bytes"}
 job.submit {"kind", "context", "containerfile", "image", "command", "module", "inputs": [[name, digest]],
             "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer"},
-            "timeout_ms", "env", "network", "replicas", "prefer_local_inputs"}  -> {"id"}   (durable before the reply)
+            "timeout_ms", "env", "network", "replicas", "prefer_local_inputs", "pull", "tag"}
+                                                    -> {"id"}   (durable before the reply)
 job.submit-many {"jobs": [job.submit params, ...]}    -> {"ids": [...]}  (all or none; one fsync)
 job.status {"job": id or prefix >= 8 hex}              -> status object (see `status_object`)
 job.list   {"state": optional}                         -> [status object, ...]
@@ -36,6 +37,7 @@ from daemon.jobs.blobstore import BlobError, BlobWriter
 from daemon.jobs.loop import JobLoop, node_now_ms
 from pack_manager import scheduling
 from pack_manager.fit import check_capabilities, check_capacity
+from pack_manager.image_refs import DEFAULT_PULL
 from pack_manager.jobspec import JobInput, JobSpec, JobSpecError, is_digest
 from pack_manager.jobstate import JOB_STATES
 from pack_manager.requirements import RequirementsError, WorkloadRequirements
@@ -214,6 +216,8 @@ class JobsApi:
                 network=param(params, "network", bool, optional=True, default=False),
                 replicas=param(params, "replicas", int, optional=True, default=1),
                 prefer_local_inputs=param(params, "prefer_local_inputs", bool, optional=True, default=False),
+                pull=param(params, "pull", str, optional=True, default=DEFAULT_PULL),
+                tag=param(params, "tag", str, optional=True),
             )
         except (RequirementsError, JobSpecError, TypeError, ValueError) as exc:
             raise ControlError(str(exc)) from None

@@ -38,6 +38,7 @@ from daemon.jobs.blobfetch import (
 )
 from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.group_commit import GroupCommit
+from daemon.jobs.images import NodeImages
 from daemon.jobs.node_views import NodeViews
 from daemon.jobs.placement_orders import PlacementOrders
 from daemon.jobs.records import Job, JobRecords, spec_blobs
@@ -151,6 +152,9 @@ class JobLoop:
         self._own_capacity: NodeCapacity | None = None
         self.orders = PlacementOrders(policy)
         self._in_pass = False  # a pass writes its records, then stores and pushes them as one update
+        # This node's images (published, fetched from holders, pulled, cached); None runs jobs
+        # with whatever images the store has.
+        self.images: NodeImages | None = None
 
     @property
     def me(self) -> bytes:
@@ -268,6 +272,8 @@ class JobLoop:
         self.yield_leftovers()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.images is not None:
+                await nursery.start(self.images.run)
             task_status.started()
             while True:
                 # No wake-up of its own for a claim's due time: the next pass writes it (passes
@@ -456,6 +462,7 @@ class JobLoop:
                 outputs=tuple(outputs),
                 result_digest=_result_digest(outputs) if state == SUCCEEDED else None,
                 log_digest=log_digest,
+                unable=state == DECLINED,  # only a missing image ends a claim in a decline
             )
             await self.commit_durably()
         except Exception as exc:  # anything unexpected still ends the run with a record
@@ -471,6 +478,8 @@ class JobLoop:
                     finished_ms=node_now_ms(self.node),
                 )
         finally:
+            if self.images is not None:
+                self.images.release(job_hex)
             self.unpublished.pop(job_hex, None)
             self._capacity_freed = self.reservations.pop(job_hex, None) is not None or self._capacity_freed
             self.running.pop(job_hex, None)
@@ -494,6 +503,12 @@ class JobLoop:
             return ExecutionResult(FAILED, f"could not fetch the job's input: {exc}"), None, []
         if running.cancel.is_set():
             return ExecutionResult(CANCELLED, running.stop_reason), None, []
+        if self.images is not None and spec.kind == "run" and spec.requirements.executor == "podman":
+            missing = await self.images.ensure(job.job_hex, spec)
+            if missing is not None:
+                return ExecutionResult(DECLINED, missing), None, []
+            if running.cancel.is_set():
+                return ExecutionResult(CANCELLED, running.stop_reason), None, []
         current = self._own_current(job.job_hex, report)
         if current.state == CLAIMED:
             reason, started_ms = f"running on {self.node.identity.node_hex[:12]}", node_now_ms(self.node)
@@ -532,6 +547,8 @@ class JobLoop:
         finally:
             log_file.close()
             self.live_logs.pop(job.job_hex, None)
+        if self.images is not None and spec.tag and result.state == SUCCEEDED and result.image_id:
+            await self.images.adopt(result.image_id)  # kept under its --tag: published, cached
 
         def store() -> tuple[str, list[OutputRef]]:  # one trip to a worker thread for every file
             try:
@@ -566,6 +583,10 @@ class JobLoop:
             request = msgpack.unpackb(payload[1:], raw=False)
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
             raise BlobRequestError("bad side request: not msgpack") from None
+        if isinstance(request, dict) and request.get("op") == "image":
+            return (
+                self.images.serve_export(request) if self.images is not None else "images are not served here"
+            )
         if isinstance(request, dict) and request.get("op") == "log":
             job_hex, offset = request.get("job"), request.get("offset")
             if not isinstance(job_hex, str) or not isinstance(offset, int) or offset < 0:
