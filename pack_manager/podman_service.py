@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import AsyncIterator
 
+import blake3
 import trio
 
 log = logging.getLogger("formnet.podman")
@@ -60,15 +61,10 @@ def find_running_service() -> str | None:
 
 def storage_options(storage: Path) -> list[str]:
     """A Podman image store of its own under `storage` (one per node when several nodes share a
-    machine, as separate hosts would have)."""
-    return [
-        "--root",
-        str(storage / "root"),
-        "--runroot",
-        str(storage / "run"),
-        "--tmpdir",
-        str(storage / "tmp"),
-    ]
+    machine, as separate hosts would have). Podman refuses a runroot path over 50 characters,
+    so that one lives in /tmp under a name derived from `storage`."""
+    runroot = Path("/tmp") / f"formnet-run-{blake3.blake3(str(storage).encode()).hexdigest()[:16]}"
+    return ["--root", str(storage / "root"), "--runroot", str(runroot), "--tmpdir", str(storage / "tmp")]
 
 
 def service_command(socket_path: Path, storage: Path | None = None) -> list[str]:
