@@ -96,9 +96,7 @@ def two_hosts(cluster: Cluster, url_a: str, url_b: str, **settings: str):
     a = cluster.add("a", labels=["host=a"], settings=podman_settings(url_a, **settings))
     b = cluster.add("b", seed=a, labels=["host=b"], settings=podman_settings(url_b, **settings))
     wait_until(lambda: all_see((a, b), [a.node_id, b.node_id]), 30, "the cluster to be up")
-    wait_until(
-        lambda: all("podman" in n["executors"] for n in a.nodes()), 30, "both nodes to offer podman"
-    )
+    wait_until(lambda: all("podman" in n["executors"] for n in a.nodes()), 30, "both nodes to offer podman")
     return a, b
 
 
@@ -173,7 +171,10 @@ def test_a_holder_that_lies_or_serves_a_corrupt_archive_changes_nothing_and_the_
             context = tmp_path / "context"
             context.mkdir()
             for image, expected in (
-                (liar_name, f"does not hold image {short_id(lie_id)[:12]} (it holds {short_id(other_id)[:12]})"),
+                (
+                    liar_name,
+                    f"does not hold image {short_id(lie_id)[:12]} (it holds {short_id(other_id)[:12]})",
+                ),
                 (corrupt_name, "the archive does not load"),
             ):
                 job_id = a.form(
@@ -195,10 +196,14 @@ def test_an_unreachable_registry_makes_every_node_decline_and_the_job_fails_with
         before = store_images(url)
         with Cluster(tmp_path / "nodes") as cluster:
             first = cluster.add("n0", settings=podman_settings(url))
-            nodes = [first] + [cluster.add(f"n{i}", seed=first, settings=podman_settings(url)) for i in (1, 2)]
+            nodes = [first] + [
+                cluster.add(f"n{i}", seed=first, settings=podman_settings(url)) for i in (1, 2)
+            ]
             ids = [n.node_id for n in nodes]
             wait_until(lambda: all_see(nodes, ids), 30, "the cluster to be up")
-            wait_until(lambda: all("podman" in n["executors"] for n in first.nodes()), 30, "podman everywhere")
+            wait_until(
+                lambda: all("podman" in n["executors"] for n in first.nodes()), 30, "podman everywhere"
+            )
             context = tmp_path / "context"
             context.mkdir()
             job_id = first.form(

@@ -43,7 +43,7 @@ from metrics_agent.images import ID_CHARS, HeldImage, images_from_wire, publisha
 from pack_manager import image_cache
 from pack_manager.executors import podman_images
 from pack_manager.executors.podman_images import ImageError
-from pack_manager.image_refs import find_image, registry_name
+from pack_manager.image_refs import find_image, full_names, registry_name
 from pack_manager.jobspec import JobSpec
 
 REFRESH_S = 10.0
@@ -186,7 +186,9 @@ class NodeImages:
         reasons = []
         for node_id, address, held in self.holders(reference):
             try:
-                await self._transfer(url, address, held)
+                await self._transfer(
+                    url, address, held, [n for n in held.names if n in full_names(reference)]
+                )
                 self.node.log.info("image fetched", image=reference, holder=node_id.hex()[:12])
                 return await self._use(job_hex, url, reference)
             except (ImageError, FetchError, BlobError, TransportError) as exc:
@@ -229,11 +231,13 @@ class NodeImages:
         if image_id != had:
             await self.adopt(image_id)
 
-    async def _transfer(self, url: str, address: str, held: HeldImage) -> None:
+    async def _transfer(self, url: str, address: str, held: HeldImage, names: list[str]) -> None:
         digest = await self._request_export(address, held.id)
         await self._fetch(digest, [address])
         try:
-            image_id, added = await trio.to_thread.run_sync(_load, url, self.blobs.path(digest), held.id)
+            image_id, added = await trio.to_thread.run_sync(
+                _load, url, self.blobs.path(digest), held.id, names
+            )
         finally:
             await trio.to_thread.run_sync(self.blobs.delete, digest)  # the image is the copy we keep
         if added:
@@ -349,9 +353,9 @@ def _remove(url: str, image_id: str) -> bool:
         return podman_images.remove_quietly(podman, image_id)
 
 
-def _load(url: str, archive: Path, published: str) -> tuple[str, bool]:
+def _load(url: str, archive: Path, published: str, names: list[str]) -> tuple[str, bool]:
     with podman_images.client(url, timeout=600) as podman:
-        return podman_images.load_archive(podman, archive, published)
+        return podman_images.load_archive(podman, archive, published, names)
 
 
 def _pull(url: str, name: str, auth: dict[str, str] | None, timeout: float) -> str:

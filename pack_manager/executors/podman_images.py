@@ -80,16 +80,20 @@ def image_size(podman: PodmanClient, image_id: str) -> int:
 
 
 def save_chunks(podman: PodmanClient, image_id: str) -> Iterator[bytes]:
-    """The image as a docker-archive with its names (what `podman save` writes), streamed."""
+    """The image as a docker-archive (what `podman save` writes), streamed, without names: the
+    loader names it, so loading can never move a name the loading store gives another image."""
     try:
         image = podman.images.get(image_id)
     except (ImageNotFound, NotFound):
         raise ImageError(f"image {image_id[:12]} is not held here") from None
-    return image.save(chunk_size=SAVE_CHUNK, named=True)
+    return image.save(chunk_size=SAVE_CHUNK, named=False)
 
 
-def load_archive(podman: PodmanClient, archive: Path, expected_id: str) -> tuple[str, bool]:
-    """Load an archive that must hold the image whose id starts with `expected_id`.
+def load_archive(
+    podman: PodmanClient, archive: Path, expected_id: str, names: Iterable[str] = ()
+) -> tuple[str, bool]:
+    """Load an archive that must hold the image whose id starts with `expected_id`, and give
+    it `names`.
 
     Returns (full id, whether the store lacked it before). When the archive does not load or
     holds another image, the store is put back as it was and ImageError says why."""
@@ -109,6 +113,8 @@ def load_archive(podman: PodmanClient, archive: Path, expected_id: str) -> tuple
         held = ", ".join(short_id(i)[:12] for i in loaded) or "nothing new"
         raise ImageError(f"the archive does not hold image {expected_id[:12]} (it holds {held})")
     _restore(podman, before, after, keep=wanted)
+    for name in names:
+        tag(podman, wanted, name)
     return wanted, wanted not in before
 
 
@@ -156,7 +162,7 @@ def remove_quietly(podman: PodmanClient, image_id: str) -> bool:
 def untag_quietly(podman: PodmanClient, image_id: str, name: str) -> None:
     repository, tag_name = _repository_and_tag(name)
     try:
-        podman.images.get(image_id).untag(repository, tag_name)
+        podman.api.post(f"/images/{image_id}/untag", params={"repo": repository, "tag": tag_name})
     except _CLIENT_ERRORS:
         pass
 
