@@ -63,8 +63,18 @@ def storage_options(storage: Path) -> list[str]:
     """A Podman image store of its own under `storage` (one per node when several nodes share a
     machine, as separate hosts would have). Podman refuses a runroot path over 50 characters,
     so that one lives in /tmp under a name derived from `storage`."""
-    runroot = Path("/tmp") / f"formnet-run-{blake3.blake3(str(storage).encode()).hexdigest()[:16]}"
-    return ["--root", str(storage / "root"), "--runroot", str(runroot), "--tmpdir", str(storage / "tmp")]
+    return [
+        "--root",
+        str(storage / "root"),
+        "--runroot",
+        str(storage_runroot(storage)),
+        "--tmpdir",
+        str(storage / "tmp"),
+    ]
+
+
+def storage_runroot(storage: Path) -> Path:
+    return Path("/tmp") / f"formnet-run-{blake3.blake3(str(storage).encode()).hexdigest()[:16]}"
 
 
 def service_command(socket_path: Path, storage: Path | None = None) -> list[str]:

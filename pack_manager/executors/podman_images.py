@@ -231,9 +231,13 @@ def _stream_error(text: str) -> str | None:
 
 
 def classify_pull_error(message: str) -> str:
-    """Podman's pull error as one reason: what kind of failure first, then Podman's words."""
+    """Podman's pull error as one reason: what kind of failure first, then the innermost cause
+    (Podman nests them: "initializing source ...: pinging container registry ...: Get ...:
+    dial tcp ...: connect: connection refused")."""
     lowered = message.lower()
-    detail = message.strip().splitlines()[-1][:300] if message.strip() else "no detail"
+    text = message.strip().splitlines()[-1] if message.strip() else "no detail"
+    dial = text.find("dial tcp")
+    detail = (text[dial:] if dial >= 0 else text)[:300]
     if any(
         s in lowered
         for s in ("connection refused", "no such host", "i/o timeout", "network is unreachable", "dial tcp")
