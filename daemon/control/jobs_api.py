@@ -341,7 +341,13 @@ class JobsApi:
         nodes = self.jobs.node_views()
         view = job.view()
         order = scheduling.order_nodes(view, nodes, self.jobs.policy)
-        holdings = self.jobs.records.holdings(job.spec)  # shown whether or not the job prefers holders
+        # Blobs and the image, shown whether or not the job prefers holders.
+        holdings = scheduling.local_holdings(
+            scheduling.JobView(
+                view.job_id, view.spec, view.runs, view.cancelled, self.jobs.records.holdings(job.spec)
+            ),
+            nodes,
+        )
         records = self.node.document.node_records()
         rows = []
         for rank, node_id in enumerate(order, 1):
@@ -367,6 +373,7 @@ class JobsApi:
                     "holds": holdings.get(node_id, 0),
                     "run": run.state if run else None,
                     "run_reason": run.reason if run else None,
+                    "run_unable": bool(run and run.unable),
                 }
             )
         status = self.status_object(job, nodes)

@@ -82,6 +82,7 @@ class NodeImages:
         self._exporting: dict[str, str] = {}  # published id -> _PENDING or the failure reason
         self._using: dict[str, str] = {}  # job hex -> full id of the image its run uses
         self._nursery: trio.Nursery | None = None
+        self._acquiring = trio.Lock()
         self._load_state()
 
     # ---- state file -------------------------------------------------------------------------
@@ -169,20 +170,30 @@ class NodeImages:
         reference = spec.image
         if url is None or not reference:
             return None  # the executor says what is missing
-        pull_name = registry_name(reference)
-        shown = pull_name or reference
+        shown = registry_name(reference) or reference
         try:
-            local = await trio.to_thread.run_sync(_local_id, url, reference)
-        except Exception as exc:
+            if spec.pull == "always" or await trio.to_thread.run_sync(_local_id, url, reference) is None:
+                # One load or pull at a time: a load that fails puts the store back as it found
+                # it, which must not undo another one's image.
+                async with self._acquiring:
+                    reason = await self._acquire(url, reference, spec.pull)
+                if reason is not None:
+                    return f"image {shown}: {reason}"
+            return await self._use(job_hex, url, reference)
+        except (ImageError, *podman_images.CLIENT_ERRORS) as exc:
             return f"image {shown}: {podman_images.explain(exc)}"
-        if spec.pull == "always" and pull_name is not None:
+
+    async def _acquire(self, url: str, reference: str, pull: str) -> str | None:
+        pull_name = registry_name(reference)
+        local = await trio.to_thread.run_sync(_local_id, url, reference)
+        if pull == "always" and pull_name is not None:
             try:
                 await self._pull(url, pull_name, local)
-                return await self._use(job_hex, url, reference)
+                return None
             except ImageError as exc:
-                return f"image {pull_name}: {exc}"
+                return str(exc)
         if local is not None:
-            return await self._use(job_hex, url, reference)
+            return None  # another job's fetch brought it meanwhile
         reasons = []
         for node_id, address, held in self.holders(reference):
             try:
@@ -190,25 +201,25 @@ class NodeImages:
                     url, address, held, [n for n in held.names if n in full_names(reference)]
                 )
                 self.node.log.info("image fetched", image=reference, holder=node_id.hex()[:12])
-                return await self._use(job_hex, url, reference)
+                return None
             except (ImageError, FetchError, BlobError, TransportError) as exc:
                 reasons.append(f"from node {node_id.hex()[:12]}: {exc}")
                 self.node.log.warning(
                     "image not fetched", image=reference, holder=node_id.hex()[:12], reason=str(exc)
                 )
-        if spec.pull == "never":
+        if pull == "never":
             reasons.append("not pulled (--pull never)")
         elif pull_name is None:
             reasons.append("no registry has it (a localhost image comes from a build or a load)")
         else:
             try:
                 await self._pull(url, pull_name, None)
-                return await self._use(job_hex, url, reference)
+                return None
             except ImageError as exc:
                 reasons.append(str(exc))
-        if len(reasons) == 1 and not reasons[0].startswith("from node"):
-            reasons = [reasons[0] if pull_name else f"no node holds it; {reasons[0]}"]
-        return f"image {shown}: " + "; ".join(reasons)
+        if len(reasons) == 1 and (pull_name is None or pull == "never"):  # no holder was tried
+            reasons.insert(0, "no node holds it")
+        return "; ".join(reasons)
 
     async def _use(self, job_hex: str, url: str, reference: str) -> str | None:
         image_id = await trio.to_thread.run_sync(_local_id, url, reference)

@@ -24,7 +24,7 @@ from metrics_agent.images import HeldImage, short_id
 from .podman_options import JOB_TAG_PREFIX
 
 SAVE_CHUNK = 1024 * 1024
-_CLIENT_ERRORS = (PodmanError, RequestException, OSError)
+CLIENT_ERRORS = (PodmanError, RequestException, OSError)
 
 
 class ImageError(Exception):
@@ -132,7 +132,7 @@ def _restore(
             if name not in after.get(image_id, ()) and image_id in ids_and_names(podman):
                 try:
                     podman.images.get(image_id).tag(*_repository_and_tag(name))
-                except _CLIENT_ERRORS:
+                except CLIENT_ERRORS:
                     pass  # the image itself went away meanwhile: nothing to give the name back to
 
 
@@ -155,7 +155,7 @@ def remove_quietly(podman: PodmanClient, image_id: str) -> bool:
         return True
     except (ImageNotFound, NotFound):
         return True
-    except _CLIENT_ERRORS:
+    except CLIENT_ERRORS:
         return False
 
 
@@ -163,7 +163,7 @@ def untag_quietly(podman: PodmanClient, image_id: str, name: str) -> None:
     repository, tag_name = _repository_and_tag(name)
     try:
         podman.api.post(f"/images/{image_id}/untag", params={"repo": repository, "tag": tag_name})
-    except _CLIENT_ERRORS:
+    except CLIENT_ERRORS:
         pass
 
 
