@@ -83,6 +83,25 @@ def test_only_names_a_registry_can_have_are_pulled():
     assert registry_name("0123456789abcdef") is None  # an id
 
 
+def test_registry_credentials_come_from_a_podman_auth_file(tmp_path):
+    import base64
+
+    from pack_manager.executors.podman_images import ImageError, registry_auth
+
+    auth = tmp_path / "auth.json"
+    token = base64.b64encode(b"robot:s3cret:x").decode()
+    auth.write_text('{"auths": {"registry.example:5000": {"auth": "%s"}}}' % token)
+    assert registry_auth(auth, "registry.example:5000/team/tool:1") == {
+        "username": "robot",
+        "password": "s3cret:x",
+    }
+    assert registry_auth(auth, "docker.io/library/busybox:latest") is None
+    assert registry_auth(None, "registry.example:5000/a:1") is None
+    auth.write_text("not json")
+    with pytest.raises(ImageError, match="registry_auth_file"):
+        registry_auth(auth, "registry.example:5000/a:1")
+
+
 # ---- the cache --------------------------------------------------------------------------------
 
 

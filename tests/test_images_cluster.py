@@ -191,7 +191,9 @@ def test_a_holder_that_lies_or_serves_a_corrupt_archive_changes_nothing_and_the_
             assert b.running() and a.running()
 
 
-def test_an_unreachable_registry_makes_every_node_decline_and_the_job_fails_with_each_reason(tmp_path):
+def test_an_unreachable_registry_or_an_unknown_image_makes_every_node_decline_and_the_job_fail_with_each_reason(
+    tmp_path,
+):
     registry = f"127.0.0.1:{free_port()}"  # nothing listens there
     image = f"{registry}/i13img/absent-{os.urandom(4).hex()}:1"
     with podman_store(tmp_path / "p") as url:
@@ -218,7 +220,23 @@ def test_an_unreachable_registry_makes_every_node_decline_and_the_job_fails_with
                 assert f"node {node_id[:12]}: image {image}: registry unreachable: " in seen["reason"], seen
             explained = json.loads(first.form("explain", job_id, "--json").stdout)
             declines = [n for n in explained["nodes"] if n["run"] == "declined"]
-            assert len(declines) == 2  # the third, last to try, wrote the failure
+            assert len(declines) == 2 and all(
+                n["run_unable"] for n in declines
+            )  # the first wrote the failure
+
+            # An image nobody has, and no registry may be asked: every node says so.
+            unknown = f"i13img-unknown-{os.urandom(4).hex()}:1"
+            job_id = first.form(
+                "submit", str(context), "--kind", "run", "--image", unknown, "--pull", "never", "--cmd", "true",
+                "--wait", check=False,
+            ).stdout.splitlines()[0]  # fmt: skip
+            seen = status(first, job_id)
+            assert seen["state"] == "failed", seen
+            for node_id in ids:
+                assert (
+                    f"node {node_id[:12]}: image docker.io/library/{unknown}: "
+                    "no node holds it; not pulled (--pull never)" in seen["reason"]
+                ), seen["reason"]
         assert store_images(url) == before
 
 
