@@ -32,12 +32,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.podman]
 
 @contextlib.contextmanager
 def podman_store(root: Path) -> Iterator[str]:
-    """A Podman API service over a store of its own under root; the store is wiped after."""
+    """A Podman API service over a store of its own under root; no container may be left in it
+    when the test ends; the store is wiped after."""
     root.mkdir(parents=True, exist_ok=True)
     process, url = start_service(root, root / "store")
     try:
         ensure_base_image(url)
         yield url
+        with podman_images.client(url) as podman:
+            assert podman.containers.list(all=True) == [], "containers left in the store"
     finally:
         stop_service(process, root)
         subprocess.run(
