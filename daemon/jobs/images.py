@@ -172,14 +172,22 @@ class NodeImages:
             return None  # the executor says what is missing
         shown = registry_name(reference) or reference
         try:
-            if spec.pull == "always" or await trio.to_thread.run_sync(_local_id, url, reference) is None:
-                # One load or pull at a time: a load that fails puts the store back as it found
-                # it, which must not undo another one's image.
+            image_id = await trio.to_thread.run_sync(_local_id, url, reference)
+            if spec.pull == "always" or image_id is None:
+                # One load, pull or eviction at a time: a load that fails puts the store back
+                # as it found it, which must not undo another one's image, and an image just
+                # brought in is marked in use before anything may evict it.
                 async with self._acquiring:
                     reason = await self._acquire(url, reference, spec.pull)
-                if reason is not None:
-                    return f"image {shown}: {reason}"
-            return await self._use(job_hex, url, reference)
+                    if reason is not None:
+                        return f"image {shown}: {reason}"
+                    image_id = await trio.to_thread.run_sync(_local_id, url, reference)
+                    if image_id is None:
+                        return f"image {shown}: gone from the store before the job could start"
+                    self._use(job_hex, image_id)
+            else:
+                self._use(job_hex, image_id)
+            return None
         except (ImageError, *podman_images.CLIENT_ERRORS) as exc:
             return f"image {shown}: {podman_images.explain(exc)}"
 
@@ -221,17 +229,13 @@ class NodeImages:
             reasons.insert(0, "no node holds it")
         return "; ".join(reasons)
 
-    async def _use(self, job_hex: str, url: str, reference: str) -> str | None:
-        image_id = await trio.to_thread.run_sync(_local_id, url, reference)
-        if image_id is None:
-            return f"image {reference}: gone from the store before the job could start"
+    def _use(self, job_hex: str, image_id: str) -> None:
         self._using[job_hex] = image_id
         if image_id in self.cached:
             self.cached[image_id] = image_cache.CachedImage(
                 int(self.node.wall_clock() * 1000), self.cached[image_id].size
             )
             self._save_state()
-        return None
 
     def release(self, job_hex: str) -> None:
         self._using.pop(job_hex, None)
@@ -240,7 +244,7 @@ class NodeImages:
         auth = podman_images.registry_auth(self.auth_file, name)
         image_id = await trio.to_thread.run_sync(_pull, url, name, auth, self.pull_timeout_s)
         if image_id != had:
-            await self.adopt(image_id)
+            await self._adopt(url, image_id)
 
     async def _transfer(self, url: str, address: str, held: HeldImage, names: list[str]) -> None:
         digest = await self._request_export(address, held.id)
@@ -252,7 +256,7 @@ class NodeImages:
         finally:
             await trio.to_thread.run_sync(self.blobs.delete, digest)  # the image is the copy we keep
         if added:
-            await self.adopt(image_id)
+            await self._adopt(url, image_id)
 
     async def _request_export(self, address: str, published: str) -> str:
         request = SIDE_REQUEST + msgpack.packb({"op": "image", "id": published}, use_bin_type=True)
@@ -317,11 +321,21 @@ class NodeImages:
     # ---- the cache ------------------------------------------------------------------------------
 
     async def adopt(self, image_id: str) -> None:
-        """An image formd added (loaded, pulled, built with --tag): count it in the cache,
-        evict what no longer fits, publish."""
+        """An image formd added outside a job's acquisition (a build kept under --tag)."""
         url = self.podman_url()
         if url is None:
             return
+        try:
+            async with self._acquiring:
+                await self._adopt(url, image_id)
+        except podman_images.CLIENT_ERRORS as exc:  # the build stands; only the cache count is off
+            self.node.log.warning(
+                "built image not counted", image=image_id[:12], reason=podman_images.explain(exc)
+            )
+
+    async def _adopt(self, url: str, image_id: str) -> None:
+        """Count an image formd added (loaded, pulled, built with --tag) in the cache, evict
+        what no longer fits, publish. The caller holds _acquiring."""
         size = await trio.to_thread.run_sync(_size, url, image_id)
         self.cached[image_id] = image_cache.CachedImage(int(self.node.wall_clock() * 1000), size)
         await self.evict(url, keep=image_id)
