@@ -78,6 +78,9 @@ class FormdConfig:
     # long one pull may take, and the bytes of images formd itself added (loaded from a peer,
     # pulled, built with --tag) kept before the least recently used go.
     registry_auth_file: str = ""
+    # Registries ("host:port") pulled from without TLS verification (plain HTTP allowed), as
+    # Podman's registries.conf `insecure = true` does.
+    insecure_registries: tuple[str, ...] = ()
     registry_timeout_s: float = 300.0
     image_cache_bytes: int = 10 * 1024**3
 
@@ -108,6 +111,11 @@ class FormdConfig:
             raise ConfigError('advertise: peers cannot dial 0.0.0.0; set advertise = "host:port"')
         for seed in self.seeds:
             check_address(seed, "seeds")
+        for registry in self.insecure_registries:
+            if not registry or "/" in registry or any(ch.isspace() for ch in registry):
+                raise ConfigError(
+                    f'insecure_registries: {registry!r} is not a registry host such as "host:5000"'
+                )
         try:
             labels = parse_labels(dict(self.labels), "labels")
         except RequirementsError as exc:

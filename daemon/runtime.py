@@ -181,6 +181,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         jobs.pending_uploads,
         auth_file=config.path(state_dir, config.registry_auth_file) if config.registry_auth_file else None,
         pull_timeout_s=config.registry_timeout_s,
+        insecure_registries=config.insecure_registries,
         cache_bytes=config.image_cache_bytes,
     )
     node.on_change = jobs.wake

@@ -12,6 +12,9 @@ command -v wasm-ld >/dev/null || dpkg -s lld >/dev/null 2>&1 || need+=(lld)
 [ -f /usr/lib/wasm32-wasi/libc.a ] || need+=(wasi-libc)
 dpkg -s libclang-rt-14-dev-wasm32 >/dev/null 2>&1 || need+=(libclang-rt-14-dev-wasm32)
 command -v serf >/dev/null || need+=(serf)
+# A local registry for the image pull tests (tests/test_images_cluster.py); its system service is
+# not used (the tests start their own on 127.0.0.1).
+command -v docker-registry >/dev/null || need+=(docker-registry)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup-host: installing ${need[*]}"

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -271,3 +272,113 @@ def test_the_image_cache_evicts_formds_own_images_least_recently_used_first_neve
             assert operator in names and BASE_IMAGE in names
             cache = json.loads((a.state_dir / "images.json").read_text())["cached"]
             assert len(cache) == 1 and operator_id not in cache
+
+
+@contextlib.contextmanager
+def local_registry(root: Path, user: str, password: str) -> Iterator[str]:
+    """Debian's docker-registry on 127.0.0.1 (plain HTTP, htpasswd auth, storage under root)."""
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry is not installed (packaging/setup-host.sh installs it)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import crypt  # noqa: PLC0415 - bcrypt for htpasswd (glibc's libxcrypt); gone in 3.13
+        except ImportError:
+            pytest.skip("no crypt module to write a bcrypt htpasswd entry")
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "htpasswd").write_text(f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+    address = f"127.0.0.1:{free_port()}"
+    (root / "config.yml").write_text(
+        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: {address}\n"
+        f"auth:\n  htpasswd:\n    realm: formnet-test\n    path: {root / 'htpasswd'}\n"
+    )
+    with open(root / "registry.log", "wb") as log:
+        process = subprocess.Popen(
+            ["docker-registry", "serve", str(root / "config.yml")], stdout=log, stderr=log
+        )
+    try:
+        wait_until(lambda: _answers(address), 20, "the registry to listen")
+        yield address
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _answers(address: str) -> bool:
+    import socket  # noqa: PLC0415
+
+    host, port = address.rsplit(":", 1)
+    with contextlib.suppress(OSError), socket.create_connection((host, int(port)), timeout=1):
+        return True
+    return False
+
+
+def push(url: str, name: str, auth: dict[str, str]) -> None:
+    from podman import api as podman_api  # noqa: PLC0415
+
+    with podman_images.client(url) as podman:
+        response = podman.api.post(
+            f"/images/{name}/push",
+            params={"destination": name, "tlsVerify": False},
+            headers={"X-Registry-Auth": podman_api.encode_auth_header(auth)},
+        )
+        assert response.status_code < 400 and '"error"' not in response.text, response.text
+
+
+def test_a_node_pulls_from_a_registry_with_the_credentials_of_its_auth_file_and_one_without_declines(
+    tmp_path,
+):
+    import base64  # noqa: PLC0415
+
+    user, password = "robot", os.urandom(8).hex()
+    with (
+        local_registry(tmp_path / "registry", user, password) as registry,
+        podman_store(tmp_path / "pa") as url_a,
+        podman_store(tmp_path / "pb") as url_b,
+    ):
+        name = f"{registry}/i13img/pulled-{os.urandom(4).hex()}:1"
+        image_id = tag_base(url_a, name)
+        push(url_a, name, {"username": user, "password": password})
+        with podman_images.client(url_a) as podman:
+            podman_images.untag_quietly(podman, image_id, name)  # only the registry has it by name now
+        auth = tmp_path / "auth.json"
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        auth.write_text(json.dumps({"auths": {registry: {"auth": token}}}))
+        insecure = json.dumps([registry])
+        with Cluster(tmp_path / "nodes") as cluster:
+            a = cluster.add(
+                "a", labels=["host=a"], settings=podman_settings(url_a, insecure_registries=insecure)
+            )
+            b = cluster.add(
+                "b",
+                seed=a,
+                labels=["host=b"],
+                settings=podman_settings(
+                    url_b, insecure_registries=insecure, registry_auth_file=json.dumps(str(auth))
+                ),
+            )
+            wait_until(lambda: all_see((a, b), [a.node_id, b.node_id]), 30, "the cluster to be up")
+            wait_until(lambda: all("podman" in n["executors"] for n in a.nodes()), 30, "podman on both")
+            context = tmp_path / "context"
+            context.mkdir()
+
+            def run(host: str, *extra: str) -> dict:
+                job_id = a.form(
+                    "submit", str(context), "--kind", "run", "--image", name, "--label", f"host={host}",
+                    "--cmd", "cat /etc/passwd", *extra, "--wait", check=False,
+                ).stdout.splitlines()[0]  # fmt: skip
+                return status(a, job_id)
+
+            refused = run("a")  # a has no credentials
+            assert refused["state"] == "failed"
+            assert f"image {name}: the registry refused access: " in refused["reason"], refused["reason"]
+            assert "unauthorized" in refused["reason"]
+            assert all(name not in names for names in store_images(url_a).values())
+            pulled = run("b")
+            assert pulled["state"] == "succeeded", pulled["reason"]
+            assert "root:x:0:0" in a.form("logs", pulled["id"]).stdout
+            assert store_images(url_b)[image_id] == (name,)
+            again = run("b", "--pull", "always")  # pulled again, same image
+            assert again["state"] == "succeeded", again["reason"]

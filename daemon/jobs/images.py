@@ -64,6 +64,7 @@ class NodeImages:
         *,
         auth_file: Path | None = None,
         pull_timeout_s: float = 300.0,
+        insecure_registries: tuple[str, ...] = (),
         cache_bytes: int = 10 * 1024**3,
         export_wait_s: float = 600.0,
     ) -> None:
@@ -75,6 +76,7 @@ class NodeImages:
         self._shielded = shielded  # digest -> trio time: blob collection leaves these alone a while
         self.auth_file = auth_file
         self.pull_timeout_s = pull_timeout_s
+        self.insecure_registries = frozenset(insecure_registries)
         self.cache_bytes = cache_bytes
         self.export_wait_s = export_wait_s
         self.cached: dict[str, image_cache.CachedImage] = {}
@@ -242,7 +244,8 @@ class NodeImages:
 
     async def _pull(self, url: str, name: str, had: str | None) -> None:
         auth = podman_images.registry_auth(self.auth_file, name)
-        image_id = await trio.to_thread.run_sync(_pull, url, name, auth, self.pull_timeout_s)
+        verify = name.split("/", 1)[0] not in self.insecure_registries
+        image_id = await trio.to_thread.run_sync(_pull, url, name, auth, self.pull_timeout_s, verify)
         if image_id != had:
             await self._adopt(url, image_id)
 
@@ -383,9 +386,9 @@ def _load(url: str, archive: Path, published: str, names: list[str]) -> tuple[st
         return podman_images.load_archive(podman, archive, published, names)
 
 
-def _pull(url: str, name: str, auth: dict[str, str] | None, timeout: float) -> str:
+def _pull(url: str, name: str, auth: dict[str, str] | None, timeout: float, verify: bool) -> str:
     with podman_images.client(url, timeout=timeout) as podman:
-        return podman_images.pull(podman, name, auth, timeout)
+        return podman_images.pull(podman, name, auth, timeout, tls_verify=verify)
 
 
 def _save(url: str, published: str, blobs: BlobStore) -> str:

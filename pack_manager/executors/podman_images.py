@@ -190,7 +190,9 @@ def registry_auth(auth_file: Path | None, name: str) -> dict[str, str] | None:
     return None
 
 
-def pull(podman: PodmanClient, name: str, auth: dict[str, str] | None, timeout: float) -> str:
+def pull(
+    podman: PodmanClient, name: str, auth: dict[str, str] | None, timeout: float, *, tls_verify: bool = True
+) -> str:
     """Pull `name` from its registry; the pulled image's full id, or ImageError with a reason
     (registry unreachable, not in the registry, credentials refused, ...)."""
     headers = {}
@@ -201,7 +203,7 @@ def pull(podman: PodmanClient, name: str, auth: dict[str, str] | None, timeout: 
     try:
         response = podman.api.post(
             "/images/pull",
-            params={"reference": name, "policy": "always", "quiet": True},
+            params={"reference": name, "policy": "always", "quiet": True, "tlsVerify": tls_verify},
             headers=headers,
             timeout=timeout,
         )
@@ -230,14 +232,17 @@ def _stream_error(text: str) -> str | None:
     return None
 
 
+_CAUSES = ("dial tcp", "unauthorized", "denied", "manifest unknown", "name unknown", "not found")
+
+
 def classify_pull_error(message: str) -> str:
     """Podman's pull error as one reason: what kind of failure first, then the innermost cause
     (Podman nests them: "initializing source ...: pinging container registry ...: Get ...:
     dial tcp ...: connect: connection refused")."""
     lowered = message.lower()
     text = message.strip().splitlines()[-1] if message.strip() else "no detail"
-    dial = text.find("dial tcp")
-    detail = (text[dial:] if dial >= 0 else text)[:300]
+    starts = [at for at in (text.lower().find(cause) for cause in _CAUSES) if at >= 0]
+    detail = (text[min(starts) :] if starts else text)[:300]
     if any(
         s in lowered
         for s in ("connection refused", "no such host", "i/o timeout", "network is unreachable", "dial tcp")
