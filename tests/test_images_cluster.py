@@ -382,3 +382,19 @@ def test_a_node_pulls_from_a_registry_with_the_credentials_of_its_auth_file_and_
             assert store_images(url_b)[image_id] == (name,)
             again = run("b", "--pull", "always")  # pulled again, same image
             assert again["state"] == "succeeded", again["reason"]
+
+
+def test_a_registry_that_never_answers_is_given_up_after_the_pull_timeout(tmp_path):
+    import socket  # noqa: PLC0415
+
+    from pack_manager.executors.podman_images import ImageError  # noqa: PLC0415
+
+    with socket.socket() as silent, podman_store(tmp_path / "p") as url:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections are taken by the kernel and never answered
+        name = f"127.0.0.1:{silent.getsockname()[1]}/i13img/silent:1"
+        with (
+            podman_images.client(url) as podman,
+            pytest.raises(ImageError, match="registry timed out after 2 s"),
+        ):
+            podman_images.pull(podman, name, None, 2, tls_verify=False)

@@ -16,7 +16,6 @@ from typing import Any, Iterable, Iterator
 
 from podman import PodmanClient
 from podman.errors import APIError, ImageNotFound, NotFound, PodmanError
-from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout, RequestException
 
 from metrics_agent.images import HeldImage, short_id
@@ -207,10 +206,12 @@ def pull(
             headers=headers,
             timeout=timeout,
         )
+    except APIError as exc:  # podman-py wraps the transport's errors (a read timeout too)
+        if isinstance(exc.__cause__, (ReadTimeout, TimeoutError)):
+            raise ImageError(f"registry timed out after {timeout:g} s") from None
+        raise
     except (ReadTimeout, TimeoutError):
         raise ImageError(f"registry timed out after {timeout:g} s") from None
-    except RequestsConnectionError as exc:
-        raise ImageError(f"podman: {exc}") from None
     text = response.text
     error = _stream_error(text) if response.status_code < 400 else _message(response)
     if error:
