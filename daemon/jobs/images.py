@@ -128,22 +128,21 @@ class NodeImages:
     async def refresh(self) -> None:
         """Publish what the store holds now (a record write only when it changed)."""
         url = self.podman_url()
-        if url is None:
-            held: list[HeldImage] = []
-        else:
+        held: list[HeldImage] = []
+        if url is not None:
             try:
                 held = await trio.to_thread.run_sync(_list_held, url)
-            except Exception as exc:  # Podman gone for a moment: publish nothing new
+                present = {image.id for image in held}
+                if any(image_id not in present for image_id in self.cached):
+                    ids = await trio.to_thread.run_sync(_all_ids, url)
+                    gone = [image_id for image_id in self.cached if image_id not in ids]
+                    for image_id in gone:  # removed by someone else: no longer ours to count
+                        del self.cached[image_id]
+                    if gone:
+                        self._save_state()
+            except podman_images.CLIENT_ERRORS as exc:  # Podman gone for a moment: publish nothing new
                 self.node.log.debug("image list failed", reason=podman_images.explain(exc))
                 return
-            present = {image.id for image in held}
-            gone = [image_id for image_id in self.cached if image_id not in present]
-            if gone:
-                ids = await trio.to_thread.run_sync(_all_ids, url)
-                for image_id in gone:
-                    if image_id not in ids:  # removed by someone else: no longer ours to count
-                        del self.cached[image_id]
-                self._save_state()
         published = publishable(held)
         if published != self.node.capabilities.images:
             self.node.capabilities = self.node.capabilities.with_images(published)
@@ -295,6 +294,8 @@ class NodeImages:
             self._shielded[digest] = trio.current_time()
             reply = {"digest": digest, "size": self.blobs.size(digest)}
             return SIDE_REQUEST + msgpack.packb(reply, use_bin_type=True)
+        if digest is not None:  # collected since: export again
+            del self.exports[published]
         state = self._exporting.get(published)
         if state is None:
             url = self.podman_url()

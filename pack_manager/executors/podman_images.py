@@ -271,7 +271,3 @@ def explain(exc: BaseException) -> str:
         return f"podman: {getattr(exc, 'explanation', None) or exc}"
     return f"podman: {type(exc).__name__}: {exc}"
 
-
-def remove_all(podman: PodmanClient, image_ids: Iterable[str]) -> list[str]:
-    """Remove these images; the ids Podman removed."""
-    return [image_id for image_id in image_ids if remove_quietly(podman, image_id)]
