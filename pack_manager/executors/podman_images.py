@@ -270,4 +270,3 @@ def explain(exc: BaseException) -> str:
     if isinstance(exc, APIError):
         return f"podman: {getattr(exc, 'explanation', None) or exc}"
     return f"podman: {type(exc).__name__}: {exc}"
-
