@@ -91,6 +91,12 @@ def import_image(url: str, name: str, text: str) -> str:
         return podman.images.get(name).id
 
 
+def submit(node, context: Path, *args: str) -> dict:
+    """`form submit CONTEXT ARGS --wait` on node; the job's final status."""
+    job_id = node.form("submit", str(context), *args, "--wait", check=False).stdout.splitlines()[0]
+    return status(node, job_id)
+
+
 def published_holders(node, image_id: str) -> set[str]:
     for image in json.loads(node.form("images", "--json").stdout):
         if image_id.removeprefix("sha256:").startswith(image["id"]):
@@ -118,14 +124,21 @@ def test_an_image_only_one_node_holds_runs_on_another_and_a_build_tagged_there_t
             context = tmp_path / "context"
             context.mkdir()
             (context / "x.txt").write_text("x\n")
-            job_id = a.form(
-                "submit", str(context), "--kind", "run", "--image", f"i13img-held-{suffix}:1",
-                "--label", "host=b", "--cmd", "sh -c 'echo ran here'", "--wait", check=False,
-            ).stdout.splitlines()[0]  # fmt: skip
-            seen = status(a, job_id)
+            seen = submit(
+                a,
+                context,
+                "--kind",
+                "run",
+                "--image",
+                f"i13img-held-{suffix}:1",
+                "--label",
+                "host=b",
+                "--cmd",
+                "sh -c 'echo ran here'",
+            )
             assert seen["state"] == "succeeded", seen
             assert seen["node"] == b.node_id
-            assert "ran here" in a.form("logs", job_id).stdout
+            assert "ran here" in a.form("logs", seen["id"]).stdout
             assert store_images(url_b).get(held_id) == (name,)  # the very image, under its name
             wait_until(
                 lambda: published_holders(a, held_id) == {a.node_id, b.node_id}, 30, "b to publish it too"
@@ -134,21 +147,15 @@ def test_an_image_only_one_node_holds_runs_on_another_and_a_build_tagged_there_t
             # A build kept under --tag on a runs on b, which fetches it from a.
             (context / "Containerfile").write_text(f"FROM {BASE_IMAGE}\nRUN echo built-on-a > /built.txt\n")
             tagged = f"i13img-built-{suffix}:2"
-            build_id = a.form(
-                "submit", str(context), "--kind", "build", "--tag", tagged, "--label", "host=a", "--wait",
-                check=False,
-            ).stdout.splitlines()[0]  # fmt: skip
-            built = status(a, build_id)
+            built = submit(a, context, "--kind", "build", "--tag", tagged, "--label", "host=a")
             assert built["state"] == "succeeded", built
             assert f"kept as {tagged}" in built["reason"]
             assert any(f"localhost/{tagged}" in names for names in store_images(url_a).values())
-            run_id = a.form(
-                "submit", str(context), "--kind", "run", "--image", tagged, "--label", "host=b",
-                "--cmd", "cat /built.txt", "--wait", check=False,
-            ).stdout.splitlines()[0]  # fmt: skip
-            ran = status(a, run_id)
+            ran = submit(
+                a, context, "--kind", "run", "--image", tagged, "--label", "host=b", "--cmd", "cat /built.txt"
+            )
             assert ran["state"] == "succeeded", ran
-            assert "built-on-a" in a.form("logs", run_id).stdout
+            assert "built-on-a" in a.form("logs", ran["id"]).stdout
             table = a.form("images").stdout
             assert f"localhost/{tagged}" in table and a.node_id[:12] in table
 
@@ -183,11 +190,9 @@ def test_a_holder_that_lies_or_serves_a_corrupt_archive_changes_nothing_and_the_
                 ),
                 (corrupt_name, "the archive does not load"),
             ):
-                job_id = a.form(
-                    "submit", str(context), "--kind", "run", "--image", image, "--label", "host=b",
-                    "--cmd", "true", "--wait", check=False,
-                ).stdout.splitlines()[0]  # fmt: skip
-                seen = status(a, job_id)
+                seen = submit(
+                    a, context, "--kind", "run", "--image", image, "--label", "host=b", "--cmd", "true"
+                )
                 assert seen["state"] == "failed", seen
                 assert "no node could get the job's image" in seen["reason"]
                 assert f"from node {a.node_id[:12]}: {expected}" in seen["reason"], seen["reason"]
@@ -214,15 +219,12 @@ def test_an_unreachable_registry_or_an_unknown_image_makes_every_node_decline_an
             )
             context = tmp_path / "context"
             context.mkdir()
-            job_id = first.form(
-                "submit", str(context), "--kind", "run", "--image", image, "--cmd", "true", "--wait", check=False
-            ).stdout.splitlines()[0]  # fmt: skip
-            seen = status(first, job_id)
+            seen = submit(first, context, "--kind", "run", "--image", image, "--cmd", "true")
             assert seen["state"] == "failed", seen
             assert seen["reason"].startswith("no node could get the job's image: ")
             for node_id in ids:
                 assert f"node {node_id[:12]}: image {image}: registry unreachable: " in seen["reason"], seen
-            explained = json.loads(first.form("explain", job_id, "--json").stdout)
+            explained = json.loads(first.form("explain", seen["id"], "--json").stdout)
             declines = [n for n in explained["nodes"] if n["run"] == "declined"]
             assert len(declines) == 2 and all(
                 n["run_unable"] for n in declines
@@ -230,11 +232,9 @@ def test_an_unreachable_registry_or_an_unknown_image_makes_every_node_decline_an
 
             # An image nobody has, and no registry may be asked: every node says so.
             unknown = f"i13img-unknown-{os.urandom(4).hex()}:1"
-            job_id = first.form(
-                "submit", str(context), "--kind", "run", "--image", unknown, "--pull", "never", "--cmd", "true",
-                "--wait", check=False,
-            ).stdout.splitlines()[0]  # fmt: skip
-            seen = status(first, job_id)
+            seen = submit(
+                first, context, "--kind", "run", "--image", unknown, "--pull", "never", "--cmd", "true"
+            )
             assert seen["state"] == "failed", seen
             for node_id in ids:
                 assert (
@@ -261,10 +261,7 @@ def test_the_image_cache_evicts_formds_own_images_least_recently_used_first_neve
             for n in (1, 2):
                 (context / "Containerfile").write_text(f"FROM {BASE_IMAGE}\nRUN echo {n} > /n.txt\n")
                 tagged = f"i13img-cache-{suffix}-{n}:1"
-                job_id = a.form(
-                    "submit", str(context), "--kind", "build", "--tag", tagged, "--wait", check=False
-                ).stdout.splitlines()[0]  # fmt: skip
-                assert status(a, job_id)["state"] == "succeeded"
+                assert submit(a, context, "--kind", "build", "--tag", tagged)["state"] == "succeeded"
                 built.append(f"localhost/{tagged}")
             names = {n for names in store_images(url).values() for n in names}
             assert built[0] not in names, "the least recently used build stays over budget"
@@ -365,11 +362,10 @@ def test_a_node_pulls_from_a_registry_with_the_credentials_of_its_auth_file_and_
             context.mkdir()
 
             def run(host: str, *extra: str) -> dict:
-                job_id = a.form(
-                    "submit", str(context), "--kind", "run", "--image", name, "--label", f"host={host}",
-                    "--cmd", "cat /etc/passwd", *extra, "--wait", check=False,
-                ).stdout.splitlines()[0]  # fmt: skip
-                return status(a, job_id)
+                return submit(
+                    a, context, "--kind", "run", "--image", name, "--label", f"host={host}", "--cmd", "cat /etc/passwd",
+                    *extra,
+                )  # fmt: skip
 
             refused = run("a")  # a has no credentials
             assert refused["state"] == "failed"
