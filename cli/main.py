@@ -15,7 +15,8 @@ from typing import Any, Optional
 
 import typer
 
-from .client import SOCKET_ENV, ClientError, call, default_socket
+from .client import SOCKET_ENV, default_socket
+from .command import fail, request
 from .jobs import job_status
 from .jobs import register as register_job_commands
 from .render import images_table, keys_table, nodes_table, print_table
@@ -29,18 +30,6 @@ label_app = typer.Typer(
 )
 app.add_typer(cluster_key_app, name="cluster-key")
 app.add_typer(label_app, name="label")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"form: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _call(ctx: typer.Context, method: str, params: dict[str, Any] | None = None) -> Any:
-    try:
-        return call(ctx.obj["socket"], method, params)
-    except ClientError as exc:
-        _fail(str(exc))
 
 
 def _print_json(value: Any) -> None:
@@ -65,7 +54,7 @@ def nodes(
     ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print a JSON list")
 ) -> None:
     """Every node this formd knows: status, capabilities, free capacity, labels."""
-    result = _call(ctx, "nodes")
+    result = request(ctx, "nodes")
     if as_json:
         _print_json(result)
     else:
@@ -77,7 +66,7 @@ def images(
     ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print a JSON list")
 ) -> None:
     """Every image the cluster's nodes publish (names, id, size) and the nodes that hold it."""
-    result = _call(ctx, "images")
+    result = request(ctx, "images")
     if as_json:
         _print_json(result)
     else:
@@ -96,7 +85,7 @@ def status(
     if job is not None:
         job_status(ctx, job, as_json)
         return
-    result = _call(ctx, "status")
+    result = request(ctx, "status")
     if as_json:
         _print_json(result)
         return
@@ -119,9 +108,9 @@ def cluster_key_generate(
     try:
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        _fail(f"{output} exists; refusing to overwrite a key")
+        fail(f"{output} exists; refusing to overwrite a key")
     except OSError as exc:
-        _fail(f"cannot write {output}: {exc.strerror}")
+        fail(f"cannot write {output}: {exc.strerror}")
     with os.fdopen(fd, "w") as handle:
         handle.write(text + "\n")
     typer.echo(f"wrote {output}")
@@ -130,7 +119,7 @@ def cluster_key_generate(
 @cluster_key_app.command("list")
 def cluster_key_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """Key ids in this node's keyring and which one seals outgoing frames."""
-    result = _call(ctx, "cluster-key.list")
+    result = request(ctx, "cluster-key.list")
     if as_json:
         _print_json(result)
     else:
@@ -146,8 +135,8 @@ def cluster_key_add(
     try:
         text = sys.stdin.read() if str(key_file) == "-" else key_file.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"cannot read {key_file}: {getattr(exc, 'strerror', None) or exc}")
-    result = _call(ctx, "cluster-key.add", {"key": text.strip()})
+        fail(f"cannot read {key_file}: {getattr(exc, 'strerror', None) or exc}")
+    result = request(ctx, "cluster-key.add", {"key": text.strip()})
     typer.echo(result["key_id"])
 
 
@@ -156,14 +145,14 @@ def cluster_key_use(
     ctx: typer.Context, key_id: str = typer.Argument(..., help="key id (hex) from `form cluster-key list`")
 ) -> None:
     """Make a key in the keyring the primary (it seals from now on)."""
-    _call(ctx, "cluster-key.use", {"key_id": key_id})
+    request(ctx, "cluster-key.use", {"key_id": key_id})
     typer.echo(f"primary key is now {key_id}")
 
 
 @cluster_key_app.command("remove")
 def cluster_key_remove(ctx: typer.Context, key_id: str = typer.Argument(...)) -> None:
     """Drop a key that is no longer primary: frames under it are refused from now on."""
-    _call(ctx, "cluster-key.remove", {"key_id": key_id})
+    request(ctx, "cluster-key.remove", {"key_id": key_id})
     typer.echo(f"removed {key_id}")
 
 
@@ -174,16 +163,16 @@ def label_set(ctx: typer.Context, pairs: list[str] = typer.Argument(..., help="k
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            _fail(f"{pair!r} is not key=value")
+            fail(f"{pair!r} is not key=value")
         labels[key] = value
-    result = _call(ctx, "label.set", {"labels": labels})
+    result = request(ctx, "label.set", {"labels": labels})
     typer.echo(",".join(f"{k}={v}" for k, v in sorted(result["labels"].items())) or "(no labels)")
 
 
 @label_app.command("remove")
 def label_remove(ctx: typer.Context, keys: list[str] = typer.Argument(..., help="label keys")) -> None:
     """Remove labels from this node."""
-    result = _call(ctx, "label.remove", {"keys": keys})
+    result = request(ctx, "label.remove", {"keys": keys})
     typer.echo(",".join(f"{k}={v}" for k, v in sorted(result["labels"].items())) or "(no labels)")
 
 

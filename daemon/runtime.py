@@ -31,10 +31,13 @@ from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.group_commit import file_syncer
 from daemon.jobs.images import NodeImages
 from daemon.jobs.loop import JobLoop
+from daemon.jobs.peer_requests import LiveLogs, PeerRequests
+from daemon.jobs.wakeup import Wakeup
 from daemon.log import EventLog
 from daemon.systemd import notify
 from daemon.transport.keyring import Keyring, KeyringError
 from daemon.transport.tcp import NetTransport
+from metrics_agent.capacity import Reservation
 from metrics_agent.collect import collect_capabilities, sample_capacity
 from metrics_agent.executors_probe import probe_executors
 from pack_manager.executors.base import ExecutorLimits
@@ -131,11 +134,16 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
     )
     capabilities = await trio.to_thread.run_sync(collect_capabilities, state_dir, config.labels, executors)
 
-    jobs: JobLoop | None = None
+    # Made first: the node and the job loop both hold them.
+    blobs = BlobStore(state_dir / "blobs")
+    live_logs = LiveLogs()
+    wakeup = Wakeup()
+    reservations: dict[str, Reservation] = {}
 
     def sample(current):
-        return sample_capacity(state_dir, current, jobs.reservations.values() if jobs is not None else ())
+        return sample_capacity(state_dir, current, reservations.values())
 
+    peer_requests = PeerRequests(blobs, live_logs)
     node = Node(
         identity=identity,
         address=config.advertise_address,
@@ -151,13 +159,14 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         bump_incarnation=lambda at_least: bump_incarnation(state_dir, at_least=at_least),
         log=log,
         version=version(),
+        on_change=wakeup.set,
+        side_handler=peer_requests.serve,
     )
-    blobs = BlobStore(state_dir / "blobs")
     limits = ExecutorLimits(
         max_context_bytes=config.max_context_bytes, max_input_bytes=config.max_input_bytes
     )
     executors: dict = {}
-    if "wasm" in executors_offered(capabilities):
+    if "wasm" in capabilities.executors:
         from pack_manager.executors.wasm_executor import WasmExecutor  # noqa: PLC0415 - wasmtime is heavy
 
         executors["wasm"] = WasmExecutor(limits)
@@ -170,9 +179,13 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         limits=limits,
         sync_log=file_syncer(store.log_path),
         retention_s=config.job_retention_s,
+        wakeup=wakeup,
+        live_logs=live_logs,
+        reservations=reservations,
     )
+    jobs.configure_document()
     podman = executors  # the podman executor appears here once _offer_podman finds Podman
-    jobs.images = NodeImages(
+    jobs.images = peer_requests.images = NodeImages(
         node,
         blobs,
         state_dir,
@@ -184,8 +197,6 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         insecure_registries=config.insecure_registries,
         cache_bytes=config.image_cache_bytes,
     )
-    node.on_change = jobs.wake
-    node.side_handler = jobs.serve_peer_request
     api = DaemonApi(node, keyring, keyring_path, state_dir, config, jobs=jobs)
     control = ControlServer(api.methods(), log)
     socket_path = config.path(state_dir, config.socket)
@@ -232,10 +243,6 @@ async def _snapshots(store: DocumentStore, document: ClusterDocument, interval: 
         if since >= interval or store.log_bytes > SNAPSHOT_LOG_BYTES:
             store.snapshot(document.full_state())
             since = 0.0
-
-
-def executors_offered(capabilities) -> tuple[str, ...]:
-    return tuple(capabilities.executors)
 
 
 async def _offer_podman(

@@ -30,11 +30,11 @@ from typing import Any, Iterator
 import trio
 
 from crdt_state.records import RecordError
-from crdt_state.signing import seal_record
 from daemon.control.server import ControlError, Handler, param
 from daemon.jobs.blobfetch import FetchError
 from daemon.jobs.blobstore import BlobError, BlobWriter
-from daemon.jobs.loop import JobLoop, node_now_ms
+from daemon.jobs.loop import JobLoop
+from daemon.jobs.records import spec_blobs
 from pack_manager import scheduling
 from pack_manager.fit import check_capabilities, check_capacity
 from pack_manager.image_refs import DEFAULT_PULL
@@ -57,7 +57,6 @@ def _iso(ms: int | None) -> str | None:
 class JobsApi:
     def __init__(self, jobs: JobLoop) -> None:
         self.jobs = jobs
-        self.node = jobs.node
         self.blobs = jobs.blobs
         self._writers: dict[str, BlobWriter] = {}
         # Blobs stored by blob.put that no job names yet (kept by the loop's blob collection):
@@ -138,7 +137,7 @@ class JobsApi:
             spec = self._accept(params)
             job_hex = self._write_job(spec, self._seal(spec))
         await self.jobs.commit_durably()  # on disk before we answer
-        self.node.log.info("job submitted", job=job_hex[:12], kind=spec.kind)
+        self.jobs.log.info("job submitted", job=job_hex[:12], kind=spec.kind)
         self.jobs.wake()
         return {"id": job_hex}
 
@@ -161,7 +160,7 @@ class JobsApi:
             # Sealed records of our own, under their own ids: put_local has nothing left to refuse.
             ids = [self._write_job(spec, envelope) for spec, envelope in sealed]
         await self.jobs.commit_durably()
-        self.node.log.info("jobs submitted", count=len(ids))
+        self.jobs.log.info("jobs submitted", count=len(ids))
         self.jobs.wake()
         return {"ids": ids}
 
@@ -173,7 +172,7 @@ class JobsApi:
         except ControlError:
             named = {d for request in requests for d in _named_digests(request)}
             for digest in named & set(self.uploads):
-                if not self.jobs.records.holders(digest) and digest not in self._writers:
+                if not self.jobs.holders(digest) and digest not in self._writers:
                     self.blobs.delete(digest)
                 del self.uploads[digest]
             raise
@@ -202,7 +201,7 @@ class JobsApi:
             )
             spec = JobSpec(
                 kind=kind,
-                submitter=self.node.identity.node_id,
+                submitter=self.jobs.me,
                 nonce=os.urandom(16),
                 context=param(params, "context", str, optional=True),
                 containerfile=param(params, "containerfile", str, optional=True, default="Containerfile"),
@@ -222,7 +221,7 @@ class JobsApi:
         except (RequirementsError, JobSpecError, TypeError, ValueError) as exc:
             raise ControlError(str(exc)) from None
         limits = self.jobs.limits
-        for digest in self.jobs.spec_blobs(spec):
+        for digest in spec_blobs(spec):
             if not self.blobs.has(digest):
                 raise ControlError(
                     f"blob {digest[:12]} is not in this node's store; upload it first (blob.put)"
@@ -240,21 +239,16 @@ class JobsApi:
 
     def _seal(self, spec: JobSpec) -> bytes:
         try:
-            return seal_record(
-                self.node.identity.private_key,
-                "job",
-                {"spec": spec.pack(), "submitted_ms": node_now_ms(self.node)},
-            )
+            return self.jobs.sign("job", {"spec": spec.pack(), "submitted_ms": self.jobs.now_ms()})
         except RecordError as exc:
             raise ControlError(f"job record refused: {exc}") from None
 
     def _write_job(self, spec: JobSpec, envelope: bytes) -> str:
         job_hex = spec.job_id().hex()
         try:
-            self.node.document.put_local("jobs", job_hex, envelope)
+            self.jobs.write_job(job_hex, spec, envelope)
         except RecordError as exc:
             raise ControlError(f"job record refused: {exc}") from None
-        self.jobs.records.wrote(job_hex, spec)
         return job_hex
 
     # ---- reading -----------------------------------------------------------------------------
@@ -276,8 +270,8 @@ class JobsApi:
         return jobs[found[0]], jobs
 
     def status_object(self, job, nodes, orders=None) -> dict[str, Any]:
-        """orders: self.jobs.orders.for_nodes(nodes), when the caller shows many jobs."""
-        orders = orders or self.jobs.orders.for_nodes(nodes)
+        """orders: self.jobs.orders_for(nodes), when the caller shows many jobs."""
+        orders = orders or self.jobs.orders_for(nodes)
         status = scheduling.job_status(job.view(), nodes, self.jobs.policy, orders.order(job))
         run = status.run
         return {
@@ -309,7 +303,7 @@ class JobsApi:
         if wanted is not None and wanted not in JOB_STATES:
             raise ControlError(f"state {wanted!r} is not one of {', '.join(JOB_STATES)}")
         nodes = self.jobs.node_views()
-        orders = self.jobs.orders.for_nodes(nodes)
+        orders = self.jobs.orders_for(nodes)
         out = [self.status_object(job, nodes, orders) for job in self.jobs.jobs().values()]
         out = [o for o in out if wanted is None or o["state"] == wanted]
         out.sort(key=lambda o: (o["submitted_at"] or "", o["id"]))
@@ -317,19 +311,17 @@ class JobsApi:
 
     async def records(self, params: dict[str, Any]) -> Any:
         """The job-related keys of this node's document (to compare replicas; retired ones are gone)."""
-        return {name: sorted(self.node.document.items(name)) for name in ("jobs", "runs", "cancels")}
+        return self.jobs.job_keys()
 
     async def cancel(self, params: dict[str, Any]) -> Any:
         job, _ = self._resolve(params)
         if job.cancelled:
             return {"id": job.job_hex, "cancelled": True}
-        envelope = seal_record(
-            self.node.identity.private_key,
-            "cancel",
-            {"reason": "cancelled by request", "requested_ms": node_now_ms(self.node)},
+        envelope = self.jobs.sign(
+            "cancel", {"reason": "cancelled by request", "requested_ms": self.jobs.now_ms()}
         )
         try:
-            self.node.document.put_local("cancels", job.job_hex, envelope)
+            self.jobs.write_cancel(job.job_hex, envelope)
         except RecordError as exc:
             raise ControlError(f"cancel refused: {exc}") from None
         await self.jobs.commit_durably()
@@ -344,11 +336,11 @@ class JobsApi:
         # Blobs and the image, shown whether or not the job prefers holders.
         holdings = scheduling.local_holdings(
             scheduling.JobView(
-                view.job_id, view.spec, view.runs, view.cancelled, self.jobs.records.holdings(job.spec)
+                view.job_id, view.spec, view.runs, view.cancelled, self.jobs.holdings(job.spec)
             ),
             nodes,
         )
-        records = self.node.document.node_records()
+        records = self.jobs.node_records()
         rows = []
         for rank, node_id in enumerate(order, 1):
             node = nodes[node_id]
@@ -381,7 +373,7 @@ class JobsApi:
             "id": job.job_hex,
             "policy": self.jobs.policy,
             "prefer_local_inputs": job.spec.prefer_local_inputs,
-            "blobs": len(set(self.jobs.spec_blobs(job.spec))),
+            "blobs": len(set(spec_blobs(job.spec))),
             "state": status["state"],
             "reason": status["reason"],
             "nodes": rows,
