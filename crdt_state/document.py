@@ -1,4 +1,4 @@
-"""The replicated cluster document: five pycrdt maps of signed records, checked before use.
+"""The replicated cluster document: six pycrdt maps of signed records, checked before use.
 
 Values are whole signed envelopes (bytes) under hex text keys, never nested maps: a key
 rewritten by its one writer stays the same size in pycrdt, nested maps grow per rewrite.

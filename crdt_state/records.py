@@ -1,6 +1,6 @@
 """Typed records of the replicated document and the rule of who may write which key.
 
-The document has five maps; every value is a signed envelope (signing.py) of the kind the map
+The document has six maps; every value is a signed envelope (signing.py) of the kind the map
 holds. A value counts only when its signer owns the key:
 
   map         key                      kind       signer must be
@@ -9,6 +9,7 @@ holds. A value counts only when its signer owns the key:
   runs        f"{job_hex}:{node_hex}"  run        node_hex, and known
   cancels     job id hex               cancel     any known node
   suspicions  node id hex              suspicion  that node, and known (suspicion_record.py)
+  grants      client public key hex    grant      any known node (grant_record.py)
 
 "Known" means the nodes map holds a verified record for the signer. Every rule is a function
 of the value and the (only ever growing) set of known nodes, never of which of two concurrent
@@ -27,10 +28,18 @@ from typing import Any, Callable, Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from crdt_state.grant_record import parse_grant
 from crdt_state.signing import RecordError, node_id_of, open_record, seal_record
 from crdt_state.suspicion_record import parse_suspicions
 
-MAP_KINDS = {"nodes": "node", "jobs": "job", "runs": "run", "cancels": "cancel", "suspicions": "suspicion"}
+MAP_KINDS = {
+    "nodes": "node",
+    "jobs": "job",
+    "runs": "run",
+    "cancels": "cancel",
+    "suspicions": "suspicion",
+    "grants": "grant",
+}
 NODE_STATUSES = ("alive", "left")
 MAX_INT = 2**63 - 1
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -222,4 +231,6 @@ def verify_entry(
         if key != signer.hex():
             raise RecordError(f"suspicions of {key[:12]} written by {signer.hex()[:12]}, not that node")
         parse_suspicions(body)
+    if map_name == "grants":
+        parse_grant(body)
     return SignedEntry(map_name, key, signer, body, bytes(envelope))

@@ -22,10 +22,17 @@ import trio
 
 from crdt_state.document import ClusterDocument
 from crdt_state.persistence import DocumentStore
+from daemon.advertise import advertise_problem, is_local_address
 from daemon.cluster.node import Node, NodeSettings
 from daemon.config import FormdConfig
+from daemon.control.acl_api import AclApi, grant_of
 from daemon.control.api import DaemonApi
+from daemon.control.dashboard import dashboard_pages
+from daemon.control.http_api import HttpApi
+from daemon.control.http_server import serve_http
+from daemon.control.metrics import render_metrics
 from daemon.control.server import ControlServer
+from daemon.control.tls import load_fingerprint
 from daemon.identity import bump_incarnation, load_identity
 from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.group_commit import file_syncer
@@ -122,6 +129,9 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
     held = document.get("nodes", identity.node_hex)
     incarnation = bump_incarnation(state_dir, at_least=held.node.incarnation if held and held.node else 0)
 
+    problem = await trio.to_thread.run_sync(advertise_problem, config.advertise_address, is_local_address)
+    if problem is not None:
+        log.warning("advertised address is not local", addr=config.advertise_address, reason=problem)
     transport = NetTransport(
         keyring,
         config.listen,
@@ -133,6 +143,10 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         lambda: tuple(e for e in probe_executors(config.podman_url or None) if e in config.executors)
     )
     capabilities = await trio.to_thread.run_sync(collect_capabilities, state_dir, config.labels, executors)
+    if config.http_listen:
+        capabilities = replace(
+            capabilities, http_api=config.http_address, tls_fingerprint=load_fingerprint(state_dir)
+        )
 
     # Made first: the node and the job loop both hold them.
     blobs = BlobStore(state_dir / "blobs")
@@ -198,13 +212,26 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         cache_bytes=config.image_cache_bytes,
     )
     api = DaemonApi(node, keyring, keyring_path, state_dir, config, jobs=jobs)
-    control = ControlServer(api.methods(), log)
+    acl = AclApi(node, jobs.now_ms)
+    methods = {**api.methods(), **acl.methods()}
+    control = ControlServer(methods, log)
+    http = HttpApi(
+        methods,
+        lambda key: grant_of(node, key),
+        log,
+        metrics=lambda: render_metrics(methods),
+        metrics_allow=config.metrics_allow,
+        token_caller=acl.token_caller,
+        pages=dashboard_pages(),
+    )
     socket_path = config.path(state_dir, config.socket)
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
-            await nursery.start(control.serve, socket_path, config.socket_permissions)
+            await nursery.start(control.serve, socket_path, config.socket_permissions, config.socket_gid)
+            if config.http_listen:
+                await nursery.start(serve_http, http, config.http_listen, state_dir)
             await nursery.start(jobs.run)
             nursery.start_soon(_snapshots, store, document, config.snapshot_interval_s)
             nursery.start_soon(_offer_podman, state_dir, config, node, log, executors, limits)

@@ -79,6 +79,8 @@ class DaemonApi:
         status = describe_self(self.node)
         status["state_dir"] = str(self.state_dir)
         status["primary_key_id"] = self.keyring.primary_id.hex()
+        status["http_api"] = self.node.capabilities.http_api
+        status["tls_fingerprint"] = self.node.capabilities.tls_fingerprint
         return status
 
     # ---- keyring ------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import trio
 
 from crdt_state.records import RecordError
+from daemon.control.access import Forbidden, current_caller
 from daemon.control.server import ControlError, Handler, param
 from daemon.jobs.blobfetch import FetchError
 from daemon.jobs.blobstore import BlobError, BlobWriter
@@ -43,6 +44,7 @@ from pack_manager.jobstate import JOB_STATES
 from pack_manager.requirements import RequirementsError, WorkloadRequirements
 
 MIN_PREFIX = 8
+UNFINISHED = ("queued", "claimed", "running", "unschedulable")
 MAX_BATCH = 1000  # jobs per job.submit-many request
 
 
@@ -132,7 +134,26 @@ class JobsApi:
             "max_input_bytes": self.jobs.limits.max_input_bytes,
         }
 
+    def _check_quota(self, adding: int) -> None:
+        """A client with max_running may hold at most that many unfinished jobs."""
+        caller = current_caller.get()
+        if caller.client is None or caller.max_running is None:
+            return
+        nodes = self.jobs.node_views()
+        orders = self.jobs.orders_for(nodes)
+        unfinished = sum(
+            1
+            for job in self.jobs.jobs().values()
+            if job.spec.client == caller.client
+            and self.status_object(job, nodes, orders)["state"] in UNFINISHED
+        )
+        if unfinished + adding > caller.max_running:
+            raise ControlError(
+                f"quota: this client has {unfinished} queued or running job(s) of at most {caller.max_running}"
+            )
+
     async def submit(self, params: dict[str, Any]) -> Any:
+        self._check_quota(1)
         with self._discarding_uploads_on_refusal([params]):
             spec = self._accept(params)
             job_hex = self._write_job(spec, self._seal(spec))
@@ -145,6 +166,7 @@ class JobsApi:
         """Several jobs in one request, all or none: every spec is checked before any is
         written, and one fsync makes them all durable."""
         batch = param(params, "jobs", list)
+        self._check_quota(len(batch))
         if not 1 <= len(batch) <= MAX_BATCH:
             raise ControlError(f"parameter 'jobs': 1 to {MAX_BATCH} job objects")
         sealed = []
@@ -215,6 +237,7 @@ class JobsApi:
                 network=param(params, "network", bool, optional=True, default=False),
                 replicas=param(params, "replicas", int, optional=True, default=1),
                 prefer_local_inputs=param(params, "prefer_local_inputs", bool, optional=True, default=False),
+                client=current_caller.get().client,
                 pull=param(params, "pull", str, optional=True, default=DEFAULT_PULL),
                 tag=param(params, "tag", str, optional=True),
             )
@@ -292,6 +315,7 @@ class JobsApi:
                 {"node": r.node.hex(), "state": r.state, "digest": r.digest} for r in status.replicas
             ],
             "verified": status.verified,
+            "client": job.spec.client,
         }
 
     async def status(self, params: dict[str, Any]) -> Any:
@@ -315,6 +339,11 @@ class JobsApi:
 
     async def cancel(self, params: dict[str, Any]) -> Any:
         job, _ = self._resolve(params)
+        caller = current_caller.get()
+        if not caller.is_admin and job.spec.client != caller.client:
+            raise Forbidden(
+                f"job {job.job_hex[:12]} was submitted by another client; only it or an admin may cancel it"
+            )
         if job.cancelled:
             return {"id": job.job_hex, "cancelled": True}
         envelope = self.jobs.sign(
