@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import AsyncIterator
 
-import blake3
 import trio
 
 log = logging.getLogger("formnet.podman")
@@ -59,40 +58,19 @@ def find_running_service() -> str | None:
     return None
 
 
-def storage_options(storage: Path) -> list[str]:
-    """A Podman image store of its own under `storage` (one per node when several nodes share a
-    machine, as separate hosts would have). Podman refuses a runroot path over 50 characters,
-    so that one lives in /tmp under a name derived from `storage`."""
-    return [
-        "--root",
-        str(storage / "root"),
-        "--runroot",
-        str(storage_runroot(storage)),
-        "--tmpdir",
-        str(storage / "tmp"),
-    ]
-
-
-def storage_runroot(storage: Path) -> Path:
-    return Path("/tmp") / f"formnet-run-{blake3.blake3(str(storage).encode()).hexdigest()[:16]}"
-
-
-def service_command(socket_path: Path, storage: Path | None = None) -> list[str]:
+def service_command(socket_path: Path) -> list[str]:
     podman = shutil.which("podman")
     if podman is None:
         raise FileNotFoundError("podman is not installed (packaging/setup-host.sh installs it)")
     command = [podman]
-    if storage is not None:
-        command += storage_options(storage)
     if shutil.which("runc"):
         command += ["--runtime", "runc"]
     command += ["--cgroup-manager", "cgroupfs", "system", "service", "--time=0", f"unix://{socket_path}"]
     return command
 
 
-def start_service(state_dir: Path, storage: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the service on <state_dir>/podman.sock and wait until it answers; `storage`: a
-    separate image store (see storage_options) instead of the host's."""
+def start_service(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the service on <state_dir>/podman.sock and wait until it answers."""
     state_dir.mkdir(parents=True, exist_ok=True)
     socket_path = state_dir / SOCKET_NAME
     _stop_stale(state_dir)
@@ -103,7 +81,7 @@ def start_service(state_dir: Path, storage: Path | None = None) -> tuple[subproc
         # has removed its containers through it. cwd is the state dir: conmon drops files
         # ("oom" markers) into its working directory.
         process = subprocess.Popen(
-            service_command(socket_path, storage),
+            service_command(socket_path),
             stdout=service_log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

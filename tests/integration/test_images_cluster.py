@@ -26,30 +26,24 @@ from daemon.jobs.blobstore import BlobStore
 from metrics_agent.images import short_id
 from pack_manager.base_image import BASE_IMAGE, ensure_base_image
 from pack_manager.executors import podman_images
-from pack_manager.podman_service import start_service, stop_service, storage_options, storage_runroot
+from simulations.netns.podman_store import PodmanStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman]
 
 
 @contextlib.contextmanager
 def podman_store(root: Path) -> Iterator[str]:
-    """A Podman API service over a store of its own under root; no container may be left in it
-    when the test ends; the store is wiped after."""
-    root.mkdir(parents=True, exist_ok=True)
-    process, url = start_service(root, root / "store")
+    """A Podman API service over a store of its own under root (simulations/netns/podman_store.py,
+    outside any namespace here); no container may be left in it when the test ends; the store
+    is removed after."""
+    store = PodmanStore(root / "store", [], Path("/run") / f"formnet-img-{os.urandom(4).hex()}")
     try:
+        url = store.start()
         ensure_base_image(url)
         yield url
-        with podman_images.client(url) as podman:
-            assert podman.containers.list(all=True) == [], "containers left in the store"
+        assert store.containers() == [], "containers left in the store"
     finally:
-        stop_service(process, root)
-        subprocess.run(
-            ["podman", *storage_options(root / "store"), "system", "reset", "--force"],
-            capture_output=True,
-            timeout=120,
-        )
-        shutil.rmtree(storage_runroot(root / "store"), ignore_errors=True)
+        store.close()
 
 
 def podman_settings(url: str, **extra: str) -> dict[str, str]:
