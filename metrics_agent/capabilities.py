@@ -139,6 +139,9 @@ class NodeCapabilities:
     def with_named(self, named: Mapping[str, int]) -> "NodeCapabilities":
         return replace(self, named=dict(sorted(named.items())))
 
+    def with_images(self, images: tuple[HeldImage, ...]) -> "NodeCapabilities":
+        return replace(self, images=tuple(images))
+
 
 def _region(record: Mapping[str, Any]) -> str:
     if "region" not in record:
@@ -157,6 +160,3 @@ def _named(record: Mapping[str, Any]) -> dict[str, int]:
         return check_named(raw, "named")
     except CapabilityNameError as exc:
         raise WireError(str(exc)) from exc
-
-    def with_images(self, images: tuple[HeldImage, ...]) -> "NodeCapabilities":
-        return replace(self, images=tuple(images))
