@@ -7,7 +7,7 @@ job.submit {"kind", "context", "containerfile", "image", "command", "module", "i
             "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer",
                              "select", "capabilities", "region"},
             "timeout_ms", "env", "network", "replicas", "prefer_local_inputs", "placement_key",
-            "retries", "retry_delay_ms", "queue_timeout_ms", "datasets": [name]}
+            "retries", "retry_delay_ms", "queue_timeout_ms", "pull", "tag", "datasets": [name]}
            -> {"id"}   (durable before the reply)
            with "shards": N [, "split_inputs": true]: N shard jobs -> {"id": group, "shards": [ids]}
 job.submit-many {"jobs": [job.submit params, ...]}    -> {"ids": [...]}  (all or none; one fsync)
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime
 import os
 from contextlib import contextmanager
@@ -45,6 +46,7 @@ from daemon.jobs.records import spec_blobs
 from pack_manager import scheduling
 from pack_manager.datasets import job_catalog
 from pack_manager.fit import check_capacity
+from pack_manager.image_refs import DEFAULT_PULL
 from pack_manager.jobspec import JobInput, JobSpec, JobSpecError, is_digest
 from pack_manager.jobstate import JOB_STATES
 from pack_manager.requirements import RequirementsError, WorkloadRequirements
@@ -270,6 +272,8 @@ class JobsApi:
                 retry_delay_ms=param(params, "retry_delay_ms", int, optional=True, default=0),
                 queue_timeout_ms=param(params, "queue_timeout_ms", int, optional=True),
                 client=current_caller.get().client,
+                pull=param(params, "pull", str, optional=True, default=DEFAULT_PULL),
+                tag=param(params, "tag", str, optional=True),
                 datasets=tuple(param(params, "datasets", list, optional=True, default=[])),
             )
         except (RequirementsError, JobSpecError, TypeError, ValueError) as exc:
@@ -466,7 +470,11 @@ class JobsApi:
         """One row per known node, in placement order: fits ever, fits now, why not, its run."""
         requirements = view.spec.requirements
         order = scheduling.order_nodes(view, nodes, self.jobs.policy)
-        holdings = self.jobs.holdings(view.spec)  # shown whether or not the job prefers holders
+        # Blobs and the image, shown whether or not the job prefers holders.
+        holdings = scheduling.local_holdings(
+            dataclasses.replace(view, holdings=self.jobs.holdings(view.spec)),
+            nodes,
+        )
         records = self.jobs.node_records()
         rows = []
         for rank, node_id in enumerate(order, 1):
@@ -492,6 +500,7 @@ class JobsApi:
                     "holds": holdings.get(node_id, 0),
                     "run": run.state if run else None,
                     "run_reason": run.reason if run else None,
+                    "run_unable": bool(run and run.unable),
                 }
             )
         return rows
