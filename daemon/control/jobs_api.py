@@ -42,6 +42,7 @@ from pack_manager.requirements import RequirementsError, WorkloadRequirements
 
 MIN_PREFIX = 8
 MAX_BATCH = 1000  # jobs per job.submit-many request
+REQUIREMENT_KEYS = {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer"}
 
 
 def _iso(ms: int | None) -> str | None:
@@ -89,6 +90,8 @@ class JobsApi:
         except (binascii.Error, ValueError):
             raise ControlError("parameter 'data': not base64") from None
         largest = max(self.jobs.limits.max_context_bytes, self.jobs.limits.max_input_bytes)
+        if size < 0 or not 0 <= offset <= size:
+            raise ControlError("parameters 'size' and 'offset': need 0 <= offset <= size")
         if size > largest:
             raise ControlError(
                 f"blob of {size:,} bytes is over this node's {largest:,}-byte limit for contexts and inputs"
@@ -118,6 +121,8 @@ class JobsApi:
         offset = param(params, "offset", int)
         length = min(param(params, "length", int), 512 * 1024)
         try:
+            if self.blobs.has(digest) and not 0 <= offset <= self.blobs.size(digest):
+                raise ControlError(f"parameter 'offset': outside 0..{self.blobs.size(digest)}")
             data = self.blobs.read_chunk(digest, offset, length)
             return {"size": self.blobs.size(digest), "data": base64.b64encode(data).decode("ascii")}
         except (BlobError, OSError) as exc:
@@ -183,6 +188,9 @@ class JobsApi:
         """The signed-to-be spec for submit params, or ControlError saying what is wrong."""
         kind = param(params, "kind", str)
         raw_req = param(params, "requirements", dict, optional=True, default={})
+        unknown = set(raw_req) - REQUIREMENT_KEYS
+        if unknown:
+            raise ControlError(f"requirements: unknown key(s) {', '.join(sorted(map(str, unknown)))[:200]}")
         try:
             requirements = WorkloadRequirements.from_human(
                 cpu=_opt_str(raw_req, "cpu"),
@@ -195,9 +203,7 @@ class JobsApi:
                 labels=raw_req.get("labels") or [],
                 preferred=raw_req.get("prefer") or [],
             )
-            inputs = tuple(
-                JobInput(str(n), str(d)) for n, d in param(params, "inputs", list, optional=True, default=[])
-            )
+            inputs = _inputs(param(params, "inputs", list, optional=True, default=[]))
             spec = JobSpec(
                 kind=kind,
                 submitter=self.node.identity.node_id,
@@ -449,6 +455,14 @@ def _named_digests(request: Any) -> set[str]:
     if isinstance(inputs, list):
         named += [item[1] for item in inputs if isinstance(item, (list, tuple)) and len(item) == 2]
     return {d for d in named if isinstance(d, str) and is_digest(d)}
+
+
+def _inputs(raw: list) -> tuple[JobInput, ...]:
+    if not all(
+        isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item) for item in raw
+    ):
+        raise ControlError("parameter 'inputs': expected [[name, digest], ...] with text names and digests")
+    return tuple(JobInput(name, digest) for name, digest in raw)
 
 
 def _opt_str(raw: dict, key: str) -> str | None:
