@@ -78,6 +78,7 @@ def submit(
     gpu: Optional[int] = typer.Option(None, "--gpu"),
     gpu_model: Optional[str] = typer.Option(None, "--gpu-model"),
     gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory"),
+    env: list[str] = typer.Option([], "--env", help="K=V in the job's environment (repeatable)"),
     label: list[str] = typer.Option([], "--label", help="k=v the node must have"),
     prefer: list[str] = typer.Option([], "--prefer", help="k=v nodes ranked first"),
     timeout: str = typer.Option("1h", "--timeout"),
@@ -103,6 +104,12 @@ def submit(
         command = shlex.split(cmd) if cmd else []
     except ValueError as exc:
         _fail(f"--cmd: {exc}")
+    environment = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--env {item!r}: expected NAME=value")
+        environment[key] = value
     for item in inputs:
         if not item.is_file():
             _fail(f"input {item} is not a file")
@@ -148,6 +155,7 @@ def submit(
             "prefer": prefer,
         },
         "timeout_ms": int(timeout_s * 1000),
+        "env": environment,
         "network": network,
         "replicas": replicas,
         "prefer_local_inputs": prefer_local_inputs,

@@ -37,27 +37,32 @@ def test_a_podman_run_job_goes_to_the_podman_node_and_its_outputs_come_back(tmp_
             30,
             "b to offer podman",
         )
+        # A job as users write it: a script in the context, run from its working directory,
+        # reading an input and a file next to it, with an --env variable.
         context = tmp_path / "context"
         context.mkdir()
         (context / "note.txt").write_text("from the context\n")
-        (tmp_path / "in.txt").write_text("an input\n")
+        (context / "algo.sh").write_text(
+            "set -e\n"
+            "pwd > /data/outputs/cwd.txt\n"
+            "cat note.txt /data/inputs/sales.csv > scratch.txt\n"  # the working dir is writable
+            'echo "$GREETING $(wc -l < scratch.txt)" > /data/outputs/summary.txt\n'
+            "echo done\n"
+        )
+        (tmp_path / "sales.csv").write_text("a,1\nb,2\n")
         job_id = a.form(
-            "submit",
-            str(context),
-            "--kind",
-            "run",
-            "--image",
-            BASE_IMAGE,
-            "--input",
-            str(tmp_path / "in.txt"),
-            "--cmd",
-            "sh -c 'cat /data/inputs/in.txt > /data/outputs/copy.txt; echo copied'",
-            "--wait",
-        ).stdout.splitlines()[0]
+            "submit", str(context), "--kind", "run", "--image", BASE_IMAGE, "--input", str(tmp_path / "sales.csv"),
+            "--cmd", "sh algo.sh", "--env", "GREETING=hello", "--wait",
+        ).stdout.splitlines()[0]  # fmt: skip
         seen = status(a, job_id)
         assert seen["state"] == "succeeded", seen
         assert seen["node"] == b.node_id
         out = tmp_path / "out"
         a.form("result", job_id, "-o", str(out))
-        assert (out / "copy.txt").read_text() == "an input\n"
-        assert "copied" in a.form("logs", job_id).stdout
+        assert (out / "cwd.txt").read_text() == "/data/context\n"
+        assert (out / "summary.txt").read_text() == "hello 3\n"
+        assert sorted(p.name for p in out.iterdir()) == ["cwd.txt", "summary.txt"]
+        assert "done" in a.form("logs", job_id).stdout
+        assert a.form("submit", str(context), "--env", "NOEQUALS", check=False).stderr.startswith(
+            "form: --env 'NOEQUALS': expected NAME=value"
+        )

@@ -84,12 +84,8 @@ class WorkArea:
     scratch_dir: Path
     result_dir: Path  # the caller's: outputs.tar and image archives are written here
     context_tar: Path | None = None  # the validated context blob (builds send it as is)
-    context_dir: Path | None = None  # the extracted context (run and wasm jobs)
+    context_dir: Path | None = None  # the extracted context (run and wasm jobs): /data/context
     module_path: Path | None = None  # wasm jobs
-    # wasm jobs whose module is a plain file of the context: its bytes, read from the archive
-    # without extracting the context (the guest sees only inputs and outputs); module_path is
-    # then where it would be, for its name.
-    module_bytes: bytes | None = None
 
 
 class Executor(Protocol):

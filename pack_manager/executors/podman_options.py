@@ -11,6 +11,7 @@ from typing import Any
 from ..jobspec import JobSpec
 from .base import ExecutorLimits, WorkArea
 
+CONTEXT_MOUNT = "/data/context"
 INPUTS_MOUNT = "/data/inputs"
 OUTPUTS_MOUNT = "/data/outputs"
 JOB_LABEL = "formnet.job"
@@ -68,6 +69,11 @@ def run_options(
         # outputs go to the bind-mounted host dir, so a host crash loses nothing of value.
         "volatile": True,
     }
+    if work.context_dir is not None:
+        # This run's own copy of the context: the job may write there, and the writes go
+        # with the run's work area.
+        options["mounts"].append({"type": "bind", "source": str(work.context_dir), "target": CONTEXT_MOUNT})
+        options["working_dir"] = CONTEXT_MOUNT
     if spec.command:
         options["command"] = list(spec.command)
     if req.memory_bytes:
