@@ -2,6 +2,8 @@
 can run it, wherever it is submitted; its outputs and log come back on the submitter."""
 
 import json
+import subprocess
+from contextlib import contextmanager
 
 import pytest
 from procs import Cluster, all_see, wait_until
@@ -66,3 +68,93 @@ def test_a_podman_run_job_goes_to_the_podman_node_and_its_outputs_come_back(tmp_
         assert a.form("submit", str(context), "--env", "NOEQUALS", check=False).stderr.startswith(
             "form: --env 'NOEQUALS': expected NAME=value"
         )
+
+
+def containers_of(job_id: str) -> list[dict]:
+    """This job's containers, whoever made them (the label is the job's own id)."""
+    out = subprocess.run(
+        ["podman", "ps", "-a", "--filter", f"label=formnet.job={job_id}", "--format", "json"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return json.loads(out or "[]")
+
+
+@contextmanager
+def two_podman_nodes(tmp_path, podman_url):
+    """A submitter without Podman and two Podman nodes."""
+    settings = {"executors": '["wasm", "podman"]', "podman_url": json.dumps(podman_url)}
+    with Cluster(tmp_path / "nodes") as cluster:
+        submitter = cluster.add("submitter")  # holds the context while a runner is stopped
+        cluster.add("a", seed=submitter, settings=settings)
+        cluster.add("b", seed=submitter, settings=settings)
+        wait_until(lambda: all_see(cluster.nodes, [n.node_id for n in cluster.nodes]), 30, "the cluster up")
+        wait_until(
+            lambda: sum("podman" in n["executors"] for n in submitter.nodes()) == 2,
+            30,
+            "a, b to offer podman",
+        )
+        yield cluster
+
+
+def submit_sleeper(node, tmp_path, seconds: int) -> str:
+    context = tmp_path / "sleeper"
+    context.mkdir(exist_ok=True)
+    return node.form(
+        "submit", str(context), "--kind", "run", "--image", BASE_IMAGE, "--cmd", f"sleep {seconds}",
+    ).stdout.split()[-1]  # fmt: skip
+
+
+def running_container(cluster, job_id: str):
+    """(the node whose container runs the job, the container's id), once it runs."""
+    found = wait_until(
+        lambda: [c for c in containers_of(job_id) if c["State"] == "running"],
+        30,
+        "the job's container to run",
+    )
+    node_hex = found[0]["Labels"]["formnet.node"]
+    return next(n for n in cluster.nodes if n.node_id == node_hex), found[0]["Id"]
+
+
+def final_runs(node, job_id: str) -> dict[str, str]:
+    rows = node.call("job.explain", {"job": job_id})["nodes"]
+    return {row["node"]: row["run"] for row in rows if row["run"]}
+
+
+def test_a_container_left_by_a_killed_formd_is_removed_when_it_restarts_and_the_job_finishes_once(
+    tmp_path, podman_url
+):
+    with two_podman_nodes(tmp_path, podman_url) as cluster:
+        submitter = cluster.nodes[0]
+        job_id = submit_sleeper(submitter, tmp_path, 8)
+        runner, container_id = running_container(cluster, job_id)
+        runner.kill()
+        assert container_id in {c["Id"] for c in containers_of(job_id)}  # kill -9 leaves it
+        runner.start()
+        wait_until(
+            lambda: container_id not in {c["Id"] for c in containers_of(job_id)},
+            10,
+            "the restarted formd to remove the container its earlier process left",
+        )
+        assert f'podman leftover removed what="container formnet-{job_id[:12]}' in runner.log_text()
+        wait_until(lambda: status(submitter, job_id)["state"] == "succeeded", 60, "the job to finish")
+        runs = final_runs(submitter, job_id)
+        # The killed run's claim may not have been written yet (a claim waits CLAIM_QUIET_S).
+        assert runs.get(runner.node_id) in (None, "yielded", "succeeded"), runs
+        assert list(runs.values()).count("succeeded") == 1, runs
+        wait_until(lambda: containers_of(job_id) == [], 10, "no container of the job anywhere")
+        assert not list((runner.state_dir / "work").iterdir())
+
+
+def test_sigterm_stops_the_running_job_removes_its_container_and_the_job_moves_on(tmp_path, podman_url):
+    with two_podman_nodes(tmp_path, podman_url) as cluster:
+        submitter = cluster.nodes[0]
+        job_id = submit_sleeper(submitter, tmp_path, 8)
+        runner, _ = running_container(cluster, job_id)
+        assert runner.stop() == 0
+        assert [c for c in containers_of(job_id) if c["Labels"]["formnet.node"] == runner.node_id] == []
+        other = next(n for n in cluster.nodes[1:] if n is not runner)
+        wait_until(
+            lambda: status(submitter, job_id)["state"] == "succeeded", 60, "the job to finish elsewhere"
+        )
+        assert final_runs(submitter, job_id) == {runner.node_id: "yielded", other.node_id: "succeeded"}
+        assert status(submitter, job_id)["node"] == other.node_id

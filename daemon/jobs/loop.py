@@ -119,6 +119,7 @@ class JobLoop:
         self.unpublished: dict[str, tuple[float, RunReport]] = {}
         self.reservations: dict[str, Reservation] = {}
         self.running: dict[str, Running] = {}
+        self.stopping = False
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.live_logs: dict[str, Path] = {}  # job hex -> the log file of a run in progress here
@@ -259,6 +260,18 @@ class JobLoop:
             if report.active:
                 self.write_run(job_hex, report, YIELDED, durable=True, reason=RESTARTED)
 
+    async def stop_all(self, reason: str, timeout: float) -> None:
+        """Stop every run here, each recorded as yielded so its job moves on, and return once
+        they have ended (their executors remove what they started) or after timeout."""
+        self.stopping = True  # no new claims: this node is on its way out
+        for running in self.running.values():
+            if not running.cancel.is_set():
+                running.stop_state, running.stop_reason = YIELDED, reason
+                running.cancel.set()
+        with trio.move_on_after(timeout):
+            while self.running:
+                await trio.sleep(0.05)
+
     # ---- the loop ---------------------------------------------------------------------------
 
     def wake(self) -> None:
@@ -383,7 +396,7 @@ class JobLoop:
     def act(self, job: Job, own: RunReport | None, action: scheduling.Action) -> None:
         job_hex = job.job_hex
         if isinstance(action, scheduling.Claim):
-            if job_hex in self.running:
+            if job_hex in self.running or self.stopping:
                 return
             # With every input here there is nothing to fetch: the claim starts as running.
             now_running = all(self.blobs.has(d) for d in self.spec_blobs(job.spec))

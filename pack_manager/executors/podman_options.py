@@ -6,6 +6,7 @@ can be read and tested in one place without a Podman.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..jobspec import JobSpec
@@ -15,6 +16,7 @@ CONTEXT_MOUNT = "/data/context"
 INPUTS_MOUNT = "/data/inputs"
 OUTPUTS_MOUNT = "/data/outputs"
 JOB_LABEL = "formnet.job"
+NODE_LABEL = "formnet.node"  # the node whose formd made it: its sweep removes what it no longer owns
 CPU_PERIOD_US = 100_000
 
 
@@ -22,8 +24,16 @@ def job_tag(spec: JobSpec) -> str:
     return f"localhost/formnet/job-{spec.job_id().hex()[:16]}:latest"
 
 
-def build_cgroup_parent(spec: JobSpec, attempt_token: str) -> str:
-    return f"/formnet-build-{spec.job_id().hex()[:16]}-{attempt_token}"
+def build_cgroup_prefix(node_hex: str) -> str:
+    return f"formnet-build-{node_hex[:12]}-"
+
+
+def build_cgroup_parent(spec: JobSpec, node_hex: str, attempt_token: str) -> str:
+    return f"/{build_cgroup_prefix(node_hex)}{spec.job_id().hex()[:16]}-{attempt_token}"
+
+
+def labels(spec: JobSpec, node_hex: str) -> dict[str, str]:
+    return {JOB_LABEL: spec.job_id().hex(), NODE_LABEL: node_hex}
 
 
 def choose_user(image_user: str | None, limits: ExecutorLimits) -> str:
@@ -44,14 +54,14 @@ def ulimits(limits: ExecutorLimits) -> list[dict[str, Any]]:
 
 
 def run_options(
-    spec: JobSpec, work: WorkArea, limits: ExecutorLimits, user: str, name: str
+    spec: JobSpec, work: WorkArea, limits: ExecutorLimits, user: str, name: str, node_hex: str = ""
 ) -> dict[str, Any]:
     req = spec.requirements
     options: dict[str, Any] = {
         "image": spec.image,
         "name": name,
         "environment": dict(spec.env),
-        "labels": {JOB_LABEL: spec.job_id().hex()},
+        "labels": labels(spec, node_hex),
         "network_mode": "bridge" if spec.network else "none",
         "mounts": [
             {"type": "bind", "source": str(work.inputs_dir), "target": INPUTS_MOUNT, "read_only": True},
@@ -85,7 +95,7 @@ def run_options(
     return options
 
 
-def build_params(spec: JobSpec, tag: str, cgroup_parent: str) -> dict[str, Any]:
+def build_params(spec: JobSpec, tag: str, cgroup_parent: str, node_hex: str = "") -> dict[str, Any]:
     """Query parameters for POST /build (libpod)."""
     req = spec.requirements
     params: dict[str, Any] = {
@@ -97,7 +107,7 @@ def build_params(spec: JobSpec, tag: str, cgroup_parent: str) -> dict[str, Any]:
         "pull": False,  # no registry is reachable; FROM must name a local image
         "networkmode": "bridge" if spec.network else "none",
         "cgroupparent": cgroup_parent,
-        "labels": '{"%s": "%s"}' % (JOB_LABEL, spec.job_id().hex()),
+        "labels": json.dumps(labels(spec, node_hex)),
         "outputformat": "application/vnd.oci.image.manifest.v1+json",
     }
     if req.memory_bytes:

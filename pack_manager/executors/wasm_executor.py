@@ -2,11 +2,12 @@
 
 The sandbox is the module's own: it sees /data/inputs (read-only), /data/outputs and its
 context at /data/context (this run's own copy) and nothing else, its linear memory is
-capped at the job's memory requirement, and an epoch deadline stops it: when the job's timeout passes or it is cancelled, the trio side bumps
-the epoch of the engine the guest runs on and the guest traps at its next check, wherever it
-is looping. Engines, their WASI linkers and loaded modules are kept per worker thread, and a
-bump reaches only the guest that thread runs now (wasm_engines.GuestHandle). Compiling a
-module costs ~1 ms even for a tiny one; its compiled form is kept (CompiledModules).
+capped at the job's memory requirement, and an epoch deadline stops it: when the job's
+timeout passes or it is cancelled, the trio side bumps the epoch of the engine the guest
+runs on and the guest traps at its next check, wherever it is looping. Engines, their WASI
+linkers and loaded modules are kept per worker thread, and a bump reaches only the guest
+that thread runs now (wasm_engines.GuestHandle). Compiling a module costs ~1 ms even for a
+tiny one; its compiled form is kept (CompiledModules).
 
 A whole job takes one worker-thread trip (`run_whole`, which run_job uses): staging the work
 area, the guest, packing its outputs and removing the work area. A trip to a thread and back
