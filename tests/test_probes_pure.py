@@ -8,7 +8,6 @@ import pytest
 
 from daemon.cluster.probe_order import ProbeOrder
 from daemon.cluster.probe_wire import (
-    NACK,
     Ping,
     PingRequest,
     ProbeError,
@@ -19,6 +18,7 @@ from daemon.cluster.probe_wire import (
     is_ack_from,
     is_probe,
 )
+from daemon.cluster.wire import NACK
 
 PEERS = [bytes([n]) * 32 for n in range(1, 9)]
 
