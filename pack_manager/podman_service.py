@@ -62,7 +62,11 @@ def service_command(socket_path: Path) -> list[str]:
     podman = shutil.which("podman")
     if podman is None:
         raise FileNotFoundError("podman is not installed (packaging/setup-host.sh installs it)")
-    command = [podman]
+    # No new privileges for everything the service starts: build RUN steps get it this way
+    # (the build API refuses the no-new-privileges security option); run containers ask
+    # for it themselves as well.
+    setpriv = shutil.which("setpriv")
+    command = [setpriv, "--no-new-privs", podman] if setpriv else [podman]
     if shutil.which("runc"):
         command += ["--runtime", "runc"]
     command += ["--cgroup-manager", "cgroupfs", "system", "service", "--time=0", f"unix://{socket_path}"]

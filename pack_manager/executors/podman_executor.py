@@ -39,7 +39,8 @@ from .base import (
     OutputFile,
     WorkArea,
 )
-from .cgroups import OomWatch, kill_cgroup, remove_cgroup
+from .cgroups import OomWatch, kill_cgroup, limit_pids, remove_cgroup
+from .netns import NetnsError, create_empty_netns, delete_netns
 from .outputs import collect_outputs
 from .supervise import supervise
 
@@ -244,7 +245,15 @@ class PodmanExecutor:
         tag = podman_options.job_tag(spec)
         cgroup_parent = podman_options.build_cgroup_parent(spec, self.node_hex, secrets.token_hex(4))
         self.owned_builds.add(cgroup_parent)
-        params = podman_options.build_params(spec, tag, cgroup_parent, self.node_hex)
+        await trio.to_thread.run_sync(limit_pids, cgroup_parent, self.limits.pids_limit)
+        netns_name = cgroup_parent.strip("/")
+        try:
+            netns = None if spec.network else await trio.to_thread.run_sync(create_empty_netns, netns_name)
+        except NetnsError as exc:
+            await trio.to_thread.run_sync(remove_cgroup, cgroup_parent)
+            self.owned_builds.discard(cgroup_parent)
+            return ExecutionResult(FAILED, str(exc))
+        params = podman_options.build_params(spec, tag, cgroup_parent, self.node_hex, self.limits, netns)
         responses: list[Any] = []
         errors: list[str] = []
         finished = trio.Event()
@@ -321,6 +330,7 @@ class PodmanExecutor:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(remove_cgroup, cgroup_parent)
+                await trio.to_thread.run_sync(delete_netns, netns_name)
                 self.owned_builds.discard(cgroup_parent)
                 await trio.to_thread.run_sync(client.close)
 

@@ -1,7 +1,8 @@
 """What a formd that died mid-run leaves in Podman, found and removed by the next one.
 
 Every container the Podman executor creates carries the labels formnet.node (this node's id)
-and formnet.job, and every build runs under a cgroup parent formnet-build-<node 12 hex>-...;
+and formnet.job, and every build runs under a cgroup parent formnet-build-<node 12 hex>-...
+(and, without network, in a network namespace of that name);
 the executor knows which of them its own runs hold now. Anything else of this node's is left
 over from a process that is gone (kill -9, a host crash, a stop that could not finish): it is
 removed, one log line each. A leftover that still runs is not adopted: its run was recorded
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from .cgroups import cgroup_parents, kill_cgroup, remove_cgroup
+from .netns import delete_netns, netns_names
 from .podman_options import JOB_LABEL, NODE_LABEL, build_cgroup_prefix
 
 SWEEP_INTERVAL_S = 30.0
@@ -45,8 +47,12 @@ def sweep(client: Any, node_hex: str, owned: set[str], owned_builds: set[str]) -
             continue
         job = (stray.get("Labels") or {}).get(JOB_LABEL, "?")
         removed.append(f"container {container.name} of job {job[:12]} ({stray.get('State', '?')})")
-    for parent in cgroup_parents(build_cgroup_prefix(node_hex)) - set(owned_builds):
+    owned_builds = set(owned_builds)
+    for parent in cgroup_parents(build_cgroup_prefix(node_hex)) - owned_builds:
         killed = kill_cgroup(parent)
         remove_cgroup(parent)
         removed.append(f"build cgroup {parent} ({killed} processes killed)")
+    for name in netns_names(build_cgroup_prefix(node_hex)) - {p.strip("/") for p in owned_builds}:
+        delete_netns(name)
+        removed.append(f"build network namespace {name}")
     return removed

@@ -7,6 +7,7 @@ can be read and tested in one place without a Podman.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from ..jobspec import JobSpec
@@ -95,17 +96,49 @@ def run_options(
     return options
 
 
-def build_params(spec: JobSpec, tag: str, cgroup_parent: str, node_hex: str = "") -> dict[str, Any]:
-    """Query parameters for POST /build (libpod)."""
+# What RUN steps of a Containerfile need as root (own files, install packages, add users);
+# the rest of Podman's default set (NET_BIND_SERVICE, NET_RAW, SETFCAP, SETPCAP, SYS_CHROOT,
+# MKNOD, AUDIT_WRITE) is dropped.
+BUILD_CAPABILITIES = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+)
+
+
+def build_params(
+    spec: JobSpec,
+    tag: str,
+    cgroup_parent: str,
+    node_hex: str = "",
+    limits: ExecutorLimits | None = None,
+    netns: Path | None = None,
+) -> dict[str, Any]:
+    """Query parameters for POST /build (libpod). The pids limit is set on the build's cgroup
+    parent (cgroups.limit_pids): the build API has no parameter for it; no-new-privileges
+    comes from the Podman service (podman_service.service_command): the API refuses it.
+    netns: the empty network namespace of a build without network (netns.py)."""
     req = spec.requirements
+    limits = limits or ExecutorLimits()
     params: dict[str, Any] = {
+        "dropcaps": json.dumps(["ALL"]),
+        "addcaps": json.dumps(list(BUILD_CAPABILITIES)),
+        "ulimits": json.dumps([f"{u['Name']}={u['Soft']}:{u['Hard']}" for u in ulimits(limits)]),
         "dockerfile": spec.containerfile,
         "t": tag,
         "rm": True,
         "forcerm": True,
         "layers": False,  # no intermediate images to leave behind
         "pull": False,  # no registry is reachable; FROM must name a local image
-        "networkmode": "bridge" if spec.network else "none",
+        # The API ignores networkmode (RUN steps get the host's network); nsoptions is
+        # honoured: a private bridged namespace, or the empty one made for this build.
+        "nsoptions": json.dumps(
+            [{"Name": "network", "Host": False, "Path": "" if spec.network else str(netns)}]
+        ),
         "cgroupparent": cgroup_parent,
         "labels": json.dumps(labels(spec, node_hex)),
         "outputformat": "application/vnd.oci.image.manifest.v1+json",
