@@ -37,6 +37,7 @@ from daemon.transport.keyring import Keyring, KeyringError
 from daemon.transport.tcp import NetTransport
 from metrics_agent.collect import collect_capabilities, sample_capacity
 from metrics_agent.executors_probe import probe_executors
+from pack_manager.executors import cdi
 from pack_manager.executors.base import ExecutorLimits
 from pack_manager.executors.podman_leftovers import SWEEP_INTERVAL_S
 from pack_manager.executors.staging import remove_tree
@@ -139,6 +140,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         )
     )
     capabilities = await trio.to_thread.run_sync(collect_capabilities, state_dir, config.labels, executors)
+    capabilities = await trio.to_thread.run_sync(offer_gpus, capabilities, config.cdi_spec_dirs, log)
 
     jobs: JobLoop | None = None
 
@@ -232,6 +234,22 @@ async def _snapshots(store: DocumentStore, document: ClusterDocument, interval: 
         if since >= interval or store.log_bytes > SNAPSHOT_LOG_BYTES:
             store.snapshot(document.full_state())
             since = 0.0
+
+
+def offer_gpus(capabilities, spec_dirs, log: EventLog):
+    """The GPUs with the CDI device that brings each into a container; said once when some
+    have none (they are reported, but no job is given them)."""
+    names = cdi.device_names(spec_dirs)
+    gpus = tuple(replace(g, cdi_device=cdi.gpu_device(g.index, g.uuid, names)) for g in capabilities.gpus)
+    hidden = [str(g.index) for g in gpus if not g.cdi_device]
+    if hidden:
+        log.warning(
+            "GPUs not offered to jobs",
+            gpus=",".join(hidden),
+            reason=f"no CDI spec for {cdi.GPU_KIND} names them in {', '.join(spec_dirs)} "
+            "(nvidia-ctk cdi generate writes one)",
+        )
+    return replace(capabilities, gpus=gpus)
 
 
 def executors_offered(capabilities) -> tuple[str, ...]:

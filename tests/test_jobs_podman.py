@@ -2,8 +2,10 @@
 can run it, wherever it is submitted; its outputs and log come back on the submitter."""
 
 import json
+import os
 import subprocess
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from procs import Cluster, all_see, wait_until
@@ -158,3 +160,95 @@ def test_sigterm_stops_the_running_job_removes_its_container_and_the_job_moves_o
         )
         assert final_runs(submitter, job_id) == {runner.node_id: "yielded", other.node_id: "succeeded"}
         assert status(submitter, job_id)["node"] == other.node_id
+
+
+FAKE_PYNVML = Path(__file__).parent / "fake_pynvml"
+CDI_DIR = Path("/etc/cdi")  # where Podman 4.3 reads CDI specs
+
+
+def fake_gpus(*uuids: str) -> dict[str, str]:
+    """formd's environment for a host with these (fake) NVIDIA GPUs."""
+    gpus = [{"name": "Fake GPU", "uuid": uuid, "memory": 16 * 1024**3} for uuid in uuids]
+    return {"PYTHONPATH": str(FAKE_PYNVML), "FORMNET_FAKE_GPUS": json.dumps(gpus)}
+
+
+@contextmanager
+def cdi_spec(*uuids: str):
+    """A CDI spec for nvidia.com/gpu whose devices inject a harmless device node
+    (/dev/null as /dev/formnet-test-<uuid>) and a variable naming the device."""
+    CDI_DIR.mkdir(parents=True, exist_ok=True)
+    path = CDI_DIR / f"formnet-test-{uuids[0]}.json"
+    devices = [
+        {
+            "name": uuid,
+            "containerEdits": {
+                "env": [f"FORMNET_TEST_GPU={uuid}"],
+                "deviceNodes": [{"path": f"/dev/formnet-test-{uuid}", "hostPath": "/dev/null"}],
+            },
+        }
+        for uuid in uuids
+    ]
+    path.write_text(json.dumps({"cdiVersion": "0.5.0", "kind": "nvidia.com/gpu", "devices": devices}))
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_gpu_jobs_get_their_cdi_device_one_at_a_time_and_a_node_without_a_spec_offers_none(
+    tmp_path, podman_url
+):
+    token = os.urandom(4).hex()
+    mine, other, unspecified = f"GPU-{token}-0", f"GPU-{token}-1", f"GPU-{token}-2"
+    settings = {"executors": '["wasm", "podman"]', "podman_url": json.dumps(podman_url)}
+    with cdi_spec(mine, other), Cluster(tmp_path / "nodes") as cluster:
+        gpu = cluster.add("gpu", settings=settings, env=fake_gpus(mine))
+        bare = cluster.add("bare", seed=gpu, settings=settings, env=fake_gpus(unspecified))
+        wait_until(lambda: all_see(cluster.nodes, [gpu.node_id, bare.node_id]), 30, "the cluster up")
+        wait_until(lambda: all("podman" in n["executors"] for n in gpu.nodes()), 30, "podman offered")
+
+        # The node without a spec reports its GPU, offers it to no job, and says so once.
+        rows = {n["id"]: n for n in gpu.nodes()}
+        assert [g["uuid"] for g in rows[bare.node_id]["capabilities"]["gpus"]] == [unspecified]
+        assert rows[bare.node_id]["capabilities"]["gpus"][0]["cdi_device"] == ""
+        assert rows[gpu.node_id]["capabilities"]["gpus"][0]["cdi_device"] == f"nvidia.com/gpu={mine}"
+        assert bare.log_text().count("GPUs not offered to jobs") == 1
+        assert "GPUs not offered" not in gpu.log_text()
+        assert "1 not offered: no CDI spec" in bare.form("nodes").stdout
+
+        context = tmp_path / "gpu-job"
+        context.mkdir()
+        (context / "probe.sh").write_text(
+            "ls /dev | grep formnet-test- > /data/outputs/devices.txt\n"
+            'echo "$FORMNET_TEST_GPU $NVIDIA_VISIBLE_DEVICES $CUDA_VISIBLE_DEVICES" > /data/outputs/env.txt\n'
+            "sleep 2\n"
+        )
+        jobs = [
+            bare.form(
+                "submit",
+                str(context),
+                "--kind",
+                "run",
+                "--image",
+                BASE_IMAGE,
+                "--gpu",
+                "1",
+                "--cmd",
+                "sh probe.sh",
+            ).stdout.split()[-1]  # fmt: skip
+            for _ in range(2)
+        ]
+        for job_id in jobs:
+            wait_until(lambda: status(bare, job_id)["state"] == "succeeded", 60, "the GPU jobs to succeed")
+        seen = [status(bare, job_id) for job_id in jobs]
+        assert {s["node"] for s in seen} == {gpu.node_id}
+        first, second = sorted(seen, key=lambda s: s["started_at"])
+        assert second["started_at"] >= first["finished_at"], seen  # one GPU: one job at a time
+        for job_id in jobs:
+            out = tmp_path / f"out-{job_id[:8]}"
+            bare.form("result", job_id, "-o", str(out))
+            assert (out / "devices.txt").read_text() == f"formnet-test-{mine}\n"  # exactly its device
+            assert (out / "env.txt").read_text() == f"{mine} {mine} {mine}\n"
+        explained = gpu.call("job.explain", {"job": jobs[0]})["nodes"]
+        bare_row = next(r for r in explained if r["node"] == bare.node_id)
+        assert not bare_row["fits"] and "not offered to jobs" in " ".join(bare_row["reasons"])

@@ -86,6 +86,16 @@ class WorkArea:
     context_tar: Path | None = None  # the validated context blob (builds send it as is)
     context_dir: Path | None = None  # the extracted context (run and wasm jobs): /data/context
     module_path: Path | None = None  # wasm jobs
+    gpus: tuple["JobGpu", ...] = ()  # reserved for this run by the job loop (Podman jobs)
+
+
+@dataclass(frozen=True, slots=True)
+class JobGpu:
+    """One GPU reserved for a run: its NVML index, UUID and the CDI device that injects it."""
+
+    index: int
+    uuid: str
+    cdi_device: str
 
 
 class Executor(Protocol):

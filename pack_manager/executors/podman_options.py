@@ -54,6 +54,15 @@ def ulimits(limits: ExecutorLimits) -> list[dict[str, Any]]:
     ]
 
 
+def gpu_environment(work: WorkArea) -> dict[str, str]:
+    """What CUDA and NVIDIA's tools read to find the job's GPUs (by UUID: indices inside the
+    container differ from the host's)."""
+    if not work.gpus:
+        return {}
+    uuids = ",".join(gpu.uuid for gpu in work.gpus)
+    return {"NVIDIA_VISIBLE_DEVICES": uuids, "CUDA_VISIBLE_DEVICES": uuids}
+
+
 def run_options(
     spec: JobSpec, work: WorkArea, limits: ExecutorLimits, user: str, name: str, node_hex: str = ""
 ) -> dict[str, Any]:
@@ -61,7 +70,7 @@ def run_options(
     options: dict[str, Any] = {
         "image": spec.image,
         "name": name,
-        "environment": dict(spec.env),
+        "environment": {**dict(spec.env), **gpu_environment(work)},
         "labels": labels(spec, node_hex),
         "network_mode": "bridge" if spec.network else "none",
         "mounts": [
@@ -85,6 +94,8 @@ def run_options(
         # with the run's work area.
         options["mounts"].append({"type": "bind", "source": str(work.context_dir), "target": CONTEXT_MOUNT})
         options["working_dir"] = CONTEXT_MOUNT
+    if work.gpus:
+        options["devices"] = [gpu.cdi_device for gpu in work.gpus]
     if spec.command:
         options["command"] = list(spec.command)
     if req.memory_bytes:
