@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from procs import Cluster, all_see, wait_until
 from procs import job_status as status
+from python_image import make_python_image
 
 from pack_manager.base_image import BASE_IMAGE, ensure_base_image
 from pack_manager.podman_service import start_service, stop_service
@@ -28,7 +29,27 @@ def podman_url(tmp_path_factory):
         stop_service(process, state)
 
 
-def test_a_podman_run_job_goes_to_the_podman_node_and_its_outputs_come_back(tmp_path, podman_url):
+def run_and_wait(node, context, image, input_file, command, env) -> str:
+    """`form submit --kind run ... --wait` as a user types it; the job id."""
+    return node.form(
+        "submit", str(context), "--kind", "run", "--image", image, "--input", str(input_file),
+        "--cmd", command, "--env", env, "--wait",
+    ).stdout.splitlines()[0]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def python_image():
+    """An image with python3 (tests/python_image.py), removed after the module's tests."""
+    name = make_python_image(f"localhost/formnet/test-python-{os.urandom(3).hex()}:latest")
+    try:
+        yield name
+    finally:
+        subprocess.run(["podman", "rmi", "-f", name], capture_output=True)
+
+
+def test_a_podman_run_job_goes_to_the_podman_node_and_its_outputs_come_back(
+    tmp_path, podman_url, python_image
+):
     with Cluster(tmp_path / "nodes") as cluster:
         a = cluster.add("a")
         b = cluster.add(
@@ -54,10 +75,7 @@ def test_a_podman_run_job_goes_to_the_podman_node_and_its_outputs_come_back(tmp_
             "echo done\n"
         )
         (tmp_path / "sales.csv").write_text("a,1\nb,2\n")
-        job_id = a.form(
-            "submit", str(context), "--kind", "run", "--image", BASE_IMAGE, "--input", str(tmp_path / "sales.csv"),
-            "--cmd", "sh algo.sh", "--env", "GREETING=hello", "--wait",
-        ).stdout.splitlines()[0]  # fmt: skip
+        job_id = run_and_wait(a, context, BASE_IMAGE, tmp_path / "sales.csv", "sh algo.sh", "GREETING=hello")
         seen = status(a, job_id)
         assert seen["state"] == "succeeded", seen
         assert seen["node"] == b.node_id
@@ -70,6 +88,21 @@ def test_a_podman_run_job_goes_to_the_podman_node_and_its_outputs_come_back(tmp_
         assert a.form("submit", str(context), "--env", "NOEQUALS", check=False).stderr.startswith(
             "form: --env 'NOEQUALS': expected NAME=value"
         )
+
+        # The same with a python3 script next to a module of its own, as a data scientist writes it.
+        algo = tmp_path / "algo"
+        algo.mkdir()
+        (algo / "helpers.py").write_text("def total(rows):\n    return sum(int(r[1]) for r in rows)\n")
+        (algo / "algo.py").write_text(
+            "import csv, os\n"
+            "from helpers import total\n"
+            "rows = list(csv.reader(open('/data/inputs/sales.csv')))\n"
+            "open('/data/outputs/total.txt', 'w').write(f\"{os.environ['UNIT']} {total(rows)}\\n\")\n"
+        )
+        job_id = run_and_wait(a, algo, python_image, tmp_path / "sales.csv", "python3 algo.py", "UNIT=EUR")
+        assert status(a, job_id)["state"] == "succeeded", a.form("logs", job_id).stdout
+        a.form("result", job_id, "-o", str(tmp_path / "py-out"))
+        assert (tmp_path / "py-out" / "total.txt").read_text() == "EUR 3\n"
 
 
 def containers_of(job_id: str) -> list[dict]:
