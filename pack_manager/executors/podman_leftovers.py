@@ -47,12 +47,14 @@ def sweep(client: Any, node_hex: str, owned: set[str], owned_builds: set[str]) -
             continue
         job = (stray.get("Labels") or {}).get(JOB_LABEL, "?")
         removed.append(f"container {container.name} of job {job[:12]} ({stray.get('State', '?')})")
-    owned_builds = set(owned_builds)
-    for parent in cgroup_parents(build_cgroup_prefix(node_hex)) - owned_builds:
+    prefix = build_cgroup_prefix(node_hex)
+    parents, namespaces = cgroup_parents(prefix), netns_names(prefix)
+    held = set(owned_builds)  # read after listing, as for containers
+    for parent in parents - held:
         killed = kill_cgroup(parent)
         remove_cgroup(parent)
         removed.append(f"build cgroup {parent} ({killed} processes killed)")
-    for name in netns_names(build_cgroup_prefix(node_hex)) - {p.strip("/") for p in owned_builds}:
+    for name in namespaces - {p.strip("/") for p in held}:
         delete_netns(name)
         removed.append(f"build network namespace {name}")
     return removed

@@ -25,8 +25,10 @@ from pack_manager.executors import (
     run_job,
 )
 from pack_manager.executors.base import ExecutorLimits
+from pack_manager.executors.cgroups import cgroup_dirs, limit_pids, remove_cgroup
+from pack_manager.executors.netns import create_empty_netns, delete_netns, netns_names
 from pack_manager.executors.podman_executor import PodmanExecutor
-from pack_manager.executors.podman_options import BUILD_CAPABILITIES, job_tag
+from pack_manager.executors.podman_options import BUILD_CAPABILITIES, build_cgroup_prefix, job_tag
 from pack_manager.jobspec import JobInput, JobSpec
 from pack_manager.podman_service import ping, podman_service
 from pack_manager.requirements import WorkloadRequirements
@@ -397,3 +399,34 @@ CAPABILITY_BITS = {
     "CAP_SETGID": 6,
     "CAP_SETUID": 7,
 }
+
+
+def test_a_sweep_removes_what_this_node_left_and_nothing_of_another_node(podman_url, clean_check):
+    me, other = os.urandom(32).hex(), os.urandom(32).hex()
+    left = f"/{build_cgroup_prefix(me)}{os.urandom(8).hex()}-dead"
+    others = f"/{build_cgroup_prefix(other)}{os.urandom(8).hex()}-live"
+    name = f"formnet-leftover-{os.urandom(3).hex()}"
+    subprocess.run(
+        ["podman", "create", "--name", name, "--label", f"formnet.node={me}", "--label", "formnet.job=x",
+         BASE_IMAGE, "sleep", "60"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        assert limit_pids(left, 10) and limit_pids(others, 10)
+        create_empty_netns(left.strip("/"))
+        removed = PodmanExecutor(podman_url, node_hex=me).sweep()
+        expected = (
+            f"container {name} ",
+            f"build cgroup {left} ",
+            f"build network namespace {left.strip('/')}",
+        )
+        assert len(removed) == 3 and all(any(line.startswith(e) for line in removed) for e in expected), (
+            removed
+        )
+        assert cgroup_dirs(left) == [] and left.strip("/") not in netns_names(build_cgroup_prefix(me))
+        assert cgroup_dirs(others) != []  # another node's build is not ours to touch
+    finally:
+        subprocess.run(["podman", "rm", "-f", name], capture_output=True)
+        remove_cgroup(left)
+        remove_cgroup(others)
+        delete_netns(left.strip("/"))
