@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import shlex
@@ -11,28 +12,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
 from pack_manager.context_archive import ArchiveError, extract_archive, file_digest, pack_context
+from pack_manager.jobstate import FINAL_STATES
 
-from .client import ClientError, call
+from .command import fail, request
 
-FINAL = ("succeeded", "failed", "cancelled", "timed_out")
 UPLOAD_CHUNK = 512 * 1024
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"form: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _call(ctx: typer.Context, method: str, params: dict[str, Any] | None = None) -> Any:
-    try:
-        return call(ctx.obj["socket"], method, params, timeout=120)
-    except ClientError as exc:
-        _fail(str(exc))
+# Job requests may wait for blob fetches and fsyncs on a busy node: more patience than the default.
+_call = functools.partial(request, timeout=120)
 
 
 def _upload(ctx: typer.Context, path: Path) -> str:
@@ -97,31 +88,31 @@ def submit(
     try:
         timeout_s = parse_duration(timeout)
     except UnitError as exc:
-        _fail(f"--timeout: {exc}")
+        fail(f"--timeout: {exc}")
     if not context_dir.is_dir():
-        _fail(f"context {context_dir} is not a directory")
+        fail(f"context {context_dir} is not a directory")
     try:
         command = shlex.split(cmd) if cmd else []
     except ValueError as exc:
-        _fail(f"--cmd: {exc}")
+        fail(f"--cmd: {exc}")
     environment = {}
     for item in env:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            _fail(f"--env {item!r}: expected NAME=value")
+            fail(f"--env {item!r}: expected NAME=value")
         environment[key] = value
     for item in inputs:
         if not item.is_file():
-            _fail(f"input {item} is not a file")
+            fail(f"input {item} is not a file")
     # The daemon's limits (formd.toml), checked here first so nothing is uploaded in vain.
     limits = _call(ctx, "job.limits")
     max_context, max_inputs = limits["max_context_bytes"], limits["max_input_bytes"]
     total_inputs = sum(item.stat().st_size for item in inputs)
     if total_inputs > max_inputs:
-        _fail(f"inputs hold {total_inputs:,} bytes together, over the node's {max_inputs:,}-byte limit")
+        fail(f"inputs hold {total_inputs:,} bytes together, over the node's {max_inputs:,}-byte limit")
     content = _content_bytes(context_dir)
     if content > max_context:
-        _fail(
+        fail(
             f"context {context_dir} holds {content:,} bytes of files, over the node's {max_context:,}-byte limit"
         )
     with tempfile.TemporaryDirectory(prefix="form-submit-") as tmp:
@@ -129,11 +120,9 @@ def submit(
         try:
             _, size = pack_context(context_dir, tar)
         except (ArchiveError, OSError) as exc:
-            _fail(f"context {context_dir}: {exc}")
+            fail(f"context {context_dir}: {exc}")
         if size > max_context:
-            _fail(
-                f"context {context_dir} packs to {size:,} bytes, over the node's {max_context:,}-byte limit"
-            )
+            fail(f"context {context_dir} packs to {size:,} bytes, over the node's {max_context:,}-byte limit")
         context = _upload(ctx, tar)
     uploaded = [[item.name, _upload(ctx, item)] for item in inputs]
     params = {
@@ -191,7 +180,7 @@ def _content_bytes(root: Path) -> int:
 def _wait(ctx: typer.Context, job_id: str) -> dict:
     while True:
         status = _call(ctx, "job.status", {"job": job_id})
-        if status["state"] in FINAL or status["state"] == "unschedulable":
+        if status["state"] in FINAL_STATES or status["state"] == "unschedulable":
             return status
         time.sleep(0.2)
 
@@ -273,7 +262,7 @@ def _download(ctx: typer.Context, digest: str, dest: Path) -> None:
                 break
     if file_digest(dest) != digest:
         dest.unlink()
-        _fail(f"download of {digest[:12]} does not match its digest")
+        fail(f"download of {digest[:12]} does not match its digest")
 
 
 def _stream_log(ctx: typer.Context, job: str, follow: bool) -> str:
@@ -309,7 +298,7 @@ def result(
 ) -> None:
     """Fetch the outputs into DIR (outputs.tar is unpacked; image archives are saved as files)."""
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        _fail(f"{output} exists and is not an empty directory")
+        fail(f"{output} exists and is not an empty directory")
     files = _call(ctx, "job.files", {"job": job, "which": "outputs"})
     output.mkdir(parents=True, exist_ok=True)
     written = []
@@ -323,7 +312,7 @@ def result(
             try:
                 extract_archive(tar, Path(tmp) / "outputs", limit_bytes=1 << 40)
             except ArchiveError as exc:
-                _fail(f"outputs: {exc}")
+                fail(f"outputs: {exc}")
             for entry in (Path(tmp) / "outputs").iterdir():
                 entry.rename(output / entry.name)
         written = files
