@@ -62,15 +62,19 @@ def service_command(socket_path: Path) -> list[str]:
     podman = shutil.which("podman")
     if podman is None:
         raise FileNotFoundError("podman is not installed (packaging/setup-host.sh installs it)")
-    # No new privileges for everything the service starts: build RUN steps get it this way
-    # (the build API refuses the no-new-privileges security option); run containers ask
-    # for it themselves as well.
-    setpriv = shutil.which("setpriv")
-    command = [setpriv, "--no-new-privs", podman] if setpriv else [podman]
+    command = [podman]
     if shutil.which("runc"):
         command += ["--runtime", "runc"]
     command += ["--cgroup-manager", "cgroupfs", "system", "service", "--time=0", f"unix://{socket_path}"]
     return command
+
+
+def no_new_privileges(command: list[str]) -> list[str]:
+    """The command under `setpriv --no-new-privs`, so everything the service starts has it:
+    build RUN steps get it only this way (the build API refuses that security option); run
+    containers ask for it themselves as well."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--no-new-privs", *command] if setpriv else command
 
 
 def start_service(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -85,7 +89,7 @@ def start_service(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         # has removed its containers through it. cwd is the state dir: conmon drops files
         # ("oom" markers) into its working directory.
         process = subprocess.Popen(
-            service_command(socket_path),
+            no_new_privileges(service_command(socket_path)),
             stdout=service_log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
