@@ -12,26 +12,34 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import typer
 
 from pack_manager.context_archive import ArchiveError, extract_archive, file_digest, pack_context
 from pack_manager.jobstate import FINAL_STATES
 
+from . import remote_blobs
 from .command import fail, request
+from .progress import transfer_bar
+from .remote import RemoteError, RemoteTarget
 
 UPLOAD_CHUNK = 512 * 1024
+T = TypeVar("T")
 # Job requests may wait for blob fetches and fsyncs on a busy node: more patience than the default.
 _call = functools.partial(request, timeout=120)
 
 
-def _upload(ctx: typer.Context, path: Path) -> str:
-    """Stream a file into the daemon's blob store in chunks; returns its digest."""
+def _upload(ctx: typer.Context, path: Path, as_json: bool = False) -> str:
+    """Stream a file into the daemon's blob store (as one PUT body over HTTPS with --remote, in
+    chunks over the socket); returns its digest."""
+    target = ctx.obj["socket"]
+    if isinstance(target, RemoteTarget):
+        return _remote(remote_blobs.upload, target, path, as_json=as_json)
     digest = file_digest(path)
     size = path.stat().st_size
     offset = 0
-    with open(path, "rb") as src:
+    with open(path, "rb") as src, transfer_bar(f"upload {path.name}", size, as_json=as_json) as advance:
         while True:
             src.seek(offset)
             data = src.read(UPLOAD_CHUNK)
@@ -45,9 +53,21 @@ def _upload(ctx: typer.Context, path: Path) -> str:
                     "data": base64.b64encode(data).decode("ascii"),
                 },
             )
+            reached = size if reply["complete"] else reply["offset"]
+            advance(reached - offset)
             if reply["complete"]:
                 return digest
-            offset = reply["offset"]
+            offset = reached
+
+
+def _remote(transfer: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """A streamed transfer with a node's HTTPS API (cli/remote_blobs.py), failing like `_call`."""
+    try:
+        return transfer(*args, **kwargs)
+    except RemoteError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{getattr(exc, 'filename', None) or 'transfer'}: {exc.strerror or exc}")
 
 
 def submit(
@@ -123,8 +143,8 @@ def submit(
             fail(f"context {context_dir}: {exc}")
         if size > max_context:
             fail(f"context {context_dir} packs to {size:,} bytes, over the node's {max_context:,}-byte limit")
-        context = _upload(ctx, tar)
-    uploaded = [[item.name, _upload(ctx, item)] for item in inputs]
+        context = _upload(ctx, tar, as_json)
+    uploaded = [[item.name, _upload(ctx, item, as_json)] for item in inputs]
     params = {
         "kind": kind,
         "context": context,
@@ -250,16 +270,25 @@ def explain(
     print_table(explain_table(result["nodes"]))
 
 
-def _download(ctx: typer.Context, digest: str, dest: Path) -> None:
+def _download(ctx: typer.Context, digest: str, dest: Path, as_json: bool = False) -> None:
+    target = ctx.obj["socket"]
+    if isinstance(target, RemoteTarget):
+        _remote(remote_blobs.download, target, digest, dest, as_json=as_json)
+        return
     offset = 0
-    with open(dest, "wb") as out:
+    reply = _call(ctx, "blob.read", {"digest": digest, "offset": 0, "length": UPLOAD_CHUNK})
+    with (
+        open(dest, "wb") as out,
+        transfer_bar(f"download {dest.name}", reply["size"], as_json=as_json) as advance,
+    ):
         while True:
-            reply = _call(ctx, "blob.read", {"digest": digest, "offset": offset, "length": UPLOAD_CHUNK})
             data = base64.b64decode(reply["data"])
             out.write(data)
+            advance(len(data))
             offset += len(data)
             if offset >= reply["size"] or not data:
                 break
+            reply = _call(ctx, "blob.read", {"digest": digest, "offset": offset, "length": UPLOAD_CHUNK})
     if file_digest(dest) != digest:
         dest.unlink()
         fail(f"download of {digest[:12]} does not match its digest")
@@ -305,10 +334,10 @@ def result(
     with tempfile.TemporaryDirectory(prefix="form-result-") as tmp:
         for item in files:
             if item["name"] != "outputs.tar":
-                _download(ctx, item["digest"], output / item["name"])
+                _download(ctx, item["digest"], output / item["name"], as_json)
                 continue
             tar = Path(tmp) / item["name"]
-            _download(ctx, item["digest"], tar)
+            _download(ctx, item["digest"], tar, as_json)
             try:
                 extract_archive(tar, Path(tmp) / "outputs", limit_bytes=1 << 40)
             except ArchiveError as exc:

@@ -204,6 +204,12 @@ class Formd:
     def form(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return form(self.socket, *args, check=check)
 
+    def grant_new_client_key(self, path: Path, role: str) -> str:
+        """A new client key written to `path` and granted `role` on this node; its public key."""
+        public = self.form("key", "generate", "-o", str(path)).stdout.strip().splitlines()[-1]
+        self.form("acl", "grant", public, "--role", role)
+        return public
+
     def nodes(self) -> list[dict]:
         """`form nodes --json` through the real CLI."""
         return json.loads(self.form("nodes", "--json").stdout)
