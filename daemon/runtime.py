@@ -153,6 +153,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         )
     )
     capabilities = await trio.to_thread.run_sync(collect_capabilities, state_dir, config.labels, executors)
+    capabilities = replace(capabilities, region=config.region).with_named(config.named_capabilities)
     capabilities = await trio.to_thread.run_sync(offer_gpus, capabilities, config.cdi_spec_dirs, log)
     if config.http_listen:
         capabilities = replace(

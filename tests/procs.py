@@ -120,8 +120,9 @@ class Formd:
         key_file: Path | None = None,
         labels: Iterable[str] = (),
         settings: dict[str, str] | None = None,
+        init_args: Iterable[str] = (),
     ) -> str:
-        args = ["--listen", self.listen]
+        args = ["--listen", self.listen, *init_args]
         for seed in seeds:
             args += ["--seed", seed]
         args += ["--cluster-key-file", str(key_file)] if key_file else ["--new-cluster-key"]
@@ -238,13 +239,20 @@ class Cluster:
         settings: dict[str, str] | None = None,
         start: bool = True,
         env: dict[str, str] | None = None,
+        init_args: Iterable[str] = (),
     ) -> Formd:
         node = Formd(self.root / name, name)
         node.env = dict(env or {})
         self.nodes.append(node)
         if key_file is None and self.nodes[0] is not node:
             key_file = self.nodes[0].key_file
-        node.init(seeds=[seed.address] if seed else [], key_file=key_file, labels=labels, settings=settings)
+        node.init(
+            seeds=[seed.address] if seed else [],
+            key_file=key_file,
+            labels=labels,
+            settings=settings,
+            init_args=init_args,
+        )
         if start:
             node.start()
         return node

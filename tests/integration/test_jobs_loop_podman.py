@@ -75,7 +75,7 @@ def test_a_podman_run_job_goes_to_the_podman_node_and_its_outputs_come_back(
         assert sorted(p.name for p in out.iterdir()) == ["cwd.txt", "summary.txt"]
         assert "done" in a.form("logs", job_id).stdout
         assert a.form("submit", str(context), "--env", "NOEQUALS", check=False).stderr.startswith(
-            "form: --env 'NOEQUALS': expected NAME=value"
+            "form: --env: 'NOEQUALS' is not K=V"
         )
 
         # The same with a python3 script next to a module of its own, as a data scientist writes it.
