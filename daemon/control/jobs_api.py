@@ -52,7 +52,19 @@ from pack_manager.shards import group_status, shard_specs
 MIN_PREFIX = 8
 UNFINISHED = ("queued", "claimed", "running", "unschedulable")
 MAX_BATCH = 1000  # jobs per job.submit-many request
-REQUIREMENT_KEYS = {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer"}
+REQUIREMENT_KEYS = {
+    "cpu",
+    "memory",
+    "disk",
+    "gpu",
+    "gpu_model",
+    "gpu_memory",
+    "labels",
+    "prefer",
+    "select",
+    "capabilities",
+    "region",
+}
 
 
 def _iso(ms: int | None) -> str | None:
