@@ -19,10 +19,11 @@ OUTPUTS_MOUNT = "/data/outputs"
 JOB_LABEL = "formnet.job"
 NODE_LABEL = "formnet.node"  # the node whose formd made it: its sweep removes what it no longer owns
 CPU_PERIOD_US = 100_000
+JOB_TAG_PREFIX = "localhost/formnet/job-"  # a build's name while it runs (podman_images leaves it out)
 
 
 def job_tag(spec: JobSpec) -> str:
-    return f"localhost/formnet/job-{spec.job_id().hex()[:16]}:latest"
+    return f"{JOB_TAG_PREFIX}{spec.job_id().hex()[:16]}:latest"
 
 
 def build_cgroup_prefix(node_hex: str) -> str:
