@@ -18,6 +18,26 @@ from pack_manager.base_image import BASE_IMAGE
 pytestmark = [pytest.mark.slow, pytest.mark.podman]
 
 
+@contextmanager
+def podman_cluster(tmp_path):
+    """A Cluster whose nodes' containers are removed when it ends: a test that fails, or ends
+    while a job still runs, kills formd -9 and would leave them (the next formd sweeps them, but
+    these nodes do not start again)."""
+    cluster = Cluster(tmp_path / "nodes")
+    try:
+        with cluster:
+            yield cluster
+    finally:
+        for node in cluster.nodes:
+            if node.node_id:
+                ids = subprocess.run(
+                    ["podman", "ps", "-aq", "--filter", f"label=formnet.node={node.node_id}"],
+                    capture_output=True, text=True,
+                ).stdout.split()  # fmt: skip
+                if ids:
+                    subprocess.run(["podman", "rm", "-f", *ids], capture_output=True)
+
+
 def run_and_wait(node, context, image, input_file, command, env) -> str:
     """`form submit --kind run ... --wait` as a user types it; the job id."""
     return node.form(
@@ -39,7 +59,7 @@ def python_image():
 def test_a_podman_run_job_goes_to_the_podman_node_and_its_outputs_come_back(
     tmp_path, podman_url, python_image
 ):
-    with Cluster(tmp_path / "nodes") as cluster:
+    with podman_cluster(tmp_path) as cluster:
         a = cluster.add("a")
         b = cluster.add(
             "b", seed=a, settings={"executors": '["wasm", "podman"]', "podman_url": json.dumps(podman_url)}
@@ -107,7 +127,7 @@ def containers_of(job_id: str) -> list[dict]:
 def two_podman_nodes(tmp_path, podman_url):
     """A submitter without Podman and two Podman nodes."""
     settings = {"executors": '["wasm", "podman"]', "podman_url": json.dumps(podman_url)}
-    with Cluster(tmp_path / "nodes") as cluster:
+    with podman_cluster(tmp_path) as cluster:
         submitter = cluster.add("submitter")  # holds the context while a runner is stopped
         cluster.add("a", seed=submitter, settings=settings)
         cluster.add("b", seed=submitter, settings=settings)
@@ -226,7 +246,7 @@ def test_gpu_jobs_get_their_cdi_device_one_at_a_time_and_a_node_without_a_spec_o
     token = os.urandom(4).hex()
     mine, other, unspecified = f"GPU-{token}-0", f"GPU-{token}-1", f"GPU-{token}-2"
     settings = {"executors": '["wasm", "podman"]', "podman_url": json.dumps(podman_url)}
-    with cdi_spec(mine, other), Cluster(tmp_path / "nodes") as cluster:
+    with cdi_spec(mine, other), podman_cluster(tmp_path) as cluster:
         gpu = cluster.add("gpu", settings=settings, env=fake_gpus(mine))
         bare = cluster.add("bare", seed=gpu, settings=settings, env=fake_gpus(unspecified))
         wait_until(lambda: all_see(cluster.nodes, [gpu.node_id, bare.node_id]), 30, "the cluster up")
