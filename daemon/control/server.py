@@ -51,9 +51,18 @@ class ControlServer:
         self._limit = trio.CapacityLimiter(MAX_CONNECTIONS)
 
     async def dispatch(self, line: bytes) -> bytes:
+        """The reply line for one request line; never raises for anything the request holds."""
+        try:
+            return await self._dispatch(line)
+        except Exception as exc:  # a request no check foresaw must not take the daemon down
+            self.log.error("control request failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            return encode_error(f"internal error: {type(exc).__name__}")
+
+    async def _dispatch(self, line: bytes) -> bytes:
         try:
             method, params = decode_request(line)
         except ProtocolError as exc:
+            self.log.warning("bad control request refused", reason=str(exc)[:200])
             return encode_error(str(exc))
         handler = self.methods.get(method)
         if handler is None:
@@ -98,6 +107,8 @@ class ControlServer:
                     await stream.send_all(await self.dispatch(line))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
+            except Exception as exc:  # one connection's trouble closes it, never the daemon
+                self.log.error("control connection closed", error=f"{type(exc).__name__}: {exc}"[:300])
 
     async def serve(
         self, path: Path, mode: int, group: int | None = None, *, task_status: Any = trio.TASK_STATUS_IGNORED

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
 import trio
 
 from ..jobspec import JobSpec
-from .base import FAILED, ExecutionResult, Executor, ExecutorLimits, LogSink
+from .base import FAILED, ExecutionResult, Executor, ExecutorLimits, JobGpu, LogSink
 from .staging import BlobLookup, StagingError, remove_tree, stage_work_area
 
 
@@ -21,6 +22,7 @@ async def run_job(
     log: LogSink,
     cancel: trio.Event,
     limits: ExecutorLimits | None = None,
+    gpus: tuple[JobGpu, ...] = (),
     datasets: Mapping[str, Path] | None = None,
 ) -> ExecutionResult:
     """work_root is created and removed here; result_dir (outputs.tar, image archives) stays.
@@ -44,7 +46,7 @@ async def run_job(
             )
         except StagingError as exc:
             return ExecutionResult(FAILED, f"rejected before running: {exc}")
-        return await executor.execute(spec, work, log, cancel)
+        return await executor.execute(spec, replace(work, gpus=gpus), log, cancel)
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(remove_tree, work_root)
