@@ -22,7 +22,6 @@ import trio
 from daemon.cluster.gossip import pick
 from daemon.cluster.probe_order import ProbeOrder
 from daemon.cluster.probe_wire import (
-    NACK,
     Ping,
     ProbeError,
     decode_probe,
@@ -31,6 +30,7 @@ from daemon.cluster.probe_wire import (
     encode_ping_request,
     is_ack_from,
 )
+from daemon.cluster.wire import NACK
 from daemon.log import EventLog
 from daemon.transport.interface import Transport, TransportError
 
