@@ -15,12 +15,12 @@ from typing import Any, Optional
 
 import typer
 
-from pack_manager.context_archive import ArchiveError, extract_archive, file_digest, pack_context
+from pack_manager.context_archive import ArchiveError, extract_archive, pack_context
 
-from .client import ClientError, call
+from . import blobs
+from .client import ClientError, Connection, call
 
 FINAL = ("succeeded", "failed", "cancelled", "timed_out")
-UPLOAD_CHUNK = 512 * 1024
 
 
 def _fail(message: str) -> None:
@@ -35,28 +35,21 @@ def _call(ctx: typer.Context, method: str, params: dict[str, Any] | None = None)
         _fail(str(exc))
 
 
+def _call_files(ctx: typer.Context, method: str, params: dict[str, Any]) -> tuple[Any, list[int]]:
+    """A request whose reply may bring open files (the caller closes them)."""
+    try:
+        with Connection(ctx.obj["socket"], timeout=120) as connection:
+            return connection.call_files(method, params)
+    except ClientError as exc:
+        _fail(str(exc))
+
+
 def _upload(ctx: typer.Context, path: Path) -> str:
-    """Stream a file into the daemon's blob store in chunks; returns its digest."""
-    digest = file_digest(path)
-    size = path.stat().st_size
-    offset = 0
-    with open(path, "rb") as src:
-        while True:
-            src.seek(offset)
-            data = src.read(UPLOAD_CHUNK)
-            reply = _call(
-                ctx,
-                "blob.put",
-                {
-                    "digest": digest,
-                    "size": size,
-                    "offset": offset,
-                    "data": base64.b64encode(data).decode("ascii"),
-                },
-            )
-            if reply["complete"]:
-                return digest
-            offset = reply["offset"]
+    """Hand the file to the daemon open (it copies and hashes it in one pass); returns its digest."""
+    try:
+        return blobs.upload(ctx.obj["socket"], path)
+    except ClientError as exc:
+        _fail(str(exc))
 
 
 def submit(
@@ -254,25 +247,22 @@ def explain(
 
 
 def _download(ctx: typer.Context, digest: str, dest: Path) -> None:
-    offset = 0
-    with open(dest, "wb") as out:
-        while True:
-            reply = _call(ctx, "blob.read", {"digest": digest, "offset": offset, "length": UPLOAD_CHUNK})
-            data = base64.b64decode(reply["data"])
-            out.write(data)
-            offset += len(data)
-            if offset >= reply["size"] or not data:
-                break
-    if file_digest(dest) != digest:
-        dest.unlink()
-        _fail(f"download of {digest[:12]} does not match its digest")
+    try:
+        blobs.download(ctx.obj["socket"], digest, dest)
+    except (ClientError, OSError) as exc:
+        _fail(str(exc))
 
 
 def _stream_log(ctx: typer.Context, job: str, follow: bool) -> str:
     """Print the log from the start; with follow, until the job is final. Returns the last state."""
     offset = 0
     while True:
-        reply = _call(ctx, "job.log", {"job": job, "offset": offset})
+        reply, files = _call_files(ctx, "job.log", {"job": job, "offset": offset, "as_file": True})
+        if files:  # the stored log, open: copied from where the live log stopped
+            with blobs.received_file(files, "the log") as log:
+                blobs.copy(log, sys.stdout.buffer, offset=offset)
+            sys.stdout.flush()
+            return reply["state"]
         data = base64.b64decode(reply["data"])
         if data:
             sys.stdout.buffer.write(data)
@@ -305,16 +295,17 @@ def result(
     files = _call(ctx, "job.files", {"job": job, "which": "outputs"})
     output.mkdir(parents=True, exist_ok=True)
     written = []
-    with tempfile.TemporaryDirectory(prefix="form-result-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="form-result-", dir=output) as tmp:
         for item in files:
             if item["name"] != "outputs.tar":
                 _download(ctx, item["digest"], output / item["name"])
                 continue
-            tar = Path(tmp) / item["name"]
-            _download(ctx, item["digest"], tar)
+            # Unpacked straight from formd's stored copy (checked first, then extracted).
             try:
-                extract_archive(tar, Path(tmp) / "outputs", limit_bytes=1 << 40)
-            except ArchiveError as exc:
+                with blobs.open_blob(ctx.obj["socket"], item["digest"]) as tar:
+                    blobs.check_digest(tar, item["digest"])
+                    extract_archive(tar, Path(tmp) / "outputs", limit_bytes=1 << 40)
+            except (ClientError, ArchiveError, OSError) as exc:
                 _fail(f"outputs: {exc}")
             for entry in (Path(tmp) / "outputs").iterdir():
                 entry.rename(output / entry.name)

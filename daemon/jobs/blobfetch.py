@@ -6,22 +6,29 @@ the byte 0xc1, which msgpack never uses, so it cannot be mistaken for a gossip p
     request  0xc1 + msgpack {"op": "blob", "digest": hex, "offset": int, "length": int}
     reply    0xc1 + msgpack {"size": total bytes, "data": bytes}     or a str reason (failure)
 
-The fetcher writes through BlobWriter (verified, resumable from its partial file), and tries
-the next holder when one fails or dies half-way.
+The fetcher keeps FETCH_WINDOW chunk requests outstanding (daemon/jobs/chunk_window.py)
+and writes through BlobWriter, which hashes every byte as it is written and installs the
+blob only when the whole hashes to its digest. The partial file is always a prefix of the
+blob, so a holder that fails or dies half-way is followed by the next holder from where it
+stopped, and a restarted formd continues from the partial file too. A resumed fetch whose
+whole does not match (the earlier holder sent bad bytes) starts over once from zero.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
 import msgpack
 import trio
 
 from daemon.cluster.wire import SIDE_REQUEST as BLOB_PREFIX
-from daemon.jobs.blobstore import CHUNK, BlobError, BlobStore, check_digest
+from daemon.jobs.blobstore import CHUNK, BlobError, BlobStore, BlobWriter, check_digest
+from daemon.jobs.chunk_window import ChunkWindow
 from daemon.transport.interface import Transport, TransportError
 
-FETCH_CHUNK = 4 * CHUNK  # 1 MiB per request: well under the frame limit
+FETCH_CHUNK = 4 * CHUNK  # 1 MiB per request: well under the frame limit, and what every holder serves
+FETCH_WINDOW = 8  # requests outstanding per fetch: at most 8 MiB in flight (16 while a batch is written)
 
 
 class BlobRequestError(ValueError):
@@ -95,27 +102,75 @@ async def fetch_blob(
 async def _fetch_from(
     store: BlobStore, transport: Transport, digest: str, address: str, timeout: float
 ) -> None:
-    writer = None
     partial = store._tmp / f"{digest}.partial"
-    offset = partial.stat().st_size if partial.exists() else 0  # resume where an earlier holder stopped
-    while True:
-        request = BLOB_PREFIX + msgpack.packb(
-            {"op": "blob", "digest": digest, "offset": offset, "length": FETCH_CHUNK}, use_bin_type=True
-        )
-        reply = await transport.request(address, request, timeout)
-        total, data = _decode_reply(reply)
-        if writer is None:
-            writer = await trio.to_thread.run_sync(store.writer, digest, total)
-        elif total != writer.size:
-            raise BlobError(f"holder changed its size for {digest[:12]}")
-        if writer.offset != offset:
-            offset = writer.offset  # the partial file did not fit this blob and was dropped: ask again
-            continue
-        if data:
+    start = partial.stat().st_size if partial.exists() else 0  # resume where an earlier holder stopped
+    total, data = await _ask(transport, address, digest, start, FETCH_CHUNK, timeout)
+    writer = await trio.to_thread.run_sync(store.writer, digest, total)
+    try:
+        resumed = writer.offset > 0
+        if writer.offset == start and data:  # (else the partial file did not fit this blob and went)
             await trio.to_thread.run_sync(writer.write, data)
-        if writer.complete:
+        elif not data and writer.offset < total:
+            raise BlobError(f"holder sent no data at offset {start}")
+        await _stream(writer, transport, address, timeout)
+        try:
             await trio.to_thread.run_sync(writer.finish)
-            return
-        if not data:
-            raise BlobError(f"holder sent no data at offset {writer.offset}")
-        offset = writer.offset
+        except BlobError:
+            if not resumed:
+                raise
+            # The earlier holder's part was wrong (the partial file is gone now): once from zero.
+            writer.close()
+            await _fetch_from(store, transport, digest, address, timeout)
+    finally:
+        writer.close()
+
+
+async def _stream(writer: BlobWriter, transport: Transport, address: str, timeout: float) -> None:
+    """Fill the writer up to its size with FETCH_WINDOW requests outstanding."""
+    window = ChunkWindow(writer.offset, writer.size, FETCH_CHUNK, FETCH_WINDOW)
+    replies_in, replies_out = trio.open_memory_channel[tuple[int, Any]](math.inf)
+    failure: Exception | None = None
+
+    async def ask(offset: int, length: int) -> None:
+        try:
+            reply: Any = await _ask(transport, address, writer.digest, offset, length, timeout)
+        except (TransportError, BlobError, ValueError, msgpack.ExtraData, msgpack.FormatError) as exc:
+            reply = exc
+        replies_in.send_nowait((offset, reply))
+
+    async with trio.open_nursery() as nursery:
+        try:
+            while not window.complete:
+                for offset, length in window.to_ask():
+                    nursery.start_soon(ask, offset, length)
+                offset, reply = await replies_out.receive()
+                if isinstance(reply, Exception):
+                    raise reply
+                size, data = reply
+                if size != writer.size:
+                    raise BlobError(f"holder changed its size for {writer.digest[:12]}")
+                window.received(offset, data)
+                ready = window.to_write()
+                for offset, length in window.to_ask():  # the next requests go out while this writes
+                    nursery.start_soon(ask, offset, length)
+                if ready:
+                    await trio.to_thread.run_sync(_write_all, writer, ready)
+        except (TransportError, BlobError, ValueError, msgpack.ExtraData, msgpack.FormatError) as exc:
+            failure = exc  # raised below, outside the nursery, as itself
+        nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+
+
+def _write_all(writer: BlobWriter, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        writer.write(chunk)
+
+
+async def _ask(
+    transport: Transport, address: str, digest: str, offset: int, length: int, timeout: float
+) -> tuple[int, bytes]:
+    request = BLOB_PREFIX + msgpack.packb(
+        {"op": "blob", "digest": digest, "offset": offset, "length": length}, use_bin_type=True
+    )
+    return _decode_reply(await transport.request(address, request, timeout))

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
 from blake3 import blake3
 
 CHUNK = 256 * 1024
+COPY_CHUNK = 1024 * 1024  # one read, hash and write step when copying a whole file in
 SMALL_FILE = 1024 * 1024
 DEFAULT_MAX_BLOB = 4 * 1024**3
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -64,6 +66,13 @@ class BlobStore:
         except FileNotFoundError:
             raise BlobError(f"blob {digest[:12]} is not in this store") from None
 
+    def open_fd(self, digest: str) -> int:
+        """The blob open read-only as a raw descriptor (to pass to another process)."""
+        try:
+            return os.open(self.path(digest), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise BlobError(f"blob {digest[:12]} is not in this store") from None
+
     def read_chunk(self, digest: str, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0:
             raise BlobError("offset and length must be ≥ 0")
@@ -94,18 +103,32 @@ class BlobStore:
 
         return self.put_chunks(chunks())
 
-    def put_chunks(self, chunks: Iterable[bytes], expected: str | None = None) -> str:
+    def put_fd(self, fd: int, limit: int) -> tuple[str, int]:
+        """Copy the regular file open as `fd` into the store, hashed while copied (one pass);
+        returns (digest, size). Reads from offset 0 whatever the descriptor's position."""
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BlobError(f"the file passed is a {_file_type(info.st_mode)}, not a regular file")
+        if info.st_size > limit:
+            raise BlobError(f"file of {info.st_size:,} bytes is over this node's {limit:,}-byte limit")
+        digest = self.put_chunks(_read_from_start(fd), limit=limit)
+        return digest, self.size(digest)
+
+    def put_chunks(
+        self, chunks: Iterable[bytes], expected: str | None = None, *, limit: int | None = None
+    ) -> str:
         """Store a stream; with `expected`, refuse it unless it hashes to that digest."""
         if expected is not None:
             check_digest(expected)
+        limit = self.max_blob_bytes if limit is None else min(limit, self.max_blob_bytes)
         hasher, size = blake3(), 0
         tmp = self._tmp / f"put-{os.getpid()}-{os.urandom(6).hex()}"
         try:
             with open(tmp, "wb") as out:
                 for chunk in chunks:
                     size += len(chunk)
-                    if size > self.max_blob_bytes:
-                        raise BlobError(f"blob is larger than the {self.max_blob_bytes:,}-byte limit")
+                    if size > limit:
+                        raise BlobError(f"blob is larger than the {limit:,}-byte limit")
                     hasher.update(chunk)
                     out.write(chunk)
                 out.flush()
@@ -154,6 +177,24 @@ class BlobStore:
         return removed
 
 
+def _read_from_start(fd: int) -> Iterator[memoryview]:
+    """The file's bytes in COPY_CHUNK pieces, all read into one buffer: each piece is valid
+    until the next one is asked for (put_chunks hashes and writes it before that)."""
+    buffer = bytearray(COPY_CHUNK)
+    view = memoryview(buffer)
+    offset = 0
+    while count := os.preadv(fd, [buffer], offset):
+        yield view[:count]
+        offset += count
+
+
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "pipe"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file"
+
+
 class BlobWriter:
     """A resumable, verified download of one blob of known digest and size."""
 
@@ -164,6 +205,7 @@ class BlobWriter:
             )
         self.store, self.digest, self.size = store, digest, size
         self.partial = store._tmp / f"{digest}.partial"
+        self._out: BinaryIO | None = None  # opened on the first write, closed by close()
         self._hasher = blake3()
         if self.partial.exists():
             with open(self.partial, "rb") as done:
@@ -182,10 +224,17 @@ class BlobWriter:
             raise BlobError(
                 f"blob {self.digest[:12]}: the holder sent more than the {self.size:,} bytes announced"
             )
-        with open(self.partial, "ab") as out:
-            out.write(chunk)
+        if self._out is None:
+            self._out = open(self.partial, "ab")
+        self._out.write(chunk)
         self._hasher.update(chunk)
         self.offset += len(chunk)
+
+    def close(self) -> None:
+        """Flush the partial file and let go of it (a later write opens it again)."""
+        if self._out is not None:
+            self._out.close()
+            self._out = None
 
     @property
     def complete(self) -> bool:
@@ -197,11 +246,13 @@ class BlobWriter:
         if self._hasher.hexdigest() != self.digest:
             self.discard()
             raise BlobError(f"blob {self.digest[:12]}: content does not match its digest; discarded")
+        self.close()
         with open(self.partial, "rb+") as out:
             os.fsync(out.fileno())
         self.store._install(self.partial, self.digest)
         return self.digest
 
     def discard(self) -> None:
+        self.close()
         self.partial.unlink(missing_ok=True)
         self._hasher, self.offset = blake3(), 0
