@@ -115,13 +115,10 @@ async def test_requests_are_pipelined_up_to_the_window(autojump_clock, tmp_path)
         await nursery.start(holder.serve, slow_holder)
         me = network.transport("10.0.0.9:1")
         await nursery.start(me.serve, ignore)
-        started = trio.current_time()
         await fetch_blob(mine, me, digest, ["10.0.0.1:1"], timeout=1.0)
-        took = trio.current_time() - started
         nursery.cancel_scope.cancel()
     assert mine.path(digest).read_bytes() == data
-    assert busy["most"] == FETCH_WINDOW
-    assert took < 0.01 * (FETCH_WINDOW * 3 + 1) / 2  # far fewer round trips than chunks
+    assert busy["most"] == FETCH_WINDOW  # never more in flight (memory), and no fewer (speed)
 
 
 async def test_a_resumed_fetch_whose_whole_does_not_match_starts_over_once(autojump_clock, tmp_path):
