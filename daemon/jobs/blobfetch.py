@@ -17,6 +17,7 @@ whole does not match (the earlier holder sent bad bytes) starts over once from z
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any, Iterable
 
 import msgpack
@@ -28,7 +29,7 @@ from daemon.jobs.chunk_window import ChunkWindow
 from daemon.transport.interface import Transport, TransportError
 
 FETCH_CHUNK = 4 * CHUNK  # 1 MiB per request: well under the frame limit, and what every holder serves
-FETCH_WINDOW = 8  # requests outstanding per fetch: at most 8 MiB in flight (16 while a batch is written)
+FETCH_WINDOW = 4  # requests outstanding per fetch: at most 4 MiB in flight (8 while a batch is written)
 
 
 class BlobRequestError(ValueError):
@@ -56,7 +57,7 @@ def serve_blob_request(store: BlobStore, payload: bytes) -> bytes | str:
         if not store.has(digest):
             return f"blob {digest[:12]} is not held here"
         data = store.read_chunk(digest, offset, min(length, FETCH_CHUNK))
-        return BLOB_PREFIX + msgpack.packb({"size": store.size(digest), "data": data}, use_bin_type=True)
+        return _chunk_reply(store.size(digest), data)
     except BlobRequestError:
         raise
     except OSError as exc:
@@ -65,10 +66,26 @@ def serve_blob_request(store: BlobStore, payload: bytes) -> bytes | str:
         raise BlobRequestError(f"bad blob request: {type(exc).__name__}") from None
 
 
+def _chunk_reply(size: int, data: bytes) -> bytes:
+    """0xc1 + msgpack {"size": size, "data": data}, with the data copied once."""
+    # The map with empty data ends in that bin's 2-byte header (bin 8, length 0): swap it for the real one.
+    head = msgpack.packb({"size": size, "data": b""}, use_bin_type=True)[:-2]
+    return b"".join((BLOB_PREFIX, head, _bin_header(len(data)), data))
+
+
+def _bin_header(length: int) -> bytes:
+    """msgpack's bin 8/16/32 header (the C Packer has no method for it)."""
+    if length < 1 << 8:
+        return struct.pack(">BB", 0xC4, length)
+    if length < 1 << 16:
+        return struct.pack(">BH", 0xC5, length)
+    return struct.pack(">BI", 0xC6, length)
+
+
 def _decode_reply(reply: bytes) -> tuple[int, bytes]:
     if not is_blob_request(reply):
         raise BlobError("reply is not a blob chunk")
-    value: Any = msgpack.unpackb(reply[1:], raw=False)
+    value: Any = msgpack.unpackb(memoryview(reply)[1:], raw=False)
     if (
         not isinstance(value, dict)
         or not isinstance(value.get("size"), int)

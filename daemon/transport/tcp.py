@@ -50,8 +50,8 @@ from daemon.transport.frames import (
     FrameError,
     ReplayGuard,
     check_frame_size,
-    open_frame,
-    seal,
+    open_frame_view,
+    seal_parts,
 )
 from daemon.transport.interface import (
     DropCallback,
@@ -124,7 +124,7 @@ class _FrameReader:
             self._transport.bytes_received += len(data)
             self._buffer += data
 
-    async def read(self, idle_timeout: float, body_timeout: float) -> bytes | None:
+    async def read(self, idle_timeout: float, body_timeout: float) -> bytes | memoryview | None:
         """Next frame, None on a clean close between frames; FrameError for a bad one."""
         try:
             with trio.fail_after(idle_timeout):
@@ -143,6 +143,9 @@ class _FrameReader:
             raise FrameError(f"truncated frame (connection closed after {closed.args[0]} bytes)") from None
         except trio.TooSlowError:
             raise FrameError(f"truncated frame (nothing more for {body_timeout:g} s)") from None
+        if len(self._buffer) == _LENGTH.size + size:  # usual for large frames: hand over, no copy
+            frame, self._buffer = memoryview(self._buffer)[_LENGTH.size :], bytearray()
+            return frame
         frame = bytes(self._buffer[_LENGTH.size : _LENGTH.size + size])
         del self._buffer[: _LENGTH.size + size]
         return frame
@@ -286,11 +289,17 @@ class NetTransport(Transport):
             self._nursery.start_soon(self._run_outbound, connection, host, port)
         return connection
 
-    def _seal(self, kind: int, request_id: int, body: bytes) -> bytes:
-        frame = seal(
-            self.keyring, _INNER.pack(kind, request_id) + body, self.clock(), max_frame=self.max_frame
+    def _seal(self, kind: int, request_id: int, body: bytes) -> bytearray:
+        """The length prefix and sealed frame in one buffer (the body is copied once)."""
+        data = seal_parts(
+            self.keyring,
+            (_INNER.pack(kind, request_id), body),
+            self.clock(),
+            max_frame=self.max_frame,
+            room=_LENGTH.size,
         )
-        return _LENGTH.pack(len(frame)) + frame
+        _LENGTH.pack_into(data, 0, len(data) - _LENGTH.size)
+        return data
 
     async def _write(self, stream: trio.SocketStream, kind: int, request_id: int, body: bytes) -> None:
         """Write one whole frame. A frame cut in two by a cancel would be garbage to the peer
@@ -304,12 +313,12 @@ class NetTransport(Transport):
             raise trio.BrokenResourceError(f"write of {len(data)} bytes timed out")
         self.bytes_sent += len(data)
 
-    def _open(self, frame: bytes) -> tuple[int, int, bytes]:
-        inner = open_frame(self.keyring, frame, self.clock(), self._replay, max_frame=self.max_frame)
+    def _open(self, frame: bytes | memoryview) -> tuple[int, int, bytes]:
+        inner = open_frame_view(self.keyring, frame, self.clock(), self._replay, max_frame=self.max_frame)
         if len(inner) < _INNER.size:
             raise FrameError("sealed frame too short for its kind and request id")
         kind, request_id = _INNER.unpack_from(inner)
-        return kind, request_id, inner[_INNER.size :]
+        return kind, request_id, bytes(inner[_INNER.size :])
 
     async def _run_outbound(self, connection: _Outbound, host: str, port: int) -> None:
         reason = f"connection to {connection.address} lost"
