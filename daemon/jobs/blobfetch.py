@@ -119,7 +119,7 @@ async def fetch_blob(
 async def _fetch_from(
     store: BlobStore, transport: Transport, digest: str, address: str, timeout: float
 ) -> None:
-    partial = store._tmp / f"{digest}.partial"
+    partial = store.partial_path(digest)
     start = partial.stat().st_size if partial.exists() else 0  # resume where an earlier holder stopped
     total, data = await _ask(transport, address, digest, start, FETCH_CHUNK, timeout)
     writer = await trio.to_thread.run_sync(store.writer, digest, total)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from blake3 import blake3
 
@@ -168,6 +169,26 @@ class BlobStore:
         except FileNotFoundError:
             return False
 
+    def partial_path(self, digest: str) -> Path:
+        """Where a fetch of `digest` keeps what it has so far (a prefix of the blob)."""
+        return self._tmp / f"{check_digest(digest)}.partial"
+
+    def remove_stale_temporaries(self, idle_s: float, keep: Callable[[str], bool]) -> int:
+        """Delete temporary files nothing has written for `idle_s` seconds (a fetch given up,
+        a copy cut short by a crash), except partial fetches of digests `keep` wants."""
+        removed = 0
+        horizon = time.time() - idle_s
+        for entry in self._tmp.iterdir():
+            if entry.name.endswith(".partial") and _DIGEST.match(entry.name[:64]) and keep(entry.name[:64]):
+                continue
+            try:
+                if entry.stat().st_mtime < horizon:
+                    entry.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
     def collect_garbage(self, keep: set[str]) -> list[str]:
         """Delete every blob not in `keep` (and stale partial fetches); return what went."""
         removed = [d for d in list(self.digests()) if d not in keep and self.delete(d)]
@@ -204,7 +225,7 @@ class BlobWriter:
                 f"blob {digest[:12]} of {size:,} bytes is over the {store.max_blob_bytes:,}-byte limit"
             )
         self.store, self.digest, self.size = store, digest, size
-        self.partial = store._tmp / f"{digest}.partial"
+        self.partial = store.partial_path(digest)
         self._out: BinaryIO | None = None  # opened on the first write, closed by close()
         self._hasher = blake3()
         if self.partial.exists():
