@@ -128,7 +128,7 @@ def _new_doc(client_id: int | None) -> Doc:
 
 def _root_names(doc: Doc) -> set[str]:
     """The names of a Doc's top-level types. Doc.keys() wraps every root in a new Python Map
-    first, which measured ~10 % of receiving an update; the names are all the check needs."""
+    first, about a tenth of the cost of receiving an update; the names are all the check needs."""
     with doc.transaction() as txn:
         return set(doc._doc.roots(txn._txn))
 

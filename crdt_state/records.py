@@ -16,7 +16,7 @@ values a replica happened to see first, so replicas that refuse an update now ac
 they know the signer, and no two replicas can disagree forever. The one comparison with what
 is held, node freshness, raises StaleRecord and the document keeps showing the newer record
 rather than refusing (see document.py). Job, run and cancel bodies
-are opaque dicts here; the job issue gives them a schema.
+are opaque dicts here; pack_manager/jobspec.py and jobstate.py give them a schema.
 """
 
 from __future__ import annotations

@@ -165,8 +165,8 @@ def measure_throughput(
         listed = [job for job in submitter.call("job.list") if job["id"] in wanted]
         return listed if len(listed) == len(wanted) and all(job["state"] in FINAL for job in listed) else None
 
-    # Polled once a second: job.list computes 500 status objects on the submitter, which at
-    # 2 polls/s was ~5% of its CPU in the window measured; finished_per_s uses the runners'
+    # Polled once a second: job.list computes 500 status objects on the submitter, a visible
+    # share of its CPU at 2 polls/s; finished_per_s uses the runners'
     # finished_at, not when this poll saw them.
     jobs = wait_until(all_final, 600, f"{count} jobs to finish", interval=1.0)
     cpu_used = cluster_cpu_s(cluster) - cpu_before

@@ -65,11 +65,11 @@ def retransmit_limit(mult: int, cluster_size: int) -> int:
 
 def own_write_limit(limit: int, fanout: int) -> int:
     """Transmits for a node's own write: at least one gossip round's fanout. With a limit below
-    the fanout (heartbeat retransmits in a cluster under 10 nodes: 1) the writer handed its
-    heartbeat to one peer, which passed it to one more: a random walk that left each of 3 peers
-    without a given heartbeat about one time in three, so a peer could stay several refresh
-    intervals behind and show the writer suspect by silence. The writer's first round now
-    reaches `fanout` peers; receivers pass it on as before, so it costs fanout - limit sends
+    the fanout (heartbeat retransmits in a cluster under 10 nodes: 1) the writer would hand its
+    heartbeat to one peer, which passes it to one more: a random walk that leaves each of 3 peers
+    without a given heartbeat about one time in three, so a peer can stay several refresh
+    intervals behind and show the writer suspect by silence. This way the writer's first round
+    reaches `fanout` peers; receivers pass it on with the usual limit, so it costs fanout - limit sends
     per write (none at 1000 nodes, where the limit is already 4)."""
     return max(limit, fanout)
 

@@ -3,10 +3,10 @@
 An eagerly pushed update that skips clocks of its writer (we missed that writer's previous
 write, e.g. a heartbeat sent with few retransmits) is refused as missing and answered by a
 state-vector exchange with its sender (daemon/cluster/node.py). The exchange brings the update's
-content too, but as part of a diff, which is not passed on. Before this, every node that
-needed such a repair dropped out of the epidemic for that update: at 50 nodes a third of the
-receivers of a label change, which left some nodes that no one pushed it to until the writer's
-next write or anti-entropy (seconds to a minute later). So the refused update is kept here,
+content too, but as part of a diff, which is not passed on. Left at that, every node that
+needs such a repair drops out of the epidemic for that update (at 50 nodes up to a third of
+the receivers of a label change), which leaves some nodes that no one pushes it to until the
+writer's next write or anti-entropy (seconds to a minute later). So the refused update is kept here,
 per sender, and once the repair covered it the node passes it on as if it had accepted it.
 
 The same push refused from two senders is handed back once (PASSED_ON remembers the last

@@ -657,7 +657,7 @@ class Node:
 
     def cluster_size(self) -> int:
         # Asked for on every accepted update: the document keeps the count (counting the
-        # records here was O(nodes), half of a 1000-node simulation's time).
+        # records here would cost O(nodes) per update).
         return max(1, self.document.nodes_not_left())
 
     def peer_status(self, node_id: bytes, now: float | None = None) -> str:

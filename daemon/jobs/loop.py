@@ -108,10 +108,11 @@ class JobLoop:
         self.limits = limits or ExecutorLimits()
         self.retention_s = retention_s  # finished jobs are retired from the document after this
         # Claims not written yet: job hex -> (trio time to write it, our claimed or running
-        # report). A no-op job used to cost two records, running and then its result (three
-        # when its inputs had to be fetched first: claimed, running, result), each signed
-        # here and verified, decoded and decided on by every peer; one that ends within
-        # claim_quiet_s writes its result alone, with the claim's attempt and started_ms.
+        # report). Written at once, a claim makes a no-op job cost two records, running and
+        # then its result (three when its inputs must be fetched first: claimed, running,
+        # result), each signed here and verified, decoded and decided on by every peer; a run
+        # that ends within claim_quiet_s writes its result alone, with the claim's attempt and
+        # started_ms.
         # Only a first claim waits (no earlier record of ours for the job): the document then
         # shows what it shows before any node acted, which peers already handle (the claimant
         # ranks first; they wait unless it dies). This node's own decisions see the claim.
@@ -540,7 +541,7 @@ class JobLoop:
                     OutputRef(item.name, self.blobs.put_file(item.path, item.digest), item.size)
                     for item in result.outputs
                 ]
-            finally:  # the result dir (outputs.tar, image archives) was left behind for every run
+            finally:  # its outputs are in the blob store; nothing else removes the run dir
                 log_path.unlink(missing_ok=True)
                 remove_tree(run_dir)
 

@@ -1,8 +1,8 @@
 """The job loop's view of every node (scheduling.NodeView), kept up to date by changes.
 
 Every job-loop pass (each tick and each change) needs the views of all nodes and whether they
-changed since the last full pass. Rebuilding and comparing them every pass was O(nodes) per
-pass per node: 57 % of one 1000-node simulation profile. Here an entry is recomputed only
+changed since the last full pass. Rebuilding and comparing them every pass would cost O(nodes)
+per pass per node, the largest cost of a 1000-node simulation. Here an entry is recomputed only
 when its node record changed (the document tells its watchers) or its status did (the
 membership's statuses() answer is a new object then), so a pass where nothing changed costs
 O(1), and one where k records changed O(k) plus a dict copy done in C.

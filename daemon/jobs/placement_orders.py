@@ -2,7 +2,7 @@
 
 scheduling.order_nodes ranks every known node for a job (blake3 per node, preference scores);
 the job loop decides on open jobs every pass and `form jobs` shows the status of every job,
-so the same order was computed many times per job. It depends only on the job and on the
+so without keeping it the same order is computed many times per job. It depends only on the job and on the
 nodes' ids and capabilities (not on liveness, capacity or runs, which decide reads
 separately), so it is kept until a node comes, goes or changes its capabilities. Jobs that
 prefer nodes holding their inputs are ordered by the document's holdings, which change with

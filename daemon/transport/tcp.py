@@ -18,8 +18,8 @@ initiator -> acceptor; replies come back on the same connection. The acceptor ru
 hold up the rest. One-way sends of a connection are handled one after another in the order
 they arrived, by one task draining a queue of `handlers_per_connection` frames: a writer's
 gossip pushes then reach the document in the order made (handled concurrently, trio's
-scheduling reordered them, and each update that overtook its predecessor was refused as
-missing). The acceptor stops reading while all request handlers are busy or the send queue
+scheduling would reorder them, and each update that overtook its predecessor would be refused
+as missing). The acceptor stops reading while all request handlers are busy or the send queue
 is full, so a peer that floods us is slowed down by TCP itself.
 Outgoing frames wait in a bounded per-peer queue; send() drops (returns False) rather than
 block when a peer cannot keep up, request() waits for room within its timeout. When the

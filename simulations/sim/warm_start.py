@@ -8,7 +8,7 @@ machine's state dir already holds the same document, with every node's signed re
 incarnation file says 1. Each formd then starts from that document
 (ClusterDocument.from_updates) and knows every peer from its first instant. Its first start
 continues the process that wrote that record (world.py): incarnation 1, heartbeat counter 1,
-joined (no state exchange with the seeds, which at 1000 nodes was 3000 exchanges of
+joined (no state exchange with the seeds, which at 1000 nodes would be 3000 exchanges of
 1000-writer diffs at one instant), so its first write is an ordinary refresh. A restart at a
 new incarnation would be a change in shape on every node at once, pushed with full retransmits: a storm of its own
 (1000 records x 16 sends per node), not the steady state.
