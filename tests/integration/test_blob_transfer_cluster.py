@@ -12,18 +12,19 @@ import blake3
 import pytest
 from procs import Cluster, all_see, wait_until
 from procs import job_status as status
+from wasm_jobs import WASM_DIR
 
 from cli.client import ClientError, Connection
 from daemon.jobs.blobstore import BlobStore
 
 pytestmark = pytest.mark.slow
 
-WASM_DIR = Path(__file__).parent / "wasm"
 SIZE = 24 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def transfer_cluster(tmp_path_factory):
+    """a; b labelled role=runner (where the jobs run); b and c labelled keeps=yes (replicas)."""
     with Cluster(tmp_path_factory.mktemp("data")) as cluster:
         a = cluster.add("a")
         cluster.add("b", seed=a, labels=["role=runner", "keeps=yes"])
@@ -34,7 +35,8 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def job_files(tmp_path_factory):
+def big_input(tmp_path_factory):
+    """upcase.wasm in context/, and in.bin: SIZE random bytes."""
     root = tmp_path_factory.mktemp("upcase")
     subprocess.run(["bash", str(WASM_DIR / "build.sh"), str(root / "context")], check=True)
     data = os.urandom(SIZE)
@@ -67,9 +69,11 @@ def received(node) -> int:
     return node.call("status")["bytes_received"]
 
 
-def test_an_input_passed_open_runs_on_another_node_and_the_result_reaches_a_third(cluster, job_files):
-    a, b, c = cluster.nodes
-    root, data = job_files
+def test_an_input_passed_open_runs_on_another_node_and_the_result_reaches_a_third(
+    transfer_cluster, big_input
+):
+    a, b, c = transfer_cluster.nodes
+    root, data = big_input
     job_id = submit(a, root, "--label", "role=runner")
     seen = status(a, job_id)
     assert seen["state"] == "succeeded", seen
@@ -89,8 +93,8 @@ def test_an_input_passed_open_runs_on_another_node_and_the_result_reaches_a_thir
         assert reply["done"] and reply["size"] == len(stored.read()) and reply["offset"] == 5
 
 
-def test_bad_files_passed_are_clear_errors_and_change_nothing(cluster, tmp_path):
-    a = cluster.nodes[0]
+def test_bad_files_passed_are_clear_errors_and_change_nothing(transfer_cluster, tmp_path):
+    a = transfer_cluster.nodes[0]
     before = blob_digests(a)
     (tmp_path / "file").write_bytes(b"some bytes")
     read_end, write_end = os.pipe()
@@ -128,9 +132,11 @@ def test_bad_files_passed_are_clear_errors_and_change_nothing(cluster, tmp_path)
     assert a.call("status")["id"] == a.node_id
 
 
-def test_a_fetch_resumes_from_its_partial_file_on_another_holder_when_the_first_is_dead(cluster, job_files):
-    a, b, c = cluster.nodes
-    root, data = job_files
+def test_a_fetch_resumes_from_its_partial_file_on_another_holder_when_the_first_is_dead(
+    transfer_cluster, big_input
+):
+    a, b, c = transfer_cluster.nodes
+    root, data = big_input
     job_id = submit(a, root, "--label", "keeps=yes", "--replicas", "2")
     seen = status(a, job_id)
     assert seen["state"] == "succeeded", seen
