@@ -70,6 +70,7 @@ HELLO, SEND, REQUEST, REPLY, FAILURE = 1, 2, 3, 4, 5
 _INNER = struct.Struct(">BQ")
 _LENGTH = struct.Struct(">I")
 _NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_DIRECT_RECEIVE = 256 * 1024  # frames larger than this are received into a buffer of their own
 
 
 class _Closed(Exception):
@@ -124,7 +125,21 @@ class _FrameReader:
             self._transport.bytes_received += len(data)
             self._buffer += data
 
-    async def read(self, idle_timeout: float, body_timeout: float) -> bytes | memoryview | None:
+    async def _receive_into(self, frame: bytearray, filled: int) -> None:
+        """Receive the rest of a large frame straight into its own buffer (no regrowing,
+        no intermediate copies)."""
+        view = memoryview(frame)
+        while filled < len(frame):
+            try:
+                count = await self._stream.socket.recv_into(view[filled:])
+            except _NETWORK_ERRORS:
+                count = 0
+            if not count:
+                raise _Closed(_LENGTH.size + filled)
+            self._transport.bytes_received += count
+            filled += count
+
+    async def read(self, idle_timeout: float, body_timeout: float) -> bytes | bytearray | None:
         """Next frame, None on a clean close between frames; FrameError for a bad one."""
         try:
             with trio.fail_after(idle_timeout):
@@ -138,14 +153,18 @@ class _FrameReader:
                 await self._fill(_LENGTH.size)
                 (size,) = _LENGTH.unpack_from(self._buffer)
                 check_frame_size(size, self._transport.max_frame)
+                if size > _DIRECT_RECEIVE and len(self._buffer) <= _LENGTH.size + size:
+                    frame = bytearray(size)
+                    got = len(self._buffer) - _LENGTH.size
+                    frame[:got] = memoryview(self._buffer)[_LENGTH.size :]
+                    self._buffer.clear()
+                    await self._receive_into(frame, got)
+                    return frame
                 await self._fill(_LENGTH.size + size)
         except _Closed as closed:
             raise FrameError(f"truncated frame (connection closed after {closed.args[0]} bytes)") from None
         except trio.TooSlowError:
             raise FrameError(f"truncated frame (nothing more for {body_timeout:g} s)") from None
-        if len(self._buffer) == _LENGTH.size + size:  # usual for large frames: hand over, no copy
-            frame, self._buffer = memoryview(self._buffer)[_LENGTH.size :], bytearray()
-            return frame
         frame = bytes(self._buffer[_LENGTH.size : _LENGTH.size + size])
         del self._buffer[: _LENGTH.size + size]
         return frame
@@ -313,7 +332,7 @@ class NetTransport(Transport):
             raise trio.BrokenResourceError(f"write of {len(data)} bytes timed out")
         self.bytes_sent += len(data)
 
-    def _open(self, frame: bytes | memoryview) -> tuple[int, int, bytes]:
+    def _open(self, frame: bytes | bytearray) -> tuple[int, int, bytes]:
         inner = open_frame_view(self.keyring, frame, self.clock(), self._replay, max_frame=self.max_frame)
         if len(inner) < _INNER.size:
             raise FrameError("sealed frame too short for its kind and request id")
