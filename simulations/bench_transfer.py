@@ -7,8 +7,8 @@ the same file on the same disk in the same run (the median of three cps):
 
 - submit: `form submit CTX --input FILE` on node A, the whole CLI command (Python start
   included): the file goes to formd open (blob.put-fd), copied and hashed in one pass.
-- peer fetch: node B ran the job (a WASM module that upper-cases the input into an output
-  of the same size); A's `job.files` streams the outputs from B over the sealed transport
+- peer fetch: node B ran the job (a WASM module that copies the input to an output, 1 MiB
+  at a time); A's `job.files` streams the outputs from B over the sealed transport
   (pipelined chunk requests, hashed as written, fsynced).
 - result download: `form result JOB -o DIR` on A, the whole CLI command: formd hands the
   stored outputs to `form` open, which checks their digest and unpacks them.
@@ -39,13 +39,25 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from procs import FORM, Cluster, all_see, wait_until  # noqa: E402
+from procs import FORM, Cluster, all_see, compile_wasi, wait_until  # noqa: E402
 
 from cli.client import Connection  # noqa: E402
 from metrics_agent.units import parse_bytes  # noqa: E402
 from simulations import bench_gossip  # noqa: E402
 
-WASM_DIR = Path(__file__).resolve().parent.parent / "tests" / "wasm"
+# The job: /data/inputs/in.bin copied to /data/outputs/in.bin in 1 MiB blocks.
+COPY_C = r"""
+#include <stdio.h>
+static char block[1 << 20];
+int main(void) {
+    FILE *in = fopen("/data/inputs/in.bin", "rb"), *out = fopen("/data/outputs/in.bin", "wb");
+    if (!in || !out) return 1;
+    size_t n;
+    while ((n = fread(block, 1, sizeof block, in)) > 0)
+        if (fwrite(block, 1, n, out) != n) return 1;
+    return fclose(out) != 0;
+}
+"""
 MIB = 1024 * 1024
 SETTINGS = {**bench_gossip.BENCH_SETTINGS, "executors": '["wasm"]'}
 FINAL = ("succeeded", "failed", "cancelled", "timed_out", "unschedulable")
@@ -141,7 +153,9 @@ def epoch(iso: str) -> float:
 
 def run(size: int, work: Path) -> dict:
     context = work / "context"
-    subprocess.run(["bash", str(WASM_DIR / "build.sh"), str(context)], check=True)
+    context.mkdir()
+    (work / "copy.c").write_text(COPY_C)
+    compile_wasi(work / "copy.c", context / "copy.wasm")
     source = work / "in.bin"
     write_random(source, size)
     cps = cp_seconds(source, work)
@@ -160,8 +174,8 @@ def run(size: int, work: Path) -> dict:
                 time.sleep(1)
             with watch.phase("submit"):
                 _, out = timed(
-                    [*form_a, "submit", str(context), "--kind", "wasm", "--module", "upcase.wasm"]
-                    + ["--input", str(source), "--cmd", "in.bin", "--label", "role=runner"]
+                    [*form_a, "submit", str(context), "--kind", "wasm", "--module", "copy.wasm"]
+                    + ["--input", str(source), "--label", "role=runner"]
                 )
             accepted = time.time()
             job_id = out.split()[0]
@@ -177,7 +191,7 @@ def run(size: int, work: Path) -> dict:
             with watch.phase("result download"):
                 timed([*form_a, "result", job_id, "-o", str(work / "result")])
             cps += cp_seconds(source, work, 1)
-        got = (work / "result" / "in.bin.upper").stat().st_size
+        got = (work / "result" / "in.bin").stat().st_size
         if got != size:
             raise RuntimeError(f"result holds {got} bytes, expected {size}")
     return {
@@ -209,7 +223,7 @@ def report(figures: dict) -> str:
         lines.append(f"  {name:<16} {seconds:7.2f} s {speed}  peak RSS MiB: {rss}  formd CPU s: {cpu}")
     lines.append(
         f"  (job on B: submit accepted -> running {figures['to_running_s']:.2f} s: gossip, claim, "
-        "input fetched from A; then the WASM upper-casing and storing its output)"
+        "input fetched from A; then the WASM copy and storing its output)"
     )
     peak = max(v for phase in figures["phases"].values() for v in phase["peak_rss"].values())
     lines.append(f"  formd peak RSS over the run: {peak / MIB:.1f} MiB")
