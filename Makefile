@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all test lint demo setup host venv base-image bench clean
+.PHONY: all test lint demo setup host venv base-image bench clean install uninstall
 
 all: test
 
@@ -45,6 +45,15 @@ bench: setup
 # The local base image jobs build FROM: busybox-static imported into Podman (no registry here).
 base-image: setup
 	$(PY) -m pack_manager.base_image
+
+# A node: formnet in its own virtual environment (PREFIX, default /opt/formnet), formd and form
+# in BINDIR (/usr/local/bin), the systemd unit, the Podman setup. Needs root. uninstall keeps
+# the node's state (/var/lib/formd).
+install:
+	bash packaging/install.sh
+
+uninstall:
+	bash packaging/uninstall.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

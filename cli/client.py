@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from cli.remote import RemoteError, RemoteTarget
 from daemon.control.protocol import MAX_LINE, ProtocolError, decode_reply, encode_request
 
 DEFAULT_SOCKET = "/var/lib/formd/formd.sock"
@@ -27,10 +28,16 @@ def default_socket() -> Path:
 
 
 def call(
-    socket_path: Path, method: str, params: dict[str, Any] | None = None, *, timeout: float = 30.0
+    target: "Path | RemoteTarget", method: str, params: dict[str, Any] | None = None, *, timeout: float = 30.0
 ) -> Any:
-    """Send one request and return its result, or raise ClientError with the daemon's reason."""
-    with Connection(socket_path, timeout=timeout) as connection:
+    """Send one request and return its result, or raise ClientError with the daemon's reason.
+    The target is the local socket's path, or a node's HTTPS API (`form --remote`)."""
+    if isinstance(target, RemoteTarget):
+        try:
+            return target.call(method, params)
+        except RemoteError as exc:
+            raise ClientError(str(exc)) from None
+    with Connection(target, timeout=timeout) as connection:
         return connection.call(method, params)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import shlex
@@ -16,40 +17,22 @@ from typing import Any, Optional
 import typer
 
 from pack_manager.context_archive import ArchiveError, extract_archive, pack_context
+from pack_manager.jobstate import FINAL_STATES
 
 from . import blobs
-from .client import ClientError, Connection, call
+from .client import ClientError
+from .command import fail, request
 
-FINAL = ("succeeded", "failed", "cancelled", "timed_out")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"form: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _call(ctx: typer.Context, method: str, params: dict[str, Any] | None = None) -> Any:
-    try:
-        return call(ctx.obj["socket"], method, params, timeout=120)
-    except ClientError as exc:
-        _fail(str(exc))
-
-
-def _call_files(ctx: typer.Context, method: str, params: dict[str, Any]) -> tuple[Any, list[int]]:
-    """A request whose reply may bring open files (the caller closes them)."""
-    try:
-        with Connection(ctx.obj["socket"], timeout=120) as connection:
-            return connection.call_files(method, params)
-    except ClientError as exc:
-        _fail(str(exc))
+# Job requests may wait for blob fetches and fsyncs on a busy node: more patience than the default.
+_call = functools.partial(request, timeout=120)
 
 
 def _upload(ctx: typer.Context, path: Path) -> str:
-    """Hand the file to the daemon open (it copies and hashes it in one pass); returns its digest."""
+    """Hand the file to formd (open, when local: it copies and hashes it in one pass)."""
     try:
         return blobs.upload(ctx.obj["socket"], path)
     except ClientError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def submit(
@@ -89,25 +72,25 @@ def submit(
     try:
         timeout_s = parse_duration(timeout)
     except UnitError as exc:
-        _fail(f"--timeout: {exc}")
+        fail(f"--timeout: {exc}")
     if not context_dir.is_dir():
-        _fail(f"context {context_dir} is not a directory")
+        fail(f"context {context_dir} is not a directory")
     try:
         command = shlex.split(cmd) if cmd else []
     except ValueError as exc:
-        _fail(f"--cmd: {exc}")
+        fail(f"--cmd: {exc}")
     for item in inputs:
         if not item.is_file():
-            _fail(f"input {item} is not a file")
+            fail(f"input {item} is not a file")
     # The daemon's limits (formd.toml), checked here first so nothing is uploaded in vain.
     limits = _call(ctx, "job.limits")
     max_context, max_inputs = limits["max_context_bytes"], limits["max_input_bytes"]
     total_inputs = sum(item.stat().st_size for item in inputs)
     if total_inputs > max_inputs:
-        _fail(f"inputs hold {total_inputs:,} bytes together, over the node's {max_inputs:,}-byte limit")
+        fail(f"inputs hold {total_inputs:,} bytes together, over the node's {max_inputs:,}-byte limit")
     content = _content_bytes(context_dir)
     if content > max_context:
-        _fail(
+        fail(
             f"context {context_dir} holds {content:,} bytes of files, over the node's {max_context:,}-byte limit"
         )
     with tempfile.TemporaryDirectory(prefix="form-submit-") as tmp:
@@ -115,11 +98,9 @@ def submit(
         try:
             _, size = pack_context(context_dir, tar)
         except (ArchiveError, OSError) as exc:
-            _fail(f"context {context_dir}: {exc}")
+            fail(f"context {context_dir}: {exc}")
         if size > max_context:
-            _fail(
-                f"context {context_dir} packs to {size:,} bytes, over the node's {max_context:,}-byte limit"
-            )
+            fail(f"context {context_dir} packs to {size:,} bytes, over the node's {max_context:,}-byte limit")
         context = _upload(ctx, tar)
     uploaded = [[item.name, _upload(ctx, item)] for item in inputs]
     params = {
@@ -176,7 +157,7 @@ def _content_bytes(root: Path) -> int:
 def _wait(ctx: typer.Context, job_id: str) -> dict:
     while True:
         status = _call(ctx, "job.status", {"job": job_id})
-        if status["state"] in FINAL or status["state"] == "unschedulable":
+        if status["state"] in FINAL_STATES or status["state"] == "unschedulable":
             return status
         time.sleep(0.2)
 
@@ -250,17 +231,29 @@ def _download(ctx: typer.Context, digest: str, dest: Path) -> None:
     try:
         blobs.download(ctx.obj["socket"], digest, dest)
     except (ClientError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
+
+
+def _stored_log(ctx: typer.Context, job: str, offset: int) -> tuple[dict, Any]:
+    """job.log; from the local formd, a stored log comes as an open file (else None)."""
+    target = ctx.obj["socket"]
+    if not blobs.is_local(target):
+        return _call(ctx, "job.log", {"job": job, "offset": offset}), None
+    try:
+        reply, files = blobs.call_files(target, "job.log", {"job": job, "offset": offset, "as_file": True})
+        return reply, blobs.received_file(files, "the log") if files else None
+    except ClientError as exc:
+        fail(str(exc))
 
 
 def _stream_log(ctx: typer.Context, job: str, follow: bool) -> str:
     """Print the log from the start; with follow, until the job is final. Returns the last state."""
     offset = 0
     while True:
-        reply, files = _call_files(ctx, "job.log", {"job": job, "offset": offset, "as_file": True})
-        if files:  # the stored log, open: copied from where the live log stopped
-            with blobs.received_file(files, "the log") as log:
-                blobs.copy(log, sys.stdout.buffer, offset=offset)
+        reply, stored = _stored_log(ctx, job, offset)
+        if stored is not None:  # the whole stored log, open: copied from where we are
+            with stored:
+                blobs.copy(stored, sys.stdout.buffer, offset=offset)
             sys.stdout.flush()
             return reply["state"]
         data = base64.b64decode(reply["data"])
@@ -291,22 +284,23 @@ def result(
 ) -> None:
     """Fetch the outputs into DIR (outputs.tar is unpacked; image archives are saved as files)."""
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        _fail(f"{output} exists and is not an empty directory")
+        fail(f"{output} exists and is not an empty directory")
     files = _call(ctx, "job.files", {"job": job, "which": "outputs"})
     output.mkdir(parents=True, exist_ok=True)
     written = []
-    with tempfile.TemporaryDirectory(prefix="form-result-", dir=output) as tmp:
+    # Unpacked next to DIR's entries, so moving them in is a rename on the same filesystem.
+    with tempfile.TemporaryDirectory(prefix=".form-result-", dir=output) as tmp:
         for item in files:
             if item["name"] != "outputs.tar":
                 _download(ctx, item["digest"], output / item["name"])
                 continue
-            # Unpacked straight from formd's stored copy (checked first, then extracted).
+            # Unpacked straight from formd's stored copy when local (checked, then extracted).
             try:
                 with blobs.open_blob(ctx.obj["socket"], item["digest"]) as tar:
                     blobs.check_digest(tar, item["digest"])
                     extract_archive(tar, Path(tmp) / "outputs", limit_bytes=1 << 40)
             except (ClientError, ArchiveError, OSError) as exc:
-                _fail(f"outputs: {exc}")
+                fail(f"outputs: {exc}")
             for entry in (Path(tmp) / "outputs").iterdir():
                 entry.rename(output / entry.name)
         written = files

@@ -15,32 +15,43 @@ from typing import Any, Optional
 
 import typer
 
-from .client import SOCKET_ENV, ClientError, call, default_socket
+from metrics_agent.units import UnitError, parse_duration
+
+from .client import SOCKET_ENV, default_socket
+from .command import fail, request
 from .jobs import job_status
 from .jobs import register as register_job_commands
-from .render import keys_table, nodes_table, print_table
+from .remote import (
+    DEFAULT_KEY,
+    FINGERPRINT_ENV,
+    KEY_ENV,
+    REMOTE_ENV,
+    RemoteError,
+    RemoteTarget,
+    generate_key,
+    load_key,
+)
+from .render import acl_table, keys_table, nodes_table, print_table
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Talk to the local formd.")
+app = typer.Typer(
+    no_args_is_help=True, help="Talk to formd: the local socket, or a node's HTTPS API with --remote."
+)
 cluster_key_app = typer.Typer(
     no_args_is_help=True, help="Rotate the cluster key on this node (repeat on every node)."
 )
 label_app = typer.Typer(
     no_args_is_help=True, help="Change this node's labels at runtime (persisted to formd.toml)."
 )
+key_app = typer.Typer(no_args_is_help=True, help="Client keys for the HTTPS API (form --remote).")
+acl_app = typer.Typer(
+    no_args_is_help=True, help="Which client keys may do what (admin; spreads to every node)."
+)
 app.add_typer(cluster_key_app, name="cluster-key")
+app.add_typer(key_app, name="key")
+token_app = typer.Typer(no_args_is_help=True, help="Short-lived read tokens for the dashboard.")
+app.add_typer(acl_app, name="acl")
+app.add_typer(token_app, name="token")
 app.add_typer(label_app, name="label")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"form: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _call(ctx: typer.Context, method: str, params: dict[str, Any] | None = None) -> Any:
-    try:
-        return call(ctx.obj["socket"], method, params)
-    except ClientError as exc:
-        _fail(str(exc))
 
 
 def _print_json(value: Any) -> None:
@@ -56,7 +67,29 @@ def options(
         "-s",
         help=f"formd control socket (env {SOCKET_ENV}, default /var/lib/formd/formd.sock)",
     ),
+    remote: Optional[str] = typer.Option(
+        None,
+        "--remote",
+        envvar=REMOTE_ENV,
+        help="a node's HTTPS API, https://HOST:PORT, instead of the socket",
+    ),
+    key: Path = typer.Option(DEFAULT_KEY, "--key", envvar=KEY_ENV, help="client key for --remote"),
+    fingerprint: str = typer.Option(
+        "",
+        "--fingerprint",
+        envvar=FINGERPRINT_ENV,
+        help="SHA-256 of the node's certificate (form status shows it)",
+    ),
 ) -> None:
+    if remote and socket is None:  # an explicit --socket wins over FORM_REMOTE
+        try:
+            ctx.obj = {"socket": RemoteTarget(remote, load_key(key), fingerprint)}
+        except RemoteError as exc:
+            if ctx.invoked_subcommand == "key":
+                ctx.obj = {"socket": None}
+                return
+            fail(str(exc))
+        return
     ctx.obj = {"socket": socket or default_socket()}
 
 
@@ -65,7 +98,7 @@ def nodes(
     ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print a JSON list")
 ) -> None:
     """Every node this formd knows: status, capabilities, free capacity, labels."""
-    result = _call(ctx, "nodes")
+    result = request(ctx, "nodes")
     if as_json:
         _print_json(result)
     else:
@@ -84,7 +117,7 @@ def status(
     if job is not None:
         job_status(ctx, job, as_json)
         return
-    result = _call(ctx, "status")
+    result = request(ctx, "status")
     if as_json:
         _print_json(result)
         return
@@ -107,9 +140,9 @@ def cluster_key_generate(
     try:
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        _fail(f"{output} exists; refusing to overwrite a key")
+        fail(f"{output} exists; refusing to overwrite a key")
     except OSError as exc:
-        _fail(f"cannot write {output}: {exc.strerror}")
+        fail(f"cannot write {output}: {exc.strerror}")
     with os.fdopen(fd, "w") as handle:
         handle.write(text + "\n")
     typer.echo(f"wrote {output}")
@@ -118,7 +151,7 @@ def cluster_key_generate(
 @cluster_key_app.command("list")
 def cluster_key_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """Key ids in this node's keyring and which one seals outgoing frames."""
-    result = _call(ctx, "cluster-key.list")
+    result = request(ctx, "cluster-key.list")
     if as_json:
         _print_json(result)
     else:
@@ -134,8 +167,8 @@ def cluster_key_add(
     try:
         text = sys.stdin.read() if str(key_file) == "-" else key_file.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"cannot read {key_file}: {getattr(exc, 'strerror', None) or exc}")
-    result = _call(ctx, "cluster-key.add", {"key": text.strip()})
+        fail(f"cannot read {key_file}: {getattr(exc, 'strerror', None) or exc}")
+    result = request(ctx, "cluster-key.add", {"key": text.strip()})
     typer.echo(result["key_id"])
 
 
@@ -144,14 +177,14 @@ def cluster_key_use(
     ctx: typer.Context, key_id: str = typer.Argument(..., help="key id (hex) from `form cluster-key list`")
 ) -> None:
     """Make a key in the keyring the primary (it seals from now on)."""
-    _call(ctx, "cluster-key.use", {"key_id": key_id})
+    request(ctx, "cluster-key.use", {"key_id": key_id})
     typer.echo(f"primary key is now {key_id}")
 
 
 @cluster_key_app.command("remove")
 def cluster_key_remove(ctx: typer.Context, key_id: str = typer.Argument(...)) -> None:
     """Drop a key that is no longer primary: frames under it are refused from now on."""
-    _call(ctx, "cluster-key.remove", {"key_id": key_id})
+    request(ctx, "cluster-key.remove", {"key_id": key_id})
     typer.echo(f"removed {key_id}")
 
 
@@ -162,17 +195,82 @@ def label_set(ctx: typer.Context, pairs: list[str] = typer.Argument(..., help="k
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            _fail(f"{pair!r} is not key=value")
+            fail(f"{pair!r} is not key=value")
         labels[key] = value
-    result = _call(ctx, "label.set", {"labels": labels})
+    result = request(ctx, "label.set", {"labels": labels})
     typer.echo(",".join(f"{k}={v}" for k, v in sorted(result["labels"].items())) or "(no labels)")
 
 
 @label_app.command("remove")
 def label_remove(ctx: typer.Context, keys: list[str] = typer.Argument(..., help="label keys")) -> None:
     """Remove labels from this node."""
-    result = _call(ctx, "label.remove", {"keys": keys})
+    result = request(ctx, "label.remove", {"keys": keys})
     typer.echo(",".join(f"{k}={v}" for k, v in sorted(result["labels"].items())) or "(no labels)")
+
+
+@key_app.command("generate")
+def key_generate(
+    output: Path = typer.Option(DEFAULT_KEY, "--output", "-o", help="where to write the key (mode 0600)"),
+) -> None:
+    """Make an Ed25519 client key; prints its public key last (give that to an admin)."""
+    try:
+        public = generate_key(output)
+    except (RemoteError, OSError) as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {output.expanduser()}")
+    typer.echo(public)
+
+
+@acl_app.command("grant")
+def acl_grant(
+    ctx: typer.Context,
+    public_key: str = typer.Argument(..., help="the client's public key (64 hex)"),
+    role: str = typer.Option(..., "--role", help="read, submit or admin"),
+    max_running: Optional[int] = typer.Option(
+        None, "--max-running", help="at most this many queued+running jobs"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Give a client key a role (replaces its earlier grant)."""
+    result = request(ctx, "acl.grant", {"key": public_key, "role": role, "max_running": max_running})
+    _print_json(result) if as_json else typer.echo(f"{result['key'][:16]} {result['role']}")
+
+
+@acl_app.command("revoke")
+def acl_revoke(ctx: typer.Context, public_key: str = typer.Argument(...)) -> None:
+    """Take every role from a client key."""
+    result = request(ctx, "acl.revoke", {"key": public_key})
+    typer.echo(f"{result['key'][:16]} revoked")
+
+
+@token_app.command("create")
+def token_create(
+    ctx: typer.Context,
+    role: str = typer.Option("read", "--role", help="read (the only role a token may carry)"),
+    ttl: str = typer.Option("1h", "--ttl", help="how long it works: 90s, 30m, 1h, 2d"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """A short-lived read token for the dashboard; prints the dashboard URL with it."""
+    try:
+        ttl_ms = int(parse_duration(ttl) * 1000)
+    except UnitError as exc:
+        fail(f"--ttl: {exc}")
+    result = request(ctx, "token.create", {"role": role, "ttl_ms": ttl_ms})
+    if as_json:
+        _print_json(result)
+        return
+    typer.echo(f"valid until {result['expires_at']}")
+    typer.echo(result["url"] or result["token"])
+
+
+@acl_app.command("list")
+def acl_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every grant the cluster holds."""
+    rows = request(ctx, "acl.list")
+    if as_json:
+        _print_json(rows)
+        return
+    print_table(acl_table(rows))
 
 
 register_job_commands(app)

@@ -87,6 +87,22 @@ def keys_table(keys: list[dict[str, Any]]) -> Table:
     return table
 
 
+def acl_table(grants: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("CLIENT KEY", "ROLE", "MAX RUNNING", "UPDATED", "BY NODE"):
+        table.add_column(column, no_wrap=True)
+    for grant in grants:
+        limit = grant.get("max_running")
+        table.add_row(
+            str(grant.get("key")),
+            str(grant.get("role")),
+            "-" if limit is None else str(limit),
+            str(grant.get("updated_at")),
+            str(grant.get("by"))[:12],
+        )
+    return table
+
+
 def print_table(table: Table) -> None:
     console = Console()
     if not console.is_terminal:  # piped: do not squeeze the table into 80 columns

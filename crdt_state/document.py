@@ -1,4 +1,4 @@
-"""The replicated cluster document: five pycrdt maps of signed records, checked before use.
+"""The replicated cluster document: six pycrdt maps of signed records, checked before use.
 
 Values are whole signed envelopes (bytes) under hex text keys, never nested maps: a key
 rewritten by its one writer stays the same size in pycrdt, nested maps grow per rewrite.
@@ -80,7 +80,16 @@ import pycrdt
 from pycrdt import Doc, Map
 
 from crdt_state.item_keys import ItemKeys
-from crdt_state.records import MAP_KINDS, NodeRecord, RecordError, SignedEntry, StaleRecord, verify_entry
+from crdt_state.records import (
+    DIRECT,
+    MAP_KINDS,
+    NodeRecord,
+    Openers,
+    RecordError,
+    SignedEntry,
+    StaleRecord,
+    verify_entry,
+)
 from crdt_state.state_vector import decode_state_vector
 from crdt_state.update_gaps import clock_gap
 from crdt_state.update_structs import UpdateStructs, read_update
@@ -134,11 +143,14 @@ def _root_names(doc: Doc) -> set[str]:
 
 
 class ClusterDocument:
-    def __init__(self, local_node_id: bytes | None = None, *, client_id: int | None = None) -> None:
+    def __init__(
+        self, local_node_id: bytes | None = None, *, client_id: int | None = None, openers: Openers = DIRECT
+    ) -> None:
         # A fresh random client id per process start: after kill -9 the log may lack our last
         # unsynced writes while peers hold them, and reusing the id would mint different
         # items under ids the peers already have.
         self.local_node_id = local_node_id
+        self.openers = openers  # how envelopes are verified and decoded (crdt_state/records.py)
         self._doc = _new_doc(client_id)
         self._client_id = self._doc.client_id
         self._views: dict[str, dict[str, SignedEntry]] = {name: {} for name in MAP_NAMES}
@@ -163,12 +175,17 @@ class ClusterDocument:
 
     @classmethod
     def from_updates(
-        cls, updates: Iterable[bytes], local_node_id: bytes | None = None, *, client_id: int | None = None
+        cls,
+        updates: Iterable[bytes],
+        local_node_id: bytes | None = None,
+        *,
+        client_id: int | None = None,
+        openers: Openers = DIRECT,
     ) -> "ClusterDocument":
         """Rebuild from our own store (snapshot + log). Each update was checked when it was
         first accepted; entries are verified again here and the ones that fail are skipped,
         as are updates that do not decode (both listed in `ignored`)."""
-        document = cls(local_node_id, client_id=client_id)
+        document = cls(local_node_id, client_id=client_id, openers=openers)
         skipped = []
         for number, update in enumerate(updates):
             try:
@@ -261,7 +278,7 @@ class ClusterDocument:
                 try:
                     if not isinstance(value, (bytes, bytearray)):
                         raise RecordError("value is not bytes")
-                    entry = verify_entry(map_name, key, bytes(value), known)
+                    entry = verify_entry(map_name, key, bytes(value), known, openers=self.openers)
                 except RecordError as exc:
                     self.ignored.append(f"{map_name}/{key[:80]}: {exc.reason}")
                     continue
@@ -306,7 +323,12 @@ class ClusterDocument:
         if map_name not in MAP_KINDS:
             raise RecordError(f"unknown map {map_name!r}")
         entry = verify_entry(
-            map_name, key, envelope, self._known_nodes(), held=self._views[map_name].get(key)
+            map_name,
+            key,
+            envelope,
+            self._known_nodes(),
+            held=self._views[map_name].get(key),
+            openers=self.openers,
         )
         if self.local_node_id is not None and entry.signer_id != self.local_node_id:
             raise RecordError("put_local writes only records signed by this node")
@@ -529,7 +551,7 @@ class ClusterDocument:
             if held is not None and held.envelope == value:
                 continue  # e.g. a concurrent write that lost: what readers see is unchanged
             try:
-                entry = verify_entry(map_name, key, bytes(value), known, held)
+                entry = verify_entry(map_name, key, bytes(value), known, held, self.openers)
             except StaleRecord:
                 stale.add(key)
                 continue

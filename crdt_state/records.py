@@ -1,6 +1,6 @@
 """Typed records of the replicated document and the rule of who may write which key.
 
-The document has five maps; every value is a signed envelope (signing.py) of the kind the map
+The document has six maps; every value is a signed envelope (signing.py) of the kind the map
 holds. A value counts only when its signer owns the key:
 
   map         key                      kind       signer must be
@@ -9,6 +9,7 @@ holds. A value counts only when its signer owns the key:
   runs        f"{job_hex}:{node_hex}"  run        node_hex, and known
   cancels     job id hex               cancel     any known node
   suspicions  node id hex              suspicion  that node, and known (suspicion_record.py)
+  grants      client public key hex    grant      any known node (grant_record.py)
 
 "Known" means the nodes map holds a verified record for the signer. Every rule is a function
 of the value and the (only ever growing) set of known nodes, never of which of two concurrent
@@ -23,14 +24,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from crdt_state.grant_record import parse_grant
 from crdt_state.signing import RecordError, node_id_of, open_record, seal_record
 from crdt_state.suspicion_record import parse_suspicions
 
-MAP_KINDS = {"nodes": "node", "jobs": "job", "runs": "run", "cancels": "cancel", "suspicions": "suspicion"}
+MAP_KINDS = {
+    "nodes": "node",
+    "jobs": "job",
+    "runs": "run",
+    "cancels": "cancel",
+    "suspicions": "suspicion",
+    "grants": "grant",
+}
 NODE_STATUSES = ("alive", "left")
 MAX_INT = 2**63 - 1
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -154,6 +163,19 @@ def _open_node(envelope: bytes) -> tuple[NodeRecord, dict]:
     return record, body
 
 
+@dataclass(frozen=True)
+class Openers:
+    """How envelopes are opened (signature, msgpack, schema). Both are pure functions of the
+    envelope's bytes, so a caller that sees the same envelopes many times may share their
+    results through its own pair (the simulation does: simulations/sim/shared_verify.py)."""
+
+    open_record: Callable[[bytes, str], tuple[bytes, dict]] = open_record
+    open_node: Callable[[bytes], tuple[NodeRecord, dict]] = _open_node
+
+
+DIRECT = Openers()
+
+
 def open_node_record(envelope: bytes) -> NodeRecord:
     """Verify a nodes-map value on its own: signature, schema, and signer == record's node."""
     return _open_node(envelope)[0]
@@ -187,11 +209,12 @@ def verify_entry(
     envelope: bytes,
     known_nodes: Mapping[bytes, Any],
     held: SignedEntry | None = None,
+    openers: Openers = DIRECT,
 ) -> SignedEntry:
     """Check one value against its key's ownership rule; `held` is what we had before."""
     check_key_shape(map_name, key)
     if map_name == "nodes":
-        record, body = _open_node(envelope)
+        record, body = openers.open_node(envelope)
         if record.node_hex != key:
             raise RecordError(f"node record for {record.node_hex[:12]} stored under another node's key")
         if held is not None and held.node is not None and record.freshness < held.node.freshness:
@@ -199,7 +222,7 @@ def verify_entry(
                 f"node record for {key[:12]} is older {record.freshness} than the one held {held.node.freshness}"
             )
         return SignedEntry(map_name, key, record.node_id, body, bytes(envelope), record)
-    signer, body = open_record(envelope, MAP_KINDS[map_name])
+    signer, body = openers.open_record(envelope, MAP_KINDS[map_name])
     if signer not in known_nodes:
         raise RecordError(f"{map_name} entry {key[:12]} signed by unknown node {signer.hex()[:12]}")
     if map_name == "runs" and _RUN_KEY.fullmatch(key).group(2) != signer.hex():
@@ -208,4 +231,6 @@ def verify_entry(
         if key != signer.hex():
             raise RecordError(f"suspicions of {key[:12]} written by {signer.hex()[:12]}, not that node")
         parse_suspicions(body)
+    if map_name == "grants":
+        parse_grant(body)
     return SignedEntry(map_name, key, signer, body, bytes(envelope))

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 ENVELOPE_VERSION = 1
 MAX_RECORD = 64 * 1024
-KINDS = ("node", "job", "run", "cancel", "suspicion")
+KINDS = ("node", "job", "run", "cancel", "suspicion", "grant", "token")
 _DOMAIN = b"formnet record v1\x00"
 VERIFIED_CACHE = 16384  # envelope digests remembered as correctly signed (32 B each)
 _verified: OrderedDict[bytes, None] = OrderedDict()

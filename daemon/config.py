@@ -11,6 +11,8 @@ cluster that flaps.
 
 from __future__ import annotations
 
+import grp
+import ipaddress
 import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -23,6 +25,7 @@ CONFIG_NAME = "formd.toml"
 DEFAULT_PORT = 7946
 POLICIES = ("hashed-xor", "xor")
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -74,10 +77,43 @@ class FormdConfig:
     max_input_bytes: int = 1024**3  # all of a job's inputs together
     # Finished jobs stay in the document this long, then are retired with their blobs.
     job_retention_s: float = 86_400.0
+    # The HTTPS API (daemon/control/http_api.py); empty turns it off. Clients sign requests
+    # with their key; /metrics answers without a key only to addresses in metrics_allow.
+    http_listen: str = "127.0.0.1:7947"
+    http_advertise: str = ""  # the address clients and `form nodes` show; empty: http_listen
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # The local socket's group (name or gid): its members act as admin through the socket.
+    socket_group: str = ""
+    log_format: str = "text"  # "text" (journald priorities) or "json" (one object per line)
 
     @property
     def advertise_address(self) -> str:
         return self.advertise or self.listen
+
+    @property
+    def http_address(self) -> str:
+        """The HTTPS API's address for clients ("" when off): a listen on 0.0.0.0 is shown with
+        the gossip advertise host."""
+        if not self.http_listen:
+            return ""
+        if self.http_advertise:
+            return self.http_advertise
+        host, port = split_address(self.http_listen, "http_listen")
+        if host in ("0.0.0.0", "::"):
+            host = split_address(self.advertise_address, "advertise")[0]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @property
+    def socket_gid(self) -> int | None:
+        """The gid of socket_group (a name or a number), None when unset."""
+        if not self.socket_group:
+            return None
+        if self.socket_group.isdigit():
+            return int(self.socket_group)
+        try:
+            return grp.getgrnam(self.socket_group).gr_gid
+        except KeyError:
+            raise ConfigError(f"socket_group: no group {self.socket_group!r} on this host") from None
 
     @property
     def socket_permissions(self) -> int:
@@ -129,7 +165,19 @@ class FormdConfig:
         _range("max_context_bytes", self.max_context_bytes, 1024, 64 * 1024**3)
         _range("max_input_bytes", self.max_input_bytes, 0, 1024**4)
         _range("job_retention_s", self.job_retention_s, 1, 365 * 86_400)
+        if self.http_listen:
+            check_address(self.http_listen, "http_listen", allow_any=True)
+        if self.http_advertise:
+            check_address(self.http_advertise, "http_advertise")
+        for network in self.metrics_allow:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(f"metrics_allow: {network!r} is not an address or network") from None
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format: {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
         self.socket_permissions  # raises ConfigError when not octal
+        self.socket_gid  # raises ConfigError for an unknown group
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         if self.policy not in POLICIES:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 # logging level -> syslog priority
@@ -61,6 +62,23 @@ class JournalFormatter(logging.Formatter):
         return f"<{priority}>{message}"
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (log_format = "json"), for log shippers that parse JSON."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": logging.getLevelName(record.levelno).lower(),
+            "message": record.getMessage(),
+        }
+        for key, value in (getattr(record, "fields", None) or {}).items():
+            line.setdefault(key, value.hex() if isinstance(value, bytes) else value)
+        if record.exc_info:
+            error = record.exc_info[1]
+            line["error"] = f"{type(error).__name__}: {error}"
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
 class EventLog:
     """What the daemon parts call: `log.info("peer joined", id=..., addr=...)`."""
 
@@ -87,10 +105,12 @@ class EventLog:
         self._emit(logging.ERROR, message, fields)
 
 
-def setup_logging(level: str = "info", stream: Any = None) -> None:
-    """Route the "formnet" and "formd" logger trees to stderr with the journald format."""
+def setup_logging(level: str = "info", stream: Any = None, log_format: str = "text") -> None:
+    """Route the "formnet" and "formd" logger trees to stderr, in the journald format or JSON."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JournalFormatter())
+    formatter = JsonFormatter() if log_format == "json" else JournalFormatter()
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
     for name in ("formnet", "formd"):
         root = logging.getLogger(name)
         root.handlers[:] = [handler]

@@ -11,7 +11,6 @@ identity, and prints the node id (64 hex) as its last line. Exit status: 0 ok, 1
 
 from __future__ import annotations
 
-import socket
 import sys
 import tomllib
 from dataclasses import replace
@@ -22,14 +21,15 @@ import trio
 import typer
 
 from daemon import config as config_file
+from daemon.advertise import default_advertise
 from daemon.config import CONFIG_NAME, DEFAULT_PORT, ConfigError, from_mapping, split_address
+from daemon.control.tls import create_certificate
 from daemon.identity import IdentityError, create_identity
 from daemon.transport.keyring import Keyring, KeyringError
 from pack_manager.requirements import RequirementsError, parse_labels
 
 app = typer.Typer(
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     help="formd: the formnet peer daemon.",
 )
@@ -57,27 +57,20 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     return values
 
 
-def _default_advertise(listen: str) -> str:
-    host, port = split_address(listen, "listen")
-    if host not in ("0.0.0.0", "::"):
-        return ""
-    try:
-        address = socket.gethostbyname(socket.gethostname())
-    except OSError as exc:
-        raise ConfigError(
-            "listen is 0.0.0.0 and this host's name does not resolve; pass --advertise host:port"
-        ) from exc
-    return f"{address}:{port}"
-
-
 @app.command()
 def init(
     state_dir: Path = typer.Option(
         DEFAULT_STATE_DIR, "--state-dir", help="where formd keeps its key, config and document"
     ),
     listen: str = typer.Option(f"0.0.0.0:{DEFAULT_PORT}", "--listen", help="host:port to serve gossip on"),
+    http_listen: Optional[str] = typer.Option(
+        None, "--http-listen", help='host:port of the HTTPS API (default 127.0.0.1:7947; "" turns it off)'
+    ),
     advertise: Optional[str] = typer.Option(
-        None, "--advertise", help="host:port peers dial (default: the listen address)"
+        None,
+        "--advertise",
+        help="host:port peers dial (default: the listen address; with 0.0.0.0 or :: the local address the "
+        "kernel routes towards the first seed, or the default route's)",
     ),
     seeds: list[str] = typer.Option([], "--seed", help="host:port of a node to join through (repeatable)"),
     cluster_key_file: Optional[Path] = typer.Option(
@@ -98,8 +91,10 @@ def init(
     try:
         raw: dict[str, Any] = _parse_set(settings)
         raw.update({"listen": listen, "seeds": list(seeds)})
+        if http_listen is not None:
+            raw["http_listen"] = http_listen
         raw["labels"] = parse_labels(labels, "--label")
-        raw["advertise"] = advertise or _default_advertise(listen)
+        raw["advertise"] = advertise or raw.get("advertise") or default_advertise(listen, seeds)
         config = from_mapping(raw)
         keyring = Keyring.load(cluster_key_file) if cluster_key_file is not None else Keyring.generate()
     except (ConfigError, RequirementsError, KeyringError) as exc:
@@ -110,12 +105,19 @@ def init(
         keyring.save(keyring_path)
         config_file.save(state_dir, config)
         identity = create_identity(config.path(state_dir, config.node_key_file))
+        hosts = [split_address(config.advertise_address, "advertise")[0]]
+        if config.http_address:
+            hosts.append(split_address(config.http_address, "http_advertise")[0])
+        fingerprint = create_certificate(state_dir, identity.node_hex, sorted(set(hosts)))
     except (OSError, IdentityError, KeyringError) as exc:
         _fail(str(exc))
     typer.echo(f"wrote {state_dir / CONFIG_NAME}")
     if new_cluster_key:
         typer.echo(f"new cluster key in {keyring_path} (give it to other nodes with --cluster-key-file)")
     typer.echo(f"listening on {config.listen}, advertising {config.advertise_address}")
+    if config.http_address:
+        typer.echo(f"HTTPS API on {config.http_listen}: https://{config.http_address}")
+    typer.echo(f"certificate fingerprint (SHA-256): {fingerprint}")
     typer.echo(identity.node_hex)
 
 
@@ -136,7 +138,7 @@ def run(
             config = replace(config, log_level=log_level).validated()
     except ConfigError as exc:
         _fail(str(exc))
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, log_format=config.log_format)
     log = EventLog()
     try:
         code = trio.run(run_daemon, state_dir, config, log)

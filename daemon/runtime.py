@@ -22,18 +22,28 @@ import trio
 
 from crdt_state.document import ClusterDocument
 from crdt_state.persistence import DocumentStore
+from daemon.advertise import advertise_problem, is_local_address
 from daemon.cluster.node import Node, NodeSettings
 from daemon.config import FormdConfig
+from daemon.control.acl_api import AclApi, grant_of
 from daemon.control.api import DaemonApi
+from daemon.control.dashboard import dashboard_pages
+from daemon.control.http_api import HttpApi
+from daemon.control.http_server import serve_http
+from daemon.control.metrics import render_metrics
 from daemon.control.server import ControlServer
+from daemon.control.tls import load_fingerprint
 from daemon.identity import bump_incarnation, load_identity
 from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.group_commit import file_syncer
 from daemon.jobs.loop import JobLoop
+from daemon.jobs.peer_requests import LiveLogs, PeerRequests
+from daemon.jobs.wakeup import Wakeup
 from daemon.log import EventLog
 from daemon.systemd import notify
 from daemon.transport.keyring import Keyring, KeyringError
 from daemon.transport.tcp import NetTransport
+from metrics_agent.capacity import Reservation
 from metrics_agent.collect import collect_capabilities, sample_capacity
 from metrics_agent.executors_probe import probe_executors
 from pack_manager.executors.base import ExecutorLimits
@@ -118,6 +128,9 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
     held = document.get("nodes", identity.node_hex)
     incarnation = bump_incarnation(state_dir, at_least=held.node.incarnation if held and held.node else 0)
 
+    problem = await trio.to_thread.run_sync(advertise_problem, config.advertise_address, is_local_address)
+    if problem is not None:
+        log.warning("advertised address is not local", addr=config.advertise_address, reason=problem)
     transport = NetTransport(
         keyring,
         config.listen,
@@ -129,11 +142,19 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         lambda: tuple(e for e in probe_executors(config.podman_url or None) if e in config.executors)
     )
     capabilities = await trio.to_thread.run_sync(collect_capabilities, state_dir, config.labels, executors)
+    if config.http_listen:
+        capabilities = replace(
+            capabilities, http_api=config.http_address, tls_fingerprint=load_fingerprint(state_dir)
+        )
 
-    jobs: JobLoop | None = None
+    # Made first: the node and the job loop both hold them.
+    blobs = BlobStore(state_dir / "blobs")
+    live_logs = LiveLogs()
+    wakeup = Wakeup()
+    reservations: dict[str, Reservation] = {}
 
     def sample(current):
-        return sample_capacity(state_dir, current, jobs.reservations.values() if jobs is not None else ())
+        return sample_capacity(state_dir, current, reservations.values())
 
     node = Node(
         identity=identity,
@@ -150,13 +171,14 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         bump_incarnation=lambda at_least: bump_incarnation(state_dir, at_least=at_least),
         log=log,
         version=version(),
+        on_change=wakeup.set,
+        side_handler=PeerRequests(blobs, live_logs).serve,
     )
-    blobs = BlobStore(state_dir / "blobs")
     limits = ExecutorLimits(
         max_context_bytes=config.max_context_bytes, max_input_bytes=config.max_input_bytes
     )
     executors: dict = {}
-    if "wasm" in executors_offered(capabilities):
+    if "wasm" in capabilities.executors:
         from pack_manager.executors.wasm_executor import WasmExecutor  # noqa: PLC0415 - wasmtime is heavy
 
         executors["wasm"] = WasmExecutor(limits)
@@ -169,17 +191,32 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         limits=limits,
         sync_log=file_syncer(store.log_path),
         retention_s=config.job_retention_s,
+        wakeup=wakeup,
+        live_logs=live_logs,
+        reservations=reservations,
     )
-    node.on_change = jobs.wake
-    node.side_handler = jobs.serve_peer_request
+    jobs.configure_document()
     api = DaemonApi(node, keyring, keyring_path, state_dir, config, jobs=jobs)
-    control = ControlServer(api.methods(), log)
+    acl = AclApi(node, jobs.now_ms)
+    methods = {**api.methods(), **acl.methods()}
+    control = ControlServer(methods, log)
+    http = HttpApi(
+        methods,
+        lambda key: grant_of(node, key),
+        log,
+        metrics=lambda: render_metrics(methods),
+        metrics_allow=config.metrics_allow,
+        token_caller=acl.token_caller,
+        pages=dashboard_pages(),
+    )
     socket_path = config.path(state_dir, config.socket)
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
-            await nursery.start(control.serve, socket_path, config.socket_permissions)
+            await nursery.start(control.serve, socket_path, config.socket_permissions, config.socket_gid)
+            if config.http_listen:
+                await nursery.start(serve_http, http, config.http_listen, state_dir)
             await nursery.start(jobs.run)
             nursery.start_soon(_snapshots, store, document, config.snapshot_interval_s)
             nursery.start_soon(_offer_podman, state_dir, config, node, log, executors, limits)
@@ -218,10 +255,6 @@ async def _snapshots(store: DocumentStore, document: ClusterDocument, interval: 
         if since >= interval or store.log_bytes > SNAPSHOT_LOG_BYTES:
             store.snapshot(document.full_state())
             since = 0.0
-
-
-def executors_offered(capabilities) -> tuple[str, ...]:
-    return tuple(capabilities.executors)
 
 
 async def _offer_podman(

@@ -59,6 +59,10 @@ class NodeCapabilities:
     gpus: tuple[GpuInfo, ...] = ()
     executors: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    # The node's HTTPS API ("host:port", empty when off) and the SHA-256 fingerprint of its
+    # certificate, so a client that trusts one node can check every other.
+    http_api: str = ""
+    tls_fingerprint: str = ""
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -74,6 +78,8 @@ class NodeCapabilities:
             "gpus": [gpu.to_wire() for gpu in self.gpus],
             "executors": list(self.executors),
             "labels": dict(self.labels),
+            "http_api": self.http_api,
+            "tls_fingerprint": self.tls_fingerprint,
         }
 
     @classmethod
@@ -95,6 +101,10 @@ class NodeCapabilities:
             gpus=tuple(GpuInfo.from_wire(gpu) for gpu in need_list(record, "gpus", limit=64)),
             executors=tuple(executors),
             labels=need_str_map(record, "labels"),
+            http_api=need_str(record, "http_api", limit=300) if "http_api" in record else "",
+            tls_fingerprint=need_str(record, "tls_fingerprint", limit=64)
+            if "tls_fingerprint" in record
+            else "",
         )
 
     def with_labels(self, labels: Mapping[str, str]) -> "NodeCapabilities":

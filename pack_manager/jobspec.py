@@ -66,6 +66,9 @@ class JobSpec:
     # Rank nodes that already hold the job's blobs first (after preferred labels); who holds
     # what comes from the document (see pack_manager.scheduling.order_nodes).
     prefer_local_inputs: bool = False
+    # The client key (raw Ed25519 public key, hex) that submitted the job through the HTTP API;
+    # None for the local socket. Cancels by other clients are refused; quotas count by it.
+    client: str | None = None
     # pack()'s bytes, made once (a spec is not changed once made): a submit packs it to seal
     # the record and again to name the job.
     _packed: bytes | None = field(default=None, init=False, repr=False, compare=False)
@@ -97,6 +100,7 @@ class JobSpec:
             "keep_image": self.keep_image,
             # Written only when set, so specs without it keep the bytes (and ids) they had.
             **({"prefer_local_inputs": True} if self.prefer_local_inputs else {}),
+            **({"client": self.client} if self.client is not None else {}),
         }
 
     @classmethod
@@ -136,6 +140,7 @@ class JobSpec:
                 prefer_local_inputs=_need_bool(record, "prefer_local_inputs")
                 if "prefer_local_inputs" in record
                 else False,
+                client=need_str(record, "client", limit=64) if "client" in record else None,
             )
         except (WireError, RequirementsError) as exc:
             raise JobSpecError(f"job spec: {exc}") from exc
@@ -209,6 +214,8 @@ def check_relative_path(text: str, what: str) -> None:
 def _check(spec: JobSpec) -> None:
     if spec.kind not in KINDS:
         raise JobSpecError(f"kind: {spec.kind!r} is not one of {', '.join(KINDS)}")
+    if spec.client is not None and not re.fullmatch(r"[0-9a-f]{64}", spec.client):
+        raise JobSpecError("client: must be a client public key (64 hex)")
     if not isinstance(spec.submitter, bytes) or len(spec.submitter) != 32:
         raise JobSpecError("submitter: must be a 32-byte node id")
     if not isinstance(spec.nonce, bytes) or len(spec.nonce) != 16:

@@ -13,7 +13,10 @@ nproc=4096
 
 conf_dir=/etc/containers/containers.conf.d
 mkdir -p "$conf_dir"
-cat > "$conf_dir/50-formnet.conf" <<CONF
+conf="$conf_dir/50-formnet.conf"
+# Written beside and renamed into place: a Podman starting meanwhile reads the old file or the
+# new one, never a half-written one (and an unchanged file is left as it is).
+cat > "$conf.tmp" <<CONF
 # Written by formnet packaging/setup-podman.sh
 [containers]
 default_ulimits = ["nofile=${nofile}:${nofile}", "nproc=${nproc}:${nproc}"]
@@ -23,3 +26,8 @@ runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 CONF
+if cmp -s "$conf.tmp" "$conf"; then
+  rm -f "$conf.tmp"
+else
+  mv "$conf.tmp" "$conf"
+fi

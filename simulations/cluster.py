@@ -2,9 +2,12 @@
 
     python -m simulations.cluster --nodes 5 [--workload simulations/workloads/wasm-kill.toml]
         [--kill 2@10s] [--term 3@20s] [--restart 2@30s] [--serf] [--report DIR] [--keep]
+        [--netns [--delay 50ms] [--loss 1%]]
         [--profile default|fast] [--set key=value ...] [--changes 5] [--steady 10s] [--drain 120s]
 
-It starts N formd nodes (own state dirs, one cluster key, n0 the seed of all), waits until
+It starts N formd nodes (own state dirs, one cluster key, n0 the seed of all; with --netns each
+on a host of its own, a network namespace, deployed with listen 0.0.0.0:7946, optionally with
+delay and loss), waits until
 every node's `form nodes --json` lists all N alive, measures a quiet cluster (bytes per node
 per second over --steady, --changes label changes timed until every node shows them), runs the
 workload file through `form` with the fault schedule (times are offsets from the start of that
@@ -30,6 +33,7 @@ from .loopback.formd_cluster import PROFILES
 from .loopback.harness import Harness, Options
 from .loopback.summary import render
 from .loopback.workload import WorkloadError, load_workload, parse_fault
+from .netns.network import unavailable as netns_unavailable
 
 MAX_NODES = 200
 
@@ -56,6 +60,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--restart", action="append", default=[], metavar="NODE@TIME", help="start a stopped node again"
     )
     parser.add_argument("--serf", action="store_true", help="compare with N Serf agents in the same run")
+    parser.add_argument(
+        "--netns",
+        action="store_true",
+        help="each formd node on a host of its own: a network namespace on a private bridge (root)",
+    )
+    parser.add_argument("--delay", default="0ms", help="with --netns: one-way delay on every connection")
+    parser.add_argument("--loss", default="0%", help="with --netns: share of packets dropped, e.g. 1%%")
     parser.add_argument("--report", type=Path, metavar="DIR", help="write DIR/report.json")
     parser.add_argument("--keep", action="store_true", help="keep the state dirs and logs")
     parser.add_argument("--root", type=Path, help="where the state dirs go (default: a new temp dir)")
@@ -99,6 +110,9 @@ def options_from(args: argparse.Namespace) -> Options:
     steps = load_workload(args.workload, args.nodes) if args.workload else []
     for do in ("kill", "term", "restart"):
         steps += [parse_fault(text, do, args.nodes) for text in getattr(args, do)]
+    if args.netns and (reason := netns_unavailable()) is not None:
+        raise WorkloadError(f"--netns: {reason}")
+    delay_ms, loss = impairment(args)
     if args.report is not None and args.report.exists() and not args.report.is_dir():
         raise WorkloadError(f"--report {args.report}: not a directory")
     if args.root is not None and args.root.exists() and any(args.root.iterdir()):
@@ -113,10 +127,31 @@ def options_from(args: argparse.Namespace) -> Options:
         workload=str(args.workload) if args.workload else None,
         drain_s=drain,
         serf=args.serf,
+        netns=args.netns,
+        delay_ms=delay_ms,
+        loss=loss,
         keep=args.keep,
         root=args.root,
         say=lambda text: print(text, flush=True),
     )
+
+
+def impairment(args: argparse.Namespace) -> tuple[float, float]:
+    """--delay and --loss as milliseconds and a probability; only hosts of their own have them."""
+    try:
+        delay_ms = parse_duration(args.delay) * 1000
+    except UnitError as exc:
+        raise WorkloadError(f"--delay: {exc}") from None
+    text = args.loss.strip()
+    try:
+        loss = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise WorkloadError(f"--loss {args.loss!r}: write a share such as 1% or 0.01") from None
+    if not 0 <= loss < 1:
+        raise WorkloadError("--loss must be from 0% to below 100%")
+    if (delay_ms or loss) and not args.netns:
+        raise WorkloadError("--delay and --loss need --netns (127.0.0.1 cannot be impaired)")
+    return delay_ms, loss
 
 
 def _interrupt(signum: int, _frame: object) -> None:

@@ -1,7 +1,8 @@
 """Real formd processes on 127.0.0.1 for integration tests and benchmarks.
 
 Each Formd gets a temp state dir made by the real `formd init`, a free port, fast test
-timings, and its stderr in <state>/formd.log. Cluster (a context manager) kills every
+timings, and its stderr in <state>/formd.log. `listen` and `enter` (a command prefix for init
+and run) let simulations/netns put a node on a host of its own. Cluster (a context manager) kills every
 process it started, whatever happens in the test.
 """
 
@@ -77,9 +78,12 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval
         time.sleep(interval)
 
 
-def formd_init(state_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def formd_init(
+    state_dir: Path, *args: str, check: bool = True, enter: Iterable[str] = ()
+) -> subprocess.CompletedProcess:
+    """enter: a command prefix that puts formd somewhere else (a host's network namespace)."""
     return subprocess.run(
-        [*FORMD, "init", "--state-dir", str(state_dir), *args],
+        [*enter, *FORMD, "init", "--state-dir", str(state_dir), *args],
         capture_output=True,
         text=True,
         check=check,
@@ -98,7 +102,11 @@ class Formd:
         self.name = name
         self.state_dir = state_dir
         self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = f"127.0.0.1:{self.port}"  # what peers dial
+        self.listen = self.address
+        self.enter: list[str] = []  # command prefix for init and run (simulations/netns)
+        self.http_port = free_port()
+        self.http_url = f"https://127.0.0.1:{self.http_port}"
         self.socket = state_dir / "formd.sock"
         self.log_path = state_dir / "formd.log"
         self.process: subprocess.Popen | None = None
@@ -112,15 +120,16 @@ class Formd:
         labels: Iterable[str] = (),
         settings: dict[str, str] | None = None,
     ) -> str:
-        args = ["--listen", self.address]
+        args = ["--listen", self.listen]
         for seed in seeds:
             args += ["--seed", seed]
         args += ["--cluster-key-file", str(key_file)] if key_file else ["--new-cluster-key"]
         for label in labels:
             args += ["--label", label]
-        for key, value in {**TEST_SETTINGS, **(settings or {})}.items():
+        defaults = {**TEST_SETTINGS, "http_listen": f"127.0.0.1:{self.http_port}"}
+        for key, value in {**defaults, **(settings or {})}.items():
             args += ["--set", f"{key}={value}"]
-        result = formd_init(self.state_dir, *args)
+        result = formd_init(self.state_dir, *args, enter=self.enter)
         self.node_id = result.stdout.strip().splitlines()[-1]
         return self.node_id
 
@@ -135,7 +144,7 @@ class Formd:
         log = open(self.log_path, "ab")
         try:
             self.process = subprocess.Popen(
-                [*FORMD, "run", "--state-dir", str(self.state_dir)],
+                [*self.enter, *FORMD, "run", "--state-dir", str(self.state_dir)],
                 stdout=log,
                 stderr=log,
                 start_new_session=new_session,
@@ -180,6 +189,15 @@ class Formd:
         from cli.client import call  # noqa: PLC0415
 
         return call(self.socket, method, params, timeout=10)
+
+    def form_remote(
+        self, key: str, fingerprint: str, *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        """`form --remote` against this node's HTTPS API with a client key."""
+        remote = ["--remote", self.http_url, "--key", key, "--fingerprint", fingerprint]
+        return subprocess.run(
+            [*FORM, *remote, *args], capture_output=True, text=True, check=check, timeout=120
+        )
 
     def form(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return form(self.socket, *args, check=check)

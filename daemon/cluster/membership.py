@@ -107,17 +107,6 @@ class MembershipEvent:
     at: float  # local monotonic time the transition happened
     previous: Status | None  # state before (None when first seen)
 
-    def describe(self) -> str:
-        words = {
-            "joined": "peer joined",
-            "suspect": "peer suspect",
-            "dead": "peer dead",
-            "alive": "peer alive again",
-            "rejoined": "peer rejoined",
-            "left": "peer left",
-        }
-        return f"{words[self.kind]}: {self.node_id.hex()[:12]}"
-
 
 @dataclass
 class Member:

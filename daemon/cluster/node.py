@@ -142,6 +142,8 @@ class Node:
         wall_clock: Callable[[], float] = time.time,
         log: EventLog | None = None,
         version: str = "0",
+        on_change: Callable[[], None] | None = None,
+        side_handler: Callable[[bytes], Any] | None = None,
     ) -> None:
         self.identity = identity
         self.address = address
@@ -189,10 +191,10 @@ class Node:
             log=self.log,
         )
         self._nursery: trio.Nursery | None = None
-        # Set by the job loop: told of every accepted change to jobs/runs/cancels/nodes, and
-        # the handler for blob requests (payloads starting with 0xc1, see daemon/jobs/blobfetch.py).
-        self.on_change: Callable[[], None] | None = None
-        self.side_handler: Callable[[bytes], Any] | None = None
+        # From the job layer: told of every accepted change to jobs/runs/cancels/nodes, and the
+        # handler for side requests (0xc1 payloads, daemon/jobs/peer_requests.py).
+        self.on_change = on_change
+        self.side_handler = side_handler
         now = trio.current_time()
         for node_id, record in document.node_records().items():
             self.membership.observe(node_id, record.incarnation, record.heartbeat, record.status, now)
@@ -576,10 +578,7 @@ class Node:
             if record_due(now, self._last_write, refresh, moved, min_gap=5 * self.settings.tick_interval):
                 self.publish()
             self._prune_suspicions()
-            self._report_membership()
-
-    def _report_membership(self) -> None:
-        self._log_membership(self.membership.tick(trio.current_time(), self.cluster_size()))
+            self._log_membership(self.membership.tick(trio.current_time(), self.cluster_size()))
 
     def _log_membership(self, events) -> None:
         # node_records() builds a dict of every node: once per batch, not per event (a node
@@ -684,78 +683,17 @@ class Node:
         self._peers[wanted] = (statuses, self._shapes_version, found)
         return found
 
+    @property
+    def own_suspicions(self) -> Mapping[bytes, tuple[int, int]]:
+        """The peers this node suspects (our value in the suspicions map; do not change it)."""
+        return self._suspects
+
     def peer_addresses(self, *, include_dead: bool) -> list[str]:
         return list(
             self.peers(("alive", "suspect", "dead") if include_dead else ("alive", "suspect")).values()
         )
 
-    def describe_nodes(self) -> list[dict[str, Any]]:
-        """What `form nodes --json` prints: one object per known node, this one first."""
-        now = trio.current_time()
-        nodes = []
-        for node_id, record in self.document.node_records().items():
-            capabilities = record.capabilities if isinstance(record.capabilities, dict) else {}
-            age = self.membership.since_heartbeat(node_id, now)
-            acked = self.prober.last_ack.get(node_id)
-            nodes.append(
-                {
-                    "id": node_id.hex(),
-                    "short_id": node_id.hex()[:12],
-                    "self": node_id == self.identity.node_id,
-                    "address": record.address,
-                    "status": self.peer_status(node_id, now),
-                    "last_heartbeat_age_s": None if age is None else round(age, 3),
-                    "last_probe_ack_age_s": None if acked is None else round(now - acked, 3),
-                    "suspected_by": self.membership.suspected_by(node_id),
-                    "incarnation": record.incarnation,
-                    "heartbeat": record.heartbeat,
-                    "version": record.version,
-                    "updated_ms": record.updated_ms,
-                    "labels": _text_map(capabilities.get("labels")),
-                    "executors": [e for e in capabilities.get("executors", []) if isinstance(e, str)]
-                    if isinstance(capabilities.get("executors"), list)
-                    else [],
-                    "capabilities": record.capabilities,
-                    "capacity": record.capacity,
-                }
-            )
-        nodes.sort(key=lambda n: (not n["self"], n["id"]))
-        return nodes
-
-    def describe_self(self) -> dict[str, Any]:
-        now = trio.current_time()
-        return {
-            "id": self.identity.node_hex,
-            "short_id": self.identity.node_hex[:12],
-            "address": self.address,
-            "status": self.status,
-            "incarnation": self.incarnation,
-            "heartbeat": self.heartbeat,
-            "version": self.version,
-            "uptime_s": round(now - self.started_at, 3) if self.started_at is not None else 0.0,
-            "known_nodes": len(self.document.node_records()),
-            "live_peers": len(self.peer_addresses(include_dead=False)),
-            "queued_updates": len(self.queue),
-            "updates_applied": self.updates_applied,
-            "updates_refused": self.updates_refused,
-            "probes_sent": self.prober.probes,
-            "probes_failed": self.prober.failures,
-            "probes_refused": self.prober.refused,
-            "refutations": self.refutations,
-            "suspecting": sorted(t.hex() for t in self._suspects),
-            "bytes_sent": self.transport.bytes_sent,
-            "bytes_received": self.transport.bytes_received,
-            "frames_dropped": self.transport.dropped,
-            "labels": dict(self.capabilities.labels),
-        }
-
 
 def _shape(record: NodeRecord) -> tuple:
     """The parts of a node record that say what the node is, as opposed to how it is doing."""
     return (record.address, record.status, record.incarnation, repr(record.capabilities))
-
-
-def _text_map(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        return {}
-    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}

@@ -3,8 +3,8 @@
 Later features add entries to `methods()`; each takes the request's params object and
 returns something JSON can carry, or raises ControlError with a one-line reason.
 
-    nodes                              -> [node object, ...]        (see Node.describe_nodes)
-    status                             -> this node's object         (see Node.describe_self)
+    nodes                              -> [node object, ...]        (see daemon/control/views.py)
+    status                             -> this node's object         (see daemon/control/views.py)
     cluster-key.list                   -> [{"key_id": hex16, "primary": bool}, ...]
     cluster-key.add    {"key": b64}    -> {"key_id": hex16}
     cluster-key.use    {"key_id": hex} -> {"key_id": hex16}
@@ -29,6 +29,7 @@ from daemon.cluster.node import Node
 from daemon.config import FormdConfig
 from daemon.control.jobs_api import JobsApi
 from daemon.control.server import ControlError, Handler, param
+from daemon.control.views import describe_nodes, describe_self
 from daemon.jobs.loop import JobLoop
 from daemon.transport.keyring import Keyring, KeyringError, decode_key, parse_key_id
 from pack_manager.requirements import RequirementsError, parse_labels
@@ -65,12 +66,14 @@ class DaemonApi:
         }
 
     async def nodes(self, params: dict[str, Any]) -> Any:
-        return self.node.describe_nodes()
+        return describe_nodes(self.node)
 
     async def status(self, params: dict[str, Any]) -> Any:
-        status = self.node.describe_self()
+        status = describe_self(self.node)
         status["state_dir"] = str(self.state_dir)
         status["primary_key_id"] = self.keyring.primary_id.hex()
+        status["http_api"] = self.node.capabilities.http_api
+        status["tls_fingerprint"] = self.node.capabilities.tls_fingerprint
         return status
 
     # ---- keyring ------------------------------------------------------------------------

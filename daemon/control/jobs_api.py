@@ -3,6 +3,7 @@
 blob.put-fd {} + an open file (SCM_RIGHTS)            -> {"digest", "size"}  (copied and hashed in one pass)
 blob.open  {"digest"}                                  -> {"size"} + the blob as an open file (read-only)
 blob.put   {"digest", "size", "offset", "data": b64}  -> {"offset", "complete"}  (clients that cannot pass files)
+blob.read  {"digest", "offset", "length"}              -> {"size", "data": b64}      (the same: the HTTP API)
            (blob sizes: at most the larger of the context and input limits)
 job.limits {}                                       -> {"max_context_bytes", "max_input_bytes"}
 job.submit {"kind", "context", "containerfile", "image", "command", "module", "inputs": [[name, digest]],
@@ -34,11 +35,12 @@ from typing import Any, Iterator
 import trio
 
 from crdt_state.records import RecordError
-from crdt_state.signing import seal_record
+from daemon.control.access import Forbidden, current_caller
 from daemon.control.server import ControlError, Handler, TakesFile, WithFile, param
 from daemon.jobs.blobfetch import FetchError
 from daemon.jobs.blobstore import BlobError, BlobWriter
-from daemon.jobs.loop import JobLoop, node_now_ms
+from daemon.jobs.loop import JobLoop
+from daemon.jobs.records import spec_blobs
 from pack_manager import scheduling
 from pack_manager.fit import check_capabilities, check_capacity
 from pack_manager.jobspec import JobInput, JobSpec, JobSpecError, is_digest
@@ -46,6 +48,7 @@ from pack_manager.jobstate import JOB_STATES
 from pack_manager.requirements import RequirementsError, WorkloadRequirements
 
 MIN_PREFIX = 8
+UNFINISHED = ("queued", "claimed", "running", "unschedulable")
 MAX_BATCH = 1000  # jobs per job.submit-many request
 
 
@@ -60,7 +63,6 @@ def _iso(ms: int | None) -> str | None:
 class JobsApi:
     def __init__(self, jobs: JobLoop) -> None:
         self.jobs = jobs
-        self.node = jobs.node
         self.blobs = jobs.blobs
         self._writers: dict[str, BlobWriter] = {}
         # Blobs stored by blob.put that no job names yet (kept by the loop's blob collection):
@@ -72,6 +74,7 @@ class JobsApi:
             "blob.put-fd": TakesFile(self.blob_put_fd),
             "blob.open": self.blob_open,
             "blob.put": self.blob_put,
+            "blob.read": self.blob_read,
             "job.limits": self.limits,
             "job.submit": self.submit,
             "job.submit-many": self.submit_many,
@@ -119,6 +122,16 @@ class JobsApi:
             self._writers.pop(digest, None)
             raise ControlError(str(exc)) from None
 
+    async def blob_read(self, params: dict[str, Any]) -> Any:
+        digest = param(params, "digest", str)
+        offset = param(params, "offset", int)
+        length = min(param(params, "length", int), 512 * 1024)
+        try:
+            data = self.blobs.read_chunk(digest, offset, length)
+            return {"size": self.blobs.size(digest), "data": base64.b64encode(data).decode("ascii")}
+        except (BlobError, OSError) as exc:
+            raise ControlError(str(exc)) from None
+
     async def blob_put_fd(self, params: dict[str, Any], fd: int) -> Any:
         largest = max(self.jobs.limits.max_context_bytes, self.jobs.limits.max_input_bytes)
         try:
@@ -146,12 +159,31 @@ class JobsApi:
             "max_input_bytes": self.jobs.limits.max_input_bytes,
         }
 
+    def _check_quota(self, adding: int) -> None:
+        """A client with max_running may hold at most that many unfinished jobs."""
+        caller = current_caller.get()
+        if caller.client is None or caller.max_running is None:
+            return
+        nodes = self.jobs.node_views()
+        orders = self.jobs.orders_for(nodes)
+        unfinished = sum(
+            1
+            for job in self.jobs.jobs().values()
+            if job.spec.client == caller.client
+            and self.status_object(job, nodes, orders)["state"] in UNFINISHED
+        )
+        if unfinished + adding > caller.max_running:
+            raise ControlError(
+                f"quota: this client has {unfinished} queued or running job(s) of at most {caller.max_running}"
+            )
+
     async def submit(self, params: dict[str, Any]) -> Any:
+        self._check_quota(1)
         with self._discarding_uploads_on_refusal([params]):
             spec = self._accept(params)
             job_hex = self._write_job(spec, self._seal(spec))
         await self.jobs.commit_durably()  # on disk before we answer
-        self.node.log.info("job submitted", job=job_hex[:12], kind=spec.kind)
+        self.jobs.log.info("job submitted", job=job_hex[:12], kind=spec.kind)
         self.jobs.wake()
         return {"id": job_hex}
 
@@ -159,6 +191,7 @@ class JobsApi:
         """Several jobs in one request, all or none: every spec is checked before any is
         written, and one fsync makes them all durable."""
         batch = param(params, "jobs", list)
+        self._check_quota(len(batch))
         if not 1 <= len(batch) <= MAX_BATCH:
             raise ControlError(f"parameter 'jobs': 1 to {MAX_BATCH} job objects")
         sealed = []
@@ -174,7 +207,7 @@ class JobsApi:
             # Sealed records of our own, under their own ids: put_local has nothing left to refuse.
             ids = [self._write_job(spec, envelope) for spec, envelope in sealed]
         await self.jobs.commit_durably()
-        self.node.log.info("jobs submitted", count=len(ids))
+        self.jobs.log.info("jobs submitted", count=len(ids))
         self.jobs.wake()
         return {"ids": ids}
 
@@ -186,7 +219,7 @@ class JobsApi:
         except ControlError:
             named = {d for request in requests for d in _named_digests(request)}
             for digest in named & set(self.uploads):
-                if not self.jobs.records.holders(digest) and digest not in self._writers:
+                if not self.jobs.holders(digest) and digest not in self._writers:
                     self.blobs.delete(digest)
                 del self.uploads[digest]
             raise
@@ -215,7 +248,7 @@ class JobsApi:
             )
             spec = JobSpec(
                 kind=kind,
-                submitter=self.node.identity.node_id,
+                submitter=self.jobs.me,
                 nonce=os.urandom(16),
                 context=param(params, "context", str, optional=True),
                 containerfile=param(params, "containerfile", str, optional=True, default="Containerfile"),
@@ -229,11 +262,12 @@ class JobsApi:
                 network=param(params, "network", bool, optional=True, default=False),
                 replicas=param(params, "replicas", int, optional=True, default=1),
                 prefer_local_inputs=param(params, "prefer_local_inputs", bool, optional=True, default=False),
+                client=current_caller.get().client,
             )
         except (RequirementsError, JobSpecError, TypeError, ValueError) as exc:
             raise ControlError(str(exc)) from None
         limits = self.jobs.limits
-        for digest in self.jobs.spec_blobs(spec):
+        for digest in spec_blobs(spec):
             if not self.blobs.has(digest):
                 raise ControlError(
                     f"blob {digest[:12]} is not in this node's store; upload it first (blob.put)"
@@ -251,21 +285,16 @@ class JobsApi:
 
     def _seal(self, spec: JobSpec) -> bytes:
         try:
-            return seal_record(
-                self.node.identity.private_key,
-                "job",
-                {"spec": spec.pack(), "submitted_ms": node_now_ms(self.node)},
-            )
+            return self.jobs.sign("job", {"spec": spec.pack(), "submitted_ms": self.jobs.now_ms()})
         except RecordError as exc:
             raise ControlError(f"job record refused: {exc}") from None
 
     def _write_job(self, spec: JobSpec, envelope: bytes) -> str:
         job_hex = spec.job_id().hex()
         try:
-            self.node.document.put_local("jobs", job_hex, envelope)
+            self.jobs.write_job(job_hex, spec, envelope)
         except RecordError as exc:
             raise ControlError(f"job record refused: {exc}") from None
-        self.jobs.records.wrote(job_hex, spec)
         return job_hex
 
     # ---- reading -----------------------------------------------------------------------------
@@ -287,8 +316,8 @@ class JobsApi:
         return jobs[found[0]], jobs
 
     def status_object(self, job, nodes, orders=None) -> dict[str, Any]:
-        """orders: self.jobs.orders.for_nodes(nodes), when the caller shows many jobs."""
-        orders = orders or self.jobs.orders.for_nodes(nodes)
+        """orders: self.jobs.orders_for(nodes), when the caller shows many jobs."""
+        orders = orders or self.jobs.orders_for(nodes)
         status = scheduling.job_status(job.view(), nodes, self.jobs.policy, orders.order(job))
         run = status.run
         return {
@@ -309,6 +338,7 @@ class JobsApi:
                 {"node": r.node.hex(), "state": r.state, "digest": r.digest} for r in status.replicas
             ],
             "verified": status.verified,
+            "client": job.spec.client,
         }
 
     async def status(self, params: dict[str, Any]) -> Any:
@@ -320,7 +350,7 @@ class JobsApi:
         if wanted is not None and wanted not in JOB_STATES:
             raise ControlError(f"state {wanted!r} is not one of {', '.join(JOB_STATES)}")
         nodes = self.jobs.node_views()
-        orders = self.jobs.orders.for_nodes(nodes)
+        orders = self.jobs.orders_for(nodes)
         out = [self.status_object(job, nodes, orders) for job in self.jobs.jobs().values()]
         out = [o for o in out if wanted is None or o["state"] == wanted]
         out.sort(key=lambda o: (o["submitted_at"] or "", o["id"]))
@@ -328,19 +358,22 @@ class JobsApi:
 
     async def records(self, params: dict[str, Any]) -> Any:
         """The job-related keys of this node's document (to compare replicas; retired ones are gone)."""
-        return {name: sorted(self.node.document.items(name)) for name in ("jobs", "runs", "cancels")}
+        return self.jobs.job_keys()
 
     async def cancel(self, params: dict[str, Any]) -> Any:
         job, _ = self._resolve(params)
+        caller = current_caller.get()
+        if not caller.is_admin and job.spec.client != caller.client:
+            raise Forbidden(
+                f"job {job.job_hex[:12]} was submitted by another client; only it or an admin may cancel it"
+            )
         if job.cancelled:
             return {"id": job.job_hex, "cancelled": True}
-        envelope = seal_record(
-            self.node.identity.private_key,
-            "cancel",
-            {"reason": "cancelled by request", "requested_ms": node_now_ms(self.node)},
+        envelope = self.jobs.sign(
+            "cancel", {"reason": "cancelled by request", "requested_ms": self.jobs.now_ms()}
         )
         try:
-            self.node.document.put_local("cancels", job.job_hex, envelope)
+            self.jobs.write_cancel(job.job_hex, envelope)
         except RecordError as exc:
             raise ControlError(f"cancel refused: {exc}") from None
         await self.jobs.commit_durably()
@@ -352,8 +385,8 @@ class JobsApi:
         nodes = self.jobs.node_views()
         view = job.view()
         order = scheduling.order_nodes(view, nodes, self.jobs.policy)
-        holdings = self.jobs.records.holdings(job.spec)  # shown whether or not the job prefers holders
-        records = self.node.document.node_records()
+        holdings = self.jobs.holdings(job.spec)  # shown whether or not the job prefers holders
+        records = self.jobs.node_records()
         rows = []
         for rank, node_id in enumerate(order, 1):
             node = nodes[node_id]
@@ -385,7 +418,7 @@ class JobsApi:
             "id": job.job_hex,
             "policy": self.jobs.policy,
             "prefer_local_inputs": job.spec.prefer_local_inputs,
-            "blobs": len(set(self.jobs.spec_blobs(job.spec))),
+            "blobs": len(set(spec_blobs(job.spec))),
             "state": status["state"],
             "reason": status["reason"],
             "nodes": rows,

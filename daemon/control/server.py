@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import socket as stdlib_socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
@@ -22,6 +23,7 @@ from typing import Any, Awaitable, Callable, Mapping
 import trio
 
 from daemon.control import passed_files
+from daemon.control.access import Forbidden
 from daemon.control.protocol import MAX_LINE, ProtocolError, decode_request, encode_error, encode_result
 from daemon.log import EventLog
 
@@ -98,7 +100,7 @@ class ControlServer:
                 result = await handler.handler(params, files[0])
             else:
                 result = await handler(params)
-        except ControlError as exc:
+        except (ControlError, Forbidden) as exc:
             return encode_error(str(exc))
         except Exception as exc:  # a bug in a handler must not take the daemon down
             self.log.error("control request failed", method=method, error=f"{type(exc).__name__}: {exc}")
@@ -153,8 +155,17 @@ class ControlServer:
             finally:
                 files.close()
 
-    async def serve(self, path: Path, mode: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, path: Path, mode: int, group: int | None = None, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """group: the socket belongs to it, and its folder lets it pass (g+x, not g+r), so its
+        members reach the socket and nothing else in the folder."""
         listener = await _bind_unix(path, mode)
+        if group is not None:
+            os.chown(path, -1, group)
+            folder = path.parent
+            os.chown(folder, -1, group)
+            os.chmod(folder, stat.S_IMODE(folder.stat().st_mode) | stat.S_IXGRP)
         try:
             task_status.started(path)
             await trio.serve_listeners(self.handle_connection, [listener])

@@ -310,7 +310,7 @@ class BlobWriter:
             self.discard()
             raise BlobError(f"blob {self.digest[:12]}: content does not match its digest; discarded")
         self.close()
-        with open(self.partial, "rb+") as out:
+        with open(self.partial, "ab") as out:  # "ab": an empty blob never wrote its file
             os.fsync(out.fileno())
         self.store._install(self.partial, self.digest)
         return self.digest

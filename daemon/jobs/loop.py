@@ -22,27 +22,21 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import blake3
-import msgpack
 import trio
 
-from crdt_state.records import RecordError
+from crdt_state.records import NodeRecord, RecordError
 from crdt_state.signing import seal_record
 from daemon.cluster.node import Node
-from daemon.jobs.blobfetch import (
-    BLOB_PREFIX,
-    FETCH_CHUNK,
-    BlobRequestError,
-    FetchError,
-    fetch_blob,
-    serve_blob_request,
-)
+from daemon.jobs.blobfetch import FetchError, fetch_blob
 from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.group_commit import GroupCommit
 from daemon.jobs.node_views import NodeViews
-from daemon.jobs.placement_orders import PlacementOrders
+from daemon.jobs.peer_requests import LiveLogs, request_live_log
+from daemon.jobs.placement_orders import OrderNodes, PlacementOrders
 from daemon.jobs.records import Job, JobRecords, spec_blobs
 from daemon.jobs.retirement import Retirement
-from daemon.transport.interface import TransportError
+from daemon.jobs.wakeup import Wakeup
+from daemon.log import EventLog
 from metrics_agent.capacity import NodeCapacity, Reservation, apply_reservations
 from metrics_agent.wire import WireError
 from pack_manager import scheduling
@@ -98,6 +92,10 @@ class JobLoop:
         sync_log: Callable[[], None] | None = None,
         retention_s: float = 86_400.0,
         claim_quiet_s: float = CLAIM_QUIET_S,
+        wakeup: Wakeup | None = None,
+        live_logs: LiveLogs | None = None,
+        reservations: dict[str, Reservation] | None = None,
+        order_nodes: OrderNodes = scheduling.order_nodes,
     ) -> None:
         self.node = node
         self.blobs = blobs
@@ -118,11 +116,12 @@ class JobLoop:
         # ranks first; they wait unless it dies). This node's own decisions see the claim.
         self.claim_quiet_s = claim_quiet_s
         self.unpublished: dict[str, tuple[float, RunReport]] = {}
-        self.reservations: dict[str, Reservation] = {}
+        # Shared with the node's capacity sampler, which counts what our runs hold.
+        self.reservations: dict[str, Reservation] = {} if reservations is None else reservations
         self.running: dict[str, Running] = {}
-        self._wake = trio.Event()
+        self.wakeup = wakeup or Wakeup()
         self._nursery: trio.Nursery | None = None
-        self.live_logs: dict[str, Path] = {}  # job hex -> the log file of a run in progress here
+        self.live_logs = live_logs or LiveLogs()  # the runs in progress here, read by peers too
         self._fetching: dict[str, trio.Lock] = {}  # one fetch per digest: they share its partial file
         self.records = JobRecords(node.document, self._bad_job)
         self.pending_uploads: dict[
@@ -137,9 +136,8 @@ class JobLoop:
             in_use=lambda digest: digest in self._fetching or digest in self.pending_uploads,
             policy=policy,
             pending_uploads=self.pending_uploads,
+            order_nodes=order_nodes,
         )
-        node.document.may_delete = self.retirement.may_delete
-        node.document.merge_local_updates = True  # a pass's claims, a batch of submits: one update each
         # fsync of the document log, shared by concurrent writers; without one, each durable
         # write fsyncs through the node's store on its own.
         self._group_commit = GroupCommit(sync_log) if sync_log is not None else None
@@ -150,8 +148,14 @@ class JobLoop:
         self._views_changed = False  # figures changed since the last full pass
         self._capacity_freed = False
         self._own_capacity: NodeCapacity | None = None
-        self.orders = PlacementOrders(policy)
+        self.orders = PlacementOrders(policy, order_nodes)
         self._in_pass = False  # a pass writes its records, then stores and pushes them as one update
+
+    def configure_document(self) -> None:
+        """Give the document the job layer's rules (the process calls this once, after building
+        the loop): which remote deletes to take, and one merged update per local batch."""
+        self.node.document.may_delete = self.retirement.may_delete
+        self.node.document.merge_local_updates = True  # a pass's claims, a batch of submits: one update each
 
     @property
     def me(self) -> bytes:
@@ -175,6 +179,46 @@ class JobLoop:
         if self.node.capacity is None:
             return None
         return apply_reservations(self.node.capabilities, self.node.capacity, self.reservations.values())
+
+    # ---- the surface the control API uses ---------------------------------------------------
+
+    @property
+    def log(self) -> EventLog:
+        return self.node.log
+
+    def now_ms(self) -> int:
+        return node_now_ms(self.node)
+
+    def sign(self, kind: str, body: dict[str, Any]) -> bytes:
+        """A record of `kind` signed by this node (RecordError when the body is refused)."""
+        return seal_record(self.node.identity.private_key, kind, body)
+
+    def write_job(self, job_hex: str, spec: JobSpec, envelope: bytes) -> None:
+        """Put a job record this node sealed; committed by commit_durably (RecordError if refused)."""
+        self.node.document.put_local("jobs", job_hex, envelope)
+        self.records.wrote(job_hex, spec)
+
+    def write_cancel(self, job_hex: str, envelope: bytes) -> None:
+        """Put a cancel record this node sealed; committed by commit_durably (RecordError if refused)."""
+        self.node.document.put_local("cancels", job_hex, envelope)
+
+    def job_keys(self) -> dict[str, list[str]]:
+        """The keys of the job-related maps of this node's document."""
+        return {name: sorted(self.node.document.items(name)) for name in ("jobs", "runs", "cancels")}
+
+    def node_records(self) -> dict[bytes, NodeRecord]:
+        return self.node.document.node_records()
+
+    def holders(self, digest: str) -> set[bytes]:
+        """Who the job records say holds the blob (empty when no record names it)."""
+        return self.records.holders(digest)
+
+    def holdings(self, spec: JobSpec) -> dict[bytes, int]:
+        return self.records.holdings(spec)
+
+    def orders_for(self, nodes: dict[bytes, scheduling.NodeView]) -> PlacementOrders:
+        """Placement orders over `nodes`, kept across calls (see daemon/jobs/placement_orders.py)."""
+        return self.orders.for_nodes(nodes)
 
     # ---- writing our run records ------------------------------------------------------------
 
@@ -263,7 +307,7 @@ class JobLoop:
     # ---- the loop ---------------------------------------------------------------------------
 
     def wake(self) -> None:
-        self._wake.set()
+        self.wakeup.set()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self.yield_leftovers()
@@ -273,9 +317,7 @@ class JobLoop:
             while True:
                 # No wake-up of its own for a claim's due time: the next pass writes it (passes
                 # come at least every tick), and a pass costs more than the claim.
-                with trio.move_on_after(self.node.settings.tick_interval):
-                    await self._wake.wait()
-                self._wake = trio.Event()
+                await self.wakeup.wait(self.node.settings.tick_interval)
                 try:
                     self.step()
                 except Exception as exc:  # a bug in one pass must not stop the loop
@@ -387,7 +429,7 @@ class JobLoop:
             if job_hex in self.running:
                 return
             # With every input here there is nothing to fetch: the claim starts as running.
-            now_running = all(self.blobs.has(d) for d in self.spec_blobs(job.spec))
+            now_running = all(self.blobs.has(d) for d in spec_blobs(job.spec))
             report = self._next_report(
                 job_hex,
                 own,
@@ -518,7 +560,7 @@ class JobLoop:
             log_file.write(line if line.endswith("\n") else line + "\n")
             log_file.flush()
 
-        self.live_logs[job.job_hex] = log_path
+        self.live_logs.open(job.job_hex, log_path)
         try:
             result = await run_job(
                 executor,
@@ -532,7 +574,7 @@ class JobLoop:
             )
         finally:
             log_file.close()
-            self.live_logs.pop(job.job_hex, None)
+            self.live_logs.close(job.job_hex)
 
         def store() -> tuple[str, list[OutputRef]]:  # one trip to a worker thread for every file
             try:
@@ -548,58 +590,19 @@ class JobLoop:
         log_digest, outputs = await trio.to_thread.run_sync(store)
         return result, log_digest, outputs
 
-    def read_live_log(self, job_hex: str, offset: int, length: int = FETCH_CHUNK) -> bytes | None:
-        """Part of the log of a run in progress on this node, or None when none runs here."""
-        path = self.live_logs.get(job_hex)
-        if path is None:
-            return None
-        try:
-            with open(path, "rb") as src:
-                src.seek(offset)
-                return src.read(length)
-        except FileNotFoundError:
-            return None
-
-    def serve_peer_request(self, payload: bytes) -> bytes | str:
-        """Side requests from peers (0xc1 payloads): blob chunks, and live log chunks
-        {"op": "log", "job": hex, "offset": int} -> 0xc1 + msgpack {"data": bytes}."""
-        try:
-            request = msgpack.unpackb(payload[1:], raw=False)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-            raise BlobRequestError("bad side request: not msgpack") from None
-        if isinstance(request, dict) and request.get("op") == "log":
-            job_hex, offset = request.get("job"), request.get("offset")
-            if not isinstance(job_hex, str) or not isinstance(offset, int) or offset < 0:
-                raise BlobRequestError("log request: job and offset required")
-            data = self.read_live_log(job_hex, offset)
-            if data is None:
-                return f"job {job_hex[:12]} is not running here"
-            return BLOB_PREFIX + msgpack.packb({"data": data}, use_bin_type=True)
-        return serve_blob_request(self.blobs, payload)
-
     async def fetch_live_log(self, node_id: bytes, job_hex: str, offset: int) -> bytes | None:
+        """A chunk of the log of a run in progress on `node_id` (this node or a peer)."""
         if node_id == self.me:
-            return self.read_live_log(job_hex, offset)
+            return self.live_logs.read(job_hex, offset)
         addresses = self.addresses([node_id])
         if not addresses:
             return None
-        request = BLOB_PREFIX + msgpack.packb(
-            {"op": "log", "job": job_hex, "offset": offset}, use_bin_type=True
+        return await request_live_log(
+            self.node.transport, addresses[0], job_hex, offset, self.node.settings.request_timeout
         )
-        try:
-            reply = await self.node.transport.request(
-                addresses[0], request, self.node.settings.request_timeout
-            )
-            value = msgpack.unpackb(reply[1:], raw=False) if reply[:1] == BLOB_PREFIX else None
-        except (TransportError, ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-            return None
-        return value.get("data") if isinstance(value, dict) and isinstance(value.get("data"), bytes) else None
 
     def _blob_path(self, digest: str) -> Path | None:
         return self.blobs.path(digest) if self.blobs.has(digest) else None
-
-    def spec_blobs(self, spec: JobSpec) -> list[str]:
-        return spec_blobs(spec)
 
     async def fetch_inputs(self, spec: JobSpec, job: Job | None = None) -> None:
         """From the submitter first, then from nodes that ran the job before (they fetched it)."""
@@ -609,7 +612,7 @@ class JobLoop:
             if r.state not in (DECLINED, CLAIMED) and n != spec.submitter
         ]
         holders = self.addresses([spec.submitter, *ran])
-        for digest in self.spec_blobs(spec):
+        for digest in spec_blobs(spec):
             if not self.blobs.has(digest):  # held already (often: contexts repeat): no lock, no fetch
                 await self.fetch(digest, holders)
 

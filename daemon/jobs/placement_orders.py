@@ -11,15 +11,20 @@ runs: those are never kept.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 from daemon.jobs.records import Job
 from pack_manager import scheduling
 
+# scheduling.order_nodes or a function giving the same orders (the simulation shares one
+# computation among its nodes: simulations/sim/shared_placement.py).
+OrderNodes = Callable[[scheduling.JobView, Mapping[bytes, scheduling.NodeView], str], list[bytes]]
+
 
 class PlacementOrders:
-    def __init__(self, policy: str) -> None:
+    def __init__(self, policy: str, order_nodes: OrderNodes = scheduling.order_nodes) -> None:
         self.policy = policy
+        self.order_nodes = order_nodes
         self._capabilities: dict[bytes, object] = {}
         self._orders: dict[str, list[bytes]] = {}
         self._nodes: Mapping[bytes, scheduling.NodeView] = {}
@@ -38,11 +43,11 @@ class PlacementOrders:
         """order_nodes for the job over the nodes given to for_nodes (do not modify the list)."""
         if job.spec.prefer_local_inputs:
             self.computed += 1
-            return scheduling.order_nodes(job.view(), self._nodes, self.policy)
+            return self.order_nodes(job.view(), self._nodes, self.policy)
         kept = self._orders.get(job.job_hex)
         if kept is None:
             self.computed += 1
-            kept = self._orders[job.job_hex] = scheduling.order_nodes(job.view(), self._nodes, self.policy)
+            kept = self._orders[job.job_hex] = self.order_nodes(job.view(), self._nodes, self.policy)
         return kept
 
     def forget(self, job_hexes: set[str] | list[str]) -> None:

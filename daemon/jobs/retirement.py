@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable
 import trio
 
 from daemon.jobs.blobstore import BlobStore
+from daemon.jobs.placement_orders import OrderNodes
 from daemon.jobs.records import JobRecords
 from pack_manager import scheduling
 from pack_manager.retention import RetentionRule, accepts_remote_delete, deletes_now, job_retirable, stamp_ms
@@ -42,8 +43,10 @@ class Retirement:
         in_use: Callable[[str], bool],
         policy: str,
         pending_uploads: dict[str, float] | None = None,
+        order_nodes: OrderNodes = scheduling.order_nodes,
     ) -> None:
         self.records = records
+        self.order_nodes = order_nodes
         self.blobs = blobs
         self.me = me
         self.rule = rule
@@ -120,7 +123,9 @@ class Retirement:
         job = self.records.job(job_hex)
         if job is None:
             return bool(self._stamps(job_hex)) and now >= max(self._stamps(job_hex)) + self.rule.retention_ms
-        state = scheduling.job_status(job.view(), nodes, self.policy).state
+        view = job.view()
+        order = self.order_nodes(view, nodes, self.policy) if nodes else []
+        state = scheduling.job_status(view, nodes, self.policy, order).state
         live_claims = sum(
             1 for node_id, run in job.runs.items() if run.active and node_id in nodes and nodes[node_id].live
         )

@@ -15,12 +15,7 @@ from typing import Any, Awaitable, Callable, Protocol
 import trio
 
 from ..jobspec import JobSpec
-
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-TIMED_OUT = "timed_out"
-CANCELLED = "cancelled"
-FINAL_STATES = (SUCCEEDED, FAILED, TIMED_OUT, CANCELLED)
+from ..jobstate import CANCELLED, FAILED, FINAL_STATES, SUCCEEDED, TIMED_OUT  # noqa: F401 - result states
 
 OUTPUTS_TAR = "outputs.tar"
 IMAGE_ARCHIVE = "image.oci.tar"

@@ -42,6 +42,7 @@ from .base import (
 from .cgroups import OomWatch, kill_cgroup, remove_cgroup
 from .outputs import collect_outputs
 from .supervise import supervise
+from .thread_lines import ThreadLines
 
 _CLIENT_ERRORS = (PodmanError, RequestException, OSError)
 BUILD_STOP_WAIT_S = 15.0
@@ -198,29 +199,13 @@ class PodmanExecutor:
 
     async def _pump(self, reader: Callable[[Callable[[str], None]], Any], log: LogSink) -> Any:
         """Run a blocking reader in a thread, delivering its lines to the log sink in order."""
-        send_channel, receive_channel = trio.open_memory_channel[str](1024)
-
-        def send(line: str) -> None:
-            try:
-                trio.from_thread.run(send_channel.send, line)
-            except (
-                trio.Cancelled,
-                trio.ClosedResourceError,
-                trio.RunFinishedError,
-                trio.BrokenResourceError,
-            ):
-                pass  # nobody is listening any more; keep draining the stream
-
-        async def deliver() -> None:
-            async for line in receive_channel:
-                await log(line)
-
+        lines = ThreadLines()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(deliver)
+            nursery.start_soon(lines.deliver, log)
             try:
-                return await trio.to_thread.run_sync(reader, send, abandon_on_cancel=True)
+                return await trio.to_thread.run_sync(reader, lines.send, abandon_on_cancel=True)
             finally:
-                send_channel.close()
+                lines.close()
 
     # ---- build -------------------------------------------------------------------------
 
@@ -234,39 +219,24 @@ class PodmanExecutor:
         responses: list[Any] = []
         errors: list[str] = []
         finished = trio.Event()
-        send_channel, receive_channel = trio.open_memory_channel[str](1024)
-
-        def send(line: str) -> None:
-            try:
-                trio.from_thread.run(send_channel.send, line)
-            except (
-                trio.Cancelled,
-                trio.ClosedResourceError,
-                trio.RunFinishedError,
-                trio.BrokenResourceError,
-            ):
-                pass
+        lines = ThreadLines()
 
         async def build_thread() -> None:
             # Not abandoned on cancel: it returns when Podman ends the build stream, which is
             # how we know the build (and its own cleanup) is over.
             try:
-                await trio.to_thread.run_sync(self._stream_build, params, work, send, responses, errors)
+                await trio.to_thread.run_sync(self._stream_build, params, work, lines.send, responses, errors)
             except _CLIENT_ERRORS as exc:
                 errors.append(_explain(exc))
             finally:
                 finished.set()
-                send_channel.close()
-
-        async def deliver() -> None:
-            async for line in receive_channel:
-                await log(line)
+                lines.close()
 
         client = await trio.to_thread.run_sync(self._client)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(build_thread)
-                nursery.start_soon(deliver)
+                nursery.start_soon(lines.deliver, log)
                 try:
                     outcome = await supervise(finished.wait, spec.timeout_s, cancel)
                 finally:

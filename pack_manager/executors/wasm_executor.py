@@ -42,6 +42,7 @@ from .outputs import pack_outputs
 from .podman_options import INPUTS_MOUNT, OUTPUTS_MOUNT
 from .staging import BlobLookup, StagingError, remove_tree, stage_work_area
 from .supervise import supervise
+from .thread_lines import ThreadLines
 from .wasm_engines import CompiledModules, GuestHandle, ThreadEngines, new_engine
 
 __all__ = ["WasmExecutor", "CompiledModules", "new_engine"]
@@ -110,36 +111,19 @@ class WasmExecutor:
         guest = GuestHandle()
         outcome: list[ExecutionResult] = []
         body_done = trio.Event()
-        send_channel, receive_channel = trio.open_memory_channel[str](1024)
-        token = trio.lowlevel.current_trio_token()
-
-        def send(line: str) -> None:
-            # wasmtime may call the output hooks from threads of its own, hence the token.
-            try:
-                trio.from_thread.run(send_channel.send, line, trio_token=token)
-            except (
-                trio.Cancelled,
-                trio.ClosedResourceError,
-                trio.RunFinishedError,
-                trio.BrokenResourceError,
-            ):
-                pass
+        lines = ThreadLines()  # wasmtime may call the output hooks from threads of its own
 
         async def run_body() -> None:
             # Not abandoned on cancel (wasmtime state lives in the thread, and the thread
             # removes the work area): we interrupt the guest instead and wait for the thread.
             try:
-                outcome.append(await trio.to_thread.run_sync(body, guest, send))
+                outcome.append(await trio.to_thread.run_sync(body, guest, lines.send))
             finally:
-                send_channel.close()
+                lines.close()
                 body_done.set()
 
-        async def deliver() -> None:
-            async for line in receive_channel:
-                await log(line)
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(deliver)
+            nursery.start_soon(lines.deliver, log)
             nursery.start_soon(run_body)
             try:
                 ended_by = await supervise(body_done.wait, spec.timeout_s, cancel)

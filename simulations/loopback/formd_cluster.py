@@ -1,4 +1,5 @@
-"""N real formd processes on 127.0.0.1, each in its own process group and state dir.
+"""N real formd processes, each in its own process group and state dir: on 127.0.0.1, or each in
+its own network namespace (simulations/netns).
 
 Built on tests/procs.py (the same `formd init` / `formd run` the integration tests use). Every
 process ever started is remembered by pid, so `stop()` and the caller's checks can account
@@ -21,6 +22,8 @@ import psutil
 
 from cli.client import Connection
 
+from ..netns.cluster import host_formd
+from ..netns.network import Host
 from .measure import Observer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
@@ -52,12 +55,21 @@ class ControlView:
 
 class FormdCluster:
     def __init__(
-        self, root: Path, size: int, settings: dict[str, str], say: Callable[[str], None] = print
+        self,
+        root: Path,
+        size: int,
+        settings: dict[str, str],
+        say: Callable[[str], None] = print,
+        hosts: list[Host] | None = None,
     ) -> None:
+        """hosts: one network namespace per node (simulations/netns), else all on 127.0.0.1."""
         self.root = root
         self.settings = settings
         self.say = say
-        self.nodes = [Formd(root / f"n{index}", f"n{index}") for index in range(size)]
+        if hosts is None:
+            self.nodes = [Formd(root / f"n{index}", f"n{index}") for index in range(size)]
+        else:
+            self.nodes = [host_formd(root / f"n{index}", f"n{index}", hosts[index]) for index in range(size)]
         self.pids: list[dict[str, Any]] = []  # every process this cluster started: {"name", "pid", "kind"}
         self.stopped = StopTally()
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..netns.cluster import PORT
+from ..netns.network import Network
 from .formd_cluster import PROFILES, FormdCluster, leftovers
 from .measure import ratio, spread, summarise, time_until_seen
 from .runner import WorkloadRunner, labels_of
@@ -48,6 +50,9 @@ class Options:
     serf: bool = False
     keep: bool = False
     root: Path | None = None
+    netns: bool = False  # each node on a host of its own (a network namespace), not 127.0.0.1
+    delay_ms: float = 0.0  # netns only: one-way delay on every connection to a node
+    loss: float = 0.0  # netns only: chance that a packet to a host is dropped
     say: Callable[[str], None] = print
 
 
@@ -58,7 +63,9 @@ class Harness:
         self.root = options.root or Path(tempfile.mkdtemp(prefix="formnet-loopback-"))
         self.root.mkdir(parents=True, exist_ok=True)
         self.settings = {**PROFILES[options.profile], **options.settings}
-        self.formd = FormdCluster(self.root / "formd", options.nodes, self.settings, options.say)
+        self.network = Network(options.nodes) if options.netns else None
+        hosts = self.network.hosts if self.network else None
+        self.formd = FormdCluster(self.root / "formd", options.nodes, self.settings, options.say, hosts)
         self.serf: SerfCluster | None = None
         self.report: dict[str, Any] = {}
 
@@ -70,7 +77,7 @@ class Harness:
         began = time.monotonic()
         say = self.options.say
         self.report = {
-            "harness": "loopback",
+            "harness": "netns" if self.network else "loopback",
             "nodes": self.options.nodes,
             "profile": self.options.profile,
             "settings": self.settings,
@@ -84,6 +91,16 @@ class Harness:
         }
         try:
             self.report["error"] = "run did not complete"  # cleared at the end of a complete run
+            if self.network is not None:
+                self.network.start()
+                self.network.impair(PORT, self.options.delay_ms, self.options.loss)
+                self.report["network"] = {
+                    "subnet": f"{self.network.prefix}.0/24",
+                    "delay_ms": self.options.delay_ms,
+                    "loss": self.options.loss,
+                    "namespaces": [self.network.hub, *(h.name for h in self.network.hosts)],
+                }
+                say(f"{self.options.nodes} hosts (network namespaces) on {self.network.prefix}.0/24")
             say(
                 f"starting {self.options.nodes} formd nodes under {self.root} (profile {self.options.profile})"
             )
@@ -122,6 +139,8 @@ class Harness:
         shutdown = {"formd": self.formd.stop()}
         if self.serf is not None:
             shutdown["serf"] = self.serf.stop()
+        if self.network is not None:
+            shutdown["namespaces_stuck"] = self.network.close()
         if not self.options.keep:
             shutil.rmtree(self.root, ignore_errors=True)
         shutdown["kept"] = str(self.root) if self.options.keep else None

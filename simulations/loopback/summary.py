@@ -17,11 +17,16 @@ def _shares(figures: dict[str, Any] | None) -> str:
 
 def render(report: dict[str, Any]) -> str:
     lines = [
-        f"loopback cluster: {report['nodes']} formd nodes on 127.0.0.1, profile {report['profile']} "
+        f"{report['harness']} cluster: {report['nodes']} formd nodes "
+        f"{'on hosts of their own' if report['harness'] == 'netns' else 'on 127.0.0.1'}, "
+        f"profile {report['profile']} "
         f"(tick {report['settings']['tick_interval_ms']} ms, gossip {report['settings']['gossip_interval_ms']} ms "
         f"x {report['settings']['gossip_fanout']}); {report['machine']['cpus']} CPUs, load "
         f"{report['machine']['load_avg_at_start']}"
     ]
+    if report.get("network"):
+        network = report["network"]
+        lines[0] += f"; {network['subnet']}, delay {network['delay_ms']:g} ms, loss {network['loss']:.1%}"
     if "started_s" in report:
         lines.append(f"  start -> all alive everywhere: {report['started_s']:.2f} s")
     if "convergence" in report:

@@ -9,7 +9,7 @@ written with the real ClusterDocument.put_local.
 from __future__ import annotations
 
 from crdt_state.document import ClusterDocument
-from crdt_state.records import NodeRecord
+from crdt_state.records import DIRECT, NodeRecord, Openers
 from daemon.cluster.node import static_capacity
 from daemon.identity import Identity
 
@@ -17,9 +17,9 @@ from .world import CAPABILITIES, EPOCH
 
 
 class RecordWriter:
-    def __init__(self, identity: Identity, address: str, client_id: int) -> None:
+    def __init__(self, identity: Identity, address: str, client_id: int, openers: Openers = DIRECT) -> None:
         self.identity = identity
-        self.document = ClusterDocument(identity.node_id, client_id=client_id)
+        self.document = ClusterDocument(identity.node_id, client_id=client_id, openers=openers)
         self.address = address
         self.heartbeat = 0
         self.capabilities = CAPABILITIES.to_wire()

@@ -18,6 +18,10 @@ from typing import Awaitable, Callable
 
 import trio
 
+from crdt_state.records import DIRECT, Openers
+from daemon.jobs.placement_orders import OrderNodes
+from pack_manager import scheduling
+
 from .active import active_phase
 from .ending import converge, inject, settle
 from .facts import collect, orphan_claims
@@ -31,18 +35,34 @@ from .workload import plan_jobs
 from .world import World
 
 
-async def simulate(options: SimOptions, root: Path) -> RunRecord:
+async def simulate(
+    options: SimOptions,
+    root: Path,
+    openers: Openers = DIRECT,
+    order_nodes: OrderNodes = scheduling.order_nodes,
+) -> RunRecord:
+    """`openers` and `order_nodes`: the pure steps every node runs, shared among the simulated
+    nodes when the caller hands in shared ones (shared_verify.py, shared_placement.py)."""
     rng = random.Random(options.seed)
     run = RunRecord(options, FaultPlan((), (), ()))
     async with trio.open_nursery() as nursery:
-        world = World(options, rng, root, nursery, run.recorder.logged, run.recorder.changed)
+        world = World(
+            options,
+            rng,
+            root,
+            nursery,
+            run.recorder.logged,
+            run.recorder.changed,
+            openers=openers,
+            order_nodes=order_nodes,
+        )
         run.world = world
         run.plan = plan_faults(options, rng)  # after the world: the seed's draws stay in this order
         jobs = plan_jobs(options, rng)
         for index in run.plan.slow:
             world.make_slow(world.machines[index])
         if options.warm_start:
-            warm_start(world.machines, rng)
+            warm_start(world.machines, rng, openers)
         await _timed(run, "boot", lambda: boot(world, run))
         freeze_survivors()  # what the boot built lives all run: no collection need walk it again
         await _timed(run, "active", lambda: active_phase(world, run, jobs))

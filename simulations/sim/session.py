@@ -30,20 +30,26 @@ from .heartbeat_doc import heartbeat_growth
 from .options import NONE, SimOptions
 from .run_record import RunRecord
 from .scenario import simulate
-from .shared_placement import shared_placement
-from .shared_verify import shared_verification
+from .shared_placement import SharedOrders
+from .shared_verify import SharedCache
 
 
 def simulate_once(options: SimOptions) -> tuple[RunRecord, dict[str, Any]]:
     with (
         tempfile.TemporaryDirectory(prefix="formnet-sim-") as scratch,
         deterministic_trio(options.seed),
-        shared_verification() as cache,
-        shared_placement() as orders,
         GcTimer() as gc_timer,
     ):
+        cache, orders = SharedCache(), SharedOrders()
         started, cpu_started = time.perf_counter(), time.process_time()
-        run = trio.run(simulate, options, Path(scratch), clock=trio.testing.MockClock(autojump_threshold=0))
+        run = trio.run(
+            simulate,
+            options,
+            Path(scratch),
+            cache.openers,
+            orders.order_nodes,
+            clock=trio.testing.MockClock(autojump_threshold=0),
+        )
         real, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         gc_figures = gc_timer.figures()
     simulated = run.end

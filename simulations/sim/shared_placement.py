@@ -8,15 +8,14 @@ that knows the same nodes computes the same list; the simulation computes it onc
 (job, policy, node set) and shares it. Jobs whose order also depends on labels or holdings
 are ranked by each node as before.
 
-Installed by wrapping the name daemon/placement_orders looks up at call time, for the
-duration of a run; bounded (oldest entries go first). The shared lists are read-only for the
-node code (PlacementOrders.order's callers do not modify them).
+Handed to every simulated node's job loop as its `order_nodes` (scheduling.order_nodes,
+wrapped); one per run, bounded (oldest entries go first). The shared lists are read-only for
+the node code (PlacementOrders.order's callers do not modify them).
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 from pack_manager import scheduling
 
@@ -29,6 +28,7 @@ class SharedOrders:
         self.entries: dict[Any, list[bytes]] = {}
         self.hits = 0
         self.misses = 0
+        self.order_nodes = self.wrap(scheduling.order_nodes)
 
     def wrap(self, order_nodes: Any) -> Any:
         def shared(
@@ -49,14 +49,3 @@ class SharedOrders:
             return found
 
         return shared
-
-
-@contextlib.contextmanager
-def shared_placement(orders: SharedOrders | None = None) -> Iterator[SharedOrders]:
-    orders = orders or SharedOrders()
-    saved = scheduling.order_nodes
-    scheduling.order_nodes = orders.wrap(saved)
-    try:
-        yield orders
-    finally:
-        scheduling.order_nodes = saved

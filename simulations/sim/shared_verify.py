@@ -11,16 +11,15 @@ it, is the record older than the one it holds, does the update fit its document)
 decided by each node's own ClusterDocument. The shared results are read-only for the node
 code (record bodies are never modified in place).
 
-Installed by wrapping the two names crdt_state.records looks up at call time, for the
-duration of a run; the cache is bounded (oldest entries go first).
+Handed to every simulated node's ClusterDocument as its `openers` (crdt_state/records.py
+Openers: the real functions, wrapped); one cache per run, bounded (oldest entries go first).
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-import crdt_state.records as records
+from crdt_state.records import DIRECT, Openers
 from crdt_state.signing import RecordError
 
 MAX_ENTRIES = 20_000  # ~20 s of heartbeats at 1000 nodes: repeats arrive within seconds
@@ -32,6 +31,7 @@ class SharedCache:
         self.entries: dict[Any, Any] = {}
         self.hits = 0
         self.misses = 0
+        self.openers = Openers(self.wrap(DIRECT.open_record), self.wrap(DIRECT.open_node))
 
     def wrap(self, opener: Callable[..., Any]) -> Callable[..., Any]:
         def cached(envelope: bytes, *args: Any) -> Any:
@@ -53,15 +53,3 @@ class SharedCache:
             return found
 
         return cached
-
-
-@contextlib.contextmanager
-def shared_verification(cache: SharedCache | None = None) -> Iterator[SharedCache]:
-    cache = cache or SharedCache()
-    saved = records.open_record, records._open_node
-    records.open_record = cache.wrap(saved[0])
-    records._open_node = cache.wrap(saved[1])
-    try:
-        yield cache
-    finally:
-        records.open_record, records._open_node = saved

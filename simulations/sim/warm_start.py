@@ -21,21 +21,23 @@ import random
 from pycrdt import Doc, Map
 
 from crdt_state.document import MAP_NAMES
+from crdt_state.records import DIRECT, Openers
 
 from .record_writer import RecordWriter
 from .world import Machine
 
 
-def formed_document(machines: list[Machine], rng: random.Random) -> bytes:
+def formed_document(machines: list[Machine], rng: random.Random, openers: Openers = DIRECT) -> bytes:
     merged = Doc({name: Map() for name in MAP_NAMES})
     for machine in machines:
-        for update in RecordWriter(machine.identity, machine.address, rng.getrandbits(32) | 1).beat(0.0):
+        writer = RecordWriter(machine.identity, machine.address, rng.getrandbits(32) | 1, openers)
+        for update in writer.beat(0.0):
             merged.apply_update(update)
     return merged.get_update()
 
 
-def warm_start(machines: list[Machine], rng: random.Random) -> None:
-    state = formed_document(machines, rng)
+def warm_start(machines: list[Machine], rng: random.Random, openers: Openers = DIRECT) -> None:
+    state = formed_document(machines, rng, openers)
     for machine in machines:
         machine.saved = [state]
         machine.incarnation = 1

@@ -33,18 +33,22 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crdt_state.document import ClusterDocument
-from crdt_state.records import NodeRecord
+from crdt_state.records import DIRECT, NodeRecord, Openers
 from daemon.cluster.membership import MembershipConfig
 from daemon.cluster.node import Node, NodeSettings, static_capacity
 from daemon.config import FormdConfig
 from daemon.identity import Identity
 from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.loop import JobLoop
+from daemon.jobs.peer_requests import LiveLogs, PeerRequests
+from daemon.jobs.placement_orders import OrderNodes
+from daemon.jobs.wakeup import Wakeup
 from daemon.log import EventLog
 from daemon.runtime import node_settings
 from daemon.transport.keyring import Keyring
 from metrics_agent.capabilities import NodeCapabilities
-from metrics_agent.capacity import apply_reservations
+from metrics_agent.capacity import Reservation, apply_reservations
+from pack_manager import scheduling
 
 from .executor import SimulatedExecutor
 from .network import SlowLinkNetwork
@@ -195,8 +199,13 @@ class World:
         nursery: trio.Nursery,
         log_sink: Callable[[int, int, str, dict], None],
         on_change: Callable[["Machine"], None],
+        *,
+        openers: Openers = DIRECT,
+        order_nodes: OrderNodes = scheduling.order_nodes,
     ) -> None:
         self.options = options
+        self.openers = openers  # every node's document verifies records with these
+        self.order_nodes = order_nodes  # every node's job loop ranks nodes with this
         self.rng = rng
         self.root = root
         self.nursery = nursery
@@ -239,7 +248,7 @@ class World:
     async def start(self, machine: Machine) -> None:
         identity = machine.identity
         document = ClusterDocument.from_updates(
-            machine.saved, identity.node_id, client_id=self.rng.getrandbits(32) | 1
+            machine.saved, identity.node_id, client_id=self.rng.getrandbits(32) | 1, openers=self.openers
         )
         held = document.get("nodes", identity.node_hex)
         held_record = held.node if held is not None else None
@@ -261,11 +270,17 @@ class World:
                 },
                 slowdown=factor,
             )
-        loop: JobLoop | None = None
+        blobs = BlobStore(machine.root / "blobs")
+        live_logs = LiveLogs()
+        wakeup = Wakeup()
+        reservations: dict[str, Reservation] = {}
 
         def sample(capabilities: NodeCapabilities):
-            reservations = loop.reservations.values() if loop is not None else ()
-            return apply_reservations(capabilities, static_capacity(capabilities), reservations)
+            return apply_reservations(capabilities, static_capacity(capabilities), reservations.values())
+
+        def changed() -> None:
+            wakeup.set()
+            self.on_change(machine)
 
         self.network.restore(machine.address)
         node = SimNode(
@@ -286,24 +301,24 @@ class World:
             wall_clock=sim_wall_clock,
             log=SimLog(self.log_sink, machine.index),
             version="sim",
+            on_change=changed,
+            side_handler=PeerRequests(blobs, live_logs).serve,
         )
         if resumed:
             node.resume(held_record)
         loop = JobLoop(
             node,
-            BlobStore(machine.root / "blobs"),
+            blobs,
             machine.root / "work",
             {"wasm": machine.executor},
             policy=self.options.policy,
             retention_s=FormdConfig().job_retention_s,
+            wakeup=wakeup,
+            live_logs=live_logs,
+            reservations=reservations,
+            order_nodes=self.order_nodes,
         )
-
-        def changed() -> None:
-            loop.wake()
-            self.on_change(machine)
-
-        node.on_change = changed
-        node.side_handler = loop.serve_peer_request
+        loop.configure_document()
         machine.node, machine.loop = node, loop
         machine.scope, machine.loop_scope = trio.CancelScope(), trio.CancelScope()
         machine.starts += 1

@@ -107,6 +107,10 @@ def test_a_missing_workload_file_is_refused():
         (["--steady", "0s"], "--steady must be more than 0"),
         (["--set", "novalue"], "write KEY=VALUE"),
         (["--workload", "/nonexistent/w.toml"], "No such file"),
+        (["--delay", "5ms"], "--delay and --loss need --netns"),
+        (["--loss", "150%"], "--loss must be from 0% to below 100%"),
+        (["--loss", "3x"], "write a share such as 1%"),
+        (["--delay", "soon"], "--delay:"),
     ],
 )
 def test_bad_options_exit_2_with_one_line_and_start_nothing(tmp_path, capsys, argv, message):

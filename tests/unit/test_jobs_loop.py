@@ -79,6 +79,7 @@ async def start_node(nursery, sim, tmp_path, addresses, i, loops, gates, **loop_
     gates[address] = Gate()
     loops[address] = JobLoop(node, blobs, tmp_path / f"work{i}", {"wasm": gates[address]}, **loop_options)
     node.on_change = loops[address].wake
+    loops[address].configure_document()
     scope = trio.CancelScope()
 
     async def run(task_status=trio.TASK_STATUS_IGNORED):

@@ -9,7 +9,7 @@ from metrics_agent.units import GIB
 from pack_manager import scheduling
 from pack_manager.jobspec import JobSpec
 from pack_manager.requirements import WorkloadRequirements
-from simulations.sim.shared_placement import shared_placement
+from simulations.sim.shared_placement import SharedOrders
 
 
 def nodes(count, zone_of=lambda i: "a"):
@@ -49,11 +49,11 @@ def test_a_shared_order_is_the_one_each_node_computes_and_is_computed_once_per_n
     known = nodes(30)
     fewer = dict(list(known.items())[:20])
     j = job()
-    with shared_placement() as orders:
-        first = scheduling.order_nodes(j, dict(known))
-        again = scheduling.order_nodes(j, dict(reversed(list(known.items()))))  # another node's view
-        other_set = scheduling.order_nodes(j, fewer)
-    assert scheduling.order_nodes is plain  # uninstalled afterwards
+    orders = SharedOrders()
+    first = orders.order_nodes(j, dict(known))
+    again = orders.order_nodes(j, dict(reversed(list(known.items()))))  # another node's view
+    other_set = orders.order_nodes(j, fewer)
+    assert scheduling.order_nodes is plain  # a seam handed to the nodes: nothing installed globally
     assert first == again == plain(j, known)
     assert other_set == plain(j, fewer)
     assert (orders.misses, orders.hits) == (2, 1)
@@ -62,9 +62,9 @@ def test_a_shared_order_is_the_one_each_node_computes_and_is_computed_once_per_n
 def test_a_job_preferring_labels_is_ranked_by_each_node_not_shared():
     known = nodes(20, zone_of=lambda i: "a" if i % 2 else "b")
     j = job(preferred={"zone": "a"})
-    with shared_placement() as orders:
-        order = scheduling.order_nodes(j, known)
-        scheduling.order_nodes(j, known)
+    orders = SharedOrders()
+    order = orders.order_nodes(j, known)
+    orders.order_nodes(j, known)
     assert order == scheduling.order_nodes(j, known)
     assert all(known[n].capabilities.labels["zone"] == "a" for n in order[:10])
     assert (orders.misses, orders.hits) == (0, 0)

@@ -1,0 +1,85 @@
+"""Side requests between nodes (0xc1 payloads, daemon/cluster/wire.py SIDE_REQUEST): a thin driver.
+
+Two kinds travel over the same sealed Transport as gossip, as requests with a reply:
+
+    blob chunk  0xc1 + msgpack {"op": "blob", "digest": hex, "offset": int, "length": int}
+                -> 0xc1 + msgpack {"size": total bytes, "data": bytes}   (daemon/jobs/blobfetch.py)
+    live log    0xc1 + msgpack {"op": "log", "job": hex, "offset": int}
+                -> 0xc1 + msgpack {"data": bytes}
+    either      -> a str reason for a fair refusal (not held, not running here)
+
+A malformed request raises BlobRequestError (a ValueError): the node logs it as a bad message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgpack
+
+from daemon.cluster.wire import SIDE_REQUEST
+from daemon.jobs.blobfetch import FETCH_CHUNK, BlobRequestError, serve_blob_request
+from daemon.jobs.blobstore import BlobStore
+from daemon.transport.interface import Transport, TransportError
+
+
+class LiveLogs:
+    """The log files of the runs in progress on this node (job hex -> path), written by the job
+    loop and read by local `job.log` calls and by peers' live log requests."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, Path] = {}
+
+    def open(self, job_hex: str, path: Path) -> None:
+        self.paths[job_hex] = path
+
+    def close(self, job_hex: str) -> None:
+        self.paths.pop(job_hex, None)
+
+    def read(self, job_hex: str, offset: int, length: int = FETCH_CHUNK) -> bytes | None:
+        """Part of the log of a run in progress on this node, or None when none runs here."""
+        path = self.paths.get(job_hex)
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as src:
+                src.seek(offset)
+                return src.read(length)
+        except FileNotFoundError:
+            return None
+
+
+class PeerRequests:
+    """Serves peers' side requests from this node's blob store and live logs."""
+
+    def __init__(self, blobs: BlobStore, live_logs: LiveLogs) -> None:
+        self.blobs = blobs
+        self.live_logs = live_logs
+
+    def serve(self, payload: bytes) -> bytes | str:
+        try:
+            request = msgpack.unpackb(payload[1:], raw=False)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            raise BlobRequestError("bad side request: not msgpack") from None
+        if isinstance(request, dict) and request.get("op") == "log":
+            job_hex, offset = request.get("job"), request.get("offset")
+            if not isinstance(job_hex, str) or not isinstance(offset, int) or offset < 0:
+                raise BlobRequestError("log request: job and offset required")
+            data = self.live_logs.read(job_hex, offset)
+            if data is None:
+                return f"job {job_hex[:12]} is not running here"
+            return SIDE_REQUEST + msgpack.packb({"data": data}, use_bin_type=True)
+        return serve_blob_request(self.blobs, payload)
+
+
+async def request_live_log(
+    transport: Transport, address: str, job_hex: str, offset: int, timeout: float
+) -> bytes | None:
+    """A chunk of the live log of a run on the node at `address`, or None when it has none."""
+    request = SIDE_REQUEST + msgpack.packb({"op": "log", "job": job_hex, "offset": offset}, use_bin_type=True)
+    try:
+        reply = await transport.request(address, request, timeout)
+        value = msgpack.unpackb(reply[1:], raw=False) if reply[:1] == SIDE_REQUEST else None
+    except (TransportError, ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        return None
+    return value.get("data") if isinstance(value, dict) and isinstance(value.get("data"), bytes) else None
