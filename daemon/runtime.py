@@ -34,6 +34,7 @@ from daemon.control.metrics import render_metrics
 from daemon.control.server import ControlServer
 from daemon.control.tls import load_fingerprint
 from daemon.identity import bump_incarnation, load_identity
+from daemon.jobs.blobfetch import chunk_limit
 from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.group_commit import file_syncer
 from daemon.jobs.loop import JobLoop
@@ -172,7 +173,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         log=log,
         version=version(),
         on_change=wakeup.set,
-        side_handler=PeerRequests(blobs, live_logs).serve,
+        side_handler=PeerRequests(blobs, live_logs, chunk_limit(config.max_frame_bytes)).serve,
     )
     limits = ExecutorLimits(
         max_context_bytes=config.max_context_bytes, max_input_bytes=config.max_input_bytes

@@ -24,12 +24,18 @@ import msgpack
 import trio
 
 from daemon.cluster.wire import SIDE_REQUEST as BLOB_PREFIX
-from daemon.jobs.blobstore import CHUNK, BlobError, BlobStore, BlobWriter, check_digest
+from daemon.jobs.blobstore import BlobError, BlobStore, BlobWriter, check_digest
 from daemon.jobs.chunk_window import ChunkWindow
 from daemon.transport.interface import Transport, TransportError
 
-FETCH_CHUNK = 4 * CHUNK  # 1 MiB per request: well under the frame limit, and what every holder serves
-FETCH_WINDOW = 4  # requests outstanding per fetch: at most 4 MiB in flight (8 while a batch is written)
+FETCH_CHUNK = 3 * 1024 * 1024  # asked per request (and the most a holder serves), when frames allow
+FETCH_WINDOW = 2  # requests outstanding per fetch: at most 6 MiB in flight (12 while a batch is written)
+FRAME_ROOM = 4096  # a chunk reply's bytes besides the data, and the sealed frame's own, with room to spare
+
+
+def chunk_limit(max_frame: int) -> int:
+    """The largest chunk whose reply fits a frame of `max_frame` bytes (never above FETCH_CHUNK)."""
+    return max(1024, min(FETCH_CHUNK, max_frame - FRAME_ROOM))
 
 
 class BlobRequestError(ValueError):
@@ -44,8 +50,9 @@ def is_blob_request(payload: bytes) -> bool:
     return payload[:1] == BLOB_PREFIX
 
 
-def serve_blob_request(store: BlobStore, payload: bytes) -> bytes | str:
-    """A chunk, or a str reason for a fair refusal (not held); BlobRequestError when malformed."""
+def serve_blob_request(store: BlobStore, payload: bytes, max_data: int = FETCH_CHUNK) -> bytes | str:
+    """A chunk of at most `max_data` bytes (chunk_limit of this node's frames), or a str reason
+    for a fair refusal (not held); BlobRequestError when malformed."""
     try:
         request = msgpack.unpackb(payload[1:], raw=False)
         if not isinstance(request, dict) or request.get("op") != "blob":
@@ -56,7 +63,7 @@ def serve_blob_request(store: BlobStore, payload: bytes) -> bytes | str:
             raise BlobRequestError("blob request: offset and length must be integers >= 0")
         if not store.has(digest):
             return f"blob {digest[:12]} is not held here"
-        data = store.read_chunk(digest, offset, min(length, FETCH_CHUNK))
+        data = store.read_chunk(digest, offset, min(length, max_data))
         return _chunk_reply(store.size(digest), data)
     except BlobRequestError:
         raise
@@ -121,7 +128,8 @@ async def _fetch_from(
 ) -> None:
     partial = store.partial_path(digest)
     start = partial.stat().st_size if partial.exists() else 0  # resume where an earlier holder stopped
-    total, data = await _ask(transport, address, digest, start, FETCH_CHUNK, timeout)
+    chunk = chunk_limit(getattr(transport, "max_frame", FETCH_CHUNK + FRAME_ROOM))
+    total, data = await _ask(transport, address, digest, start, chunk, timeout)
     writer = await trio.to_thread.run_sync(store.writer, digest, total)
     try:
         resumed = writer.offset > 0
@@ -129,7 +137,7 @@ async def _fetch_from(
             await trio.to_thread.run_sync(writer.write, data)
         elif not data and writer.offset < total:
             raise BlobError(f"holder sent no data at offset {start}")
-        await _stream(writer, transport, address, timeout)
+        await _stream(writer, transport, address, chunk, timeout)
         try:
             await trio.to_thread.run_sync(writer.finish)
         except BlobError:
@@ -142,9 +150,9 @@ async def _fetch_from(
         writer.close()
 
 
-async def _stream(writer: BlobWriter, transport: Transport, address: str, timeout: float) -> None:
+async def _stream(writer: BlobWriter, transport: Transport, address: str, chunk: int, timeout: float) -> None:
     """Fill the writer up to its size with FETCH_WINDOW requests outstanding."""
-    window = ChunkWindow(writer.offset, writer.size, FETCH_CHUNK, FETCH_WINDOW)
+    window = ChunkWindow(writer.offset, writer.size, chunk, FETCH_WINDOW)
     replies_in, replies_out = trio.open_memory_channel[tuple[int, Any]](math.inf)
     failure: Exception | None = None
 

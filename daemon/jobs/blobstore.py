@@ -21,6 +21,7 @@ from blake3 import blake3
 
 CHUNK = 256 * 1024
 COPY_CHUNK = 1024 * 1024  # one read, hash and write step when copying a whole file in
+MAX_READ = 4 * 1024 * 1024  # the most one read_chunk returns
 WRITEBACK_STEP = 8 * 1024 * 1024  # written bytes after which their writeback to disk is started
 SMALL_FILE = 1024 * 1024
 DEFAULT_MAX_BLOB = 4 * 1024**3
@@ -81,7 +82,7 @@ class BlobStore:
             raise BlobError("offset and length must be ≥ 0")
         with self.open(digest) as src:
             src.seek(offset)
-            return src.read(min(length, CHUNK * 4))
+            return src.read(min(length, MAX_READ))
 
     def put_bytes(self, data: bytes) -> str:
         return self.put_chunks([data])

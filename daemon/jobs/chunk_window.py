@@ -5,7 +5,8 @@ chunk to send while the last one is on the wire or being written: one round trip
 window rather than per chunk. Replies may come back in any order; a chunk is written only
 when every byte before it is, so the partial file is always a prefix of the blob and a
 fetch that stops can resume from its length. Requested plus received-but-unwritten chunks
-never exceed `window`, which bounds memory at window x chunk bytes.
+never exceed `window`, which bounds memory at window x chunk bytes. A holder may send less
+than asked (it serves smaller chunks, or its frames are smaller): the rest is asked again.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class ChunkWindow:
         self._next = start  # the next offset to ask for
         self._asked: dict[int, int] = {}  # offset -> length, outstanding
         self._held: dict[int, bytes] = {}  # offset -> data, received ahead of `written`
+        self._again: list[tuple[int, int]] = []  # the rest of chunks a holder sent short
 
     @property
     def complete(self) -> bool:
@@ -38,6 +40,10 @@ class ChunkWindow:
     def to_ask(self) -> list[tuple[int, int]]:
         """(offset, length) requests to send now; each is then outstanding until received."""
         asks = []
+        while self._again and len(self._asked) + len(self._held) < self.window:
+            offset, length = self._again.pop()
+            self._asked[offset] = length
+            asks.append((offset, length))
         while self._next < self.size and len(self._asked) + len(self._held) < self.window:
             length = min(self.chunk, self.size - self._next)
             self._asked[self._next] = length
@@ -49,8 +55,10 @@ class ChunkWindow:
         length = self._asked.pop(offset, None)
         if length is None:
             raise ChunkError(f"a chunk at offset {offset} that was not asked for")
-        if len(data) != length:
+        if not data or len(data) > length:
             raise ChunkError(f"chunk at offset {offset}: {len(data)} bytes, asked for {length}")
+        if len(data) < length:
+            self._again.append((offset + len(data), length - len(data)))
         self._held[offset] = data
 
     def to_write(self) -> list[bytes]:

@@ -22,6 +22,8 @@ from daemon.jobs.blobfetch import FETCH_CHUNK, BlobRequestError, serve_blob_requ
 from daemon.jobs.blobstore import BlobStore
 from daemon.transport.interface import Transport, TransportError
 
+LOG_CHUNK = 512 * 1024  # of a live log per request: what job.log hands on at once
+
 
 class LiveLogs:
     """The log files of the runs in progress on this node (job hex -> path), written by the job
@@ -36,7 +38,7 @@ class LiveLogs:
     def close(self, job_hex: str) -> None:
         self.paths.pop(job_hex, None)
 
-    def read(self, job_hex: str, offset: int, length: int = FETCH_CHUNK) -> bytes | None:
+    def read(self, job_hex: str, offset: int, length: int = LOG_CHUNK) -> bytes | None:
         """Part of the log of a run in progress on this node, or None when none runs here."""
         path = self.paths.get(job_hex)
         if path is None:
@@ -52,9 +54,10 @@ class LiveLogs:
 class PeerRequests:
     """Serves peers' side requests from this node's blob store and live logs."""
 
-    def __init__(self, blobs: BlobStore, live_logs: LiveLogs) -> None:
+    def __init__(self, blobs: BlobStore, live_logs: LiveLogs, max_chunk: int = FETCH_CHUNK) -> None:
         self.blobs = blobs
         self.live_logs = live_logs
+        self.max_chunk = max_chunk  # blobfetch.chunk_limit of this node's frame size
 
     def serve(self, payload: bytes) -> bytes | str:
         try:
@@ -69,7 +72,7 @@ class PeerRequests:
             if data is None:
                 return f"job {job_hex[:12]} is not running here"
             return SIDE_REQUEST + msgpack.packb({"data": data}, use_bin_type=True)
-        return serve_blob_request(self.blobs, payload)
+        return serve_blob_request(self.blobs, payload, self.max_chunk)
 
 
 async def request_live_log(

@@ -139,6 +139,21 @@ async def test_a_resumed_fetch_whose_whole_does_not_match_starts_over_once(autoj
     assert not list((tmp_path / "mine" / "tmp").iterdir())
 
 
+async def test_a_holder_serving_smaller_chunks_is_asked_for_the_rest(autojump_clock, tmp_path):
+    source = BlobStore(tmp_path / "source")
+    digest = source.put_bytes(DATA)
+    mine = BlobStore(tmp_path / "mine")
+    network = SimNetwork(seed=5)
+    async with trio.open_nursery() as nursery:
+        # A holder whose frames are smaller (or that serves 1 MiB, as earlier versions do).
+        await serve(nursery, network, "10.0.0.1:1", lambda p: serve_blob_request(source, p, 1024 * 1024))
+        me = network.transport("10.0.0.9:1")
+        await nursery.start(me.serve, ignore)
+        await fetch_blob(mine, me, digest, ["10.0.0.1:1"], timeout=1.0)
+        nursery.cancel_scope.cancel()
+    assert mine.path(digest).read_bytes() == DATA
+
+
 def test_malformed_requests_are_refused(tmp_path):
     store = BlobStore(tmp_path)
     for payload in (b"\xc1garbage", b"\xc1\x80", b"\xc1" + b"\x81\xa2op\xa3blob"):

@@ -28,12 +28,26 @@ def test_starts_where_a_partial_file_stops():
     assert ChunkWindow(start=10, size=10, chunk=4, window=8).complete
 
 
+def test_a_short_reply_is_kept_and_its_rest_asked_again():
+    window = ChunkWindow(start=0, size=10, chunk=4, window=2)
+    assert window.to_ask() == [(0, 4), (4, 4)]
+    window.received(0, b"ab")  # a holder that serves smaller chunks
+    assert window.to_write() == [b"ab"]
+    assert window.to_ask() == [(2, 2)]
+    window.received(4, b"efgh")
+    window.received(2, b"cd")
+    assert window.to_write() == [b"cd", b"efgh"]
+    assert window.to_ask() == [(8, 2)]
+
+
 def test_replies_that_do_not_fit_are_refused():
     window = ChunkWindow(start=0, size=10, chunk=4, window=2)
     window.to_ask()
     with pytest.raises(ChunkError, match="not asked for"):
         window.received(2, b"xxxx")
     with pytest.raises(ChunkError, match="asked for 4"):
-        window.received(0, b"xx")  # a holder must send the whole chunk (it is not the last)
+        window.received(0, b"xxxxx")  # more than asked
+    with pytest.raises(ChunkError, match="asked for 4"):
+        window.received(4, b"")  # nothing, before the end
     with pytest.raises(ValueError):
         ChunkWindow(start=11, size=10, chunk=4, window=2)
