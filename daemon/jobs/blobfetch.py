@@ -29,7 +29,7 @@ from daemon.jobs.chunk_window import ChunkWindow
 from daemon.transport.interface import Transport, TransportError
 
 # Asked per request (and the most a holder serves), when frames allow. 3 MiB chunks cost a
-# quarter less CPU per byte, but each frame's buffers grow with them: formd's peak RSS passed 100 MiB.
+# quarter less CPU per byte but grow every frame's buffers: formd's peak RSS then goes over 100 MiB.
 FETCH_CHUNK = 1024 * 1024
 FETCH_WINDOW = 4  # requests outstanding per fetch: at most 4 MiB in flight (8 while a batch is written)
 FRAME_ROOM = 4096  # a chunk reply's bytes besides the data, and the sealed frame's own, with room to spare
