@@ -42,6 +42,10 @@ cluster_key_app = typer.Typer(
 label_app = typer.Typer(
     no_args_is_help=True, help="Change this node's labels at runtime (persisted to formd.toml)."
 )
+capability_app = typer.Typer(
+    no_args_is_help=True,
+    help="Change this node's named capabilities at runtime (persisted to formd.toml).",
+)
 key_app = typer.Typer(no_args_is_help=True, help="Client keys for the HTTPS API (form --remote).")
 acl_app = typer.Typer(
     no_args_is_help=True, help="Which client keys may do what (admin; spreads to every node)."
@@ -52,6 +56,7 @@ token_app = typer.Typer(no_args_is_help=True, help="Short-lived read tokens for 
 app.add_typer(acl_app, name="acl")
 app.add_typer(token_app, name="token")
 app.add_typer(label_app, name="label")
+app.add_typer(capability_app, name="capability")
 
 
 def _print_json(value: Any) -> None:
@@ -206,6 +211,26 @@ def label_remove(ctx: typer.Context, keys: list[str] = typer.Argument(..., help=
     """Remove labels from this node."""
     result = request(ctx, "label.remove", {"keys": keys})
     typer.echo(",".join(f"{k}={v}" for k, v in sorted(result["labels"].items())) or "(no labels)")
+
+
+def _print_capabilities(result: dict) -> None:
+    typer.echo(",".join(f"{k}={v}" for k, v in result["capabilities"].items()) or "(no capabilities)")
+
+
+@capability_app.command("set")
+def capability_set(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="e.g. inference:llama3"),
+    max_concurrency: int = typer.Option(..., "--max", help="jobs that may hold it at once"),
+) -> None:
+    """Offer a named capability (or change its slots)."""
+    _print_capabilities(request(ctx, "capability.set", {"name": name, "max": max_concurrency}))
+
+
+@capability_app.command("remove")
+def capability_remove(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
+    """Stop offering a named capability (running jobs keep their slots)."""
+    _print_capabilities(request(ctx, "capability.remove", {"name": name}))
 
 
 @key_app.command("generate")

@@ -15,9 +15,10 @@ import os
 import socket
 import ssl
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -123,6 +124,20 @@ class RemoteTarget:
         except httpx.HTTPError as exc:
             raise RemoteError(f"request to {self.url} failed: {exc}") from None
 
+    @contextmanager
+    def stream(self, path: str) -> Iterator[httpx.Response]:
+        """A signed GET whose body is read as it arrives; a refusal becomes a RemoteError."""
+        client = self._connect()
+        headers = sign_request(self.key, "GET", path, body_digest(b""), int(time.time() * 1000))
+        try:
+            with client.stream("GET", path, headers=headers) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise RemoteError(error_text(response))
+                yield response
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"request to {self.url} failed: {exc}") from None
+
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         body = json.dumps(params or {}, separators=(",", ":")).encode()
         response = self.request("POST", f"/v1/call/{method}", body)
@@ -131,12 +146,19 @@ class RemoteTarget:
         except ValueError:
             raise RemoteError(f"{self.url} answered {response.status_code} without JSON") from None
         if response.status_code != 200:
-            raise RemoteError(
-                value.get("error", f"HTTP {response.status_code}") if isinstance(value, dict) else value
-            )
+            raise RemoteError(error_text(response))
         return value
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def error_text(response: httpx.Response) -> str:
+    """The node's reason for a refusal ({"error": ...}), or the bare status."""
+    try:
+        value = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    return str(value.get("error", f"HTTP {response.status_code}")) if isinstance(value, dict) else str(value)

@@ -39,6 +39,14 @@ def _gpus(capabilities: dict, capacity: dict) -> str:
     return f"{free}/{len(gpus)} {', '.join(models)}"
 
 
+def _named(capabilities: dict, capacity: dict) -> str:
+    named = capabilities.get("named") or {}
+    in_use = capacity.get("capabilities_in_use") or {}
+    if not isinstance(named, dict) or not named:
+        return "-"
+    return ", ".join(f"{name} {in_use.get(name, 0)}/{slots}" for name, slots in sorted(named.items()))
+
+
 def nodes_table(nodes: list[dict[str, Any]]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in (
@@ -53,9 +61,11 @@ def nodes_table(nodes: list[dict[str, Any]]) -> Table:
         "DISK free/total",
         "GPU",
         "EXECUTORS",
+        "REGION",
+        "CAPABILITIES used/max",
         "LABELS",
     ):
-        table.add_column(column, no_wrap=column not in ("LABELS",))
+        table.add_column(column, no_wrap=column not in ("LABELS", "CAPABILITIES used/max"))
     for node in nodes:
         caps = node.get("capabilities") or {}
         capacity = node.get("capacity") or {}
@@ -73,6 +83,8 @@ def nodes_table(nodes: list[dict[str, Any]]) -> Table:
             _resource(capacity.get("allocatable_disk_bytes"), caps.get("disk_bytes"), format_bytes),
             _gpus(caps, capacity),
             ",".join(node.get("executors") or []) or "-",
+            str(caps.get("region") or "-"),
+            _named(caps, capacity),
             ",".join(f"{k}={v}" for k, v in sorted((node.get("labels") or {}).items())) or "-",
         )
     return table

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from metrics_agent.capabilities import check_region
+from metrics_agent.named_capabilities import CapabilityNameError, check_named
 from pack_manager.requirements import RequirementsError, parse_labels
 
 CONFIG_NAME = "formd.toml"
@@ -40,6 +42,9 @@ class FormdConfig:
     advertise: str = ""
     seeds: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    region: str = ""  # "" names no region; jobs submitted with --region never fit here then
+    # Named capabilities, as in the file: {"inference:llama3": {"max_concurrency": 2}}.
+    capabilities: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     node_key_file: str = "node.key"
     cluster_key_file: str = "cluster.key"
     socket: str = "formd.sock"
@@ -89,6 +94,11 @@ class FormdConfig:
     @property
     def advertise_address(self) -> str:
         return self.advertise or self.listen
+
+    @property
+    def named_capabilities(self) -> dict[str, int]:
+        """{name: max_concurrency}, as NodeCapabilities carries them."""
+        return {name: table["max_concurrency"] for name, table in self.capabilities.items()}
 
     @property
     def http_address(self) -> str:
@@ -142,6 +152,12 @@ class FormdConfig:
             labels = parse_labels(dict(self.labels), "labels")
         except RequirementsError as exc:
             raise ConfigError(str(exc)) from exc
+        capabilities = _capability_tables(self.capabilities)
+        if self.region:
+            try:
+                check_region(self.region)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
         for name in self.executors:
             if name not in ("podman", "wasm"):
                 raise ConfigError(f"executors: unknown executor {name!r} (known: podman, wasm)")
@@ -185,7 +201,22 @@ class FormdConfig:
         for key in ("node_key_file", "cluster_key_file", "socket"):
             if not getattr(self, key):
                 raise ConfigError(f"{key}: must not be empty")
-        return replace(self, labels=labels)
+        return replace(self, labels=labels, capabilities=capabilities)
+
+
+def _capability_tables(raw: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """[capabilities] "name" = { max_concurrency = N }, every name and count checked."""
+    named = {}
+    for name, table in raw.items():
+        if not isinstance(table, Mapping) or set(table) != {"max_concurrency"}:
+            raise ConfigError(
+                f"capabilities: {name!r} must be a table {{ max_concurrency = N }}, got {table!r}"
+            )
+        named[name] = table["max_concurrency"]
+    try:
+        return {name: {"max_concurrency": n} for name, n in check_named(named, "capabilities").items()}
+    except CapabilityNameError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def split_address(text: str, key: str) -> tuple[str, int]:
@@ -298,6 +329,8 @@ def _toml_value(value: Any) -> str:
         return _toml_string(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table: { max_concurrency = 2 }
+        return "{ " + ", ".join(f"{_toml_string(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 

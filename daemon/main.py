@@ -1,7 +1,8 @@
 """`formd init` and `formd run`.
 
     formd init --state-dir DIR --listen HOST:PORT [--advertise HOST:PORT] [--seed HOST:PORT ...]
-               (--cluster-key-file FILE | --new-cluster-key) [--label k=v ...] [--set key=value ...]
+               (--cluster-key-file FILE | --new-cluster-key) [--label k=v ...] [--region R]
+               [--capability NAME=MAX ...] [--set key=value ...]
     formd run  --state-dir DIR
 
 init validates everything before it writes anything, refuses to replace an existing
@@ -26,6 +27,7 @@ from daemon.config import CONFIG_NAME, DEFAULT_PORT, ConfigError, from_mapping, 
 from daemon.control.tls import create_certificate
 from daemon.identity import IdentityError, create_identity
 from daemon.transport.keyring import Keyring, KeyringError
+from metrics_agent.named_capabilities import CapabilityNameError, parse_assignment
 from pack_manager.requirements import RequirementsError, parse_labels
 
 app = typer.Typer(
@@ -80,6 +82,10 @@ def init(
         False, "--new-cluster-key", help="start a new cluster with a fresh key"
     ),
     labels: list[str] = typer.Option([], "--label", help="key=value label of this node (repeatable)"),
+    region: Optional[str] = typer.Option(None, "--region", help="the region this node is in"),
+    capabilities: list[str] = typer.Option(
+        [], "--capability", help="NAME=MAX: a named capability with MAX concurrent jobs (repeatable)"
+    ),
     settings: list[str] = typer.Option([], "--set", help="any formd.toml setting as key=value (repeatable)"),
 ) -> None:
     """Create this node's identity, cluster key and formd.toml."""
@@ -94,10 +100,15 @@ def init(
         if http_listen is not None:
             raw["http_listen"] = http_listen
         raw["labels"] = parse_labels(labels, "--label")
+        if region is not None:
+            raw["region"] = region
+        if capabilities:
+            named = dict(parse_assignment(item) for item in capabilities)
+            raw["capabilities"] = {name: {"max_concurrency": n} for name, n in named.items()}
         raw["advertise"] = advertise or raw.get("advertise") or default_advertise(listen, seeds)
         config = from_mapping(raw)
         keyring = Keyring.load(cluster_key_file) if cluster_key_file is not None else Keyring.generate()
-    except (ConfigError, RequirementsError, KeyringError) as exc:
+    except (ConfigError, RequirementsError, KeyringError, CapabilityNameError) as exc:
         _fail(str(exc))
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

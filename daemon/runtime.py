@@ -143,6 +143,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         lambda: tuple(e for e in probe_executors(config.podman_url or None) if e in config.executors)
     )
     capabilities = await trio.to_thread.run_sync(collect_capabilities, state_dir, config.labels, executors)
+    capabilities = replace(capabilities, region=config.region).with_named(config.named_capabilities)
     if config.http_listen:
         capabilities = replace(
             capabilities, http_api=config.http_address, tls_fingerprint=load_fingerprint(state_dir)

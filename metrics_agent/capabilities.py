@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
+from .named_capabilities import CapabilityNameError, check_named
 from .wire import WireError, need_int, need_list, need_map, need_str, need_str_map
 
 KNOWN_EXECUTORS = ("podman", "wasm")
+MAX_REGION = 64
+_REGION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_region(region: object, what: str = "region") -> str:
+    if not isinstance(region, str) or not _REGION.match(region):
+        raise ValueError(
+            f"{what}: {region!r} is not a region name (letters, digits, '.', '_', '-'; at most {MAX_REGION})"
+        )
+    return region
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +71,9 @@ class NodeCapabilities:
     gpus: tuple[GpuInfo, ...] = ()
     executors: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    region: str = ""  # "" when the node names none
+    # Named capabilities (metrics_agent/named_capabilities.py) -> max_concurrency (slots).
+    named: Mapping[str, int] = field(default_factory=dict)
     # The node's HTTPS API ("host:port", empty when off) and the SHA-256 fingerprint of its
     # certificate, so a client that trusts one node can check every other.
     http_api: str = ""
@@ -78,6 +93,9 @@ class NodeCapabilities:
             "gpus": [gpu.to_wire() for gpu in self.gpus],
             "executors": list(self.executors),
             "labels": dict(self.labels),
+            # Written only when set, so a node without them keeps the record it had.
+            **({"region": self.region} if self.region else {}),
+            **({"named": dict(self.named)} if self.named else {}),
             "http_api": self.http_api,
             "tls_fingerprint": self.tls_fingerprint,
         }
@@ -101,6 +119,8 @@ class NodeCapabilities:
             gpus=tuple(GpuInfo.from_wire(gpu) for gpu in need_list(record, "gpus", limit=64)),
             executors=tuple(executors),
             labels=need_str_map(record, "labels"),
+            region=_region(record),
+            named=_named(record),
             http_api=need_str(record, "http_api", limit=300) if "http_api" in record else "",
             tls_fingerprint=need_str(record, "tls_fingerprint", limit=64)
             if "tls_fingerprint" in record
@@ -109,3 +129,25 @@ class NodeCapabilities:
 
     def with_labels(self, labels: Mapping[str, str]) -> "NodeCapabilities":
         return replace(self, labels=dict(labels))
+
+    def with_named(self, named: Mapping[str, int]) -> "NodeCapabilities":
+        return replace(self, named=dict(sorted(named.items())))
+
+
+def _region(record: Mapping[str, Any]) -> str:
+    if "region" not in record:
+        return ""
+    try:
+        return check_region(record.get("region"))
+    except ValueError as exc:
+        raise WireError(str(exc)) from exc
+
+
+def _named(record: Mapping[str, Any]) -> dict[str, int]:
+    if "named" not in record:
+        return {}
+    raw = need_map(record.get("named"), "named")
+    try:
+        return check_named(raw, "named")
+    except CapabilityNameError as exc:
+        raise WireError(str(exc)) from exc

@@ -7,9 +7,10 @@ and what placement may still hand out after the reservations of the jobs this no
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from .capabilities import NodeCapabilities
+from .named_capabilities import MAX_NAME, MAX_NAMED
 from .wire import WireError, need_int, need_list, need_map
 
 
@@ -44,6 +45,7 @@ class Reservation:
     memory_bytes: int = 0
     disk_bytes: int = 0
     gpu_indices: tuple[int, ...] = ()
+    capabilities: tuple[str, ...] = ()  # one slot of each named capability (see fit.capability_slots)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,8 @@ class NodeCapacity:
     allocatable_memory_bytes: int = 0
     allocatable_disk_bytes: int = 0
     allocatable_gpu_indices: tuple[int, ...] = field(default=())
+    # Slots of named capabilities held by running jobs: name -> how many (absent: none).
+    capabilities_in_use: Mapping[str, int] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -81,6 +85,7 @@ class NodeCapacity:
             "allocatable_memory_bytes": self.allocatable_memory_bytes,
             "allocatable_disk_bytes": self.allocatable_disk_bytes,
             "allocatable_gpu_indices": list(self.allocatable_gpu_indices),
+            **({"capabilities_in_use": dict(self.capabilities_in_use)} if self.capabilities_in_use else {}),
         }
 
     @classmethod
@@ -106,7 +111,24 @@ class NodeCapacity:
             allocatable_memory_bytes=need_int(record, "allocatable_memory_bytes"),
             allocatable_disk_bytes=need_int(record, "allocatable_disk_bytes"),
             allocatable_gpu_indices=_indices(record, "allocatable_gpu_indices"),
+            capabilities_in_use=_in_use(record),
         )
+
+
+def _in_use(record: Mapping[str, Any]) -> dict[str, int]:
+    if "capabilities_in_use" not in record:
+        return {}
+    raw = need_map(record.get("capabilities_in_use"), "capabilities_in_use")
+    if len(raw) > MAX_NAMED or not all(
+        isinstance(k, str)
+        and len(k) <= MAX_NAME
+        and isinstance(v, int)
+        and not isinstance(v, bool)
+        and 0 < v < 2**31
+        for k, v in raw.items()
+    ):
+        raise WireError("capabilities_in_use: expected capability names with slot counts")
+    return dict(sorted(raw.items()))
 
 
 def _indices(record: dict, key: str) -> tuple[int, ...]:
@@ -133,6 +155,9 @@ def apply_reservations(
     memory = sum(r.memory_bytes for r in held)
     disk = sum(r.disk_bytes for r in held)
     gpu_held = tuple(sorted({i for r in held for i in r.gpu_indices}))
+    in_use: dict[str, int] = {}
+    for name in (name for r in held for name in r.capabilities):
+        in_use[name] = in_use.get(name, 0) + 1
     return NodeCapacity(
         cpu_millicores_idle=observed.cpu_millicores_idle,
         memory_available_bytes=observed.memory_available_bytes,
@@ -151,4 +176,5 @@ def apply_reservations(
         allocatable_disk_bytes=max(0, min(observed.disk_free_bytes, capabilities.disk_bytes - disk)),
         # Only GPUs that answered this sample are handed out (see metrics_agent.gpu).
         allocatable_gpu_indices=tuple(g.index for g in observed.gpus if g.index not in gpu_held),
+        capabilities_in_use=dict(sorted(in_use.items())),
     )

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 from metrics_agent.capabilities import GpuInfo, NodeCapabilities
 from metrics_agent.capacity import NodeCapacity
+from metrics_agent.named_capabilities import matching as named_matching
 from metrics_agent.units import format_bytes, format_cpu
 
 from .requirements import WorkloadRequirements
+from .selectors import selector_failures
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,17 @@ def check_capabilities(caps: NodeCapabilities, req: WorkloadRequirements) -> tup
                 if have is not None
                 else f"label {key}: needs {wanted!r}, node has no such label"
             )
+    reasons.extend(selector_failures(req.selectors, caps.labels))
+    if req.region is not None and caps.region != req.region:
+        reasons.append(
+            f"region: needs {req.region!r}, node is in {caps.region!r}"
+            if caps.region
+            else f"region: needs {req.region!r}, node names no region"
+        )
+    for pattern in req.capabilities:
+        if not named_matching(pattern, caps.named):
+            offered = ", ".join(sorted(caps.named)) or "none"
+            reasons.append(f"capability {pattern}: node does not offer it (offers {offered})")
     if req.cpu_millicores > caps.cpu_millicores:
         reasons.append(
             f"cpu: needs {format_cpu(req.cpu_millicores)}, node has {format_cpu(caps.cpu_millicores)}"
@@ -112,7 +125,36 @@ def check_capacity(caps: NodeCapabilities, cap: NodeCapacity, req: WorkloadRequi
         free = free_matching_gpus(caps, cap, req)
         if len(free) < req.gpu_count:
             reasons.append(f"gpu: needs {_describe_gpu_need(req)}, {len(free)} free now of {len(caps.gpus)}")
+    for pattern in _take_slots(caps, cap, req)[1]:
+        names = named_matching(pattern, caps.named)
+        used = sum(cap.capabilities_in_use.get(n, 0) for n in names)
+        reasons.append(f"capability {pattern}: {used} of {sum(caps.named[n] for n in names)} in use")
     return tuple(reasons)
+
+
+def capability_slots(caps: NodeCapabilities, cap: NodeCapacity, req: WorkloadRequirements) -> tuple[str, ...]:
+    """The named capability whose slot each of the job's patterns takes (for its reservation)."""
+    return _take_slots(caps, cap, req)[0]
+
+
+def _take_slots(
+    caps: NodeCapabilities, cap: NodeCapacity, req: WorkloadRequirements
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(names whose slot the patterns take, patterns whose slots are all in use). Each pattern
+    takes the first matching name (sorted, so every node picks alike) with a slot free after
+    the patterns before it; a pattern the node does not offer at all takes nothing and is
+    not listed (that is a `never` reason, see check_capabilities)."""
+    taken: dict[str, int] = dict(cap.capabilities_in_use)
+    chosen, full = [], []
+    for pattern in req.capabilities:
+        names = named_matching(pattern, caps.named)
+        slot = next((n for n in names if taken.get(n, 0) < caps.named[n]), None)
+        if slot is not None:
+            taken[slot] = taken.get(slot, 0) + 1
+            chosen.append(slot)
+        elif names:
+            full.append(pattern)
+    return tuple(chosen), tuple(full)
 
 
 def free_matching_gpus(

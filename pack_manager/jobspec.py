@@ -17,6 +17,7 @@ import msgpack
 
 from metrics_agent.wire import WireError, need_int, need_list, need_map, need_str, need_str_map
 
+from .placement import MAX_KEY_CHARS
 from .requirements import RequirementsError, WorkloadRequirements
 
 KINDS = ("build", "run", "wasm")
@@ -27,6 +28,9 @@ MAX_COMMAND_ARGS = 256
 MAX_ARG_CHARS = 4096
 MAX_INPUTS = 256
 MAX_REPLICAS = 16
+MAX_RETRIES = 16
+MAX_SHARDS = 64
+MAX_RETRY_DELAY_MS = 86400 * 1000
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -66,6 +70,19 @@ class JobSpec:
     # Rank nodes that already hold the job's blobs first (after preferred labels); who holds
     # what comes from the document (see pack_manager.scheduling.order_nodes).
     prefer_local_inputs: bool = False
+    # Rank nodes by this key instead of the job id (pack_manager.placement.ranking_id).
+    placement_key: str | None = None
+    # A run that fails or times out is retried on the next ranked node that has not tried the
+    # job, up to `retries` times, the n-th retry retry_delay_ms x 2^(n-1) after the failure.
+    retries: int = 0
+    retry_delay_ms: int = 0
+    # Fail the job when no run has started this long after it was submitted (None: wait forever).
+    queue_timeout_ms: int | None = None
+    # One shard of a sharded job: shard_index of shard_count, all shards naming the same
+    # shard_group (32 bytes), which ranks the nodes for them all (pack_manager.scheduling).
+    shard_index: int = 0
+    shard_count: int = 0  # 0: not sharded
+    shard_group: bytes | None = None
     # The client key (raw Ed25519 public key, hex) that submitted the job through the HTTP API;
     # None for the local socket. Cancels by other clients are refused; quotas count by it.
     client: str | None = None
@@ -100,6 +117,10 @@ class JobSpec:
             "keep_image": self.keep_image,
             # Written only when set, so specs without it keep the bytes (and ids) they had.
             **({"prefer_local_inputs": True} if self.prefer_local_inputs else {}),
+            **({"placement_key": self.placement_key} if self.placement_key is not None else {}),
+            **({"retries": self.retries, "retry_delay_ms": self.retry_delay_ms} if self.retries else {}),
+            **({"queue_timeout_ms": self.queue_timeout_ms} if self.queue_timeout_ms is not None else {}),
+            **({"shard": [self.shard_index, self.shard_count, self.shard_group]} if self.shard_count else {}),
             **({"client": self.client} if self.client is not None else {}),
         }
 
@@ -140,6 +161,15 @@ class JobSpec:
                 prefer_local_inputs=_need_bool(record, "prefer_local_inputs")
                 if "prefer_local_inputs" in record
                 else False,
+                placement_key=need_str(record, "placement_key", limit=MAX_KEY_CHARS, optional=True),
+                retries=need_int(record, "retries", high=MAX_RETRIES) if "retries" in record else 0,
+                retry_delay_ms=need_int(record, "retry_delay_ms", high=MAX_RETRY_DELAY_MS)
+                if "retries" in record
+                else 0,
+                queue_timeout_ms=need_int(record, "queue_timeout_ms", low=1, high=MAX_TIMEOUT_MS)
+                if "queue_timeout_ms" in record
+                else None,
+                **_wire_shard(record),
                 client=need_str(record, "client", limit=64) if "client" in record else None,
             )
         except (WireError, RequirementsError) as exc:
@@ -169,6 +199,16 @@ def _sorted(value: Any) -> Any:
     if isinstance(value, list):
         return [_sorted(item) for item in value]
     return value
+
+
+def _wire_shard(record: Mapping[str, Any]) -> dict[str, Any]:
+    if "shard" not in record:
+        return {}
+    value = record["shard"]
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise WireError("shard: expected [index, count, group]")
+    index, count, group = value
+    return {"shard_index": index, "shard_count": count, "shard_group": group}
 
 
 def _need_bytes(record: Mapping[str, Any], key: str) -> bytes:
@@ -222,6 +262,10 @@ def _check(spec: JobSpec) -> None:
         raise JobSpecError("nonce: must be 16 bytes")
     if not isinstance(spec.prefer_local_inputs, bool):
         raise JobSpecError("prefer_local_inputs: expected true or false")
+    if spec.placement_key is not None and (
+        not _clean_text(spec.placement_key) or not 1 <= len(spec.placement_key) <= MAX_KEY_CHARS
+    ):
+        raise JobSpecError(f"placement_key: 1 to {MAX_KEY_CHARS} characters of text without NUL")
     if spec.context is not None and not is_digest(spec.context):
         raise JobSpecError(f"context: {spec.context!r} is not a blake3 hex digest")
     check_relative_path(spec.containerfile, "containerfile")
@@ -239,6 +283,19 @@ def _check(spec: JobSpec) -> None:
         or not 1 <= spec.replicas <= MAX_REPLICAS
     ):
         raise JobSpecError(f"replicas: {spec.replicas!r} is outside 1..{MAX_REPLICAS}")
+    _check_int("retries", spec.retries, 0, MAX_RETRIES)
+    _check_int("retry_delay", spec.retry_delay_ms, 0, MAX_RETRY_DELAY_MS)
+    if spec.retry_delay_ms and not spec.retries:
+        raise JobSpecError("retry_delay: applies only with retries (--retries N)")
+    if spec.queue_timeout_ms is not None:
+        _check_int("queue_timeout", spec.queue_timeout_ms, 1, MAX_TIMEOUT_MS)
+    if spec.shard_count or spec.shard_index or spec.shard_group is not None:
+        _check_int("shards", spec.shard_count, 1, MAX_SHARDS)
+        _check_int("shard index", spec.shard_index, 0, spec.shard_count - 1)
+        if not isinstance(spec.shard_group, bytes) or len(spec.shard_group) != 32:
+            raise JobSpecError("shard group: must be 32 bytes")
+        if spec.replicas != 1:
+            raise JobSpecError("shards: a sharded job runs each shard once (no --replicas)")
     if not isinstance(spec.network, bool) or not isinstance(spec.keep_image, bool):
         raise JobSpecError("network and keep_image must be true or false")
     if len(spec.command) > MAX_COMMAND_ARGS or any(
@@ -267,6 +324,11 @@ def _check(spec: JobSpec) -> None:
             raise JobSpecError(f"inputs: {item.name!r} given twice")
         seen.add(item.name)
     _check_kind(spec)
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise JobSpecError(f"{name}: {value!r} is outside {low}..{high}")
 
 
 def _check_kind(spec: JobSpec) -> None:

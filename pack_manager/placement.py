@@ -1,7 +1,9 @@
 """Who runs a job: every node ranks the candidates on its own view and gets the same order.
 
 Pure and order-independent: the ranking is a function of (job_id, node_id) pairs only,
-computed with integers and blake3, never Python's per-process `hash()`.
+computed with integers and blake3, never Python's per-process `hash()`. A job submitted with
+a placement key ranks by blake3(key) in place of its id (`ranking_id`), so jobs that share a
+data key rank the nodes alike and land on the same capable node while it lives and fits.
 
 - `xor`: ascending Kademlia distance int(job_id) ^ int(node_id). Faithful to the original
   plan, but uneven: ids that share high bits with many jobs win many of them.
@@ -21,10 +23,19 @@ POLICIES = ("hashed-xor", "xor")
 DEFAULT_POLICY = "hashed-xor"
 ID_BYTES = 32
 _DOMAIN = b"formnet placement v1\x00"
+_KEY_DOMAIN = b"formnet placement key v1\x00"
+MAX_KEY_CHARS = 1024
 
 
 class PlacementError(ValueError):
     """A bad id or an unknown policy."""
+
+
+def ranking_id(job_id: bytes, key: str | None = None) -> bytes:
+    """What the job's ranking XORs node ids with: blake3 of its placement key, else its id."""
+    if key is None:
+        return job_id
+    return blake3(_KEY_DOMAIN + key.encode("utf-8")).digest()
 
 
 def _check_id(value: bytes, what: str) -> int:
@@ -91,3 +102,16 @@ def rank_with_preferences(
     keys = _sort_keys(job_id, ids, policy)
     keys.sort(key=lambda key: (-scores[key[ID_BYTES:]], key))
     return [key[ID_BYTES:] for key in keys]
+
+
+def shard_rotation(order: list[bytes], capable: list[bytes], index: int) -> list[bytes]:
+    """The order for shard `index` of a sharded job: the capable nodes (in `order`'s order)
+    starting at capable[index mod len(capable)] and wrapping round, then the others. With at
+    least N capable nodes the N shards start on N distinct nodes; with fewer they go round
+    robin, as the Formation plan says; a shard whose node fails goes on round the same ring."""
+    if not capable:
+        return list(order)
+    start = index % len(capable)
+    ring = capable[start:] + capable[:start]
+    chosen = set(capable)
+    return ring + [n for n in order if n not in chosen]

@@ -6,21 +6,21 @@ Built from human input (`from_human`, used by the CLI) or decoded from a peer's 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import msgpack
 
-from metrics_agent.capabilities import KNOWN_EXECUTORS
+from metrics_agent.capabilities import KNOWN_EXECUTORS, MAX_REGION, check_region
+from metrics_agent.named_capabilities import MAX_NAMED, check_pattern
 from metrics_agent.units import MAX_BYTES, MAX_MILLICORES, UnitError, parse_bytes, parse_cpu
-from metrics_agent.wire import WireError, need_int, need_map, need_str, need_str_map
+from metrics_agent.wire import WireError, need_int, need_list, need_map, need_str, need_str_map
+
+from .selectors import LABEL_KEY, Selector, SelectorError, parse_selectors
 
 MAX_GPUS = 64
 DEFAULT_CPU_MILLICORES = 100
 DEFAULT_MEMORY_BYTES = 128 * 1024**2
-
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$")
 
 
 class RequirementsError(ValueError):
@@ -38,6 +38,9 @@ class WorkloadRequirements:
     executor: str = "podman"
     labels: Mapping[str, str] = field(default_factory=dict)  # required: k=v must match
     preferred_labels: Mapping[str, str] = field(default_factory=dict)  # break ties, never exclude
+    selectors: tuple[Selector, ...] = ()  # required: every one must hold (pack_manager.selectors)
+    capabilities: tuple[str, ...] = ()  # named-capability patterns, one slot of each (sorted, unique)
+    region: str | None = None
 
     def __post_init__(self) -> None:
         _check(self)
@@ -55,6 +58,9 @@ class WorkloadRequirements:
         executor: str = "podman",
         labels: list[str] | Mapping[str, str] = (),
         preferred: list[str] | Mapping[str, str] = (),
+        select: list[str] | tuple[str, ...] = (),
+        capabilities: list[str] | tuple[str, ...] = (),
+        region: str | None = None,
     ) -> "WorkloadRequirements":
         try:
             return cls(
@@ -67,8 +73,11 @@ class WorkloadRequirements:
                 executor=executor,
                 labels=parse_labels(labels, "label"),
                 preferred_labels=parse_labels(preferred, "prefer"),
+                selectors=parse_selectors(list(select)),
+                capabilities=tuple(sorted(set(capabilities))),
+                region=region or None,
             )
-        except UnitError as exc:
+        except (UnitError, SelectorError) as exc:
             raise RequirementsError(str(exc)) from exc
 
     def to_wire(self) -> dict[str, Any]:
@@ -82,6 +91,10 @@ class WorkloadRequirements:
             "executor": self.executor,
             "labels": dict(self.labels),
             "preferred_labels": dict(self.preferred_labels),
+            # Written only when set, so specs without them keep the bytes (and ids) they had.
+            **({"selectors": [s.text for s in self.selectors]} if self.selectors else {}),
+            **({"capabilities": list(self.capabilities)} if self.capabilities else {}),
+            **({"region": self.region} if self.region else {}),
         }
 
     @classmethod
@@ -98,8 +111,13 @@ class WorkloadRequirements:
                 executor=need_str(record, "executor", limit=32),
                 labels=need_str_map(record, "labels"),
                 preferred_labels=need_str_map(record, "preferred_labels"),
+                selectors=_wire_selectors(record),
+                capabilities=tuple(need_list(record, "capabilities", limit=MAX_NAMED))
+                if "capabilities" in record
+                else (),
+                region=need_str(record, "region", limit=MAX_REGION) if "region" in record else None,
             )
-        except WireError as exc:
+        except (WireError, SelectorError) as exc:
             raise RequirementsError(f"requirements: {exc}") from exc
 
     def pack(self) -> bytes:
@@ -127,7 +145,7 @@ def parse_labels(items: list[str] | Mapping[str, str], what: str) -> dict[str, s
             pairs.append((key.strip(), value.strip()))
     labels: dict[str, str] = {}
     for key, value in pairs:
-        if not _LABEL_KEY.match(key):
+        if not LABEL_KEY.match(key):
             raise RequirementsError(f"{what}: key {key!r} must be letters, digits, '.', '_', '-' or '/'")
         if len(value) > 256 or any(ch in value for ch in "\n\r\x00"):
             raise RequirementsError(f"{what}: value of {key!r} must be one line of at most 256 characters")
@@ -135,6 +153,29 @@ def parse_labels(items: list[str] | Mapping[str, str], what: str) -> dict[str, s
             raise RequirementsError(f"{what}: {key!r} given twice with different values")
         labels[key] = value
     return labels
+
+
+def _check_named(req: WorkloadRequirements) -> None:
+    if not isinstance(req.capabilities, tuple) or len(req.capabilities) > MAX_NAMED:
+        raise RequirementsError(f"capability: at most {MAX_NAMED} named capabilities")
+    try:
+        for pattern in req.capabilities:
+            check_pattern(pattern)
+        if req.region is not None:
+            check_region(req.region)
+    except ValueError as exc:
+        raise RequirementsError(str(exc)) from exc
+    if list(req.capabilities) != sorted(set(req.capabilities)):
+        raise RequirementsError("capability: names must be sorted without duplicates")
+
+
+def _wire_selectors(record: Mapping[str, Any]) -> tuple[Selector, ...]:
+    if "selectors" not in record:
+        return ()
+    texts = need_list(record, "selectors", limit=64)
+    if not all(isinstance(text, str) and len(text) <= 4096 for text in texts):
+        raise WireError("selectors: expected a list of selector texts")
+    return parse_selectors(texts)
 
 
 def _parse_gpu_count(text: int | str) -> int:
@@ -166,3 +207,11 @@ def _check(req: WorkloadRequirements) -> None:
     # Re-validate label maps so a directly-constructed value obeys the same rules as parsed input.
     parse_labels(dict(req.labels), "label")
     parse_labels(dict(req.preferred_labels), "prefer")
+    _check_named(req)
+    if not isinstance(req.selectors, tuple) or not all(isinstance(s, Selector) for s in req.selectors):
+        raise RequirementsError("select: expected a tuple of parsed selectors")
+    try:
+        if parse_selectors([s.text for s in req.selectors]) != req.selectors:
+            raise RequirementsError("select: selectors must be in canonical order without duplicates")
+    except SelectorError as exc:
+        raise RequirementsError(str(exc)) from exc

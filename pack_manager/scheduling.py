@@ -29,13 +29,15 @@ from .jobspec import JobSpec
 from .jobstate import (
     CANCELLED,
     DECLINED,
+    FAILED,
     QUEUED,
     RUNNING,
     SUCCEEDED,
+    TIMED_OUT,
     UNSCHEDULABLE,
     RunReport,
 )
-from .placement import DEFAULT_POLICY, rank, rank_with_preferences
+from .placement import DEFAULT_POLICY, rank, rank_with_preferences, ranking_id, shard_rotation
 
 LIVE_STATUSES = ("alive", "suspect")  # a suspect node keeps its place until it is declared dead
 
@@ -63,6 +65,7 @@ class JobView:
     # node id -> how many of the job's blobs (context, module, inputs) the document says that
     # node holds; consulted only when the spec asks for prefer_local_inputs.
     holdings: Mapping[bytes, int] = field(default_factory=dict)
+    submitted_ms: int = 0  # the submitter's clock; the queue timeout counts from it
 
 
 # What a node should do about a job. The daemon turns these into run records and executor calls.
@@ -101,41 +104,105 @@ def _short(node_id: bytes) -> str:
 
 
 def order_nodes(job: JobView, nodes: Mapping[bytes, NodeView], policy: str = DEFAULT_POLICY) -> list[bytes]:
-    """Every known node in placement order, capable or not: nodes matching more preferred
+    """Every known node in placement order (by the job's placement key when it has one, else
+    its shard group's id or its own; a shard rotated to its own start), capable or not: nodes matching more preferred
     labels first; among those, with prefer_local_inputs, nodes holding more of the job's blobs
     (so the inputs need not travel); then the policy's order. Holdings come from the
     replicated document, never from a node's own disk, so every node orders alike."""
     req = job.spec.requirements
+    ranked_by = ranking_id(job.spec.shard_group or job.job_id, job.spec.placement_key)
     if not req.preferred_labels and not (job.spec.prefer_local_inputs and job.holdings):
         # Every score would be 0: the policy's order alone, sorted in C rather than by a Python
         # key per node (half the cost at 1000 nodes; every node ranks every job it sees).
-        return rank(job.job_id, nodes.keys(), policy)
+        return _for_shard(job, nodes, rank(ranked_by, nodes.keys(), policy))
     scores = {node_id: preference_score(view.capabilities, req) for node_id, view in nodes.items()}
     if job.spec.prefer_local_inputs and job.holdings:
         weight = 1 + max(job.holdings.values())  # a label match outweighs any number of blobs
         scores = {node_id: score * weight + job.holdings.get(node_id, 0) for node_id, score in scores.items()}
-    return rank_with_preferences(job.job_id, scores, policy)
+    return _for_shard(job, nodes, rank_with_preferences(ranked_by, scores, policy))
 
 
-def _holders(job: JobView, nodes: Mapping[bytes, NodeView]) -> set[bytes]:
-    """Nodes that hold a replica slot: a live claim, or a finished attempt."""
+def _for_shard(job: JobView, nodes: Mapping[bytes, NodeView], order: list[bytes]) -> list[bytes]:
+    """Shard i of a sharded job starts at the i-th capable node of the group's order and goes
+    round it from there (pack_manager.placement.shard_rotation); other jobs keep the order."""
+    if not job.spec.shard_count:
+        return order
+    capable = [n for n in order if not check_capabilities(nodes[n].capabilities, job.spec.requirements)]
+    return shard_rotation(order, capable, job.spec.shard_index)
+
+
+def _holders(job: JobView, nodes: Mapping[bytes, NodeView], retrying: set[bytes] = frozenset()) -> set[bytes]:
+    """Nodes that hold a replica slot: a live claim, or a finished attempt that is not being
+    retried elsewhere."""
     held = set()
     for node_id, run in job.runs.items():
         view = nodes.get(node_id)
-        if run.final or (run.active and view is not None and view.live):
+        if (run.final and node_id not in retrying) or (run.active and view is not None and view.live):
             held.add(node_id)
     return held
 
 
-def _next_attempt(job: JobView, nodes: Mapping[bytes, NodeView]) -> tuple[int, list[bytes]]:
-    """1 + the highest attempt of claims abandoned by nodes that died or left."""
+def _ran_and_failed(run: RunReport) -> bool:
+    """A run that started and then failed or timed out: what retries retry. Give-ups (the
+    nodes running it died, the queue timeout) never started a run of their own."""
+    return run.state in (FAILED, TIMED_OUT) and (run.started_ms > 0 or run.exit_code is not None)
+
+
+def _retrying(job: JobView, nodes: Mapping[bytes, NodeView]) -> set[bytes]:
+    """Nodes whose failed run is retried elsewhere: they hold no slot and are not asked again.
+    Empty when the job has no retries left, or no live capable node has not tried it yet."""
+    if not job.spec.retries:
+        return set()
+    failed = {n for n, run in job.runs.items() if _ran_and_failed(run)}
+    if not failed or len(failed) > job.spec.retries:
+        return set()
+    req = job.spec.requirements
+    untried = any(
+        view.live and node_id not in failed and not check_capabilities(view.capabilities, req)
+        for node_id, view in nodes.items()
+    )
+    return failed if untried else set()
+
+
+def settled(spec: JobSpec, runs: Mapping[bytes, RunReport]) -> bool:
+    """Enough runs have ended that no node needs to act on the job again (failures that
+    retries will retry do not count). Liveness aside: a cheap test for the job loop."""
+    finals = [run for run in runs.values() if run.final]
+    failed = [run for run in finals if _ran_and_failed(run)]
+    if failed and len(failed) <= spec.retries:
+        finals = [run for run in finals if not _ran_and_failed(run)]
+    return len(finals) >= spec.replicas
+
+
+def _next_attempt(
+    job: JobView, nodes: Mapping[bytes, NodeView], retrying: set[bytes] = frozenset()
+) -> tuple[int, list[bytes]]:
+    """1 + the highest attempt of claims abandoned by nodes that died or left, and of failed
+    runs being retried."""
     abandoned = [
         node_id
         for node_id, run in job.runs.items()
         if run.active and (node_id not in nodes or not nodes[node_id].live)
     ]
-    highest = max((job.runs[n].attempt for n in abandoned), default=0)
+    highest = max((job.runs[n].attempt for n in [*abandoned, *retrying]), default=0)
     return highest + 1, abandoned
+
+
+def retry_due_ms(job: JobView, retrying: set[bytes]) -> int:
+    """When the next retry may start: retry_delay doubling with each failure, counted from
+    the latest failure's end (by the clock of the node that failed)."""
+    if not retrying:
+        return 0
+    last = max(job.runs[n].finished_ms for n in retrying)
+    return last + job.spec.retry_delay_ms * 2 ** (len(retrying) - 1)
+
+
+def _queue_timed_out(job: JobView, now_ms: int | None) -> bool:
+    """No run has started within the job's queue timeout (declines do not count)."""
+    limit = job.spec.queue_timeout_ms
+    if limit is None or now_ms is None or now_ms - job.submitted_ms < limit:
+        return False
+    return all(run.state == DECLINED for run in job.runs.values())
 
 
 def _available(node_id: bytes, job: JobView, view: NodeView) -> bool:
@@ -158,10 +225,13 @@ def decide(
     policy: str = DEFAULT_POLICY,
     max_attempts: int = 3,
     order: Sequence[bytes] | None = None,
+    now_ms: int | None = None,
 ) -> Action:
     """What `self_id` should do about `job` now. `own_capacity` is this node's fresh figures,
     reservations of the jobs it just claimed included (fresher than its gossiped record).
-    `order`: order_nodes(job, nodes, policy) if the caller kept it (it is the costly part)."""
+    `order`: order_nodes(job, nodes, policy) if the caller kept it (it is the costly part).
+    `now_ms`: this node's wall clock, for retry delays and the queue timeout (None: neither
+    applies)."""
     own = job.runs.get(self_id)
     if job.cancelled:
         return Stop("cancelled by request") if own is not None and own.active else None
@@ -170,8 +240,16 @@ def decide(
         return None
     if order is None:
         order = order_nodes(job, nodes, policy)
+    if _queue_timed_out(job, now_ms):
+        # The first live node in placement order (capable or not: an unschedulable job has
+        # no capable node) writes the failure; the others wait for its record.
+        first = next((n for n in order if nodes[n].live), None)
+        if first == self_id and (own is None or own.state == DECLINED):
+            return GiveUp(1, f"queue timeout: no run started within {job.spec.queue_timeout_ms / 1000:g} s")
+        return None
     position = {node_id: i for i, node_id in enumerate(order)}
-    holders = _holders(job, nodes)
+    retrying = _retrying(job, nodes)
+    holders = _holders(job, nodes, retrying)
     replicas = job.spec.replicas
 
     if own is not None and own.active:
@@ -192,14 +270,16 @@ def decide(
         return None
     req = job.spec.requirements
     for node_id in order:
-        if node_id in holders:
+        if node_id in holders or node_id in retrying:
             continue
         view = nodes[node_id]
         if not view.live or check_capabilities(view.capabilities, req):
             continue
         if node_id == self_id:
-            attempt, abandoned = _next_attempt(job, nodes)
-            if attempt > max_attempts:
+            attempt, abandoned = _next_attempt(job, nodes, retrying)
+            if now_ms is not None and now_ms < retry_due_ms(job, retrying):
+                return None  # our turn to retry, once the delay has passed
+            if attempt > max_attempts + job.spec.retries:
                 gone = ", ".join(_short(n) for n in abandoned)
                 return GiveUp(
                     attempt - 1, f"gave up after {attempt - 1} attempts: the nodes running it died ({gone})"
@@ -210,6 +290,8 @@ def decide(
                     return None  # already said so; do not rewrite the same decline every tick
                 return Decline(verdict.not_now)
             why = f"ranked {position[self_id] + 1} of {len(order)} known nodes"
+            if retrying:
+                why += f"; retry {len(retrying)} of {job.spec.retries}"
             if abandoned:
                 why += f"; taking over from {', '.join(_short(n) for n in abandoned)} (dead)"
             return Claim(attempt, why)
@@ -228,6 +310,14 @@ class ReplicaStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    attempt: int
+    node: bytes
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class JobStatus:
     state: str
     reason: str
@@ -237,6 +327,34 @@ class JobStatus:
     replicas: tuple[ReplicaStatus, ...] = ()
     verified: bool = False
     reasons: tuple[str, ...] = field(default=())  # per-node reasons when unschedulable
+    attempts: tuple[Attempt, ...] = ()  # every run that got past a decline, by attempt
+    verify_reason: str = ""  # why a replicated job is not verified
+
+
+def _more_can_run(
+    job: JobView, nodes: Mapping[bytes, NodeView], holders: set[bytes] | list[bytes], retrying: set[bytes]
+) -> bool:
+    """Some live capable node holds no replica yet and may still run one."""
+    req = job.spec.requirements
+    return any(
+        view.live
+        and node_id not in holders
+        and node_id not in retrying
+        and not check_capabilities(view.capabilities, req)
+        for node_id, view in nodes.items()
+    )
+
+
+def _verify_reason(job: JobView, chosen: list[bytes], needed: int) -> str:
+    runs = [(node_id, job.runs[node_id]) for node_id in chosen]
+    if len(chosen) < needed:
+        return f"only {len(chosen)} of {needed} replicas ran (no other capable node is live)"
+    failed = [f"{_short(n)} {run.state}" for n, run in runs if run.state != SUCCEEDED]
+    if failed:
+        return "replicas did not all succeed: " + ", ".join(failed)
+    return "replicas differ: " + ", ".join(
+        f"node {_short(n)} digest {(run.result_digest or '-')[:12]}" for n, run in runs
+    )
 
 
 def job_status(
@@ -255,12 +373,26 @@ def job_status(
     def by_rank(node_id: bytes) -> tuple[int, bytes]:
         return (position.get(node_id, far), node_id)
 
-    holders = sorted(_holders(job, nodes), key=by_rank)
+    retrying = _retrying(job, nodes)
+    holders = sorted(_holders(job, nodes, retrying), key=by_rank)
     replicas = tuple(ReplicaStatus(n, job.runs[n].state, job.runs[n].result_digest) for n in holders)
     finished = [n for n in holders if job.runs[n].final]
+    if job.spec.retries:
+        finished.sort(key=lambda n: -job.runs[n].attempt)  # the last attempt speaks for the job
     needed = job.spec.replicas
+    attempts = tuple(
+        Attempt(run.attempt, node_id, run.state, run.reason)
+        for node_id, run in sorted(job.runs.items(), key=lambda item: (item[1].attempt, by_rank(item[0])))
+        if run.state != DECLINED
+    )
 
-    if finished and (len(finished) >= needed or not any(job.runs[n].active for n in holders)):
+    # A replicated job is final only when every replica is: when enough runs have ended, or
+    # none runs and no live capable node is left to run one (or the job was cancelled).
+    idle = not any(job.runs[n].active for n in holders)
+    if finished and (
+        len(finished) >= needed
+        or (idle and (job.cancelled or not _more_can_run(job, nodes, holders, retrying)))
+    ):
         chosen = finished[:needed]
         states = {job.runs[n].state for n in chosen}
         # One failure spoils a replicated result; otherwise the best-ranked replica speaks.
@@ -274,7 +406,17 @@ def job_status(
             and len(digests) == 1
             and None not in digests
         )
-        return JobStatus(run.state, run.reason, worst, run.attempt, run, replicas, verified)
+        return JobStatus(
+            run.state,
+            run.reason,
+            worst,
+            run.attempt,
+            run,
+            replicas,
+            verified,
+            attempts=attempts,
+            verify_reason=_verify_reason(job, chosen, needed) if needed > 1 and not verified else "",
+        )
 
     active = [n for n in holders if job.runs[n].active]
     if job.cancelled:
@@ -287,12 +429,15 @@ def job_status(
                 run.attempt,
                 run,
                 replicas,
+                attempts=attempts,
             )
-        return JobStatus(CANCELLED, "cancelled before any node ran it", None, 0, None, replicas)
+        return JobStatus(
+            CANCELLED, "cancelled before any node ran it", None, 0, None, replicas, attempts=attempts
+        )
     if active:
         lead = next((n for n in active if job.runs[n].state == RUNNING), active[0])
         run = job.runs[lead]
-        return JobStatus(run.state, run.reason, lead, run.attempt, run, replicas)
+        return JobStatus(run.state, run.reason, lead, run.attempt, run, replicas, attempts=attempts)
 
     req = job.spec.requirements
     never: list[str] = []
@@ -304,7 +449,7 @@ def job_status(
             continue
         if reasons:
             never.append(f"node {_short(node_id)}: " + "; ".join(reasons))
-        else:
+        elif node_id not in retrying:
             candidates.append(node_id)
     if not candidates:
         why = "no live node can ever run it" + (": " + " | ".join(never) if never else " (no live nodes)")
@@ -320,4 +465,10 @@ def job_status(
         )
     else:
         why = f"waiting for node {_short(candidates[0])} to claim it"
-    return JobStatus(QUEUED, why, None, 0, None, replicas)
+    if retrying:
+        last = max(retrying, key=lambda n: job.runs[n].attempt)
+        why = (
+            f"retry {len(retrying)} of {job.spec.retries} after attempt {job.runs[last].attempt} "
+            f"{job.runs[last].state} on {_short(last)} ({job.runs[last].reason}); {why}"
+        )
+    return JobStatus(QUEUED, why, None, 0, None, replicas, attempts=attempts)

@@ -1,6 +1,7 @@
 """Jobs end to end with real formd processes on 127.0.0.1 (figures, not assertions).
 
-    python -m simulations.bench_jobs [--nodes 3] [--latency-jobs 60] [--jobs 500] [--set key=value ...] [--profile DIR]
+    python -m simulations.bench_jobs [--nodes 3] [--latency-jobs 60] [--jobs 500] [--via http]
+                                     [--set key=value ...] [--profile DIR]
 
 A no-op WASM job (a module whose _start returns at once) isolates formnet's own costs:
 document writes, gossip, decisions, staging, blob stores, records.
@@ -14,6 +15,11 @@ document writes, gossip, decisions, staging, blob stores, records.
   jobs finished per second = jobs / (last `finished_at` - first submit). Submit
   acknowledgements per second are printed too, and the CPU time all formd processes used per
   job (from /proc), which depends less on what else the machine runs.
+
+--via http measures both again through the first node's HTTPS API (signed requests by an
+admin client key, the calls `form --remote` makes: POST /v1/call/<method>) right after the
+socket figures on the same cluster, and prints the ratios (goal from issue 16: HTTP within
+1.3x of the socket).
 
 Goals from issue 5: p50 latency <= 250 ms; >= 200 jobs/s finished on 3-5 nodes.
 """
@@ -29,7 +35,9 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
+from typing import Any, Callable, ContextManager, Protocol
 
 import wasmtime
 
@@ -39,6 +47,8 @@ import procs  # noqa: E402
 from procs import Cluster, all_see, wait_until  # noqa: E402
 
 from cli.client import Connection  # noqa: E402
+from cli.remote import RemoteTarget, generate_key, load_key  # noqa: E402
+from cli.remote_blobs import upload as remote_upload  # noqa: E402
 from pack_manager.context_archive import file_digest, pack_context  # noqa: E402
 from simulations import bench_gossip  # noqa: E402
 
@@ -69,6 +79,27 @@ def upload(connection: Connection, tar: Path) -> str:
     return digest
 
 
+class Client(Protocol):
+    def call(self, method: str, params: dict | None = None) -> Any: ...
+
+
+# Opens a client of the submitting node: its control socket, or its HTTPS API.
+Opener = Callable[[float], ContextManager[Client]]
+
+
+def socket_opener(node: procs.Formd) -> Opener:
+    return lambda timeout: Connection(node.socket, timeout=timeout)
+
+
+def http_opener(node: procs.Formd, root: Path) -> Opener:
+    """An admin client key granted on the node, and its HTTPS API pinned to the node's certificate."""
+    key_path = root / "bench-client.key"
+    public = generate_key(key_path)
+    node.call("acl.grant", {"key": public, "role": "admin", "max_running": None})
+    key, fingerprint = load_key(key_path), node.call("status")["tls_fingerprint"]
+    return lambda timeout: closing(RemoteTarget(node.http_url, key, fingerprint, timeout=timeout))
+
+
 def submit_params(context: str) -> dict:
     return {
         "kind": "wasm",
@@ -83,7 +114,13 @@ def epoch_ms(iso: str) -> float:
     return datetime.datetime.fromisoformat(iso).timestamp() * 1000
 
 
-def wait_final(connection: Connection, job_id: str, timeout: float = 60) -> dict:
+# How often the latency run asks whether its job ended. Each ask costs the submitter's main
+# thread a request (an HTTPS one costs several times a socket one), so asking too often slows
+# the very decisions being measured.
+POLL_S = 0.05
+
+
+def wait_final(connection: Client, job_id: str, timeout: float = 60, poll_s: float = POLL_S) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         status = connection.call("job.status", {"job": job_id})
@@ -93,26 +130,31 @@ def wait_final(connection: Connection, job_id: str, timeout: float = 60) -> dict
             raise RuntimeError(
                 f"job {job_id[:12]} not final after {timeout:g}s: {status['state']} {status['reason']}"
             )
-        time.sleep(0.005)
+        time.sleep(poll_s)
 
 
-def measure_latency(cluster: Cluster, context: str, count: int) -> tuple[list[float], int]:
+def measure_latency(
+    cluster: Cluster, context: str, count: int, opener: Opener
+) -> tuple[list[float], int, list[float]]:
+    """submit->running latencies (ms), how many ran on another node, and the submit requests'
+    round trips (ms: until the job was durable and acknowledged)."""
     submitter = cluster.nodes[0]
-    latencies, remote = [], 0
-    with Connection(submitter.socket, timeout=60) as connection:
+    latencies, remote, acks = [], 0, []
+    with opener(60) as connection:
         for _ in range(count):
             sent_ms = time.time() * 1000
             job_id = connection.call("job.submit", submit_params(context))["id"]
+            acks.append(time.time() * 1000 - sent_ms)
             status = wait_final(connection, job_id)
             if status["state"] != "succeeded" or not status["started_at"]:
                 raise RuntimeError(f"job {job_id[:12]}: {status['state']}: {status['reason']}")
             latencies.append(epoch_ms(status["started_at"]) - sent_ms)
             remote += status["node"] != submitter.node_id
-    return latencies, remote
+    return latencies, remote, acks
 
 
 def measure_throughput(
-    cluster: Cluster, context: str, count: int, connections: int, batch_submit: bool = True
+    cluster: Cluster, context: str, count: int, connections: int, opener: Opener, batch_submit: bool = True
 ) -> dict:
     submitter = cluster.nodes[0]
     ids: list[str] = []
@@ -129,7 +171,7 @@ def measure_throughput(
             failures.append(exc)
 
     def submit_all(share: int) -> None:
-        with Connection(submitter.socket, timeout=120) as connection:
+        with opener(120) as connection:
             done = 0
             while done < share:
                 n = min(batch, share - done)
@@ -137,10 +179,12 @@ def measure_throughput(
                     new_ids = connection.call("job.submit-many", {"jobs": [submit_params(context)] * n})[
                         "ids"
                     ]
-                else:  # one job.submit per job, pipelined on the connection
+                elif isinstance(connection, Connection):  # one job.submit per job, pipelined
                     new_ids = [
                         r["id"] for r in connection.call_many([("job.submit", submit_params(context))] * n)
                     ]
+                else:  # one job.submit per job, one request each (HTTP/1.1 does not pipeline)
+                    new_ids = [connection.call("job.submit", submit_params(context))["id"] for _ in range(n)]
                 with lock:
                     ids.extend(new_ids)
                 done += n
@@ -244,6 +288,7 @@ def run(
     connections: int,
     batch_submit: bool,
     profile_dir: Path | None = None,
+    via_http: bool = False,
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-jobs-") as root, Cluster(Path(root)) as cluster:
         seed = add_node(cluster, "n0", None, profile_dir)
@@ -254,38 +299,76 @@ def run(
         tar = noop_context(Path(root))
         with Connection(cluster.nodes[0].socket) as connection:
             context = upload(connection, tar)
-        if latency_jobs:
-            latencies, remote = measure_latency(cluster, context, latency_jobs)
-            print(
-                f"submit->running, {nodes} nodes, {len(latencies)} no-op WASM jobs one at a time "
-                f"({remote} ran on another node): "
-                f"p50 {statistics.median(latencies):.0f} ms, p99 {percentile(latencies, 0.99):.0f} ms, "
-                f"min {min(latencies):.0f} ms, max {max(latencies):.0f} ms (goal p50 <= 250 ms)"
+        openers = {"socket": socket_opener(cluster.nodes[0])}
+        if via_http:
+            openers["http"] = http_opener(cluster.nodes[0], Path(root))
+            with openers["http"](60) as target:  # the context again, streamed: the same digest
+                assert remote_upload(target, tar) == context
+        figures: dict[str, dict[str, float]] = {}
+        for via, opener in openers.items():
+            figures[via] = measure(
+                cluster, context, latency_jobs, jobs, connections, batch_submit, opener, via
             )
-            sys.stdout.flush()
-        if jobs:
-            result = measure_throughput(cluster, context, jobs, connections, batch_submit)
+        if via_http:
+            ratios = {name: figures["http"][name] / figures["socket"][name] for name in figures["socket"]}
             print(
-                f"throughput, {nodes} nodes: {result['jobs']} no-op WASM jobs finished in "
-                f"{result['elapsed_s']:.2f} s = "
-                f"{result['finished_per_s']:.0f} jobs/s (goal >= 200/s); submits acknowledged at "
-                f"{result['submit_per_s']:.0f}/s "
-                f"over {connections} connection(s) "
-                f"({'job.submit-many' if batch_submit else 'job.submit'}); formd CPU "
-                f"{result['cpu_ms_per_job']:.1f} ms per job (all nodes together, "
-                f"i.e. at most {1000 / result['cpu_ms_per_job']:.0f} jobs/s per core; main threads "
-                f"{result['main_ms_per_job']:.1f} ms, "
-                f"worker threads {result['cpu_ms_per_job'] - result['main_ms_per_job']:.1f} ms; "
-                f"this client {result['bench_ms_per_job']:.1f} ms); states {result['states']}; per "
-                f"runner {result['runners']}"
+                "http / socket: "
+                + ", ".join(f"{name} {ratio:.2f}x" for name, ratio in ratios.items())
+                + " (goal: latency within 1.3x, jobs/s at least 1/1.3 of the socket)"
             )
-            sys.stdout.flush()
         if profile_dir is not None:
             for node in cluster.nodes:  # a graceful stop, so cProfile writes its file
                 node.stop()
             print(
                 f"profiles: {', '.join(str(profile_dir / (node.name + '.prof')) for node in cluster.nodes)}"
             )
+
+
+def measure(
+    cluster: Cluster,
+    context: str,
+    latency_jobs: int,
+    jobs: int,
+    connections: int,
+    batch_submit: bool,
+    opener: Opener,
+    via: str,
+) -> dict[str, float]:
+    """Print the latency and throughput figures through one way of talking to the first node;
+    returns the headline figures."""
+    nodes = len(cluster.nodes)
+    figures: dict[str, float] = {}
+    if latency_jobs:
+        latencies, remote, acks = measure_latency(cluster, context, latency_jobs, opener)
+        figures["p50"], figures["p99"] = statistics.median(latencies), percentile(latencies, 0.99)
+        figures["submit ack p50"] = statistics.median(acks)
+        print(
+            f"[{via}] submit->running, {nodes} nodes, {len(latencies)} no-op WASM jobs one at a time "
+            f"({remote} ran on another node): "
+            f"p50 {figures['p50']:.0f} ms, p99 {figures['p99']:.0f} ms, "
+            f"min {min(latencies):.0f} ms, max {max(latencies):.0f} ms (goal p50 <= 250 ms); "
+            f"submit acknowledged p50 {figures['submit ack p50']:.1f} ms, p99 {percentile(acks, 0.99):.1f} ms"
+        )
+        sys.stdout.flush()
+    if jobs:
+        result = measure_throughput(cluster, context, jobs, connections, opener, batch_submit)
+        figures["jobs/s"], figures["submits/s"] = result["finished_per_s"], result["submit_per_s"]
+        print(
+            f"[{via}] throughput, {nodes} nodes: {result['jobs']} no-op WASM jobs finished in "
+            f"{result['elapsed_s']:.2f} s = "
+            f"{result['finished_per_s']:.0f} jobs/s (goal >= 200/s); submits acknowledged at "
+            f"{result['submit_per_s']:.0f}/s "
+            f"over {connections} connection(s) "
+            f"({'job.submit-many' if batch_submit else 'job.submit'}); formd CPU "
+            f"{result['cpu_ms_per_job']:.1f} ms per job (all nodes together, "
+            f"i.e. at most {1000 / result['cpu_ms_per_job']:.0f} jobs/s per core; main threads "
+            f"{result['main_ms_per_job']:.1f} ms, "
+            f"worker threads {result['cpu_ms_per_job'] - result['main_ms_per_job']:.1f} ms; "
+            f"this client {result['bench_ms_per_job']:.1f} ms); states {result['states']}; per "
+            f"runner {result['runners']}"
+        )
+        sys.stdout.flush()
+    return figures
 
 
 def main() -> int:
@@ -302,6 +385,12 @@ def main() -> int:
         "--one-by-one",
         action="store_true",
         help="submit with one job.submit per job (pipelined) instead of job.submit-many",
+    )
+    parser.add_argument(
+        "--via",
+        choices=("socket", "http"),
+        default="socket",
+        help="http: measure through the HTTPS API too, after the socket on the same cluster",
     )
     parser.add_argument(
         "--profile",
@@ -323,7 +412,15 @@ def main() -> int:
     for nodes in args.nodes:
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
-        run(nodes, args.latency_jobs, args.jobs, args.connections, not args.one_by_one, args.profile)
+        run(
+            nodes,
+            args.latency_jobs,
+            args.jobs,
+            args.connections,
+            not args.one_by_one,
+            args.profile,
+            args.via == "http",
+        )
     return 0
 
 

@@ -1,11 +1,16 @@
 """Placement benchmark: evenness per policy and the cost of ranking a large cluster.
 
-    python -m simulations.bench_placement [--nodes 50] [--jobs 100000] [--rank-nodes 10000] [--seed 1]
+    python -m simulations.bench_placement [--nodes 50] [--jobs 100000] [--rank-nodes 10000]
+                                          [--shard-jobs 10000] [--shards 3] [--seed 1]
 
 Prints, per policy, max/mean and min/mean jobs per node over random jobs, and the median
 time to rank (full order) and to pick the top 3 of 10,000 nodes for one job. The baseline
 is the bare cost of 10,000 blake3 calls on 53-byte inputs measured in the same run: the
 floor any hashed ranking must pay in Python, so the ratio says how much placement adds.
+Then sharded jobs through the scheduler's own code (shard_specs, order_nodes): where each
+shard's first choice lands over the same nodes, all capable and with only 2 capable: shards per
+node max/mean and the share of jobs whose shards start on distinct nodes (goal 100 % when there
+are at least as many capable nodes as shards).
 """
 
 from __future__ import annotations
@@ -15,10 +20,16 @@ import random
 import statistics
 import time
 from collections import Counter
+from dataclasses import replace
 
 from blake3 import blake3
 
+from pack_manager.jobspec import JobSpec
 from pack_manager.placement import POLICIES, rank, top_k
+from pack_manager.requirements import WorkloadRequirements
+from pack_manager.scheduling import JobView, NodeView, order_nodes
+from pack_manager.shards import shard_specs
+from simulations.sim.world import CAPABILITIES
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -51,12 +62,45 @@ def chance_max_over_mean(rng: random.Random, nodes: int, jobs: int, trials: int 
     return statistics.median(ratios)
 
 
+def sharded(
+    rng: random.Random, nodes: int, jobs: int, shards: int, capable: int
+) -> tuple[float, float, float]:
+    """(shards per capable node max/mean, min/mean, share of jobs on distinct nodes) for the
+    first choice of every shard; nodes past `capable` lack the wasm executor."""
+    ids = [rng.randbytes(32) for _ in range(nodes)]
+    able, unable = (
+        NodeView(CAPABILITIES, None, "alive"),
+        NodeView(replace(CAPABILITIES, executors=()), None, "alive"),
+    )
+    views = {node_id: able if i < capable else unable for i, node_id in enumerate(ids)}
+    requirements = WorkloadRequirements(executor="wasm")
+    counts: Counter = Counter()
+    distinct = 0
+    for _ in range(jobs):
+        spec = JobSpec(
+            kind="wasm",
+            submitter=ids[0],
+            nonce=rng.randbytes(16),
+            module="m.wasm",
+            context="ab" * 32,
+            requirements=requirements,
+        )
+        firsts = [order_nodes(JobView(s.job_id(), s, {}), views)[0] for s in shard_specs(spec, shards, False)]
+        counts.update(firsts)
+        distinct += len(set(firsts)) == shards
+    per_node = [counts[n] for n in ids[:capable]]
+    mean = jobs * shards / capable
+    return max(per_node) / mean, min(per_node) / mean, distinct / jobs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--rank-nodes", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=41)
+    parser.add_argument("--shard-jobs", type=int, default=10_000)
+    parser.add_argument("--shards", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -78,6 +122,16 @@ def main() -> None:
         print(
             f"  {policy:<16} rank {full * 1000:7.2f} ms ({full / baseline:.2f}x baseline)"
             f"   top-3 {first3 * 1000:7.2f} ms ({first3 / baseline:.2f}x)"
+        )
+
+    print(f"sharded: {args.nodes} nodes x {args.shard_jobs:,} jobs x {args.shards} shards (hashed-xor)")
+    chance = chance_max_over_mean(rng, args.nodes, args.shard_jobs * args.shards)
+    print(f"  uniform chance   max/mean {chance:.3f} for {args.shard_jobs * args.shards:,} placements")
+    for capable in (args.nodes, 2):
+        high, low, share = sharded(rng, args.nodes, args.shard_jobs, args.shards, capable)
+        print(
+            f"  {capable:>3} capable  shards per capable node max/mean {high:.3f}  min/mean {low:.3f}"
+            f"  jobs with shards on distinct nodes {share * 100:.1f} %"
         )
 
 

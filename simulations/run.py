@@ -38,6 +38,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--job-cpu", default="250m,500m,1,2", help="CPU requests, one picked per job (nodes have 4 cores)"
     )
+    p.add_argument(
+        "--job-shards",
+        type=int,
+        default=1,
+        help="submit each job as N shards (each shard is checked as a job)",
+    )
     p.add_argument("--policy", default="hashed-xor", choices=("hashed-xor", "xor"), help="placement policy")
     p.add_argument("--loss", default="0", help="share of messages lost, e.g. 0.01 or 1%%")
     p.add_argument("--latency", default="1ms..20ms", help="one-way latency, LOW..HIGH (uniform) or one value")
@@ -160,6 +166,7 @@ def to_options(args: argparse.Namespace) -> SimOptions:
         jobs=args.jobs,
         job_duration=parse.duration_range(args.job_duration, "--job-duration"),
         job_cpu=parse.cpu_choices(args.job_cpu),
+        job_shards=args.job_shards,
         policy=args.policy,
         loss=parse.probability(args.loss, "--loss"),
         latency=parse.latency_range(args.latency),

@@ -52,7 +52,8 @@ def formd_cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wasm_context(tmp_path_factory):
-    """A job directory: context/ holds upcase.wasm (built from tests/wasm), in.txt holds TEXT."""
+    """A job directory: context/ holds upcase.wasm and shard.wasm (built from tests/wasm), in.txt
+    holds TEXT."""
     root = tmp_path_factory.mktemp("wasm-job")
     context = root / "context"
     context.mkdir()

@@ -119,8 +119,9 @@ class Formd:
         key_file: Path | None = None,
         labels: Iterable[str] = (),
         settings: dict[str, str] | None = None,
+        init_args: Iterable[str] = (),
     ) -> str:
-        args = ["--listen", self.listen]
+        args = ["--listen", self.listen, *init_args]
         for seed in seeds:
             args += ["--seed", seed]
         args += ["--cluster-key-file", str(key_file)] if key_file else ["--new-cluster-key"]
@@ -202,6 +203,12 @@ class Formd:
     def form(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return form(self.socket, *args, check=check)
 
+    def grant_new_client_key(self, path: Path, role: str) -> str:
+        """A new client key written to `path` and granted `role` on this node; its public key."""
+        public = self.form("key", "generate", "-o", str(path)).stdout.strip().splitlines()[-1]
+        self.form("acl", "grant", public, "--role", role)
+        return public
+
     def nodes(self) -> list[dict]:
         """`form nodes --json` through the real CLI."""
         return json.loads(self.form("nodes", "--json").stdout)
@@ -229,12 +236,19 @@ class Cluster:
         labels: Iterable[str] = (),
         settings: dict[str, str] | None = None,
         start: bool = True,
+        init_args: Iterable[str] = (),
     ) -> Formd:
         node = Formd(self.root / name, name)
         self.nodes.append(node)
         if key_file is None and self.nodes[0] is not node:
             key_file = self.nodes[0].key_file
-        node.init(seeds=[seed.address] if seed else [], key_file=key_file, labels=labels, settings=settings)
+        node.init(
+            seeds=[seed.address] if seed else [],
+            key_file=key_file,
+            labels=labels,
+            settings=settings,
+            init_args=init_args,
+        )
         if start:
             node.start()
         return node

@@ -1,10 +1,15 @@
 """What the pure scheduling decisions read about nodes, made by hand: capabilities, capacity
-after reservations, NodeViews, and a three-node cluster of them."""
+after reservations, NodeViews, and a three-node cluster of them; job specs and views, and
+every node's decision on one view."""
+
+import os
 
 from metrics_agent.capabilities import NodeCapabilities
 from metrics_agent.capacity import NodeCapacity, apply_reservations
 from metrics_agent.units import GIB
-from pack_manager.scheduling import NodeView
+from pack_manager.jobspec import JobSpec
+from pack_manager.requirements import WorkloadRequirements
+from pack_manager.scheduling import JobView, NodeView, decide
 
 
 def caps(memory=8 * GIB, labels=None, executors=("podman", "wasm")):
@@ -40,3 +45,25 @@ def cluster(**overrides):
     nodes = {n: view() for n in NODES}
     nodes.update(overrides)
     return nodes
+
+
+def spec(memory="1GiB", replicas=1, **req):
+    requirements = WorkloadRequirements.from_human(memory=memory, **req)
+    return JobSpec(
+        kind="run",
+        submitter=b"s" * 32,
+        nonce=os.urandom(16),
+        image="localhost/formnet/busybox",
+        command=("true",),
+        requirements=requirements,
+        replicas=replicas,
+    )
+
+
+def job(s=None, runs=None, cancelled=False):
+    s = s or spec()
+    return JobView(s.job_id(), s, runs or {}, cancelled)
+
+
+def actions(j, nodes, **kwargs):
+    return {n: decide(j, nodes, n, nodes[n].capacity, **kwargs) for n in nodes}

@@ -326,6 +326,10 @@ class Node:
         self.capabilities = self.capabilities.with_labels(labels)
         self.publish(durable=True)
 
+    def set_named_capabilities(self, named: dict[str, int]) -> None:
+        self.capabilities = self.capabilities.with_named(named)
+        self.publish(durable=True)
+
     # ---- incoming -----------------------------------------------------------------------------
 
     async def handle(self, sender: str, payload: bytes) -> bytes | str | None:

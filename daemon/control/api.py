@@ -11,10 +11,12 @@ returns something JSON can carry, or raises ControlError with a one-line reason.
     cluster-key.remove {"key_id": hex} -> {"key_id": hex16}
     label.set    {"labels": {k: v}}    -> {"labels": {...all labels now}}
     label.remove {"keys": [k, ...]}    -> {"labels": {...}}
+    capability.set    {"name", "max"}  -> {"capabilities": {name: max_concurrency, ...all now}}
+    capability.remove {"name"}         -> {"capabilities": {...}}
 
 Job and blob methods: see daemon/control/jobs_api.py.
 
-Key and label changes are saved (cluster.key, formd.toml) before the reply, so they survive
+Key, label and capability changes are saved (cluster.key, formd.toml) before the reply, so they survive
 a restart.
 """
 
@@ -32,6 +34,7 @@ from daemon.control.server import ControlError, Handler, param
 from daemon.control.views import describe_nodes, describe_self
 from daemon.jobs.loop import JobLoop
 from daemon.transport.keyring import Keyring, KeyringError, decode_key, parse_key_id
+from metrics_agent.named_capabilities import MAX_NAMED, CapabilityNameError, check_name, check_slots
 from pack_manager.requirements import RequirementsError, parse_labels
 
 
@@ -62,6 +65,8 @@ class DaemonApi:
             "cluster-key.remove": self.key_remove,
             "label.set": self.label_set,
             "label.remove": self.label_remove,
+            "capability.set": self.capability_set,
+            "capability.remove": self.capability_remove,
             **(self.jobs_api.methods() if self.jobs_api is not None else {}),
         }
 
@@ -133,16 +138,49 @@ class DaemonApi:
             raise ControlError(f"no such label(s): {', '.join(unknown)}")
         return self._save_labels({k: v for k, v in self.config.labels.items() if k not in keys})
 
-    def _save_labels(self, labels: dict[str, str]) -> Any:
-        updated = replace(self.config, labels=labels)
+    def _save_config(self, **changes: Any) -> None:
+        """formd.toml first: a change the file does not hold would be lost at the next start."""
+        updated = replace(self.config, **changes)
         try:
             config_file.save(self.state_dir, updated)
         except OSError as exc:
             raise ControlError(f"cannot save formd.toml: {exc.strerror}") from None
         self.config = updated
+
+    def _save_labels(self, labels: dict[str, str]) -> Any:
+        self._save_config(labels=labels)
         self.node.set_labels(labels)
         self.node.log.info("labels changed", labels=",".join(f"{k}={v}" for k, v in sorted(labels.items())))
         return {"labels": dict(sorted(labels.items()))}
+
+    # ---- named capabilities -----------------------------------------------------------
+
+    async def capability_set(self, params: dict[str, Any]) -> Any:
+        name, slots = param(params, "name", str), param(params, "max", int)
+        try:
+            check_name(name)
+            check_slots(name, slots)
+        except CapabilityNameError as exc:
+            raise ControlError(str(exc)) from None
+        named = {**self.config.named_capabilities, name: slots}
+        if len(named) > MAX_NAMED:
+            raise ControlError(f"a node offers at most {MAX_NAMED} named capabilities")
+        return self._save_capabilities(named)
+
+    async def capability_remove(self, params: dict[str, Any]) -> Any:
+        name = param(params, "name", str)
+        if name not in self.config.capabilities:
+            raise ControlError(f"no such capability: {name}")
+        return self._save_capabilities({k: v for k, v in self.config.named_capabilities.items() if k != name})
+
+    def _save_capabilities(self, named: dict[str, int]) -> Any:
+        """Running jobs keep the slots they hold; a lower max only stops new claims."""
+        self._save_config(capabilities={name: {"max_concurrency": n} for name, n in sorted(named.items())})
+        self.node.set_named_capabilities(named)
+        self.node.log.info(
+            "capabilities changed", capabilities=",".join(f"{k}={v}" for k, v in sorted(named.items()))
+        )
+        return {"capabilities": dict(sorted(named.items()))}
 
 
 def _decode(text: str) -> bytes:

@@ -14,7 +14,8 @@ and quotas are checked where the method is. Resources:
     POST   /v1/jobs/{id}/cancel            job.cancel
     GET    /v1/jobs/{id}/outputs           job.files (outputs; fetched to this node first)
     GET    /v1/jobs/{id}/logs[?offset=N&follow=1]   the log as a byte stream, followed live
-    PUT    /v1/blobs/{digest}?size=N       upload a blob as the request body (streamed)
+    PUT    /v1/blobs/{digest}?size=N[&offset=M]   upload a blob as the request body (streamed);
+                                           the reply's offset says where to resume
     GET    /v1/blobs/{digest}[?offset=N]   download a blob (streamed)
     GET    /v1/acl | POST /v1/acl | DELETE /v1/acl/{key}      acl.list / acl.grant / acl.revoke
     PUT    /v1/labels | DELETE /v1/labels/{key}               label.set / label.remove
@@ -313,9 +314,11 @@ class HttpApi:
         caller = self._authenticate(request, STREAM)
         size = _query_int(request.query, "size", None)
         authorize_or_403(caller, "blob.put")
-        offset = 0
+        # Where the body starts in the blob: a client resumes from the offset an earlier
+        # attempt's reply named.
+        offset = _query_int(request.query, "offset", 0)
         pending = bytearray()
-        result: Any = {"offset": 0, "complete": size == 0}
+        result: Any = None
         more = True
         while more:
             message = await receive()
@@ -337,9 +340,9 @@ class HttpApi:
                     },
                 )
                 offset += len(piece)
-        if size == 0 and offset == 0:
+        if result is None:  # an empty body: the node's answer says what it holds (and stores b"")
             result = await self._call(
-                caller, "blob.put", {"digest": digest, "size": 0, "offset": 0, "data": ""}
+                caller, "blob.put", {"digest": digest, "size": size, "offset": offset, "data": ""}
             )
         await _send_json(send, 200, result)
 

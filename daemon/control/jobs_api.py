@@ -7,13 +7,20 @@ blob.read  {"digest", "offset", "length"}              -> {"size", "data": b64} 
            (blob sizes: at most the larger of the context and input limits)
 job.limits {}                                       -> {"max_context_bytes", "max_input_bytes"}
 job.submit {"kind", "context", "containerfile", "image", "command", "module", "inputs": [[name, digest]],
-            "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer"},
-            "timeout_ms", "env", "network", "replicas", "prefer_local_inputs"}  -> {"id"}   (durable before the reply)
+            "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer",
+                             "select", "capabilities", "region"},
+            "timeout_ms", "env", "network", "replicas", "prefer_local_inputs", "placement_key",
+            "retries", "retry_delay_ms", "queue_timeout_ms"}
+           -> {"id"}   (durable before the reply)
+           with "shards": N [, "split_inputs": true]: N shard jobs -> {"id": group, "shards": [ids]}
 job.submit-many {"jobs": [job.submit params, ...]}    -> {"ids": [...]}  (all or none; one fsync)
-job.status {"job": id or prefix >= 8 hex}              -> status object (see `status_object`)
+job.status {"job": id or prefix >= 8 hex}              -> status object (see `status_object`);
+             for a shard group, the group's (pack_manager/shards.py group_status)
 job.list   {"state": optional}                         -> [status object, ...]
 job.cancel {"job"}                                     -> {"id", "cancelled": true}
 job.explain {"job"}                                    -> {"id", "policy", "state", "reason", "nodes": [...]}
+job.plan   {job.submit params; blobs need not be stored} -> {"policy", "placement_key", "note", "nodes": [...]}
+             a dry run: explain's rows for the job as submitted; writes nothing
 job.files  {"job", "which": "outputs" | "log"}         -> [{"name", "digest", "size"}] (fetched here first)
 job.log    {"job", "offset", "as_file"}                -> {"data": b64, "offset", "done", "state"}
              live from the runner while it runs, then from the stored log blob; done = final and all sent;
@@ -46,6 +53,7 @@ from pack_manager.fit import check_capabilities, check_capacity
 from pack_manager.jobspec import JobInput, JobSpec, JobSpecError, is_digest
 from pack_manager.jobstate import JOB_STATES
 from pack_manager.requirements import RequirementsError, WorkloadRequirements
+from pack_manager.shards import group_status, shard_specs
 
 MIN_PREFIX = 8
 UNFINISHED = ("queued", "claimed", "running", "unschedulable")
@@ -82,6 +90,7 @@ class JobsApi:
             "job.list": self.list,
             "job.cancel": self.cancel,
             "job.explain": self.explain,
+            "job.plan": self.plan,
             "job.files": self.files,
             "job.log": self.log,
             "job.records": self.records,
@@ -178,14 +187,27 @@ class JobsApi:
             )
 
     async def submit(self, params: dict[str, Any]) -> Any:
-        self._check_quota(1)
+        """One job; with "shards": N, N shard jobs of one group, written together (all or none)."""
+        shards = param(params, "shards", int, optional=True, default=0)
+        split = param(params, "split_inputs", bool, optional=True, default=False)
+        self._check_quota(max(1, shards))  # each shard is a job of its own
         with self._discarding_uploads_on_refusal([params]):
             spec = self._accept(params)
-            job_hex = self._write_job(spec, self._seal(spec))
+            if shards or split:
+                try:
+                    specs = shard_specs(spec, shards, split)
+                except JobSpecError as exc:
+                    raise ControlError(str(exc)) from None
+                sealed = [(shard, self._seal(shard)) for shard in specs]
+                ids = [self._write_job(shard, envelope) for shard, envelope in sealed]
+            else:
+                ids = [self._write_job(spec, self._seal(spec))]
         await self.jobs.commit_durably()  # on disk before we answer
-        self.jobs.log.info("job submitted", job=job_hex[:12], kind=spec.kind)
+        self.jobs.log.info("job submitted", job=ids[0][:12], kind=spec.kind, shards=shards)
         self.jobs.wake()
-        return {"id": job_hex}
+        if shards:
+            return {"id": specs[0].shard_group.hex(), "shards": ids}
+        return {"id": ids[0]}
 
     async def submit_many(self, params: dict[str, Any]) -> Any:
         """Several jobs in one request, all or none: every spec is checked before any is
@@ -227,8 +249,9 @@ class JobsApi:
             for digest in _named_digests(request):
                 self.uploads.pop(digest, None)
 
-    def _accept(self, params: dict[str, Any]) -> JobSpec:
-        """The signed-to-be spec for submit params, or ControlError saying what is wrong."""
+    def _accept(self, params: dict[str, Any], *, stored: bool = True) -> JobSpec:
+        """The signed-to-be spec for submit params, or ControlError saying what is wrong.
+        stored=False (a dry run): the blobs it names need not be in this node's store."""
         kind = param(params, "kind", str)
         raw_req = param(params, "requirements", dict, optional=True, default={})
         try:
@@ -242,6 +265,9 @@ class JobsApi:
                 executor="wasm" if kind == "wasm" else "podman",
                 labels=raw_req.get("labels") or [],
                 preferred=raw_req.get("prefer") or [],
+                select=_opt_list(raw_req, "select"),
+                capabilities=_opt_list(raw_req, "capabilities"),
+                region=_opt_str(raw_req, "region"),
             )
             inputs = tuple(
                 JobInput(str(n), str(d)) for n, d in param(params, "inputs", list, optional=True, default=[])
@@ -262,10 +288,16 @@ class JobsApi:
                 network=param(params, "network", bool, optional=True, default=False),
                 replicas=param(params, "replicas", int, optional=True, default=1),
                 prefer_local_inputs=param(params, "prefer_local_inputs", bool, optional=True, default=False),
+                placement_key=param(params, "placement_key", str, optional=True),
+                retries=param(params, "retries", int, optional=True, default=0),
+                retry_delay_ms=param(params, "retry_delay_ms", int, optional=True, default=0),
+                queue_timeout_ms=param(params, "queue_timeout_ms", int, optional=True),
                 client=current_caller.get().client,
             )
         except (RequirementsError, JobSpecError, TypeError, ValueError) as exc:
             raise ControlError(str(exc)) from None
+        if not stored:
+            return spec
         limits = self.jobs.limits
         for digest in spec_blobs(spec):
             if not self.blobs.has(digest):
@@ -338,12 +370,36 @@ class JobsApi:
                 {"node": r.node.hex(), "state": r.state, "digest": r.digest} for r in status.replicas
             ],
             "verified": status.verified,
+            "verify_reason": status.verify_reason,
+            "attempts": [
+                {"attempt": a.attempt, "node": a.node.hex(), "state": a.state, "reason": a.reason}
+                for a in status.attempts
+            ],
             "client": job.spec.client,
         }
 
     async def status(self, params: dict[str, Any]) -> Any:
+        group = self._group(params)
+        if group is not None:
+            nodes = self.jobs.node_views()
+            orders = self.jobs.orders_for(nodes)
+            return group_status(group[0], [self.status_object(job, nodes, orders) for job in group[1]])
         job, _ = self._resolve(params)
         return self.status_object(job, self.jobs.node_views())
+
+    def _group(self, params: dict[str, Any]) -> tuple[str, list] | None:
+        """(group id, its shard jobs by index) when the id names a sharded job's group."""
+        text = param(params, "job", str).strip().lower()
+        if len(text) < MIN_PREFIX:
+            return None
+        groups: dict[str, list] = {}
+        for job in self.jobs.jobs().values():
+            if job.spec.shard_group is not None and job.spec.shard_group.hex().startswith(text):
+                groups.setdefault(job.spec.shard_group.hex(), []).append(job)
+        if len(groups) != 1:
+            return None
+        ((group_hex, jobs),) = groups.items()
+        return group_hex, sorted(jobs, key=lambda job: job.spec.shard_index)
 
     async def list(self, params: dict[str, Any]) -> Any:
         wanted = param(params, "state", str, optional=True)
@@ -361,6 +417,11 @@ class JobsApi:
         return self.jobs.job_keys()
 
     async def cancel(self, params: dict[str, Any]) -> Any:
+        group = self._group(params)
+        if group is not None:
+            for job in group[1]:
+                await self.cancel({"job": job.job_hex})
+            return {"id": group[0], "cancelled": True}
         job, _ = self._resolve(params)
         caller = current_caller.get()
         if not caller.is_admin and job.spec.client != caller.client:
@@ -381,22 +442,58 @@ class JobsApi:
         return {"id": job.job_hex, "cancelled": True}
 
     async def explain(self, params: dict[str, Any]) -> Any:
+        group = self._group(params)
+        if group is not None:
+            shards = ", ".join(f"{job.spec.shard_index}: {job.job_hex[:16]}" for job in group[1])
+            raise ControlError(f"job {group[0][:16]} is sharded: explain one of its shards ({shards})")
         job, _ = self._resolve(params)
         nodes = self.jobs.node_views()
-        view = job.view()
+        status = self.status_object(job, nodes)
+        return {
+            "id": job.job_hex,
+            "policy": self.jobs.policy,
+            "prefer_local_inputs": job.spec.prefer_local_inputs,
+            "placement_key": job.spec.placement_key,
+            "blobs": len(set(spec_blobs(job.spec))),
+            "state": status["state"],
+            "reason": status["reason"],
+            "nodes": self._ranked_rows(job.view(), nodes),
+        }
+
+    async def plan(self, params: dict[str, Any]) -> Any:
+        """A dry run: the ranked table for a job as submit would write it. Writes nothing; the
+        blobs it names need not have been uploaded."""
+        spec = self._accept(params, stored=False)
+        view = scheduling.JobView(spec.job_id(), spec, {})
+        note = (
+            f"ranked by placement key {spec.placement_key!r}, as the job will be"
+            if spec.placement_key is not None
+            else "ranked by a provisional job id; the submitted job gets its own id and may rank "
+            "other nodes first (use --placement-key for a fixed order)"
+        )
+        return {
+            "policy": self.jobs.policy,
+            "placement_key": spec.placement_key,
+            "note": note,
+            "nodes": self._ranked_rows(view, self.jobs.node_views()),
+        }
+
+    def _ranked_rows(self, view: scheduling.JobView, nodes: dict) -> list[dict[str, Any]]:
+        """One row per known node, in placement order: fits ever, fits now, why not, its run."""
+        requirements = view.spec.requirements
         order = scheduling.order_nodes(view, nodes, self.jobs.policy)
-        holdings = self.jobs.holdings(job.spec)  # shown whether or not the job prefers holders
+        holdings = self.jobs.holdings(view.spec)  # shown whether or not the job prefers holders
         records = self.jobs.node_records()
         rows = []
         for rank, node_id in enumerate(order, 1):
             node = nodes[node_id]
-            never = check_capabilities(node.capabilities, job.spec.requirements)
+            never = check_capabilities(node.capabilities, requirements)
             now = (
-                check_capacity(node.capabilities, node.capacity, job.spec.requirements)
+                check_capacity(node.capabilities, node.capacity, requirements)
                 if node.capacity and not never
                 else ()
             )
-            run = job.runs.get(node_id)
+            run = view.runs.get(node_id)
             rows.append(
                 {
                     "rank": rank,
@@ -413,16 +510,7 @@ class JobsApi:
                     "run_reason": run.reason if run else None,
                 }
             )
-        status = self.status_object(job, nodes)
-        return {
-            "id": job.job_hex,
-            "policy": self.jobs.policy,
-            "prefer_local_inputs": job.spec.prefer_local_inputs,
-            "blobs": len(set(spec_blobs(job.spec))),
-            "state": status["state"],
-            "reason": status["reason"],
-            "nodes": rows,
-        }
+        return rows
 
     async def log(self, params: dict[str, Any]) -> Any:
         job, _ = self._resolve(params)
@@ -518,6 +606,13 @@ def _named_digests(request: Any) -> set[str]:
     if isinstance(inputs, list):
         named += [item[1] for item in inputs if isinstance(item, (list, tuple)) and len(item) == 2]
     return {d for d in named if isinstance(d, str) and is_digest(d)}
+
+
+def _opt_list(raw: dict, key: str) -> list[str]:
+    value = raw.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise RequirementsError(f"{key}: expected a list of text")
+    return value
 
 
 def _opt_str(raw: dict, key: str) -> str | None:

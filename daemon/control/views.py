@@ -36,6 +36,7 @@ def describe_nodes(node: Node) -> list[dict[str, Any]]:
                 "version": record.version,
                 "updated_ms": record.updated_ms,
                 "labels": _text_map(capabilities.get("labels")),
+                "region": capabilities.get("region") if isinstance(capabilities.get("region"), str) else "",
                 "executors": [e for e in capabilities.get("executors", []) if isinstance(e, str)]
                 if isinstance(capabilities.get("executors"), list)
                 else [],
@@ -73,6 +74,8 @@ def describe_self(node: Node) -> dict[str, Any]:
         "bytes_received": node.transport.bytes_received,
         "frames_dropped": node.transport.dropped,
         "labels": dict(node.capabilities.labels),
+        "region": node.capabilities.region,
+        "capabilities": dict(node.capabilities.named),
     }
 
 

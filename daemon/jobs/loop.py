@@ -43,6 +43,7 @@ from pack_manager import scheduling
 from pack_manager.executors import run_job
 from pack_manager.executors.base import ExecutionResult, Executor, ExecutorLimits
 from pack_manager.executors.staging import remove_tree
+from pack_manager.fit import capability_slots
 from pack_manager.jobspec import JobSpec
 from pack_manager.jobstate import (
     CANCELLED,
@@ -349,6 +350,10 @@ class JobLoop:
             todo = set(self._open)
         else:
             todo = changed & self._open
+        # Retry delays and queue timeouts come due with time alone: decide those jobs every pass.
+        todo |= {
+            h for h in self._open if h in self.records.specs and _waits_on_time(self.records.specs[h][0])
+        }
         if self._capacity_freed:
             self._capacity_freed = False
             todo |= {
@@ -376,6 +381,7 @@ class JobLoop:
                 policy=self.policy,
                 max_attempts=self.max_attempts,
                 order=orders.order(job),
+                now_ms=node_now_ms(self.node),
             )
             if action is not None:
                 self.act(job, job.runs.get(self.me), action)
@@ -421,7 +427,7 @@ class JobLoop:
             return True
         if job.cancelled:
             return False
-        return sum(r.final for r in job.runs.values()) < job.spec.replicas  # else finished by others
+        return not scheduling.settled(job.spec, job.runs)  # else finished by others
 
     def act(self, job: Job, own: RunReport | None, action: scheduling.Action) -> None:
         job_hex = job.job_hex
@@ -450,7 +456,14 @@ class JobLoop:
             if report is None:
                 return
             req = job.spec.requirements
-            self.reservations[job_hex] = Reservation(req.cpu_millicores, req.memory_bytes, req.disk_bytes)
+            slots = (
+                capability_slots(self.node.capabilities, self._own_capacity, req)
+                if self._own_capacity
+                else ()
+            )
+            self.reservations[job_hex] = Reservation(
+                req.cpu_millicores, req.memory_bytes, req.disk_bytes, capabilities=slots
+            )
             self._own_capacity = self.own_capacity()
             running = Running(trio.Event())
             self.running[job_hex] = running
@@ -631,6 +644,10 @@ class JobLoop:
     def addresses(self, node_ids: list[bytes]) -> list[str]:
         records = self.node.document.node_records()
         return [records[n].address for n in node_ids if n in records and n != self.me]
+
+
+def _waits_on_time(spec: JobSpec) -> bool:
+    return spec.retries > 0 or spec.queue_timeout_ms is not None
 
 
 def _result_digest(outputs: list[OutputRef]) -> str:

@@ -42,7 +42,12 @@ class Job:
 
     def view(self) -> scheduling.JobView:
         return scheduling.JobView(
-            bytes.fromhex(self.job_hex), self.spec, self.runs, self.cancelled, self.holdings
+            bytes.fromhex(self.job_hex),
+            self.spec,
+            self.runs,
+            self.cancelled,
+            self.holdings,
+            self.submitted_ms,
         )
 
 

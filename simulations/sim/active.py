@@ -159,15 +159,10 @@ def _submit_action(world: World, run: RunRecord, job: Submission) -> Callable[[]
         for offset in range(count):
             machine = world.machines[(job.machine + offset) % count]
             if machine.up:
-                run.submitted.append(
-                    Submitted(
-                        submit(machine, job),
-                        job,
-                        machine.index,
-                        machine.identity.node_hex,
-                        trio.current_time(),
+                for job_hex in submit(machine, job):  # one per shard of a sharded job
+                    run.submitted.append(
+                        Submitted(job_hex, job, machine.index, machine.identity.node_hex, trio.current_time())
                     )
-                )
                 return
         run.not_accepted += 1
 

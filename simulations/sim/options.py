@@ -63,6 +63,7 @@ class SimOptions:
     jobs: int = 0
     job_duration: tuple[float, float] = (1.0, 10.0)
     job_cpu: tuple[int, ...] = (250, 500, 1000, 2000)  # millicores, one picked per job
+    job_shards: int = 1  # each job submitted as this many shards (pack_manager/shards.py); 1: unsharded
     policy: str = "hashed-xor"
     # network
     loss: float = 0.0
@@ -111,6 +112,8 @@ class SimOptions:
             problems.append("--seconds must be positive")
         if self.jobs < 0:
             problems.append("--jobs must be 0 or more")
+        if not 1 <= self.job_shards <= 64:
+            problems.append("--job-shards must be 1..64")
         for name in ("fanout", "retransmit_mult", "heartbeat_retransmit_mult"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1")

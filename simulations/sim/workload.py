@@ -23,6 +23,7 @@ from crdt_state.signing import seal_record
 from daemon.jobs.loop import node_now_ms
 from pack_manager.jobspec import JobSpec
 from pack_manager.requirements import WorkloadRequirements
+from pack_manager.shards import shard_specs
 
 from .executor import DURATION_ENV, EXIT_ENV
 from .options import SimOptions
@@ -42,6 +43,12 @@ class Submission:
     duration_ms: int
     cpu_millicores: int
     exit_code: int
+    shards: int = 1
+
+    def specs(self, submitter: bytes) -> list[JobSpec]:
+        """The job's spec, or its shards' specs: every shard is a job the invariants check."""
+        spec = self.spec(submitter)
+        return shard_specs(spec, self.shards, False) if self.shards > 1 else [spec]
 
     def spec(self, submitter: bytes) -> JobSpec:
         return JobSpec(
@@ -69,23 +76,26 @@ def plan_jobs(options: SimOptions, rng: random.Random) -> list[Submission]:
                 duration_ms=int(rng.uniform(low, high) * 1000),
                 cpu_millicores=rng.choice(options.job_cpu),
                 exit_code=1 if rng.random() < FAILING_SHARE else 0,
+                shards=options.job_shards,
             )
         )
     plan.sort(key=lambda s: s.at_s)
     return plan
 
 
-def submit(machine: Machine, submission: Submission) -> str:
-    """The job as the machine's formd accepts it; returns the job id (hex)."""
+def submit(machine: Machine, submission: Submission) -> list[str]:
+    """The job (or its shards) as the machine's formd accepts it; returns the job ids (hex)."""
     node, loop = machine.node, machine.loop
     assert node is not None and loop is not None
     loop.blobs.put_bytes(MODULE)
-    spec = submission.spec(node.identity.node_id)
-    job_hex = spec.job_id().hex()
-    envelope = seal_record(
-        node.identity.private_key, "job", {"spec": spec.pack(), "submitted_ms": node_now_ms(node)}
-    )
-    node.document.put_local("jobs", job_hex, envelope)
+    ids = []
+    for spec in submission.specs(node.identity.node_id):
+        job_hex = spec.job_id().hex()
+        envelope = seal_record(
+            node.identity.private_key, "job", {"spec": spec.pack(), "submitted_ms": node_now_ms(node)}
+        )
+        node.document.put_local("jobs", job_hex, envelope)
+        ids.append(job_hex)
     node.commit_local(durable=True)
     loop.wake()
-    return job_hex
+    return ids

@@ -74,9 +74,16 @@ time.sleep(300)
 def test_namespaces_of_a_run_killed_with_sigkill_are_swept_by_the_next_run():
     creator = subprocess.Popen([sys.executable, "-c", ABANDONED_RUN], stdout=subprocess.PIPE, text=True)
     names = creator.stdout.readline().split()
+    # nsenter may not have entered the namespace yet when the creator prints: wait until it has.
+    sleeper = wait_until(
+        lambda: subprocess.run(
+            ["ip", "netns", "pids", names[1]], capture_output=True, text=True
+        ).stdout.split(),
+        30,
+        "the sleeper to be inside the abandoned host",
+    )
     creator.kill()
     creator.wait()
-    sleeper = subprocess.run(["ip", "netns", "pids", names[1]], capture_output=True, text=True).stdout.split()
     assert len(names) == 2 and all(Path("/run/netns", n).exists() for n in names) and len(sleeper) == 1
     with Network(1) as network:
         assert network.exists() == [network.hub, network.hosts[0].name]

@@ -5,7 +5,7 @@ import os
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scheduling_views import NODES, capacity, caps, cluster, view
+from scheduling_views import NODES, actions, capacity, caps, cluster, job, spec, view
 
 from metrics_agent.capacity import Reservation
 from metrics_agent.units import GIB
@@ -33,28 +33,6 @@ from pack_manager.scheduling import (
     job_status,
     order_nodes,
 )
-
-
-def spec(memory="1GiB", replicas=1, **req):
-    requirements = WorkloadRequirements.from_human(memory=memory, **req)
-    return JobSpec(
-        kind="run",
-        submitter=b"s" * 32,
-        nonce=os.urandom(16),
-        image="localhost/formnet/busybox",
-        command=("true",),
-        requirements=requirements,
-        replicas=replicas,
-    )
-
-
-def job(s=None, runs=None, cancelled=False):
-    s = s or spec()
-    return JobView(s.job_id(), s, runs or {}, cancelled)
-
-
-def actions(j, nodes, **kwargs):
-    return {n: decide(j, nodes, n, nodes[n].capacity, **kwargs) for n in nodes}
 
 
 def test_only_the_top_ranked_node_claims():

@@ -57,6 +57,17 @@ def test_small_cluster_with_loss_and_a_crash_keeps_every_invariant():
     assert report["phases_s"]["converge_rounds"] is not None
 
 
+def test_sharded_jobs_with_a_crash_keep_every_invariant_each_shard_succeeding_once():
+    options = SimOptions(
+        nodes=12, seconds=60, seed=5, jobs=10, job_shards=3, crash=Amount(count=1), plots=False
+    )
+    report, ok = run_session(options, say=quiet)
+    assert ok and report["invariants_ok"]
+    jobs = report["jobs"]  # every shard is checked as a job: final once, never succeeded twice
+    assert jobs["submitted"] == 30 and jobs["lost"] == 0 and jobs["duplicates"] == 0
+    assert jobs["succeeded"] + jobs["failed"] == 30
+
+
 def test_wiped_restarts_a_partition_and_a_slow_node_keep_every_invariant():
     """A wiped machine comes back as a new node; the old identity's claims must be taken over."""
     options = SimOptions(
