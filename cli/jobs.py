@@ -63,6 +63,8 @@ SUBMIT_DEFAULTS: dict[str, Any] = {
     "file": "Containerfile",
     "kind": "build",
     "image": None,
+    "pull": "missing",
+    "tag": None,
     "cmd": None,
     "module": None,
     "input": [],
@@ -101,7 +103,19 @@ def submit(
     ),
     file: Optional[str] = typer.Option(None, "-f", "--file", help="Containerfile inside the context (build)"),
     kind: Optional[str] = typer.Option(None, "--kind", help="build | run | wasm"),
-    image: Optional[str] = typer.Option(None, "--image", help="local image (run)"),
+    image: Optional[str] = typer.Option(
+        None,
+        "--image",
+        help="image (run): NAME[:TAG], registry/path[:TAG] or an id; fetched from a node that holds it",
+    ),
+    pull: Optional[str] = typer.Option(
+        None, "--pull", help="run: missing (registry only when no node holds it; default) | always | never"
+    ),
+    tag: Optional[str] = typer.Option(
+        None,
+        "--tag",
+        help="build: keep the built image on the builder as NAME[:TAG] (runs elsewhere fetch it)",
+    ),
     cmd: Optional[str] = typer.Option(
         None, "--cmd", help="command, split like a shell would (run; wasm arguments)"
     ),
@@ -153,7 +167,7 @@ def submit(
     prefer_local_inputs: Optional[bool] = typer.Option(
         None,
         "--prefer-local-inputs/--no-prefer-local-inputs",
-        help="rank nodes that already hold the context/inputs first",
+        help="rank nodes that already hold the context/inputs/image first",
     ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="write nothing; print the ranked table this node computes for the job"
@@ -273,6 +287,8 @@ def _submit_params(
         "context": context_digest,
         "containerfile": options["file"],
         "image": options["image"],
+        "pull": options["pull"],
+        "tag": options["tag"],
         "command": options["cmd"] or [],
         "module": options["module"],
         "inputs": [[item.name, store(item)] for item in inputs],

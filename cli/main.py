@@ -31,7 +31,7 @@ from .remote import (
     generate_key,
     load_key,
 )
-from .render import acl_table, keys_table, nodes_table, print_table
+from .render import acl_table, images_table, keys_table, nodes_table, print_table
 
 app = typer.Typer(
     no_args_is_help=True, help="Talk to formd: the local socket, or a node's HTTPS API with --remote."
@@ -108,6 +108,18 @@ def nodes(
         _print_json(result)
     else:
         print_table(nodes_table(result))
+
+
+@app.command()
+def images(
+    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print a JSON list")
+) -> None:
+    """Every image the cluster's nodes publish (names, id, size) and the nodes that hold it."""
+    result = request(ctx, "images")
+    if as_json:
+        _print_json(result)
+    else:
+        print_table(images_table(result))
 
 
 @app.command()

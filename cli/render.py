@@ -47,6 +47,24 @@ def _named(capabilities: dict, capacity: dict) -> str:
     return ", ".join(f"{name} {in_use.get(name, 0)}/{slots}" for name, slots in sorted(named.items()))
 
 
+def images_table(images: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("NAMES", "ID", "SIZE", "HOLDERS"):
+        table.add_column(column, no_wrap=column != "NAMES")
+    for image in images:
+        holders = ", ".join(
+            h["short_id"] + ("" if h.get("status") == "alive" else f" ({h.get('status')})")
+            for h in image.get("holders", [])
+        )
+        table.add_row(
+            "\n".join(image.get("names") or ["-"]),
+            str(image.get("id", ""))[:12],
+            format_bytes(image.get("size") or 0),
+            holders or "-",
+        )
+    return table
+
+
 def nodes_table(nodes: list[dict[str, Any]]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in (

@@ -90,6 +90,15 @@ class FormdConfig:
     # The local socket's group (name or gid): its members act as admin through the socket.
     socket_group: str = ""
     log_format: str = "text"  # "text" (journald priorities) or "json" (one object per line)
+    # Images (daemon/jobs/images.py): Podman's auth.json for registry pulls (empty: none), how
+    # long one pull may take, and the bytes of images formd itself added (loaded from a peer,
+    # pulled, built with --tag) kept before the least recently used go.
+    registry_auth_file: str = ""
+    # Registries ("host:port") pulled from without TLS verification (plain HTTP allowed), as
+    # Podman's registries.conf `insecure = true` does.
+    insecure_registries: tuple[str, ...] = ()
+    registry_timeout_s: float = 300.0
+    image_cache_bytes: int = 10 * 1024**3
 
     @property
     def advertise_address(self) -> str:
@@ -148,6 +157,11 @@ class FormdConfig:
             raise ConfigError('advertise: peers cannot dial 0.0.0.0; set advertise = "host:port"')
         for seed in self.seeds:
             check_address(seed, "seeds")
+        for registry in self.insecure_registries:
+            if not registry or "/" in registry or any(ch.isspace() for ch in registry):
+                raise ConfigError(
+                    f'insecure_registries: {registry!r} is not a registry host such as "host:5000"'
+                )
         try:
             labels = parse_labels(dict(self.labels), "labels")
         except RequirementsError as exc:
@@ -192,6 +206,8 @@ class FormdConfig:
                 raise ConfigError(f"metrics_allow: {network!r} is not an address or network") from None
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format: {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+        _range("registry_timeout_s", self.registry_timeout_s, 1, 86_400)
+        _range("image_cache_bytes", self.image_cache_bytes, 0, 1024**5)
         self.socket_permissions  # raises ConfigError when not octal
         self.socket_gid  # raises ConfigError for an unknown group
         if self.log_level not in LOG_LEVELS:

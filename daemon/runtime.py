@@ -37,6 +37,7 @@ from daemon.identity import bump_incarnation, load_identity
 from daemon.jobs.blobfetch import chunk_limit
 from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.group_commit import file_syncer
+from daemon.jobs.images import NodeImages
 from daemon.jobs.loop import JobLoop
 from daemon.jobs.peer_requests import LiveLogs, PeerRequests
 from daemon.jobs.wakeup import Wakeup
@@ -158,6 +159,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
     def sample(current):
         return sample_capacity(state_dir, current, reservations.values())
 
+    peer_requests = PeerRequests(blobs, live_logs, chunk_limit(config.max_frame_bytes))
     node = Node(
         identity=identity,
         address=config.advertise_address,
@@ -174,7 +176,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         log=log,
         version=version(),
         on_change=wakeup.set,
-        side_handler=PeerRequests(blobs, live_logs, chunk_limit(config.max_frame_bytes)).serve,
+        side_handler=peer_requests.serve,
     )
     limits = ExecutorLimits(
         max_context_bytes=config.max_context_bytes, max_input_bytes=config.max_input_bytes
@@ -198,6 +200,19 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         reservations=reservations,
     )
     jobs.configure_document()
+    podman = executors  # the podman executor appears here once _offer_podman finds Podman
+    jobs.images = peer_requests.images = NodeImages(
+        node,
+        blobs,
+        state_dir,
+        lambda: getattr(podman.get("podman"), "url", None),
+        jobs.fetch,
+        jobs.pending_uploads,
+        auth_file=config.path(state_dir, config.registry_auth_file) if config.registry_auth_file else None,
+        pull_timeout_s=config.registry_timeout_s,
+        insecure_registries=config.insecure_registries,
+        cache_bytes=config.image_cache_bytes,
+    )
     api = DaemonApi(node, keyring, keyring_path, state_dir, config, jobs=jobs)
     acl = AclApi(node, jobs.now_ms)
     methods = {**api.methods(), **acl.methods()}

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
+from .images import HeldImage, images_from_wire
 from .named_capabilities import CapabilityNameError, check_named
 from .wire import WireError, need_int, need_list, need_map, need_str, need_str_map
 
@@ -78,6 +79,8 @@ class NodeCapabilities:
     # certificate, so a client that trusts one node can check every other.
     http_api: str = ""
     tls_fingerprint: str = ""
+    # The images this node's Podman holds (metrics_agent/images.py: bounded, compact).
+    images: tuple[HeldImage, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -98,6 +101,8 @@ class NodeCapabilities:
             **({"named": dict(self.named)} if self.named else {}),
             "http_api": self.http_api,
             "tls_fingerprint": self.tls_fingerprint,
+            # Only when there are some: a node without images writes the record it always wrote.
+            **({"images": [image.to_wire() for image in self.images]} if self.images else {}),
         }
 
     @classmethod
@@ -125,6 +130,7 @@ class NodeCapabilities:
             tls_fingerprint=need_str(record, "tls_fingerprint", limit=64)
             if "tls_fingerprint" in record
             else "",
+            images=images_from_wire(record.get("images")),
         )
 
     def with_labels(self, labels: Mapping[str, str]) -> "NodeCapabilities":
@@ -132,6 +138,9 @@ class NodeCapabilities:
 
     def with_named(self, named: Mapping[str, int]) -> "NodeCapabilities":
         return replace(self, named=dict(sorted(named.items())))
+
+    def with_images(self, images: tuple[HeldImage, ...]) -> "NodeCapabilities":
+        return replace(self, images=tuple(images))
 
 
 def _region(record: Mapping[str, Any]) -> str:

@@ -30,6 +30,8 @@ KEYS = {
     "context": PATH,
     "file": TEXT,
     "image": TEXT,
+    "pull": TEXT,
+    "tag": TEXT,
     "cmd": COMMAND,
     "module": TEXT,
     "input": PATHS,

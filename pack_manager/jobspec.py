@@ -17,6 +17,7 @@ import msgpack
 
 from metrics_agent.wire import WireError, need_int, need_list, need_map, need_str, need_str_map
 
+from .image_refs import DEFAULT_PULL, PULL_POLICIES
 from .placement import MAX_KEY_CHARS
 from .requirements import RequirementsError, WorkloadRequirements
 
@@ -36,8 +37,10 @@ _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Input names become file names under /data/inputs: one relative path, no tricks.
 _INPUT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}(/[A-Za-z0-9._-]{1,128}){0,7}$")
-# Local image references: name[:tag] or an image id; no registries are reachable anyway.
+# Image references: name[:tag], registry/path[:tag|@digest] or an image id.
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
+# A build's --tag: name[:tag], kept on the builder (pack_manager/image_refs.py says how it is stored).
+_TAG = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,200}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$")
 
 
 class JobSpecError(ValueError):
@@ -86,6 +89,10 @@ class JobSpec:
     # The client key (raw Ed25519 public key, hex) that submitted the job through the HTTP API;
     # None for the local socket. Cancels by other clients are refused; quotas count by it.
     client: str | None = None
+    # run: when to pull the image from a registry (missing: only when no node holds it).
+    pull: str = DEFAULT_PULL
+    # build: the name the built image keeps on the builder (besides the archive output).
+    tag: str | None = None
     # pack()'s bytes, made once (a spec is not changed once made): a submit packs it to seal
     # the record and again to name the job.
     _packed: bytes | None = field(default=None, init=False, repr=False, compare=False)
@@ -122,6 +129,8 @@ class JobSpec:
             **({"queue_timeout_ms": self.queue_timeout_ms} if self.queue_timeout_ms is not None else {}),
             **({"shard": [self.shard_index, self.shard_count, self.shard_group]} if self.shard_count else {}),
             **({"client": self.client} if self.client is not None else {}),
+            **({"pull": self.pull} if self.pull != DEFAULT_PULL else {}),
+            **({"tag": self.tag} if self.tag is not None else {}),
         }
 
     @classmethod
@@ -171,6 +180,8 @@ class JobSpec:
                 else None,
                 **_wire_shard(record),
                 client=need_str(record, "client", limit=64) if "client" in record else None,
+                pull=need_str(record, "pull", limit=16) if "pull" in record else DEFAULT_PULL,
+                tag=need_str(record, "tag", limit=330, optional=True),
             )
         except (WireError, RequirementsError) as exc:
             raise JobSpecError(f"job spec: {exc}") from exc
@@ -357,3 +368,12 @@ def _check_kind(spec: JobSpec) -> None:
         raise JobSpecError(f"requirements: a {spec.kind} job needs the {wanted!r} executor, not {executor!r}")
     if spec.keep_image and spec.kind != "build":
         raise JobSpecError("keep_image: applies to build jobs only")
+    if spec.pull not in PULL_POLICIES:
+        raise JobSpecError(f"pull: {spec.pull!r} is not one of {', '.join(PULL_POLICIES)}")
+    if spec.pull != DEFAULT_PULL and spec.kind != "run":
+        raise JobSpecError("pull: applies to run jobs only")
+    if spec.tag is not None:
+        if spec.kind != "build":
+            raise JobSpecError("tag: applies to build jobs only")
+        if not isinstance(spec.tag, str) or not _TAG.match(spec.tag):
+            raise JobSpecError(f"tag: {spec.tag!r} is not NAME[:TAG] (lowercase name)")

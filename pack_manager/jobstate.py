@@ -13,11 +13,14 @@ A node's own record moves:
                                                              restarted mid-run; may take the job up again)
 
 `declined` = it was the node to run the job but lacked capacity at that moment; it may
-claim later. A claim starts as `running` straight away when the node already holds every
-input (nothing to fetch first): one record update fewer per job, and `running` is as much a
-claim as `claimed` for the conflict rule. `yielded` = it stopped because its claim lost a conflict. A dead node writes
-nothing: its successor claims with attempt+1, and readers see the dead node's stale claim
-beside the newer attempt.
+claim later. A claim (claimed or running) may also end in a decline marked `unable`, for
+good: the node could not get the job's image (no holder delivered it, the registry did not),
+so it is not asked again; when every capable node is unable, the job fails with all their
+reasons (pack_manager/scheduling.py). A claim starts as `running` straight away when the
+node already holds every input (nothing to fetch first): one record update fewer per job,
+and `running` is as much a claim as `claimed` for the conflict rule. `yielded` = it stopped
+because its claim lost a conflict. A dead node writes nothing: its successor claims with
+attempt+1, and readers see the dead node's stale claim beside the newer attempt.
 """
 
 from __future__ import annotations
@@ -49,8 +52,8 @@ JOB_STATES = (QUEUED, CLAIMED, RUNNING, SUCCEEDED, FAILED, CANCELLED, TIMED_OUT,
 _MOVES = {
     None: {DECLINED, CLAIMED, RUNNING, FAILED},  # FAILED: the successor gives up when attempts ran out
     DECLINED: {DECLINED, CLAIMED, RUNNING, FAILED},
-    CLAIMED: {RUNNING, YIELDED, CANCELLED, FAILED, TIMED_OUT},
-    RUNNING: {SUCCEEDED, FAILED, CANCELLED, TIMED_OUT, YIELDED},
+    CLAIMED: {RUNNING, YIELDED, CANCELLED, FAILED, TIMED_OUT, DECLINED},
+    RUNNING: {SUCCEEDED, FAILED, CANCELLED, TIMED_OUT, YIELDED, DECLINED},
     YIELDED: {DECLINED, CLAIMED, RUNNING, FAILED},  # lost a conflict once; may take the job up again later
     SUCCEEDED: set(),
     FAILED: set(),
@@ -90,6 +93,7 @@ class RunReport:
     outputs: tuple[OutputRef, ...] = ()
     result_digest: str | None = None  # what replicas compare; blake3 hex over the outputs
     log_digest: str | None = None
+    unable: bool = False  # a decline for good (see the module docstring)
 
     @property
     def final(self) -> bool:
@@ -111,6 +115,7 @@ class RunReport:
             "outputs": [o.to_wire() for o in self.outputs],
             "result_digest": self.result_digest,
             "log_digest": self.log_digest,
+            **({"unable": True} if self.unable else {}),
         }
 
     @classmethod
@@ -143,6 +148,7 @@ class RunReport:
             outputs=tuple(outputs),
             result_digest=_digest(record, "result_digest", optional=True),
             log_digest=_digest(record, "log_digest", optional=True),
+            unable=record.get("unable") is True and state == DECLINED,
         )
 
 
@@ -159,6 +165,7 @@ def advance(current: RunReport | None, new_state: str, **changes: Any) -> RunRep
     if new_state not in _MOVES[old_state]:
         raise TransitionError(f"run: cannot move from {old_state or 'nothing'} to {new_state}")
     reason = changes.pop("reason", "")
+    changes.setdefault("unable", False)  # only the decline that says so is for good
     if len(reason) > MAX_REASON:
         reason = reason[: MAX_REASON - 1] + "…"
     if current is None:

@@ -8,12 +8,14 @@ rule (better-ranked claimant wins) settles it as soon as their views meet.
 
 The order of candidates is the placement policy's order (pack_manager.placement), with
 nodes matching more preferred labels first, and, when the job asks, nodes that hold more of
-its blobs (by the document) next. A candidate is a live node whose static
+its blobs and its image (by the document) next. A candidate is a live node whose static
 capabilities fit the job. Walking that order, a node is *available* when it is live and
 either fits now by its last gossiped capacity, or has no decline newer than that capacity.
 The first K available nodes (K = replicas) are responsible; each one claims if it fits
 now by its own fresh figures, and otherwise writes a decline with its reasons, which
-makes the next node responsible.
+makes the next node responsible. A node that could not get the job's image declines for
+good (`unable`): it is passed over from then on, and once every capable live node is unable
+the first of them in order gives the job up with all their reasons.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from metrics_agent.capabilities import NodeCapabilities
 from metrics_agent.capacity import NodeCapacity
 
 from .fit import check_capabilities, check_capacity, check_fit, preference_score
+from .image_refs import find_image
 from .jobspec import JobSpec
 from .jobstate import (
     CANCELLED,
@@ -111,15 +114,48 @@ def order_nodes(job: JobView, nodes: Mapping[bytes, NodeView], policy: str = DEF
     replicated document, never from a node's own disk, so every node orders alike."""
     req = job.spec.requirements
     ranked_by = ranking_id(job.spec.shard_group or job.job_id, job.spec.placement_key)
-    if not req.preferred_labels and not (job.spec.prefer_local_inputs and job.holdings):
+    holdings = local_holdings(job, nodes) if job.spec.prefer_local_inputs else {}
+    if not req.preferred_labels and not holdings:
         # Every score would be 0: the policy's order alone, sorted in C rather than by a Python
         # key per node (half the cost at 1000 nodes; every node ranks every job it sees).
         return _for_shard(job, nodes, rank(ranked_by, nodes.keys(), policy))
     scores = {node_id: preference_score(view.capabilities, req) for node_id, view in nodes.items()}
-    if job.spec.prefer_local_inputs and job.holdings:
-        weight = 1 + max(job.holdings.values())  # a label match outweighs any number of blobs
-        scores = {node_id: score * weight + job.holdings.get(node_id, 0) for node_id, score in scores.items()}
+    if holdings:
+        weight = 1 + max(holdings.values())  # a label match outweighs any number of blobs
+        scores = {node_id: score * weight + holdings.get(node_id, 0) for node_id, score in scores.items()}
     return _for_shard(job, nodes, rank_with_preferences(ranked_by, scores, policy))
+
+
+def local_holdings(job: JobView, nodes: Mapping[bytes, NodeView]) -> dict[bytes, int]:
+    """node -> how many of the job's blobs it holds, plus one when it publishes the job's image."""
+    holdings = dict(job.holdings)
+    image = job.spec.image if job.spec.kind == "run" else None
+    if image:
+        for node_id, view in nodes.items():
+            if view.capabilities.images and find_image(image, view.capabilities.images) is not None:
+                holdings[node_id] = holdings.get(node_id, 0) + 1
+    return holdings
+
+
+def _unable(job: JobView) -> set[bytes]:
+    """Nodes that declined the job for good (they could not get its image)."""
+    return {node_id for node_id, run in job.runs.items() if run.state == DECLINED and run.unable}
+
+
+def _give_up_unable(
+    job: JobView, nodes: Mapping[bytes, NodeView], self_id: bytes, order: Sequence[bytes], unable: set[bytes]
+) -> Action:
+    """GiveUp from the first capable live node when every capable live node is unable."""
+    req = job.spec.requirements
+    capable = [
+        node_id
+        for node_id in order
+        if nodes[node_id].live and not check_capabilities(nodes[node_id].capabilities, req)
+    ]
+    if not capable or any(node_id not in unable for node_id in capable) or capable[0] != self_id:
+        return None
+    reasons = " | ".join(f"node {_short(n)}: {job.runs[n].reason}" for n in capable)
+    return GiveUp(job.runs[self_id].attempt, f"no node could get the job's image: {reasons}")
 
 
 def _for_shard(job: JobView, nodes: Mapping[bytes, NodeView], order: list[bytes]) -> list[bytes]:
@@ -268,9 +304,12 @@ def decide(
     free_slots = replicas - len(holders)
     if free_slots <= 0:
         return None
+    unable = _unable(job)
+    if self_id in unable:
+        return _give_up_unable(job, nodes, self_id, order, unable)
     req = job.spec.requirements
     for node_id in order:
-        if node_id in holders or node_id in retrying:
+        if node_id in holders or node_id in retrying or node_id in unable:
             continue
         view = nodes[node_id]
         if not view.live or check_capabilities(view.capabilities, req):

@@ -26,6 +26,7 @@ if [ "$runtime_only" = 0 ]; then
   command -v iptables >/dev/null || need+=(iptables)        # their delay and loss
   command -v chromium >/dev/null || need+=(chromium)        # the dashboard's browser test
   command -v chromedriver >/dev/null || need+=(chromium-driver)
+  command -v docker-registry >/dev/null || need+=(docker-registry)  # image pull tests (own 127.0.0.1 registry)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -13,6 +13,8 @@ returns something JSON can carry, or raises ControlError with a one-line reason.
     label.remove {"keys": [k, ...]}    -> {"labels": {...}}
     capability.set    {"name", "max"}  -> {"capabilities": {name: max_concurrency, ...all now}}
     capability.remove {"name"}         -> {"capabilities": {...}}
+    images                             -> [{"id", "names", "size", "holders": [{"id", "short_id",
+                                           "status"}]}, ...]  (what the node records publish)
 
 Job and blob methods: see daemon/control/jobs_api.py.
 
@@ -32,6 +34,7 @@ from daemon.config import FormdConfig
 from daemon.control.jobs_api import JobsApi
 from daemon.control.server import ControlError, Handler, param
 from daemon.control.views import describe_nodes, describe_self
+from daemon.jobs.images import cluster_images
 from daemon.jobs.loop import JobLoop
 from daemon.transport.keyring import Keyring, KeyringError, decode_key, parse_key_id
 from metrics_agent.named_capabilities import MAX_NAMED, CapabilityNameError, check_name, check_slots
@@ -67,11 +70,15 @@ class DaemonApi:
             "label.remove": self.label_remove,
             "capability.set": self.capability_set,
             "capability.remove": self.capability_remove,
+            "images": self.images,
             **(self.jobs_api.methods() if self.jobs_api is not None else {}),
         }
 
     async def nodes(self, params: dict[str, Any]) -> Any:
         return describe_nodes(self.node)
+
+    async def images(self, params: dict[str, Any]) -> Any:
+        return cluster_images(self.node)
 
     async def status(self, params: dict[str, Any]) -> Any:
         status = describe_self(self.node)

@@ -7,6 +7,7 @@ and quotas are checked where the method is. Resources:
 
     GET    /v1/nodes                       nodes
     GET    /v1/status                      this node
+    GET    /v1/images                      images
     GET    /v1/jobs[?state=S]              job.list
     POST   /v1/jobs                        job.submit (JSON body: the job.submit params)
     GET    /v1/jobs/{id}                   job.status
@@ -139,6 +140,7 @@ class HttpApi:
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., Awaitable[None]]]] = [
             ("GET", re.compile(r"/v1/nodes"), self._simple("nodes")),
             ("GET", re.compile(r"/v1/status"), self._simple("status")),
+            ("GET", re.compile(r"/v1/images"), self._simple("images")),
             ("GET", re.compile(r"/v1/jobs"), self._list_jobs),
             ("POST", re.compile(r"/v1/jobs"), self._with_body("job.submit")),
             ("GET", re.compile(r"/v1/jobs/(?P<job>[0-9a-f]{8,64})"), self._job("job.status")),

@@ -10,7 +10,7 @@ job.submit {"kind", "context", "containerfile", "image", "command", "module", "i
             "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer",
                              "select", "capabilities", "region"},
             "timeout_ms", "env", "network", "replicas", "prefer_local_inputs", "placement_key",
-            "retries", "retry_delay_ms", "queue_timeout_ms"}
+            "retries", "retry_delay_ms", "queue_timeout_ms", "pull", "tag"}
            -> {"id"}   (durable before the reply)
            with "shards": N [, "split_inputs": true]: N shard jobs -> {"id": group, "shards": [ids]}
 job.submit-many {"jobs": [job.submit params, ...]}    -> {"ids": [...]}  (all or none; one fsync)
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime
 import errno
 import os
@@ -50,6 +51,7 @@ from daemon.jobs.loop import JobLoop
 from daemon.jobs.records import spec_blobs
 from pack_manager import scheduling
 from pack_manager.fit import check_capabilities, check_capacity
+from pack_manager.image_refs import DEFAULT_PULL
 from pack_manager.jobspec import JobInput, JobSpec, JobSpecError, is_digest
 from pack_manager.jobstate import JOB_STATES
 from pack_manager.requirements import RequirementsError, WorkloadRequirements
@@ -293,6 +295,8 @@ class JobsApi:
                 retry_delay_ms=param(params, "retry_delay_ms", int, optional=True, default=0),
                 queue_timeout_ms=param(params, "queue_timeout_ms", int, optional=True),
                 client=current_caller.get().client,
+                pull=param(params, "pull", str, optional=True, default=DEFAULT_PULL),
+                tag=param(params, "tag", str, optional=True),
             )
         except (RequirementsError, JobSpecError, TypeError, ValueError) as exc:
             raise ControlError(str(exc)) from None
@@ -482,7 +486,11 @@ class JobsApi:
         """One row per known node, in placement order: fits ever, fits now, why not, its run."""
         requirements = view.spec.requirements
         order = scheduling.order_nodes(view, nodes, self.jobs.policy)
-        holdings = self.jobs.holdings(view.spec)  # shown whether or not the job prefers holders
+        # Blobs and the image, shown whether or not the job prefers holders.
+        holdings = scheduling.local_holdings(
+            dataclasses.replace(view, holdings=self.jobs.holdings(view.spec)),
+            nodes,
+        )
         records = self.jobs.node_records()
         rows = []
         for rank, node_id in enumerate(order, 1):
@@ -508,6 +516,7 @@ class JobsApi:
                     "holds": holdings.get(node_id, 0),
                     "run": run.state if run else None,
                     "run_reason": run.reason if run else None,
+                    "run_unable": bool(run and run.unable),
                 }
             )
         return rows

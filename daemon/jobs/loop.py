@@ -30,6 +30,7 @@ from daemon.cluster.node import Node
 from daemon.jobs.blobfetch import FetchError, fetch_blob
 from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.group_commit import GroupCommit
+from daemon.jobs.images import NodeImages
 from daemon.jobs.node_views import NodeViews
 from daemon.jobs.peer_requests import LiveLogs, request_live_log
 from daemon.jobs.placement_orders import OrderNodes, PlacementOrders
@@ -151,6 +152,9 @@ class JobLoop:
         self._own_capacity: NodeCapacity | None = None
         self.orders = PlacementOrders(policy, order_nodes)
         self._in_pass = False  # a pass writes its records, then stores and pushes them as one update
+        # This node's images (published, fetched from holders, pulled, cached); None runs jobs
+        # with whatever images the store has.
+        self.images: NodeImages | None = None
 
     def configure_document(self) -> None:
         """Give the document the job layer's rules (the process calls this once, after building
@@ -314,6 +318,8 @@ class JobLoop:
         self.yield_leftovers()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.images is not None:
+                await nursery.start(self.images.run)
             task_status.started()
             while True:
                 # No wake-up of its own for a claim's due time: the next pass writes it (passes
@@ -512,6 +518,7 @@ class JobLoop:
                 outputs=tuple(outputs),
                 result_digest=_result_digest(outputs) if state == SUCCEEDED else None,
                 log_digest=log_digest,
+                unable=state == DECLINED,  # only a missing image ends a claim in a decline
             )
             await self.commit_durably()
         except Exception as exc:  # anything unexpected still ends the run with a record
@@ -527,6 +534,8 @@ class JobLoop:
                     finished_ms=node_now_ms(self.node),
                 )
         finally:
+            if self.images is not None:
+                self.images.release(job_hex)
             self.unpublished.pop(job_hex, None)
             self._capacity_freed = self.reservations.pop(job_hex, None) is not None or self._capacity_freed
             self.running.pop(job_hex, None)
@@ -550,6 +559,12 @@ class JobLoop:
             return ExecutionResult(FAILED, f"could not fetch the job's input: {exc}"), None, []
         if running.cancel.is_set():
             return ExecutionResult(CANCELLED, running.stop_reason), None, []
+        if self.images is not None and spec.kind == "run" and spec.requirements.executor == "podman":
+            missing = await self.images.ensure(job.job_hex, spec)
+            if missing is not None:
+                return ExecutionResult(DECLINED, missing), None, []
+            if running.cancel.is_set():
+                return ExecutionResult(CANCELLED, running.stop_reason), None, []
         current = self._own_current(job.job_hex, report)
         if current.state == CLAIMED:
             reason, started_ms = f"running on {self.node.identity.node_hex[:12]}", node_now_ms(self.node)
@@ -588,6 +603,8 @@ class JobLoop:
         finally:
             log_file.close()
             self.live_logs.close(job.job_hex)
+        if self.images is not None and spec.tag and result.state == SUCCEEDED and result.image_id:
+            await self.images.adopt(result.image_id)  # kept under its --tag: published, cached
 
         def store() -> tuple[str, list[OutputRef]]:  # one trip to a worker thread for every file
             try:

@@ -1,12 +1,15 @@
 """Side requests between nodes (0xc1 payloads, daemon/cluster/wire.py SIDE_REQUEST): a thin driver.
 
-Two kinds travel over the same sealed Transport as gossip, as requests with a reply:
+Three kinds travel over the same sealed Transport as gossip, as requests with a reply:
 
     blob chunk  0xc1 + msgpack {"op": "blob", "digest": hex, "offset": int, "length": int}
                 -> 0xc1 + msgpack {"size": total bytes, "data": bytes}   (daemon/jobs/blobfetch.py)
     live log    0xc1 + msgpack {"op": "log", "job": hex, "offset": int}
                 -> 0xc1 + msgpack {"data": bytes}
-    either      -> a str reason for a fair refusal (not held, not running here)
+    image       0xc1 + msgpack {"op": "image", "id": published image id}
+                -> 0xc1 + msgpack {"digest": hex, "size": int} | {"pending": true}
+                   (daemon/jobs/images.py: the image's archive, exported into the blob store)
+    any         -> a str reason for a fair refusal (not held, not running here)
 
 A malformed request raises BlobRequestError (a ValueError): the node logs it as a bad message.
 """
@@ -14,6 +17,7 @@ A malformed request raises BlobRequestError (a ValueError): the node logs it as 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import msgpack
 
@@ -58,12 +62,17 @@ class PeerRequests:
         self.blobs = blobs
         self.live_logs = live_logs
         self.max_chunk = max_chunk  # blobfetch.chunk_limit of this node's frame size
+        self.images: Any = None  # daemon.jobs.images.NodeImages, once the process has built it
 
     def serve(self, payload: bytes) -> bytes | str:
         try:
             request = msgpack.unpackb(payload[1:], raw=False)
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
             raise BlobRequestError("bad side request: not msgpack") from None
+        if isinstance(request, dict) and request.get("op") == "image":
+            return (
+                self.images.serve_export(request) if self.images is not None else "images are not served here"
+            )
         if isinstance(request, dict) and request.get("op") == "log":
             job_hex, offset = request.get("job"), request.get("offset")
             if not isinstance(job_hex, str) or not isinstance(offset, int) or offset < 0:

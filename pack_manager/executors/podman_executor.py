@@ -25,7 +25,7 @@ from metrics_agent.units import format_bytes
 
 from ..context_archive import ArchiveError, file_digest
 from ..jobspec import JobSpec
-from . import podman_options
+from . import podman_images, podman_options
 from .base import (
     CANCELLED,
     FAILED,
@@ -86,7 +86,7 @@ class PodmanExecutor:
             except _NoImage:
                 return ExecutionResult(
                     FAILED,
-                    f"image {spec.image!r} is not on this node (no registry is reachable: build or load it first)",
+                    f"image {spec.image!r} is not on this node",
                 )
             container, attached, watch = job.container, job.attached, job.watch
             assert container is not None and watch is not None
@@ -262,14 +262,20 @@ class PodmanExecutor:
                 return ExecutionResult(
                     SUCCEEDED, f"built {tag} (kept on this node)", exit_code=0, image_id=image.id
                 )
+            if spec.tag:  # kept under the user's name; the job's own name goes below
+                await trio.to_thread.run_sync(podman_images.tag, client, image.id, spec.tag)
             try:
                 archive = await self._save_image(client, image.id, work)
             finally:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(_remove_image_quietly, client, tag)
+                    if spec.tag:
+                        await trio.to_thread.run_sync(podman_images.untag_quietly, client, image.id, tag)
+                    else:
+                        await trio.to_thread.run_sync(_remove_image_quietly, client, tag)
+            kept = f" and kept as {spec.tag}" if spec.tag else ""
             return ExecutionResult(
                 SUCCEEDED,
-                "built; image saved as an OCI archive",
+                f"built; image saved as an OCI archive{kept}",
                 exit_code=0,
                 outputs=(archive,),
                 image_id=image.id,

@@ -15,10 +15,11 @@ INPUTS_MOUNT = "/data/inputs"
 OUTPUTS_MOUNT = "/data/outputs"
 JOB_LABEL = "formnet.job"
 CPU_PERIOD_US = 100_000
+JOB_TAG_PREFIX = "localhost/formnet/job-"  # a build's name while it runs (podman_images leaves it out)
 
 
 def job_tag(spec: JobSpec) -> str:
-    return f"localhost/formnet/job-{spec.job_id().hex()[:16]}:latest"
+    return f"{JOB_TAG_PREFIX}{spec.job_id().hex()[:16]}:latest"
 
 
 def build_cgroup_parent(spec: JobSpec, attempt_token: str) -> str:

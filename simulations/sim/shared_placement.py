@@ -34,8 +34,8 @@ class SharedOrders:
         def shared(
             job: scheduling.JobView, nodes: Any, policy: str = scheduling.DEFAULT_POLICY
         ) -> list[bytes]:
-            if job.spec.requirements.preferred_labels or (job.spec.prefer_local_inputs and job.holdings):
-                return order_nodes(job, nodes, policy)  # depends on more than the ids
+            if job.spec.requirements.preferred_labels or job.spec.prefer_local_inputs:
+                return order_nodes(job, nodes, policy)  # depends on more than the ids (holdings, images)
             key = (job.job_id, policy, frozenset(nodes))
             found = self.entries.get(key)
             if found is None:

@@ -184,6 +184,35 @@ def test_a_job_submitted_on_a_runs_on_c_and_its_result_comes_back_through_b(host
     wait_until(lambda: hosts.leftover_containers() == {}, 30, "C to remove the job's container")
 
 
+@pytest.mark.podman
+def test_an_image_only_host_c_holds_runs_on_host_b_and_its_result_comes_back_through_a(hosts, tmp_path):
+    wait_until(lambda: converged(hosts), 30, "the cluster to be up")
+    a, b, c = hosts.nodes
+
+    def holders() -> list[str]:
+        images = json.loads(a.form("images", "--json").stdout)  # `form images --json`
+        return next((sorted(h["id"] for h in i["holders"]) for i in images if BASE_IMAGE in i["names"]), [])
+
+    wait_until(lambda: all("podman" in e["executors"] for e in a.nodes()), 30, "podman on every host")
+    wait_until(lambda: c.node_id in holders(), 30, "C to publish the image it holds")
+    assert BASE_IMAGE not in hosts.stores[1].images()
+    context = tmp_path / "context"
+    context.mkdir()
+    job_id = a.form(
+        "submit", str(context), "--kind", "run", "--image", BASE_IMAGE, "--label", "host=b",
+        "--cmd", "sh -c 'echo ran on b > /data/outputs/where.txt'",
+    ).stdout.strip()  # fmt: skip
+    wait_until(lambda: status(a, job_id)["state"] in ("succeeded", "failed"), 90, "the job to end")
+    seen = status(a, job_id)
+    assert seen["state"] == "succeeded" and seen["node"] == b.node_id, seen
+    out = tmp_path / "out"
+    a.form("result", job_id, "-o", str(out))
+    assert (out / "where.txt").read_text() == "ran on b\n"
+    assert BASE_IMAGE in hosts.stores[1].images()  # fetched from C over the sealed transport
+    wait_until(lambda: holders() == sorted([b.node_id, c.node_id]), 30, "B to publish it too")
+    wait_until(lambda: hosts.leftover_containers() == {}, 30, "B to remove the job's container")
+
+
 @pytest.mark.wasi
 def test_kill9_of_the_runner_on_one_host_fails_over_to_another_host(hosts, tmp_path):
     wait_until(lambda: converged(hosts), 30, "the cluster to be up")
