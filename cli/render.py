@@ -34,9 +34,13 @@ def _gpus(capabilities: dict, capacity: dict) -> str:
     gpus = capabilities.get("gpus") or []
     if not gpus:
         return "-"
-    free = len(capacity.get("allocatable_gpu_indices") or [])
+    offered = {g.get("index") for g in gpus if g.get("cdi_device")}
+    free = len(set(capacity.get("allocatable_gpu_indices") or []) & offered)
     models = sorted({str(g.get("model", "?")) for g in gpus})
-    return f"{free}/{len(gpus)} {', '.join(models)}"
+    hidden = len(gpus) - len(offered)
+    return f"{free}/{len(gpus)} {', '.join(models)}" + (
+        f" ({hidden} not offered: no CDI spec)" if hidden else ""
+    )
 
 
 def _named(capabilities: dict, capacity: dict) -> str:

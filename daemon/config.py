@@ -51,6 +51,9 @@ class FormdConfig:
     socket_mode: str = "0660"  # octal, as for chmod
     podman_url: str = ""  # empty: use a running service or start one in the state dir
     executors: tuple[str, ...] = ("podman", "wasm")  # the ones this node may offer if usable
+    # Where CDI specs are read to find which GPUs a container can be given (Podman 4.3 itself
+    # reads /etc/cdi and /var/run/cdi).
+    cdi_spec_dirs: tuple[str, ...] = ("/etc/cdi", "/var/run/cdi")
     # Defaults from memberlist's LAN profile.
     gossip_interval_ms: int = 200
     gossip_fanout: int = 3

@@ -3,8 +3,9 @@
 Start-up order matters for restarts: the store is opened (and locked) and replayed, then the
 incarnation is bumped past everything we ever used (durably) before the first record goes out.
 
-Signals: SIGTERM/SIGINT leave the cluster gracefully (our record says "left", pushed to every
-known peer at once), snapshot the document and exit 0. SIGHUP re-reads the keyring file
+Signals: SIGTERM/SIGINT stop the jobs running here (recorded as yielded, so they move on;
+their containers are removed), leave the cluster gracefully (our record says "left", pushed
+to every known peer at once), snapshot the document and exit 0. SIGHUP re-reads the keyring file
 (cluster.key), e.g. after an operator edited it by hand.
 """
 
@@ -48,9 +49,15 @@ from daemon.transport.tcp import NetTransport
 from metrics_agent.capacity import Reservation
 from metrics_agent.collect import collect_capabilities, sample_capacity
 from metrics_agent.executors_probe import probe_executors
+from pack_manager.executors import cdi
 from pack_manager.executors.base import ExecutorLimits
+from pack_manager.executors.podman_leftovers import SWEEP_INTERVAL_S
+from pack_manager.executors.staging import remove_tree
 
 SNAPSHOT_LOG_BYTES = 32 * 1024 * 1024  # snapshot early when the log grows past this
+# How long a stop waits for running jobs to end and be cleaned up: a container's stop grace
+# and removal, or a build's stop (BUILD_STOP_WAIT_S); packaging/formd.service leaves room.
+STOP_RUNS_TIMEOUT_S = 20.0
 
 
 def version() -> str:
@@ -140,11 +147,16 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         on_drop=lambda address, reason: log.warning("bad frame dropped", reason=reason, **{"from": address}),
         max_frame=config.max_frame_bytes,
     )
+    # Podman is offered by _offer_podman once its executor exists (and has swept what an
+    # earlier process left): offered sooner, a job placed here would find no executor.
     executors = await trio.to_thread.run_sync(
-        lambda: tuple(e for e in probe_executors(config.podman_url or None) if e in config.executors)
+        lambda: tuple(
+            e for e in probe_executors(config.podman_url or None) if e in config.executors and e != "podman"
+        )
     )
     capabilities = await trio.to_thread.run_sync(collect_capabilities, state_dir, config.labels, executors)
     capabilities = replace(capabilities, region=config.region).with_named(config.named_capabilities)
+    capabilities = await trio.to_thread.run_sync(offer_gpus, capabilities, config.cdi_spec_dirs, log)
     if config.http_listen:
         capabilities = replace(
             capabilities, http_api=config.http_address, tls_fingerprint=load_fingerprint(state_dir)
@@ -186,6 +198,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         from pack_manager.executors.wasm_executor import WasmExecutor  # noqa: PLC0415 - wasmtime is heavy
 
         executors["wasm"] = WasmExecutor(limits)
+    await trio.to_thread.run_sync(remove_dead_work, state_dir / "work", log)
     jobs = JobLoop(
         node,
         blobs,
@@ -256,6 +269,9 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
                     continue
                 log.info("stopping", signal=signal.Signals(signum).name)
                 notify("STOPPING=1")
+                # Runs here end first, recorded as yielded so their jobs move on; each
+                # executor removes what it started (containers, work areas) on its way out.
+                await jobs.stop_all("formd stopped on this node", STOP_RUNS_TIMEOUT_S)
                 await node.leave()
                 nursery.cancel_scope.cancel()
                 break
@@ -274,6 +290,22 @@ async def _snapshots(store: DocumentStore, document: ClusterDocument, interval: 
             since = 0.0
 
 
+def offer_gpus(capabilities, spec_dirs, log: EventLog):
+    """The GPUs with the CDI device that brings each into a container; said once when some
+    have none (they are reported, but no job is given them)."""
+    names = cdi.device_names(spec_dirs)
+    gpus = tuple(replace(g, cdi_device=cdi.gpu_device(g.index, g.uuid, names)) for g in capabilities.gpus)
+    hidden = [str(g.index) for g in gpus if not g.cdi_device]
+    if hidden:
+        log.warning(
+            "GPUs not offered to jobs",
+            gpus=",".join(hidden),
+            reason=f"no CDI spec for {cdi.GPU_KIND} names them in {', '.join(spec_dirs)} "
+            "(nvidia-ctk cdi generate writes one)",
+        )
+    return replace(capabilities, gpus=gpus)
+
+
 async def _offer_podman(
     state_dir: Path, config: FormdConfig, node: Node, log: EventLog, executors: dict, limits: ExecutorLimits
 ) -> None:
@@ -286,12 +318,40 @@ async def _offer_podman(
         offered = tuple(
             e for e in await trio.to_thread.run_sync(probe_executors, url) if e in config.executors
         )
+        podman = None
         if "podman" in offered:
             from pack_manager.executors.podman_executor import PodmanExecutor  # noqa: PLC0415
 
-            executors["podman"] = PodmanExecutor(url, limits)
+            podman = executors["podman"] = PodmanExecutor(url, limits, node.identity.node_hex)
+            await _sweep_podman(podman, log)
         if offered != node.capabilities.executors:
             node.capabilities = replace(node.capabilities, executors=offered)
             node.publish()
             log.info("executors", offered=",".join(offered) or "-", podman=url)
-        await trio.sleep_forever()
+        if podman is None:
+            await trio.sleep_forever()
+        while True:  # at start, then now and then: what an earlier formd of this node left
+            await trio.sleep(SWEEP_INTERVAL_S)
+            await _sweep_podman(podman, log)
+
+
+async def _sweep_podman(podman, log: EventLog) -> None:
+    try:
+        removed = await trio.to_thread.run_sync(podman.sweep)
+    except Exception as exc:  # Podman trouble: the next sweep tries again
+        log.warning("podman leftovers not swept", reason=f"{type(exc).__name__}: {exc}"[:300])
+        return
+    for line in removed:
+        log.notice("podman leftover removed", what=line)
+
+
+def remove_dead_work(work_dir: Path, log: EventLog) -> None:
+    """Staged work areas and logs of runs that died with an earlier formd (none runs yet)."""
+    if not work_dir.is_dir():
+        return
+    for entry in sorted(work_dir.iterdir()):
+        if entry.is_dir():
+            remove_tree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+        log.notice("dead run's work removed", path=str(entry))

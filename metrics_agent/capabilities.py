@@ -32,6 +32,9 @@ class GpuInfo:
     uuid: str
     driver_version: str
     compute_capability: str  # "8.6"; text because it is a version, never compared as a number
+    # The CDI device that gives a container this GPU ("nvidia.com/gpu=GPU-…"); empty: the node
+    # reports the GPU but offers it to no job (no CDI spec names it).
+    cdi_device: str = ""
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -42,6 +45,7 @@ class GpuInfo:
             "uuid": self.uuid,
             "driver_version": self.driver_version,
             "compute_capability": self.compute_capability,
+            "cdi_device": self.cdi_device,
         }
 
     @classmethod
@@ -55,6 +59,7 @@ class GpuInfo:
             uuid=need_str(record, "uuid", limit=128),
             driver_version=need_str(record, "driver_version", limit=64),
             compute_capability=need_str(record, "compute_capability", limit=16),
+            cdi_device=need_str(record, "cdi_device", limit=256, optional=True) or "",
         )
 
 

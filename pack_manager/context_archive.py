@@ -62,29 +62,7 @@ def _open_tar(source: Path | BinaryIO) -> tarfile.TarFile:
     return tarfile.open(fileobj=source, mode="r:")
 
 
-def read_regular_member(path: Path, name: str, limit_bytes: int) -> bytes | None:
-    """Check the archive like check_archive and return the bytes of member `name` when it
-    is a regular file; None when it is not there or is a link or directory (the caller then
-    extracts, which resolves links within the archive). One pass, nothing written to disk."""
-    size = path.stat().st_size
-    if size > limit_bytes:
-        raise ArchiveError(f"archive is {size} bytes, over the limit of {limit_bytes}")
-    wanted = _normalize(name)
-    try:
-        with tarfile.open(path, mode="r:") as archive:
-            found: list[tarfile.TarInfo] = []
-            _check_members(
-                archive, limit_bytes, lambda member, normalized: normalized == wanted and found.append(member)
-            )
-            if len(found) != 1 or not found[0].isreg():
-                return None
-            handle = archive.extractfile(found[0])
-            return handle.read() if handle is not None else None
-    except tarfile.TarError as exc:
-        raise ArchiveError(f"not a readable uncompressed tar archive ({exc})") from exc
-
-
-def _check_members(archive: tarfile.TarFile, limit_bytes: int, visit=None) -> ArchiveSummary:
+def _check_members(archive: tarfile.TarFile, limit_bytes: int) -> ArchiveSummary:
     names: set[str] = set()
     total = 0
     count = 0
@@ -109,8 +87,6 @@ def _check_members(archive: tarfile.TarFile, limit_bytes: int, visit=None) -> Ar
             raise ArchiveError(f"{name!r}: {_kind(member)} entries are not allowed")
         if name != ".":
             names.add(name)
-        if visit is not None:
-            visit(member, name)
     return ArchiveSummary(members=count, total_bytes=total, names=frozenset(names))
 
 

@@ -42,6 +42,8 @@ class FitVerdict:
 
 
 def _gpu_matches(gpu: GpuInfo, req: WorkloadRequirements) -> bool:
+    if not gpu.cdi_device:  # reported, but no CDI device brings it into a container
+        return False
     if req.gpu_model and req.gpu_model.casefold() not in gpu.model.casefold():
         return False
     return gpu.memory_bytes >= req.gpu_memory_bytes
@@ -97,8 +99,10 @@ def check_capabilities(caps: NodeCapabilities, req: WorkloadRequirements) -> tup
         matching = [g for g in caps.gpus if _gpu_matches(g, req)]
         if len(matching) < req.gpu_count:
             have = ", ".join(f"{g.model} {format_bytes(g.memory_bytes)}" for g in caps.gpus) or "no GPUs"
+            hidden = sum(not g.cdi_device for g in caps.gpus)
+            unoffered = f"; {hidden} not offered to jobs (no CDI spec for them)" if hidden else ""
             reasons.append(
-                f"gpu: needs {_describe_gpu_need(req)}, node has {len(matching)} matching ({have})"
+                f"gpu: needs {_describe_gpu_need(req)}, node has {len(matching)} matching ({have}{unoffered})"
             )
     return tuple(reasons)
 

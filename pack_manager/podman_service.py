@@ -69,6 +69,14 @@ def service_command(socket_path: Path) -> list[str]:
     return command
 
 
+def no_new_privileges(command: list[str]) -> list[str]:
+    """The command under `setpriv --no-new-privs`, so everything the service starts has it:
+    build RUN steps get it only this way (the build API refuses that security option); run
+    containers ask for it themselves as well."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--no-new-privs", *command] if setpriv else command
+
+
 def start_service(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start the service on <state_dir>/podman.sock and wait until it answers."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -81,7 +89,7 @@ def start_service(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         # has removed its containers through it. cwd is the state dir: conmon drops files
         # ("oom" markers) into its working directory.
         process = subprocess.Popen(
-            service_command(socket_path),
+            no_new_privileges(service_command(socket_path)),
             stdout=service_log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

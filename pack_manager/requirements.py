@@ -136,9 +136,15 @@ def parse_labels(items: list[str] | Mapping[str, str], what: str) -> dict[str, s
     """['zone=a', 'disk=ssd'] -> {'zone': 'a', 'disk': 'ssd'}; a clear error otherwise."""
     if isinstance(items, Mapping):
         pairs = list(items.items())
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in pairs):
+            raise RequirementsError(f"{what}: keys and values must be text")
+    elif isinstance(items, (str, bytes)) or not isinstance(items, (list, tuple)):
+        raise RequirementsError(f"{what}: expected a list of key=value texts")
     else:
         pairs = []
         for item in items:
+            if not isinstance(item, str):
+                raise RequirementsError(f"{what}: {item!r:.80} is not key=value text")
             key, sep, value = item.partition("=")
             if not sep:
                 raise RequirementsError(f"{what}: {item!r} is not key=value")

@@ -111,6 +111,7 @@ class Formd:
         self.log_path = state_dir / "formd.log"
         self.process: subprocess.Popen | None = None
         self.node_id = ""
+        self.env: dict[str, str] = {}  # added to formd's environment (a fake pynvml, say)
 
     def init(
         self,
@@ -146,6 +147,7 @@ class Formd:
         try:
             self.process = subprocess.Popen(
                 [*self.enter, *FORMD, "run", "--state-dir", str(self.state_dir)],
+                env={**os.environ, **self.env},
                 stdout=log,
                 stderr=log,
                 start_new_session=new_session,
@@ -236,9 +238,11 @@ class Cluster:
         labels: Iterable[str] = (),
         settings: dict[str, str] | None = None,
         start: bool = True,
+        env: dict[str, str] | None = None,
         init_args: Iterable[str] = (),
     ) -> Formd:
         node = Formd(self.root / name, name)
+        node.env = dict(env or {})
         self.nodes.append(node)
         if key_file is None and self.nodes[0] is not node:
             key_file = self.nodes[0].key_file

@@ -60,6 +60,19 @@ from pack_manager.shards import group_status, shard_specs
 MIN_PREFIX = 8
 UNFINISHED = ("queued", "claimed", "running", "unschedulable")
 MAX_BATCH = 1000  # jobs per job.submit-many request
+REQUIREMENT_KEYS = {
+    "cpu",
+    "memory",
+    "disk",
+    "gpu",
+    "gpu_model",
+    "gpu_memory",
+    "labels",
+    "prefer",
+    "select",
+    "capabilities",
+    "region",
+}
 
 
 def _iso(ms: int | None) -> str | None:
@@ -109,6 +122,8 @@ class JobsApi:
         except (binascii.Error, ValueError):
             raise ControlError("parameter 'data': not base64") from None
         largest = max(self.jobs.limits.max_context_bytes, self.jobs.limits.max_input_bytes)
+        if size < 0 or not 0 <= offset <= size:
+            raise ControlError("parameters 'size' and 'offset': need 0 <= offset <= size")
         if size > largest:
             raise ControlError(
                 f"blob of {size:,} bytes is over this node's {largest:,}-byte limit for contexts and inputs"
@@ -138,6 +153,8 @@ class JobsApi:
         offset = param(params, "offset", int)
         length = min(param(params, "length", int), 512 * 1024)
         try:
+            if self.blobs.has(digest) and not 0 <= offset <= self.blobs.size(digest):
+                raise ControlError(f"parameter 'offset': outside 0..{self.blobs.size(digest)}")
             data = self.blobs.read_chunk(digest, offset, length)
             return {"size": self.blobs.size(digest), "data": base64.b64encode(data).decode("ascii")}
         except (BlobError, OSError) as exc:
@@ -256,6 +273,9 @@ class JobsApi:
         stored=False (a dry run): the blobs it names need not be in this node's store."""
         kind = param(params, "kind", str)
         raw_req = param(params, "requirements", dict, optional=True, default={})
+        unknown = set(raw_req) - REQUIREMENT_KEYS
+        if unknown:
+            raise ControlError(f"requirements: unknown key(s) {', '.join(sorted(map(str, unknown)))[:200]}")
         try:
             requirements = WorkloadRequirements.from_human(
                 cpu=_opt_str(raw_req, "cpu"),
@@ -271,9 +291,7 @@ class JobsApi:
                 capabilities=_opt_list(raw_req, "capabilities"),
                 region=_opt_str(raw_req, "region"),
             )
-            inputs = tuple(
-                JobInput(str(n), str(d)) for n, d in param(params, "inputs", list, optional=True, default=[])
-            )
+            inputs = _inputs(param(params, "inputs", list, optional=True, default=[]))
             spec = JobSpec(
                 kind=kind,
                 submitter=self.jobs.me,
@@ -615,6 +633,14 @@ def _named_digests(request: Any) -> set[str]:
     if isinstance(inputs, list):
         named += [item[1] for item in inputs if isinstance(item, (list, tuple)) and len(item) == 2]
     return {d for d in named if isinstance(d, str) and is_digest(d)}
+
+
+def _inputs(raw: list) -> tuple[JobInput, ...]:
+    if not all(
+        isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item) for item in raw
+    ):
+        raise ControlError("parameter 'inputs': expected [[name, digest], ...] with text names and digests")
+    return tuple(JobInput(name, digest) for name, digest in raw)
 
 
 def _opt_list(raw: dict, key: str) -> list[str]:

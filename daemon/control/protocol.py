@@ -63,7 +63,14 @@ def decode_reply(line: bytes) -> tuple[bool, Any]:
 
 
 def _line(message: dict[str, Any]) -> bytes:
-    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+    try:
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    except RecursionError:
+        raise ProtocolError("message nested too deeply to encode") from None
+    try:
+        data = text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate from a request's \ud800 escape: keep it escaped
+        data = json.dumps(message, separators=(",", ":")).encode("ascii") + b"\n"
     if len(data) > MAX_LINE:
         raise ProtocolError(f"message of {len(data)} bytes is over the {MAX_LINE}-byte line limit")
     return data
@@ -78,6 +85,8 @@ def _object(line: bytes, what: str) -> dict[str, Any]:
         raise ProtocolError(f"{what}: not UTF-8") from exc
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"{what}: not JSON ({exc.msg} at column {exc.colno})") from exc
+    except RecursionError:
+        raise ProtocolError(f"{what}: JSON nested too deeply") from None
     if not isinstance(message, dict):
         raise ProtocolError(f"{what}: expected a JSON object, got {type(message).__name__}")
     return message

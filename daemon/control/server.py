@@ -72,10 +72,14 @@ class ControlServer:
         self._limit = trio.CapacityLimiter(MAX_CONNECTIONS)
 
     async def dispatch(self, line: bytes, files: list[int] | None = None) -> tuple[bytes, list[int]]:
-        """The reply line and the open files to send with it; takes ownership of `files`."""
+        """The reply line and the open files to send with it; takes ownership of `files`; never
+        raises for anything the request holds."""
         files = list(files or ())
         try:
             reply = await self._call(line, files)
+        except Exception as exc:  # a request no check foresaw must not take the daemon down
+            self.log.error("control request failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            reply = encode_error(f"internal error: {type(exc).__name__}")
         finally:
             passed_files.close_all(files)  # whatever the method did not take
         if isinstance(reply, WithFile):
@@ -86,6 +90,7 @@ class ControlServer:
         try:
             method, params = decode_request(line)
         except ProtocolError as exc:
+            self.log.warning("bad control request refused", reason=str(exc)[:200])
             return encode_error(str(exc))
         handler = self.methods.get(method)
         if handler is None:
@@ -152,6 +157,8 @@ class ControlServer:
                         passed_files.close_all(out)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, passed_files.TooManyFiles):
                 return
+            except Exception as exc:  # one connection's trouble closes it, never the daemon
+                self.log.error("control connection closed", error=f"{type(exc).__name__}: {exc}"[:300])
             finally:
                 files.close()
 

@@ -42,9 +42,9 @@ from metrics_agent.capacity import NodeCapacity, Reservation, apply_reservations
 from metrics_agent.wire import WireError
 from pack_manager import scheduling
 from pack_manager.executors import run_job
-from pack_manager.executors.base import ExecutionResult, Executor, ExecutorLimits
+from pack_manager.executors.base import ExecutionResult, Executor, ExecutorLimits, JobGpu
 from pack_manager.executors.staging import remove_tree
-from pack_manager.fit import capability_slots
+from pack_manager.fit import capability_slots, free_matching_gpus
 from pack_manager.jobspec import JobSpec
 from pack_manager.jobstate import (
     CANCELLED,
@@ -60,6 +60,7 @@ from pack_manager.jobstate import (
     advance,
 )
 from pack_manager.placement import DEFAULT_POLICY
+from pack_manager.requirements import WorkloadRequirements
 from pack_manager.retention import RetentionRule
 
 RESTARTED = "formd restarted during the run"
@@ -73,6 +74,7 @@ class Running:
     cancel: trio.Event
     stop_state: str = CANCELLED
     stop_reason: str = ""
+    gpus: tuple[JobGpu, ...] = ()  # reserved for this run
 
 
 def node_now_ms(node: Node) -> int:
@@ -121,6 +123,7 @@ class JobLoop:
         # Shared with the node's capacity sampler, which counts what our runs hold.
         self.reservations: dict[str, Reservation] = {} if reservations is None else reservations
         self.running: dict[str, Running] = {}
+        self.stopping = False
         self.wakeup = wakeup or Wakeup()
         self._nursery: trio.Nursery | None = None
         self.live_logs = live_logs or LiveLogs()  # the runs in progress here, read by peers too
@@ -309,6 +312,18 @@ class JobLoop:
             if report.active:
                 self.write_run(job_hex, report, YIELDED, durable=True, reason=RESTARTED)
 
+    async def stop_all(self, reason: str, timeout: float) -> None:
+        """Stop every run here, each recorded as yielded so its job moves on, and return once
+        they have ended (their executors remove what they started) or after timeout."""
+        self.stopping = True  # no new claims: this node is on its way out
+        for running in self.running.values():
+            if not running.cancel.is_set():
+                running.stop_state, running.stop_reason = YIELDED, reason
+                running.cancel.set()
+        with trio.move_on_after(timeout):
+            while self.running:
+                await trio.sleep(0.05)
+
     # ---- the loop ---------------------------------------------------------------------------
 
     def wake(self) -> None:
@@ -435,11 +450,24 @@ class JobLoop:
             return False
         return not scheduling.settled(job.spec, job.runs)  # else finished by others
 
+    def _free_gpus(self, req: WorkloadRequirements) -> tuple[JobGpu, ...]:
+        """The GPUs a claim of a job with these requirements gets: free, matching, offered."""
+        capacity = self._own_capacity or self.own_capacity()
+        if not req.gpu_count or capacity is None:
+            return ()
+        caps = self.node.capabilities
+        by_index = {g.index: g for g in caps.gpus}
+        free = free_matching_gpus(caps, capacity, req)[: req.gpu_count]
+        return tuple(JobGpu(i, by_index[i].uuid, by_index[i].cdi_device) for i in free)
+
     def act(self, job: Job, own: RunReport | None, action: scheduling.Action) -> None:
         job_hex = job.job_hex
         if isinstance(action, scheduling.Claim):
-            if job_hex in self.running:
+            if job_hex in self.running or self.stopping:
                 return
+            gpus = self._free_gpus(job.spec.requirements)
+            if len(gpus) < job.spec.requirements.gpu_count:
+                return  # taken since the decision; the next pass declines
             # With every input here there is nothing to fetch: the claim starts as running.
             now_running = all(self.blobs.has(d) for d in spec_blobs(job.spec))
             report = self._next_report(
@@ -468,10 +496,14 @@ class JobLoop:
                 else ()
             )
             self.reservations[job_hex] = Reservation(
-                req.cpu_millicores, req.memory_bytes, req.disk_bytes, capabilities=slots
+                req.cpu_millicores,
+                req.memory_bytes,
+                req.disk_bytes,
+                tuple(g.index for g in gpus),
+                capabilities=slots,
             )
             self._own_capacity = self.own_capacity()
-            running = Running(trio.Event())
+            running = Running(trio.Event(), gpus=gpus)
             self.running[job_hex] = running
             assert self._nursery is not None
             self._nursery.start_soon(self._execute, job, report, running)
@@ -599,6 +631,7 @@ class JobLoop:
                 log,
                 running.cancel,
                 self.limits,
+                running.gpus,
             )
         finally:
             log_file.close()

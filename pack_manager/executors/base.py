@@ -79,12 +79,18 @@ class WorkArea:
     scratch_dir: Path
     result_dir: Path  # the caller's: outputs.tar and image archives are written here
     context_tar: Path | None = None  # the validated context blob (builds send it as is)
-    context_dir: Path | None = None  # the extracted context (run and wasm jobs)
+    context_dir: Path | None = None  # the extracted context (run and wasm jobs): /data/context
     module_path: Path | None = None  # wasm jobs
-    # wasm jobs whose module is a plain file of the context: its bytes, read from the archive
-    # without extracting the context (the guest sees only inputs and outputs); module_path is
-    # then where it would be, for its name.
-    module_bytes: bytes | None = None
+    gpus: tuple["JobGpu", ...] = ()  # reserved for this run by the job loop (Podman jobs)
+
+
+@dataclass(frozen=True, slots=True)
+class JobGpu:
+    """One GPU reserved for a run: its NVML index, UUID and the CDI device that injects it."""
+
+    index: int
+    uuid: str
+    cdi_device: str
 
 
 class Executor(Protocol):

@@ -131,6 +131,35 @@ def cgroup_dirs(parent: str) -> list[Path]:
     return found
 
 
+def limit_pids(parent: str, pids_max: int) -> bool:
+    """Create a cgroup parent's pids cgroup with pids.max set, so everything started under it
+    (a build's RUN steps) counts against one limit; False when this host does not allow it."""
+    name = parent.strip("/")
+    v2 = (CGROUP_ROOT / "cgroup.controllers").exists()
+    directory = CGROUP_ROOT / name if v2 else CGROUP_ROOT / "pids" / name
+    try:
+        directory.mkdir(exist_ok=True)
+        (directory / "pids.max").write_text(str(pids_max))
+    except OSError:
+        return False
+    return True
+
+
+def cgroup_parents(prefix: str) -> set[str]:
+    """The names of the top-level cgroups starting with prefix, across v1 controllers and v2."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        roots = [CGROUP_ROOT]
+    else:
+        roots = [entry for entry in CGROUP_ROOT.iterdir() if entry.is_dir()]
+    found = set()
+    for root in roots:
+        try:
+            found.update("/" + entry.name for entry in root.iterdir() if entry.name.startswith(prefix))
+        except OSError:
+            continue
+    return found
+
+
 def _walk(directory: Path, file_name: str | None = None) -> list[Path]:
     """The sub-directories under `directory` (or the files called `file_name` in them and in it).
     os.walk, not Path.rglob: cgroups of exiting processes vanish while we walk, and rglob

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import trio
 
 from ..jobspec import JobSpec
-from .base import FAILED, ExecutionResult, Executor, ExecutorLimits, LogSink
+from .base import FAILED, ExecutionResult, Executor, ExecutorLimits, JobGpu, LogSink
 from .staging import BlobLookup, StagingError, remove_tree, stage_work_area
 
 
@@ -20,6 +21,7 @@ async def run_job(
     log: LogSink,
     cancel: trio.Event,
     limits: ExecutorLimits | None = None,
+    gpus: tuple[JobGpu, ...] = (),
 ) -> ExecutionResult:
     """work_root is created and removed here; result_dir (outputs.tar, image archives) stays.
 
@@ -41,7 +43,7 @@ async def run_job(
             )
         except StagingError as exc:
             return ExecutionResult(FAILED, f"rejected before running: {exc}")
-        return await executor.execute(spec, work, log, cancel)
+        return await executor.execute(spec, replace(work, gpus=gpus), log, cancel)
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(remove_tree, work_root)

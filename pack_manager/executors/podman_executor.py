@@ -25,7 +25,7 @@ from metrics_agent.units import format_bytes
 
 from ..context_archive import ArchiveError, file_digest
 from ..jobspec import JobSpec
-from . import podman_images, podman_options
+from . import podman_images, podman_leftovers, podman_options
 from .base import (
     CANCELLED,
     FAILED,
@@ -39,7 +39,8 @@ from .base import (
     OutputFile,
     WorkArea,
 )
-from .cgroups import OomWatch, kill_cgroup, remove_cgroup
+from .cgroups import OomWatch, kill_cgroup, limit_pids, remove_cgroup
+from .netns import NetnsError, create_empty_netns, delete_netns
 from .outputs import collect_outputs
 from .supervise import supervise
 from .thread_lines import ThreadLines
@@ -51,9 +52,21 @@ BUILD_STOP_WAIT_S = 15.0
 class PodmanExecutor:
     name = "podman"
 
-    def __init__(self, url: str, limits: ExecutorLimits | None = None) -> None:
+    def __init__(self, url: str, limits: ExecutorLimits | None = None, node_hex: str = "") -> None:
         self.url = url
         self.limits = limits or ExecutorLimits()
+        self.node_hex = node_hex  # labels every container and names every build cgroup
+        # What this process's runs hold now (container names, build cgroup parents): a name is
+        # added before the thing is made and dropped once it is gone, so a sweep never
+        # removes a run's own.
+        self.owned: set[str] = set()
+        self.owned_builds: set[str] = set()
+
+    def sweep(self) -> list[str]:
+        """Blocking: remove what this node's earlier processes left in Podman (see
+        podman_leftovers); one line per thing removed."""
+        with self._client() as client:
+            return podman_leftovers.sweep(client, self.node_hex, self.owned, self.owned_builds)
 
     async def execute(
         self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event
@@ -76,7 +89,7 @@ class PodmanExecutor:
     # ---- run ---------------------------------------------------------------------------
 
     async def _run(self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event) -> ExecutionResult:
-        job = _RunHandles()
+        job = _RunHandles(self.owned)
         try:
             # One thread hop for the whole launch: on a loaded host every hop is a wake-up
             # that can cost milliseconds. Nothing can be cancelled half-way anyway; the
@@ -141,9 +154,10 @@ class PodmanExecutor:
         except (ImageNotFound, NotFound):
             raise _NoImage from None
         user = podman_options.choose_user(image.attrs.get("Config", {}).get("User"), self.limits)
-        name = f"formnet-{spec.job_id().hex()[:12]}-{secrets.token_hex(3)}"
+        name = job.name = f"formnet-{spec.job_id().hex()[:12]}-{secrets.token_hex(3)}"
+        self.owned.add(name)
         container = job.container = _create(
-            client, podman_options.run_options(spec, work, self.limits, user, name)
+            client, podman_options.run_options(spec, work, self.limits, user, name, self.node_hex)
         )
         # Attaching to a created container initialises it (runc create: cgroup and
         # process exist, the command has not run), so the OOM watch is armed before the
@@ -214,8 +228,17 @@ class PodmanExecutor:
     ) -> ExecutionResult:
         assert work.context_tar is not None  # staging guarantees it for builds
         tag = podman_options.job_tag(spec)
-        cgroup_parent = podman_options.build_cgroup_parent(spec, secrets.token_hex(4))
-        params = podman_options.build_params(spec, tag, cgroup_parent)
+        cgroup_parent = podman_options.build_cgroup_parent(spec, self.node_hex, secrets.token_hex(4))
+        self.owned_builds.add(cgroup_parent)
+        await trio.to_thread.run_sync(limit_pids, cgroup_parent, self.limits.pids_limit)
+        netns_name = cgroup_parent.strip("/")
+        try:
+            netns = None if spec.network else await trio.to_thread.run_sync(create_empty_netns, netns_name)
+        except NetnsError as exc:
+            await trio.to_thread.run_sync(remove_cgroup, cgroup_parent)
+            self.owned_builds.discard(cgroup_parent)
+            return ExecutionResult(FAILED, str(exc))
+        params = podman_options.build_params(spec, tag, cgroup_parent, self.node_hex, self.limits, netns)
         responses: list[Any] = []
         errors: list[str] = []
         finished = trio.Event()
@@ -283,6 +306,8 @@ class PodmanExecutor:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(remove_cgroup, cgroup_parent)
+                await trio.to_thread.run_sync(delete_netns, netns_name)
+                self.owned_builds.discard(cgroup_parent)
                 await trio.to_thread.run_sync(client.close)
 
     def _stream_build(
@@ -363,7 +388,9 @@ class _NoImage(Exception):
 class _RunHandles:
     """What one run job holds in Podman and on the host; release() frees all of it, once."""
 
-    def __init__(self) -> None:
+    def __init__(self, owned: set[str]) -> None:
+        self.owned = owned  # the executor's: the name leaves it once the container is gone
+        self.name = ""
         self.client: PodmanClient | None = None
         self.container: Any = None
         self.attached: Any = None
@@ -375,6 +402,7 @@ class _RunHandles:
             if self.container is not None:
                 _remove_quietly(self.container)
                 self.container = None
+            self.owned.discard(self.name)
             if self.watch is not None:
                 self.watch.close()
                 self.watch = None

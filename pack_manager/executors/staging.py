@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Callable
 
-from ..context_archive import ArchiveError, check_archive, extract_archive, read_regular_member
+from ..context_archive import ArchiveError, check_archive, extract_archive
 from ..jobspec import JobSpec, JobSpecError, check_relative_path, is_digest
 from .base import ExecutorLimits, WorkArea
 
@@ -52,26 +53,19 @@ def _stage(
     scratch_dir.mkdir(mode=0o700)
     result_dir.mkdir(parents=True, exist_ok=True)
 
-    context_tar = context_dir = module_path = module_bytes = None
+    context_tar = context_dir = module_path = None
     if spec.context is not None:
         context_tar = _need_blob(blob_path, spec.context, "context")
         try:
-            if spec.kind == "wasm" and spec.module is not None and not is_digest(spec.module):
-                # The guest never sees the context: only the module is needed from it.
-                try:
-                    check_relative_path(spec.module, "module")
-                except JobSpecError as exc:
-                    raise StagingError(str(exc)) from exc
-                module_bytes = read_regular_member(context_tar, spec.module, limits.max_context_bytes)
-            if module_bytes is not None:
-                module_path = scratch_dir / "context" / spec.module
-            elif spec.kind == "build":
+            if spec.kind == "build":
                 summary = check_archive(context_tar, limits.max_context_bytes)
                 if spec.containerfile not in summary.names:
                     raise StagingError(f"context: it has no {spec.containerfile!r} at its top")
             else:
+                # Run and wasm jobs see the context at /data/context, their working directory.
                 context_dir = scratch_dir / "context"
                 extract_archive(context_tar, context_dir, limits.max_context_bytes)
+                make_writable_for_all(context_dir)
         except ArchiveError as exc:
             raise StagingError(f"context: {exc}") from exc
 
@@ -88,7 +82,7 @@ def _stage(
         shutil.copyfile(source, target)
         os.chmod(target, 0o644)
 
-    if spec.kind == "wasm" and module_bytes is None:
+    if spec.kind == "wasm":
         module_path = _module(spec, blob_path, context_dir)
 
     return WorkArea(
@@ -100,8 +94,19 @@ def _stage(
         context_tar=context_tar,
         context_dir=context_dir,
         module_path=module_path,
-        module_bytes=module_bytes,
     )
+
+
+def make_writable_for_all(context_dir: Path) -> None:
+    """The job's user is not formd's: the context is this run's own copy, and the job may
+    write into its working directory (the writes go when the run's work area does)."""
+    for directory, _dirs, files in os.walk(context_dir):
+        os.chmod(directory, 0o777)
+        for name in files:
+            path = os.path.join(directory, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode):  # links are left alone: their targets are files of the walk
+                os.chmod(path, mode & 0o111 | 0o666)
 
 
 def _module(spec: JobSpec, blob_path: BlobLookup, context_dir: Path | None) -> Path:

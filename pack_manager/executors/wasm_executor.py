@@ -1,12 +1,13 @@
 """The WASM executor: a WASI module under wasmtime, in a worker thread.
 
-The sandbox is the module's own: it sees /data/inputs (read-only) and /data/outputs and
-nothing else, its linear memory is capped at the job's memory requirement, and an epoch
-deadline stops it: when the job's timeout passes or it is cancelled, the trio side bumps
-the epoch of the engine the guest runs on and the guest traps at its next check, wherever it
-is looping. Engines, their WASI linkers and loaded modules are kept per worker thread, and a
-bump reaches only the guest that thread runs now (wasm_engines.GuestHandle). Compiling a
-module costs ~1 ms even for a tiny one; its compiled form is kept (CompiledModules).
+The sandbox is the module's own: it sees /data/inputs (read-only), /data/outputs and its
+context at /data/context (this run's own copy) and nothing else, its linear memory is
+capped at the job's memory requirement, and an epoch deadline stops it: when the job's
+timeout passes or it is cancelled, the trio side bumps the epoch of the engine the guest
+runs on and the guest traps at its next check, wherever it is looping. Engines, their WASI
+linkers and loaded modules are kept per worker thread, and a bump reaches only the guest
+that thread runs now (wasm_engines.GuestHandle). Compiling a module costs ~1 ms even for a
+tiny one; its compiled form is kept (CompiledModules).
 
 A whole job takes one worker-thread trip (`run_whole`, which run_job uses): staging the work
 area, the guest, packing its outputs and removing the work area. A trip to a thread and back
@@ -39,7 +40,7 @@ from .base import (
     WorkArea,
 )
 from .outputs import pack_outputs
-from .podman_options import INPUTS_MOUNT, OUTPUTS_MOUNT
+from .podman_options import CONTEXT_MOUNT, INPUTS_MOUNT, OUTPUTS_MOUNT
 from .staging import BlobLookup, StagingError, remove_tree, stage_work_area
 from .supervise import supervise
 from .thread_lines import ThreadLines
@@ -186,11 +187,13 @@ class WasmExecutor:
             wasi.env = list(spec.env.items())
             wasi.preopen_dir(str(work.inputs_dir), INPUTS_MOUNT, False)
             wasi.preopen_dir(str(work.outputs_dir), OUTPUTS_MOUNT, True)
+            if work.context_dir is not None:
+                wasi.preopen_dir(str(work.context_dir), CONTEXT_MOUNT, True)
             wasi.stdout_custom = emit(out, "")
             wasi.stderr_custom = emit(err, "stderr: ")
             store.set_wasi(wasi)
             try:
-                wasm = work.module_bytes if work.module_bytes is not None else work.module_path.read_bytes()  # type: ignore[union-attr]
+                wasm = work.module_path.read_bytes()  # type: ignore[union-attr]
                 module = engine.module(self.modules, wasm)
             except wasmtime.WasmtimeError as exc:
                 return FAILED, f"not a valid WebAssembly module: {_first_line(exc)}", None

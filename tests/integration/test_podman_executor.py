@@ -4,6 +4,7 @@ container (also build containers), no job image, no work area."""
 
 import io
 import json
+import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -23,8 +24,11 @@ from pack_manager.executors import (
     TIMED_OUT,
     run_job,
 )
+from pack_manager.executors.base import ExecutorLimits
+from pack_manager.executors.cgroups import cgroup_dirs, limit_pids, remove_cgroup
+from pack_manager.executors.netns import create_empty_netns, delete_netns, netns_names
 from pack_manager.executors.podman_executor import PodmanExecutor
-from pack_manager.executors.podman_options import job_tag
+from pack_manager.executors.podman_options import BUILD_CAPABILITIES, build_cgroup_prefix, job_tag
 from pack_manager.jobspec import JobInput, JobSpec
 from pack_manager.podman_service import ping, podman_service
 from pack_manager.requirements import WorkloadRequirements
@@ -74,7 +78,7 @@ def context_tar(files: dict) -> bytes:
     return buffer.getvalue()
 
 
-async def execute(url, tmp_path, spec, blobs, cancel=None, on_line=None):
+async def execute(url, tmp_path, spec, blobs, cancel=None, on_line=None, limits=None):
     lines = []
 
     async def log(line):
@@ -84,7 +88,7 @@ async def execute(url, tmp_path, spec, blobs, cancel=None, on_line=None):
 
     work = tmp_path / "work"
     result = await run_job(
-        PodmanExecutor(url),
+        PodmanExecutor(url, limits),
         spec,
         work,
         tmp_path / "result",
@@ -318,3 +322,111 @@ async def test_exit_code_of_a_command_that_closes_its_output_early(podman_url, t
     assert lines == ["bye"]
     assert result.state == FAILED and result.exit_code == 5, result.reason
     assert outputs_of(result) == {"late.txt": b"late\n"}
+
+
+# What every job gets, read from inside: effective capabilities, no_new_privs, open files,
+# processes, memory limit (cgroup v1 or v2), network interfaces.
+ISOLATION_PROBE = (
+    "grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; echo nofile=$(ulimit -n); "
+    "echo memory=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null); "
+    "echo net=$(ls /sys/class/net | tr '\\n' ' '); "
+    # Start more processes than the pids limit allows, then count them with builtins only.
+    "(for i in $(seq 60); do sleep 3 & done) 2>/dev/null; set -- /proc/[0-9]*; echo procs=$#"
+)
+PIDS_LIMIT = 30
+MEMORY = 256 * 1024**2
+
+
+def isolation_seen(lines) -> dict:
+    seen = {}
+    for line in lines:
+        key, sep, value = line.replace(":", "=", 1).partition("=")
+        if sep and key.strip() in ("CapEff", "NoNewPrivs", "nofile", "memory", "net", "procs"):
+            seen[key.strip()] = value.strip()
+    return seen
+
+
+def check_isolation(seen: dict, capabilities: int) -> None:
+    assert int(seen["CapEff"], 16) == capabilities, seen
+    assert seen["NoNewPrivs"] == "1", seen
+    assert seen["nofile"] == "1024", seen
+    assert int(seen["memory"]) == MEMORY, seen
+    assert seen["net"] == "lo", seen
+    assert int(seen["procs"]) <= PIDS_LIMIT, seen
+
+
+async def test_a_run_job_has_no_capabilities_no_new_privileges_and_every_limit(
+    podman_url, tmp_path, clean_check
+):
+    blobs = Blobs(tmp_path / "blobs")
+    spec = run_spec(
+        ["sh", "-c", ISOLATION_PROBE],
+        requirements=WorkloadRequirements(memory_bytes=MEMORY, executor="podman"),
+    )
+    result, lines = await execute(
+        podman_url, tmp_path, spec, blobs, limits=ExecutorLimits(pids_limit=PIDS_LIMIT)
+    )
+    assert result.state == SUCCEEDED, (result.reason, lines)
+    check_isolation(isolation_seen(lines), 0)
+
+
+async def test_a_build_runs_its_steps_with_few_capabilities_no_new_privileges_and_every_limit(
+    podman_url, tmp_path, clean_check
+):
+    blobs = Blobs(tmp_path / "blobs")
+    context = context_tar({"Containerfile": f"FROM {BASE_IMAGE}\nRUN {ISOLATION_PROBE}\n"})
+    spec = JobSpec(
+        kind="build",
+        submitter=bytes(32),
+        nonce=os.urandom(16),
+        context=blobs.put(context),
+        requirements=WorkloadRequirements(memory_bytes=MEMORY, executor="podman"),
+    )
+    result, lines = await execute(
+        podman_url, tmp_path, spec, blobs, limits=ExecutorLimits(pids_limit=PIDS_LIMIT)
+    )
+    assert result.state == SUCCEEDED, (result.reason, lines)
+    wanted = sum(1 << CAPABILITY_BITS[name] for name in BUILD_CAPABILITIES)
+    check_isolation(isolation_seen(lines), wanted)
+
+
+CAPABILITY_BITS = {
+    "CAP_CHOWN": 0,
+    "CAP_DAC_OVERRIDE": 1,
+    "CAP_FOWNER": 3,
+    "CAP_FSETID": 4,
+    "CAP_KILL": 5,
+    "CAP_SETGID": 6,
+    "CAP_SETUID": 7,
+}
+
+
+def test_a_sweep_removes_what_this_node_left_and_nothing_of_another_node(podman_url, clean_check):
+    me, other = os.urandom(32).hex(), os.urandom(32).hex()
+    left = f"/{build_cgroup_prefix(me)}{os.urandom(8).hex()}-dead"
+    others = f"/{build_cgroup_prefix(other)}{os.urandom(8).hex()}-live"
+    name = f"formnet-leftover-{os.urandom(3).hex()}"
+    subprocess.run(
+        ["podman", "create", "--name", name, "--label", f"formnet.node={me}", "--label", "formnet.job=x",
+         BASE_IMAGE, "sleep", "60"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        assert limit_pids(left, 10) and limit_pids(others, 10)
+        create_empty_netns(left.strip("/"))
+        removed = PodmanExecutor(podman_url, node_hex=me).sweep()
+        expected = (
+            f"container {name} ",
+            f"build cgroup {left} ",
+            f"build network namespace {left.strip('/')}",
+        )
+        assert len(removed) == 3 and all(any(line.startswith(e) for line in removed) for e in expected), (
+            removed
+        )
+        assert cgroup_dirs(left) == [] and left.strip("/") not in netns_names(build_cgroup_prefix(me))
+        assert cgroup_dirs(others) != []  # another node's build is not ours to touch
+    finally:
+        subprocess.run(["podman", "rm", "-f", name], capture_output=True)
+        remove_cgroup(left)
+        remove_cgroup(others)
+        delete_netns(left.strip("/"))

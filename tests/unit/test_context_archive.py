@@ -118,25 +118,3 @@ def test_pack_context_makes_an_archive_that_passes_the_checks(tmp_path):
     digest, size = pack_context(ctx, tmp_path / "ctx.tar")
     assert len(digest) == 64 and size > 0
     assert "Containerfile" in check_archive(tmp_path / "ctx.tar", limit_bytes=1 << 20).names
-
-
-def test_a_regular_member_is_read_after_the_same_checks_and_anything_else_is_none(tmp_path):
-    from pack_manager.context_archive import read_regular_member
-
-    tar = make_tar(
-        tmp_path / "ok.tar",
-        [
-            ({"name": "src", "type": tarfile.DIRTYPE}, None),
-            ({"name": "src/a.wasm"}, b"module"),
-            ({"name": "link", "type": tarfile.SYMTYPE, "linkname": "src/a.wasm"}, None),
-        ],
-    )
-    assert read_regular_member(tar, "./src/a.wasm", 20_000) == b"module"
-    assert read_regular_member(tar, "link", 20_000) is None  # links: the caller extracts
-    assert read_regular_member(tar, "src", 20_000) is None
-    assert read_regular_member(tar, "missing", 20_000) is None
-    bad = make_tar(tmp_path / "bad.tar", [({"name": "a.wasm"}, b"module"), ({"name": "/etc/passwd"}, b"x")])
-    with pytest.raises(ArchiveError, match="absolute"):
-        read_regular_member(bad, "a.wasm", 20_000)  # the whole archive is checked, not just the member
-    with pytest.raises(ArchiveError, match="limit"):
-        read_regular_member(tar, "src/a.wasm", 3)

@@ -9,7 +9,15 @@ import pytest
 import trio
 
 from cli.client import ClientError, call
-from daemon.control.protocol import MAX_LINE, ProtocolError, decode_reply, decode_request, encode_request
+from daemon.control.protocol import (
+    MAX_LINE,
+    ProtocolError,
+    decode_reply,
+    decode_request,
+    encode_error,
+    encode_request,
+    encode_result,
+)
 from daemon.control.server import ControlServer, param
 from daemon.log import EventLog
 
@@ -128,3 +136,29 @@ def test_protocol_round_trip_and_refusals():
         with pytest.raises(ProtocolError):
             decode_reply(bad)
     assert decode_reply(json.dumps({"ok": False, "error": "why"}).encode()) == (False, "why")
+
+
+def test_deep_nesting_and_lone_surrogates_are_protocol_errors_not_crashes():
+    for deep in (
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"method": "x", "params": {"a": ' + b"[" * 50_000 + b"]" * 50_000 + b"}}",
+    ):
+        with pytest.raises(ProtocolError, match="nested too deeply"):
+            decode_request(deep)
+    method, params = decode_request(b'{"method": "echo", "params": {"a": "\\ud800"}}')
+    assert json.loads(encode_result(params)) == {"ok": True, "result": {"a": "\ud800"}}
+    assert b"\\ud800" in encode_error("bad \ud800 text")
+
+
+async def test_a_handler_result_that_cannot_be_encoded_is_an_error_and_the_server_goes_on(tmp_path):
+    async def deep(params):
+        result: list = []
+        for _ in range(100_000):
+            result = [result]
+        return result
+
+    server = ControlServer({"deep": deep}, EventLog())
+    lines = (b'{"method": "deep"}', b"[" * 10**5)
+    replies = [json.loads((await server.dispatch(line))[0]) for line in lines]
+    assert [r["ok"] for r in replies] == [False, False]
+    assert "nested too deeply" in replies[1]["error"]

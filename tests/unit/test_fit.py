@@ -1,5 +1,7 @@
 """check_fit: "can never fit" (capabilities) apart from "cannot fit now" (capacity), one reason each."""
 
+from dataclasses import replace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -96,8 +98,8 @@ def test_no_capacity_reported_yet_is_not_now():
     assert verdict.fits_ever and not verdict.fits_now and "not reported" in verdict.not_now[0]
 
 
-A100 = GpuInfo(0, "nvidia", "NVIDIA A100-SXM4-40GB", 40 * GIB, "GPU-a", "550", "8.0")
-T4 = GpuInfo(1, "nvidia", "Tesla T4", 16 * GIB, "GPU-b", "550", "7.5")
+A100 = GpuInfo(0, "nvidia", "NVIDIA A100-SXM4-40GB", 40 * GIB, "GPU-a", "550", "8.0", "nvidia.com/gpu=GPU-a")
+T4 = GpuInfo(1, "nvidia", "Tesla T4", 16 * GIB, "GPU-b", "550", "7.5", "nvidia.com/gpu=GPU-b")
 
 
 def test_gpu_model_is_case_insensitive_substring_and_memory_per_gpu():
@@ -111,6 +113,17 @@ def test_gpu_model_is_case_insensitive_substring_and_memory_per_gpu():
     )
     verdict = check_fit(node(), free(node()), req(gpu="1", gpu_model="H100"))
     assert verdict.never == ("gpu: needs 1 GPU model ~'H100', node has 0 matching (no GPUs)",)
+
+
+def test_a_gpu_no_cdi_spec_names_is_reported_but_never_fits_a_job():
+    hidden = replace(T4, cdi_device="")
+    caps = node(gpus=[A100, hidden])
+    verdict = check_fit(caps, free(caps), req(gpu="2"))
+    assert verdict.never == (
+        "gpu: needs 2 GPUs, node has 1 matching (NVIDIA A100-SXM4-40GB 40.0 GiB, Tesla T4 16.0 GiB; "
+        "1 not offered to jobs (no CDI spec for them))",
+    )
+    assert free_matching_gpus(caps, free(caps), req(gpu="1")) == (0,)
 
 
 def test_reserved_or_busy_gpus_are_not_free_now():

@@ -240,7 +240,7 @@ def _file(name, data):
     return info, data
 
 
-def test_a_module_that_is_a_plain_file_is_read_from_the_context_without_extracting_it(tmp_path):
+def test_the_context_is_extracted_writable_and_the_module_found_in_it_also_through_a_link(tmp_path):
     from pack_manager.executors.base import ExecutorLimits
     from pack_manager.executors.staging import stage_work_area
 
@@ -262,24 +262,28 @@ def test_a_module_that_is_a_plain_file_is_read_from_the_context_without_extracti
         work = stage_work_area(
             spec, tmp_path / name / "work", tmp_path / name / "result", blobs.path, ExecutorLimits()
         )
-        if name == "plain":
-            assert work.module_bytes == module and work.context_dir is None
-            assert not (work.scratch_dir / "context").exists()  # nothing extracted
-        else:  # a link is resolved the old way: extracted, and checked not to leave the context
-            assert work.module_bytes is None and work.module_path.read_bytes() == module
+        assert work.context_dir == work.scratch_dir / "context"
+        assert work.module_path.read_bytes() == module
+        assert (work.context_dir / "bin" / "app.wat").stat().st_mode & 0o777 == 0o666
+        assert (work.context_dir / "bin").stat().st_mode & 0o777 == 0o777
+
+
+def context_spec(context: str, module: str, **changes) -> JobSpec:
+    fields = dict(
+        kind="wasm",
+        submitter=bytes(32),
+        nonce=bytes(16),
+        context=context,
+        module=module,
+        requirements=WorkloadRequirements.from_human(memory="64MiB", executor="wasm"),
+    )
+    return JobSpec(**{**fields, **changes})
 
 
 async def test_a_wasm_job_runs_its_module_from_a_context(tmp_path):
     blobs = Blobs(tmp_path / "blobs")
     context = blobs.put(_context_tar([_file("app.wat", HELLO.encode())]))
-    spec = JobSpec(
-        kind="wasm",
-        submitter=bytes(32),
-        nonce=bytes(16),
-        context=context,
-        module="app.wat",
-        requirements=WorkloadRequirements(executor="wasm"),
-    )
+    spec = context_spec(context, "app.wat")
     lines = []
 
     async def log(line):
@@ -372,3 +376,22 @@ async def test_cancelling_one_job_leaves_the_others_running_on_the_same_executor
     assert results["looping"][0].state == CANCELLED
     for index in range(8):
         assert results[f"counting{index}"][0].state == SUCCEEDED, results[f"counting{index}"][0].reason
+
+
+async def test_the_context_is_preopened_at_data_context_and_writable(tmp_path, c_modules):
+    blobs = Blobs(tmp_path / "blobs")
+    module = (c_modules / "from_context.wasm").read_bytes()
+    context = blobs.put(_context_tar([_file("app.wasm", module), _file("note.txt", b"in the context\n")]))
+    spec = context_spec(context, "app.wasm", command=("note.txt",))
+    lines = []
+
+    async def log(line):
+        lines.append(line)
+
+    result = await run_job(
+        WasmExecutor(), spec, tmp_path / "work", tmp_path / "result", blobs.path, log, trio.Event()
+    )
+    assert result.state == SUCCEEDED, (result, lines)
+    assert lines == ["copied note.txt"]
+    assert outputs_of(result) == {"note.txt": b"in the context\n"}
+    assert not (tmp_path / "work").exists()
