@@ -1,4 +1,8 @@
-"""A blocking client for formd's control socket (the CLI needs nothing fancier)."""
+"""A blocking client for formd's control socket (the CLI needs nothing fancier).
+
+Open files ride along with a request or reply (SCM_RIGHTS; daemon/control/passed_files.py):
+`call_files` sends files with its request and returns those that came with the reply.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from cli.remote import RemoteError, RemoteTarget
 from daemon.control.protocol import MAX_LINE, ProtocolError, decode_reply, encode_request
 
 DEFAULT_SOCKET = "/var/lib/formd/formd.sock"
+MAX_FILES = 4  # open files accepted with one reply
 SOCKET_ENV = "FORM_SOCKET"
 
 
@@ -61,16 +66,41 @@ class Connection:
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         return self.call_many([(method, params)])[0]
 
+    def call_files(
+        self, method: str, params: dict[str, Any] | None = None, files: list[int] | tuple[int, ...] = ()
+    ) -> tuple[Any, list[int]]:
+        """One request sent with open `files` (still the caller's to close); returns the result
+        and the files that came with the reply (now the caller's to close)."""
+        received: list[int] = []
+        try:
+            return self._exchange([(method, params)], list(files), received)[0], received
+        except BaseException:
+            _close_all(received)
+            raise
+
     def call_many(self, requests: list[tuple[str, dict[str, Any] | None]]) -> list[Any]:
         """Send every request, then read every reply (pipelined); raises ClientError for the
         first request formd refused, after all replies are read."""
+        received: list[int] = []
+        try:
+            return self._exchange(requests, [], received)
+        finally:
+            _close_all(received)  # files nobody asked for
+
+    def _exchange(
+        self, requests: list[tuple[str, dict[str, Any] | None]], files: list[int], received: list[int]
+    ) -> list[Any]:
         try:
             lines = b"".join(encode_request(method, params) for method, params in requests)
         except ProtocolError as exc:
             raise ClientError(str(exc)) from exc
         try:
-            self._sock.sendall(lines)
-            replies = [self._read_line() for _ in requests]
+            if files:
+                sent = socket.send_fds(self._sock, [lines], files)
+                self._sock.sendall(lines[sent:])
+            else:
+                self._sock.sendall(lines)
+            replies = [self._read_line(received) for _ in requests]
         except socket.timeout as exc:
             raise ClientError(f"formd at {self.socket_path} did not answer within {self.timeout:g}s") from exc
         except OSError as exc:
@@ -90,9 +120,12 @@ class Connection:
             raise ClientError(refused)
         return results
 
-    def _read_line(self) -> bytes:
+    def _read_line(self, received: list[int]) -> bytes:
         while b"\n" not in self._buffer:
-            chunk = self._sock.recv(65536)
+            chunk, fds, _flags, _address = socket.recv_fds(
+                self._sock, 65536, MAX_FILES, socket.MSG_CMSG_CLOEXEC
+            )
+            received.extend(fds)
             if not chunk:
                 raise ClientError("formd closed the connection without answering")
             self._buffer += chunk
@@ -111,3 +144,8 @@ class Connection:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)

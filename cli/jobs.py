@@ -19,45 +19,32 @@ import typer
 from pack_manager.context_archive import ArchiveError, extract_archive, file_digest, pack_context
 from pack_manager.jobstate import FINAL_STATES
 
-from . import remote_blobs
+from . import blobs, remote_blobs
+from .client import ClientError
 from .command import fail, request
 from .progress import transfer_bar
 from .remote import RemoteError, RemoteTarget
 
-UPLOAD_CHUNK = 512 * 1024
 T = TypeVar("T")
 # Job requests may wait for blob fetches and fsyncs on a busy node: more patience than the default.
 _call = functools.partial(request, timeout=120)
 
 
 def _upload(ctx: typer.Context, path: Path, as_json: bool = False) -> str:
-    """Stream a file into the daemon's blob store (as one PUT body over HTTPS with --remote, in
-    chunks over the socket); returns its digest."""
+    """Store a file in the daemon's blob store (as one PUT body over HTTPS with --remote, passed
+    open over the socket); returns its digest."""
     target = ctx.obj["socket"]
     if isinstance(target, RemoteTarget):
         return _remote(remote_blobs.upload, target, path, as_json=as_json)
-    digest = file_digest(path)
+    # Locally: formd takes the open file and copies and hashes it in one pass.
     size = path.stat().st_size
-    offset = 0
-    with open(path, "rb") as src, transfer_bar(f"upload {path.name}", size, as_json=as_json) as advance:
-        while True:
-            src.seek(offset)
-            data = src.read(UPLOAD_CHUNK)
-            reply = _call(
-                ctx,
-                "blob.put",
-                {
-                    "digest": digest,
-                    "size": size,
-                    "offset": offset,
-                    "data": base64.b64encode(data).decode("ascii"),
-                },
-            )
-            reached = size if reply["complete"] else reply["offset"]
-            advance(reached - offset)
-            if reply["complete"]:
-                return digest
-            offset = reached
+    with transfer_bar(f"upload {path.name}", size, as_json=as_json) as advance:
+        try:
+            digest = blobs.upload(target, path)
+        except ClientError as exc:
+            fail(str(exc))
+        advance(size)
+    return digest
 
 
 def _remote(transfer: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -432,30 +419,34 @@ def _download(ctx: typer.Context, digest: str, dest: Path, as_json: bool = False
     if isinstance(target, RemoteTarget):
         _remote(remote_blobs.download, target, digest, dest, as_json=as_json)
         return
-    offset = 0
-    reply = _call(ctx, "blob.read", {"digest": digest, "offset": 0, "length": UPLOAD_CHUNK})
-    with (
-        open(dest, "wb") as out,
-        transfer_bar(f"download {dest.name}", reply["size"], as_json=as_json) as advance,
-    ):
-        while True:
-            data = base64.b64decode(reply["data"])
-            out.write(data)
-            advance(len(data))
-            offset += len(data)
-            if offset >= reply["size"] or not data:
-                break
-            reply = _call(ctx, "blob.read", {"digest": digest, "offset": offset, "length": UPLOAD_CHUNK})
-    if file_digest(dest) != digest:
-        dest.unlink()
-        fail(f"download of {digest[:12]} does not match its digest")
+    try:
+        blobs.download(target, digest, dest)
+    except (ClientError, OSError) as exc:
+        fail(str(exc))
+
+
+def _stored_log(ctx: typer.Context, job: str, offset: int) -> tuple[dict, Any]:
+    """job.log; from the local formd, a stored log comes as an open file (else None)."""
+    target = ctx.obj["socket"]
+    if isinstance(target, RemoteTarget):
+        return _call(ctx, "job.log", {"job": job, "offset": offset}), None
+    try:
+        reply, files = blobs.call_files(target, "job.log", {"job": job, "offset": offset, "as_file": True})
+        return reply, blobs.received_file(files, "the log") if files else None
+    except ClientError as exc:
+        fail(str(exc))
 
 
 def _stream_log(ctx: typer.Context, job: str, follow: bool) -> str:
     """Print the log from the start; with follow, until the job is final. Returns the last state."""
     offset = 0
     while True:
-        reply = _call(ctx, "job.log", {"job": job, "offset": offset})
+        reply, stored = _stored_log(ctx, job, offset)
+        if stored is not None:  # the whole stored log, open: copied from where we are
+            with stored:
+                blobs.copy(stored, sys.stdout.buffer, offset=offset)
+            sys.stdout.flush()
+            return reply["state"]
         data = base64.b64decode(reply["data"])
         if data:
             sys.stdout.buffer.write(data)
@@ -515,16 +506,23 @@ def result(
 def _fetch_outputs(ctx: typer.Context, job: str, output: Path, as_json: bool) -> list[dict]:
     files = _call(ctx, "job.files", {"job": job, "which": "outputs"})
     output.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="form-result-") as tmp:
+    local = not isinstance(ctx.obj["socket"], RemoteTarget)
+    # Unpacked next to DIR's entries, so moving them in is a rename on the same filesystem.
+    with tempfile.TemporaryDirectory(prefix=".form-result-", dir=output) as tmp:
         for item in files:
             if item["name"] != "outputs.tar":
                 _download(ctx, item["digest"], output / item["name"], as_json)
                 continue
-            tar = Path(tmp) / item["name"]
-            _download(ctx, item["digest"], tar, as_json)
             try:
-                extract_archive(tar, Path(tmp) / "outputs", limit_bytes=1 << 40)
-            except ArchiveError as exc:
+                if local:  # unpacked straight from formd's stored copy, its digest checked first
+                    with blobs.open_blob(ctx.obj["socket"], item["digest"]) as stored:
+                        blobs.check_digest(stored, item["digest"])
+                        extract_archive(stored, Path(tmp) / "outputs", limit_bytes=1 << 40)
+                else:
+                    tar = Path(tmp) / item["name"]
+                    _download(ctx, item["digest"], tar, as_json)
+                    extract_archive(tar, Path(tmp) / "outputs", limit_bytes=1 << 40)
+            except (ClientError, ArchiveError, OSError) as exc:
                 fail(f"outputs: {exc}")
             for entry in (Path(tmp) / "outputs").iterdir():
                 entry.rename(output / entry.name)

@@ -35,6 +35,7 @@ from daemon.control.metrics import render_metrics
 from daemon.control.server import ControlServer
 from daemon.control.tls import load_fingerprint
 from daemon.identity import bump_incarnation, load_identity
+from daemon.jobs.blobfetch import chunk_limit
 from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.dataset_store import DatasetStore
 from daemon.jobs.group_commit import file_syncer
@@ -175,6 +176,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
     peer_requests = PeerRequests(
         blobs,
         live_logs,
+        chunk_limit(config.max_frame_bytes),
         datasets,
         lambda digest: log.warning("dataset blob refused to a peer", digest=digest[:12]),
     )

@@ -15,6 +15,7 @@ import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import blake3
 
@@ -41,16 +42,24 @@ def file_digest(path: Path) -> str:
     return hasher.hexdigest()
 
 
-def check_archive(path: Path, limit_bytes: int) -> ArchiveSummary:
-    """Validate every member of a tar file; raise ArchiveError on the first bad one."""
-    size = path.stat().st_size
+def check_archive(path: Path | BinaryIO, limit_bytes: int) -> ArchiveSummary:
+    """Validate every member of a tar file (a path, or a file open for reading from its
+    start); raise ArchiveError on the first bad one."""
+    size = path.stat().st_size if isinstance(path, Path) else os.fstat(path.fileno()).st_size
     if size > limit_bytes:
         raise ArchiveError(f"archive is {size} bytes, over the limit of {limit_bytes}")
     try:
-        with tarfile.open(path, mode="r:") as archive:
+        with _open_tar(path) as archive:
             return _check_members(archive, limit_bytes)
     except tarfile.TarError as exc:
         raise ArchiveError(f"not a readable uncompressed tar archive ({exc})") from exc
+
+
+def _open_tar(source: Path | BinaryIO) -> tarfile.TarFile:
+    if isinstance(source, Path):
+        return tarfile.open(source, mode="r:")
+    source.seek(0)
+    return tarfile.open(fileobj=source, mode="r:")
 
 
 def _check_members(archive: tarfile.TarFile, limit_bytes: int) -> ArchiveSummary:
@@ -108,13 +117,13 @@ def _kind(member: tarfile.TarInfo) -> str:
     return f"type {member.type!r}"
 
 
-def extract_archive(path: Path, dest: Path, limit_bytes: int) -> ArchiveSummary:
+def extract_archive(path: Path | BinaryIO, dest: Path, limit_bytes: int) -> ArchiveSummary:
     """Check, then extract into dest (created, must be empty). Owners are not restored."""
     summary = check_archive(path, limit_bytes)
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise ArchiveError(f"{dest} is not empty")
-    with tarfile.open(path, mode="r:") as archive:
+    with _open_tar(path) as archive:
         # The data filter re-checks what we checked and also drops setuid bits and owners.
         archive.extractall(dest, filter="data")
     return summary

@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ import trio
 
 from daemon.control.access import Caller, Forbidden, authorize, current_caller
 from daemon.control.request_signing import STREAM, AuthError, ReplayGuard, body_digest, verify_request
-from daemon.control.server import ControlError, Handler
+from daemon.control.server import ControlError, Handler, TakesFile, WithFile
 from daemon.control.tokens import TokenError
 from daemon.log import EventLog
 
@@ -223,13 +224,19 @@ class HttpApi:
         handler = self.methods.get(name)
         if handler is None:
             raise HttpError(404, f"unknown method {name!r}")
+        if isinstance(handler, TakesFile) or params.get("as_file"):
+            raise HttpError(400, f"{name} with open files works on the local control socket only")
         try:
             authorize(caller, name)
         except Forbidden as exc:
             raise HttpError(403, str(exc)) from None
         token = current_caller.set(caller)
         try:
-            return await handler(params)
+            result = await handler(params)
+            if isinstance(result, WithFile):  # an open file cannot cross HTTP
+                os.close(result.fd)
+                raise HttpError(400, f"{name} answers with an open file: local control socket only")
+            return result
         except Forbidden as exc:
             raise HttpError(403, str(exc)) from None
         except ControlError as exc:

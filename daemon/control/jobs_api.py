@@ -1,7 +1,11 @@
 """Control methods for jobs and blobs (registered by daemon/control/api.py).
 
-blob.put   {"digest", "size", "offset", "data": b64}  -> {"offset", "complete"}  (size <= the larger job limit)
-blob.read  {"digest", "offset", "length"}              -> {"size", "data": b64}  (never a dataset's)
+blob.put-fd {} + an open file (SCM_RIGHTS)            -> {"digest", "size"}  (copied and hashed in one pass)
+blob.open  {"digest"}                                  -> {"size"} + the blob as an open file (read-only)
+blob.put   {"digest", "size", "offset", "data": b64}  -> {"offset", "complete"}  (clients that cannot pass files)
+blob.read  {"digest", "offset", "length"}              -> {"size", "data": b64}      (the same: the HTTP API)
+           (blob.open and blob.read never give a dataset's digest or any of its files')
+           (blob sizes: at most the larger of the context and input limits)
 job.limits {}                                       -> {"max_context_bytes", "max_input_bytes"}
 job.submit {"kind", "context", "containerfile", "image", "command", "module", "inputs": [[name, digest]],
             "requirements": {"cpu", "memory", "disk", "gpu", "gpu_model", "gpu_memory", "labels", "prefer",
@@ -19,8 +23,10 @@ job.explain {"job"}                                    -> {"id", "policy", "stat
 job.plan   {job.submit params; blobs need not be stored} -> {"policy", "placement_key", "note", "nodes": [...]}
              a dry run: explain's rows for the job as submitted; writes nothing
 job.files  {"job", "which": "outputs" | "log"}         -> [{"name", "digest", "size"}] (fetched here first)
-job.log    {"job", "offset"}                           -> {"data": b64, "offset", "done", "state"}
-             live from the runner while it runs, then from the stored log blob; done = final and all sent
+job.log    {"job", "offset", "as_file"}                -> {"data": b64, "offset", "done", "state"}
+             live from the runner while it runs, then from the stored log blob; done = final and all sent;
+             with as_file, a stored log comes as an open file instead: {"data": "", "offset", "size",
+             "done": true, "state"} + the log blob (read-only, from its start)
 job.records {}                                         -> {"jobs": [key], "runs": [key], "cancels": [key]}
 """
 
@@ -30,6 +36,7 @@ import base64
 import binascii
 import dataclasses
 import datetime
+import errno
 import os
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -38,7 +45,7 @@ import trio
 
 from crdt_state.records import RecordError
 from daemon.control.access import Forbidden, current_caller
-from daemon.control.server import ControlError, Handler, param
+from daemon.control.server import ControlError, Handler, TakesFile, WithFile, param
 from daemon.jobs.blobfetch import FetchError
 from daemon.jobs.blobstore import BlobError, BlobWriter
 from daemon.jobs.loop import JobLoop
@@ -89,6 +96,8 @@ class JobsApi:
 
     def methods(self) -> dict[str, Handler]:
         return {
+            "blob.put-fd": TakesFile(self.blob_put_fd),
+            "blob.open": self.blob_open,
             "blob.put": self.blob_put,
             "blob.read": self.blob_read,
             "job.limits": self.limits,
@@ -141,13 +150,17 @@ class JobsApi:
             self._writers.pop(digest, None)
             raise ControlError(str(exc)) from None
 
+    def _refuse_dataset(self, digest: str) -> None:
+        """A dataset's blobs never leave their holder, whoever asks (one log line each time)."""
+        if self.jobs.never_served(digest):
+            self.jobs.log.warning("dataset blob refused to a client", digest=digest[:12])
+            raise ControlError(f"blob {digest[:12]} belongs to a dataset; datasets never leave their holder")
+
     async def blob_read(self, params: dict[str, Any]) -> Any:
         digest = param(params, "digest", str)
         offset = param(params, "offset", int)
         length = min(param(params, "length", int), 512 * 1024)
-        if self.jobs.never_served(digest):
-            self.jobs.log.warning("dataset blob refused to a client", digest=digest[:12])
-            raise ControlError(f"blob {digest[:12]} belongs to a dataset; datasets never leave their holder")
+        self._refuse_dataset(digest)
         try:
             if self.blobs.has(digest) and not 0 <= offset <= self.blobs.size(digest):
                 raise ControlError(f"parameter 'offset': outside 0..{self.blobs.size(digest)}")
@@ -155,6 +168,26 @@ class JobsApi:
             return {"size": self.blobs.size(digest), "data": base64.b64encode(data).decode("ascii")}
         except (BlobError, OSError) as exc:
             raise ControlError(str(exc)) from None
+
+    async def blob_put_fd(self, params: dict[str, Any], fd: int) -> Any:
+        largest = max(self.jobs.limits.max_context_bytes, self.jobs.limits.max_input_bytes)
+        try:
+            digest, size = await trio.to_thread.run_sync(self.blobs.put_fd, fd, largest)
+        except BlobError as exc:
+            raise ControlError(str(exc)) from None
+        except OSError as exc:
+            raise ControlError(f"the file passed cannot be read: {_os_reason(exc)}") from None
+        self.uploads[digest] = trio.current_time()  # kept for the submit that names it
+        return {"digest": digest, "size": size}
+
+    async def blob_open(self, params: dict[str, Any]) -> Any:
+        digest = param(params, "digest", str)
+        self._refuse_dataset(digest)
+        try:
+            fd = self.blobs.open_fd(digest)
+        except BlobError as exc:
+            raise ControlError(str(exc)) from None
+        return WithFile({"size": os.fstat(fd).st_size}, fd)
 
     # ---- submit ------------------------------------------------------------------------------
 
@@ -526,10 +559,15 @@ class JobsApi:
     async def log(self, params: dict[str, Any]) -> Any:
         job, _ = self._resolve(params)
         offset = param(params, "offset", int, optional=True, default=0)
+        as_file = param(params, "as_file", bool, optional=True, default=False)
         if offset < 0:
             raise ControlError("parameter 'offset': must be >= 0")
         status = self.status_object(job, self.jobs.node_views())
         try:
+            if as_file and (stored := await _stored_log(self, job, status)) is not None:
+                fd = self.blobs.open_fd(stored)
+                reply = {"data": "", "offset": offset, "done": True, "state": status["state"]}
+                return WithFile({**reply, "size": os.fstat(fd).st_size}, fd)
             data, done = await _log_chunk(self, job, status, offset)
         except (FetchError, BlobError) as exc:
             raise ControlError(str(exc)) from None
@@ -570,21 +608,37 @@ class JobsApi:
         return wanted
 
 
+async def _stored_log(api: "JobsApi", job, status: dict) -> str | None:
+    """The digest of the job's final log, fetched here from its runner; None while it runs
+    (or when it never ran or left no log)."""
+    node_hex = status["node"]
+    run = job.runs.get(bytes.fromhex(node_hex)) if node_hex else None
+    if run is None or not run.final or run.log_digest is None:
+        return None
+    await api.jobs.fetch(run.log_digest, api.jobs.addresses([bytes.fromhex(node_hex)]))
+    return run.log_digest
+
+
 async def _log_chunk(api: "JobsApi", job, status: dict, offset: int) -> tuple[bytes, bool]:
     node_hex = status["node"]
     if node_hex is None:
         return b"", status["state"] in ("cancelled", "unschedulable")
     run = job.runs.get(bytes.fromhex(node_hex))
     if run is not None and run.final:
-        if run.log_digest is None:
+        stored = await _stored_log(api, job, status)
+        if stored is None:
             return b"", True
-        holders = api.jobs.addresses([bytes.fromhex(node_hex)])
-        await api.jobs.fetch(run.log_digest, holders)
-        size = api.blobs.size(run.log_digest)
-        data = api.blobs.read_chunk(run.log_digest, offset, 512 * 1024) if offset < size else b""
+        size = api.blobs.size(stored)
+        data = api.blobs.read_chunk(stored, offset, 512 * 1024) if offset < size else b""
         return data, offset + len(data) >= size
     data = await api.jobs.fetch_live_log(bytes.fromhex(node_hex), job.job_hex, offset)
     return (data or b"")[: 512 * 1024], False
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.EBADF:
+        return "it is not open for reading"
+    return exc.strerror or str(exc)
 
 
 def _named_digests(request: Any) -> set[str]:

@@ -4,6 +4,10 @@ Later features add methods by adding entries to the table passed in (method name
 handler taking the params object). A handler raises ControlError for anything the caller got
 wrong; the caller gets {"ok": false, "error": ...} and the daemon carries on. Any other
 exception is a bug: it is logged and reported as an internal error, and the daemon carries on.
+
+Open files (daemon/control/passed_files.py): a method wrapped in `TakesFile` gets the one
+file that came with its request line; a handler returning `WithFile` sends an open file with
+its reply. Files that came with a line whose method takes none are closed unused.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import errno
 import os
 import socket as stdlib_socket
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
 import trio
 
+from daemon.control import passed_files
 from daemon.control.access import Forbidden
 from daemon.control.protocol import MAX_LINE, ProtocolError, decode_request, encode_error, encode_result
 from daemon.log import EventLog
@@ -44,21 +50,43 @@ def param(
     return value
 
 
+@dataclass(frozen=True)
+class TakesFile:
+    """A method whose request brings one open file: handler(params, fd); the server closes fd."""
+
+    handler: Callable[[dict[str, Any], int], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class WithFile:
+    """A result sent together with an open file; the server closes fd once it is sent."""
+
+    result: Any
+    fd: int
+
+
 class ControlServer:
     def __init__(self, methods: Mapping[str, Handler], log: EventLog) -> None:
         self.methods = dict(methods)
         self.log = log
         self._limit = trio.CapacityLimiter(MAX_CONNECTIONS)
 
-    async def dispatch(self, line: bytes) -> bytes:
-        """The reply line for one request line; never raises for anything the request holds."""
+    async def dispatch(self, line: bytes, files: list[int] | None = None) -> tuple[bytes, list[int]]:
+        """The reply line and the open files to send with it; takes ownership of `files`; never
+        raises for anything the request holds."""
+        files = list(files or ())
         try:
-            return await self._dispatch(line)
+            reply = await self._call(line, files)
         except Exception as exc:  # a request no check foresaw must not take the daemon down
             self.log.error("control request failed", error=f"{type(exc).__name__}: {exc}"[:300])
-            return encode_error(f"internal error: {type(exc).__name__}")
+            reply = encode_error(f"internal error: {type(exc).__name__}")
+        finally:
+            passed_files.close_all(files)  # whatever the method did not take
+        if isinstance(reply, WithFile):
+            return self._encode(reply.result), [reply.fd]
+        return reply, []
 
-    async def _dispatch(self, line: bytes) -> bytes:
+    async def _call(self, line: bytes, files: list[int]) -> bytes | WithFile:
         try:
             method, params = decode_request(line)
         except ProtocolError as exc:
@@ -68,12 +96,25 @@ class ControlServer:
         if handler is None:
             return encode_error(f"unknown method {method!r} (known: {', '.join(sorted(self.methods))})")
         try:
-            result = await handler(params)
+            if isinstance(handler, TakesFile):
+                if len(files) != 1:
+                    return encode_error(
+                        f"{method} takes one open file passed with the request (SCM_RIGHTS on the "
+                        f"Unix socket, as form does); {len(files)} came with it"
+                    )
+                result = await handler.handler(params, files[0])
+            else:
+                result = await handler(params)
         except (ControlError, Forbidden) as exc:
             return encode_error(str(exc))
         except Exception as exc:  # a bug in a handler must not take the daemon down
             self.log.error("control request failed", method=method, error=f"{type(exc).__name__}: {exc}")
             return encode_error(f"internal error in {method}: {type(exc).__name__}")
+        if isinstance(result, WithFile):
+            return result
+        return self._encode(result, method)
+
+    def _encode(self, result: Any, method: str = "") -> bytes:
         try:
             return encode_result(result)
         except (ProtocolError, TypeError, ValueError) as exc:
@@ -82,6 +123,8 @@ class ControlServer:
     async def handle_connection(self, stream: trio.abc.Stream) -> None:
         async with self._limit, stream:
             buffer = bytearray()
+            position = 0  # stream position of buffer[0]
+            files = passed_files.LineFiles()
             skipping = False  # inside an over-long line: discard up to its newline, then resync
             try:
                 while True:
@@ -91,24 +134,33 @@ class ControlServer:
                             if not skipping:
                                 await stream.send_all(encode_error(f"request longer than {MAX_LINE} bytes"))
                             skipping = True
+                            position += len(buffer)
                             buffer.clear()
-                        chunk = await stream.receive_some(65536)
+                        chunk, fds = await passed_files.receive_some(stream, 65536)
+                        files.arrived(position + len(buffer) + len(chunk) - 1, fds)
                         if not chunk:
                             return
                         buffer += chunk
                         continue
                     line = bytes(buffer[:newline])
+                    line_files = files.take(position + newline)
                     del buffer[: newline + 1]
-                    if skipping:
+                    position += newline + 1
+                    if skipping or not line.strip():
                         skipping = False
+                        passed_files.close_all(line_files)
                         continue
-                    if not line.strip():
-                        continue
-                    await stream.send_all(await self.dispatch(line))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    reply, out = await self.dispatch(line, line_files)
+                    try:
+                        await passed_files.send_all(stream, reply, out)
+                    finally:
+                        passed_files.close_all(out)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, passed_files.TooManyFiles):
                 return
             except Exception as exc:  # one connection's trouble closes it, never the daemon
                 self.log.error("control connection closed", error=f"{type(exc).__name__}: {exc}"[:300])
+            finally:
+                files.close()
 
     async def serve(
         self, path: Path, mode: int, group: int | None = None, *, task_status: Any = trio.TASK_STATUS_IGNORED

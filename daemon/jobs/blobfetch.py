@@ -6,22 +6,38 @@ the byte 0xc1, which msgpack never uses, so it cannot be mistaken for a gossip p
     request  0xc1 + msgpack {"op": "blob", "digest": hex, "offset": int, "length": int}
     reply    0xc1 + msgpack {"size": total bytes, "data": bytes}     or a str reason (failure)
 
-The fetcher writes through BlobWriter (verified, resumable from its partial file), and tries
-the next holder when one fails or dies half-way.
+The fetcher keeps FETCH_WINDOW chunk requests outstanding (daemon/jobs/chunk_window.py)
+and writes through BlobWriter, which hashes every byte as it is written and installs the
+blob only when the whole hashes to its digest. The partial file is always a prefix of the
+blob, so a holder that fails or dies half-way is followed by the next holder from where it
+stopped, and a restarted formd continues from the partial file too. A resumed fetch whose
+whole does not match (the earlier holder sent bad bytes) starts over once from zero.
 """
 
 from __future__ import annotations
 
+import math
+import struct
 from typing import Any, Iterable
 
 import msgpack
 import trio
 
 from daemon.cluster.wire import SIDE_REQUEST as BLOB_PREFIX
-from daemon.jobs.blobstore import CHUNK, BlobError, BlobStore, check_digest
+from daemon.jobs.blobstore import BlobError, BlobStore, BlobWriter, check_digest
+from daemon.jobs.chunk_window import ChunkWindow
 from daemon.transport.interface import Transport, TransportError
 
-FETCH_CHUNK = 4 * CHUNK  # 1 MiB per request: well under the frame limit
+# Asked per request (and the most a holder serves), when frames allow. 3 MiB chunks cost a
+# quarter less CPU per byte but grow every frame's buffers: formd's peak RSS then goes over 100 MiB.
+FETCH_CHUNK = 1024 * 1024
+FETCH_WINDOW = 4  # requests outstanding per fetch: at most 4 MiB in flight (8 while a batch is written)
+FRAME_ROOM = 4096  # a chunk reply's bytes besides the data, and the sealed frame's own, with room to spare
+
+
+def chunk_limit(max_frame: int) -> int:
+    """The largest chunk whose reply fits a frame of `max_frame` bytes (never above FETCH_CHUNK)."""
+    return max(1024, min(FETCH_CHUNK, max_frame - FRAME_ROOM))
 
 
 class BlobRequestError(ValueError):
@@ -36,8 +52,9 @@ def is_blob_request(payload: bytes) -> bool:
     return payload[:1] == BLOB_PREFIX
 
 
-def serve_blob_request(store: BlobStore, payload: bytes) -> bytes | str:
-    """A chunk, or a str reason for a fair refusal (not held); BlobRequestError when malformed."""
+def serve_blob_request(store: BlobStore, payload: bytes, max_data: int = FETCH_CHUNK) -> bytes | str:
+    """A chunk of at most `max_data` bytes (chunk_limit of this node's frames), or a str reason
+    for a fair refusal (not held); BlobRequestError when malformed."""
     try:
         request = msgpack.unpackb(payload[1:], raw=False)
         if not isinstance(request, dict) or request.get("op") != "blob":
@@ -48,8 +65,8 @@ def serve_blob_request(store: BlobStore, payload: bytes) -> bytes | str:
             raise BlobRequestError("blob request: offset and length must be integers >= 0")
         if not store.has(digest):
             return f"blob {digest[:12]} is not held here"
-        data = store.read_chunk(digest, offset, min(length, FETCH_CHUNK))
-        return BLOB_PREFIX + msgpack.packb({"size": store.size(digest), "data": data}, use_bin_type=True)
+        data = store.read_chunk(digest, offset, min(length, max_data))
+        return _chunk_reply(store.size(digest), data)
     except BlobRequestError:
         raise
     except OSError as exc:
@@ -58,10 +75,26 @@ def serve_blob_request(store: BlobStore, payload: bytes) -> bytes | str:
         raise BlobRequestError(f"bad blob request: {type(exc).__name__}") from None
 
 
+def _chunk_reply(size: int, data: bytes) -> bytes:
+    """0xc1 + msgpack {"size": size, "data": data}, with the data copied once."""
+    # The map with empty data ends in that bin's 2-byte header (bin 8, length 0): swap it for the real one.
+    head = msgpack.packb({"size": size, "data": b""}, use_bin_type=True)[:-2]
+    return b"".join((BLOB_PREFIX, head, _bin_header(len(data)), data))
+
+
+def _bin_header(length: int) -> bytes:
+    """msgpack's bin 8/16/32 header (the C Packer has no method for it)."""
+    if length < 1 << 8:
+        return struct.pack(">BB", 0xC4, length)
+    if length < 1 << 16:
+        return struct.pack(">BH", 0xC5, length)
+    return struct.pack(">BI", 0xC6, length)
+
+
 def _decode_reply(reply: bytes) -> tuple[int, bytes]:
     if not is_blob_request(reply):
         raise BlobError("reply is not a blob chunk")
-    value: Any = msgpack.unpackb(reply[1:], raw=False)
+    value: Any = msgpack.unpackb(memoryview(reply)[1:], raw=False)
     if (
         not isinstance(value, dict)
         or not isinstance(value.get("size"), int)
@@ -95,27 +128,76 @@ async def fetch_blob(
 async def _fetch_from(
     store: BlobStore, transport: Transport, digest: str, address: str, timeout: float
 ) -> None:
-    writer = None
-    partial = store._tmp / f"{digest}.partial"
-    offset = partial.stat().st_size if partial.exists() else 0  # resume where an earlier holder stopped
-    while True:
-        request = BLOB_PREFIX + msgpack.packb(
-            {"op": "blob", "digest": digest, "offset": offset, "length": FETCH_CHUNK}, use_bin_type=True
-        )
-        reply = await transport.request(address, request, timeout)
-        total, data = _decode_reply(reply)
-        if writer is None:
-            writer = await trio.to_thread.run_sync(store.writer, digest, total)
-        elif total != writer.size:
-            raise BlobError(f"holder changed its size for {digest[:12]}")
-        if writer.offset != offset:
-            offset = writer.offset  # the partial file did not fit this blob and was dropped: ask again
-            continue
-        if data:
+    partial = store.partial_path(digest)
+    start = partial.stat().st_size if partial.exists() else 0  # resume where an earlier holder stopped
+    chunk = chunk_limit(getattr(transport, "max_frame", FETCH_CHUNK + FRAME_ROOM))
+    total, data = await _ask(transport, address, digest, start, chunk, timeout)
+    writer = await trio.to_thread.run_sync(store.writer, digest, total)
+    try:
+        resumed = writer.offset > 0
+        if writer.offset == start and data:  # (else the partial file did not fit this blob and went)
             await trio.to_thread.run_sync(writer.write, data)
-        if writer.complete:
+        elif not data and writer.offset < total:
+            raise BlobError(f"holder sent no data at offset {start}")
+        await _stream(writer, transport, address, chunk, timeout)
+        try:
             await trio.to_thread.run_sync(writer.finish)
-            return
-        if not data:
-            raise BlobError(f"holder sent no data at offset {writer.offset}")
-        offset = writer.offset
+        except BlobError:
+            if not resumed:
+                raise
+            # The earlier holder's part was wrong (the partial file is gone now): once from zero.
+            writer.close()
+            await _fetch_from(store, transport, digest, address, timeout)
+    finally:
+        writer.close()
+
+
+async def _stream(writer: BlobWriter, transport: Transport, address: str, chunk: int, timeout: float) -> None:
+    """Fill the writer up to its size with FETCH_WINDOW requests outstanding."""
+    window = ChunkWindow(writer.offset, writer.size, chunk, FETCH_WINDOW)
+    replies_in, replies_out = trio.open_memory_channel[tuple[int, Any]](math.inf)
+    failure: Exception | None = None
+
+    async def ask(offset: int, length: int) -> None:
+        try:
+            reply: Any = await _ask(transport, address, writer.digest, offset, length, timeout)
+        except (TransportError, BlobError, ValueError, msgpack.ExtraData, msgpack.FormatError) as exc:
+            reply = exc
+        replies_in.send_nowait((offset, reply))
+
+    async with trio.open_nursery() as nursery:
+        try:
+            while not window.complete:
+                for offset, length in window.to_ask():
+                    nursery.start_soon(ask, offset, length)
+                offset, reply = await replies_out.receive()
+                if isinstance(reply, Exception):
+                    raise reply
+                size, data = reply
+                if size != writer.size:
+                    raise BlobError(f"holder changed its size for {writer.digest[:12]}")
+                window.received(offset, data)
+                ready = window.to_write()
+                for offset, length in window.to_ask():  # the next requests go out while this writes
+                    nursery.start_soon(ask, offset, length)
+                if ready:
+                    await trio.to_thread.run_sync(_write_all, writer, ready)
+        except (TransportError, BlobError, ValueError, msgpack.ExtraData, msgpack.FormatError) as exc:
+            failure = exc  # raised below, outside the nursery, as itself
+        nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+
+
+def _write_all(writer: BlobWriter, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        writer.write(chunk)
+
+
+async def _ask(
+    transport: Transport, address: str, digest: str, offset: int, length: int, timeout: float
+) -> tuple[int, bytes]:
+    request = BLOB_PREFIX + msgpack.packb(
+        {"op": "blob", "digest": digest, "offset": offset, "length": length}, use_bin_type=True
+    )
+    return _decode_reply(await transport.request(address, request, timeout))

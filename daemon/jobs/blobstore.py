@@ -9,14 +9,20 @@ the part already on disk again first), from the same holder or another one.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
+import stat
+import time
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from blake3 import blake3
 
 CHUNK = 256 * 1024
+COPY_CHUNK = 1024 * 1024  # one read, hash and write step when copying a whole file in
+MAX_READ = 4 * 1024 * 1024  # the most one read_chunk returns
+WRITEBACK_STEP = 8 * 1024 * 1024  # written bytes after which their writeback to disk is started
 SMALL_FILE = 1024 * 1024
 DEFAULT_MAX_BLOB = 4 * 1024**3
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -64,12 +70,19 @@ class BlobStore:
         except FileNotFoundError:
             raise BlobError(f"blob {digest[:12]} is not in this store") from None
 
+    def open_fd(self, digest: str) -> int:
+        """The blob open read-only as a raw descriptor (to pass to another process)."""
+        try:
+            return os.open(self.path(digest), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise BlobError(f"blob {digest[:12]} is not in this store") from None
+
     def read_chunk(self, digest: str, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0:
             raise BlobError("offset and length must be ≥ 0")
         with self.open(digest) as src:
             src.seek(offset)
-            return src.read(min(length, CHUNK * 4))
+            return src.read(min(length, MAX_READ))
 
     def put_bytes(self, data: bytes) -> str:
         return self.put_chunks([data])
@@ -94,20 +107,36 @@ class BlobStore:
 
         return self.put_chunks(chunks())
 
-    def put_chunks(self, chunks: Iterable[bytes], expected: str | None = None) -> str:
+    def put_fd(self, fd: int, limit: int) -> tuple[str, int]:
+        """Copy the regular file open as `fd` into the store, hashed while copied (one pass);
+        returns (digest, size). Reads from offset 0 whatever the descriptor's position."""
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BlobError(f"the file passed is a {_file_type(info.st_mode)}, not a regular file")
+        if info.st_size > limit:
+            raise BlobError(f"file of {info.st_size:,} bytes is over this node's {limit:,}-byte limit")
+        digest = self.put_chunks(_read_from_start(fd), limit=limit)
+        return digest, self.size(digest)
+
+    def put_chunks(
+        self, chunks: Iterable[bytes], expected: str | None = None, *, limit: int | None = None
+    ) -> str:
         """Store a stream; with `expected`, refuse it unless it hashes to that digest."""
         if expected is not None:
             check_digest(expected)
+        limit = self.max_blob_bytes if limit is None else min(limit, self.max_blob_bytes)
         hasher, size = blake3(), 0
         tmp = self._tmp / f"put-{os.getpid()}-{os.urandom(6).hex()}"
         try:
             with open(tmp, "wb") as out:
+                writeback = Writeback(out)
                 for chunk in chunks:
                     size += len(chunk)
-                    if size > self.max_blob_bytes:
-                        raise BlobError(f"blob is larger than the {self.max_blob_bytes:,}-byte limit")
+                    if size > limit:
+                        raise BlobError(f"blob is larger than the {limit:,}-byte limit")
                     hasher.update(chunk)
                     out.write(chunk)
+                    writeback.written(size)
                 out.flush()
                 os.fsync(out.fileno())
             digest = hasher.hexdigest()
@@ -145,6 +174,26 @@ class BlobStore:
         except FileNotFoundError:
             return False
 
+    def partial_path(self, digest: str) -> Path:
+        """Where a fetch of `digest` keeps what it has so far (a prefix of the blob)."""
+        return self._tmp / f"{check_digest(digest)}.partial"
+
+    def remove_stale_temporaries(self, idle_s: float, keep: Callable[[str], bool]) -> int:
+        """Delete temporary files nothing has written for `idle_s` seconds (a fetch given up,
+        a copy cut short by a crash), except partial fetches of digests `keep` wants."""
+        removed = 0
+        horizon = time.time() - idle_s
+        for entry in self._tmp.iterdir():
+            if entry.name.endswith(".partial") and _DIGEST.match(entry.name[:64]) and keep(entry.name[:64]):
+                continue
+            try:
+                if entry.stat().st_mtime < horizon:
+                    entry.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
     def collect_garbage(self, keep: set[str]) -> list[str]:
         """Delete every blob not in `keep` (and stale partial fetches); return what went."""
         removed = [d for d in list(self.digests()) if d not in keep and self.delete(d)]
@@ -152,6 +201,59 @@ class BlobStore:
             if partial.name[:64] not in keep:
                 partial.unlink(missing_ok=True)
         return removed
+
+
+class Writeback:
+    """Starts the kernel writing a file's new pages to disk every WRITEBACK_STEP bytes
+    (sync_file_range, Linux), so the disk works while a copy goes on and the fsync that makes
+    the blob durable finds little left, instead of all of it starting at the fsync."""
+
+    def __init__(self, out: BinaryIO, start: int = 0) -> None:
+        self.out = out
+        self.started = start  # writeback asked for up to here
+
+    def written(self, end: int) -> None:
+        if end - self.started >= WRITEBACK_STEP:
+            self.out.flush()
+            _start_writeback(self.out.fileno(), self.started, end - self.started)
+            self.started = end
+
+
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):
+        return None  # not Linux: the final fsync does all of it
+    function.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2  # start writeback of the range's dirty pages; do not wait
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # a failure only loses the head start
+
+
+def _read_from_start(fd: int) -> Iterator[memoryview]:
+    """The file's bytes in COPY_CHUNK pieces, all read into one buffer: each piece is valid
+    until the next one is asked for (put_chunks hashes and writes it before that)."""
+    buffer = bytearray(COPY_CHUNK)
+    view = memoryview(buffer)
+    offset = 0
+    while count := os.preadv(fd, [buffer], offset):
+        yield view[:count]
+        offset += count
+
+
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "pipe"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file"
 
 
 class BlobWriter:
@@ -163,7 +265,9 @@ class BlobWriter:
                 f"blob {digest[:12]} of {size:,} bytes is over the {store.max_blob_bytes:,}-byte limit"
             )
         self.store, self.digest, self.size = store, digest, size
-        self.partial = store._tmp / f"{digest}.partial"
+        self.partial = store.partial_path(digest)
+        self._out: BinaryIO | None = None  # opened on the first write, closed by close()
+        self._writeback: Writeback | None = None
         self._hasher = blake3()
         if self.partial.exists():
             with open(self.partial, "rb") as done:
@@ -182,10 +286,19 @@ class BlobWriter:
             raise BlobError(
                 f"blob {self.digest[:12]}: the holder sent more than the {self.size:,} bytes announced"
             )
-        with open(self.partial, "ab") as out:
-            out.write(chunk)
+        if self._out is None:
+            self._out = open(self.partial, "ab")
+            self._writeback = Writeback(self._out, self.offset)
+        self._out.write(chunk)
         self._hasher.update(chunk)
         self.offset += len(chunk)
+        self._writeback.written(self.offset)
+
+    def close(self) -> None:
+        """Flush the partial file and let go of it (a later write opens it again)."""
+        if self._out is not None:
+            self._out.close()
+            self._out, self._writeback = None, None
 
     @property
     def complete(self) -> bool:
@@ -197,11 +310,13 @@ class BlobWriter:
         if self._hasher.hexdigest() != self.digest:
             self.discard()
             raise BlobError(f"blob {self.digest[:12]}: content does not match its digest; discarded")
+        self.close()
         with open(self.partial, "ab") as out:  # "ab": an empty blob never wrote its file
             os.fsync(out.fileno())
         self.store._install(self.partial, self.digest)
         return self.digest
 
     def discard(self) -> None:
+        self.close()
         self.partial.unlink(missing_ok=True)
         self._hasher, self.offset = blake3(), 0

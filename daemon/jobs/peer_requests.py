@@ -27,6 +27,8 @@ from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.dataset_store import DatasetStore
 from daemon.transport.interface import Transport, TransportError
 
+LOG_CHUNK = 512 * 1024  # of a live log per request: what job.log hands on at once
+
 
 class LiveLogs:
     """The log files of the runs in progress on this node (job hex -> path), written by the job
@@ -41,7 +43,7 @@ class LiveLogs:
     def close(self, job_hex: str) -> None:
         self.paths.pop(job_hex, None)
 
-    def read(self, job_hex: str, offset: int, length: int = FETCH_CHUNK) -> bytes | None:
+    def read(self, job_hex: str, offset: int, length: int = LOG_CHUNK) -> bytes | None:
         """Part of the log of a run in progress on this node, or None when none runs here."""
         path = self.paths.get(job_hex)
         if path is None:
@@ -62,11 +64,13 @@ class PeerRequests:
         self,
         blobs: BlobStore,
         live_logs: LiveLogs,
+        max_chunk: int = FETCH_CHUNK,
         datasets: DatasetStore | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.blobs = blobs
         self.live_logs = live_logs
+        self.max_chunk = max_chunk  # blobfetch.chunk_limit of this node's frame size
         self.datasets = datasets
         self.log = log
         self.images: Any = None  # daemon.jobs.images.NodeImages, once the process has built it
@@ -93,7 +97,7 @@ class PeerRequests:
             if self.log is not None:
                 self.log(digest)
             return f"blob {digest[:12]} belongs to a dataset; datasets never leave their holder"
-        return serve_blob_request(self.blobs, payload)
+        return serve_blob_request(self.blobs, payload, self.max_chunk)
 
 
 async def request_live_log(

@@ -10,7 +10,8 @@ Blobs: when the records that named a blob are gone (retired here or by a peer), 
 deleted from this node's store, unless a fetch or an upload that no submit has named yet is
 using it. A slower sweep collects blobs no record has named for a whole retention period
 (left over by a crash between a retirement and its collection, or uploaded and never
-submitted).
+submitted), and temporary files untouched for a sweep interval: partial fetches of blobs
+nothing names any more, copies a crash cut short.
 """
 
 from __future__ import annotations
@@ -172,6 +173,10 @@ class Retirement:
                 removed.append(digest)
         for digest in set(self._unnamed_since) - seen:
             del self._unnamed_since[digest]
+        # Partial fetches of blobs nothing names any more, and copies a crash cut short.
+        self.blobs.remove_stale_temporaries(
+            interval_s, keep=lambda digest: bool(self.records.holders(digest)) or self.in_use(digest)
+        )
         return removed
 
     def _collect(self, digest: str) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import heapq
 import os
 import struct
+from typing import Sequence
 
 from cryptography.exceptions import InvalidTag
 
@@ -71,7 +72,22 @@ def seal(
     keyring: Keyring, payload: bytes, now: float, *, max_frame: int = MAX_FRAME, nonce: bytes | None = None
 ) -> bytes:
     """Seal payload under the primary key, stamped with `now` (wall-clock seconds)."""
-    size = OVERHEAD + len(payload)
+    return bytes(seal_parts(keyring, (payload,), now, max_frame=max_frame, nonce=nonce))
+
+
+def seal_parts(
+    keyring: Keyring,
+    parts: Sequence[bytes],
+    now: float,
+    *,
+    max_frame: int = MAX_FRAME,
+    nonce: bytes | None = None,
+    room: int = 0,
+) -> bytearray:
+    """seal() of the concatenated parts, after `room` spare bytes at the start of the one
+    buffer returned (the transport writes its length prefix there): a large payload is
+    copied once, and encrypted in place, on its way to the socket."""
+    size = OVERHEAD + sum(len(part) for part in parts)
     if size > max_frame:
         raise FrameError(_over_limit("sealed payload", size, max_frame))
     if nonce is None:
@@ -80,7 +96,11 @@ def seal(
         raise ValueError(f"nonce must be {NONCE_BYTES} bytes")
     key_id, cipher = keyring.primary_cipher()
     header = bytes((VERSION,)) + key_id + nonce
-    return header + cipher.encrypt(nonce, _TIMESTAMP.pack(now) + payload, header)
+    out = bytearray(room + size)
+    out[room : room + HEADER_BYTES] = header
+    plaintext = b"".join((_TIMESTAMP.pack(now), *parts))
+    cipher.encrypt_into(nonce, plaintext, header, memoryview(out)[room + HEADER_BYTES :])
+    return out
 
 
 def open_frame(
@@ -91,23 +111,36 @@ def open_frame(
     Nothing is remembered unless the frame is accepted, so a forged frame cannot fill the
     replay guard.
     """
+    return bytes(open_frame_view(keyring, frame, now, replay, max_frame=max_frame))
+
+
+def open_frame_view(
+    keyring: Keyring,
+    frame: bytes | bytearray,
+    now: float,
+    replay: "ReplayGuard",
+    *,
+    max_frame: int = MAX_FRAME,
+) -> memoryview:
+    """open_frame() without copying: the payload as a view into the decrypted plaintext."""
     check_frame_size(len(frame), max_frame)
     version = frame[0]
     if version != VERSION:
         raise FrameError(f"unsupported frame version {version} (this node speaks {VERSION})")
-    key_id = frame[1 : 1 + KEY_ID_BYTES]
+    key_id = bytes(frame[1 : 1 + KEY_ID_BYTES])
     cipher = keyring.cipher(key_id)
     if cipher is None:
         raise FrameError(f"unknown key id {key_id.hex()[:8]}...")
-    header = frame[:HEADER_BYTES]
-    nonce = frame[1 + KEY_ID_BYTES : HEADER_BYTES]
+    header = bytes(frame[:HEADER_BYTES])
+    nonce = header[1 + KEY_ID_BYTES :]
+    plaintext = bytearray(len(frame) - HEADER_BYTES - TAG_BYTES)
     try:
-        plaintext = cipher.decrypt(nonce, frame[HEADER_BYTES:], header)
+        cipher.decrypt_into(nonce, memoryview(frame)[HEADER_BYTES:], header, plaintext)
     except InvalidTag:
         raise FrameError("authentication failed") from None
     (sent_at,) = _TIMESTAMP.unpack_from(plaintext)
     replay.check(nonce, sent_at, now)
-    return plaintext[_TIMESTAMP.size :]
+    return memoryview(plaintext)[_TIMESTAMP.size :]
 
 
 class ReplayGuard:

@@ -50,8 +50,8 @@ from daemon.transport.frames import (
     FrameError,
     ReplayGuard,
     check_frame_size,
-    open_frame,
-    seal,
+    open_frame_view,
+    seal_parts,
 )
 from daemon.transport.interface import (
     DropCallback,
@@ -70,6 +70,7 @@ HELLO, SEND, REQUEST, REPLY, FAILURE = 1, 2, 3, 4, 5
 _INNER = struct.Struct(">BQ")
 _LENGTH = struct.Struct(">I")
 _NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_DIRECT_RECEIVE = 256 * 1024  # frames larger than this are received into a buffer of their own
 
 
 class _Closed(Exception):
@@ -124,7 +125,21 @@ class _FrameReader:
             self._transport.bytes_received += len(data)
             self._buffer += data
 
-    async def read(self, idle_timeout: float, body_timeout: float) -> bytes | None:
+    async def _receive_into(self, frame: bytearray, filled: int) -> None:
+        """Receive the rest of a large frame straight into its own buffer (no regrowing,
+        no intermediate copies)."""
+        view = memoryview(frame)
+        while filled < len(frame):
+            try:
+                count = await self._stream.socket.recv_into(view[filled:])
+            except _NETWORK_ERRORS:
+                count = 0
+            if not count:
+                raise _Closed(_LENGTH.size + filled)
+            self._transport.bytes_received += count
+            filled += count
+
+    async def read(self, idle_timeout: float, body_timeout: float) -> bytes | bytearray | None:
         """Next frame, None on a clean close between frames; FrameError for a bad one."""
         try:
             with trio.fail_after(idle_timeout):
@@ -138,6 +153,13 @@ class _FrameReader:
                 await self._fill(_LENGTH.size)
                 (size,) = _LENGTH.unpack_from(self._buffer)
                 check_frame_size(size, self._transport.max_frame)
+                if size > _DIRECT_RECEIVE and len(self._buffer) <= _LENGTH.size + size:
+                    frame = bytearray(size)
+                    got = len(self._buffer) - _LENGTH.size
+                    frame[:got] = memoryview(self._buffer)[_LENGTH.size :]
+                    self._buffer.clear()
+                    await self._receive_into(frame, got)
+                    return frame
                 await self._fill(_LENGTH.size + size)
         except _Closed as closed:
             raise FrameError(f"truncated frame (connection closed after {closed.args[0]} bytes)") from None
@@ -286,11 +308,17 @@ class NetTransport(Transport):
             self._nursery.start_soon(self._run_outbound, connection, host, port)
         return connection
 
-    def _seal(self, kind: int, request_id: int, body: bytes) -> bytes:
-        frame = seal(
-            self.keyring, _INNER.pack(kind, request_id) + body, self.clock(), max_frame=self.max_frame
+    def _seal(self, kind: int, request_id: int, body: bytes) -> bytearray:
+        """The length prefix and sealed frame in one buffer (the body is copied once)."""
+        data = seal_parts(
+            self.keyring,
+            (_INNER.pack(kind, request_id), body),
+            self.clock(),
+            max_frame=self.max_frame,
+            room=_LENGTH.size,
         )
-        return _LENGTH.pack(len(frame)) + frame
+        _LENGTH.pack_into(data, 0, len(data) - _LENGTH.size)
+        return data
 
     async def _write(self, stream: trio.SocketStream, kind: int, request_id: int, body: bytes) -> None:
         """Write one whole frame. A frame cut in two by a cancel would be garbage to the peer
@@ -304,12 +332,12 @@ class NetTransport(Transport):
             raise trio.BrokenResourceError(f"write of {len(data)} bytes timed out")
         self.bytes_sent += len(data)
 
-    def _open(self, frame: bytes) -> tuple[int, int, bytes]:
-        inner = open_frame(self.keyring, frame, self.clock(), self._replay, max_frame=self.max_frame)
+    def _open(self, frame: bytes | bytearray) -> tuple[int, int, bytes]:
+        inner = open_frame_view(self.keyring, frame, self.clock(), self._replay, max_frame=self.max_frame)
         if len(inner) < _INNER.size:
             raise FrameError("sealed frame too short for its kind and request id")
         kind, request_id = _INNER.unpack_from(inner)
-        return kind, request_id, inner[_INNER.size :]
+        return kind, request_id, bytes(inner[_INNER.size :])
 
     async def _run_outbound(self, connection: _Outbound, host: str, port: int) -> None:
         reason = f"connection to {connection.address} lost"

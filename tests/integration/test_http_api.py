@@ -111,6 +111,11 @@ def test_roles_allow_what_they_may_and_refuse_the_rest_with_401_or_403(cluster, 
     assert signed(a, keys, "read", "POST", "/v1/jobs", b"{}").status_code == 403
     assert signed(a, keys, "read", "GET", "/v1/acl").status_code == 403
     assert signed(a, keys, "admin", "GET", "/v1/acl").status_code == 200
+    # Open files travel on the local socket only: over HTTP, a clear 400 and no file sent.
+    as_file = json.dumps({"job": "ab" * 32, "as_file": True}).encode()
+    for name, body in (("blob.put-fd", b"{}"), ("job.log", as_file)):
+        refused = signed(a, keys, "admin", "POST", f"/v1/call/{name}", body)
+        assert refused.status_code == 400 and "local control socket only" in refused.json()["error"]
 
 
 def test_a_revoked_key_is_refused_everywhere(cluster, keys, tmp_path):

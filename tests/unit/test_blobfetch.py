@@ -4,10 +4,18 @@ discarded."""
 
 import os
 
+import msgpack
 import pytest
 import trio
 
-from daemon.jobs.blobfetch import FETCH_CHUNK, BlobRequestError, FetchError, fetch_blob, serve_blob_request
+from daemon.jobs.blobfetch import (
+    FETCH_CHUNK,
+    FETCH_WINDOW,
+    BlobRequestError,
+    FetchError,
+    fetch_blob,
+    serve_blob_request,
+)
 from daemon.jobs.blobstore import BlobStore
 from daemon.transport.memory import SimNetwork
 
@@ -51,7 +59,8 @@ async def test_a_holder_dying_half_way_is_resumed_from_another(autojump_clock, t
         await fetch_blob(mine, me, digest, ["10.0.0.1:1", "10.0.0.2:1"], timeout=1.0)
         nursery.cancel_scope.cancel()
     assert mine.path(digest).read_bytes() == DATA
-    assert len(asked["second"]) == 2  # the remaining two chunks only: resumed, not restarted
+    # Only what the first holder did not deliver: resumed, not restarted.
+    assert min(offset_of(p) for p in asked["second"]) == FETCH_CHUNK
 
 
 async def test_a_lying_holder_is_discarded_and_the_next_one_used(autojump_clock, tmp_path):
@@ -76,12 +85,79 @@ async def test_a_lying_holder_is_discarded_and_the_next_one_used(autojump_clock,
     assert mine.path(digest).read_bytes() == DATA
 
 
+def offset_of(payload: bytes) -> int:
+    return msgpack.unpackb(payload[1:])["offset"]
+
+
+async def test_requests_are_pipelined_up_to_the_window(autojump_clock, tmp_path):
+    source = BlobStore(tmp_path / "source")
+    data = os.urandom((FETCH_WINDOW * 3) * FETCH_CHUNK + 7)
+    digest = source.put_bytes(data)
+    mine = BlobStore(tmp_path / "mine")
+    busy = {"now": 0, "most": 0}
+
+    async def slow_holder(sender, payload):  # 10 ms per chunk: a holder across a real network
+        busy["now"] += 1
+        busy["most"] = max(busy["most"], busy["now"])
+        await trio.sleep(0.01)
+        busy["now"] -= 1
+        return serve_blob_request(source, payload)
+
+    network = SimNetwork(seed=3)
+    async with trio.open_nursery() as nursery:
+        holder = network.transport("10.0.0.1:1")
+        await nursery.start(holder.serve, slow_holder)
+        me = network.transport("10.0.0.9:1")
+        await nursery.start(me.serve, ignore)
+        await fetch_blob(mine, me, digest, ["10.0.0.1:1"], timeout=1.0)
+        nursery.cancel_scope.cancel()
+    assert mine.path(digest).read_bytes() == data
+    assert busy["most"] == FETCH_WINDOW  # never more in flight (memory), and no fewer (speed)
+
+
+async def test_a_resumed_fetch_whose_whole_does_not_match_starts_over_once(autojump_clock, tmp_path):
+    source = BlobStore(tmp_path / "source")
+    digest = source.put_bytes(DATA)
+    mine = BlobStore(tmp_path / "mine")
+    # What an earlier holder left: the right length, the wrong bytes.
+    (tmp_path / "mine" / "tmp" / f"{digest}.partial").write_bytes(bytes(FETCH_CHUNK + 10))
+    offsets = []
+
+    def holder(payload):
+        offsets.append(offset_of(payload))
+        return serve_blob_request(source, payload)
+
+    network = SimNetwork(seed=4)
+    async with trio.open_nursery() as nursery:
+        await serve(nursery, network, "10.0.0.1:1", holder)
+        me = network.transport("10.0.0.9:1")
+        await nursery.start(me.serve, ignore)
+        await fetch_blob(mine, me, digest, ["10.0.0.1:1"], timeout=1.0)
+        nursery.cancel_scope.cancel()
+    assert mine.path(digest).read_bytes() == DATA
+    assert offsets[0] == FETCH_CHUNK + 10 and 0 in offsets  # resumed, then from the start
+    assert not list((tmp_path / "mine" / "tmp").iterdir())
+
+
+async def test_a_holder_serving_smaller_chunks_is_asked_for_the_rest(autojump_clock, tmp_path):
+    source = BlobStore(tmp_path / "source")
+    digest = source.put_bytes(DATA)
+    mine = BlobStore(tmp_path / "mine")
+    network = SimNetwork(seed=5)
+    async with trio.open_nursery() as nursery:
+        # A holder whose frames are smaller (or that serves 1 MiB, as earlier versions do).
+        await serve(nursery, network, "10.0.0.1:1", lambda p: serve_blob_request(source, p, 1024 * 1024))
+        me = network.transport("10.0.0.9:1")
+        await nursery.start(me.serve, ignore)
+        await fetch_blob(mine, me, digest, ["10.0.0.1:1"], timeout=1.0)
+        nursery.cancel_scope.cancel()
+    assert mine.path(digest).read_bytes() == DATA
+
+
 def test_malformed_requests_are_refused(tmp_path):
     store = BlobStore(tmp_path)
     for payload in (b"\xc1garbage", b"\xc1\x80", b"\xc1" + b"\x81\xa2op\xa3blob"):
         with pytest.raises(BlobRequestError):
             serve_blob_request(store, payload)
-    import msgpack
-
     missing = b"\xc1" + msgpack.packb({"op": "blob", "digest": "a" * 64, "offset": 0, "length": 10})
     assert serve_blob_request(store, missing) == f"blob {'a' * 12} is not held here"

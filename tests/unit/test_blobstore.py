@@ -1,6 +1,7 @@
 """The content-addressed blob store: verified writes, resumable fetches, limits, garbage collection."""
 
 import os
+import time
 
 import pytest
 from blake3 import blake3
@@ -120,3 +121,35 @@ def test_a_file_whose_digest_the_caller_computed_is_not_read_again_when_held(tmp
     assert store.put_file(source, fresh) == fresh  # not held: stored, hashed while written
     with store.open(fresh) as blob:
         assert blob.read() == b"new outputs"
+
+
+def test_stale_temporaries_go_unless_their_fetch_is_still_wanted(tmp_path):
+    store = BlobStore(tmp_path)
+    wanted, abandoned, fresh = "aa" * 32, "bb" * 32, "cc" * 32
+    for digest in (wanted, abandoned, fresh):
+        store.partial_path(digest).write_bytes(b"part of it")
+    crashed_copy = tmp_path / "tmp" / "put-123-abcdef"
+    crashed_copy.write_bytes(b"cut short")
+    old = time.time() - 7200
+    for path in (store.partial_path(wanted), store.partial_path(abandoned), crashed_copy):
+        os.utime(path, (old, old))
+    assert store.remove_stale_temporaries(3600, keep=lambda digest: digest == wanted) == 2
+    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == [f"{wanted}.partial", f"{fresh}.partial"]
+
+
+def test_put_fd_copies_a_regular_file_from_its_start_and_refuses_the_rest(tmp_path):
+    store = BlobStore(tmp_path / "blobs")
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    (tmp_path / "in").write_bytes(data)
+    with open(tmp_path / "in", "rb") as handle:
+        handle.seek(1000)  # the descriptor's position does not matter
+        assert store.put_fd(handle.fileno(), limit=len(data)) == (blake3(data).hexdigest(), len(data))
+        with pytest.raises(BlobError, match="over this node's"):
+            store.put_fd(handle.fileno(), limit=len(data) - 1)
+    directory = os.open(tmp_path, os.O_RDONLY)
+    try:
+        with pytest.raises(BlobError, match="directory, not a regular file"):
+            store.put_fd(directory, limit=10)
+    finally:
+        os.close(directory)
+    assert list(store.digests()) == [blake3(data).hexdigest()]

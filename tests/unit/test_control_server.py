@@ -158,6 +158,7 @@ async def test_a_handler_result_that_cannot_be_encoded_is_an_error_and_the_serve
         return result
 
     server = ControlServer({"deep": deep}, EventLog())
-    replies = [json.loads(await server.dispatch(line)) for line in (b'{"method": "deep"}', b"[" * 10**5)]
+    lines = (b'{"method": "deep"}', b"[" * 10**5)
+    replies = [json.loads((await server.dispatch(line))[0]) for line in lines]
     assert [r["ok"] for r in replies] == [False, False]
     assert "nested too deeply" in replies[1]["error"]
