@@ -180,9 +180,9 @@ def test_a_direct_fetch_of_the_dataset_is_refused(formd_cluster, patients):
     file_digests = [entry.digest for entry in manifest.files]
     with pytest.raises(ClientError, match="belongs to a dataset"):
         a.call("blob.read", {"digest": file_digests[0], "offset": 0, "length": 100})
-    for node in (a, b):
+    for node, wanted in ((a, file_digests[0]), (b, digest)):
         with pytest.raises(ClientError, match="belongs to a dataset"):
-            node.call("blob.open", {"digest": file_digests[0]})
+            node.call("blob.open", {"digest": wanted})
 
     async def fetch_from_a() -> list[str]:
         # A peer with the cluster key asks A itself for every piece of the dataset.
