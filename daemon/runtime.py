@@ -35,7 +35,7 @@ from daemon.control.metrics import render_metrics
 from daemon.control.server import ControlServer
 from daemon.control.tls import load_fingerprint
 from daemon.identity import bump_incarnation, load_identity
-from daemon.jobs.blobfetch import chunk_limit
+from daemon.jobs.blobfetch import BlobFetcher, chunk_limit
 from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.dataset_store import DatasetStore
 from daemon.jobs.group_commit import file_syncer
@@ -207,6 +207,22 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
 
         executors["wasm"] = WasmExecutor(limits)
     await trio.to_thread.run_sync(remove_dead_work, state_dir / "work", log)
+    fetcher = BlobFetcher(blobs, transport, node.settings.request_timeout * 5)
+    pending_uploads: dict[str, float] = {}  # uploads no submit named yet: kept from collection
+    podman = executors  # the podman executor appears here once _offer_podman finds Podman
+    images = NodeImages(
+        node,
+        blobs,
+        state_dir,
+        lambda: getattr(podman.get("podman"), "url", None),
+        fetcher.fetch,
+        pending_uploads,
+        auth_file=config.path(state_dir, config.registry_auth_file) if config.registry_auth_file else None,
+        pull_timeout_s=config.registry_timeout_s,
+        insecure_registries=config.insecure_registries,
+        cache_bytes=config.image_cache_bytes,
+    )
+    peer_requests.offer_images(images)
     jobs = JobLoop(
         node,
         blobs,
@@ -219,22 +235,12 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         wakeup=wakeup,
         live_logs=live_logs,
         reservations=reservations,
+        fetcher=fetcher,
+        pending_uploads=pending_uploads,
+        images=images,
         datasets=datasets,
     )
     jobs.configure_document()
-    podman = executors  # the podman executor appears here once _offer_podman finds Podman
-    jobs.images = peer_requests.images = NodeImages(
-        node,
-        blobs,
-        state_dir,
-        lambda: getattr(podman.get("podman"), "url", None),
-        jobs.fetch,
-        jobs.pending_uploads,
-        auth_file=config.path(state_dir, config.registry_auth_file) if config.registry_auth_file else None,
-        pull_timeout_s=config.registry_timeout_s,
-        insecure_registries=config.insecure_registries,
-        cache_bytes=config.image_cache_bytes,
-    )
     api = DaemonApi(node, keyring, keyring_path, state_dir, config, jobs=jobs)
     acl = AclApi(node, jobs.now_ms)
     methods = {**api.methods(), **acl.methods()}

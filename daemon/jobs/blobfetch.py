@@ -201,3 +201,27 @@ async def _ask(
         {"op": "blob", "digest": digest, "offset": offset, "length": length}, use_bin_type=True
     )
     return _decode_reply(await transport.request(address, request, timeout))
+
+
+class BlobFetcher:
+    """One fetch per digest at a time (they share its partial file); the job loop, the images and
+    the control API all fetch through it, and retirement leaves a blob being fetched alone."""
+
+    def __init__(self, store: BlobStore, transport: Transport, timeout: float) -> None:
+        self.store = store
+        self.transport = transport
+        self.timeout = timeout
+        self._fetching: dict[str, trio.Lock] = {}
+
+    def fetching(self, digest: str) -> bool:
+        return digest in self._fetching
+
+    async def fetch(self, digest: str, holders: list[str]) -> None:
+        """Make a blob local; concurrent callers for one digest wait for the one fetch."""
+        lock = self._fetching.setdefault(digest, trio.Lock())
+        try:
+            async with lock:
+                await fetch_blob(self.store, self.transport, digest, holders, self.timeout)
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._fetching.pop(digest, None)

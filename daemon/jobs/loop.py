@@ -27,7 +27,7 @@ import trio
 from crdt_state.records import NodeRecord, RecordError
 from crdt_state.signing import seal_record
 from daemon.cluster.node import Node
-from daemon.jobs.blobfetch import FetchError, fetch_blob
+from daemon.jobs.blobfetch import BlobFetcher, FetchError
 from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.dataset_catalog import DatasetCatalog
 from daemon.jobs.dataset_gate import Refused, admit, cap_refusal
@@ -101,6 +101,9 @@ class JobLoop:
         claim_quiet_s: float = CLAIM_QUIET_S,
         wakeup: Wakeup | None = None,
         live_logs: LiveLogs | None = None,
+        fetcher: BlobFetcher | None = None,
+        pending_uploads: dict[str, float] | None = None,
+        images: NodeImages | None = None,
         reservations: dict[str, Reservation] | None = None,
         order_nodes: OrderNodes = scheduling.order_nodes,
         datasets: DatasetStore | None = None,
@@ -133,18 +136,17 @@ class JobLoop:
         self.wakeup = wakeup or Wakeup()
         self._nursery: trio.Nursery | None = None
         self.live_logs = live_logs or LiveLogs()  # the runs in progress here, read by peers too
-        self._fetching: dict[str, trio.Lock] = {}  # one fetch per digest: they share its partial file
+        self.fetcher = fetcher or BlobFetcher(blobs, node.transport, node.settings.request_timeout * 5)
         self.records = JobRecords(node.document, self._bad_job, self.dataset_catalog)
-        self.pending_uploads: dict[
-            str, float
-        ] = {}  # digest -> when blob.put stored it; no submit named it yet
+        # digest -> when blob.put stored it; no submit named it yet (shared with the images)
+        self.pending_uploads: dict[str, float] = {} if pending_uploads is None else pending_uploads
         self.retirement = Retirement(
             self.records,
             blobs,
             self.me,
             RetentionRule(int(retention_s * 1000)),
             now_ms=lambda: node_now_ms(node),
-            in_use=lambda digest: digest in self._fetching or digest in self.pending_uploads,
+            in_use=lambda digest: self.fetcher.fetching(digest) or digest in self.pending_uploads,
             policy=policy,
             pending_uploads=self.pending_uploads,
             order_nodes=order_nodes,
@@ -163,7 +165,7 @@ class JobLoop:
         self._in_pass = False  # a pass writes its records, then stores and pushes them as one update
         # This node's images (published, fetched from holders, pulled, cached); None runs jobs
         # with whatever images the store has.
-        self.images: NodeImages | None = None
+        self.images = images
 
     def configure_document(self) -> None:
         """Give the document the job layer's rules (the process calls this once, after building
@@ -719,16 +721,7 @@ class JobLoop:
                 await self.fetch(digest, holders)
 
     async def fetch(self, digest: str, holders: list[str]) -> None:
-        """Make a blob local; concurrent callers for one digest wait for the one fetch."""
-        lock = self._fetching.setdefault(digest, trio.Lock())
-        try:
-            async with lock:
-                await fetch_blob(
-                    self.blobs, self.node.transport, digest, holders, self.node.settings.request_timeout * 5
-                )
-        finally:
-            if not lock.locked() and lock.statistics().tasks_waiting == 0:
-                self._fetching.pop(digest, None)
+        await self.fetcher.fetch(digest, holders)
 
     def addresses(self, node_ids: list[bytes]) -> list[str]:
         records = self.node.document.node_records()

@@ -73,7 +73,13 @@ class PeerRequests:
         self.max_chunk = max_chunk  # blobfetch.chunk_limit of this node's frame size
         self.datasets = datasets
         self.log = log
-        self.images: Any = None  # daemon.jobs.images.NodeImages, once the process has built it
+        self.images: Any = None  # daemon.jobs.images.NodeImages, given by offer_images
+
+    def offer_images(self, images: Any) -> None:
+        """Serve image exports from now on. The one link made after construction: the node
+        dispatches peers' requests here, and the images publish through that node, so one of
+        the two has to come second."""
+        self.images = images
 
     def serve(self, payload: bytes) -> bytes | str:
         try:
