@@ -7,6 +7,8 @@
   (called by the Node when an accepted update changes a record's shape, which a label
   change does) lands in `changed`, which notes when that node first holds the new label.
   The times are exact in simulated time; no polling interval is involved.
+- Runs needing named capabilities: every machine's simulated executor reports each run's start
+  and end (`ran`), kept in order as RunEdges for the capability_slots invariant.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from typing import Any
 
 import trio
 
+from pack_manager.jobspec import JobSpec
+
+from .invariants import RunEdge
 from .world import Machine
 
 PROBE_LABEL = "sim-probe"
@@ -51,6 +56,16 @@ class Recorder:
         self.examples: dict[str, list[dict[str, Any]]] = {}
         self.probes: list[Probe] = []
         self._open: list[Probe] = []
+        self.run_edges: list[RunEdge] = []
+
+    # ---- runs -------------------------------------------------------------------------------
+
+    def ran(self, machine: Machine, spec: JobSpec, started: bool) -> None:
+        needs = spec.requirements.capabilities
+        if needs:
+            self.run_edges.append(
+                RunEdge(trio.current_time(), machine.identity.node_hex, needs, 1 if started else -1)
+            )
 
     # ---- log lines ----------------------------------------------------------------------------
 
