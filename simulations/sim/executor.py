@@ -11,7 +11,7 @@ packs it with the real outputs code, so every node that runs a job produces the 
 outputs.tar digest and hence the same result digest (replicas verify). It honours the
 cancel event and the spec's timeout like the real executors.
 
-`on_run(spec, True)` is called as a run starts and `on_run(spec, False)` as it ends, however
+`on_run(spec)` is called as a run starts and the function it returns as the run ends, however
 it ends (a crash cancels it): the harness sees every instant a node is running a job.
 """
 
@@ -42,7 +42,9 @@ class SimulatedExecutor:
     name = "wasm"
 
     def __init__(
-        self, limits: ExecutorLimits | None = None, on_run: Callable[[JobSpec, bool], None] | None = None
+        self,
+        limits: ExecutorLimits | None = None,
+        on_run: Callable[[JobSpec], Callable[[], None]] | None = None,
     ) -> None:
         self.limits = limits or ExecutorLimits()
         self.on_run = on_run
@@ -54,11 +56,11 @@ class SimulatedExecutor:
         self.started += 1
         if self.on_run is None:
             return await self._execute(spec, work, log, cancel)
-        self.on_run(spec, True)
+        ended = self.on_run(spec)
         try:
             return await self._execute(spec, work, log, cancel)
         finally:
-            self.on_run(spec, False)
+            ended()
 
     async def _execute(
         self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import trio
 
@@ -47,6 +47,10 @@ class Probe:
         return isinstance(labels, dict) and labels.get(PROBE_LABEL) == self.value
 
 
+def _nothing() -> None:
+    pass
+
+
 class Recorder:
     def __init__(self) -> None:
         self.verdicts: dict[
@@ -60,12 +64,19 @@ class Recorder:
 
     # ---- runs -------------------------------------------------------------------------------
 
-    def ran(self, machine: Machine, spec: JobSpec, started: bool) -> None:
+    def ran(self, machine: Machine, spec: JobSpec) -> Callable[[], None]:
+        """A run starts; returns what to call as it ends. The end is booked on the node that
+        started the run: a wiped crash gives the machine a new identity before its runs end."""
         needs = spec.requirements.capabilities
-        if needs:
-            self.run_edges.append(
-                RunEdge(trio.current_time(), machine.identity.node_hex, needs, 1 if started else -1)
-            )
+        if not needs:
+            return _nothing
+        node_hex = machine.identity.node_hex
+        self.run_edges.append(RunEdge(trio.current_time(), node_hex, needs, 1))
+
+        def ended() -> None:
+            self.run_edges.append(RunEdge(trio.current_time(), node_hex, needs, -1))
+
+        return ended
 
     # ---- log lines ----------------------------------------------------------------------------
 

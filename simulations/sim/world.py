@@ -23,6 +23,7 @@ formd's default retention (24 h), so within a run none is.
 
 from __future__ import annotations
 
+import functools
 import random
 import shutil
 from dataclasses import asdict, dataclass, field, replace
@@ -219,7 +220,7 @@ class World:
         log_sink: Callable[[int, int, str, dict], None],
         on_change: Callable[["Machine"], None],
         *,
-        on_run: Callable[["Machine", Any, bool], None] | None = None,
+        on_run: Callable[["Machine", Any], Callable[[], None]] | None = None,
         openers: Openers = DIRECT,
         order_nodes: OrderNodes = scheduling.order_nodes,
     ) -> None:
@@ -249,19 +250,12 @@ class World:
         for index in range(options.nodes):
             machine = Machine(index, address_of(index), [self._new_identity()], root / f"n{index}")
             if on_run is not None:
-                machine.executor = SimulatedExecutor(on_run=self._watch(machine, on_run))
+                machine.executor = SimulatedExecutor(on_run=functools.partial(on_run, machine))
             self.machines.append(machine)
         self.seeds = [m.address for m in self.machines[:SEEDS]]
 
     def capabilities_of(self, machine: Machine) -> NodeCapabilities:
         return self.capability_records.get(machine.index, CAPABILITIES)
-
-    @staticmethod
-    def _watch(machine: Machine, on_run: Callable[[Machine, Any, bool], None]) -> Callable[[Any, bool], None]:
-        def watch(spec: Any, started: bool) -> None:
-            on_run(machine, spec, started)
-
-        return watch
 
     def _new_identity(self) -> Identity:
         return Identity.from_private_key(Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32)))

@@ -17,7 +17,9 @@ def quiet(_line):
     pass
 
 
-def test_capability_jobs_with_shards_never_exceed_a_nodes_slots():
+def test_capability_jobs_with_shards_and_wiped_crashes_never_exceed_a_nodes_slots():
+    """A wiped restart is a new node on the same machine: runs that the crash ended count
+    against the node that ran them."""
     options = SimOptions(
         nodes=8,
         seconds=40,
@@ -28,6 +30,10 @@ def test_capability_jobs_with_shards_never_exceed_a_nodes_slots():
         capabilities=NAMED,
         capability_nodes=Amount(count=4),
         capability_jobs=0.6,
+        crash=Amount(count=2),
+        restart=1.0,
+        restart_after=5,
+        wipe=1.0,
         plots=False,
     )
     report, ok = run_session(options, say=quiet)
