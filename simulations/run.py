@@ -44,6 +44,16 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="submit each job as N shards (each shard is checked as a job)",
     )
+    p.add_argument(
+        "--capabilities",
+        default=None,
+        metavar="NAME=MAX,...",
+        help="named capabilities with their max_concurrency, e.g. inference:llama3=1,video:h264=2",
+    )
+    p.add_argument("--capability-nodes", default="0", help="nodes offering --capabilities: 30%% or a count")
+    p.add_argument(
+        "--capability-jobs", default="0%", help="share of the jobs that need one of --capabilities"
+    )
     p.add_argument("--policy", default="hashed-xor", choices=("hashed-xor", "xor"), help="placement policy")
     p.add_argument("--loss", default="0", help="share of messages lost, e.g. 0.01 or 1%%")
     p.add_argument("--latency", default="1ms..20ms", help="one-way latency, LOW..HIGH (uniform) or one value")
@@ -167,6 +177,9 @@ def to_options(args: argparse.Namespace) -> SimOptions:
         job_duration=parse.duration_range(args.job_duration, "--job-duration"),
         job_cpu=parse.cpu_choices(args.job_cpu),
         job_shards=args.job_shards,
+        capabilities=parse.named_capabilities(args.capabilities) if args.capabilities else (),
+        capability_nodes=parse.amount(args.capability_nodes, "--capability-nodes"),
+        capability_jobs=parse.percentage(args.capability_jobs, "--capability-jobs"),
         policy=args.policy,
         loss=parse.probability(args.loss, "--loss"),
         latency=parse.latency_range(args.latency),

@@ -10,9 +10,14 @@ A successful run writes one file whose content is a function of the job id alone
 packs it with the real outputs code, so every node that runs a job produces the same
 outputs.tar digest and hence the same result digest (replicas verify). It honours the
 cancel event and the spec's timeout like the real executors.
+
+`on_run(spec)` is called as a run starts and the function it returns as the run ends, however
+it ends (a crash cancels it): the harness sees every instant a node is running a job.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import trio
 
@@ -36,14 +41,30 @@ EXIT_ENV = "SIM_EXIT"
 class SimulatedExecutor:
     name = "wasm"
 
-    def __init__(self, limits: ExecutorLimits | None = None) -> None:
+    def __init__(
+        self,
+        limits: ExecutorLimits | None = None,
+        on_run: Callable[[JobSpec], Callable[[], None]] | None = None,
+    ) -> None:
         self.limits = limits or ExecutorLimits()
+        self.on_run = on_run
         self.started = 0
 
     async def execute(
         self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event
     ) -> ExecutionResult:
         self.started += 1
+        if self.on_run is None:
+            return await self._execute(spec, work, log, cancel)
+        ended = self.on_run(spec)
+        try:
+            return await self._execute(spec, work, log, cancel)
+        finally:
+            ended()
+
+    async def _execute(
+        self, spec: JobSpec, work: WorkArea, log: LogSink, cancel: trio.Event
+    ) -> ExecutionResult:
         duration = int(spec.env.get(DURATION_ENV, "1000")) / 1000
         exit_code = int(spec.env.get(EXIT_ENV, "0"))
         await log(f"simulated run of {duration:g} s")

@@ -11,7 +11,7 @@ from crdt_state.state_vector import decode_state_vector
 from metrics_agent.wire import WireError
 from pack_manager.jobstate import RunReport
 
-from .invariants import FinalFacts, JobFacts, PartitionSpan
+from .invariants import FinalFacts, JobFacts, PartitionSpan, RunEdge
 from .workload import Submission
 from .world import EPOCH, World
 
@@ -79,6 +79,7 @@ def collect(
     partitions: list[tuple[float, float, frozenset[str]]],
     orphans: list[tuple[str, str]],
     lost_state: dict[str, list[float]],
+    run_edges: list[RunEdge],
 ) -> FinalFacts:
     up = world.up()
     reference = up[0].node.document if up else None
@@ -100,4 +101,6 @@ def collect(
         orphan_claims=orphans,
         lost_state_ms={node: [to_ms(t) for t in times] for node, times in lost_state.items()},
         names={i.node_hex: m.name(i) for m in world.machines for i in m.identities},
+        run_edges=list(run_edges),
+        offered={i.node_hex: world.capabilities_of(m).named for m in world.machines for i in m.identities},
     )

@@ -10,6 +10,9 @@
                         state vector and the same content
     no_dead_claims      no job still waits on a claim held by a node that is down
     claims_backed       no live node holds an active claim on a job it is not running
+    capability_slots    at no instant does a node run more jobs needing a named capability
+                        than that capability's max_concurrency on the node (from every run's
+                        start and end, as the simulated executors see them)
 
 Each check returns human-readable violations; the run fails when any list is non-empty.
 """
@@ -18,10 +21,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from pack_manager.jobstate import ACTIVE_STATES, FINAL_STATES, SUCCEEDED, RunReport
 
-CHECKS = ("every_job_final", "no_duplicate_success", "documents_identical", "no_dead_claims", "claims_backed")
+CHECKS = (
+    "every_job_final",
+    "no_duplicate_success",
+    "documents_identical",
+    "no_dead_claims",
+    "claims_backed",
+    "capability_slots",
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,17 @@ class PartitionSpan:
     start_ms: int  # node wall-clock milliseconds, as in run records
     end_ms: int
     minority: frozenset[str]  # node ids (hex) on the smaller side
+
+
+@dataclass(frozen=True)
+class RunEdge:
+    """A run needing named capabilities starts (+1) or ends (-1) on a node; kept in the order
+    they happen, so an end and a start at the same instant count in their true order."""
+
+    at_s: float  # simulated seconds
+    node: str  # node id hex
+    needs: tuple[str, ...]  # the capability names the job needs a slot of
+    delta: int
 
 
 @dataclass
@@ -60,6 +82,8 @@ class FinalFacts:
         default_factory=dict
     )  # node hex -> when its state dir was lost
     names: dict[str, str] = field(default_factory=dict)  # node hex -> "n17" for messages
+    run_edges: list[RunEdge] = field(default_factory=list)
+    offered: dict[str, Mapping[str, int]] = field(default_factory=dict)  # node hex -> name -> max
 
 
 def _name(facts: FinalFacts, node_hex: str) -> str:
@@ -169,6 +193,32 @@ def claims_backed(facts: FinalFacts) -> list[str]:
     ]
 
 
+def capability_peaks(facts: FinalFacts) -> dict[tuple[str, str], tuple[int, float]]:
+    """(node hex, capability) -> (most runs needing it at once on that node, first time reached)."""
+    now: dict[tuple[str, str], int] = defaultdict(int)
+    peaks: dict[tuple[str, str], tuple[int, float]] = {}
+    for edge in facts.run_edges:
+        for name in edge.needs:
+            key = (edge.node, name)
+            now[key] += edge.delta
+            if now[key] > peaks.get(key, (0, 0.0))[0]:
+                peaks[key] = (now[key], edge.at_s)
+    return peaks
+
+
+def capability_slots(facts: FinalFacts) -> list[str]:
+    violations = []
+    for (node_hex, name), (peak, at_s) in sorted(capability_peaks(facts).items()):
+        limit = facts.offered.get(node_hex, {}).get(name, 0)
+        if peak > limit:
+            violations.append(
+                f"{_name(facts, node_hex)} ran {peak} job{'' if peak == 1 else 's'} needing {name} "
+                f"at once at {at_s:.3f} s, "
+                f"but offers {limit} slot{'' if limit == 1 else 's'}"
+            )
+    return violations
+
+
 def check_all(facts: FinalFacts) -> dict[str, list[str]]:
     return {
         "every_job_final": every_job_final(facts),
@@ -176,4 +226,5 @@ def check_all(facts: FinalFacts) -> dict[str, list[str]]:
         "documents_identical": documents_identical(facts),
         "no_dead_claims": no_dead_claims(facts),
         "claims_backed": claims_backed(facts),
+        "capability_slots": capability_slots(facts),
     }

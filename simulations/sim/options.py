@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemon.config import FormdConfig
+from metrics_agent.named_capabilities import CapabilityNameError, parse_assignment
 from metrics_agent.units import UnitError, parse_cpu, parse_duration
 from pack_manager.placement import POLICIES
 
@@ -64,6 +65,11 @@ class SimOptions:
     job_duration: tuple[float, float] = (1.0, 10.0)
     job_cpu: tuple[int, ...] = (250, 500, 1000, 2000)  # millicores, one picked per job
     job_shards: int = 1  # each job submitted as this many shards (pack_manager/shards.py); 1: unsharded
+    # named capabilities: (name, max_concurrency) offered by `capability_nodes` of the nodes;
+    # `capability_jobs` of the jobs need one of them (picked per job)
+    capabilities: tuple[tuple[str, int], ...] = ()
+    capability_nodes: Amount = NONE
+    capability_jobs: float = 0.0
     policy: str = "hashed-xor"
     # network
     loss: float = 0.0
@@ -114,6 +120,13 @@ class SimOptions:
             problems.append("--jobs must be 0 or more")
         if not 1 <= self.job_shards <= 64:
             problems.append("--job-shards must be 1..64")
+        if self.capability_jobs and not (self.capabilities and self.capability_nodes.of(self.nodes)):
+            problems.append("--capability-jobs needs --capabilities and --capability-nodes offering them")
+        if self.capabilities and self.warm_start:
+            # The warm start's formed document holds the plain record for every node.
+            problems.append("--capabilities cannot be combined with --warm-start")
+        if not 0 <= self.capability_jobs <= 1:
+            problems.append("--capability-jobs must be a share between 0% and 100%")
         for name in ("fanout", "retransmit_mult", "heartbeat_retransmit_mult"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1")
@@ -237,6 +250,17 @@ def cpu_choices(text: str) -> tuple[int, ...]:
     if not values or min(values) <= 0:
         raise OptionError("--job-cpu: give one or more CPU amounts such as 250m,1,2")
     return values
+
+
+def named_capabilities(text: str) -> tuple[tuple[str, int], ...]:
+    """'inference:llama3=1,video:h264=2' -> (('inference:llama3', 1), ('video:h264', 2))."""
+    try:
+        pairs = dict(parse_assignment(item, "--capabilities") for item in text.split(",") if item.strip())
+    except CapabilityNameError as exc:
+        raise OptionError(str(exc)) from None
+    if not pairs:
+        raise OptionError("--capabilities: give NAME=MAX items such as inference:llama3=1,video:h264=2")
+    return tuple(sorted(pairs.items()))
 
 
 def sizes(text: str) -> tuple[int, ...]:

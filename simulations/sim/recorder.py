@@ -7,6 +7,8 @@
   (called by the Node when an accepted update changes a record's shape, which a label
   change does) lands in `changed`, which notes when that node first holds the new label.
   The times are exact in simulated time; no polling interval is involved.
+- Runs needing named capabilities: every machine's simulated executor reports each run's start
+  and end (`ran`), kept in order as RunEdges for the capability_slots invariant.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import trio
 
+from pack_manager.jobspec import JobSpec
+
+from .invariants import RunEdge
 from .world import Machine
 
 PROBE_LABEL = "sim-probe"
@@ -42,6 +47,10 @@ class Probe:
         return isinstance(labels, dict) and labels.get(PROBE_LABEL) == self.value
 
 
+def _nothing() -> None:
+    pass
+
+
 class Recorder:
     def __init__(self) -> None:
         self.verdicts: dict[
@@ -51,6 +60,23 @@ class Recorder:
         self.examples: dict[str, list[dict[str, Any]]] = {}
         self.probes: list[Probe] = []
         self._open: list[Probe] = []
+        self.run_edges: list[RunEdge] = []
+
+    # ---- runs -------------------------------------------------------------------------------
+
+    def ran(self, machine: Machine, spec: JobSpec) -> Callable[[], None]:
+        """A run starts; returns what to call as it ends. The end is booked on the node that
+        started the run: a wiped crash gives the machine a new identity before its runs end."""
+        needs = spec.requirements.capabilities
+        if not needs:
+            return _nothing
+        node_hex = machine.identity.node_hex
+        self.run_edges.append(RunEdge(trio.current_time(), node_hex, needs, 1))
+
+        def ended() -> None:
+            self.run_edges.append(RunEdge(trio.current_time(), node_hex, needs, -1))
+
+        return ended
 
     # ---- log lines ----------------------------------------------------------------------------
 

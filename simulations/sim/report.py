@@ -18,7 +18,7 @@ from pack_manager.placement import POLICIES, top_k
 from simulations.loopback.measure import spread, summarise
 
 from .facts import to_ms
-from .invariants import CHECKS, duplicate_successes, lost_with_submitter
+from .invariants import CHECKS, capability_peaks, duplicate_successes, lost_with_submitter
 from .run_record import RunRecord
 from .workload import FAILING_SHARE
 from .world import EPOCH
@@ -120,6 +120,24 @@ def jobs(run: RunRecord) -> dict[str, Any]:
         "submit_to_final_s": quantiles(durations),
         "planned_failures_share": FAILING_SHARE,
     }
+
+
+def capabilities(run: RunRecord) -> dict[str, Any]:
+    """Per named capability: its max_concurrency, the most runs needing it at once on one node,
+    the runs that needed it and the nodes offering it."""
+    facts = run.facts
+    assert facts is not None
+    peaks = capability_peaks(facts)
+    section = {}
+    for name, limit in run.options.capabilities:
+        section[name] = {
+            "max_concurrency": limit,
+            "peak_on_one_node": max((p for (_, n), (p, _) in peaks.items() if n == name), default=0),
+            "runs": sum(1 for e in facts.run_edges if e.delta > 0 and name in e.needs),
+            "jobs_needing": sum(1 for s in run.submitted if s.plan.capability == name),
+            "nodes": run.options.capability_nodes.of(run.options.nodes),
+        }
+    return section
 
 
 def placement(run: RunRecord) -> dict[str, Any]:
@@ -254,6 +272,7 @@ def build(run: RunRecord) -> dict[str, Any]:
         | {"probes": conv["changes"], "method": conv["method"]},
         "bytes_per_node_per_s": net["bytes_per_node_per_s_steady"],
         "jobs": jobs(run),
+        "capabilities": capabilities(run),
         "placement": placement(run),
         "invariants_ok": all(s["ok"] for s in sections.values()),
         "invariants": sections,

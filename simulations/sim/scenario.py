@@ -53,6 +53,7 @@ async def simulate(
             nursery,
             run.recorder.logged,
             run.recorder.changed,
+            on_run=run.recorder.ran,
             openers=openers,
             order_nodes=order_nodes,
         )
@@ -73,7 +74,9 @@ async def simulate(
         world.freeze()
         await _timed(run, "converge", lambda: converge(world, run, rng))
         started = time.perf_counter()
-        run.facts = collect(world, run.submitted, run.partitions, orphans, lost_state(run))
+        run.facts = collect(
+            world, run.submitted, run.partitions, orphans, lost_state(run), run.recorder.run_edges
+        )
         run.violations = check_all(run.facts)
         run.real_s["facts"] = time.perf_counter() - started
         run.end = trio.current_time()

@@ -209,6 +209,12 @@ def summary(report: dict[str, Any]) -> list[str]:
         f"(expected timeout {detection['expected_dead_timeout_s']} s); job running elsewhere p50 "
         f"{detection['job_running_elsewhere_s']['p50']} s",
     ]
+    for name, figures in report.get("capabilities", {}).items():
+        lines.append(
+            f"capability {name}: at most {figures['peak_on_one_node']} at once on a node "
+            f"(max_concurrency {figures['max_concurrency']}), {figures['runs']} runs of "
+            f"{figures['jobs_needing']} jobs (shards) needing it, {figures['nodes']} nodes offer it"
+        )
     if report["document"]["size_bytes_final"] is not None:
         lines.append(f"document: {report['document']['size_bytes_final']} bytes at the end")
     growth = report.get("document_growth")

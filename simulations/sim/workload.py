@@ -5,6 +5,9 @@ do (duration, exit code; see executor.py), a CPU request picked from `--job-cpu`
 nodes decline and the next ranked node takes over, and a nonce from the seeded Random (the
 job id is blake3 of the spec, so ids are the same in every run of a seed). Submission times
 are spread over the first 60% of the fault window, leaving time for failover to finish.
+With `--capability-jobs`, that share of the jobs needs one slot of a named capability (picked
+from `--capabilities`); those draws come from their own seeded Random, so the other draws of
+a seed stay the same.
 
 Submitting is what `form submit` makes the submitter's formd do (daemon/control/jobs_api.py): the
 module blob goes into its blob store, the signed job record into its document, the update
@@ -44,6 +47,7 @@ class Submission:
     cpu_millicores: int
     exit_code: int
     shards: int = 1
+    capability: str = ""  # the named capability the job needs a slot of; "": none
 
     def specs(self, submitter: bytes) -> list[JobSpec]:
         """The job's spec, or its shards' specs: every shard is a job the invariants check."""
@@ -56,7 +60,11 @@ class Submission:
             submitter=submitter,
             nonce=self.nonce,
             module=MODULE_DIGEST,
-            requirements=WorkloadRequirements(cpu_millicores=self.cpu_millicores, executor="wasm"),
+            requirements=WorkloadRequirements(
+                cpu_millicores=self.cpu_millicores,
+                executor="wasm",
+                capabilities=(self.capability,) if self.capability else (),
+            ),
             timeout_ms=TIMEOUT_MS,
             env={DURATION_ENV: str(self.duration_ms), EXIT_ENV: str(self.exit_code)},
         )
@@ -66,6 +74,8 @@ def plan_jobs(options: SimOptions, rng: random.Random) -> list[Submission]:
     start = options.quiet
     end = options.quiet + 0.6 * (options.seconds - options.quiet)
     low, high = options.job_duration
+    named = [name for name, _ in options.capabilities]
+    picks = random.Random(f"capability-jobs/{options.seed}")
     plan = []
     for _ in range(options.jobs):
         plan.append(
@@ -77,6 +87,7 @@ def plan_jobs(options: SimOptions, rng: random.Random) -> list[Submission]:
                 cpu_millicores=rng.choice(options.job_cpu),
                 exit_code=1 if rng.random() < FAILING_SHARE else 0,
                 shards=options.job_shards,
+                capability=picks.choice(named) if named and picks.random() < options.capability_jobs else "",
             )
         )
     plan.sort(key=lambda s: s.at_s)

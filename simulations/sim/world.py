@@ -23,6 +23,7 @@ formd's default retention (24 h), so within a run none is.
 
 from __future__ import annotations
 
+import functools
 import random
 import shutil
 from dataclasses import asdict, dataclass, field, replace
@@ -68,6 +69,25 @@ CAPABILITIES = NodeCapabilities(
     kernel="simulated",
     executors=("wasm",),
 )
+
+
+def capability_records(options: SimOptions) -> dict[int, NodeCapabilities]:
+    """Machine index -> its record, for the machines that offer named capabilities (the others
+    share CAPABILITIES). Records are shared, one per distinct set, so 1000 nodes cost a few
+    records; the offering machines are drawn from their own seeded Random, so the run's other
+    draws stay what they are without capabilities."""
+    if not options.capabilities:
+        return {}
+    count = options.capability_nodes.of(options.nodes)
+    chosen = random.Random(f"capability-nodes/{options.seed}").sample(range(options.nodes), count)
+    shared: dict[tuple[tuple[str, int], ...], NodeCapabilities] = {}
+    records = {}
+    for index in sorted(chosen):
+        offered = options.capabilities
+        if offered not in shared:
+            shared[offered] = CAPABILITIES.with_named(dict(offered))
+        records[index] = shared[offered]
+    return records
 
 
 def sim_wall_clock() -> float:
@@ -200,6 +220,7 @@ class World:
         log_sink: Callable[[int, int, str, dict], None],
         on_change: Callable[["Machine"], None],
         *,
+        on_run: Callable[["Machine", Any], Callable[[], None]] | None = None,
         openers: Openers = DIRECT,
         order_nodes: OrderNodes = scheduling.order_nodes,
     ) -> None:
@@ -224,12 +245,17 @@ class World:
                 heartbeat_retransmit_mult=options.heartbeat_retransmit_mult,
             )
         )  # the same mapping `formd run` applies to formd.toml
+        self.capability_records = capability_records(options)
         self.machines: list[Machine] = []
         for index in range(options.nodes):
-            self.machines.append(
-                Machine(index, address_of(index), [self._new_identity()], root / f"n{index}")
-            )
+            machine = Machine(index, address_of(index), [self._new_identity()], root / f"n{index}")
+            if on_run is not None:
+                machine.executor = SimulatedExecutor(on_run=functools.partial(on_run, machine))
+            self.machines.append(machine)
         self.seeds = [m.address for m in self.machines[:SEEDS]]
+
+    def capabilities_of(self, machine: Machine) -> NodeCapabilities:
+        return self.capability_records.get(machine.index, CAPABILITIES)
 
     def _new_identity(self) -> Identity:
         return Identity.from_private_key(Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32)))
@@ -290,7 +316,7 @@ class World:
                 machine.address, keyring=self.keyring, on_drop=self._dropped(machine)
             ),
             document=document,
-            capabilities=CAPABILITIES,
+            capabilities=self.capabilities_of(machine),
             incarnation=incarnation,
             rng=random.Random(self.rng.getrandbits(64)),
             settings=settings,
