@@ -47,7 +47,7 @@ from pack_manager import scheduling
 from pack_manager.executors import run_job
 from pack_manager.executors.base import ExecutionResult, Executor, ExecutorLimits, JobGpu
 from pack_manager.executors.staging import remove_tree
-from pack_manager.fit import capability_slots, free_matching_gpus
+from pack_manager.fit import capability_slots, check_capacity, free_matching_gpus
 from pack_manager.jobspec import JobSpec
 from pack_manager.jobstate import (
     CANCELLED,
@@ -530,6 +530,14 @@ class JobLoop:
                 capabilities=slots,
             )
             self._own_capacity = self.own_capacity()
+            if job_hex in self.unpublished and check_capacity(
+                self.node.capabilities, self._own_capacity, req
+            ):
+                # Our next record shows no room for this job (its slot, GPU or cores are now
+                # ours): peers would see us as unable and the next node would claim too. A claim
+                # peers cannot read as "still waiting for the first node" is written at once.
+                _, held = self.unpublished.pop(job_hex)
+                self._put_run(job_hex, held)
             running = Running(trio.Event(), gpus=gpus)
             self.running[job_hex] = running
             assert self._nursery is not None
