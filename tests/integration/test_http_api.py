@@ -72,6 +72,12 @@ def context(tmp_path, module: bytes):
     return root
 
 
+def submit_waiting(node, keys, role, tmp_path):
+    """A job no node can ever run, submitted remotely with the role's key."""
+    args = ("submit", str(context(tmp_path, NOOP)), "--kind", "wasm", "--module", "job.wat", *WAITING)
+    return remote(node, keys, role, *args, check=True)
+
+
 def test_every_node_carries_its_certificate_fingerprint_and_api_address_in_its_record(cluster):
     a, b = cluster.nodes
     for observer in (a, b):
@@ -138,19 +144,7 @@ def test_a_revoked_key_is_refused_everywhere(cluster, keys, tmp_path):
 
 def test_jobs_record_their_client_and_only_it_or_an_admin_may_cancel_them(cluster, keys, tmp_path):
     a, _ = cluster.nodes
-    submitted = remote(
-        a,
-        keys,
-        "submit",
-        "submit",
-        str(context(tmp_path, NOOP)),
-        "--kind",
-        "wasm",
-        "--module",
-        "job.wat",
-        *WAITING,
-        check=True,
-    )
+    submitted = submit_waiting(a, keys, "submit", tmp_path)
     job = submitted.stdout.strip().splitlines()[-1]
     status = json.loads(remote(a, keys, "read", "status", job, "--json", check=True).stdout)
     assert status["client"] == keys["submit"][1]
@@ -160,19 +154,7 @@ def test_jobs_record_their_client_and_only_it_or_an_admin_may_cancel_them(cluste
     assert remote(a, keys, "submit", "cancel", job, check=True).returncode == 0
     wait_until(lambda: a.call("job.status", {"job": job})["state"] == "cancelled", 30, "the cancel")
     # An admin may cancel anyone's job.
-    other = remote(
-        a,
-        keys,
-        "other",
-        "submit",
-        str(context(tmp_path, NOOP)),
-        "--kind",
-        "wasm",
-        "--module",
-        "job.wat",
-        *WAITING,
-        check=True,
-    )
+    other = submit_waiting(a, keys, "other", tmp_path)
     other_job = other.stdout.strip().splitlines()[-1]
     assert remote(a, keys, "admin", "cancel", other_job, check=True).returncode == 0
     wait_until(
@@ -184,19 +166,7 @@ def test_a_submit_over_the_clients_max_running_is_refused_with_the_count(cluster
     a, _ = cluster.nodes
     jobs = []
     for _ in range(2):
-        out = remote(
-            a,
-            keys,
-            "submit",
-            "submit",
-            str(context(tmp_path, NOOP)),
-            "--kind",
-            "wasm",
-            "--module",
-            "job.wat",
-            *WAITING,
-            check=True,
-        )
+        out = submit_waiting(a, keys, "submit", tmp_path)
         jobs.append(out.stdout.strip().splitlines()[-1])
     before = {j["id"] for j in a.call("job.list")}
     refused = remote(
