@@ -515,9 +515,12 @@ def _fetch_outputs(ctx: typer.Context, job: str, output: Path, as_json: bool) ->
                 continue
             try:
                 if local:  # unpacked straight from formd's stored copy, its digest checked first
-                    with blobs.open_blob(ctx.obj["socket"], item["digest"]) as stored:
-                        blobs.check_digest(stored, item["digest"])
-                        extract_archive(stored, Path(tmp) / "outputs", limit_bytes=1 << 40)
+                    description = f"download {item['name']}"
+                    with transfer_bar(description, item["size"], as_json=as_json) as advance:
+                        with blobs.open_blob(ctx.obj["socket"], item["digest"]) as stored:
+                            blobs.check_digest(stored, item["digest"])
+                            extract_archive(stored, Path(tmp) / "outputs", limit_bytes=1 << 40)
+                        advance(item["size"])
                 else:
                     tar = Path(tmp) / item["name"]
                     _download(ctx, item["digest"], tar, as_json)
