@@ -77,6 +77,18 @@ REQUIREMENT_KEYS = {
 }
 
 
+def _piece(params: dict[str, Any]) -> bytes:
+    """blob.put's data: base64 text from the socket, or the bytes of an HTTPS upload's body
+    (daemon/control/http_api.py calls the method in-process; JSON can never carry bytes)."""
+    data = params.get("data")
+    if isinstance(data, bytes):
+        return data
+    try:
+        return base64.b64decode(param(params, "data", str), validate=True)
+    except (binascii.Error, ValueError):
+        raise ControlError("parameter 'data': not base64") from None
+
+
 def _iso(ms: int | None) -> str | None:
     if not ms:
         return None
@@ -119,10 +131,7 @@ class JobsApi:
         digest = param(params, "digest", str)
         size = param(params, "size", int)
         offset = param(params, "offset", int)
-        try:
-            data = base64.b64decode(param(params, "data", str), validate=True)
-        except (binascii.Error, ValueError):
-            raise ControlError("parameter 'data': not base64") from None
+        data = _piece(params)
         largest = max(self.jobs.limits.max_context_bytes, self.jobs.limits.max_input_bytes)
         if size < 0 or not 0 <= offset <= size:
             raise ControlError("parameters 'size' and 'offset': need 0 <= offset <= size")

@@ -28,7 +28,7 @@ def encode_request(method: str, params: dict[str, Any] | None = None) -> bytes:
 
 
 def decode_request(line: bytes) -> tuple[str, dict[str, Any]]:
-    message = _object(line, "request")
+    message = decode_object(line, "request")
     method = message.get("method")
     if not isinstance(method, str) or not _METHOD.match(method):
         raise ProtocolError('request: "method" must be a name such as "nodes" or "cluster-key.add"')
@@ -53,7 +53,7 @@ def encode_error(error: str) -> bytes:
 
 def decode_reply(line: bytes) -> tuple[bool, Any]:
     """(True, result) or (False, error text)."""
-    message = _object(line, "reply")
+    message = decode_object(line, "reply")
     ok = message.get("ok")
     if ok is True and "result" in message:
         return True, message["result"]
@@ -76,7 +76,8 @@ def _line(message: dict[str, Any]) -> bytes:
     return data
 
 
-def _object(line: bytes, what: str) -> dict[str, Any]:
+def decode_object(line: bytes, what: str) -> dict[str, Any]:
+    """One JSON object of at most MAX_LINE bytes (a request line, a reply line, an HTTP body)."""
     if len(line) > MAX_LINE:
         raise ProtocolError(f"{what}: longer than {MAX_LINE} bytes")
     try:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from crdt_nodes import FakeNode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sim_nodes import CAPS
 
 from crdt_state.records import NodeRecord
 from daemon.cluster.membership import Membership, MembershipConfig
@@ -18,18 +19,7 @@ from metrics_agent.capabilities import NodeCapabilities
 from metrics_agent.capacity import NodeCapacity
 from pack_manager import scheduling
 
-BASE = NodeCapabilities(
-    cpu_model="test",
-    logical_cores=4,
-    physical_cores=4,
-    cpu_millicores=4000,
-    memory_bytes=8 << 30,
-    disk_bytes=100 << 30,
-    arch="x86_64",
-    os="linux",
-    kernel="test",
-    executors=("wasm",),
-)
+BASE = CAPS  # the simulated nodes' capabilities (tests/sim_nodes.py)
 
 
 def from_scratch(node) -> dict[bytes, scheduling.NodeView]:
