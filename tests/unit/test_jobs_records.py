@@ -15,7 +15,12 @@ from pack_manager.requirements import WorkloadRequirements
 DIGEST = "ab" * 32
 
 
-def put_job(node: FakeNode) -> str:
+def put_job(node: FakeNode, submitted_ms: int = 5) -> str:
+    return put_spec(node, submitted_ms)[0]
+
+
+def put_spec(node: FakeNode, submitted_ms: int) -> tuple[str, JobSpec]:
+    """A new WASM job written into the node's document: its id and its spec."""
     spec = JobSpec(
         kind="wasm",
         submitter=node.node_id,
@@ -25,9 +30,9 @@ def put_job(node: FakeNode) -> str:
     )
     job_hex = spec.job_id().hex()
     node.doc.put_local(
-        "jobs", job_hex, seal_record(node.key, "job", {"spec": spec.pack(), "submitted_ms": 5})
+        "jobs", job_hex, seal_record(node.key, "job", {"spec": spec.pack(), "submitted_ms": submitted_ms})
     )
-    return job_hex
+    return job_hex, spec
 
 
 def put_run(node: FakeNode, job_hex: str, state: str) -> None:
@@ -183,17 +188,7 @@ def test_after_the_first_walk_only_the_changed_keys_are_read(monkeypatch):
 
 def test_a_spec_this_node_wrote_is_taken_as_is_and_other_bytes_are_decoded():
     node, records = setup()
-    spec = JobSpec(
-        kind="wasm",
-        submitter=node.node_id,
-        nonce=os.urandom(16),
-        module=DIGEST,
-        requirements=WorkloadRequirements.from_human(executor="wasm"),
-    )
-    job_hex = spec.job_id().hex()
-    node.doc.put_local(
-        "jobs", job_hex, seal_record(node.key, "job", {"spec": spec.pack(), "submitted_ms": 7})
-    )
+    job_hex, spec = put_spec(node, 7)
     records.wrote(job_hex, spec)
     assert records.take_changed() == {job_hex}
     assert records.job(job_hex).spec is spec and records.job(job_hex).submitted_ms == 7
