@@ -332,7 +332,7 @@ class BlobWriter:
         else:
             self.offset = 0
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         if self.offset + len(chunk) > self.size:
             self.discard()
             raise BlobError(
