@@ -10,7 +10,6 @@ the part already on disk again first), from the same holder or another one.
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import re
 import stat
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from blake3 import blake3
+
+from pack_manager.kernel_copy import copy_range
 
 CHUNK = 256 * 1024
 COPY_STEP = 8 * 1024 * 1024  # one kernel copy, hash and writeback step when copying a whole file in
@@ -249,14 +250,14 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
 
 def _copy_hashed(src: int, out: int, limit: int) -> tuple[str, int]:
     """Copy `src` from offset 0 to the empty file `out` in COPY_STEP pieces and hash what
-    landed in `out`; returns (digest, size). The kernel copies (copy_file_range, as cp does),
+    landed in `out`; returns (digest, size). The kernel copies (pack_manager/kernel_copy.py),
     so the bytes cross into this process once, for the hash, read back from `out` while
     still in the page cache: the digest is of what is stored even if `src` changes meanwhile.
     Writeback of each piece starts at once, so the final fsync finds little left."""
     hasher, size = blake3(), 0
     buffer = bytearray(HASH_READ)
     view = memoryview(buffer)
-    while count := _copy_range(src, out, size, COPY_STEP):
+    while count := copy_range(src, out, size, size, COPY_STEP):
         end = size + count
         if end > limit:
             raise BlobError(f"blob is larger than the {limit:,}-byte limit")
@@ -270,35 +271,6 @@ def _copy_hashed(src: int, out: int, limit: int) -> tuple[str, int]:
         _start_writeback(out, size, count)
         size = end
     return hasher.hexdigest(), size
-
-
-def _copy_range(src: int, out: int, offset: int, count: int) -> int:
-    """Copy up to `count` bytes at `offset` from `src` to the same offset of `out`; 0 at
-    the end of `src`. copy_file_range keeps the bytes in the kernel; across file systems
-    that refuse it (EXDEV) sendfile does the same (`out`'s position is `offset`: every
-    earlier piece was written in order). A read and a write confirm every 0 the kernel
-    copies report, since /proc and /sys files copy as empty."""
-    try:
-        if copied := os.copy_file_range(src, out, count, offset, offset):
-            return copied
-    except OSError as error:
-        if error.errno not in _NO_KERNEL_COPY:
-            raise
-        try:
-            os.lseek(out, offset, os.SEEK_SET)
-            if copied := os.sendfile(out, src, offset, count):
-                return copied
-        except OSError as error:
-            if error.errno not in _NO_KERNEL_COPY:
-                raise
-    data = os.pread(src, min(count, HASH_READ), offset)
-    written = 0
-    while written < len(data):
-        written += os.pwrite(out, memoryview(data)[written:], offset + written)
-    return len(data)
-
-
-_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
 
 
 def _file_type(mode: int) -> str:
