@@ -180,6 +180,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
         datasets,
         lambda digest: log.warning("dataset blob refused to a peer", digest=digest[:12]),
     )
+    transport.serve_files(peer_requests.open_stream)
     node = Node(
         identity=identity,
         address=config.advertise_address,

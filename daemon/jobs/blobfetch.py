@@ -11,9 +11,17 @@ fetcher reads either. With "raw" the data follows the map as is, so the holder r
 file straight into the reply and the fetcher writes it from the reply without a copy in
 between.
 
-The fetcher keeps FETCH_WINDOW chunk requests outstanding (daemon/jobs/chunk_window.py)
-and writes through BlobWriter, which hashes every byte as it is written and installs the
-blob only when the whole hashes to its digest. The partial file is always a prefix of the
+A whole blob comes as a file stream where the transport and the holder have them
+(daemon/transport/file_stream.py: a connection of its own, the blob's pieces one after
+another, read, written and hashed by worker threads):
+
+    stream   0xc1 + msgpack {"op": "blob", "digest": hex, "offset": int, "stream": true}
+    head     msgpack {"size": total bytes}, then the blob from offset, piece after piece
+
+Otherwise, and to finish a stream that broke off, the fetcher asks chunk by chunk with
+FETCH_WINDOW requests outstanding (daemon/jobs/chunk_window.py). Either way it writes through
+BlobWriter, which hashes every byte as it is written and installs the blob only when the
+whole hashes to its digest. The partial file is always a prefix of the
 blob, so a holder that fails or dies half-way is followed by the next holder from where it
 stopped, and a restarted formd continues from the partial file too. A resumed fetch whose
 whole does not match (the earlier holder sent bad bytes) starts over once from zero.
@@ -32,6 +40,7 @@ import trio
 from daemon.cluster.wire import SIDE_REQUEST as BLOB_PREFIX
 from daemon.jobs.blobstore import BlobError, BlobStore, BlobWriter, check_digest
 from daemon.jobs.chunk_window import ChunkWindow
+from daemon.transport.file_stream import STREAM_PIECE
 from daemon.transport.interface import Transport, TransportError
 
 # Asked per request (and the most a holder serves), when frames allow. 3 MiB chunks cost a
@@ -162,6 +171,51 @@ async def fetch_blob(
 async def _fetch_from(
     store: BlobStore, transport: Transport, digest: str, address: str, timeout: float
 ) -> None:
+    try:
+        await _stream_from(store, transport, digest, address, timeout)
+        return
+    except (TransportError, BlobError):
+        pass  # no stream from this holder, or it broke off: chunk by chunk from the partial file
+    await _chunks_from(store, transport, digest, address, timeout)
+
+
+async def _stream_from(
+    store: BlobStore, transport: Transport, digest: str, address: str, timeout: float
+) -> None:
+    partial = store.partial_path(digest)
+    start = partial.stat().st_size if partial.exists() else 0
+    request = BLOB_PREFIX + msgpack.packb(
+        {"op": "blob", "digest": digest, "offset": start, "stream": True}, use_bin_type=True
+    )
+
+    def consume(head: bytes, pieces: Iterable[memoryview]) -> None:
+        size = _stream_size(head)
+        writer = store.writer(digest, size)
+        try:
+            if writer.offset != start:
+                raise BlobError(f"blob {digest[:12]}: the partial file did not fit the blob")
+            for piece in pieces:
+                writer.write(piece)
+            writer.finish()
+        finally:
+            writer.close()
+
+    await transport.fetch_stream(address, request, STREAM_PIECE, timeout, consume)
+
+
+def _stream_size(head: bytes) -> int:
+    try:
+        value = msgpack.unpackb(head, raw=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        value = None
+    if not isinstance(value, dict) or not isinstance(value.get("size"), int):
+        raise BlobError("a stream's head names no blob size")
+    return value["size"]
+
+
+async def _chunks_from(
+    store: BlobStore, transport: Transport, digest: str, address: str, timeout: float
+) -> None:
     partial = store.partial_path(digest)
     start = partial.stat().st_size if partial.exists() else 0  # resume where an earlier holder stopped
     chunk = chunk_limit(getattr(transport, "max_frame", FETCH_CHUNK + FRAME_ROOM))
@@ -181,7 +235,7 @@ async def _fetch_from(
                 raise
             # The earlier holder's part was wrong (the partial file is gone now): once from zero.
             writer.close()
-            await _fetch_from(store, transport, digest, address, timeout)
+            await _chunks_from(store, transport, digest, address, timeout)
     finally:
         writer.close()
 

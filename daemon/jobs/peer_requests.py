@@ -9,6 +9,9 @@ Three kinds travel over the same sealed Transport as gossip, as requests with a 
     image       0xc1 + msgpack {"op": "image", "id": published image id}
                 -> 0xc1 + msgpack {"digest": hex, "size": int} | {"pending": true}
                    (daemon/jobs/images.py: the image's archive, exported into the blob store)
+    blob stream 0xc1 + msgpack {"op": "blob", "digest": hex, "offset": int, "stream": true}
+                (a file stream of its own, daemon/transport/file_stream.py)
+                -> head msgpack {"size": total bytes}, then the blob from offset
     any         -> a str reason for a fair refusal (not held, not running here)
 
 A malformed request raises BlobRequestError (a ValueError): the node logs it as a bad message.
@@ -16,6 +19,7 @@ A malformed request raises BlobRequestError (a ValueError): the node logs it as 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,8 +27,9 @@ import msgpack
 
 from daemon.cluster.wire import SIDE_REQUEST
 from daemon.jobs.blobfetch import FETCH_CHUNK, BlobRequestError, serve_blob_request
-from daemon.jobs.blobstore import BlobStore
+from daemon.jobs.blobstore import BlobError, BlobStore
 from daemon.jobs.dataset_store import DatasetStore
+from daemon.transport.file_stream import FileRange
 from daemon.transport.interface import Transport, TransportError
 
 LOG_CHUNK = 512 * 1024  # of a live log per request: what job.log hands on at once
@@ -98,12 +103,39 @@ class PeerRequests:
             if data is None:
                 return f"job {job_hex[:12]} is not running here"
             return SIDE_REQUEST + msgpack.packb({"data": data}, use_bin_type=True)
+        refusal = self._dataset_refusal(request)
+        return refusal or serve_blob_request(self.blobs, payload, self.max_chunk)
+
+    async def open_stream(self, sender: str, payload: bytes) -> FileRange | str:
+        """A blob from an offset as a file stream (daemon/transport/file_stream.py), or why not."""
+        try:
+            request = msgpack.unpackb(payload[1:], raw=False) if payload[:1] == SIDE_REQUEST else None
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            request = None
+        if not isinstance(request, dict) or request.get("op") != "blob" or request.get("stream") is not True:
+            return "bad stream request: not a blob stream"
+        digest, offset = request.get("digest"), request.get("offset")
+        if not isinstance(digest, str) or not isinstance(offset, int) or offset < 0:
+            return "bad stream request: digest and offset >= 0 required"
+        if refusal := self._dataset_refusal(request):
+            return refusal
+        try:
+            fd = self.blobs.open_fd(digest)
+        except BlobError:
+            return f"blob {digest[:12]} is not held here"
+        size = os.fstat(fd).st_size
+        if offset > size:
+            os.close(fd)
+            return f"offset {offset:,} is past the end of blob {digest[:12]} ({size:,} bytes)"
+        return FileRange(msgpack.packb({"size": size}), fd, offset, size - offset)
+
+    def _dataset_refusal(self, request: Any) -> str | None:
         digest = request.get("digest") if isinstance(request, dict) else None
         if self.datasets is not None and isinstance(digest, str) and digest in self.datasets.protected():
             if self.log is not None:
                 self.log(digest)
             return f"blob {digest[:12]} belongs to a dataset; datasets never leave their holder"
-        return serve_blob_request(self.blobs, payload, self.max_chunk)
+        return None
 
 
 async def request_live_log(

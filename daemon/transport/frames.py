@@ -103,6 +103,34 @@ def seal_parts(
     return out
 
 
+PLAINTEXT_HEAD = _TIMESTAMP.size  # where the payload starts in a plaintext laid out by the caller
+
+
+def seal_plaintext(
+    keyring: Keyring,
+    plaintext: memoryview,
+    now: float,
+    out: bytearray,
+    room: int,
+    *,
+    max_frame: int = MAX_FRAME,
+) -> memoryview:
+    """Seal a payload the caller wrote after PLAINTEXT_HEAD spare bytes of `plaintext` (a file
+    stream reads each piece straight there) into `out` after `room` bytes, both buffers reused
+    from frame to frame; returns the view of `out` holding the room and the frame."""
+    size = HEADER_BYTES + len(plaintext) + TAG_BYTES
+    if size > max_frame:
+        raise FrameError(_over_limit("sealed payload", size, max_frame))
+    nonce = os.urandom(NONCE_BYTES)
+    key_id, cipher = keyring.primary_cipher()
+    header = bytes((VERSION,)) + key_id + nonce
+    _TIMESTAMP.pack_into(plaintext, 0, now)
+    view = memoryview(out)[: room + size]
+    view[room : room + HEADER_BYTES] = header
+    cipher.encrypt_into(nonce, plaintext, header, view[room + HEADER_BYTES :])
+    return view
+
+
 def open_frame(
     keyring: Keyring, frame: bytes, now: float, replay: "ReplayGuard", *, max_frame: int = MAX_FRAME
 ) -> bytes:
@@ -123,6 +151,34 @@ def open_frame_view(
     max_frame: int = MAX_FRAME,
 ) -> memoryview:
     """open_frame() without copying: the payload as a view into the decrypted plaintext."""
+    nonce, plaintext = _decrypt(keyring, frame, max_frame, None)
+    (sent_at,) = _TIMESTAMP.unpack_from(plaintext)
+    replay.check(nonce, sent_at, now)
+    return plaintext[_TIMESTAMP.size :]
+
+
+def open_stream_frame(
+    keyring: Keyring,
+    frame: bytes | bytearray | memoryview,
+    now: float,
+    window: float,
+    into: bytearray,
+    *,
+    max_frame: int = MAX_FRAME,
+) -> memoryview:
+    """Authenticate and decrypt a frame of a file stream into `into` (reused from frame to
+    frame) and check its timestamp; the payload as a view into `into`. No replay memory: a
+    stream's frames are bound to its one request by a token and a sequence number, which the
+    caller checks (daemon/transport/file_stream.py)."""
+    _, plaintext = _decrypt(keyring, frame, max_frame, into)
+    (sent_at,) = _TIMESTAMP.unpack_from(plaintext)
+    check_timestamp(sent_at, now, window)
+    return plaintext[_TIMESTAMP.size :]
+
+
+def _decrypt(
+    keyring: Keyring, frame: bytes | bytearray | memoryview, max_frame: int, into: bytearray | None
+) -> tuple[bytes, memoryview]:
     check_frame_size(len(frame), max_frame)
     version = frame[0]
     if version != VERSION:
@@ -133,14 +189,24 @@ def open_frame_view(
         raise FrameError(f"unknown key id {key_id.hex()[:8]}...")
     header = bytes(frame[:HEADER_BYTES])
     nonce = header[1 + KEY_ID_BYTES :]
-    plaintext = bytearray(len(frame) - HEADER_BYTES - TAG_BYTES)
+    size = len(frame) - HEADER_BYTES - TAG_BYTES
+    plaintext = memoryview(bytearray(size) if into is None else into)[:size]
     try:
         cipher.decrypt_into(nonce, memoryview(frame)[HEADER_BYTES:], header, plaintext)
     except InvalidTag:
         raise FrameError("authentication failed") from None
-    (sent_at,) = _TIMESTAMP.unpack_from(plaintext)
-    replay.check(nonce, sent_at, now)
-    return memoryview(plaintext)[_TIMESTAMP.size :]
+    return nonce, plaintext
+
+
+def check_timestamp(sent_at: float, now: float, window: float) -> None:
+    """Refuse a frame stamped outside ±`window` seconds of `now`."""
+    if sent_at != sent_at:  # NaN compares false with everything; never accept it
+        raise FrameError("frame timestamp is not a number")
+    age = now - sent_at
+    if age > window:
+        raise FrameError(f"stale timestamp {age:.0f} s old (window ±{window:.0f} s)")
+    if -age > window:
+        raise FrameError(f"timestamp {-age:.0f} s in the future (window ±{window:.0f} s)")
 
 
 class ReplayGuard:
@@ -161,13 +227,7 @@ class ReplayGuard:
 
     def check(self, nonce: bytes, sent_at: float, now: float) -> None:
         """Accept and remember (nonce, sent_at) or raise FrameError; `now` is the local clock."""
-        if sent_at != sent_at:  # NaN compares false with everything; never accept it
-            raise FrameError("frame timestamp is not a number")
-        age = now - sent_at
-        if age > self.window:
-            raise FrameError(f"stale timestamp {age:.0f} s old (window ±{self.window:.0f} s)")
-        if -age > self.window:
-            raise FrameError(f"timestamp {-age:.0f} s in the future (window ±{self.window:.0f} s)")
+        check_timestamp(sent_at, now, self.window)
         self._expire(now)
         if nonce in self._seen:
             raise FrameError("replayed frame")

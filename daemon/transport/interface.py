@@ -12,6 +12,13 @@ A transport moves opaque payloads between node addresses ("host:port"):
                                       gets TransportError; a str is sent back as the
                                       failure's reason), and is ignored for send()
     aclose()                          stop serving, drop connections, fail pending requests
+    fetch_stream(address, payload, piece, timeout, consume)
+                                      a range of a file from the peer, over a connection of its
+                                      own (daemon/transport/file_stream.py): consume(head, pieces)
+                                      runs in a worker thread; TransportError where the transport
+                                      or the peer does not stream (the simulated transport)
+    serve_files(handler)              answer stream requests: await handler(sender, payload)
+                                      -> FileRange or a str reason
 
 sender_address is the address the sending node serves on (as it declared inside a sealed
 frame), not the ephemeral port of its TCP connection, so replies to it can go by send().
@@ -25,11 +32,15 @@ from __future__ import annotations
 
 import abc
 import logging
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 import trio
 
+from daemon.transport.file_stream import FileRange
+
 Handler = Callable[[str, bytes], Awaitable[bytes | str | None]]
+FileHandler = Callable[[str, bytes], Awaitable[FileRange | str]]
+StreamConsumer = Callable[[bytes, Iterable[memoryview]], Any]
 DropCallback = Callable[[str, str], None]
 
 log = logging.getLogger("formd.transport")
@@ -105,3 +116,12 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def aclose(self) -> None: ...
+
+    async def fetch_stream(
+        self, address: str, payload: bytes, piece: int, timeout: float, consume: StreamConsumer
+    ) -> Any:
+        await trio.lowlevel.checkpoint()
+        raise TransportError("this transport does not stream files")
+
+    def serve_files(self, handler: FileHandler) -> None:
+        """Streams are not served: requests for them fail, and fetchers ask chunk by chunk."""

@@ -10,6 +10,8 @@ On the wire every message is a 4-byte big-endian length followed by one sealed f
     REQUEST  payload that wants a REPLY (or FAILURE) with the same request id
     REPLY    the handler's answer
     FAILURE  the request was received but produced no answer (body = why)
+    STREAM   the first request of a connection of its own: a range of a file, answered by
+             one REPLY or FAILURE, then PIECE frames and END (daemon/transport/file_stream.py)
 
 Connections: one outbound connection per peer address, opened lazily on the first message,
 reused for every later one, reopened after a failure and closed after a minute unused. Requests and one-way sends travel
@@ -37,12 +39,25 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import socket
 import struct
 import time
-from typing import Callable
+from typing import Any, Callable
 
+import outcome
 import trio
 
+from daemon.transport.file_stream import (
+    STREAM,
+    TOKEN_BYTES,
+    FileRange,
+    PieceReceiver,
+    parse_stream_request,
+    send_file_range,
+    set_socket_timeout,
+    stream_request,
+)
 from daemon.transport.frames import (
     MAX_FRAME,
     OVERHEAD,
@@ -55,8 +70,10 @@ from daemon.transport.frames import (
 )
 from daemon.transport.interface import (
     DropCallback,
+    FileHandler,
     Handler,
     ReplyWaiter,
+    StreamConsumer,
     Transport,
     TransportError,
     format_address,
@@ -113,6 +130,11 @@ class _FrameReader:
         self._transport = transport
         self._stream = stream
         self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> bytearray:
+        """Bytes received past the last frame read (a stream's first pieces, say)."""
+        return self._buffer
 
     async def _fill(self, size: int) -> None:
         while len(self._buffer) < size:
@@ -226,6 +248,7 @@ class NetTransport(Transport):
         self._inbound = 0
         self._nursery: trio.Nursery | None = None
         self._handler: Handler | None = None
+        self._file_handler: FileHandler | None = None
         self._closed = False
 
     # -- public --------------------------------------------------------------------------
@@ -291,6 +314,64 @@ class NetTransport(Transport):
         finally:
             connection.pending.pop(request_id, None)
         return waiter.outcome(address, timeout)
+
+    def serve_files(self, handler: FileHandler) -> None:
+        self._file_handler = handler
+
+    async def fetch_stream(
+        self, address: str, payload: bytes, piece: int, timeout: float, consume: StreamConsumer
+    ) -> Any:
+        """Ask `address` for a file stream and run consume(head, pieces) on it in a worker
+        thread; its result, or TransportError when the stream cannot start or breaks.
+        Cancelling shuts the socket, so the thread stops at its next read."""
+        host, port = parse_address(address)
+        token = os.urandom(TOKEN_BYTES)
+        try:
+            with trio.fail_after(self.connect_timeout):
+                stream = await trio.open_tcp_stream(host, port)
+        except (OSError, trio.TooSlowError) as exc:
+            raise TransportError(f"cannot connect to {address}: {exc or 'timed out'}") from None
+        async with stream:
+            try:
+                await self._write(stream, HELLO, 0, self.local_address.encode())
+                await self._write(stream, STREAM, 0, stream_request(token, piece, payload))
+                reader = _FrameReader(self, stream)
+                frame = await reader.read(timeout, timeout)
+                if frame is None:
+                    raise TransportError(f"{address} closed the connection instead of streaming")
+                kind, _, head = self._open(frame)
+            except FrameError as exc:
+                raise TransportError(f"{address}: bad answer to a stream request: {exc}") from None
+            except _NETWORK_ERRORS as exc:
+                raise TransportError(f"stream from {address} failed: {exc}") from None
+            if kind == FAILURE:
+                raise TransportError(f"{address} did not stream: {head.decode('utf-8', 'replace')}")
+            if kind != REPLY:
+                raise TransportError(f"{address}: unexpected frame kind {kind} answering a stream request")
+            sock = socket.socket(fileno=os.dup(stream.socket.fileno()))
+            receiver = PieceReceiver(
+                sock,
+                self.keyring,
+                self.clock,
+                self._replay.window,
+                token,
+                piece,
+                bytes(reader.buffered),
+                self.max_frame,
+            )
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_shut_down_when_cancelled, sock)
+                    try:
+                        result = await outcome.acapture(
+                            trio.to_thread.run_sync, _consume, sock, timeout, consume, head, receiver, address
+                        )
+                    finally:
+                        nursery.cancel_scope.cancel()
+            finally:
+                self.bytes_received += receiver.received
+                sock.close()
+            return result.unwrap()  # the consumer's own error as itself, not in a group
 
     # -- internals -----------------------------------------------------------------------
 
@@ -456,6 +537,7 @@ class NetTransport(Transport):
         sends_in: trio.MemorySendChannel,
     ) -> None:
         sender: str | None = None
+        requests_seen = 0
         while True:
             # Back-pressure: no more reading while this peer has enough requests in progress
             # (a full send queue blocks below, with the same effect).
@@ -474,17 +556,65 @@ class NetTransport(Transport):
                     sender = body.decode("utf-8", "replace")
                     parse_address(sender)
                     continue
-                if kind not in (SEND, REQUEST):
+                if kind not in (SEND, REQUEST, STREAM):
                     raise FrameError(f"unexpected frame kind {kind} on a request stream")
+                requests_seen += 1
+                if kind == STREAM:
+                    if requests_seen > 1:
+                        raise FrameError("a stream request must come first on its connection")
+                    token, piece, payload = parse_stream_request(body)
             except (FrameError, TransportError) as exc:
                 self._drop(remote if sender is None else f"{sender} (via {remote})", str(exc))
                 handlers.cancel_scope.cancel()
                 return
+            if kind == STREAM:
+                await self._serve_file_stream(requests.stream, sender, token, piece, payload)
+                return  # the connection ends with its stream
             if kind == SEND:
                 await sends_in.send((sender, body))
             else:
                 await requests.in_flight.acquire()
                 handlers.start_soon(self._handle_request, requests, sender, request_id, body)
+
+    async def _serve_file_stream(
+        self, stream: trio.SocketStream, sender: str, token: bytes, piece: int, payload: bytes
+    ) -> None:
+        source = await self._call_file_handler(sender, payload)
+        if isinstance(source, str):
+            await self._write(stream, FAILURE, 0, source.encode())
+            return
+        try:
+            await self._write(stream, REPLY, 0, source.head)
+            sock = socket.socket(fileno=os.dup(stream.socket.fileno()))
+        except BaseException:
+            os.close(source.fd)
+            raise
+        # Abandoned on cancel (formd stopping): the thread ends at its next write's timeout.
+        self.bytes_sent += await trio.to_thread.run_sync(
+            self._send_range_and_close, sock, token, source, piece, sender, abandon_on_cancel=True
+        )
+
+    def _send_range_and_close(
+        self, sock: socket.socket, token: bytes, source: FileRange, piece: int, sender: str
+    ) -> int:
+        try:
+            set_socket_timeout(sock, self.write_timeout)
+            return send_file_range(sock, self.keyring, self.clock, token, source, piece, self.max_frame)
+        except (OSError, EOFError, FrameError) as exc:
+            log.info("file stream to %s stopped: %s", sender, exc)
+            return 0
+        finally:
+            sock.close()
+            os.close(source.fd)
+
+    async def _call_file_handler(self, sender: str, payload: bytes) -> FileRange | str:
+        if self._file_handler is None:
+            return "files are not streamed here"
+        try:
+            return await self._file_handler(sender, payload)
+        except Exception as exc:  # a handler bug must not take the listener down
+            log.exception("file stream handler failed on a request from %s", sender)
+            return f"handler failed: {type(exc).__name__}"
 
     async def _handle_sends_in_order(self, sends_out: trio.MemoryReceiveChannel) -> None:
         async with sends_out:
@@ -518,3 +648,32 @@ class NetTransport(Transport):
         except Exception as exc:  # a handler bug must not take the listener down
             log.exception("transport handler failed on a message from %s", sender)
             return f"handler failed: {type(exc).__name__}"
+
+
+def _consume(
+    sock: socket.socket,
+    timeout: float,
+    consume: StreamConsumer,
+    head: bytes,
+    receiver: PieceReceiver,
+    address: str,
+) -> Any:
+    """The fetching side of a stream, in a worker thread: the socket turns blocking (its
+    trio stream is not used again) and consume reads the pieces."""
+    try:
+        set_socket_timeout(sock, timeout)
+        return consume(head, receiver)
+    except FrameError as exc:
+        raise TransportError(f"stream from {address} broke: {exc}") from None
+    except OSError as exc:
+        raise TransportError(f"stream from {address} failed: {exc}") from None
+
+
+async def _shut_down_when_cancelled(sock: socket.socket) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed by the peer
