@@ -1,7 +1,9 @@
 """formd and form load their heavy libraries only in the runs that use them.
 
 podman-py (with requests), hypercorn and prometheus_client are most of an idle formd's memory
-beyond its core, and httpx, rich and cryptography a good part of a `form` command's start.
+beyond its core, and httpx, rich and cryptography a good part of a `form` command's start;
+pydantic (which typer 0.29 and later load to parse options, hence the pin in pyproject.toml)
+costs both.
 Each check runs in a fresh interpreter and lists what that run imported, so a top-level
 import that brings one of them back fails here.
 """
@@ -16,29 +18,28 @@ from pathlib import Path
 import pytest
 from procs import formd_init, free_port
 
-# A real formd from its configuration to serving its socket, stopped by SIGTERM as systemd
-# stops it; then the top-level names of every module the run imported.
+# `formd run` as its entry point runs it (option parsing included), stopped by SIGTERM as
+# systemd stops it once it serves its socket; then the top-level names of every module the run
+# imported.
 FORMD_RUN = """
-import json, os, signal, sys
+import json, os, signal, sys, threading, time
 from pathlib import Path
-import trio
-from daemon import config as config_file
-from daemon.log import EventLog
-from daemon.runtime import run_daemon
+import daemon.main
 
 state_dir = Path(sys.argv[1])
-config = config_file.load(state_dir)
 
-async def run_then_stop():
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run_daemon, state_dir, config, EventLog())
-        socket = config.path(state_dir, config.socket)
-        while not socket.exists():
-            await trio.sleep(0.05)
-        await trio.sleep(0.5)  # the start-up tasks run once (executors, images, gossip)
-        os.kill(os.getpid(), signal.SIGTERM)
+def stop_when_serving():
+    while not (state_dir / "formd.sock").exists():
+        time.sleep(0.05)
+    time.sleep(0.5)  # the start-up tasks run once (executors, images, gossip)
+    os.kill(os.getpid(), signal.SIGTERM)
 
-trio.run(run_then_stop)
+threading.Thread(target=stop_when_serving, daemon=True).start()
+sys.argv = ["formd", "run", "--state-dir", str(state_dir)]
+try:
+    daemon.main.main()
+except SystemExit as exc:
+    assert exc.code in (0, None), exc.code
 print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 """
 
@@ -80,11 +81,11 @@ def test_a_wasm_only_formd_loads_neither_podman_nor_metrics(tmp_path: Path, http
     )
     modules = imported(FORMD_RUN, str(state_dir))
     assert {"trio", "pycrdt", "wasmtime"} <= modules  # it did run, and offered wasm
-    assert {"podman", "requests", "urllib3", "prometheus_client"} & modules == set()
+    assert {"podman", "requests", "urllib3", "prometheus_client", "pydantic"} & modules == set()
     assert ("hypercorn" in modules) == https  # the HTTPS server only when http_listen is set
 
 
 def test_a_local_form_command_loads_no_remote_or_table_libraries(tmp_path: Path) -> None:
     modules = imported(FORM_STATUS, str(tmp_path / "nobody.sock"))
     assert {"typer", "cli"} <= modules
-    assert {"httpx", "rich", "cryptography", "ssl"} & modules == set()
+    assert {"httpx", "rich", "cryptography", "ssl", "pydantic"} & modules == set()
