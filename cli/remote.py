@@ -6,14 +6,13 @@ Every command calls methods through `client.call`; with a remote target that sen
 SHA-256 fingerprint. The certificate itself becomes the only trust anchor of the TLS context,
 so nothing else can stand in for the node.
 
-httpx, ssl and the key handling (cryptography) are imported by the functions that use them: every
-`form` command imports this module (for RemoteTarget and RemoteError), and one on the local
-socket should not pay ~40 ms of start for them.
+httpx, ssl, hashlib and the key handling (cryptography) are imported by the functions that use
+them: every `form` command imports this module (for RemoteTarget and RemoteError), and one on
+the local socket should not pay ~40 ms of start for them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -101,7 +100,8 @@ class RemoteTarget:
     def _connect(self) -> httpx.Client:
         if self._client is not None:
             return self._client
-        import ssl  # noqa: PLC0415 - only for --remote
+        import hashlib  # noqa: PLC0415 - only for --remote (it loads libcrypto)
+        import ssl  # noqa: PLC0415
 
         import httpx  # noqa: PLC0415
 
