@@ -9,6 +9,7 @@ replicas that computed the same files produce the same digest.
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import stat
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import blake3
+
+from pack_manager.kernel_copy import copy_exactly
 
 MAX_MEMBERS = 100_000
 _CHUNK = 1 << 20
@@ -55,11 +58,30 @@ def check_archive(path: Path | BinaryIO, limit_bytes: int) -> ArchiveSummary:
         raise ArchiveError(f"not a readable uncompressed tar archive ({exc})") from exc
 
 
+class _KernelCopyingTar(tarfile.TarFile):
+    """Extracts regular members with kernel copies (pack_manager/kernel_copy.py) straight
+    from the archive's file: a large output unpacks at the speed of cp."""
+
+    def makefile(self, tarinfo: tarfile.TarInfo, targetpath: str) -> None:
+        try:
+            source = self.fileobj.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            source = None
+        if source is None or tarinfo.sparse is not None:
+            super().makefile(tarinfo, targetpath)
+            return
+        with open(targetpath, "wb") as target:
+            try:
+                copy_exactly(source, target.fileno(), tarinfo.offset_data, 0, tarinfo.size)
+            except EOFError as exc:
+                raise tarfile.ReadError(f"{tarinfo.name!r}: unexpected end of data ({exc})") from None
+
+
 def _open_tar(source: Path | BinaryIO) -> tarfile.TarFile:
     if isinstance(source, Path):
-        return tarfile.open(source, mode="r:")
+        return _KernelCopyingTar.open(source, mode="r:")
     source.seek(0)
-    return tarfile.open(fileobj=source, mode="r:")
+    return _KernelCopyingTar.open(fileobj=source, mode="r:")
 
 
 def _check_members(archive: tarfile.TarFile, limit_bytes: int) -> ArchiveSummary:

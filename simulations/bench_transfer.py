@@ -6,7 +6,11 @@ One file of random bytes, and three ways it moves, each timed and compared with 
 the same file on the same disk in the same run (the median of five cps), and with `cp` plus
 `sync` of the copy (formd makes every blob durable, fsync, before it counts as stored). Every
 cp and every phase starts with nothing dirty in the page cache (`sync` first, not timed), so
-one does not pay for the writeback of another.
+one does not pay for the writeback of another, and with the same kind of free memory: in a
+virtual machine, memory the guest has not touched lately costs a host fault per page on
+first use (a cp into such memory runs 5-10x slower than into memory just freed), so a file
+of 1.5x the size is written and deleted first (not timed), and every copy, formd's and
+cp's, lands in recently freed memory.
 
 - submit: `form submit CTX --input FILE` on node A, the whole CLI command (Python start
   included): the file goes to formd open (blob.put-fd), copied and hashed in one pass.
@@ -69,7 +73,8 @@ FINAL = ("succeeded", "failed", "cancelled", "timed_out", "unschedulable")
 class Watch:
     """Peak RSS and CPU seconds of each formd, per phase (RSS sampled in a thread every 20 ms)."""
 
-    def __init__(self, pids: dict[str, int], interval: float = 0.02) -> None:
+    def __init__(self, pids: dict[str, int], work: Path, size: int, interval: float = 0.02) -> None:
+        self.work, self.size = work, size
         self.processes = {name: psutil.Process(pid) for name, pid in pids.items()}
         self.interval = interval
         self.phases: dict[str, dict] = {}
@@ -91,6 +96,7 @@ class Watch:
 
     @contextlib.contextmanager
     def phase(self, name: str):
+        recycle_free_memory(self.work, self.size)
         os.sync()
         self._peak = {key: process.memory_info().rss for key, process in self.processes.items()}
         cpu = self._cpu()
@@ -130,11 +136,24 @@ def write_random(path: Path, size: int) -> None:
         os.fsync(out.fileno())
 
 
+def recycle_free_memory(work: Path, size: int) -> None:
+    """Write and delete a scratch file of 1.5x `size`: the next copies of up to `size`
+    bytes get pages the guest has just used (see the module's docstring)."""
+    scratch = work / "scratch"
+    block = b"\xa5" * MIB
+    with open(scratch, "wb", buffering=0) as out:
+        for _ in range(0, size * 3 // 2, MIB):
+            out.write(block)
+    scratch.unlink()
+
+
 def cp_seconds(source: Path, work: Path, runs: int = 3) -> list[tuple[float, float]]:
     """(cp, cp + sync of the copy) seconds, per run."""
+    size = source.stat().st_size
     times = []
     for run in range(runs):
         target = work / f"cp-{run}"
+        recycle_free_memory(work, size)
         os.sync()
         took, _ = timed(["cp", str(source), str(target)])
         synced, _ = timed(["sync", str(target)])
@@ -174,7 +193,7 @@ def run(size: int, work: Path) -> dict:
         cli_start, _ = timed([*FORM, "--socket", str(a.socket), "status", "--json"])
         form_a = [*FORM, "--socket", str(a.socket)]
         with (
-            Watch({"a": a.process.pid, "b": b.process.pid}) as watch,
+            Watch({"a": a.process.pid, "b": b.process.pid}, work, size) as watch,
             Connection(a.socket, timeout=600) as api,
         ):
             with watch.phase("idle"):

@@ -3,8 +3,13 @@
 Requests travel over the same sealed Transport as gossip. A blob request payload starts with
 the byte 0xc1, which msgpack never uses, so it cannot be mistaken for a gossip payload:
 
-    request  0xc1 + msgpack {"op": "blob", "digest": hex, "offset": int, "length": int}
-    reply    0xc1 + msgpack {"size": total bytes, "data": bytes}     or a str reason (failure)
+    request  0xc1 + msgpack {"op": "blob", "digest": hex, "offset": int, "length": int, "raw": true}
+    reply    0xc1 + msgpack {"size": total bytes, "length": n} + the n bytes   or a str reason (failure)
+
+A request without "raw" (a node that predates it) gets {"size", "data": bytes} instead; the
+fetcher reads either. With "raw" the data follows the map as is, so the holder reads the
+file straight into the reply and the fetcher writes it from the reply without a copy in
+between.
 
 The fetcher keeps FETCH_WINDOW chunk requests outstanding (daemon/jobs/chunk_window.py)
 and writes through BlobWriter, which hashes every byte as it is written and installs the
@@ -17,6 +22,7 @@ whole does not match (the earlier holder sent bad bytes) starts over once from z
 from __future__ import annotations
 
 import math
+import os
 import struct
 from typing import Any, Iterable
 
@@ -65,8 +71,7 @@ def serve_blob_request(store: BlobStore, payload: bytes, max_data: int = FETCH_C
             raise BlobRequestError("blob request: offset and length must be integers >= 0")
         if not store.has(digest):
             return f"blob {digest[:12]} is not held here"
-        data = store.read_chunk(digest, offset, min(length, max_data))
-        return _chunk_reply(store.size(digest), data)
+        return _chunk_reply(store, digest, offset, min(length, max_data), request.get("raw") is True)
     except BlobRequestError:
         raise
     except OSError as exc:
@@ -75,11 +80,23 @@ def serve_blob_request(store: BlobStore, payload: bytes, max_data: int = FETCH_C
         raise BlobRequestError(f"bad blob request: {type(exc).__name__}") from None
 
 
-def _chunk_reply(size: int, data: bytes) -> bytes:
-    """0xc1 + msgpack {"size": size, "data": data}, with the data copied once."""
-    # The map with empty data ends in that bin's 2-byte header (bin 8, length 0): swap it for the real one.
-    head = msgpack.packb({"size": size, "data": b""}, use_bin_type=True)[:-2]
-    return b"".join((BLOB_PREFIX, head, _bin_header(len(data)), data))
+def _chunk_reply(store: BlobStore, digest: str, offset: int, length: int, raw: bool) -> bytearray:
+    """The reply, with the chunk read from the file straight into its place (one copy)."""
+    with store.open(digest) as blob:
+        size = os.fstat(blob.fileno()).st_size
+        length = max(0, min(length, size - offset))
+        if raw:
+            head = BLOB_PREFIX + msgpack.packb({"size": size, "length": length}, use_bin_type=True)
+        else:
+            # The map with empty data ends in that bin's 2-byte header: swap it for the real one.
+            head = BLOB_PREFIX + msgpack.packb({"size": size, "data": b""}, use_bin_type=True)[:-2]
+            head += _bin_header(length)
+        reply = bytearray(len(head) + length)
+        reply[: len(head)] = head
+        got = os.preadv(blob.fileno(), [memoryview(reply)[len(head) :]], offset) if length else 0
+    if got != length:
+        raise BlobError(f"blob {digest[:12]} ended early at {offset + got:,} of {size:,} bytes")
+    return reply
 
 
 def _bin_header(length: int) -> bytes:
@@ -91,17 +108,34 @@ def _bin_header(length: int) -> bytes:
     return struct.pack(">BI", 0xC6, length)
 
 
-def _decode_reply(reply: bytes) -> tuple[int, bytes]:
+HEAD_BYTES = 64  # more than a raw reply's map ({"size", "length"}) ever takes
+
+
+def _decode_reply(reply: bytes) -> tuple[int, bytes | memoryview]:
+    """(blob size, chunk) from a raw reply (the chunk a view into the reply) or an older one."""
     if not is_blob_request(reply):
         raise BlobError("reply is not a blob chunk")
-    value: Any = msgpack.unpackb(memoryview(reply)[1:], raw=False)
+    view = memoryview(reply)[1:]
+    head = msgpack.Unpacker(raw=False)
+    head.feed(view[:HEAD_BYTES])
+    try:
+        value: Any = head.unpack()
+    except msgpack.OutOfData:
+        value = None  # a map holding its data (a reply to a request without "raw")
+    if isinstance(value, dict) and "length" in value:
+        data: bytes | memoryview = view[head.tell() :]
+        if not isinstance(value.get("length"), int) or value["length"] != len(data):
+            raise BlobError("reply's chunk length does not match its bytes")
+    else:
+        value = msgpack.unpackb(view, raw=False)
+        data = value.get("data") if isinstance(value, dict) else None
     if (
         not isinstance(value, dict)
         or not isinstance(value.get("size"), int)
-        or not isinstance(value.get("data"), bytes)
+        or not isinstance(data, bytes | memoryview)
     ):
         raise BlobError("reply is not a blob chunk")
-    return value["size"], value["data"]
+    return value["size"], data
 
 
 async def fetch_blob(
@@ -189,7 +223,7 @@ async def _stream(writer: BlobWriter, transport: Transport, address: str, chunk:
         raise failure
 
 
-def _write_all(writer: BlobWriter, chunks: list[bytes]) -> None:
+def _write_all(writer: BlobWriter, chunks: list[bytes | memoryview]) -> None:
     for chunk in chunks:
         writer.write(chunk)
 
@@ -198,7 +232,7 @@ async def _ask(
     transport: Transport, address: str, digest: str, offset: int, length: int, timeout: float
 ) -> tuple[int, bytes]:
     request = BLOB_PREFIX + msgpack.packb(
-        {"op": "blob", "digest": digest, "offset": offset, "length": length}, use_bin_type=True
+        {"op": "blob", "digest": digest, "offset": offset, "length": length, "raw": True}, use_bin_type=True
     )
     return _decode_reply(await transport.request(address, request, timeout))
 

@@ -19,8 +19,11 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 
 from blake3 import blake3
 
+from pack_manager.kernel_copy import copy_range
+
 CHUNK = 256 * 1024
-COPY_CHUNK = 1024 * 1024  # one read, hash and write step when copying a whole file in
+COPY_STEP = 8 * 1024 * 1024  # one kernel copy, hash and writeback step when copying a whole file in
+HASH_READ = 1024 * 1024  # one read of a copied piece for its hash (fits the CPU cache)
 MAX_READ = 4 * 1024 * 1024  # the most one read_chunk returns
 WRITEBACK_STEP = 8 * 1024 * 1024  # written bytes after which their writeback to disk is started
 SMALL_FILE = 1024 * 1024
@@ -94,29 +97,36 @@ class BlobStore:
             return digest
         # Jobs leave the same small files again and again (an empty log, the same outputs):
         # a small file already held is only hashed, not written and fsynced again. Large
-        # ones (image archives) are hashed once, while written.
+        # ones (image archives) are copied and hashed once.
         if path.stat().st_size <= SMALL_FILE:
             digest, _ = digest_file(path)
             if self.has(digest):
                 return digest
 
-        def chunks() -> Iterator[bytes]:
-            with open(path, "rb") as src:
-                while chunk := src.read(CHUNK):
-                    yield chunk
-
-        return self.put_chunks(chunks())
+        with open(path, "rb") as src:
+            return self.put_fd(src.fileno(), self.max_blob_bytes)[0]
 
     def put_fd(self, fd: int, limit: int) -> tuple[str, int]:
-        """Copy the regular file open as `fd` into the store, hashed while copied (one pass);
-        returns (digest, size). Reads from offset 0 whatever the descriptor's position."""
+        """Copy the regular file open as `fd` into the store; returns (digest, size). Reads
+        from offset 0 whatever the descriptor's position."""
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise BlobError(f"the file passed is a {_file_type(info.st_mode)}, not a regular file")
         if info.st_size > limit:
             raise BlobError(f"file of {info.st_size:,} bytes is over this node's {limit:,}-byte limit")
-        digest = self.put_chunks(_read_from_start(fd), limit=limit)
-        return digest, self.size(digest)
+        limit = min(limit, self.max_blob_bytes)
+        tmp = self._tmp / f"put-{os.getpid()}-{os.urandom(6).hex()}"
+        try:
+            out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                digest, size = _copy_hashed(fd, out, limit)
+                os.fsync(out)
+            finally:
+                os.close(out)
+            self._install(tmp, digest)
+            return digest, size
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def put_chunks(
         self, chunks: Iterable[bytes], expected: str | None = None, *, limit: int | None = None
@@ -238,15 +248,29 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
         _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # a failure only loses the head start
 
 
-def _read_from_start(fd: int) -> Iterator[memoryview]:
-    """The file's bytes in COPY_CHUNK pieces, all read into one buffer: each piece is valid
-    until the next one is asked for (put_chunks hashes and writes it before that)."""
-    buffer = bytearray(COPY_CHUNK)
+def _copy_hashed(src: int, out: int, limit: int) -> tuple[str, int]:
+    """Copy `src` from offset 0 to the empty file `out` in COPY_STEP pieces and hash what
+    landed in `out`; returns (digest, size). The kernel copies (pack_manager/kernel_copy.py),
+    so the bytes cross into this process once, for the hash, read back from `out` while
+    still in the page cache: the digest is of what is stored even if `src` changes meanwhile.
+    Writeback of each piece starts at once, so the final fsync finds little left."""
+    hasher, size = blake3(), 0
+    buffer = bytearray(HASH_READ)
     view = memoryview(buffer)
-    offset = 0
-    while count := os.preadv(fd, [buffer], offset):
-        yield view[:count]
-        offset += count
+    while count := copy_range(src, out, size, size, COPY_STEP):
+        end = size + count
+        if end > limit:
+            raise BlobError(f"blob is larger than the {limit:,}-byte limit")
+        position = size
+        while position < end:
+            got = os.preadv(out, [view[: min(HASH_READ, end - position)]], position)
+            if got == 0:
+                raise BlobError("the stored copy is shorter than what was copied")
+            hasher.update(view[:got])
+            position += got
+        _start_writeback(out, size, count)
+        size = end
+    return hasher.hexdigest(), size
 
 
 def _file_type(mode: int) -> str:
@@ -280,7 +304,7 @@ class BlobWriter:
         else:
             self.offset = 0
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         if self.offset + len(chunk) > self.size:
             self.discard()
             raise BlobError(

@@ -26,7 +26,7 @@ class ChunkWindow:
         self.written = start  # every byte before this is written
         self._next = start  # the next offset to ask for
         self._asked: dict[int, int] = {}  # offset -> length, outstanding
-        self._held: dict[int, bytes] = {}  # offset -> data, received ahead of `written`
+        self._held: dict[int, bytes | memoryview] = {}  # offset -> data, received ahead of `written`
         self._again: list[tuple[int, int]] = []  # the rest of chunks a holder sent short
 
     @property
@@ -51,7 +51,7 @@ class ChunkWindow:
             self._next += length
         return asks
 
-    def received(self, offset: int, data: bytes) -> None:
+    def received(self, offset: int, data: bytes | memoryview) -> None:
         length = self._asked.pop(offset, None)
         if length is None:
             raise ChunkError(f"a chunk at offset {offset} that was not asked for")
@@ -61,7 +61,7 @@ class ChunkWindow:
             self._again.append((offset + len(data), length - len(data)))
         self._held[offset] = data
 
-    def to_write(self) -> list[bytes]:
+    def to_write(self) -> list[bytes | memoryview]:
         """The received chunks that continue the written prefix, in order (now written)."""
         ready = []
         while self.written in self._held:

@@ -13,10 +13,11 @@ from daemon.jobs.blobfetch import (
     FETCH_WINDOW,
     BlobRequestError,
     FetchError,
+    _decode_reply,
     fetch_blob,
     serve_blob_request,
 )
-from daemon.jobs.blobstore import BlobStore
+from daemon.jobs.blobstore import BlobError, BlobStore
 from daemon.transport.memory import SimNetwork
 
 DATA = os.urandom(2 * FETCH_CHUNK + 12345)
@@ -161,3 +162,35 @@ def test_malformed_requests_are_refused(tmp_path):
             serve_blob_request(store, payload)
     missing = b"\xc1" + msgpack.packb({"op": "blob", "digest": "a" * 64, "offset": 0, "length": 10})
     assert serve_blob_request(store, missing) == f"blob {'a' * 12} is not held here"
+
+
+def _blob_request(digest: str, offset: int, length: int, **extra) -> bytes:
+    return b"\xc1" + msgpack.packb(
+        {"op": "blob", "digest": digest, "offset": offset, "length": length, **extra}
+    )
+
+
+def test_raw_replies_carry_the_chunk_after_the_map_and_older_requests_get_it_inside(tmp_path):
+    store = BlobStore(tmp_path)
+    digest = store.put_bytes(DATA)
+    raw = serve_blob_request(store, _blob_request(digest, 10, 1000, raw=True))
+    head = msgpack.Unpacker()
+    head.feed(raw[1:])
+    assert head.unpack() == {"size": len(DATA), "length": 1000}
+    assert raw[1 + head.tell() :] == DATA[10:1010]
+    older = serve_blob_request(store, _blob_request(digest, 10, 1000))
+    assert msgpack.unpackb(older[1:]) == {"size": len(DATA), "data": DATA[10:1010]}
+    assert [(size, bytes(data)) for size, data in map(_decode_reply, (raw, older))] == [
+        (len(DATA), DATA[10:1010])
+    ] * 2
+    past_the_end = serve_blob_request(store, _blob_request(digest, len(DATA) + 5, 100, raw=True))
+    assert _decode_reply(past_the_end)[1] == b""
+
+
+def test_a_raw_reply_whose_length_disagrees_with_its_bytes_is_refused(tmp_path):
+    store = BlobStore(tmp_path)
+    digest = store.put_bytes(DATA)
+    raw = serve_blob_request(store, _blob_request(digest, 0, 100, raw=True))
+    for bad in (raw[:-1], raw + b"x", b"\xc1" + msgpack.packb({"length": 1}) + b"x", b"\xc0" + raw[1:]):
+        with pytest.raises(BlobError):
+            _decode_reply(bad)

@@ -1,12 +1,15 @@
 """The content-addressed blob store: verified writes, resumable fetches, limits, garbage collection."""
 
 import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from blake3 import blake3
 
-from daemon.jobs.blobstore import BlobError, BlobStore
+from daemon.jobs.blobstore import COPY_STEP, BlobError, BlobStore
 
 
 def test_put_and_read_back(tmp_path):
@@ -153,3 +156,41 @@ def test_put_fd_copies_a_regular_file_from_its_start_and_refuses_the_rest(tmp_pa
     finally:
         os.close(directory)
     assert list(store.digests()) == [blake3(data).hexdigest()]
+
+
+def _put_fd_from(store: BlobStore, path) -> tuple[str, int]:
+    with open(path, "rb") as handle:
+        return store.put_fd(handle.fileno(), limit=1 << 30)
+
+
+@pytest.mark.parametrize("where", ["same file system", "tmpfs"])
+def test_put_fd_copies_across_several_steps_on_one_or_two_file_systems(tmp_path, where):
+    """copy_file_range within one file system; across two (tmpfs to the store) the kernel
+    refuses it and sendfile copies instead: the stored blob is the file either way."""
+    folder = tmp_path if where == "same file system" else Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        data = os.urandom(2 * COPY_STEP + 12345)
+        (folder / "in").write_bytes(data)
+        store = BlobStore(tmp_path / "blobs")
+        digest, size = _put_fd_from(store, folder / "in")
+        assert (digest, size) == (blake3(data).hexdigest(), len(data))
+        assert store.path(digest).read_bytes() == data
+        assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+    finally:
+        if folder != tmp_path:
+            shutil.rmtree(folder)
+
+
+def test_put_fd_reads_files_the_kernel_copies_as_empty(tmp_path):
+    """/proc files report size 0 and copy_file_range copies nothing from them."""
+    store = BlobStore(tmp_path / "blobs")
+    content = Path("/proc/version").read_bytes()
+    assert content
+    assert _put_fd_from(store, "/proc/version") == (blake3(content).hexdigest(), len(content))
+    with (
+        open("/proc/version", "rb") as handle,
+        pytest.raises(BlobError, match="larger than the 10-byte limit"),
+    ):
+        store.put_fd(handle.fileno(), limit=10)
+    assert list(store.digests()) == [blake3(content).hexdigest()]
+    assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
