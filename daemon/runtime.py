@@ -246,7 +246,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
     control = ControlServer(methods, log)
 
     async def metrics() -> bytes:
-        from daemon.control.metrics import render_metrics  # noqa: PLC0415 - prometheus_client: ~10 MiB
+        from daemon.control.metrics import render_metrics  # noqa: PLC0415 - prometheus_client: on the first /metrics
 
         return await render_metrics(methods)
 
@@ -266,7 +266,7 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
             await nursery.start(node.run)
             await nursery.start(control.serve, socket_path, config.socket_permissions, config.socket_gid)
             if config.http_listen:
-                from daemon.control.http_server import serve_http  # noqa: PLC0415 - hypercorn: ~15 MiB
+                from daemon.control.http_server import serve_http  # noqa: PLC0415 - hypercorn: only a node serving HTTPS
 
                 await nursery.start(serve_http, http, config.http_listen, state_dir)
             await nursery.start(jobs.run)

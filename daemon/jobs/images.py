@@ -20,7 +20,7 @@ An export can take longer than one request may, so the first request starts it a
 runner asks again until the digest is there. Exports are kept (images.json: published id ->
 digest) and shielded from blob collection for a retention period from their last request.
 
-podman-py (and requests under it) is some 20 MiB of formd's memory and 0.1 s of its start, and
+podman-py (and requests under it) is some 9 MiB of formd's memory and 0.1 s of its start, and
 a node without Podman never needs it: the functions that talk to Podman import
 pack_manager.executors.podman_images themselves, and run only once this node has a Podman URL.
 
@@ -133,7 +133,7 @@ class NodeImages:
         url = self.podman_url()
         held: list[HeldImage] = []
         if url is not None:
-            from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~20 MiB, only with Podman
+            from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
 
             try:
                 held = await trio.to_thread.run_sync(_list_held, url)
@@ -176,7 +176,7 @@ class NodeImages:
         reference = spec.image
         if url is None or not reference:
             return None  # the executor says what is missing
-        from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~20 MiB, only with Podman
+        from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
 
         shown = registry_name(reference) or reference
         try:
@@ -249,7 +249,7 @@ class NodeImages:
         self._using.pop(job_hex, None)
 
     async def _pull(self, url: str, name: str, had: str | None) -> None:
-        from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~20 MiB, only with Podman
+        from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
 
         auth = podman_images.registry_auth(self.auth_file, name)
         verify = name.split("/", 1)[0] not in self.insecure_registries
@@ -318,7 +318,7 @@ class NodeImages:
         return SIDE_REQUEST + msgpack.packb({"pending": True}, use_bin_type=True)
 
     async def _export(self, url: str, published: str) -> None:
-        from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~20 MiB, only with Podman
+        from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
 
         try:
             digest = await trio.to_thread.run_sync(_save, url, published, self.blobs)
@@ -340,7 +340,7 @@ class NodeImages:
         url = self.podman_url()
         if url is None:
             return
-        from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~20 MiB, only with Podman
+        from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
 
         try:
             async with self._acquiring:
@@ -371,56 +371,56 @@ class NodeImages:
 
 
 def _list_held(url: str) -> list[HeldImage]:
-    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~20 MiB, only with Podman
+    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
 
     with podman_images.client(url) as podman:
         return podman_images.list_held(podman)
 
 
 def _all_ids(url: str) -> set[str]:
-    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~20 MiB, only with Podman
+    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
 
     with podman_images.client(url) as podman:
         return set(podman_images.ids_and_names(podman))
 
 
 def _local_id(url: str, reference: str) -> str | None:
-    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~20 MiB, only with Podman
+    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
 
     with podman_images.client(url) as podman:
         return podman_images.local_id(podman, reference)
 
 
 def _size(url: str, image_id: str) -> int:
-    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~20 MiB, only with Podman
+    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
 
     with podman_images.client(url) as podman:
         return podman_images.image_size(podman, image_id)
 
 
 def _remove(url: str, image_id: str) -> bool:
-    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~20 MiB, only with Podman
+    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
 
     with podman_images.client(url) as podman:
         return podman_images.remove_quietly(podman, image_id)
 
 
 def _load(url: str, archive: Path, published: str, names: list[str]) -> tuple[str, bool]:
-    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~20 MiB, only with Podman
+    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
 
     with podman_images.client(url, timeout=600) as podman:
         return podman_images.load_archive(podman, archive, published, names)
 
 
 def _pull(url: str, name: str, auth: dict[str, str] | None, timeout: float, verify: bool) -> str:
-    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~20 MiB, only with Podman
+    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
 
     with podman_images.client(url, timeout=timeout) as podman:
         return podman_images.pull(podman, name, auth, timeout, tls_verify=verify)
 
 
 def _save(url: str, published: str, blobs: BlobStore) -> str:
-    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~20 MiB, only with Podman
+    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
 
     with podman_images.client(url, timeout=600) as podman:
         image_id = podman_images.local_id(podman, published)
