@@ -19,7 +19,7 @@ import typer
 from pack_manager.context_archive import ArchiveError, extract_archive, file_digest, pack_context
 from pack_manager.jobstate import FINAL_STATES
 
-from . import blobs, remote_blobs
+from . import blobs
 from .client import ClientError
 from .command import fail, request
 from .progress import transfer_bar
@@ -35,6 +35,8 @@ def _upload(ctx: typer.Context, path: Path, as_json: bool = False) -> str:
     open over the socket); returns its digest."""
     target = ctx.obj["socket"]
     if isinstance(target, RemoteTarget):
+        from . import remote_blobs  # noqa: PLC0415 - httpx: only for --remote
+
         return _remote(remote_blobs.upload, target, path, as_json=as_json)
     # Locally: formd takes the open file and copies and hashes it in one pass.
     size = path.stat().st_size
@@ -417,6 +419,8 @@ def explain(
 def _download(ctx: typer.Context, digest: str, dest: Path, as_json: bool = False) -> None:
     target = ctx.obj["socket"]
     if isinstance(target, RemoteTarget):
+        from . import remote_blobs  # noqa: PLC0415 - httpx: only for --remote
+
         _remote(remote_blobs.download, target, digest, dest, as_json=as_json)
         return
     try:

@@ -32,7 +32,6 @@ from .remote import (
     generate_key,
     load_key,
 )
-from .render import acl_table, images_table, keys_table, nodes_table, print_table
 
 app = typer.Typer(
     no_args_is_help=True, help="Talk to formd: the local socket, or a node's HTTPS API with --remote."
@@ -108,6 +107,8 @@ def nodes(
     if as_json:
         _print_json(result)
     else:
+        from .render import nodes_table, print_table  # noqa: PLC0415 - rich: only for tables
+
         print_table(nodes_table(result))
 
 
@@ -120,6 +121,8 @@ def images(
     if as_json:
         _print_json(result)
     else:
+        from .render import images_table, print_table  # noqa: PLC0415 - rich: only for tables
+
         print_table(images_table(result))
 
 
@@ -173,6 +176,8 @@ def cluster_key_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--
     if as_json:
         _print_json(result)
     else:
+        from .render import keys_table, print_table  # noqa: PLC0415 - rich: only for tables
+
         print_table(keys_table(result))
 
 
@@ -308,6 +313,8 @@ def acl_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) 
     if as_json:
         _print_json(rows)
         return
+    from .render import acl_table, print_table  # noqa: PLC0415 - rich: only for tables
+
     print_table(acl_table(rows))
 
 

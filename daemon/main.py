@@ -24,7 +24,6 @@ import typer
 from daemon import config as config_file
 from daemon.advertise import default_advertise
 from daemon.config import CONFIG_NAME, DEFAULT_PORT, ConfigError, from_mapping, split_address
-from daemon.control.tls import create_certificate
 from daemon.identity import IdentityError, create_identity
 from daemon.transport.keyring import Keyring, KeyringError
 from metrics_agent.named_capabilities import CapabilityNameError, parse_assignment
@@ -119,6 +118,8 @@ def init(
         hosts = [split_address(config.advertise_address, "advertise")[0]]
         if config.http_address:
             hosts.append(split_address(config.http_address, "http_advertise")[0])
+        from daemon.control.tls import create_certificate  # noqa: PLC0415 - x509: only for init
+
         fingerprint = create_certificate(state_dir, identity.node_hex, sorted(set(hosts)))
     except (OSError, IdentityError, KeyringError) as exc:
         _fail(str(exc))

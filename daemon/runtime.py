@@ -30,10 +30,7 @@ from daemon.control.acl_api import AclApi, grant_of
 from daemon.control.api import DaemonApi
 from daemon.control.dashboard import dashboard_pages
 from daemon.control.http_api import HttpApi
-from daemon.control.http_server import serve_http
-from daemon.control.metrics import render_metrics
 from daemon.control.server import ControlServer
-from daemon.control.tls import load_fingerprint
 from daemon.identity import bump_incarnation, load_identity
 from daemon.jobs.blobfetch import BlobFetcher, chunk_limit
 from daemon.jobs.blobstore import BlobStore
@@ -159,6 +156,8 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
     capabilities = replace(capabilities, region=config.region).with_named(config.named_capabilities)
     capabilities = await trio.to_thread.run_sync(offer_gpus, capabilities, config.cdi_spec_dirs, log)
     if config.http_listen:
+        from daemon.control.tls import load_fingerprint  # noqa: PLC0415 - x509: only with the HTTPS API
+
         capabilities = replace(
             capabilities, http_api=config.http_address, tls_fingerprint=load_fingerprint(state_dir)
         )
@@ -246,11 +245,17 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
     acl = AclApi(node, jobs.now_ms)
     methods = {**api.methods(), **acl.methods()}
     control = ControlServer(methods, log)
+
+    async def metrics() -> bytes:
+        from daemon.control.metrics import render_metrics  # noqa: PLC0415 - prometheus_client: on the first /metrics
+
+        return await render_metrics(methods)
+
     http = HttpApi(
         methods,
         lambda key: grant_of(node, key),
         log,
-        metrics=lambda: render_metrics(methods),
+        metrics=metrics,
         metrics_allow=config.metrics_allow,
         token_caller=acl.token_caller,
         pages=dashboard_pages(),
@@ -262,6 +267,8 @@ async def _run(state_dir, config, log, identity, keyring, keyring_path, store) -
             await nursery.start(node.run)
             await nursery.start(control.serve, socket_path, config.socket_permissions, config.socket_gid)
             if config.http_listen:
+                from daemon.control.http_server import serve_http  # noqa: PLC0415 - hypercorn: only a node serving HTTPS
+
                 await nursery.start(serve_http, http, config.http_listen, state_dir)
             await nursery.start(jobs.run)
             nursery.start_soon(_snapshots, store, document, config.snapshot_interval_s)

@@ -1,14 +1,6 @@
-"""What a node can do (NodeCapabilities) and what it has free now (NodeCapacity)."""
+"""What a node can do (metrics_agent.capabilities: NodeCapabilities) and what it has free now
+(metrics_agent.capacity: NodeCapacity).
 
-from .capabilities import KNOWN_EXECUTORS, GpuInfo, NodeCapabilities
-from .capacity import GpuUsage, NodeCapacity, Reservation, apply_reservations
-
-__all__ = [
-    "KNOWN_EXECUTORS",
-    "GpuInfo",
-    "GpuUsage",
-    "NodeCapabilities",
-    "NodeCapacity",
-    "Reservation",
-    "apply_reservations",
-]
+Nothing is imported here: `form` needs only metrics_agent.units, and a package that imported
+its modules would make every command load them.
+"""

@@ -20,6 +20,10 @@ An export can take longer than one request may, so the first request starts it a
 runner asks again until the digest is there. Exports are kept (images.json: published id ->
 digest) and shielded from blob collection for a retention period from their last request.
 
+podman-py (and requests under it) is some 9 MiB of formd's memory and 0.1 s of its start, and
+a node without Podman never needs it: the functions that talk to Podman import
+pack_manager.executors.podman_images themselves, and run only once this node has a Podman URL.
+
 Cache: images formd added (loaded, pulled, built with --tag) are listed in images.json with
 their last use and size and held to image_cache_bytes, least recently used removed first
 (pack_manager/image_cache.py); images the operator put in the store are never listed.
@@ -41,8 +45,7 @@ from daemon.jobs.blobstore import BlobError, BlobStore, check_digest
 from daemon.transport.interface import TransportError
 from metrics_agent.images import ID_CHARS, HeldImage, images_from_wire, publishable, short_id
 from pack_manager import image_cache
-from pack_manager.executors import podman_images
-from pack_manager.executors.podman_images import ImageError
+from pack_manager.executors.image_error import ImageError
 from pack_manager.image_refs import find_image, full_names, registry_name
 from pack_manager.jobspec import JobSpec
 
@@ -130,6 +133,8 @@ class NodeImages:
         url = self.podman_url()
         held: list[HeldImage] = []
         if url is not None:
+            from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
+
             try:
                 held = await trio.to_thread.run_sync(_list_held, url)
                 present = {image.id for image in held}
@@ -171,6 +176,8 @@ class NodeImages:
         reference = spec.image
         if url is None or not reference:
             return None  # the executor says what is missing
+        from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
+
         shown = registry_name(reference) or reference
         try:
             image_id = await trio.to_thread.run_sync(_local_id, url, reference)
@@ -242,6 +249,8 @@ class NodeImages:
         self._using.pop(job_hex, None)
 
     async def _pull(self, url: str, name: str, had: str | None) -> None:
+        from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
+
         auth = podman_images.registry_auth(self.auth_file, name)
         verify = name.split("/", 1)[0] not in self.insecure_registries
         image_id = await trio.to_thread.run_sync(_pull, url, name, auth, self.pull_timeout_s, verify)
@@ -309,6 +318,8 @@ class NodeImages:
         return SIDE_REQUEST + msgpack.packb({"pending": True}, use_bin_type=True)
 
     async def _export(self, url: str, published: str) -> None:
+        from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
+
         try:
             digest = await trio.to_thread.run_sync(_save, url, published, self.blobs)
         except Exception as exc:
@@ -329,6 +340,8 @@ class NodeImages:
         url = self.podman_url()
         if url is None:
             return
+        from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
+
         try:
             async with self._acquiring:
                 await self._adopt(url, image_id)
@@ -358,41 +371,57 @@ class NodeImages:
 
 
 def _list_held(url: str) -> list[HeldImage]:
+    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
+
     with podman_images.client(url) as podman:
         return podman_images.list_held(podman)
 
 
 def _all_ids(url: str) -> set[str]:
+    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
+
     with podman_images.client(url) as podman:
         return set(podman_images.ids_and_names(podman))
 
 
 def _local_id(url: str, reference: str) -> str | None:
+    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
+
     with podman_images.client(url) as podman:
         return podman_images.local_id(podman, reference)
 
 
 def _size(url: str, image_id: str) -> int:
+    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
+
     with podman_images.client(url) as podman:
         return podman_images.image_size(podman, image_id)
 
 
 def _remove(url: str, image_id: str) -> bool:
+    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
+
     with podman_images.client(url) as podman:
         return podman_images.remove_quietly(podman, image_id)
 
 
 def _load(url: str, archive: Path, published: str, names: list[str]) -> tuple[str, bool]:
+    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
+
     with podman_images.client(url, timeout=600) as podman:
         return podman_images.load_archive(podman, archive, published, names)
 
 
 def _pull(url: str, name: str, auth: dict[str, str] | None, timeout: float, verify: bool) -> str:
+    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
+
     with podman_images.client(url, timeout=timeout) as podman:
         return podman_images.pull(podman, name, auth, timeout, tls_verify=verify)
 
 
 def _save(url: str, published: str, blobs: BlobStore) -> str:
+    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
+
     with podman_images.client(url, timeout=600) as podman:
         image_id = podman_images.local_id(podman, published)
         if image_id is None or short_id(image_id) != published:

@@ -20,14 +20,11 @@ from requests.exceptions import ReadTimeout, RequestException
 
 from metrics_agent.images import HeldImage, short_id
 
+from .image_error import ImageError
 from .podman_options import JOB_TAG_PREFIX
 
 SAVE_CHUNK = 1024 * 1024
 CLIENT_ERRORS = (PodmanError, RequestException, OSError)
-
-
-class ImageError(Exception):
-    """An image could not be had or handled; the message is the reason users see."""
 
 
 def client(url: str, timeout: float = 60) -> PodmanClient:
