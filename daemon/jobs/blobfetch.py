@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import struct
+import threading
 from typing import Any, Iterable
 
 import msgpack
@@ -40,7 +42,7 @@ import trio
 from daemon.cluster.wire import SIDE_REQUEST as BLOB_PREFIX
 from daemon.jobs.blobstore import BlobError, BlobStore, BlobWriter, check_digest
 from daemon.jobs.chunk_window import ChunkWindow
-from daemon.transport.file_stream import STREAM_PIECE
+from daemon.transport.file_stream import PIECE_BUFFERS, STREAM_PIECE
 from daemon.transport.interface import Transport, TransportError
 
 # Asked per request (and the most a holder serves), when frames allow. 3 MiB chunks cost a
@@ -194,13 +196,50 @@ async def _stream_from(
         try:
             if writer.offset != start:
                 raise BlobError(f"blob {digest[:12]}: the partial file did not fit the blob")
-            for piece in pieces:
-                writer.write(piece)
+            with WritingThread(writer) as writing:
+                for piece in pieces:
+                    writing.write(piece)
             writer.finish()
         finally:
             writer.close()
 
     await transport.fetch_stream(address, request, STREAM_PIECE, timeout, consume)
+
+
+class WritingThread:
+    """Hashes and writes a stream's pieces in a thread of its own while the next pieces are
+    received and decrypted: one piece waiting, one being written, so a piece is written
+    before the receiver reuses its buffer (file_stream.PIECE_BUFFERS = 3). The writer's
+    error comes back from the next write() or from leaving the block."""
+
+    def __init__(self, writer: BlobWriter) -> None:
+        self.writer = writer
+        self.error: BaseException | None = None
+        self._pieces: queue.Queue[memoryview | None] = queue.Queue(maxsize=PIECE_BUFFERS - 2)
+        self._thread = threading.Thread(target=self._run, name="blob-writer", daemon=True)
+
+    def _run(self) -> None:
+        while (piece := self._pieces.get()) is not None:
+            if self.error is None:
+                try:
+                    self.writer.write(piece)
+                except BaseException as exc:  # kept and raised in the receiving thread
+                    self.error = exc
+
+    def write(self, piece: memoryview) -> None:
+        if self.error is not None:
+            raise self.error
+        self._pieces.put(piece)
+
+    def __enter__(self) -> "WritingThread":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._pieces.put(None)
+        self._thread.join()
+        if self.error is not None and exc_info[0] is None:
+            raise self.error
 
 
 def _stream_size(head: bytes) -> int:

@@ -40,6 +40,9 @@ from daemon.transport.keyring import Keyring
 STREAM, PIECE, END = 6, 7, 8  # frame kinds, after tcp.py's HELLO..FAILURE (1..5)
 TOKEN_BYTES = 16
 STREAM_PIECE = 1024 * 1024  # bytes of the file per frame, unless the requester asks for less
+# A received piece stays valid while this many more are received (each into its own buffer),
+# so the consumer may write one in another thread while the next ones arrive.
+PIECE_BUFFERS = 3
 _PIECE_HEAD = struct.Struct(f">BQ{TOKEN_BYTES}s")
 _STREAM_REQUEST = struct.Struct(f">{TOKEN_BYTES}sI")
 _LENGTH = struct.Struct(">I")
@@ -150,7 +153,7 @@ class _BlockingFrames:
 
 class PieceReceiver:
     """The pieces of one stream in order (iterate in a worker thread), each a view valid until
-    the next is asked for; FrameError on a frame that is not the next piece or END of this
+    PIECE_BUFFERS more are asked for; FrameError on a frame that is not the next piece or END of this
     stream. `received` counts the bytes taken off the socket."""
 
     def __init__(
@@ -174,15 +177,17 @@ class PieceReceiver:
 
     def __iter__(self) -> Iterator[memoryview]:
         frame = bytearray(frame_bytes(self._piece))
-        plaintext = bytearray(len(frame))
+        plaintexts: list[bytearray] = []
         sequence = 0
         while True:
+            if len(plaintexts) < PIECE_BUFFERS:
+                plaintexts.append(bytearray(len(frame)))  # allocated as pieces come: a short stream takes one
             payload = open_stream_frame(
                 self._keyring,
                 self._frames.read_into(frame),
                 self._clock(),
                 self._window,
-                plaintext,
+                plaintexts[sequence % len(plaintexts)],
                 max_frame=self._max_frame,
             )
             if len(payload) < _PIECE_HEAD.size:

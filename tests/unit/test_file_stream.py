@@ -19,8 +19,8 @@ import trio
 from blake3 import blake3
 from tcp_frames import raw_frame
 
-from daemon.jobs.blobfetch import FetchError, fetch_blob
-from daemon.jobs.blobstore import BlobStore
+from daemon.jobs.blobfetch import FetchError, WritingThread, fetch_blob
+from daemon.jobs.blobstore import BlobError, BlobStore
 from daemon.jobs.peer_requests import LiveLogs, PeerRequests
 from daemon.transport.file_stream import (
     STREAM,
@@ -321,3 +321,19 @@ async def test_a_stream_request_that_is_not_a_blob_stream_is_refused(tmp_path):
     ]
     missing = b"\xc1" + msgpack.packb({"op": "blob", "digest": "a" * 64, "offset": 0, "stream": True})
     assert await requests.open_stream("peer", missing) == f"blob {'a' * 12} is not held here"
+
+
+def test_the_writing_thread_hands_back_the_writers_error(tmp_path):
+    store = BlobStore(tmp_path)
+    digest = blake3(b"0123456789").hexdigest()
+    writer = store.writer(digest, 10)
+    with pytest.raises(BlobError, match="sent more than the 10 bytes announced"):
+        with WritingThread(writer) as writing:
+            writing.write(memoryview(b"0123456789abc"))
+            for _ in range(100):  # the error comes back from a later write at the latest
+                writing.write(memoryview(b"more"))
+    writer = store.writer(digest, 10)
+    with WritingThread(writer) as writing:
+        writing.write(memoryview(b"01234"))
+        writing.write(memoryview(b"56789"))
+    assert writer.finish() == digest and store.path(digest).read_bytes() == b"0123456789"
