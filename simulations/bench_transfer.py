@@ -1,6 +1,6 @@
-"""Data transfer with two real formd processes on 127.0.0.1 (figures, not assertions).
+"""Data transfer with real formd processes on 127.0.0.1 (figures, not assertions).
 
-    python -m simulations.bench_transfer [--size 1GiB] [--dir DIR]
+    python -m simulations.bench_transfer [--size 1GiB] [--repeat 3] [--dir DIR]
 
 One file of random bytes, and three ways it moves, each timed and compared with `cp` of
 the same file on the same disk in the same run (the median of five cps), and with `cp` plus
@@ -12,17 +12,21 @@ first use (a cp into such memory runs 5-10x slower than into memory just freed),
 of 1.5x the size is written and deleted first (not timed), and every copy, formd's and
 cp's, lands in recently freed memory.
 
+Each transfer is timed `--repeat` times (3) and its median shown, like cp's:
+
 - submit: `form submit CTX --input FILE` on node A, the whole CLI command (Python start
-  included): the file goes to formd open (blob.put-fd), copied and hashed in one pass.
-- peer fetch: node B ran the job (a WASM module that copies the input to an output, 1 MiB
-  at a time); A's `job.files` streams the outputs from B over the sealed transport
-  (pipelined chunk requests, hashed as written, fsynced).
+  included): the file goes to formd open (blob.put-fd), kernel-copied and hashed. Each
+  submit is a job that node B runs, one at a time (a WASM module that copies the input to
+  an output, 1 MiB at a time).
+- peer fetch: `job.files` of the first job on A, then on each extra node (f1, f2, ...):
+  the output comes from B (or a node that fetched it already) as a file stream over the
+  sealed transport, hashed as written, fsynced.
 - result download: `form result JOB -o DIR` on A, the whole CLI command: formd hands the
   stored outputs to `form` open, which checks their digest and unpacks them.
 
-Also shown: how long B took from the accepted submit to running the job (gossip, claim and
-fetching the input from A), and the peak RSS of each formd (psutil, sampled every 20 ms
-from before the submit to after the download). Goals from issue 13: each transfer within 3x
+Also shown: how long B took from the first accepted submit to running its job (gossip,
+claim and fetching the input from A), and the peak RSS of each formd (psutil, sampled every
+20 ms from before the first submit to after the last download). Goals from issue 13: each transfer within 3x
 of cp; formd RSS under 100 MiB throughout.
 """
 
@@ -77,7 +81,7 @@ class Watch:
         self.work, self.size = work, size
         self.processes = {name: psutil.Process(pid) for name, pid in pids.items()}
         self.interval = interval
-        self.phases: dict[str, dict] = {}
+        self.phases: dict[str, list[dict]] = {}  # name -> one entry per time the phase ran
         self._peak = dict.fromkeys(pids, 0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -104,11 +108,9 @@ class Watch:
         yield
         seconds = time.perf_counter() - started
         used = self._cpu()
-        self.phases[name] = {
-            "s": seconds,
-            "peak_rss": dict(self._peak),
-            "cpu_s": {key: used[key] - cpu[key] for key in used},
-        }
+        self.phases.setdefault(name, []).append(
+            {"s": seconds, "peak_rss": dict(self._peak), "cpu_s": {key: used[key] - cpu[key] for key in used}}
+        )
 
     def __enter__(self) -> "Watch":
         self._thread.start()
@@ -177,7 +179,7 @@ def epoch(iso: str) -> float:
     return datetime.datetime.fromisoformat(iso).timestamp()
 
 
-def run(size: int, work: Path) -> dict:
+def run(size: int, work: Path, repeat: int) -> dict:
     context = work / "context"
     context.mkdir()
     (work / "copy.c").write_text(COPY_C)
@@ -189,42 +191,52 @@ def run(size: int, work: Path) -> dict:
     with Cluster(work / "nodes") as cluster:
         a = cluster.add("a", settings={**SETTINGS, **limits})
         b = cluster.add("b", seed=a, labels=["role=runner"], settings={**SETTINGS, **limits})
-        wait_until(lambda: all_see(cluster.nodes, [a.node_id, b.node_id]), 60, "the two nodes to converge")
+        # More nodes to fetch B's output, so the peer fetch is timed `repeat` times as well.
+        fetchers = [a] + [
+            cluster.add(f"f{i}", seed=a, settings={**SETTINGS, **limits}) for i in range(1, repeat)
+        ]
+        ids = [node.node_id for node in cluster.nodes]
+        wait_until(lambda: all_see(cluster.nodes, ids), 60, "the nodes to converge")
         cli_start, _ = timed([*FORM, "--socket", str(a.socket), "status", "--json"])
         form_a = [*FORM, "--socket", str(a.socket)]
+        submit = [*form_a, "submit", str(context), "--kind", "wasm", "--module", "copy.wasm"]
+        submit += ["--input", str(source), "--label", "role=runner"]
         with (
-            Watch({"a": a.process.pid, "b": b.process.pid}, work, size) as watch,
+            Watch({node.name: node.process.pid for node in cluster.nodes}, work, size) as watch,
             Connection(a.socket, timeout=600) as api,
         ):
             with watch.phase("idle"):
                 time.sleep(1)
-            with watch.phase("submit"):
-                _, out = timed(
-                    [*form_a, "submit", str(context), "--kind", "wasm", "--module", "copy.wasm"]
-                    + ["--input", str(source), "--label", "role=runner"]
-                )
-            accepted = time.time()
-            job_id = out.split()[0]
-            with watch.phase("job on B"):
-                status = wait_final(api, job_id, 3600)
-            if status["state"] != "succeeded" or status["node"] != b.node_id:
-                raise RuntimeError(
-                    f"job {job_id[:12]}: {status['state']} on {status['node']}: {status['reason']}"
-                )
+            jobs = []
+            for _ in range(repeat):  # one job at a time: a running job would load the next submit
+                with watch.phase("submit"):
+                    _, out = timed(submit)
+                job_id, accepted = out.split()[0], time.time()
+                with watch.phase("job on B"):
+                    status = wait_final(api, job_id, 3600)
+                if status["state"] != "succeeded" or status["node"] != b.node_id:
+                    raise RuntimeError(
+                        f"job {job_id[:12]}: {status['state']} on {status['node']}: {status['reason']}"
+                    )
+                jobs.append((job_id, accepted, status))
+            job_id, accepted, first = jobs[0]
             cps += cp_seconds(source, work, 1)
-            with watch.phase("peer fetch"):
-                files = api.call("job.files", {"job": job_id, "which": "outputs"})
-            with watch.phase("result download"):
-                timed([*form_a, "result", job_id, "-o", str(work / "result")])
+            for fetcher in fetchers:
+                with Connection(fetcher.socket, timeout=600) as connection, watch.phase("peer fetch"):
+                    files = connection.call("job.files", {"job": job_id, "which": "outputs"})
+            for run in range(repeat):
+                with watch.phase("result download"):
+                    timed([*form_a, "result", job_id, "-o", str(work / f"result-{run}")])
+                got = (work / f"result-{run}" / "in.bin").stat().st_size
+                if got != size:
+                    raise RuntimeError(f"result holds {got} bytes, expected {size}")
+                shutil.rmtree(work / f"result-{run}")
             cps += cp_seconds(source, work, 1)
-        got = (work / "result" / "in.bin").stat().st_size
-        if got != size:
-            raise RuntimeError(f"result holds {got} bytes, expected {size}")
     return {
         "size": size,
         "cp_s": cps,
         "cli_start_s": cli_start,
-        "to_running_s": epoch(status["started_at"]) - accepted,
+        "to_running_s": epoch(first["started_at"]) - accepted,
         "fetched": sum(item["size"] for item in files),
         "phases": watch.phases,
     }
@@ -243,19 +255,22 @@ def report(figures: dict) -> str:
         + f"); form CLI start + one call {figures['cli_start_s']:.2f} s"
     ]
     moved = {"submit": size, "peer fetch": figures["fetched"], "result download": size}
-    for name, phase in figures["phases"].items():
-        seconds = phase["s"]
+    for name, samples in figures["phases"].items():
+        seconds = statistics.median(sample["s"] for sample in samples)
         speed = " " * 42
         if name in moved:
             speed = f"{moved[name] / MIB / seconds:7.1f} MiB/s {seconds / cp:5.2f}x cp {seconds / cp_sync:5.2f}x +sync"
-        rss = " ".join(f"{key} {value / MIB:5.1f}" for key, value in phase["peak_rss"].items())
-        cpu = " ".join(f"{key} {value:5.2f}" for key, value in phase["cpu_s"].items())
-        lines.append(f"  {name:<16} {seconds:7.2f} s {speed}  peak RSS MiB: {rss}  formd CPU s: {cpu}")
+        nodes = samples[0]["peak_rss"]
+        rss = " ".join(f"{key} {max(s['peak_rss'][key] for s in samples) / MIB:5.1f}" for key in nodes)
+        cpu = " ".join(f"{key} {statistics.median(s['cpu_s'][key] for s in samples):5.2f}" for key in nodes)
+        times = ", ".join(f"{sample['s']:.2f}" for sample in samples)
+        runs = f" (median of {times})" if len(samples) > 1 else ""
+        lines.append(f"  {name:<16} {seconds:7.2f} s {speed}  peak RSS MiB: {rss}  formd CPU s: {cpu}{runs}")
     lines.append(
-        f"  (job on B: submit accepted -> running {figures['to_running_s']:.2f} s: gossip, claim, "
+        f"  (first job on B: submit accepted -> running {figures['to_running_s']:.2f} s: gossip, claim, "
         "input fetched from A; then the WASM copy and storing its output)"
     )
-    peak = max(v for phase in figures["phases"].values() for v in phase["peak_rss"].values())
+    peak = max(v for samples in figures["phases"].values() for s in samples for v in s["peak_rss"].values())
     lines.append(f"  formd peak RSS over the run: {peak / MIB:.1f} MiB")
     return "\n".join(lines)
 
@@ -264,7 +279,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="1GiB", help="file size, e.g. 1GiB, 256MiB")
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
+    parser.add_argument("--repeat", type=int, default=3, help="times each transfer is timed (median shown)")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     size = parse_bytes(args.size)
     work = Path(tempfile.mkdtemp(prefix="bench-transfer-", dir=args.dir))
     try:
@@ -274,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
             f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, work dir {work}",
             flush=True,
         )
-        print(report(run(size, work)))
+        print(report(run(size, work, args.repeat)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
