@@ -103,34 +103,6 @@ def seal_parts(
     return out
 
 
-PLAINTEXT_HEAD = _TIMESTAMP.size  # where the payload starts in a plaintext laid out by the caller
-
-
-def seal_plaintext(
-    keyring: Keyring,
-    plaintext: memoryview,
-    now: float,
-    out: bytearray,
-    room: int,
-    *,
-    max_frame: int = MAX_FRAME,
-) -> memoryview:
-    """Seal a payload the caller wrote after PLAINTEXT_HEAD spare bytes of `plaintext` (a file
-    stream reads each piece straight there) into `out` after `room` bytes, both buffers reused
-    from frame to frame; returns the view of `out` holding the room and the frame."""
-    size = HEADER_BYTES + len(plaintext) + TAG_BYTES
-    if size > max_frame:
-        raise FrameError(_over_limit("sealed payload", size, max_frame))
-    nonce = os.urandom(NONCE_BYTES)
-    key_id, cipher = keyring.primary_cipher()
-    header = bytes((VERSION,)) + key_id + nonce
-    _TIMESTAMP.pack_into(plaintext, 0, now)
-    view = memoryview(out)[: room + size]
-    view[room : room + HEADER_BYTES] = header
-    cipher.encrypt_into(nonce, plaintext, header, view[room + HEADER_BYTES :])
-    return view
-
-
 def open_frame(
     keyring: Keyring, frame: bytes, now: float, replay: "ReplayGuard", *, max_frame: int = MAX_FRAME
 ) -> bytes:
@@ -151,34 +123,13 @@ def open_frame_view(
     max_frame: int = MAX_FRAME,
 ) -> memoryview:
     """open_frame() without copying: the payload as a view into the decrypted plaintext."""
-    nonce, plaintext = _decrypt(keyring, frame, max_frame, None)
+    nonce, plaintext = _decrypt(keyring, frame, max_frame)
     (sent_at,) = _TIMESTAMP.unpack_from(plaintext)
     replay.check(nonce, sent_at, now)
     return plaintext[_TIMESTAMP.size :]
 
 
-def open_stream_frame(
-    keyring: Keyring,
-    frame: bytes | bytearray | memoryview,
-    now: float,
-    window: float,
-    into: bytearray,
-    *,
-    max_frame: int = MAX_FRAME,
-) -> memoryview:
-    """Authenticate and decrypt a frame of a file stream into `into` (reused from frame to
-    frame) and check its timestamp; the payload as a view into `into`. No replay memory: a
-    stream's frames are bound to its one request by a token and a sequence number, which the
-    caller checks (daemon/transport/file_stream.py)."""
-    _, plaintext = _decrypt(keyring, frame, max_frame, into)
-    (sent_at,) = _TIMESTAMP.unpack_from(plaintext)
-    check_timestamp(sent_at, now, window)
-    return plaintext[_TIMESTAMP.size :]
-
-
-def _decrypt(
-    keyring: Keyring, frame: bytes | bytearray | memoryview, max_frame: int, into: bytearray | None
-) -> tuple[bytes, memoryview]:
+def _decrypt(keyring: Keyring, frame: bytes | bytearray, max_frame: int) -> tuple[bytes, memoryview]:
     check_frame_size(len(frame), max_frame)
     version = frame[0]
     if version != VERSION:
@@ -190,7 +141,7 @@ def _decrypt(
     header = bytes(frame[:HEADER_BYTES])
     nonce = header[1 + KEY_ID_BYTES :]
     size = len(frame) - HEADER_BYTES - TAG_BYTES
-    plaintext = memoryview(bytearray(size) if into is None else into)[:size]
+    plaintext = memoryview(bytearray(size))
     try:
         cipher.decrypt_into(nonce, memoryview(frame)[HEADER_BYTES:], header, plaintext)
     except InvalidTag:

@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Iterable
 
 import blake3
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_BYTES = 32
 KEY_ID_BYTES = 8
@@ -124,6 +126,14 @@ class Keyring:
         """The AEAD for a key id seen in a frame header, or None when it is not in the ring."""
         entry = self._ciphers.get(key_id)
         return entry[1] if entry is not None else None
+
+    def derive(self, key_id: bytes, salt: bytes, info: bytes) -> bytes | None:
+        """A 32-byte key derived from one in the ring (HKDF-SHA256), or None when `key_id` is
+        not in it: a key of its own for one file stream, the ring's keys never leaving it."""
+        entry = self._ciphers.get(key_id)
+        if entry is None:
+            return None
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(entry[0])
 
     def key_ids(self) -> list[bytes]:
         """Primary first, then the others in the order they were added."""

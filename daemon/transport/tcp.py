@@ -47,12 +47,15 @@ from typing import Any, Callable
 
 import outcome
 import trio
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from daemon.transport.file_stream import (
     STREAM,
     TOKEN_BYTES,
     FileRange,
     PieceReceiver,
+    holder_prelude,
+    open_prelude,
     parse_stream_request,
     send_file_range,
     set_socket_timeout,
@@ -348,17 +351,12 @@ class NetTransport(Transport):
                 raise TransportError(f"{address} did not stream: {head.decode('utf-8', 'replace')}")
             if kind != REPLY:
                 raise TransportError(f"{address}: unexpected frame kind {kind} answering a stream request")
+            try:
+                cipher, head = open_prelude(self.keyring, token, head)
+            except FrameError as exc:
+                raise TransportError(f"{address}: {exc}") from None
             sock = socket.socket(fileno=os.dup(stream.socket.fileno()))
-            receiver = PieceReceiver(
-                sock,
-                self.keyring,
-                self.clock,
-                self._replay.window,
-                token,
-                piece,
-                bytes(reader.buffered),
-                self.max_frame,
-            )
+            receiver = PieceReceiver(sock, cipher, piece, bytes(reader.buffered))
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_shut_down_when_cancelled, sock)
@@ -584,23 +582,24 @@ class NetTransport(Transport):
             await self._write(stream, FAILURE, 0, source.encode())
             return
         try:
-            await self._write(stream, REPLY, 0, source.head)
+            prelude, cipher = holder_prelude(self.keyring, token)
+            await self._write(stream, REPLY, 0, prelude + source.head)
             sock = socket.socket(fileno=os.dup(stream.socket.fileno()))
         except BaseException:
             os.close(source.fd)
             raise
         # Abandoned on cancel (formd stopping): the thread ends at its next write's timeout.
         self.bytes_sent += await trio.to_thread.run_sync(
-            self._send_range_and_close, sock, token, source, piece, sender, abandon_on_cancel=True
+            self._send_range_and_close, sock, cipher, source, piece, sender, abandon_on_cancel=True
         )
 
     def _send_range_and_close(
-        self, sock: socket.socket, token: bytes, source: FileRange, piece: int, sender: str
+        self, sock: socket.socket, cipher: AESGCM, source: FileRange, piece: int, sender: str
     ) -> int:
         try:
             set_socket_timeout(sock, self.write_timeout)
-            return send_file_range(sock, self.keyring, self.clock, token, source, piece, self.max_frame)
-        except (OSError, EOFError, FrameError) as exc:
+            return send_file_range(sock, cipher, source, min(piece, self.max_frame))
+        except (OSError, EOFError) as exc:
             log.info("file stream to %s stopped: %s", sender, exc)
             return 0
         finally:

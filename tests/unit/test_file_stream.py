@@ -26,6 +26,8 @@ from daemon.transport.file_stream import (
     STREAM,
     FileRange,
     PieceReceiver,
+    holder_prelude,
+    open_prelude,
     send_file_range,
     stream_request,
 )
@@ -192,13 +194,15 @@ async def test_cancelling_a_fetch_stops_its_thread_and_the_holder_serves_on(tmp_
     assert got == big
 
 
-def _frames_of_a_stream(tmp_path, token: bytes, ring: Keyring, now: float) -> list[bytes]:
-    """The frames send_file_range writes for DATA[:3 MiB] in 1 MiB pieces, split apart."""
+def _frames_of_a_stream(tmp_path, ring: Keyring, token: bytes) -> tuple[bytes, list[bytes]]:
+    """The holder's prelude and the frames send_file_range writes for DATA[:3 MiB] in 1 MiB
+    pieces, split apart."""
     left, right = socket.socketpair()
     source = FileRange(b"", file_of(tmp_path, DATA), 0, 3 * 1024 * 1024)
+    prelude, cipher = holder_prelude(ring, token)
 
     def send() -> None:
-        send_file_range(left, ring, lambda: now, token, source, 1 << 20, 4 << 20)
+        send_file_range(left, cipher, source, 1 << 20)
         left.close()  # the reader below reads up to this end
 
     sender = threading.Thread(target=send)
@@ -214,7 +218,7 @@ def _frames_of_a_stream(tmp_path, token: bytes, ring: Keyring, now: float) -> li
         (size,) = struct.unpack_from(">I", wire, offset)
         frames.append(bytes(wire[offset : offset + 4 + size]))
         offset += 4 + size
-    return frames
+    return prelude, frames
 
 
 @contextmanager
@@ -242,18 +246,21 @@ def fed_with(frames: list[bytes]):
     "tamper, reason",
     [
         (lambda frames: frames, None),
-        (lambda frames: frames[1:], "stream frame 1 where 0 was due"),
-        (lambda frames: [frames[0], frames[0], *frames[1:]], "stream frame 0 where 1 was due"),
-        (lambda frames: frames[:2] + frames[3:], "stream frame 3 where 2 was due"),
+        (lambda frames: frames[1:], "stream frame 0: authentication failed"),
+        (lambda frames: [frames[0], frames[0], *frames[1:]], "stream frame 1: authentication failed"),
+        (lambda frames: frames[:2] + frames[3:], "stream frame 2: authentication failed"),
         (lambda frames: frames[:-1], "stream closed 0 bytes into a frame"),
         (lambda frames: [frames[0][:-1] + bytes([frames[0][-1] ^ 1]), *frames[1:]], "authentication failed"),
+        (lambda frames: [struct.pack(">I", 9 << 20), *frames], "stream frame of 9,437,184 bytes"),
     ],
 )
 def test_pieces_out_of_place_tampered_or_missing_end_the_stream(tmp_path, tamper, reason):
-    ring, token, now = Keyring.generate(), os.urandom(16), time.time()
-    frames = tamper(_frames_of_a_stream(tmp_path, token, ring, now))
-    with fed_with(frames) as sock:
-        receiver = PieceReceiver(sock, ring, lambda: now, 60, token, 1 << 20, b"", 4 << 20)
+    ring, token = Keyring.generate(), os.urandom(16)
+    prelude, frames = _frames_of_a_stream(tmp_path, ring, token)
+    cipher, head = open_prelude(ring, token, prelude + b"head")
+    assert head == b"head"
+    with fed_with(tamper(frames)) as sock:
+        receiver = PieceReceiver(sock, cipher, 1 << 20, b"")
         if reason is None:
             assert b"".join(bytes(piece) for piece in receiver) == DATA[: 3 * 1024 * 1024]
         else:
@@ -262,15 +269,16 @@ def test_pieces_out_of_place_tampered_or_missing_end_the_stream(tmp_path, tamper
                     pass
 
 
-def test_a_stream_of_another_request_or_out_of_its_time_is_refused(tmp_path):
-    ring, now = Keyring.generate(), time.time()
-    frames = _frames_of_a_stream(tmp_path, b"A" * 16, ring, now)
-    for token, clock, reason in (
-        (b"B" * 16, now, "another stream"),
-        (b"A" * 16, now + 3600, "stale timestamp"),
-    ):
-        with fed_with(frames) as sock, pytest.raises(FrameError, match=reason):
-            next(iter(PieceReceiver(sock, ring, lambda clock=clock: clock, 60, token, 1 << 20, b"", 4 << 20)))
+def test_a_stream_of_another_request_or_under_another_key_is_refused(tmp_path):
+    ring = Keyring.generate()
+    prelude, frames = _frames_of_a_stream(tmp_path, ring, b"A" * 16)
+    cipher, _ = open_prelude(ring, b"B" * 16, prelude)  # the key another request derives
+    with fed_with(frames) as sock, pytest.raises(FrameError, match="stream frame 0: authentication failed"):
+        next(iter(PieceReceiver(sock, cipher, 1 << 20, b"")))
+    with pytest.raises(FrameError, match="stream under unknown key id"):
+        open_prelude(Keyring.generate(), b"A" * 16, prelude)
+    with pytest.raises(FrameError, match="too short"):
+        open_prelude(ring, b"A" * 16, prelude[:10])
 
 
 async def test_blobs_come_by_stream_resume_from_a_partial_file_and_a_lying_holder_is_refused(tmp_path):
