@@ -13,6 +13,7 @@ import ctypes
 import os
 import re
 import stat
+import threading
 import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
@@ -115,18 +116,26 @@ class BlobStore:
         if info.st_size > limit:
             raise BlobError(f"file of {info.st_size:,} bytes is over this node's {limit:,}-byte limit")
         limit = min(limit, self.max_blob_bytes)
-        tmp = self._tmp / f"put-{os.getpid()}-{os.urandom(6).hex()}"
+        tmp: Path | None = self._tmp / f"put-{os.getpid()}-{os.urandom(6).hex()}"
         try:
             out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
                 digest, size = _copy_hashed(fd, out, limit)
-                os.fsync(out)
+                if not self.has(digest):
+                    os.fsync(out)
             finally:
                 os.close(out)
-            self._install(tmp, digest)
+            if self.has(digest):
+                # The same bytes are stored already (a resubmitted input). Freeing a large
+                # file's pages takes the kernel a while (0.2 s a GiB): the reply need not wait.
+                _delete_in_background(tmp)
+                tmp = None
+            else:
+                self._install(tmp, digest)
             return digest, size
         finally:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
 
     def put_chunks(
         self, chunks: Iterable[bytes], expected: str | None = None, *, limit: int | None = None
@@ -246,6 +255,11 @@ _SYNC_FILE_RANGE_WRITE = 2  # start writeback of the range's dirty pages; do not
 def _start_writeback(fd: int, offset: int, length: int) -> None:
     if _SYNC_FILE_RANGE is not None:
         _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # a failure only loses the head start
+
+
+def _delete_in_background(path: Path) -> None:
+    """Unlink in a thread of its own; should formd stop first, the blob sweep finds the file."""
+    threading.Thread(target=path.unlink, kwargs={"missing_ok": True}, name="blob-delete", daemon=True).start()
 
 
 def _copy_hashed(src: int, out: int, limit: int) -> tuple[str, int]:

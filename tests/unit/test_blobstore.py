@@ -194,3 +194,18 @@ def test_put_fd_reads_files_the_kernel_copies_as_empty(tmp_path):
         store.put_fd(handle.fileno(), limit=10)
     assert list(store.digests()) == [blake3(content).hexdigest()]
     assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+
+
+def test_a_file_put_again_leaves_the_stored_blob_and_its_copy_goes(tmp_path):
+    store = BlobStore(tmp_path / "blobs")
+    data = os.urandom(3 * 1024 * 1024)
+    (tmp_path / "in").write_bytes(data)
+    digest, _ = _put_fd_from(store, tmp_path / "in")
+    stored = store.path(digest).stat().st_ino
+    assert _put_fd_from(store, tmp_path / "in") == (digest, len(data))
+    assert store.path(digest).stat().st_ino == stored  # not replaced by the second copy
+    deadline = time.monotonic() + 10
+    while any((tmp_path / "blobs" / "tmp").iterdir()):  # the copy is deleted in the background
+        assert time.monotonic() < deadline, "the second copy was never deleted"
+        time.sleep(0.01)
+    assert store.path(digest).read_bytes() == data
