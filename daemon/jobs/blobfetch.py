@@ -40,7 +40,7 @@ import msgpack
 import trio
 
 from daemon.cluster.wire import SIDE_REQUEST as BLOB_PREFIX
-from daemon.jobs.blobstore import BlobError, BlobStore, BlobWriter, check_digest
+from daemon.jobs.blobstore import BlobError, BlobStore, BlobWriter, DigestMismatch, check_digest
 from daemon.jobs.chunk_window import ChunkWindow
 from daemon.transport.file_stream import PIECE_BUFFERS, STREAM_PIECE
 from daemon.transport.interface import Transport, TransportError
@@ -173,9 +173,15 @@ async def fetch_blob(
 async def _fetch_from(
     store: BlobStore, transport: Transport, digest: str, address: str, timeout: float
 ) -> None:
+    partial = store.partial_path(digest)
+    resumed = partial.exists() and partial.stat().st_size > 0
     try:
         await _stream_from(store, transport, digest, address, timeout)
         return
+    except DigestMismatch:
+        if not resumed:
+            raise  # the holder sent all of it, and other bytes: not asked again
+        # The earlier holder's part was wrong (the partial file is gone now): once from zero.
     except (TransportError, BlobError):
         pass  # no stream from this holder, or it broke off: chunk by chunk from the partial file
     await _chunks_from(store, transport, digest, address, timeout)

@@ -36,6 +36,10 @@ class BlobError(ValueError):
     """A bad digest, a size over the limit, or content that does not match its digest."""
 
 
+class DigestMismatch(BlobError):
+    """A whole blob received whose bytes hash to another digest (discarded)."""
+
+
 def check_digest(digest: str) -> str:
     if not isinstance(digest, str) or not _DIGEST.match(digest):
         raise BlobError(f"{digest!r:.80} is not a blake3 hex digest")
@@ -347,7 +351,7 @@ class BlobWriter:
             raise BlobError(f"blob {self.digest[:12]}: {self.offset:,} of {self.size:,} bytes received")
         if self._hasher.hexdigest() != self.digest:
             self.discard()
-            raise BlobError(f"blob {self.digest[:12]}: content does not match its digest; discarded")
+            raise DigestMismatch(f"blob {self.digest[:12]}: content does not match its digest; discarded")
         self.close()
         with open(self.partial, "ab") as out:  # "ab": an empty blob never wrote its file
             os.fsync(out.fileno())
