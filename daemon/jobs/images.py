@@ -47,7 +47,6 @@ from metrics_agent.images import ID_CHARS, HeldImage, images_from_wire, publisha
 from pack_manager import image_cache
 from pack_manager.executors.image_error import ImageError
 from pack_manager.image_refs import find_image, full_names, registry_name
-from pack_manager.jobspec import JobSpec
 
 REFRESH_S = 10.0
 EXPORT_POLL_S = 0.2
@@ -85,7 +84,7 @@ class NodeImages:
         self.cached: dict[str, image_cache.CachedImage] = {}
         self.exports: dict[str, str] = {}  # published id -> digest of its archive blob
         self._exporting: dict[str, str] = {}  # published id -> _PENDING or the failure reason
-        self._using: dict[str, str] = {}  # job hex -> full id of the image its run uses
+        self._using: dict[str, set[str]] = {}  # job hex -> full ids of the images its run or build uses
         self._nursery: trio.Nursery | None = None
         self._acquiring = trio.Lock()
         self._load_state()
@@ -170,23 +169,29 @@ class NodeImages:
                 found.append((node_id, record.address, image))
         return found
 
-    async def ensure(self, job_hex: str, spec: JobSpec) -> str | None:
-        """Make the job's image local; None when it is, else the reason it cannot be."""
+    async def ensure(self, job_hex: str, references: list[str], pull: str) -> str | None:
+        """Make the images local (a run's image, the images a build is FROM); None when they
+        are, else the reason the first that cannot be cannot."""
         url = self.podman_url()
-        reference = spec.image
-        if url is None or not reference:
+        if url is None:
             return None  # the executor says what is missing
+        for reference in references:
+            if reason := await self._ensure_one(url, job_hex, reference, pull):
+                return reason
+        return None
+
+    async def _ensure_one(self, url: str, job_hex: str, reference: str, pull: str) -> str | None:
         from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
 
         shown = registry_name(reference) or reference
         try:
             image_id = await trio.to_thread.run_sync(_local_id, url, reference)
-            if spec.pull == "always" or image_id is None:
+            if pull == "always" or image_id is None:
                 # One load, pull or eviction at a time: a load that fails puts the store back
                 # as it found it, which must not undo another one's image, and an image just
                 # brought in is marked in use before anything may evict it.
                 async with self._acquiring:
-                    reason = await self._acquire(url, reference, spec.pull)
+                    reason = await self._acquire(url, reference, pull)
                     if reason is not None:
                         return f"image {shown}: {reason}"
                     image_id = await trio.to_thread.run_sync(_local_id, url, reference)
@@ -238,7 +243,7 @@ class NodeImages:
         return "; ".join(reasons)
 
     def _use(self, job_hex: str, image_id: str) -> None:
-        self._using[job_hex] = image_id
+        self._using.setdefault(job_hex, set()).add(image_id)
         if image_id in self.cached:
             self.cached[image_id] = image_cache.CachedImage(
                 int(self.node.wall_clock() * 1000), self.cached[image_id].size
@@ -360,7 +365,7 @@ class NodeImages:
         await self.refresh()
 
     async def evict(self, url: str, keep: str | None = None) -> None:
-        in_use = set(self._using.values()) | ({keep} if keep else set())
+        in_use = set().union(*self._using.values()) | ({keep} if keep else set())
         for image_id in image_cache.evictions(self.cached, self.cache_bytes, in_use):
             if await trio.to_thread.run_sync(_remove, url, image_id):
                 del self.cached[image_id]

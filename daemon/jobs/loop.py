@@ -44,6 +44,7 @@ from daemon.log import EventLog
 from metrics_agent.capacity import NodeCapacity, Reservation, apply_reservations
 from metrics_agent.wire import WireError
 from pack_manager import scheduling
+from pack_manager.containerfile import base_images, containerfile_in
 from pack_manager.executors import run_job
 from pack_manager.executors.base import ExecutionResult, Executor, ExecutorLimits, JobGpu
 from pack_manager.executors.staging import remove_tree
@@ -633,8 +634,8 @@ class JobLoop:
             return ExecutionResult(FAILED, f"could not fetch the job's input: {exc}"), None, []
         if running.cancel.is_set():
             return ExecutionResult(CANCELLED, running.stop_reason), None, []
-        if self.images is not None and spec.kind == "run" and spec.requirements.executor == "podman":
-            missing = await self.images.ensure(job.job_hex, spec)
+        if self.images is not None and spec.requirements.executor == "podman":
+            missing = await self.images.ensure(job.job_hex, await self._images_needed(spec), spec.pull)
             if missing is not None:
                 return ExecutionResult(DECLINED, missing), None, []
             if running.cancel.is_set():
@@ -715,6 +716,17 @@ class JobLoop:
 
     def _blob_path(self, digest: str) -> Path | None:
         return self.blobs.path(digest) if self.blobs.has(digest) else None
+
+    async def _images_needed(self, spec: JobSpec) -> list[str]:
+        """A run's image; the images a build's Containerfile is FROM (read from its context)."""
+        if spec.kind == "run":
+            return [spec.image] if spec.image else []
+        if spec.kind != "build" or spec.context is None:
+            return []
+        text = await trio.to_thread.run_sync(
+            containerfile_in, self.blobs.path(spec.context), spec.containerfile
+        )
+        return base_images(text) if text is not None else []
 
     async def fetch_inputs(self, spec: JobSpec, job: Job | None = None) -> None:
         """From the submitter first, then from nodes that ran the job before (they fetched it)."""

@@ -2,9 +2,10 @@
 and an image store of its own (as on separate hosts), on 127.0.0.1.
 
 An image only node A holds runs on node B (fetched over the sealed transport and loaded); a
-build --tag'ged on A runs on B; a holder that lies or serves a corrupt archive changes nothing
-on B and the job fails with that reason; a registry nobody listens on makes every node decline
-and the job fails with all their reasons; the image cache evicts formd's own images only.
+build --tag'ged on A runs on B; a build on B FROM an image only A holds gets it first; a holder
+that lies or serves a corrupt archive changes nothing on B and the job fails with that reason;
+a registry nobody listens on makes every node decline and the job fails with all their reasons;
+the image cache evicts formd's own images only.
 """
 
 from __future__ import annotations
@@ -98,6 +99,10 @@ def published_holders(node, image_id: str) -> set[str]:
     return set()
 
 
+def published_names(node) -> set[str]:
+    return {name for image in json.loads(node.form("images", "--json").stdout) for name in image["names"]}
+
+
 def two_hosts(cluster: Cluster, url_a: str, url_b: str, **settings: str):
     a = cluster.add("a", labels=["host=a"], settings=podman_settings(url_a, **settings))
     b = cluster.add("b", seed=a, labels=["host=b"], settings=podman_settings(url_b, **settings))
@@ -106,7 +111,9 @@ def two_hosts(cluster: Cluster, url_a: str, url_b: str, **settings: str):
     return a, b
 
 
-def test_an_image_only_one_node_holds_runs_on_another_and_a_build_tagged_there_too(tmp_path):
+def test_an_image_only_one_node_holds_runs_on_another_and_so_do_a_build_tagged_there_and_a_build_from_it(
+    tmp_path,
+):
     suffix = os.urandom(4).hex()
     name = f"localhost/i13img-held-{suffix}:1"
     with podman_store(tmp_path / "pa") as url_a, podman_store(tmp_path / "pb") as url_b:
@@ -152,6 +159,16 @@ def test_an_image_only_one_node_holds_runs_on_another_and_a_build_tagged_there_t
             assert "built-on-a" in a.form("logs", ran["id"]).stdout
             table = a.form("images").stdout
             assert f"localhost/{tagged}" in table and a.node_id[:12] in table
+
+            # A build on b FROM an image only a holds under that name: b gets it before building.
+            base = f"localhost/i13img-base-{suffix}:3"
+            tag_base(url_a, base)
+            wait_until(lambda: base in published_names(b), 30, "a to publish the base image's new name")
+            (context / "Containerfile").write_text(f"FROM i13img-base-{suffix}:3 AS first\nFROM first\n")
+            from_held = submit(b, context, "--kind", "build", "--label", "host=b")
+            assert from_held["state"] == "succeeded", from_held
+            assert from_held["node"] == b.node_id
+            assert any(base in names for names in store_images(url_b).values())
 
 
 def test_a_holder_that_lies_or_serves_a_corrupt_archive_changes_nothing_and_the_job_fails_saying_so(tmp_path):
