@@ -6,7 +6,7 @@ the byte 0xc1, which msgpack never uses, so it cannot be mistaken for a gossip p
     request  0xc1 + msgpack {"op": "blob", "digest": hex, "offset": int, "length": int, "raw": true}
     reply    0xc1 + msgpack {"size": total bytes, "length": n} + the n bytes   or a str reason (failure)
 
-A request without "raw" (a node that predates it) gets {"size", "data": bytes} instead; the
+A request without "raw" gets {"size", "data": bytes} instead (both shapes are served); the
 fetcher reads either. With "raw" the data follows the map as is, so the holder reads the
 file straight into the reply and the fetcher writes it from the reply without a copy in
 between.
