@@ -8,12 +8,6 @@ resolves.
 
 from __future__ import annotations
 
-import io
-import tarfile
-from pathlib import Path
-
-MAX_CONTAINERFILE = 1024 * 1024  # read at most this much of a context's Containerfile
-
 
 def base_images(text: str) -> list[str]:
     """The FROM images of a Containerfile in order, each once."""
@@ -51,19 +45,3 @@ def _instructions(text: str) -> list[str]:
     if pending:
         instructions.append(pending)
     return instructions
-
-
-def containerfile_in(context: Path, name: str) -> str | None:
-    """The text of `name` inside the context tarball, or None when it holds no such file (the
-    build then fails saying so)."""
-    try:
-        with tarfile.open(context, mode="r:") as archive:
-            member = archive.getmember(name.removeprefix("./"))
-            if not member.isfile() or member.size > MAX_CONTAINERFILE:
-                return None
-            handle = archive.extractfile(member)
-            if handle is None:
-                return None
-            return io.TextIOWrapper(handle, encoding="utf-8", errors="replace").read()
-    except (KeyError, tarfile.TarError, OSError):
-        return None

@@ -23,6 +23,7 @@ import blake3
 from pack_manager.kernel_copy import copy_exactly
 
 MAX_MEMBERS = 100_000
+MAX_TEXT_MEMBER = 1024 * 1024  # read at most this much of one file inside an archive
 _CHUNK = 1 << 20
 
 
@@ -149,6 +150,22 @@ def extract_archive(path: Path | BinaryIO, dest: Path, limit_bytes: int) -> Arch
         # The data filter re-checks what we checked and also drops setuid bits and owners.
         archive.extractall(dest, filter="data")
     return summary
+
+
+def text_member(archive_path: Path, name: str, limit: int = MAX_TEXT_MEMBER) -> str | None:
+    """The text of the regular file `name` in the archive (a build's Containerfile), or None
+    when there is no such file of at most `limit` bytes (the build then says what is wrong)."""
+    try:
+        with tarfile.open(archive_path, mode="r:") as archive:
+            member = archive.getmember(name.removeprefix("./"))
+            if not member.isfile() or member.size > limit:
+                return None
+            handle = archive.extractfile(member)
+            if handle is None:
+                return None
+            return io.TextIOWrapper(handle, encoding="utf-8", errors="replace").read()
+    except (KeyError, tarfile.TarError, OSError):
+        return None
 
 
 def pack_directory(src: Path, dest: Path, limit_bytes: int) -> tuple[str, int]:

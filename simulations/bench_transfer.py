@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import os
 import platform
 import shutil
@@ -55,6 +54,7 @@ from procs import FORM, Cluster, all_see, compile_wasi, wait_until  # noqa: E402
 from cli.client import Connection  # noqa: E402
 from metrics_agent.units import parse_bytes  # noqa: E402
 from simulations import bench_gossip  # noqa: E402
+from simulations.bench_jobs import epoch_ms, wait_final  # noqa: E402
 
 # The job: /data/inputs/in.bin copied to /data/outputs/in.bin in 1 MiB blocks.
 COPY_C = r"""
@@ -71,7 +71,6 @@ int main(void) {
 """
 MIB = 1024 * 1024
 SETTINGS = {**bench_gossip.BENCH_SETTINGS, "executors": '["wasm"]'}
-FINAL = ("succeeded", "failed", "cancelled", "timed_out", "unschedulable")
 
 
 class Watch:
@@ -164,21 +163,6 @@ def cp_seconds(source: Path, work: Path, runs: int = 3) -> list[tuple[float, flo
     return times
 
 
-def wait_final(connection: Connection, job_id: str, timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = connection.call("job.status", {"job": job_id})
-        if status["state"] in FINAL:
-            return status
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"job {job_id[:12]} not final after {timeout:g}s: {status['state']}")
-        time.sleep(0.1)
-
-
-def epoch(iso: str) -> float:
-    return datetime.datetime.fromisoformat(iso).timestamp()
-
-
 def run(size: int, work: Path, repeat: int) -> dict:
     context = work / "context"
     context.mkdir()
@@ -236,7 +220,7 @@ def run(size: int, work: Path, repeat: int) -> dict:
         "size": size,
         "cp_s": cps,
         "cli_start_s": cli_start,
-        "to_running_s": epoch(first["started_at"]) - accepted,
+        "to_running_s": epoch_ms(first["started_at"]) / 1000 - accepted,
         "fetched": sum(item["size"] for item in files),
         "phases": watch.phases,
     }

@@ -30,8 +30,10 @@ int main(int argc, char **argv) {
 """
 
 
-def submit_wasm(node, root: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    """`form submit` on `node` of upcase.wasm on in.txt from a wasm_context directory."""
+def submit_wasm(
+    node, root: Path, *extra: str, check: bool = True, input_name: str = "in.txt"
+) -> subprocess.CompletedProcess:
+    """`form submit` on `node` of upcase.wasm on root/`input_name` from a wasm_context directory."""
     return node.form(
         "submit",
         str(root / "context"),
@@ -40,9 +42,9 @@ def submit_wasm(node, root: Path, *extra: str, check: bool = True) -> subprocess
         "--module",
         "upcase.wasm",
         "--input",
-        str(root / "in.txt"),
+        str(root / input_name),
         "--cmd",
-        "in.txt",
+        input_name,
         *extra,
         check=check,
     )

@@ -173,13 +173,12 @@ async def fetch_blob(
 async def _fetch_from(
     store: BlobStore, transport: Transport, digest: str, address: str, timeout: float
 ) -> None:
-    partial = store.partial_path(digest)
-    resumed = partial.exists() and partial.stat().st_size > 0
+    start = _partial_size(store, digest)  # resume where an earlier holder stopped
     try:
-        await _stream_from(store, transport, digest, address, timeout)
+        await _stream_from(store, transport, digest, address, start, timeout)
         return
     except DigestMismatch:
-        if not resumed:
+        if not start:
             raise  # the holder sent all of it, and other bytes: not asked again
         # The earlier holder's part was wrong (the partial file is gone now): once from zero.
     except (TransportError, BlobError):
@@ -188,10 +187,8 @@ async def _fetch_from(
 
 
 async def _stream_from(
-    store: BlobStore, transport: Transport, digest: str, address: str, timeout: float
+    store: BlobStore, transport: Transport, digest: str, address: str, start: int, timeout: float
 ) -> None:
-    partial = store.partial_path(digest)
-    start = partial.stat().st_size if partial.exists() else 0
     request = BLOB_PREFIX + msgpack.packb(
         {"op": "blob", "digest": digest, "offset": start, "stream": True}, use_bin_type=True
     )
@@ -248,6 +245,11 @@ class WritingThread:
             raise self.error
 
 
+def _partial_size(store: BlobStore, digest: str) -> int:
+    partial = store.partial_path(digest)
+    return partial.stat().st_size if partial.exists() else 0
+
+
 def _stream_size(head: bytes) -> int:
     try:
         value = msgpack.unpackb(head, raw=False)
@@ -261,8 +263,7 @@ def _stream_size(head: bytes) -> int:
 async def _chunks_from(
     store: BlobStore, transport: Transport, digest: str, address: str, timeout: float
 ) -> None:
-    partial = store.partial_path(digest)
-    start = partial.stat().st_size if partial.exists() else 0  # resume where an earlier holder stopped
+    start = _partial_size(store, digest)  # resume where an earlier holder stopped
     chunk = chunk_limit(getattr(transport, "max_frame", FETCH_CHUNK + FRAME_ROOM))
     total, data = await _ask(transport, address, digest, start, chunk, timeout)
     writer = await trio.to_thread.run_sync(store.writer, digest, total)

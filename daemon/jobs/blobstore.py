@@ -125,11 +125,12 @@ class BlobStore:
             out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
                 digest, size = _copy_hashed(fd, out, limit)
-                if not self.has(digest):
+                held = self.has(digest)
+                if not held:
                     os.fsync(out)
             finally:
                 os.close(out)
-            if self.has(digest):
+            if held:
                 # The same bytes are stored already (a resubmitted input). Freeing a large
                 # file's pages takes the kernel a while (0.2 s a GiB): the reply need not wait.
                 _delete_in_background(tmp)

@@ -21,8 +21,9 @@ runner asks again until the digest is there. Exports are kept (images.json: publ
 digest) and shielded from blob collection for a retention period from their last request.
 
 podman-py (and requests under it) is some 9 MiB of formd's memory and 0.1 s of its start, and
-a node without Podman never needs it: the functions that talk to Podman import
-pack_manager.executors.podman_images themselves, and run only once this node has a Podman URL.
+a node without Podman never needs it: the functions that talk to Podman get
+pack_manager.executors.podman_images from _podman_images() on first use, and run only once
+this node has a Podman URL.
 
 Cache: images formd added (loaded, pulled, built with --tag) are listed in images.json with
 their last use and size and held to image_cache_bytes, least recently used removed first
@@ -34,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Awaitable, Callable
 
 import msgpack
@@ -132,8 +134,7 @@ class NodeImages:
         url = self.podman_url()
         held: list[HeldImage] = []
         if url is not None:
-            from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
-
+            podman_images = _podman_images()
             try:
                 held = await trio.to_thread.run_sync(_list_held, url)
                 present = {image.id for image in held}
@@ -181,8 +182,7 @@ class NodeImages:
         return None
 
     async def _ensure_one(self, url: str, job_hex: str, reference: str, pull: str) -> str | None:
-        from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
-
+        podman_images = _podman_images()
         shown = registry_name(reference) or reference
         try:
             image_id = await trio.to_thread.run_sync(_local_id, url, reference)
@@ -254,8 +254,7 @@ class NodeImages:
         self._using.pop(job_hex, None)
 
     async def _pull(self, url: str, name: str, had: str | None) -> None:
-        from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
-
+        podman_images = _podman_images()
         auth = podman_images.registry_auth(self.auth_file, name)
         verify = name.split("/", 1)[0] not in self.insecure_registries
         image_id = await trio.to_thread.run_sync(_pull, url, name, auth, self.pull_timeout_s, verify)
@@ -323,8 +322,7 @@ class NodeImages:
         return SIDE_REQUEST + msgpack.packb({"pending": True}, use_bin_type=True)
 
     async def _export(self, url: str, published: str) -> None:
-        from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
-
+        podman_images = _podman_images()
         try:
             digest = await trio.to_thread.run_sync(_save, url, published, self.blobs)
         except Exception as exc:
@@ -345,8 +343,7 @@ class NodeImages:
         url = self.podman_url()
         if url is None:
             return
-        from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
-
+        podman_images = _podman_images()
         try:
             async with self._acquiring:
                 await self._adopt(url, image_id)
@@ -375,58 +372,57 @@ class NodeImages:
 # ---- blocking helpers (worker threads): one client per call ------------------------------------
 
 
-def _list_held(url: str) -> list[HeldImage]:
-    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
+def _podman_images() -> ModuleType:
+    """pack_manager.executors.podman_images, imported on first use (see the module's docstring)."""
+    from pack_manager.executors import podman_images  # noqa: PLC0415
 
+    return podman_images
+
+
+def _list_held(url: str) -> list[HeldImage]:
+    podman_images = _podman_images()
     with podman_images.client(url) as podman:
         return podman_images.list_held(podman)
 
 
 def _all_ids(url: str) -> set[str]:
-    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
-
+    podman_images = _podman_images()
     with podman_images.client(url) as podman:
         return set(podman_images.ids_and_names(podman))
 
 
 def _local_id(url: str, reference: str) -> str | None:
-    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
-
+    podman_images = _podman_images()
     with podman_images.client(url) as podman:
         return podman_images.local_id(podman, reference)
 
 
 def _size(url: str, image_id: str) -> int:
-    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
-
+    podman_images = _podman_images()
     with podman_images.client(url) as podman:
         return podman_images.image_size(podman, image_id)
 
 
 def _remove(url: str, image_id: str) -> bool:
-    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
-
+    podman_images = _podman_images()
     with podman_images.client(url) as podman:
         return podman_images.remove_quietly(podman, image_id)
 
 
 def _load(url: str, archive: Path, published: str, names: list[str]) -> tuple[str, bool]:
-    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
-
+    podman_images = _podman_images()
     with podman_images.client(url, timeout=600) as podman:
         return podman_images.load_archive(podman, archive, published, names)
 
 
 def _pull(url: str, name: str, auth: dict[str, str] | None, timeout: float, verify: bool) -> str:
-    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
-
+    podman_images = _podman_images()
     with podman_images.client(url, timeout=timeout) as podman:
         return podman_images.pull(podman, name, auth, timeout, tls_verify=verify)
 
 
 def _save(url: str, published: str, blobs: BlobStore) -> str:
-    from pack_manager.executors import podman_images  # noqa: PLC0415 - podman-py: ~9 MiB, only with Podman
-
+    podman_images = _podman_images()
     with podman_images.client(url, timeout=600) as podman:
         image_id = podman_images.local_id(podman, published)
         if image_id is None or short_id(image_id) != published:

@@ -44,7 +44,8 @@ from daemon.log import EventLog
 from metrics_agent.capacity import NodeCapacity, Reservation, apply_reservations
 from metrics_agent.wire import WireError
 from pack_manager import scheduling
-from pack_manager.containerfile import base_images, containerfile_in
+from pack_manager.containerfile import base_images
+from pack_manager.context_archive import text_member
 from pack_manager.executors import run_job
 from pack_manager.executors.base import ExecutionResult, Executor, ExecutorLimits, JobGpu
 from pack_manager.executors.staging import remove_tree
@@ -723,9 +724,7 @@ class JobLoop:
             return [spec.image] if spec.image else []
         if spec.kind != "build" or spec.context is None:
             return []
-        text = await trio.to_thread.run_sync(
-            containerfile_in, self.blobs.path(spec.context), spec.containerfile
-        )
+        text = await trio.to_thread.run_sync(text_member, self.blobs.path(spec.context), spec.containerfile)
         return base_images(text) if text is not None else []
 
     async def fetch_inputs(self, spec: JobSpec, job: Job | None = None) -> None:

@@ -43,7 +43,7 @@ import os
 import socket
 import struct
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import outcome
 import trio
@@ -609,11 +609,7 @@ class NetTransport(Transport):
     async def _call_file_handler(self, sender: str, payload: bytes) -> FileRange | str:
         if self._file_handler is None:
             return "files are not streamed here"
-        try:
-            return await self._file_handler(sender, payload)
-        except Exception as exc:  # a handler bug must not take the listener down
-            log.exception("file stream handler failed on a request from %s", sender)
-            return f"handler failed: {type(exc).__name__}"
+        return await _guarded(self._file_handler, sender, payload)
 
     async def _handle_sends_in_order(self, sends_out: trio.MemoryReceiveChannel) -> None:
         async with sends_out:
@@ -642,11 +638,17 @@ class NetTransport(Transport):
 
     async def _call_handler(self, sender: str, body: bytes) -> bytes | str | None:
         assert self._handler is not None
-        try:
-            return await self._handler(sender, body)
-        except Exception as exc:  # a handler bug must not take the listener down
-            log.exception("transport handler failed on a message from %s", sender)
-            return f"handler failed: {type(exc).__name__}"
+        return await _guarded(self._handler, sender, body)
+
+
+async def _guarded(handler: Callable[[str, bytes], Awaitable[Any]], sender: str, body: bytes) -> Any:
+    """The handler's answer, or the reason it failed: a handler bug must not take the
+    listener down."""
+    try:
+        return await handler(sender, body)
+    except Exception as exc:
+        log.exception("transport handler failed on a message from %s", sender)
+        return f"handler failed: {type(exc).__name__}"
 
 
 def _consume(

@@ -12,7 +12,7 @@ import blake3
 import pytest
 from procs import Cluster, all_see, wait_until
 from procs import job_status as status
-from wasm_jobs import WASM_DIR
+from wasm_jobs import WASM_DIR, submit_wasm
 
 from cli.client import ClientError, Connection
 from daemon.jobs.blobstore import BlobStore
@@ -45,20 +45,7 @@ def big_input(tmp_path_factory):
 
 
 def submit(node, root: Path, *extra: str) -> str:
-    return node.form(
-        "submit",
-        str(root / "context"),
-        "--kind",
-        "wasm",
-        "--module",
-        "upcase.wasm",
-        "--input",
-        str(root / "in.bin"),
-        "--cmd",
-        "in.bin",
-        "--wait",
-        *extra,
-    ).stdout.splitlines()[0]
+    return submit_wasm(node, root, "--wait", *extra, input_name="in.bin").stdout.splitlines()[0]
 
 
 def blob_digests(node) -> set[str]:

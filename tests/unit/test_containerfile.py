@@ -1,11 +1,13 @@
-"""The images a Containerfile builds FROM (pack_manager/containerfile.py)."""
+"""The images a Containerfile builds FROM (pack_manager/containerfile.py), read from a context
+tarball (pack_manager/context_archive.text_member)."""
 
 import io
 import tarfile
 
 import pytest
 
-from pack_manager.containerfile import MAX_CONTAINERFILE, base_images, containerfile_in
+from pack_manager.containerfile import base_images
+from pack_manager.context_archive import MAX_TEXT_MEMBER, text_member
 
 
 @pytest.mark.parametrize(
@@ -41,10 +43,10 @@ def _context(tmp_path, members: dict[str, bytes]):
 
 def test_the_containerfile_is_read_from_the_context_tarball(tmp_path):
     context = _context(tmp_path, {"Containerfile": b"FROM a:1\n", "sub/Build": b"FROM b:2\n"})
-    assert containerfile_in(context, "Containerfile") == "FROM a:1\n"
-    assert containerfile_in(context, "./sub/Build") == "FROM b:2\n"
-    assert containerfile_in(context, "missing") is None
-    big = _context(tmp_path, {"Containerfile": b"#" * (MAX_CONTAINERFILE + 1)})
-    assert containerfile_in(big, "Containerfile") is None
+    assert text_member(context, "Containerfile") == "FROM a:1\n"
+    assert text_member(context, "./sub/Build") == "FROM b:2\n"
+    assert text_member(context, "missing") is None
+    big = _context(tmp_path, {"Containerfile": b"#" * (MAX_TEXT_MEMBER + 1)})
+    assert text_member(big, "Containerfile") is None
     (tmp_path / "garbage").write_bytes(b"not a tar")
-    assert containerfile_in(tmp_path / "garbage", "Containerfile") is None
+    assert text_member(tmp_path / "garbage", "Containerfile") is None
