@@ -1,7 +1,7 @@
 """Files between `form` and the local formd, passed open over the control socket.
 
-An upload hands formd the open file (blob.put-fd): formd copies it into its blob store and
-hashes it in the same pass, so the bytes are read once and never encoded. A download asks for
+An upload hands formd the open file (blob.put-fd): formd copies it into its blob store in the
+kernel and hashes the stored copy, so `form` never reads the bytes and nothing is encoded. A download asks for
 the stored blob open (blob.open) and copies it from there, hashing while copying. A remote
 node (`form --remote`) takes no open files: cli/remote_blobs.py streams over HTTPS instead.
 """
