@@ -31,8 +31,13 @@ def test_kill9_is_found_by_probes_before_the_backstop_could(tmp_path):
             assert (
                 entry["last_heartbeat_age_s"] < 5 * 60
             )  # silent for less than the backstop's suspect timeout
-            log = observer.log_text()
-            assert "peer suspect" in log and "peer dead" in log
+            # The status above applies timeouts the moment it is asked; the log line comes with
+            # the next tick (tick_interval, 1 s).
+            wait_until(
+                lambda: "peer suspect" in observer.log_text() and "peer dead" in observer.log_text(),
+                5,
+                "the suspect and dead lines in the log",
+            )
         assert any("probe failed" in node.log_text() for node in (a, b))
         assert {n["id"]: n["status"] for n in a.nodes()}[b.node_id] == "alive"
         assert a.call("status")["probes_sent"] > 0
