@@ -180,14 +180,19 @@ class JobsApi:
 
     async def blob_put_fd(self, params: dict[str, Any], fd: int) -> Any:
         largest = max(self.jobs.limits.max_context_bytes, self.jobs.limits.max_input_bytes)
-        try:
-            digest, size = await trio.to_thread.run_sync(self.blobs.put_fd, fd, largest)
-        except BlobError as exc:
-            raise ControlError(str(exc)) from None
-        except OSError as exc:
-            raise ControlError(f"the file passed cannot be read: {_os_reason(exc)}") from None
-        self.uploads[digest] = trio.current_time()  # kept for the submit that names it
-        return {"digest": digest, "size": size}
+        for _ in range(2):
+            try:
+                digest, size = await trio.to_thread.run_sync(self.blobs.put_fd, fd, largest)
+            except BlobError as exc:
+                raise ControlError(str(exc)) from None
+            except OSError as exc:
+                raise ControlError(f"the file passed cannot be read: {_os_reason(exc)}") from None
+            self.uploads[digest] = trio.current_time()  # kept for the submit that names it
+            # A copy of a blob already held is dropped; the sweep may have deleted the held one
+            # (unnamed for a retention period) while the copy was made. Kept now, so copy again.
+            if self.blobs.has(digest):
+                return {"digest": digest, "size": size}
+        raise ControlError(f"blob {digest[:12]} was deleted as it was stored; try again")
 
     async def blob_open(self, params: dict[str, Any]) -> Any:
         digest = param(params, "digest", str)
