@@ -588,12 +588,21 @@ class NetTransport(Transport):
         except BaseException:
             os.close(source.fd)
             raise
-        # Abandoned on cancel (formd stopping): the thread ends at its next write's timeout.
-        self.bytes_sent += await trio.to_thread.run_sync(
-            self._send_range_and_close, sock, cipher, source, piece, sender, abandon_on_cancel=True
-        )
+        try:
+            async with trio.open_nursery() as nursery:
+                # Cancelled (formd stopping): the socket shuts, so the thread's next write fails.
+                nursery.start_soon(_shut_down_when_cancelled, sock)
+                try:
+                    self.bytes_sent += await trio.to_thread.run_sync(
+                        self._send_range, sock, cipher, source, piece, sender
+                    )
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            sock.close()
+            os.close(source.fd)
 
-    def _send_range_and_close(
+    def _send_range(
         self, sock: socket.socket, cipher: AESGCM, source: FileRange, piece: int, sender: str
     ) -> int:
         try:
@@ -602,9 +611,6 @@ class NetTransport(Transport):
         except (OSError, EOFError) as exc:
             log.info("file stream to %s stopped: %s", sender, exc)
             return 0
-        finally:
-            sock.close()
-            os.close(source.fd)
 
     async def _call_file_handler(self, sender: str, payload: bytes) -> FileRange | str:
         if self._file_handler is None:

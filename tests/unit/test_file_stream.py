@@ -194,6 +194,65 @@ async def test_cancelling_a_fetch_stops_its_thread_and_the_holder_serves_on(tmp_
     assert got == big
 
 
+async def test_a_holder_that_stops_mid_stream_ends_its_thread_at_once(tmp_path):
+    ring = Keyring.generate()
+    big = os.urandom(64 * 1024 * 1024)
+    served: list[int] = []
+
+    async def files(sender, payload):
+        served.append(file_of(tmp_path, big))
+        return FileRange(b"", served[-1], 0, len(big))
+
+    release = threading.Event()
+
+    def stalled(head, pieces):
+        next(iter(pieces))
+        release.wait(GUARD)  # takes no more: the holder's writes block on a full socket
+        return collect(head, pieces)
+
+    def closed(fd: int) -> bool:
+        try:
+            os.fstat(fd)
+            return False
+        except OSError:
+            return True
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            holder_scope = trio.CancelScope()
+            # Writes time out after GUARD: only the shutdown can end the thread sooner.
+            holder = NetTransport(ring, "127.0.0.1:0", write_timeout=GUARD)
+            holder.serve_files(files)
+
+            async def run_holder(task_status=trio.TASK_STATUS_IGNORED):
+                with holder_scope:
+                    await holder.serve(lambda sender, payload: None, task_status=task_status)
+
+            await nursery.start(run_holder)
+            fetcher = await start(nursery, ring)
+            outcome_of_fetch = []
+
+            async def fetch():
+                try:
+                    await fetcher.fetch_stream(holder.local_address, b"x", 1 << 20, GUARD, stalled)
+                    outcome_of_fetch.append("whole")
+                except TransportError as exc:
+                    outcome_of_fetch.append(str(exc))
+
+            nursery.start_soon(fetch)
+            while not served:
+                await trio.sleep(0.01)
+            await trio.sleep(0.5)  # the holder's buffers fill
+            holder_scope.cancel()
+            while not closed(served[0]):  # the thread closes it: at its write timeout (GUARD) unless shut
+                await trio.sleep(0.01)
+            release.set()
+            while not outcome_of_fetch:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert outcome_of_fetch != ["whole"]  # the fetcher learns the stream broke
+
+
 def _frames_of_a_stream(tmp_path, ring: Keyring, token: bytes) -> tuple[bytes, list[bytes]]:
     """The holder's prelude and the frames send_file_range writes for DATA[:3 MiB] in 1 MiB
     pieces, split apart."""
