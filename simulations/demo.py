@@ -68,6 +68,8 @@ def main() -> int:
                 str(state),
                 "--listen",
                 f"127.0.0.1:{free_port()}",
+                "--http-listen",  # each node its own HTTPS port: three nodes share this host
+                f"127.0.0.1:{free_port()}",
                 "--label",
                 f"name={name}",
                 "--set",
@@ -108,6 +110,11 @@ def main() -> int:
             podman_nodes = [n for n in nodes if n["status"] == "alive" and "podman" in n["executors"]]
             if len(nodes) == 3 and len(podman_nodes) == 3:
                 break
+            for name, process in zip(names, processes):
+                if process.poll() is not None:
+                    raise SystemExit(
+                        f"demo: formd {name} exited ({process.returncode}); see demo-cluster/{name}/formd.log"
+                    )
             if time.monotonic() > deadline:
                 raise SystemExit(
                     "demo: the three nodes did not see each other within 60 s; see demo-cluster/*/formd.log"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,23 @@ from hypercorn.trio import serve
 
 from daemon.control.http_api import HttpApi
 from daemon.control.tls import CERT_NAME, KEY_NAME
+from daemon.transport.interface import listen_failure, parse_address
 
 
-def hypercorn_config(listen: str, state_dir: Path) -> Config:
+def listening_socket(listen: str) -> socket.socket:
+    """Bound here rather than by hypercorn, whose bind error reaches formd wrapped in groups
+    and without the address: this one names it and the key that set it."""
+    host, port = parse_address(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise listen_failure(listen, "http_listen", exc) from None
+
+
+def hypercorn_config(bind: str, state_dir: Path) -> Config:
     config = Config()
-    config.bind = [listen]
+    config.bind = [bind]
     config.certfile = str(state_dir / CERT_NAME)
     config.keyfile = str(state_dir / KEY_NAME)
     config.alpn_protocols = ["http/1.1"]
@@ -32,4 +45,6 @@ def hypercorn_config(listen: str, state_dir: Path) -> Config:
 async def serve_http(
     app: HttpApi, listen: str, state_dir: Path, *, task_status: Any = trio.TASK_STATUS_IGNORED
 ) -> None:
-    await serve(app, hypercorn_config(listen, state_dir), task_status=task_status)
+    sock = listening_socket(listen)
+    # hypercorn takes the descriptor over (fd://) and closes it when it stops.
+    await serve(app, hypercorn_config(f"fd://{sock.detach()}", state_dir), task_status=task_status)

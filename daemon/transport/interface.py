@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 from typing import Any, Awaitable, Callable, Iterable
 
 import trio
@@ -84,6 +85,12 @@ def parse_address(address: str) -> tuple[str, int]:
     if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise TransportError(f"address {address!r} is not host:port")
     return host, int(port_text)
+
+
+def listen_failure(address: str, key: str, exc: OSError) -> OSError:
+    """A bind error an operator can act on: the address, the formd.toml key that set it, why."""
+    why = os.strerror(exc.errno) if isinstance(exc.errno, int) and exc.errno > 0 else str(exc)
+    return OSError(f"cannot listen on {address} ({key}): {why}")
 
 
 def format_address(host: str, port: int) -> str:

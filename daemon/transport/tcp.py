@@ -80,6 +80,7 @@ from daemon.transport.interface import (
     Transport,
     TransportError,
     format_address,
+    listen_failure,
     parse_address,
 )
 from daemon.transport.keyring import Keyring
@@ -265,7 +266,10 @@ class NetTransport(Transport):
         if self._nursery is not None or self._closed:
             raise RuntimeError("a NetTransport serves once")
         host, port = parse_address(self.listen)
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            raise listen_failure(self.listen, "listen", exc) from None
         bound_port = listeners[0].socket.getsockname()[1]
         self.local_address = self._advertise or format_address(host, bound_port)
         self._handler = handler

@@ -97,6 +97,26 @@ def test_run_without_init_says_so(tmp_path):
     assert result.returncode == 1 and "formd init" in result.stderr
 
 
+@pytest.mark.parametrize("key", ["listen", "http_listen"])
+def test_run_on_a_port_in_use_names_the_address_and_its_key(tmp_path, key):
+    import socket
+    import subprocess
+
+    from procs import FORMD, free_port
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        ports = {"listen": f"127.0.0.1:{free_port()}", "http_listen": f"127.0.0.1:{free_port()}", key: busy}
+        formd_init(
+            tmp_path, "--listen", ports["listen"], "--http-listen", ports["http_listen"], "--new-cluster-key"
+        )
+        result = subprocess.run(
+            [*FORMD, "run", "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 1
+    assert result.stderr == f"formd: cannot listen on {busy} ({key}): Address already in use\n"
+
+
 def test_form_without_a_daemon_fails_with_one_line(tmp_path):
     result = form(tmp_path / "formd.sock", "nodes", check=False)
     assert result.returncode == 1
