@@ -38,8 +38,8 @@ import dataclasses
 import datetime
 import errno
 import os
-from contextlib import contextmanager
-from typing import Any, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, AsyncIterator, Iterator
 
 import trio
 
@@ -102,6 +102,7 @@ class JobsApi:
         self.jobs = jobs
         self.blobs = jobs.blobs
         self._writers: dict[str, BlobWriter] = {}
+        self._upload_locks: dict[str, trio.Lock] = {}
         # Blobs stored by blob.put that no job names yet (kept by the loop's blob collection):
         # a submit that is refused deletes the ones it named, so nothing of it stays behind.
         self.uploads = jobs.pending_uploads
@@ -140,24 +141,39 @@ class JobsApi:
                 f"blob of {size:,} bytes is over this node's {largest:,}-byte limit for contexts and inputs"
             )
         try:
-            if self.blobs.has(digest):
-                self.uploads[digest] = trio.current_time()  # kept for the submit that names it
-                return {"offset": size, "complete": True}
-            writer = self._writers.get(digest)
-            if writer is None or writer.size != size:
-                writer = self._writers[digest] = self.blobs.writer(digest, size)
-            if offset != writer.offset:
-                return {"offset": writer.offset, "complete": False}  # the client resends from here
-            writer.write(data)
-            if writer.complete:
-                del self._writers[digest]
-                await trio.to_thread.run_sync(writer.finish)
-                self.uploads[digest] = trio.current_time()
-                return {"offset": size, "complete": True}
-            return {"offset": writer.offset, "complete": False}
+            async with self._one_upload_at_a_time(digest):
+                if self.blobs.has(digest):
+                    self.uploads[digest] = trio.current_time()  # kept for the submit that names it
+                    return {"offset": size, "complete": True}
+                writer = self._writers.get(digest)
+                if writer is None or writer.size != size:
+                    # Resuming reads (and hashes) what an earlier upload left: not in the event loop.
+                    writer = await trio.to_thread.run_sync(self.blobs.writer, digest, size)
+                    self._writers[digest] = writer
+                if offset != writer.offset:
+                    return {"offset": writer.offset, "complete": False}  # the client resends from here
+                writer.write(data)
+                if writer.complete:
+                    del self._writers[digest]
+                    await trio.to_thread.run_sync(writer.finish)
+                    self.uploads[digest] = trio.current_time()
+                    return {"offset": size, "complete": True}
+                return {"offset": writer.offset, "complete": False}
         except BlobError as exc:
             self._writers.pop(digest, None)
             raise ControlError(str(exc)) from None
+
+    @asynccontextmanager
+    async def _one_upload_at_a_time(self, digest: str) -> AsyncIterator[None]:
+        """Pieces of one blob from several clients (the same input uploaded twice at once) take
+        turns: a piece never lands while the blob is being finished and installed."""
+        lock = self._upload_locks.setdefault(digest, trio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._upload_locks.pop(digest, None)
 
     def _refuse_dataset(self, digest: str) -> None:
         """A dataset's blobs never leave their holder, whoever asks (one log line each time)."""

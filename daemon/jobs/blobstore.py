@@ -356,6 +356,12 @@ class BlobWriter:
         self.close()
         with open(self.partial, "ab") as out:  # "ab": an empty blob never wrote its file
             os.fsync(out.fileno())
+            on_disk = os.fstat(out.fileno()).st_size
+        if on_disk != self.size:
+            # Another writer of this digest (an upload beside a peer fetch) moved or extended
+            # the partial file: what this writer hashed is not what is there.
+            self.discard()
+            raise BlobError(f"blob {self.digest[:12]}: its partial file changed while written; discarded")
         self.store._install(self.partial, self.digest)
         return self.digest
 

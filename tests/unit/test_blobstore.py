@@ -82,6 +82,28 @@ def test_corrupted_fetch_is_discarded(tmp_path):
     assert not store.has(blake3(data).hexdigest()) and not writer.partial.exists()
 
 
+def test_two_writers_of_one_digest_never_install_what_neither_wrote(tmp_path):
+    """A peer fetch and an upload of the same digest share the partial file: the first to finish
+    installs the blob; the other finds its partial gone (or grown) and installs nothing."""
+    store = BlobStore(tmp_path)
+    data = os.urandom(200_000)
+    digest = blake3(data).hexdigest()
+    first, second = store.writer(digest, len(data)), store.writer(digest, len(data))
+    first.write(data)
+    first.close()
+    second.write(data)  # appended to the same partial file: it now holds the data twice
+    with pytest.raises(BlobError, match="changed while written"):
+        second.finish()
+    assert not store.has(digest)
+    first = store.writer(digest, len(data))
+    first.write(data)
+    second = store.writer(digest, len(data))  # resumes from the whole partial file
+    assert first.finish() == digest
+    with pytest.raises(BlobError, match="changed while written"):
+        second.finish()  # its partial was installed by the first: not an empty file over the blob
+    assert store.path(digest).read_bytes() == data
+
+
 def test_oversending_holder_is_cut_off(tmp_path):
     store = BlobStore(tmp_path)
     writer = store.writer("ab" * 32, 4)
