@@ -39,6 +39,7 @@ import datetime
 import errno
 import os
 from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from typing import Any, AsyncIterator, Iterator
 
 import trio
@@ -148,7 +149,9 @@ class JobsApi:
                 writer = self._writers.get(digest)
                 if writer is None or writer.size != size:
                     # Resuming reads (and hashes) what an earlier upload left: not in the event loop.
-                    writer = await trio.to_thread.run_sync(self.blobs.writer, digest, size)
+                    writer = await trio.to_thread.run_sync(
+                        partial(self.blobs.writer, digest, size, upload=True)
+                    )
                     self._writers[digest] = writer
                 if offset != writer.offset:
                     return {"offset": writer.offset, "complete": False}  # the client resends from here

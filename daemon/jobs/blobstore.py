@@ -181,8 +181,12 @@ class BlobStore:
         finally:
             os.close(dir_fd)
 
-    def writer(self, digest: str, size: int) -> "BlobWriter":
-        return BlobWriter(self, check_digest(digest), size)
+    def writer(self, digest: str, size: int, *, upload: bool = False) -> "BlobWriter":
+        """upload: a client's upload, whose partial file is its own, apart from a peer fetch's
+        of the same digest (the two never append to one file)."""
+        check_digest(digest)
+        partial = self._tmp / f"{digest}.upload" if upload else self.partial_path(digest)
+        return BlobWriter(self, digest, size, partial)
 
     def digests(self) -> Iterator[str]:
         for shard in self.root.iterdir():
@@ -302,13 +306,13 @@ def _file_type(mode: int) -> str:
 class BlobWriter:
     """A resumable, verified download of one blob of known digest and size."""
 
-    def __init__(self, store: BlobStore, digest: str, size: int) -> None:
+    def __init__(self, store: BlobStore, digest: str, size: int, partial: Path) -> None:
         if not 0 <= size <= store.max_blob_bytes:
             raise BlobError(
                 f"blob {digest[:12]} of {size:,} bytes is over the {store.max_blob_bytes:,}-byte limit"
             )
         self.store, self.digest, self.size = store, digest, size
-        self.partial = store.partial_path(digest)
+        self.partial = partial
         self._out: BinaryIO | None = None  # opened on the first write, closed by close()
         self._writeback: Writeback | None = None
         self._hasher = blake3()
@@ -358,8 +362,8 @@ class BlobWriter:
             os.fsync(out.fileno())
             on_disk = os.fstat(out.fileno()).st_size
         if on_disk != self.size:
-            # Another writer of this digest (an upload beside a peer fetch) moved or extended
-            # the partial file: what this writer hashed is not what is there.
+            # Another writer of this digest moved or extended the partial file (two fetches
+            # in two tasks): what this writer hashed is not what is there.
             self.discard()
             raise BlobError(f"blob {self.digest[:12]}: its partial file changed while written; discarded")
         self.store._install(self.partial, self.digest)

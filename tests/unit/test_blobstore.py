@@ -83,11 +83,12 @@ def test_corrupted_fetch_is_discarded(tmp_path):
 
 
 def test_two_writers_of_one_digest_never_install_what_neither_wrote(tmp_path):
-    """A peer fetch and an upload of the same digest share the partial file: the first to finish
-    installs the blob; the other finds its partial gone (or grown) and installs nothing."""
+    """Two fetches of one digest share its partial file: the first to finish installs the blob;
+    the other finds its partial gone (or grown) and installs nothing. An upload has its own."""
     store = BlobStore(tmp_path)
     data = os.urandom(200_000)
     digest = blake3(data).hexdigest()
+    assert store.writer(digest, len(data), upload=True).partial != store.writer(digest, len(data)).partial
     first, second = store.writer(digest, len(data)), store.writer(digest, len(data))
     first.write(data)
     first.close()
