@@ -2,11 +2,14 @@
 resumes where the node says it stopped, an empty file goes up, a body that does not match its
 digest is refused and nothing is stored, and a download checks what it wrote."""
 
+import itertools
 import os
+from contextlib import contextmanager
 
 import pytest
 from procs import Cluster, wait_until
 
+from cli import remote_blobs
 from cli.remote import RemoteError, RemoteTarget, load_key
 from cli.remote_blobs import download, upload
 from pack_manager.context_archive import file_digest
@@ -27,8 +30,15 @@ def target(tmp_path_factory):
         remote.close()
 
 
-def test_an_interrupted_upload_resumes_from_the_offset_the_node_holds(target, tmp_path):
+def test_an_interrupted_upload_resumes_from_the_offset_the_node_holds(target, tmp_path, monkeypatch):
     node, remote = target
+    moves: list[int] = []  # what the progress bar is told, in order
+
+    @contextmanager
+    def bar(description, size, *, as_json=False):
+        yield moves.append
+
+    monkeypatch.setattr(remote_blobs, "transfer_bar", bar)
     data = os.urandom(3 * 1024 * 1024 + 17)
     path = tmp_path / "blob.bin"
     path.write_bytes(data)
@@ -39,6 +49,8 @@ def test_an_interrupted_upload_resumes_from_the_offset_the_node_holds(target, tm
     )
     assert first.status_code == 200 and first.json() == {"offset": cut, "complete": False}
     assert upload(remote, path) == digest
+    positions = list(itertools.accumulate(moves))
+    assert positions[-1] == len(data) and max(positions) == len(data)  # the bar never passes 100 %
     download(remote, digest, tmp_path / "back.bin")
     assert (tmp_path / "back.bin").read_bytes() == data
 
