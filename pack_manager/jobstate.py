@@ -14,13 +14,14 @@ A node's own record moves:
 
 `declined` = it was the node to run the job but lacked capacity at that moment; it may
 claim later. A claim (claimed or running) may also end in a decline marked `unable`, for
-good: the node could not get the job's image (no holder delivered it, the registry did not),
-so it is not asked again; when every capable node is unable, the job fails with all their
-reasons (pack_manager/scheduling.py). A claim starts as `running` straight away when the
-node already holds every input (nothing to fetch first): one record update fewer per job,
-and `running` is as much a claim as `claimed` for the conflict rule. `yielded` = it stopped
-because its claim lost a conflict. A dead node writes nothing: its successor claims with
-attempt+1, and readers see the dead node's stale claim beside the newer attempt.
+good: the node could not get the job's image (no holder delivered it, the registry did not)
+or its inputs (while a holder of them lives), so it is not asked again; when every capable
+node is unable, the job fails with all their reasons (pack_manager/scheduling.py). A claim
+starts as `running` straight away when the node already holds every input (nothing to fetch
+first): one record update fewer per job, and `running` is as much a claim as `claimed` for
+the conflict rule. `yielded` = it stopped because its claim lost a conflict. A dead node
+writes nothing: its successor claims with attempt+1, and readers see the dead node's stale
+claim beside the newer attempt.
 """
 
 from __future__ import annotations

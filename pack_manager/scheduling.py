@@ -13,9 +13,10 @@ capabilities fit the job. Walking that order, a node is *available* when it is l
 either fits now by its last gossiped capacity, or has no decline newer than that capacity.
 The first K available nodes (K = replicas) are responsible; each one claims if it fits
 now by its own fresh figures, and otherwise writes a decline with its reasons, which
-makes the next node responsible. A node that could not get the job's image declines for
-good (`unable`): it is passed over from then on, and once every capable live node is unable
-the first of them in order gives the job up with all their reasons.
+makes the next node responsible. A node that could not get the job's image or inputs (while a
+holder of them lives) declines for good (`unable`): it is passed over from then on, and once
+every capable live node is unable the first of them in order gives the job up with all their
+reasons.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def local_holdings(job: JobView, nodes: Mapping[bytes, NodeView]) -> dict[bytes,
 
 
 def _unable(job: JobView) -> set[bytes]:
-    """Nodes that declined the job for good (they could not get its image)."""
+    """Nodes that declined the job for good (they could not get its image or inputs)."""
     return {node_id for node_id, run in job.runs.items() if run.state == DECLINED and run.unable}
 
 
@@ -166,7 +167,7 @@ def _give_up_unable(
     if not capable or any(node_id not in unable for node_id in capable) or capable[0] != self_id:
         return None
     reasons = " | ".join(f"node {_short(n)}: {job.runs[n].reason}" for n in capable)
-    return GiveUp(job.runs[self_id].attempt, f"no node could get the job's image: {reasons}")
+    return GiveUp(job.runs[self_id].attempt, f"no node could get the job's image or inputs: {reasons}")
 
 
 def _for_shard(job: JobView, nodes: Mapping[bytes, NodeView], order: list[bytes]) -> list[bytes]:

@@ -587,7 +587,7 @@ class JobLoop:
                 outputs=tuple(outputs),
                 result_digest=_result_digest(outputs) if state == SUCCEEDED else None,
                 log_digest=log_digest,
-                unable=state == DECLINED,  # only a missing image ends a claim in a decline
+                unable=state == DECLINED,  # a missing image or input ends a claim in a decline
             )
             await self.commit_durably()
         except Exception as exc:  # anything unexpected still ends the run with a record
@@ -632,7 +632,12 @@ class JobLoop:
         try:
             await self.fetch_inputs(spec, job)
         except FetchError as exc:
-            return ExecutionResult(FAILED, f"could not fetch the job's input: {exc}"), None, []
+            reason = f"could not fetch the job's input: {exc}"
+            if any(self.node.peer_status(n) == "alive" for n in _input_holders(spec, job)):
+                # A holder lives, so the fault may be this node's path to it (a link down
+                # between two hosts): the next node tries. With none alive, no node can.
+                return ExecutionResult(DECLINED, reason), None, []
+            return ExecutionResult(FAILED, reason), None, []
         if running.cancel.is_set():
             return ExecutionResult(CANCELLED, running.stop_reason), None, []
         if self.images is not None and spec.requirements.executor == "podman":
@@ -729,12 +734,7 @@ class JobLoop:
 
     async def fetch_inputs(self, spec: JobSpec, job: Job | None = None) -> None:
         """From the submitter first, then from nodes that ran the job before (they fetched it)."""
-        ran = [
-            n
-            for n, r in (job.runs.items() if job else ())
-            if r.state not in (DECLINED, CLAIMED) and n != spec.submitter
-        ]
-        holders = self.addresses([spec.submitter, *ran])
+        holders = self.addresses(_input_holders(spec, job))
         for digest in spec_blobs(spec):
             if not self.blobs.has(digest):  # held already (often: contexts repeat): no lock, no fetch
                 await self.fetch(digest, holders)
@@ -745,6 +745,16 @@ class JobLoop:
     def addresses(self, node_ids: list[bytes]) -> list[str]:
         records = self.node.document.node_records()
         return [records[n].address for n in node_ids if n in records and n != self.me]
+
+
+def _input_holders(spec: JobSpec, job: Job | None) -> list[bytes]:
+    """Who holds a job's inputs: its submitter, then the nodes that ran it (they fetched them)."""
+    ran = [
+        n
+        for n, r in (job.runs.items() if job else ())
+        if r.state not in (DECLINED, CLAIMED) and n != spec.submitter
+    ]
+    return [spec.submitter, *ran]
 
 
 def _waits_on_time(spec: JobSpec) -> bool:

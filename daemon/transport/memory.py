@@ -94,6 +94,7 @@ class SimNetwork:
         self.resolution = resolution
         self._transports: dict[str, MemTransport] = {}
         self._group: dict[str, int] = {}
+        self._cut: set[frozenset[str]] = set()
         self._crashed: set[str] = set()
         self._due: list[tuple] = []  # heap of (due, sequence, receiver, sender, data, size)
         self._sequence = itertools.count()
@@ -128,8 +129,15 @@ class SimNetwork:
                 group_of[address] = number
         self._group = group_of
 
+    def cut(self, a: str, b: str) -> None:
+        """Break the one link between a and b, both ways; each still reaches every other node
+        (a firewall between two hosts, which a partition into groups cannot express)."""
+        self._cut.add(frozenset((a, b)))
+
     def heal(self) -> None:
+        """Undo partitions and cut links."""
         self._group = {}
+        self._cut = set()
 
     def crash(self, address: str) -> None:
         self._crashed.add(address)
@@ -142,6 +150,8 @@ class SimNetwork:
 
     def can_reach(self, source: str, target: str) -> bool:
         if source in self._crashed or target in self._crashed:
+            return False
+        if self._cut and frozenset((source, target)) in self._cut:
             return False
         return self._group.get(source, 0) == self._group.get(target, 0)
 

@@ -205,7 +205,7 @@ def test_a_holder_that_lies_or_serves_a_corrupt_archive_changes_nothing_and_the_
                     a, context, "--kind", "run", "--image", image, "--label", "host=b", "--cmd", "true"
                 )
                 assert seen["state"] == "failed", seen
-                assert "no node could get the job's image" in seen["reason"]
+                assert "no node could get the job's image or inputs" in seen["reason"]
                 assert f"from node {a.node_id[:12]}: {expected}" in seen["reason"], seen["reason"]
                 assert store_images(url_b) == before  # nothing loaded stays, no name moved
             assert b.running() and a.running()
@@ -232,7 +232,7 @@ def test_an_unreachable_registry_or_an_unknown_image_makes_every_node_decline_an
             context.mkdir()
             seen = submit(first, context, "--kind", "run", "--image", image, "--cmd", "true")
             assert seen["state"] == "failed", seen
-            assert seen["reason"].startswith("no node could get the job's image: ")
+            assert seen["reason"].startswith("no node could get the job's image or inputs: ")
             for node_id in ids:
                 assert f"node {node_id[:12]}: image {image}: registry unreachable: " in seen["reason"], seen
             explained = json.loads(first.form("explain", seen["id"], "--json").stdout)

@@ -184,7 +184,7 @@ def test_when_every_capable_node_is_unable_the_first_of_them_fails_the_job_with_
     assert actions[order[1]] is None and actions[order[2]] is None
     give_up = actions[order[0]]
     assert isinstance(give_up, scheduling.GiveUp)
-    assert give_up.reason.startswith("no node could get the job's image: ")
+    assert give_up.reason.startswith("no node could get the job's image or inputs: ")
     assert all(f"node {n.hex()[:12]}: reason of {n.hex()[:4]}" in give_up.reason for n in order)
     assert advance(runs[order[0]], FAILED, attempt=1, reason=give_up.reason).state == FAILED
 

@@ -14,10 +14,11 @@ from sim_nodes import ListStore, Sim, wait_for
 from crdt_state.signing import seal_record
 from daemon.jobs.blobstore import BlobStore
 from daemon.jobs.loop import JobLoop
+from daemon.jobs.peer_requests import LiveLogs, PeerRequests
 from daemon.transport.memory import SimNetwork
 from pack_manager import scheduling
 from pack_manager.executors.base import CANCELLED, SUCCEEDED, ExecutionResult
-from pack_manager.jobspec import JobSpec
+from pack_manager.jobspec import JobInput, JobSpec
 from pack_manager.jobstate import RunReport
 from pack_manager.placement import rank
 from pack_manager.requirements import WorkloadRequirements
@@ -75,7 +76,8 @@ async def start_node(nursery, sim, tmp_path, addresses, i, loops, gates, **loop_
     node = await sim.start(address, seeds=[a for a in addresses if a != address][:1] if i else [])
     node.wall_clock = lambda: 1.7e9 + trio.current_time()  # wall time that moves with the mock clock
     blobs = BlobStore(tmp_path / f"blobs{i}")
-    blobs.put_bytes(MODULE)  # every node holds the module: no fetch needed in this test
+    blobs.put_bytes(MODULE)  # every node holds the module: no fetch needed for it
+    node.side_handler = PeerRequests(blobs, LiveLogs()).serve  # peers fetch inputs from here
     gates[address] = Gate()
     loops[address] = JobLoop(node, blobs, tmp_path / f"work{i}", {"wasm": gates[address]}, **loop_options)
     node.on_change = loops[address].wake
@@ -91,14 +93,13 @@ async def start_node(nursery, sim, tmp_path, addresses, i, loops, gates, **loop_
     sim.loop_scopes[address] = scope
 
 
-def submit(loop):
-    import blake3
-
+def submit(loop, inputs=()):
     spec = JobSpec(
         kind="wasm",
         submitter=loop.me,
         nonce=os.urandom(16),
         module=blake3.blake3(MODULE).hexdigest(),
+        inputs=tuple(inputs),
         requirements=WorkloadRequirements.from_human(executor="wasm"),
     )
     job_hex = spec.job_id().hex()
@@ -372,4 +373,69 @@ async def test_a_cancel_stops_a_run_whose_claim_is_not_written_yet(autojump_cloc
             lambda: runs(other.node, job_hex).get(top_hex, RunReport("claimed", 1)).state == "cancelled"
         )
         assert not loops[top].running and not loops[top].unpublished and not loops[top].reservations
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_runner_that_cannot_reach_the_inputs_holder_declines_and_the_next_node_runs_it(
+    autojump_clock, tmp_path
+):
+    """The link between the top-ranked node and the submitter (the input's only holder) is down,
+    as a firewall between two hosts would have it; both still reach the third node, so
+    membership keeps everyone alive. The top node declines for good, saying why, and the next
+    node fetches the input and runs the job."""
+    async with trio.open_nursery() as nursery:
+        sim, network, addresses, loops, gates = await start_cluster(nursery, tmp_path)
+        submitter = addresses[0]
+        data = os.urandom(4096)
+        digest = loops[submitter].blobs.put_bytes(data)
+        job_hex = submit(loops[submitter], [JobInput("data.bin", digest)])
+        while ranked(loops, addresses, job_hex)[0] == submitter:
+            job_hex = submit(loops[submitter], [JobInput("data.bin", digest)])  # runs at home: no fetch
+        order = ranked(loops, addresses, job_hex)
+        top = order[0]
+        # Cut before the top node tries: submitted just now, not yet seen there.
+        network.cut(top, submitter)
+        top_hex = loops[top].node.identity.node_hex
+
+        def top_declined():
+            run = runs(loops[submitter].node, job_hex).get(top_hex)
+            return run is not None and run.state == "declined"
+
+        await wait_for(top_declined, 600)
+        declined = runs(loops[submitter].node, job_hex)[top_hex]
+        assert declined.unable and "could not fetch the job's input" in declined.reason
+        assert all(loops[submitter].node.peer_status(loops[a].me) == "alive" for a in addresses)
+        runner = order[1]
+        await wait_for(lambda: gates[runner].started == 1)
+        gates[runner].opened.set()
+        runner_hex = loops[runner].node.identity.node_hex
+        await wait_for(
+            lambda: (
+                runs(loops[submitter].node, job_hex).get(runner_hex, RunReport("claimed", 1)).state
+                == "succeeded"
+            )
+        )
+        assert loops[runner].blobs.path(digest).read_bytes() == data
+        assert gates[top].started == 0 and not loops[top].blobs.has(digest)
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_input_no_node_can_fetch_fails_the_job_with_every_nodes_reason(autojump_clock, tmp_path):
+    """The submitter (alive) lacks the input itself: each node in turn declines for good, and once
+    all have, the job fails once, saying why each did."""
+    async with trio.open_nursery() as nursery:
+        sim, network, addresses, loops, gates = await start_cluster(nursery, tmp_path)
+        lost = blake3.blake3(b"stored nowhere").hexdigest()
+        job_hex = submit(loops[addresses[0]], [JobInput("data.bin", lost)])
+
+        def given_up():
+            return [r for r in runs(loops[addresses[0]].node, job_hex).values() if r.state == "failed"]
+
+        await wait_for(given_up, 600)
+        seen = runs(loops[addresses[0]].node, job_hex)
+        (failure,) = given_up()  # once, by one node
+        assert failure.reason.startswith("no node could get the job's image or inputs: ")
+        assert failure.reason.count("could not fetch the job's input") == 3  # each node's reason
+        assert sorted(r.state for r in seen.values()) == ["declined", "declined", "failed"]
+        assert all(gate.started == 0 for gate in gates.values())
         nursery.cancel_scope.cancel()
