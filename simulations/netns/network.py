@@ -10,7 +10,8 @@ sweeps away what runs whose process is gone left behind. Processes enter a host 
 `nsenter --net=...`, which changes only the network namespace: `ip netns exec` also remounts
 /sys, and then runc finds no cgroup tree and every container fails.
 
-Delay and loss (impair()): this kernel has no sch_netem, so loss is an iptables rule dropping
+A link between two hosts goes down with cut() (unreachable routes in both). Delay and loss
+(impair()): this kernel has no sch_netem, so loss is an iptables rule dropping
 inbound packets at random, and delay a relay process in each host that every inbound
 connection for one TCP port is redirected through (simulations/netns/delay_relay.py).
 
@@ -29,8 +30,10 @@ import shutil
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 NETNS_DIR = Path("/run/netns")
 FIRST_HOST = 10
@@ -130,6 +133,19 @@ class Network:
             if loss > 0:
                 rule = ["-i", "eth0", "-m", "statistic", "--mode", "random", "--probability", f"{loss:.6f}"]
                 _run([*host.enter, "iptables", "-A", "INPUT", *rule, "-j", "DROP"])
+
+    @contextmanager
+    def cut(self, a: int, b: int) -> Iterator[None]:
+        """No route between hosts a and b while the block runs (each gets "no route to host"
+        at once); both still reach every other host: a firewall between two machines."""
+        pairs = [(self.hosts[a], self.hosts[b]), (self.hosts[b], self.hosts[a])]
+        for host, other in pairs:
+            _ip("-n", host.name, "route", "add", "unreachable", f"{other.address}/32")
+        try:
+            yield
+        finally:
+            for host, other in pairs:
+                _ip("-n", host.name, "route", "del", "unreachable", f"{other.address}/32")
 
     def _delay(self, host: Host, port: int, delay_ms: float) -> None:
         relay_port = port + RELAY_PORT_OFFSET

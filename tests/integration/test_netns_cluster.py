@@ -10,6 +10,7 @@ without a route, the cluster harness with --netns, delay and loss, and the sweep
 with SIGKILL. Needs root (CI runs as root)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -244,3 +245,27 @@ def test_kill9_of_the_runner_on_one_host_fails_over_to_another_host(hosts, tmp_p
         assert seen["node"] == other.node_id and seen["attempt"] >= 2, why
     runner.start(new_session=True)  # the module's cluster stays whole for whoever runs next
     wait_until(lambda: converged(hosts), 30, "the restarted host to rejoin")
+
+
+@pytest.mark.wasi
+def test_a_runner_cut_off_from_the_submitter_declines_and_the_next_host_runs_the_job(hosts, tmp_path):
+    """No route between A and B (a firewall between two machines); both reach C, so membership
+    (indirect probes through C) keeps all three alive. B, ranked first, cannot fetch the job's
+    context from A: it declines for good, saying why, and C runs the job."""
+    wait_until(lambda: converged(hosts), 30, "the cluster to be up")
+    a, b, c = hosts.nodes
+    context = sleeper_context(tmp_path)
+    (context / "nonce").write_bytes(os.urandom(16))  # a context no host holds yet: B must fetch it
+    with hosts.network.cut(0, 1):
+        job_id = a.form(
+            "submit", str(context), "--kind", "wasm", "--module", "sleeper.wasm", "--cmd", "0",
+            "--label", "spare=yes", "--prefer", "host=b",
+        ).stdout.strip()  # fmt: skip
+        wait_until(lambda: status(a, job_id)["state"] in ("succeeded", "failed"), 90, "the job to end")
+        seen = status(a, job_id)
+        assert seen["state"] == "succeeded" and seen["node"] == c.node_id, seen
+        rows = {r["node"]: r for r in json.loads(a.form("explain", job_id, "--json").stdout)["nodes"]}
+        assert rows[b.node_id]["rank"] == 1 and rows[b.node_id]["run"] == "declined", rows
+        assert rows[b.node_id]["run_unable"], rows
+        assert "could not fetch the job's input" in rows[b.node_id]["run_reason"], rows
+    wait_until(lambda: converged(hosts), 30, "the cluster to be whole again")
