@@ -93,8 +93,8 @@ async def start_node(nursery, sim, tmp_path, addresses, i, loops, gates, **loop_
     sim.loop_scopes[address] = scope
 
 
-def submit(loop, inputs=()):
-    spec = JobSpec(
+def wasm_spec(loop, inputs=()):
+    return JobSpec(
         kind="wasm",
         submitter=loop.me,
         nonce=os.urandom(16),
@@ -102,6 +102,10 @@ def submit(loop, inputs=()):
         inputs=tuple(inputs),
         requirements=WorkloadRequirements.from_human(executor="wasm"),
     )
+
+
+def submit(loop, inputs=(), spec=None):
+    spec = spec or wasm_spec(loop, inputs)
     job_hex = spec.job_id().hex()
     loop.node.document.put_local(
         "jobs",
@@ -388,13 +392,13 @@ async def test_a_runner_that_cannot_reach_the_inputs_holder_declines_and_the_nex
         submitter = addresses[0]
         data = os.urandom(4096)
         digest = loops[submitter].blobs.put_bytes(data)
-        job_hex = submit(loops[submitter], [JobInput("data.bin", digest)])
-        while ranked(loops, addresses, job_hex)[0] == submitter:
-            job_hex = submit(loops[submitter], [JobInput("data.bin", digest)])  # runs at home: no fetch
-        order = ranked(loops, addresses, job_hex)
+        spec = wasm_spec(loops[submitter], [JobInput("data.bin", digest)])
+        while ranked(loops, addresses, spec.job_id().hex())[0] == submitter:
+            spec = wasm_spec(loops[submitter], [JobInput("data.bin", digest)])  # ranked first elsewhere
+        order = ranked(loops, addresses, spec.job_id().hex())
         top = order[0]
-        # Cut before the top node tries: submitted just now, not yet seen there.
         network.cut(top, submitter)
+        job_hex = submit(loops[submitter], spec=spec)
         top_hex = loops[top].node.identity.node_hex
 
         def top_declined():
