@@ -29,15 +29,16 @@ def upload(target: RemoteTarget, path: Path, *, as_json: bool = False) -> str:
     """Store the file at `path` in the node's blob store; returns its digest."""
     digest = file_digest(path)
     size = path.stat().st_size
-    offset, shown = 0, [0]  # shown: where the bar stands
+    offset = shown = 0  # shown: where the bar stands
     with transfer_bar(f"upload {path.name}", size, as_json=as_json) as advance:
 
         def sent(count: int) -> None:
-            shown[0] += count
+            nonlocal shown
+            shown += count
             advance(count)
 
         for _ in range(ATTEMPTS):
-            sent(offset - shown[0])  # an attempt starts where the node holds the blob, not past it
+            sent(offset - shown)  # an attempt starts where the node holds the blob, not past it
             query = f"size={size}" + (f"&offset={offset}" if offset else "")
             response = target.request(
                 "PUT",
@@ -47,7 +48,7 @@ def upload(target: RemoteTarget, path: Path, *, as_json: bool = False) -> str:
             )
             reply = _json(response)
             if reply.get("complete"):
-                sent(size - shown[0])  # a node that held it already took nothing
+                sent(size - shown)  # a node that held it already took nothing
                 return digest
             offset = int(reply.get("offset", 0))
     raise RemoteError(f"upload of {path} to {target.url} made no progress after {ATTEMPTS} attempts")

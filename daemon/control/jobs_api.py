@@ -38,9 +38,9 @@ import dataclasses
 import datetime
 import errno
 import os
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from functools import partial
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, Iterator
 
 import trio
 
@@ -49,6 +49,7 @@ from daemon.control.access import Forbidden, current_caller
 from daemon.control.server import ControlError, Handler, TakesFile, WithFile, param
 from daemon.jobs.blobfetch import FetchError
 from daemon.jobs.blobstore import BlobError, BlobWriter
+from daemon.jobs.keyed_locks import KeyedLocks
 from daemon.jobs.loop import JobLoop
 from daemon.jobs.records import spec_blobs
 from pack_manager import scheduling
@@ -103,7 +104,9 @@ class JobsApi:
         self.jobs = jobs
         self.blobs = jobs.blobs
         self._writers: dict[str, BlobWriter] = {}
-        self._upload_locks: dict[str, trio.Lock] = {}
+        # Pieces of one blob from several clients (one input uploaded twice at once) take turns:
+        # none lands while the blob is being finished and installed.
+        self._uploading = KeyedLocks()
         # Blobs stored by blob.put that no job names yet (kept by the loop's blob collection):
         # a submit that is refused deletes the ones it named, so nothing of it stays behind.
         self.uploads = jobs.pending_uploads
@@ -142,7 +145,7 @@ class JobsApi:
                 f"blob of {size:,} bytes is over this node's {largest:,}-byte limit for contexts and inputs"
             )
         try:
-            async with self._one_upload_at_a_time(digest):
+            async with self._uploading.hold(digest):
                 if self.blobs.has(digest):
                     self.uploads[digest] = trio.current_time()  # kept for the submit that names it
                     return {"offset": size, "complete": True}
@@ -165,18 +168,6 @@ class JobsApi:
         except BlobError as exc:
             self._writers.pop(digest, None)
             raise ControlError(str(exc)) from None
-
-    @asynccontextmanager
-    async def _one_upload_at_a_time(self, digest: str) -> AsyncIterator[None]:
-        """Pieces of one blob from several clients (the same input uploaded twice at once) take
-        turns: a piece never lands while the blob is being finished and installed."""
-        lock = self._upload_locks.setdefault(digest, trio.Lock())
-        try:
-            async with lock:
-                yield
-        finally:
-            if not lock.locked() and not lock.statistics().tasks_waiting:
-                self._upload_locks.pop(digest, None)
 
     def _refuse_dataset(self, digest: str) -> None:
         """A dataset's blobs never leave their holder, whoever asks (one log line each time)."""

@@ -42,6 +42,7 @@ import trio
 from daemon.cluster.wire import SIDE_REQUEST as BLOB_PREFIX
 from daemon.jobs.blobstore import BlobError, BlobStore, BlobWriter, DigestMismatch, check_digest
 from daemon.jobs.chunk_window import ChunkWindow
+from daemon.jobs.keyed_locks import KeyedLocks
 from daemon.transport.file_stream import PIECE_BUFFERS, STREAM_PIECE
 from daemon.transport.interface import Transport, TransportError
 
@@ -345,17 +346,12 @@ class BlobFetcher:
         self.store = store
         self.transport = transport
         self.timeout = timeout
-        self._fetching: dict[str, trio.Lock] = {}
+        self._fetching = KeyedLocks()
 
     def fetching(self, digest: str) -> bool:
-        return digest in self._fetching
+        return self._fetching.busy(digest)
 
     async def fetch(self, digest: str, holders: list[str]) -> None:
         """Make a blob local; concurrent callers for one digest wait for the one fetch."""
-        lock = self._fetching.setdefault(digest, trio.Lock())
-        try:
-            async with lock:
-                await fetch_blob(self.store, self.transport, digest, holders, self.timeout)
-        finally:
-            if not lock.locked() and lock.statistics().tasks_waiting == 0:
-                self._fetching.pop(digest, None)
+        async with self._fetching.hold(digest):
+            await fetch_blob(self.store, self.transport, digest, holders, self.timeout)

@@ -362,8 +362,9 @@ class BlobWriter:
             os.fsync(out.fileno())
             on_disk = os.fstat(out.fileno()).st_size
         if on_disk != self.size:
-            # Another writer of this digest moved or extended the partial file (two fetches
-            # in two tasks): what this writer hashed is not what is there.
+            # Another writer moved or extended the partial file (fetches of one digest go one
+            # at a time and uploads have their own, so only a bug elsewhere): what this writer
+            # hashed is not what is there.
             self.discard()
             raise BlobError(f"blob {self.digest[:12]}: its partial file changed while written; discarded")
         self.store._install(self.partial, self.digest)

@@ -633,7 +633,7 @@ class JobLoop:
             await self.fetch_inputs(spec, job)
         except FetchError as exc:
             reason = f"could not fetch the job's input: {exc}"
-            if any(self.node.peer_status(n) in ("alive", "suspect") for n in _input_holders(spec, job)):
+            if any(self.node.peer_status(n) in scheduling.LIVE_STATUSES for n in _input_holders(spec, job)):
                 # A holder lives (or is not known dead), so the fault may be this node's path to
                 # it (a link down between two hosts): the next node tries. With none, no node can.
                 return ExecutionResult(DECLINED, reason), None, []
